@@ -1,0 +1,46 @@
+"""Long computations as generators of progress, so the same code serves scripts and widgets.
+
+A core function that takes a while is written as a generator that yields :class:`Progress` and
+returns its result. Scripts call the plain function, which drives the generator with
+:func:`run_steps`; widgets hand the generator to a napari worker, which shows each step in a
+progress bar and can stop between steps (cancel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` steps finished; ``message`` says what runs next."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+Steps = Generator[Progress, None, T]
+
+
+def run_steps(steps: Steps[T], callback: Callable[[Progress], None] | None = None) -> T:
+    """Drive a step generator to its end and return its result.
+
+    Parameters
+    ----------
+    steps : generator
+        Yields :class:`Progress`, returns the result.
+    callback : callable, optional
+        Called with each :class:`Progress` (e.g. to print or log it).
+    """
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(step)
