@@ -1,0 +1,8 @@
+"""Dock widgets: thin views that read layers, call the core and add layers through ``_layers``."""
+
+from napari_xaimed._widgets.attribution import AttributionWidget
+from napari_xaimed._widgets.evaluation import EvaluationWidget
+from napari_xaimed._widgets.registration import RegistrationWidget
+from napari_xaimed._widgets.segmentation import SegmentationWidget
+
+__all__ = ["AttributionWidget", "EvaluationWidget", "RegistrationWidget", "SegmentationWidget"]

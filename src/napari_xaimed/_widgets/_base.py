@@ -1,0 +1,50 @@
+"""What every dock widget shares: the viewer, a form of inputs that follows the layer list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, Label
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+
+def layer_picker(viewer: Any, layer_type: type, label: str) -> ComboBox:
+    """A drop-down of the viewer's layers of one type, refreshed by :meth:`XaimedWidget.reset_choices`."""
+
+    def choices(_widget: Any) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, layer_type)]
+
+    return ComboBox(label=label, choices=choices, nullable=False)
+
+
+def describe_layer(layer: Any) -> str:
+    """``"64×64×64 voxels at 1.00×1.00×1.50 mm"`` for a layer, from its data shape and scale."""
+    if layer is None:
+        return "no layer"
+    shape = "×".join(str(n) for n in layer.data.shape)
+    scale = "×".join(f"{s:.2f}" for s in layer.scale)
+    return f"{shape} voxels at {scale} mm"
+
+
+class XaimedWidget(QWidget):
+    """Base of the dock widgets: holds the viewer and a magicgui form whose layer lists stay current."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.form = Container(labels=True)
+        self.info = Label(value="")
+        self._layout = QVBoxLayout(self)
+        self._layout.addWidget(self.form.native)
+        self._layout.addWidget(self.info.native)
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self.reset_choices)
+
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the layer drop-downs (napari also calls this when layers change)."""
+        self.form.reset_choices()
+        self.update_info()
+
+    def update_info(self) -> None:
+        """Refresh the info line under the form; subclasses say what their inputs look like."""

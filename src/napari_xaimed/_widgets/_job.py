@@ -1,0 +1,162 @@
+"""Running one job off the GUI thread: Run/Cancel buttons, a progress bar, errors as notifications.
+
+Every widget uses :class:`JobPanel`, so progress, cancel and error handling behave the same
+everywhere. A job is a step generator from the core (see ``napari_xaimed._progress``): napari's
+generator worker runs it in a thread, each yielded :class:`Progress` moves the bars, and cancel
+stops it between steps. Results reach the widget only through ``on_result``, called on the GUI
+thread after the job finished, so a cancelled or failed job never leaves half-made layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def _drive(steps: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
+    return (yield from steps)
+
+
+def report_error(exc: BaseException) -> str:
+    """Show an exception as a napari notification and return the text shown.
+
+    A :class:`XaimedError` already says what to fix; anything else is a bug or an environment
+    problem, so its type is shown and the traceback goes to the log.
+    """
+    from napari.utils.notifications import show_error
+
+    if isinstance(exc, XaimedError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+        log.error("napari-xaimed job failed", exc_info=(type(exc), exc, exc.__traceback__))
+    show_error(text)
+    return text
+
+
+class JobPanel(QWidget):
+    """Run and Cancel buttons with a progress bar and a status line, for one job at a time.
+
+    Signals
+    -------
+    finished(str)
+        Emitted once per job with its outcome: ``"done"``, ``"failed"`` or ``"cancelled"``.
+    """
+
+    finished = Signal(str)
+
+    def __init__(self, run_text: str = "Run", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run_button = QPushButton(run_text)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.worker: Any = None
+        self._pbar: Any = None
+        self._outcome = ""
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(
+        self,
+        steps: Generator[Progress, None, Any],
+        on_result: Callable[[Any, float], None],
+        description: str,
+    ) -> None:
+        """Run ``steps`` in a worker thread; call ``on_result(result, seconds)`` when it ends well."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        if self.running:
+            return
+        self._outcome = ""
+        started = time.perf_counter()
+        worker = create_worker(_drive, steps, _start_thread=False)
+        self._pbar = progress(total=0, desc=description)
+        self.worker = worker
+
+        def returned(result: Any) -> None:
+            try:
+                on_result(result, time.perf_counter() - started)
+            except Exception as exc:  # layer creation failed: still a clean end for the panel
+                self._fail(exc)
+                return
+            self._outcome = "done"
+            self.status.setText(f"{description}: done in {time.perf_counter() - started:.1f} s")
+
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(returned)
+        worker.errored.connect(self._fail)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.bar.setRange(0, 0)  # busy until the first step reports its total
+        self.status.setText(f"{description}…")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next step; nothing it made is added."""
+        if self.worker is not None:
+            self.status.setText("Cancelling…")
+            self.cancel_button.setEnabled(False)
+            self.worker.quit()
+
+    def _on_progress(self, step: Any) -> None:
+        if not isinstance(step, Progress):
+            return
+        total = max(step.total, 1)
+        self.bar.setRange(0, total)
+        self.bar.setValue(min(step.done, total))
+        if step.message:
+            self.status.setText(step.message)
+        if self._pbar is not None:
+            self._pbar.total = total
+            self._pbar.update(step.done - self._pbar.n)
+            if step.message:
+                self._pbar.set_description(step.message)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._outcome = "failed"
+        self.status.setText(f"Failed: {report_error(exc)}")
+
+    def _on_aborted(self) -> None:
+        self._outcome = "cancelled"
+        self.status.setText("Cancelled: nothing was added.")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self._outcome != "done":
+            self.bar.setRange(0, 1)
+            self.bar.setValue(0)
+        self.finished.emit(self._outcome or "cancelled")
