@@ -102,16 +102,23 @@ def run_demo(headless: Path | None, seed: int, screenshot: Path | None) -> int:
     viewer = napari.Viewer(title="napari-xaimed demo")
     for layer in layers:
         add_or_update(viewer, layer)
-    for name in WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-xaimed", name, tabify=name != WIDGETS[0])
+    docked = [viewer.window.add_plugin_dock_widget("napari-xaimed", name, tabify=True)
+              for name in WIDGETS]
+    segmentation = docked[0][1]
+    segmentation.image.value = viewer.layers["lesion ct"]
+    segmentation.classes.value = DEMO_SEGMENTATION["classes"]
+    segmentation.smoothing.value = DEMO_SEGMENTATION["smoothing_mm"]
+    segmentation.min_size.value = DEMO_SEGMENTATION["min_size_mm3"]
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    docked[0][0].raise_()  # open on the Segmentation tab, which made the result shown
     viewer.window._qt_window.resize(1400, 900)
     viewer.dims.set_point(0, _lesion_slice(layers))
     viewer.layers.selection.active = viewer.layers[0]
     print(f"lesions: {summary['lesions_true']} true, {summary['lesions_found']} found, "
           f"Dice {summary['lesion_dice']:.3f}")
     if screenshot is not None:
-        from qtpy.QtWidgets import QApplication
-
         for _ in range(10):
             QApplication.processEvents()
             time.sleep(0.05)

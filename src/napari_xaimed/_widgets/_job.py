@@ -96,7 +96,7 @@ class JobPanel(QWidget):
             return
         self._outcome = ""
         started = time.perf_counter()
-        worker = create_worker(_drive, steps, _start_thread=False)
+        worker = create_worker(_drive, steps, _start_thread=False, _ignore_errors=True)
         self._pbar = progress(total=0, desc=description)
         self.worker = worker
 
@@ -135,11 +135,12 @@ class JobPanel(QWidget):
         self.bar.setValue(min(step.done, total))
         if step.message:
             self.status.setText(step.message)
-        if self._pbar is not None:
-            self._pbar.total = total
-            self._pbar.update(step.done - self._pbar.n)
+        pbar = self._pbar  # napari's bar may process events, and the job may finish meanwhile
+        if pbar is not None:
+            pbar.total = total
+            pbar.update(step.done - pbar.n)
             if step.message:
-                self._pbar.set_description(step.message)
+                pbar.set_description(step.message)
 
     def _fail(self, exc: BaseException) -> None:
         self._outcome = "failed"

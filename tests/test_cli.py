@@ -1,0 +1,36 @@
+"""The demo command, headless: the same work as the viewer, written to NIfTI + JSON."""
+
+import json
+
+import numpy as np
+
+from napari_xaimed._cli import main
+from napari_xaimed.io import read_volume
+
+
+def test_headless_demo_writes_outputs(tmp_path, capsys):
+    assert main(["demo", "--headless", str(tmp_path / "out"), "--seed", "1"]) == 0
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lesions_found"] == summary["lesions_true"]
+    assert summary["lesion_dice"] > 0.85
+    seg = read_volume(out / "segmentation_lesion_ct.nii.gz")
+    truth = read_volume(out / "lesion_truth.nii.gz")
+    assert seg.is_label and truth.is_label
+    assert seg.metadata["kind"] == "segmentation" and seg.metadata["params"]["method"] == "otsu"
+    assert seg.data.shape == truth.data.shape == (64, 64, 64)
+    current = read_volume(out / "current.nii.gz")
+    assert current.spacing == (1.5, 1.0, 1.0) and not current.is_label
+    for name in ("prior", "current_organs", "prior_organs", "reference", "prediction",
+                 "reference_parts", "prediction_parts"):
+        assert (out / f"{name}.nii.gz").is_file() and (out / f"{name}.json").is_file()
+    assert np.array_equal(read_volume(out / "reference.nii.gz").data > 0,
+                          read_volume(out / "reference_parts.nii.gz").data > 0)
+    assert "Dice" in capsys.readouterr().out
+
+
+def test_unknown_command_is_refused(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])
