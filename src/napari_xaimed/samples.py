@@ -362,8 +362,16 @@ def panoptic_pair(
 
     things: list[tuple[np.ndarray, float]] = []
     for i in range(n_things):
-        # The thing to be split is the largest, so both of its pieces are sizeable.
-        radius = float(radius_mm[1]) if i == 0 else float(rng.uniform(*radius_mm))
+        # The thing to be split is the largest, so both of its pieces are sizeable; the merged
+        # pair is of one size, so each of them overlaps the merging prediction alike.
+        if i == 0:
+            radius = float(radius_mm[1])
+        elif i == 2:
+            radius = things[1][1]
+        elif i == 1:
+            radius = float(rng.uniform(np.mean(radius_mm), radius_mm[1]))
+        else:
+            radius = float(rng.uniform(*radius_mm))
         near = things[1] if i == 2 else None  # things 1 and 2 are neighbours, for the merge
         things.append((place(radius, things, near), radius))
     fp_radius = float(rng.uniform(*radius_mm))
@@ -387,7 +395,7 @@ def panoptic_pair(
     center, radius = things[0]
     normal = rng.normal(size=3)
     normal /= np.linalg.norm(normal)
-    offset = (points - center) @ normal - 0.15 * radius
+    offset = (points - center) @ normal - 0.05 * radius
     whole = _ball(points, center, radius)
     pieces = [whole & (offset < -gap / 2), whole & (offset > gap / 2)]
     split_pieces[1] = []

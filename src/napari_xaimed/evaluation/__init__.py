@@ -1,0 +1,29 @@
+"""Panoptic evaluation of a prediction against a reference segmentation.
+
+``evaluate`` matches instances (one-to-one, many-to-one or one-to-many at an IoU/Dice threshold)
+and reports per class TP/FP/FN, PQ/SQ/RQ and per-instance Dice, IoU, RVD, HD, HD95, ASSD, NSD and
+clDice in millimetres; ``autc`` the area under the PQ/SQ/RQ threshold curves.
+"""
+
+from napari_xaimed.evaluation.autc import AUTCResult, autc
+from napari_xaimed.evaluation.matching import MATCHINGS
+from napari_xaimed.evaluation.panoptic import (
+    DISTANCE_METRICS,
+    ClassResult,
+    InstanceRow,
+    PanopticResult,
+    evaluate,
+    evaluate_steps,
+)
+
+__all__ = [
+    "AUTCResult",
+    "ClassResult",
+    "DISTANCE_METRICS",
+    "InstanceRow",
+    "MATCHINGS",
+    "PanopticResult",
+    "autc",
+    "evaluate",
+    "evaluate_steps",
+]

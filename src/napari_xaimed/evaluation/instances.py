@@ -1,0 +1,86 @@
+"""From label maps to compact instance maps, one per evaluated class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_xaimed._errors import XaimedError
+
+_CONNECTIVITY = {6: 1, 18: 2, 26: 3}
+
+
+def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber the nonzero ids of ``labels`` to ``1..n`` (in increasing id order).
+
+    Returns the renumbered map (int32) and the original ids (``ids[k - 1]`` is the id of ``k``).
+    A lookup table does it in one pass when the ids are small; ``np.unique`` otherwise.
+    """
+    flat = labels.ravel()
+    if flat.size == 0:
+        return np.zeros(labels.shape, np.int32), np.zeros(0, np.int64)
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo >= 0 and hi < 4 * flat.size + 1024:
+        present = np.bincount(flat, minlength=hi + 1) > 0
+        present[0] = False
+        ids = np.flatnonzero(present)
+        lut = np.zeros(hi + 1, np.int32)
+        lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+        return lut[labels], ids.astype(np.int64)
+    ids, inverse = np.unique(flat, return_inverse=True)
+    if ids[0] == 0:
+        compact = inverse.astype(np.int32)
+        ids = ids[1:]
+    else:
+        compact = (inverse + 1).astype(np.int32)
+        compact[flat == 0] = 0
+    return compact.reshape(labels.shape), ids.astype(np.int64)
+
+
+def connected_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
+    """Instances of a mask as 3D connected components (int32 labels ``1..n``)."""
+    rank = _CONNECTIVITY.get(int(connectivity))
+    if rank is None:
+        raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
+    labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank), output=np.int32)
+    return labels
+
+
+def class_instances(
+    labels: np.ndarray,
+    values: Iterable[int] | None,
+    *,
+    instance_input: bool,
+    connectivity: int = 26,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The compact instance map of one class and the ids its instances had.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        A semantic map (class values) or, with ``instance_input``, an instance map.
+    values : iterable of int or None
+        Label values that belong to the class; None means every nonzero value.
+    instance_input : bool
+        True: each selected value is one instance. False: instances are the connected
+        components of the union of the selected values (ids in the result are component
+        numbers).
+    connectivity : {6, 18, 26}
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        int32 map ``0..n`` and the ``n`` original ids (component numbers for semantic input).
+    """
+    if values is None:
+        selected = labels
+    else:
+        values = np.asarray(sorted(set(int(v) for v in values)), dtype=np.int64)
+        selected = np.where(np.isin(labels, values), labels, 0)
+    if instance_input:
+        return compact_labels(selected)
+    components = connected_components(selected != 0, connectivity)
+    n = int(components.max()) if components.size else 0
+    return components, np.arange(1, n + 1, dtype=np.int64)

@@ -1,0 +1,82 @@
+"""The overlap table: every overlapping (reference, prediction) instance pair, from one pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Below this many (n_ref + 1) * (n_pred + 1) cells a dense bincount is faster than sorting.
+_DENSE_CELLS = 20_000_000
+
+
+@dataclass
+class OverlapTable:
+    """Sizes of all instances and intersections of all overlapping pairs.
+
+    Instances are numbered ``1..n`` (compact maps); ``pair_ref``/``pair_pred`` hold those numbers.
+
+    Attributes
+    ----------
+    ref_sizes, pred_sizes : numpy.ndarray
+        Voxel counts, index 0 unused (background).
+    pair_ref, pair_pred, pair_inter : numpy.ndarray
+        One entry per overlapping pair, sorted by (ref, pred).
+    """
+
+    ref_sizes: np.ndarray
+    pred_sizes: np.ndarray
+    pair_ref: np.ndarray
+    pair_pred: np.ndarray
+    pair_inter: np.ndarray
+
+    @property
+    def n_ref(self) -> int:
+        return len(self.ref_sizes) - 1
+
+    @property
+    def n_pred(self) -> int:
+        return len(self.pred_sizes) - 1
+
+    def scores(self, metric: str) -> np.ndarray:
+        """IoU or Dice of every overlapping pair."""
+        return pair_score(self.pair_inter, self.ref_sizes[self.pair_ref],
+                          self.pred_sizes[self.pair_pred], metric)
+
+
+def pair_score(inter, ref_size, pred_size, metric: str):
+    """IoU or Dice from counts (arrays or scalars)."""
+    inter = np.asarray(inter, dtype=np.float64)
+    total = np.asarray(ref_size, dtype=np.float64) + np.asarray(pred_size, dtype=np.float64)
+    if metric == "iou":
+        return inter / (total - inter)
+    if metric == "dice":
+        return 2.0 * inter / total
+    raise ValueError(f"unknown matching metric {metric!r}")
+
+
+def overlap_table(reference: np.ndarray, prediction: np.ndarray, n_ref: int, n_pred: int
+                  ) -> OverlapTable:
+    """Build the table from two compact instance maps (values ``0..n_ref`` and ``0..n_pred``)."""
+    ref = reference.ravel()
+    pred = prediction.ravel()
+    ref_sizes = np.bincount(ref, minlength=n_ref + 1).astype(np.int64)
+    pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
+    both = (ref > 0) & (pred > 0)
+    r = ref[both].astype(np.int64)
+    p = pred[both].astype(np.int64)
+    stride = n_pred + 1
+    keys = r * stride + p
+    if (n_ref + 1) * stride <= _DENSE_CELLS:
+        counts = np.bincount(keys, minlength=(n_ref + 1) * stride)
+        nonzero = np.flatnonzero(counts)
+        unique, inter = nonzero, counts[nonzero]
+    else:
+        unique, inter = np.unique(keys, return_counts=True)
+    return OverlapTable(
+        ref_sizes=ref_sizes,
+        pred_sizes=pred_sizes,
+        pair_ref=(unique // stride).astype(np.int64),
+        pair_pred=(unique % stride).astype(np.int64),
+        pair_inter=inter.astype(np.int64),
+    )

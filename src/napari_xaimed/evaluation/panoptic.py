@@ -1,0 +1,327 @@
+"""Panoptic quality of a prediction against a reference, per class, with per-instance metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._validate import as_spacing
+from napari_xaimed.evaluation.distances import cldice, distance_metrics
+from napari_xaimed.evaluation.instances import class_instances
+from napari_xaimed.evaluation.matching import Counts, check_matching, count, group_edges, match_edges
+from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_score
+
+MATCH_METRICS = ("iou", "dice")
+DISTANCE_METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd", "cldice")
+
+
+@dataclass
+class InstanceRow:
+    """One matched group: the reference and prediction ids merged into it and their metrics."""
+
+    class_name: str
+    reference_ids: tuple[int, ...]
+    prediction_ids: tuple[int, ...]
+    accepted: bool
+    score: float
+    dice: float
+    iou: float
+    rvd: float
+    reference_voxels: int
+    prediction_voxels: int
+    reference_mm3: float
+    hd: float = math.nan
+    hd95: float = math.nan
+    hd95_directed: float = math.nan
+    assd: float = math.nan
+    nsd: float = math.nan
+    cldice: float = math.nan
+    center_zyx: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+
+
+@dataclass
+class ClassResult:
+    """Counts, PQ/SQ/RQ and rows of one evaluated class.
+
+    ``sq`` is the mean matching metric over TPs; ``pq = sq * rq``; ``rq = TP / (TP + FP/2 + FN/2)``.
+    Conventions for empty inputs: both empty gives NaN for all three; one empty (or no TP) gives
+    0 with the counts right. Distance means (``mean_hd95`` etc.) are NaN when there is no TP.
+    """
+
+    name: str
+    tp: int
+    fp: int
+    fn: int
+    pq: float
+    sq: float
+    rq: float
+    n_reference: int
+    n_prediction: int
+    rows: list[InstanceRow] = field(default_factory=list)
+    missed_reference_ids: list[int] = field(default_factory=list)
+    false_positive_ids: list[int] = field(default_factory=list)
+
+    def mean(self, metric: str) -> float:
+        """Mean of a per-instance metric over the accepted (TP) groups; NaN without TPs."""
+        values = [getattr(r, metric) for r in self.rows if r.accepted]
+        values = [v for v in values if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        out = {"class": self.name, "tp": self.tp, "fp": self.fp, "fn": self.fn, "pq": self.pq,
+               "sq": self.sq, "rq": self.rq, "n_reference": self.n_reference,
+               "n_prediction": self.n_prediction}
+        for metric in ("dice", "iou", "rvd", *DISTANCE_METRICS):
+            out[f"mean_{metric}"] = self.mean(metric)
+        return out
+
+
+@dataclass
+class PanopticResult:
+    """What :func:`evaluate` returns: one :class:`ClassResult` per evaluated class."""
+
+    classes: dict[str, ClassResult]
+    params: dict[str, Any]
+
+    def __getitem__(self, name: str) -> ClassResult:
+        return self.classes[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.params,
+            "classes": {
+                name: {**c.summary(), "rows": [asdict(r) for r in c.rows],
+                       "missed_reference_ids": c.missed_reference_ids,
+                       "false_positive_ids": c.false_positive_ids}
+                for name, c in self.classes.items()
+            },
+        }
+
+    def to_dataframe(self):
+        """One row per class: counts, PQ/SQ/RQ and mean per-instance metrics."""
+        import pandas as pd
+
+        return pd.DataFrame([c.summary() for c in self.classes.values()])
+
+    def instances_dataframe(self):
+        """One row per matched group over all classes."""
+        import pandas as pd
+
+        return pd.DataFrame([asdict(r) for c in self.classes.values() for r in c.rows])
+
+
+def _check_labels(array: Any, name: str) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.ndim != 3:
+        raise XaimedError(f"{name} must be a 3D (z, y, x) label map, got shape {arr.shape}.")
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise XaimedError(
+                f"{name} holds non-integer values: a label map needs integer ids. Round or "
+                "threshold it first (e.g. probabilities > 0.5)."
+            )
+        arr = arr.astype(np.int64)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise XaimedError(f"{name} must hold integer labels, got dtype {arr.dtype}.")
+    if arr.size and arr.min() < 0:
+        raise XaimedError(f"{name} has negative labels ({arr.min()}): labels must be >= 0.")
+    return arr
+
+
+def _class_values(classes: Any) -> dict[str, list[int] | None]:
+    if classes is None:
+        return {"all": None}
+    if isinstance(classes, dict):
+        out = {}
+        for name, values in classes.items():
+            vals = [values] if isinstance(values, int | np.integer) else list(values)
+            if not vals or any(int(v) <= 0 for v in vals):
+                raise XaimedError(f"class {name!r} needs positive label values, got {values!r}.")
+            out[str(name)] = [int(v) for v in vals]
+        return out
+    vals = [int(v) for v in classes]
+    return {str(v): [v] for v in vals}
+
+
+def _padded_union(slices: list[tuple[slice, ...] | None], shape: tuple[int, ...], pad: int = 1
+                  ) -> tuple[slice, ...]:
+    boxes = [s for s in slices if s is not None]
+    return tuple(
+        slice(max(min(b[ax].start for b in boxes) - pad, 0),
+              min(max(b[ax].stop for b in boxes) + pad, shape[ax]))
+        for ax in range(len(shape))
+    )
+
+
+def evaluate_class_steps(
+    name: str, ref_map: np.ndarray, ref_ids: np.ndarray, pred_map: np.ndarray,
+    pred_ids: np.ndarray, *, spacing: tuple[float, float, float], matching: str,
+    threshold: float, match_metric: str, assignment: str, strict: bool,
+    metrics: tuple[str, ...], nsd_tolerance_mm: float,
+) -> Steps[ClassResult]:
+    """Match and measure one class, given its compact instance maps."""
+    table = overlap_table(ref_map, pred_map, len(ref_ids), len(pred_ids))
+    counts, groups = match_table(table, threshold=threshold, match_metric=match_metric,
+                                 matching=matching, assignment=assignment, strict=strict)
+    ref_boxes = ndi.find_objects(ref_map, max_label=table.n_ref)
+    pred_boxes = ndi.find_objects(pred_map, max_label=table.n_pred)
+    voxel_mm3 = float(np.prod(spacing))
+    rows = []
+    for i, group in enumerate(groups):
+        yield Progress(i, len(groups), f"{name}: instance {i + 1} of {len(groups)}")
+        accepted = group in counts.accepted
+        row = InstanceRow(
+            class_name=name,
+            reference_ids=tuple(int(ref_ids[r - 1]) for r in group.refs),
+            prediction_ids=tuple(int(pred_ids[p - 1]) for p in group.preds),
+            accepted=accepted,
+            score=group.score,
+            dice=float(pair_score(group.inter, group.ref_size, group.pred_size, "dice")),
+            iou=float(pair_score(group.inter, group.ref_size, group.pred_size, "iou")),
+            rvd=(group.pred_size - group.ref_size) / group.ref_size,
+            reference_voxels=group.ref_size,
+            prediction_voxels=group.pred_size,
+            reference_mm3=group.ref_size * voxel_mm3,
+        )
+        if metrics:
+            box = _padded_union([ref_boxes[r - 1] for r in group.refs]
+                                + [pred_boxes[p - 1] for p in group.preds], ref_map.shape)
+            ref_mask = np.isin(ref_map[box], group.refs)
+            pred_mask = np.isin(pred_map[box], group.preds)
+            wanted = [m for m in metrics if m != "cldice"]
+            if wanted:
+                for key, value in distance_metrics(ref_mask, pred_mask, spacing,
+                                                   nsd_tolerance_mm).items():
+                    if key in metrics:
+                        setattr(row, key, value)
+            if "cldice" in metrics:
+                row.cldice = cldice(ref_mask, pred_mask)
+            center = np.argwhere(ref_mask).mean(axis=0) + [s.start for s in box]
+            row.center_zyx = tuple(float(c) for c in center)
+        rows.append(row)
+    accepted_refs = {r for g in counts.accepted for r in g.refs}
+    accepted_preds = {p for g in counts.accepted for p in g.preds}
+    yield Progress(len(groups), len(groups), f"{name}: done")
+    return ClassResult(
+        name=name, tp=counts.tp, fp=counts.fp, fn=counts.fn, pq=counts.pq, sq=counts.sq,
+        rq=counts.rq, n_reference=table.n_ref, n_prediction=table.n_pred, rows=rows,
+        missed_reference_ids=[int(ref_ids[r - 1]) for r in range(1, table.n_ref + 1)
+                              if r not in accepted_refs],
+        false_positive_ids=[int(pred_ids[p - 1]) for p in range(1, table.n_pred + 1)
+                            if p not in accepted_preds],
+    )
+
+
+def match_table(table: OverlapTable, *, threshold: float, match_metric: str, matching: str,
+                assignment: str = "greedy", strict: bool = False, scores: np.ndarray | None = None
+                ) -> tuple[Counts, list]:
+    """Match on a ready overlap table and count; cheap, so AUTC re-runs it per threshold."""
+    if scores is None:
+        scores = table.scores(match_metric)
+    edges = match_edges(table, scores, threshold, matching, assignment, strict)
+    inter_of = {(int(r), int(p)): int(n) for r, p, n in
+                zip(table.pair_ref, table.pair_pred, table.pair_inter, strict=True)} if edges else {}
+    groups = group_edges(edges, table, inter_of, match_metric, matching)
+    return count(groups, table.n_ref, table.n_pred, threshold, strict, matching), groups
+
+
+def evaluate_steps(
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    *,
+    spacing: tuple[float, float, float] | None = None,
+    matching: str = "one_to_one",
+    threshold: float = 0.5,
+    match_metric: str = "iou",
+    instance_input: bool = False,
+    classes: Any = None,
+    parts: Any = None,
+    voronoi: bool = False,
+    assignment: str = "greedy",
+    strict: bool = False,
+    connectivity: int = 26,
+    metrics: tuple[str, ...] | list[str] = DISTANCE_METRICS,
+    nsd_tolerance_mm: float = 1.0,
+) -> Steps[PanopticResult]:
+    """Generator form of :func:`evaluate` (yields progress, returns the result)."""
+    reference = _check_labels(reference, "reference")
+    prediction = _check_labels(prediction, "prediction")
+    if reference.shape != prediction.shape:
+        raise XaimedError(
+            f"reference {reference.shape} and prediction {prediction.shape} differ in shape: "
+            "resample the prediction onto the reference grid first."
+        )
+    spacing = as_spacing(spacing)
+    check_matching(matching, assignment)
+    if match_metric not in MATCH_METRICS:
+        raise XaimedError(f"match_metric must be 'iou' or 'dice', got {match_metric!r}.")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise XaimedError(f"threshold must lie in [0, 1], got {threshold}.")
+    metrics = tuple(metrics)
+    unknown = set(metrics) - set(DISTANCE_METRICS)
+    if unknown:
+        raise XaimedError(f"unknown metrics {sorted(unknown)}: choose from {DISTANCE_METRICS}.")
+    if parts is not None or voronoi:
+        raise XaimedError("parts and voronoi evaluation are not available in this version yet.")
+    params = {"spacing": spacing, "matching": matching, "threshold": float(threshold),
+              "match_metric": match_metric, "instance_input": instance_input,
+              "classes": classes, "assignment": assignment, "strict": strict,
+              "connectivity": connectivity, "metrics": list(metrics),
+              "nsd_tolerance_mm": nsd_tolerance_mm}
+    results = {}
+    class_values = _class_values(classes)
+    for name, values in class_values.items():
+        yield Progress(0, 1, f"{name}: finding instances")
+        ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
+                                           connectivity=connectivity)
+        pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
+                                             connectivity=connectivity)
+        results[name] = yield from evaluate_class_steps(
+            name, ref_map, ref_ids, pred_map, pred_ids, spacing=spacing, matching=matching,
+            threshold=float(threshold), match_metric=match_metric, assignment=assignment,
+            strict=strict, metrics=metrics, nsd_tolerance_mm=nsd_tolerance_mm)
+    return PanopticResult(classes=results, params=params)
+
+
+def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> PanopticResult:
+    """Panoptic quality of ``prediction`` against ``reference``, per class.
+
+    Parameters
+    ----------
+    reference, prediction : numpy.ndarray
+        3D label maps of one shape: semantic (class values; instances are their connected
+        components) or, with ``instance_input=True``, instance ids. Any integer dtype and ids.
+    spacing : tuple of float, optional
+        Voxel size in mm (``(z, y, x)``) for the distance metrics; 1 mm when omitted.
+    matching : {"one_to_one", "many_to_one", "one_to_many"}
+        How many partners a segment may take (see :mod:`napari_xaimed.evaluation.matching`).
+    threshold : float
+        Least matching score of a candidate pair (``>=``; ``strict=True`` for ``>``).
+    match_metric : {"iou", "dice"}
+    instance_input : bool
+    classes : dict, list or None
+        ``{"lesion": [1, 2]}`` groups label values into evaluated classes; a list evaluates each
+        value as its own class; None evaluates all nonzero labels as one class ``"all"``.
+    assignment : {"greedy", "optimal"}
+        one_to_one only: greedy by descending score, or the maximum total score.
+    connectivity : {6, 18, 26}
+        Of the connected components of semantic input.
+    metrics : sequence of str
+        Distance metrics per TP (``hd``, ``hd95``, ``hd95_directed``, ``assd``, ``nsd``,
+        ``cldice``); Dice, IoU and RVD are always computed.
+    nsd_tolerance_mm : float
+
+    Returns
+    -------
+    PanopticResult
+        Per class: ``tp, fp, fn, pq, sq, rq`` and rows per matched group.
+    """
+    return run_steps(evaluate_steps(reference, prediction, **kwargs))
