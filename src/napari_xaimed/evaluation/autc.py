@@ -91,7 +91,8 @@ def autc(
     check_matching(matching, assignment)
     if match_metric not in MATCH_METRICS:
         raise XaimedError(f"match_metric must be 'iou' or 'dice', got {match_metric!r}.")
-    t = np.linspace(0.0, 1.0, 11) if thresholds is None else np.asarray(thresholds, float)
+    # rounded so the default grid holds 0.6 itself rather than 0.6000000000000001
+    t = np.round(np.linspace(0.0, 1.0, 11), 12) if thresholds is None else np.asarray(thresholds, float)
     if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 1:
         raise XaimedError("thresholds must be at least two increasing values within [0, 1].")
     curves, areas, counts = {}, {}, {}

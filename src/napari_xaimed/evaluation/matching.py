@@ -174,8 +174,9 @@ def count(groups: list[Group], n_ref: int, n_pred: int, threshold: float, strict
 
     A group whose merged score falls below the threshold is not accepted (as Panoptica decides).
     """
-    accepted = tuple(g for g in groups if eligible(np.array([g.score]), threshold, strict)[0])
-    rejected = tuple(g for g in groups if g not in accepted)
+    ok = eligible(np.array([g.score for g in groups], dtype=float), threshold, strict)
+    accepted = tuple(g for g, keep in zip(groups, ok, strict=True) if keep)
+    rejected = tuple(g for g, keep in zip(groups, ok, strict=True) if not keep)
     tp = sum(len(g.refs) for g in accepted)
     merged_away = sum(len(g.preds) - 1 for g in groups) if matching == "many_to_one" else 0
     pred_segments = n_pred - merged_away

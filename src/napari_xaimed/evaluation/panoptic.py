@@ -175,9 +175,12 @@ def evaluate_class_steps(
     pred_boxes = ndi.find_objects(pred_map, max_label=table.n_pred)
     voxel_mm3 = float(np.prod(spacing))
     rows = []
+    accepted_set = set(counts.accepted)
+    step = max(1, len(groups) // 100)  # about a hundred progress reports, not one per instance
     for i, group in enumerate(groups):
-        yield Progress(i, len(groups), f"{name}: instance {i + 1} of {len(groups)}")
-        accepted = group in counts.accepted
+        if i % step == 0:
+            yield Progress(i, len(groups), f"{name}: instance {i + 1} of {len(groups)}")
+        accepted = group in accepted_set
         row = InstanceRow(
             class_name=name,
             reference_ids=tuple(int(ref_ids[r - 1]) for r in group.refs),
