@@ -13,6 +13,9 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.evaluation.distances import cldice, distance_metrics
+from napari_xaimed.evaluation.errors import error_map
+from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
+from napari_xaimed.evaluation.voronoi import region_rows, voronoi_regions
 from napari_xaimed.evaluation.instances import class_instances
 from napari_xaimed.evaluation.matching import Counts, check_matching, count, group_edges, match_edges
 from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_score
@@ -43,6 +46,8 @@ class InstanceRow:
     nsd: float = math.nan
     cldice: float = math.nan
     center_zyx: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    parts: dict[str, float] = field(default_factory=dict)
+    part_aware_score: float = math.nan
 
 
 @dataclass
@@ -66,6 +71,12 @@ class ClassResult:
     rows: list[InstanceRow] = field(default_factory=list)
     missed_reference_ids: list[int] = field(default_factory=list)
     false_positive_ids: list[int] = field(default_factory=list)
+    error_map: np.ndarray | None = field(default=None, repr=False)
+    part_sq: dict[str, float] = field(default_factory=dict)
+    part_pq: dict[str, float] = field(default_factory=dict)
+    part_aware_pq: float = math.nan
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    region_map: np.ndarray | None = field(default=None, repr=False)
 
     def mean(self, metric: str) -> float:
         """Mean of a per-instance metric over the accepted (TP) groups; NaN without TPs."""
@@ -79,6 +90,14 @@ class ClassResult:
                "n_prediction": self.n_prediction}
         for metric in ("dice", "iou", "rvd", *DISTANCE_METRICS):
             out[f"mean_{metric}"] = self.mean(metric)
+        if self.part_sq:
+            out["part_aware_pq"] = self.part_aware_pq
+            for part in self.part_sq:
+                out[f"sq_{part}"], out[f"pq_{part}"] = self.part_sq[part], self.part_pq[part]
+        if self.regions:
+            for metric in ("dice", "iou", "hd95", "assd"):
+                values = [r[metric] for r in self.regions if metric in r]
+                out[f"region_mean_{metric}"] = float(np.nanmean(values)) if values else math.nan
         return out
 
 
@@ -165,7 +184,9 @@ def evaluate_class_steps(
     name: str, ref_map: np.ndarray, ref_ids: np.ndarray, pred_map: np.ndarray,
     pred_ids: np.ndarray, *, spacing: tuple[float, float, float], matching: str,
     threshold: float, match_metric: str, assignment: str, strict: bool,
-    metrics: tuple[str, ...], nsd_tolerance_mm: float,
+    metrics: tuple[str, ...], nsd_tolerance_mm: float, keep_maps: bool = False,
+    part_spec: dict[str, list[int]] | None = None,
+    semantic: tuple[np.ndarray, np.ndarray] | None = None, voronoi: bool = False,
 ) -> Steps[ClassResult]:
     """Match and measure one class, given its compact instance maps."""
     table = overlap_table(ref_map, pred_map, len(ref_ids), len(pred_ids))
@@ -194,11 +215,15 @@ def evaluate_class_steps(
             prediction_voxels=group.pred_size,
             reference_mm3=group.ref_size * voxel_mm3,
         )
-        if metrics:
+        if metrics or part_spec:
             box = _padded_union([ref_boxes[r - 1] for r in group.refs]
                                 + [pred_boxes[p - 1] for p in group.preds], ref_map.shape)
             ref_mask = np.isin(ref_map[box], group.refs)
             pred_mask = np.isin(pred_map[box], group.preds)
+            if part_spec and accepted and semantic is not None:
+                row.parts = part_scores(box, ref_mask, pred_mask, semantic[0], semantic[1],
+                                        part_spec, match_metric)
+                row.part_aware_score = combined_score(group.score, row.parts)
             wanted = [m for m in metrics if m != "cldice"]
             if wanted:
                 for key, value in distance_metrics(ref_mask, pred_mask, spacing,
@@ -213,14 +238,45 @@ def evaluate_class_steps(
     accepted_refs = {r for g in counts.accepted for r in g.refs}
     accepted_preds = {p for g in counts.accepted for p in g.preds}
     yield Progress(len(groups), len(groups), f"{name}: done")
-    return ClassResult(
+    errors = (error_map(ref_map, pred_map, table.n_ref, table.n_pred, counts.accepted)
+              if keep_maps else None)
+    result = ClassResult(
         name=name, tp=counts.tp, fp=counts.fp, fn=counts.fn, pq=counts.pq, sq=counts.sq,
         rq=counts.rq, n_reference=table.n_ref, n_prediction=table.n_pred, rows=rows,
         missed_reference_ids=[int(ref_ids[r - 1]) for r in range(1, table.n_ref + 1)
                               if r not in accepted_refs],
         false_positive_ids=[int(pred_ids[p - 1]) for p in range(1, table.n_pred + 1)
                             if p not in accepted_preds],
+        error_map=errors,
     )
+    if part_spec:
+        _summarise_parts(result, part_spec)
+    if voronoi:
+        yield Progress(len(groups), len(groups), f"{name}: Voronoi regions")
+        region = voronoi_regions(ref_map, spacing)
+        result.regions = region_rows(ref_map, pred_map, region, ref_ids, pred_ids, spacing,
+                                     metrics, nsd_tolerance_mm)
+        if keep_maps:
+            lut = np.concatenate([[0], ref_ids]).astype(np.int64)
+            result.region_map = lut[region].astype(np.int32 if lut.max() < 2**31 else np.int64)
+    return result
+
+
+def _summarise_parts(result: ClassResult, part_spec: dict[str, list[int]]) -> None:
+    """Per-part SQ (mean over TPs where the part is present) and PQ (= part SQ x thing RQ);
+    part-aware PQ = mean combined score over TPs x RQ."""
+    tps = [r for r in result.rows if r.accepted]
+    for part in part_spec:
+        values = [r.parts[part] for r in tps for _ in r.reference_ids
+                  if not math.isnan(r.parts.get(part, math.nan))]
+        result.part_sq[part] = float(np.mean(values)) if values else (
+            math.nan if math.isnan(result.rq) else 0.0)
+        result.part_pq[part] = result.part_sq[part] * result.rq
+    combined = [r.part_aware_score for r in tps for _ in r.reference_ids]
+    if combined:
+        result.part_aware_pq = float(np.mean(combined)) * result.rq
+    else:
+        result.part_aware_pq = math.nan if math.isnan(result.rq) else 0.0
 
 
 def match_table(table: OverlapTable, *, threshold: float, match_metric: str, matching: str,
@@ -253,6 +309,7 @@ def evaluate_steps(
     connectivity: int = 26,
     metrics: tuple[str, ...] | list[str] = DISTANCE_METRICS,
     nsd_tolerance_mm: float = 1.0,
+    keep_maps: bool = False,
 ) -> Steps[PanopticResult]:
     """Generator form of :func:`evaluate` (yields progress, returns the result)."""
     reference = _check_labels(reference, "reference")
@@ -272,16 +329,20 @@ def evaluate_steps(
     unknown = set(metrics) - set(DISTANCE_METRICS)
     if unknown:
         raise XaimedError(f"unknown metrics {sorted(unknown)}: choose from {DISTANCE_METRICS}.")
-    if parts is not None or voronoi:
-        raise XaimedError("parts and voronoi evaluation are not available in this version yet.")
+    part_specs = check_parts(parts) if parts is not None else {}
+    if part_specs and instance_input:
+        raise XaimedError("part-aware evaluation reads things and parts from semantic label "
+                          "maps: pass the semantic maps with instance_input=False.")
     params = {"spacing": spacing, "matching": matching, "threshold": float(threshold),
               "match_metric": match_metric, "instance_input": instance_input,
               "classes": classes, "assignment": assignment, "strict": strict,
               "connectivity": connectivity, "metrics": list(metrics),
-              "nsd_tolerance_mm": nsd_tolerance_mm}
+              "nsd_tolerance_mm": nsd_tolerance_mm, "parts": parts, "voronoi": voronoi}
     results = {}
-    class_values = _class_values(classes)
-    for name, values in class_values.items():
+    class_values = _class_values(classes) if (classes is not None or not part_specs) else {}
+    jobs = [(name, values, None) for name, values in class_values.items()]
+    jobs += [(name, spec["thing"], spec["parts"]) for name, spec in part_specs.items()]
+    for name, values, part_spec in jobs:
         yield Progress(0, 1, f"{name}: finding instances")
         ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
                                            connectivity=connectivity)
@@ -290,7 +351,9 @@ def evaluate_steps(
         results[name] = yield from evaluate_class_steps(
             name, ref_map, ref_ids, pred_map, pred_ids, spacing=spacing, matching=matching,
             threshold=float(threshold), match_metric=match_metric, assignment=assignment,
-            strict=strict, metrics=metrics, nsd_tolerance_mm=nsd_tolerance_mm)
+            strict=strict, metrics=metrics, nsd_tolerance_mm=nsd_tolerance_mm,
+            keep_maps=keep_maps, part_spec=part_spec, semantic=(reference, prediction),
+            voronoi=voronoi)
     return PanopticResult(classes=results, params=params)
 
 
@@ -321,6 +384,16 @@ def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> Pa
         Distance metrics per TP (``hd``, ``hd95``, ``hd95_directed``, ``assd``, ``nsd``,
         ``cldice``); Dice, IoU and RVD are always computed.
     nsd_tolerance_mm : float
+    parts : dict, optional
+        Part-aware classes over semantic maps, e.g. ``{"tumor": {"thing": [1, 2, 3], "parts":
+        {"core": [2], "necrosis": [3]}}}`` (see :mod:`napari_xaimed.evaluation.parts`): adds
+        per-part SQ/PQ and the part-aware PQ to that class's result.
+    voronoi : bool
+        Also assign every voxel to its nearest reference instance (mm) and evaluate the
+        prediction inside each region (``ClassResult.regions``).
+    keep_maps : bool
+        Keep the error map (see :data:`~napari_xaimed.evaluation.errors.ERROR_CODES`) and the
+        Voronoi region map (original reference ids) on each class result, for display.
 
     Returns
     -------
