@@ -182,3 +182,23 @@ def _update(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
             layer.metadata = dict(value)
         elif hasattr(layer, key):
             setattr(layer, key, value)
+
+
+#: Colours of the evaluation error map (values in ``evaluation.errors.ERROR_CODES``).
+ERROR_COLOURS = {1: "#2ca02c", 2: "#d62728", 3: "#1f77b4", 4: "#ffbf00"}
+
+
+def error_layer(
+    data: np.ndarray,
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> LayerTuple:
+    """The evaluation error map: TP green, FP red, FN blue, merged fragments amber."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours = {None: "transparent", 0: "transparent", **ERROR_COLOURS}
+    return labels_layer(data, name, spacing, translate=translate, provenance=provenance,
+                        colormap=DirectLabelColormap(color_dict=colours))

@@ -1,17 +1,25 @@
-"""Panoptic evaluation dock widget: reference and prediction Labels layers.
-
-The matching and metrics arrive with the evaluation capability; until then the widget picks the
-two layers and says whether they can be compared (same grid), which is all it can do honestly.
-"""
+"""Panoptic evaluation dock widget: reference vs prediction Labels, tables, AUTC plot, error layer."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
 from napari.layers import Labels
+from qtpy.QtWidgets import QTabWidget
 
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._layers import add_or_update, error_layer, labels_layer, output_name, source_geometry
+from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed._widgets._results import CurvePlot, ResultTable
+from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
+
+INSTANCE_COLUMNS = ["class_name", "reference_ids", "prediction_ids", "accepted", "score", "dice",
+                    "iou", "hd95", "assd", "nsd", "cldice", "rvd", "reference_mm3"]
 
 
 def grid_check(reference: Any, prediction: Any) -> str:
@@ -29,20 +37,154 @@ def grid_check(reference: Any, prediction: Any) -> str:
     return f"Same grid: {describe_layer(reference)}."
 
 
+def parse_json(text: str, what: str) -> Any:
+    """The classes/parts fields: empty means none, otherwise JSON."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise XaimedError(f"{what} is not valid JSON ({exc.msg}); e.g. "
+                          + ('{"lesion": [1, 2]}' if what == "classes" else
+                             '{"tumor": {"thing": [1, 2], "parts": {"core": [2]}}}')) from exc
+
+
 class EvaluationWidget(XaimedWidget):
-    """Reference/prediction pickers and a grid check."""
+    """Pick reference and prediction, the matching and its threshold; see tables and layers."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.reference = layer_picker(napari_viewer, Labels, "reference")
         self.prediction = layer_picker(napari_viewer, Labels, "prediction")
-        self.form.extend([self.reference, self.prediction])
-        self.reference.changed.connect(self.update_info)
-        self.prediction.changed.connect(self.update_info)
+        self.instance_input = CheckBox(text="labels are instance ids", value=False)
+        self.matching = ComboBox(label="matching", choices=list(MATCHINGS), value="one_to_one")
+        self.assignment = ComboBox(label="assignment", choices=["greedy", "optimal"])
+        self.metric = ComboBox(label="match metric", choices=["iou", "dice"], value="iou")
+        self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.0, max=1.0, step=0.05)
+        self.classes = LineEdit(label="classes (JSON)", value="")
+        self.parts = LineEdit(label="parts (JSON)", value="")
+        self.voronoi = CheckBox(text="Voronoi regions", value=False)
+        self.tolerance = FloatSpinBox(label="NSD tolerance (mm)", value=1.0, min=0.0, max=50.0)
+        self.form.extend([self.reference, self.prediction, self.instance_input, self.matching,
+                          self.assignment, self.metric, self.threshold, self.classes, self.parts,
+                          self.voronoi, self.tolerance])
+        for picker in (self.reference, self.prediction):
+            picker.changed.connect(self.update_info)
+        self.matching.changed.connect(self._show_fields)
+        self.job = JobPanel("Evaluate")
+        self.job.run_button.clicked.connect(self.run)
+        self.summary = ResultTable("panoptic summary")
+        self.instances = ResultTable("instances")
+        self.regions = ResultTable("voronoi regions")
+        self.plot = CurvePlot("matching threshold", "quality")
+        self.instances.on_select(self.go_to)
+        self.tabs = QTabWidget()
+        for widget, title in ((self.summary, "Summary"), (self.instances, "Instances"),
+                              (self.plot, "AUTC"), (self.regions, "Regions")):
+            self.tabs.addTab(widget, title)
+        self._layout.addWidget(self.job)
+        self._layout.addWidget(self.tabs)
+        self._geometry: tuple = ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
         self.reset_choices()
         labels = [layer for layer in napari_viewer.layers if isinstance(layer, Labels)]
         if len(labels) >= 2:
             self.prediction.value = labels[1]
+        self._show_fields()
+
+    def _show_fields(self, *_: Any) -> None:
+        self.assignment.visible = self.matching.value == "one_to_one"
 
     def update_info(self, *_: Any) -> None:
         self.info.value = grid_check(self.reference.value, self.prediction.value)
+
+    def params(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`~napari_xaimed.evaluation.evaluate` from the form."""
+        return {
+            "matching": self.matching.value,
+            "assignment": self.assignment.value if self.matching.value == "one_to_one" else "greedy",
+            "match_metric": self.metric.value,
+            "threshold": float(self.threshold.value),
+            "instance_input": bool(self.instance_input.value),
+            "classes": parse_json(self.classes.value, "classes"),
+            "parts": parse_json(self.parts.value, "parts"),
+            "voronoi": bool(self.voronoi.value),
+            "nsd_tolerance_mm": float(self.tolerance.value),
+        }
+
+    def run(self) -> None:
+        """Evaluate in a worker; fill the tables and add the error (and region) layers."""
+        ref_layer, pred_layer = self.reference.value, self.prediction.value
+        try:
+            if ref_layer is None or pred_layer is None:
+                raise XaimedError("Pick a reference and a prediction Labels layer.")
+            if ref_layer is pred_layer:
+                raise XaimedError("Reference and prediction are the same layer: pick two.")
+            params = self.params()
+        except XaimedError as exc:
+            report_error(exc)
+            return
+        spacing, translate = source_geometry(ref_layer)
+        self._geometry = (spacing, translate)
+        reference, prediction = ref_layer.data, pred_layer.data
+        curve_args = {k: params[k] for k in ("matching", "assignment", "match_metric",
+                                             "instance_input", "classes")}
+
+        def steps():
+            result = yield from evaluate_steps(reference, prediction, spacing=spacing,
+                                               keep_maps=True, **params)
+            curves = autc(reference, prediction, **curve_args) if params["parts"] is None else None
+            return result, curves
+
+        def done(outcome: tuple, seconds: float) -> None:
+            result, curves = outcome
+            self.show(result, curves)
+            prov = provenance("panoptic evaluation", sources=[ref_layer.name, pred_layer.name],
+                              params=params, seconds=seconds,
+                              summary=[c.summary() for c in result.classes.values()])
+            for name, c in result.classes.items():
+                suffix = "" if len(result.classes) == 1 else f" {name}"
+                add_or_update(self.viewer, error_layer(
+                    c.error_map, output_name(f"Errors{suffix}", pred_layer.name), spacing,
+                    translate=translate, provenance=prov))
+                if c.region_map is not None:
+                    add_or_update(self.viewer, labels_layer(
+                        c.region_map, output_name(f"Voronoi regions{suffix}", ref_layer.name),
+                        spacing, translate=translate, provenance=prov, visible=False))
+
+        self.job.start(steps(), done, f"Evaluating {pred_layer.name}")
+
+    def show(self, result: Any, curves: Any) -> None:
+        """Fill the tables and the plot from a result."""
+        self.summary.set_rows([c.summary() for c in result.classes.values()])
+        rows = []
+        for c in result.classes.values():
+            for row in c.rows:
+                entry = {k: getattr(row, k) for k in INSTANCE_COLUMNS}
+                entry["center_zyx"] = row.center_zyx
+                entry.update({f"part {k}": v for k, v in row.parts.items()})
+                rows.append(entry)
+        self.instances.set_rows(rows, [*INSTANCE_COLUMNS,
+                                       *sorted({k for r in rows for k in r if k.startswith("part ")})])
+        self.regions.set_rows([{"class": n, **r} for n, c in result.classes.items()
+                               for r in c.regions])
+        if curves is not None:
+            lines, areas = {}, []
+            for name, per_metric in curves.curves.items():
+                for metric, values in per_metric.items():
+                    lines[f"{metric.upper()} {name}"] = values
+                areas.append(f"{name}: AUTC PQ {curves.area[name]['pq']:.3f}")
+            self.plot.plot(curves.thresholds, lines, "; ".join(areas))
+
+    def go_to(self, row: dict[str, Any]) -> None:
+        """Centre the viewer on an instance (its reference centroid, in world coordinates)."""
+        center = row.get("center_zyx")
+        if center is None or any(np.isnan(center)):
+            return
+        spacing, translate = self._geometry
+        world = [c * s + t for c, s, t in zip(center, spacing, translate, strict=True)]
+        lead = self.viewer.dims.ndim - 3
+        point = list(self.viewer.dims.point)
+        point[lead:] = world
+        self.viewer.dims.point = tuple(point)
+        self.viewer.camera.center = tuple(world)

@@ -1,0 +1,119 @@
+"""Result views shared by widgets: a table with copy and CSV export, and a curve plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from qtpy.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QHBoxLayout,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
+
+
+class ResultTable(QWidget):
+    """Rows of dicts as a table; Copy puts tab-separated text on the clipboard, CSV saves it."""
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []
+        self.table = QTableWidget()
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        copy, export = QPushButton("Copy"), QPushButton("Save CSV…")
+        copy.clicked.connect(self.copy)
+        export.clicked.connect(self._ask_csv)
+        buttons = QHBoxLayout()
+        buttons.addWidget(copy)
+        buttons.addWidget(export)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table)
+        layout.addLayout(buttons)
+
+    def set_rows(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+        self.rows = list(rows)
+        self.columns = list(columns or (self.rows[0].keys() if self.rows else []))
+        self.table.clear()
+        self.table.setColumnCount(len(self.columns))
+        self.table.setRowCount(len(self.rows))
+        self.table.setHorizontalHeaderLabels(self.columns)
+        for i, row in enumerate(self.rows):
+            for j, column in enumerate(self.columns):
+                self.table.setItem(i, j, QTableWidgetItem(_text(row.get(column, ""))))
+        self.table.resizeColumnsToContents()
+
+    def tsv(self) -> str:
+        lines = ["\t".join(self.columns)]
+        lines += ["\t".join(_text(r.get(c, "")) for c in self.columns) for r in self.rows]
+        return "\n".join(lines)
+
+    def copy(self) -> None:
+        QApplication.clipboard().setText(self.tsv())
+
+    def export_csv(self, path: str) -> None:
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(self.columns)
+            for row in self.rows:
+                writer.writerow([row.get(c, "") for c in self.columns])
+
+    def _ask_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Save {self.title}", f"{self.title}.csv",
+                                              "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
+
+    def on_select(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(row)`` when the user selects a row."""
+        def selected() -> None:
+            index = self.table.currentRow()
+            if 0 <= index < len(self.rows):
+                callback(self.rows[index])
+        self.table.itemSelectionChanged.connect(selected)
+
+
+class CurvePlot(QWidget):
+    """A small matplotlib plot of curves against one x axis."""
+
+    def __init__(self, xlabel: str, ylabel: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot()
+        self.xlabel, self.ylabel = xlabel, ylabel
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+
+    def plot(self, x: Sequence[float], curves: dict[str, Sequence[float]], title: str = "") -> None:
+        self.axes.clear()
+        for label, y in curves.items():
+            self.axes.plot(x, y, marker="o", markersize=3, label=label)
+        self.axes.set_xlabel(self.xlabel)
+        self.axes.set_ylabel(self.ylabel)
+        self.axes.set_ylim(0, 1.02)
+        self.axes.set_title(title, fontsize=9)
+        self.axes.legend(fontsize=7)
+        self.canvas.draw_idle()

@@ -1,0 +1,88 @@
+"""The evaluation widget: tables, plot, error layer over the reference, row selection."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_xaimed._widgets.evaluation import EvaluationWidget
+from napari_xaimed.evaluation import evaluate
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "panoptic")
+    for name in ("reference", "prediction"):
+        viewer.layers[name].scale = (2.0, 1.0, 1.0)
+    w = EvaluationWidget(viewer)
+    qtbot.addWidget(w)
+    w.reference.value = viewer.layers["reference"]
+    w.prediction.value = viewer.layers["prediction"]
+    return w
+
+
+def run(qtbot, w):
+    with qtbot.waitSignal(w.job.finished, timeout=60000) as blocker:
+        w.job.run_button.click()
+    return blocker.args[0]
+
+
+def test_evaluates_and_shows_results(qtbot, widget, tmp_path):
+    viewer = widget.viewer
+    widget.instance_input.value = True
+    widget.matching.value = "many_to_one"
+    widget.threshold.value = 0.3
+    widget.voronoi.value = True
+    assert run(qtbot, widget) == "done"
+    ref, pred = viewer.layers["reference"].data, viewer.layers["prediction"].data
+    expected = evaluate(ref, pred, instance_input=True, matching="many_to_one", threshold=0.3,
+                        spacing=(2.0, 1.0, 1.0), metrics=())["all"]
+    (summary,) = widget.summary.rows
+    assert (summary["tp"], summary["fp"], summary["fn"]) == (expected.tp, expected.fp, expected.fn)
+    assert summary["pq"] == pytest.approx(expected.pq)
+    assert len(widget.instances.rows) == len(expected.rows)
+    assert len(widget.regions.rows) == expected.n_reference
+    errors = viewer.layers["Errors [prediction]"]
+    np.testing.assert_allclose(errors.scale, (2.0, 1.0, 1.0))
+    assert set(np.unique(errors.data)) <= {0, 1, 2, 3, 4}
+    assert errors.metadata["xaimed"]["sources"] == ["reference", "prediction"]
+    assert "Voronoi regions [reference]" in viewer.layers
+    assert widget.plot.axes.lines  # the AUTC curves were drawn
+    # CSV export and clipboard text carry the same table
+    widget.summary.export_csv(str(tmp_path / "summary.csv"))
+    with open(tmp_path / "summary.csv") as handle:
+        assert next(csv.DictReader(handle))["tp"] == str(expected.tp)
+    assert widget.summary.tsv().splitlines()[0].startswith("class\ttp\tfp\tfn")
+
+    # selecting an instance row moves the viewer to it (world z = voxel z * 2 mm)
+    row = widget.instances.rows[0]
+    widget.instances.table.selectRow(0)
+    # napari snaps to the nearest slice: within half a slice (1 mm) of the centroid
+    assert viewer.dims.point[0] == pytest.approx(row["center_zyx"][0] * 2.0, abs=1.0)
+
+    # re-running replaces the outputs instead of adding copies
+    n_layers = len(viewer.layers)
+    assert run(qtbot, widget) == "done"
+    assert len(viewer.layers) == n_layers
+
+
+def test_bad_json_is_a_notification(qtbot, widget, monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    widget.classes.value = "{lesion: [1]"
+    n_layers = len(widget.viewer.layers)
+    widget.job.run_button.click()
+    assert shown and "JSON" in shown[0]
+    assert len(widget.viewer.layers) == n_layers and not widget.job.running
+
+
+def test_part_aware_run(qtbot, widget):
+    viewer = widget.viewer
+    widget.reference.value = viewer.layers["reference parts"]
+    widget.prediction.value = viewer.layers["prediction parts"]
+    widget.parts.value = '{"lesion": {"thing": [1, 2], "parts": {"core": [2]}}}'
+    assert run(qtbot, widget) == "done"
+    (summary,) = widget.summary.rows
+    assert 0 <= summary["sq_core"] <= 1 and "part_aware_pq" in summary
+    assert any("part core" in r for r in widget.instances.rows)
