@@ -15,7 +15,7 @@ _CONNECTIVITY = {6: 1, 18: 2, 26: 3}
 def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Renumber the nonzero ids of ``labels`` to ``1..n`` (in increasing id order).
 
-    Returns the renumbered map (int32) and the original ids (``ids[k - 1]`` is the id of ``k``).
+    Returns the renumbered map (uint16 when n < 65536, else int32) and the original ids (``ids[k - 1]`` is the id of ``k``).
     A lookup table does it in one pass when the ids are small; ``np.unique`` otherwise.
     """
     flat = labels.ravel()
@@ -26,8 +26,9 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         present = np.bincount(flat, minlength=hi + 1) > 0
         present[0] = False
         ids = np.flatnonzero(present)
-        lut = np.zeros(hi + 1, np.int32)
-        lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+        dtype = np.uint16 if ids.size < 2**16 else np.int32  # small maps: less memory
+        lut = np.zeros(hi + 1, dtype)
+        lut[ids] = np.arange(1, ids.size + 1, dtype=dtype)
         return lut[labels], ids.astype(np.int64)
     ids, inverse = np.unique(flat, return_inverse=True)
     if ids[0] == 0:
@@ -41,11 +42,19 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def connected_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
     """Instances of a mask as 3D connected components (int32 labels ``1..n``)."""
-    rank = _CONNECTIVITY.get(int(connectivity))
-    if rank is None:
+    if int(connectivity) not in _CONNECTIVITY:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
-    labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank), output=np.int32)
-    return labels
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    try:
+        import cc3d
+    except ImportError:  # scipy gives the same components in the same raster order, 5x slower
+        rank = _CONNECTIVITY[int(connectivity)]
+        labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank),
+                              output=np.int32)
+        return labels
+    # cc3d picks the smallest integer type that holds the count (uint16 below 65535 components).
+    return cc3d.connected_components(mask.view(np.uint8), connectivity=int(connectivity),
+                                     binary_image=True)
 
 
 def class_instances(
@@ -83,4 +92,6 @@ def class_instances(
         return compact_labels(selected)
     components = connected_components(selected != 0, connectivity)
     n = int(components.max()) if components.size else 0
+    if n and components.dtype == np.uint32 and n < 2**31:
+        components = components.view(np.int32)
     return components, np.arange(1, n + 1, dtype=np.int64)

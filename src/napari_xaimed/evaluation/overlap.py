@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Below this many (n_ref + 1) * (n_pred + 1) cells a dense bincount is faster than sorting.
-_DENSE_CELLS = 20_000_000
+_DENSE_CELLS = 2_000_000
 
 
 @dataclass
@@ -57,22 +57,35 @@ def pair_score(inter, ref_size, pred_size, metric: str):
 
 def overlap_table(reference: np.ndarray, prediction: np.ndarray, n_ref: int, n_pred: int
                   ) -> OverlapTable:
-    """Build the table from two compact instance maps (values ``0..n_ref`` and ``0..n_pred``)."""
-    ref = reference.ravel()
-    pred = prediction.ravel()
-    ref_sizes = np.bincount(ref, minlength=n_ref + 1).astype(np.int64)
-    pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
-    both = (ref > 0) & (pred > 0)
-    r = ref[both].astype(np.int64)
-    p = pred[both].astype(np.int64)
+    """Build the table from two compact instance maps (values ``0..n_ref`` and ``0..n_pred``).
+
+    Works through slabs of the volume so the temporary arrays stay small (peak memory about a
+    slab's worth of 64-bit keys, not a volume's).
+    """
+    ref_sizes = np.zeros(n_ref + 1, np.int64)
+    pred_sizes = np.zeros(n_pred + 1, np.int64)
     stride = n_pred + 1
-    keys = r * stride + p
-    if (n_ref + 1) * stride <= _DENSE_CELLS:
-        counts = np.bincount(keys, minlength=(n_ref + 1) * stride)
-        nonzero = np.flatnonzero(counts)
-        unique, inter = nonzero, counts[nonzero]
+    dense = (n_ref + 1) * stride <= _DENSE_CELLS
+    counts = np.zeros((n_ref + 1) * stride, np.int64) if dense else None
+    sparse_keys = []
+    slab = max(1, 2_000_000 // max(1, int(np.prod(reference.shape[1:]))))
+    for start in range(0, reference.shape[0], slab):
+        ref = reference[start:start + slab].ravel()
+        pred = prediction[start:start + slab].ravel()
+        ref_sizes += np.bincount(ref, minlength=n_ref + 1)
+        pred_sizes += np.bincount(pred, minlength=n_pred + 1)
+        both = (ref > 0) & (pred > 0)
+        keys = ref[both].astype(np.int64) * stride + pred[both]
+        if dense:
+            counts += np.bincount(keys, minlength=counts.size)
+        else:
+            sparse_keys.append(keys)
+    if dense:
+        unique = np.flatnonzero(counts)
+        inter = counts[unique]
     else:
-        unique, inter = np.unique(keys, return_counts=True)
+        all_keys = np.concatenate(sparse_keys) if sparse_keys else np.zeros(0, np.int64)
+        unique, inter = np.unique(all_keys, return_counts=True)
     return OverlapTable(
         ref_sizes=ref_sizes,
         pred_sizes=pred_sizes,

@@ -227,9 +227,8 @@ def evaluate_class_steps(
             wanted = [m for m in metrics if m != "cldice"]
             if wanted:
                 for key, value in distance_metrics(ref_mask, pred_mask, spacing,
-                                                   nsd_tolerance_mm).items():
-                    if key in metrics:
-                        setattr(row, key, value)
+                                                   nsd_tolerance_mm, tuple(wanted)).items():
+                    setattr(row, key, value)
             if "cldice" in metrics:
                 row.cldice = cldice(ref_mask, pred_mask)
             center = np.argwhere(ref_mask).mean(axis=0) + [s.start for s in box]

@@ -60,7 +60,7 @@ def region_rows(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndarray,
                         for a in range(3))
             ref_mask = ref_map[box] == r
             pred_mask = pred_fg[box] & (region[box] == r)
-            values = distance_metrics(ref_mask, pred_mask, spacing, nsd_tolerance_mm)
-            row.update({m: values[m] for m in wanted})
+            row.update(distance_metrics(ref_mask, pred_mask, spacing, nsd_tolerance_mm,
+                                        tuple(wanted)))
         rows.append(row)
     return rows
