@@ -11,7 +11,13 @@ from napari.layers import Labels
 from qtpy.QtWidgets import QTabWidget
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed._layers import add_or_update, error_layer, labels_layer, output_name, source_geometry
+from napari_xaimed._layers import (
+    add_or_update,
+    error_layer,
+    labels_layer,
+    output_name,
+    source_geometry,
+)
 from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error

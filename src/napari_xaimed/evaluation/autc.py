@@ -18,7 +18,7 @@ from napari_xaimed.evaluation.panoptic import (
     match_table,
 )
 
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
 
 
 @dataclass

@@ -14,11 +14,17 @@ from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.evaluation.distances import cldice, distance_metrics
 from napari_xaimed.evaluation.errors import error_map
+from napari_xaimed.evaluation.instances import class_instances
+from napari_xaimed.evaluation.matching import (
+    Counts,
+    check_matching,
+    count,
+    group_edges,
+    match_edges,
+)
+from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_score
 from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
 from napari_xaimed.evaluation.voronoi import region_rows, voronoi_regions
-from napari_xaimed.evaluation.instances import class_instances
-from napari_xaimed.evaluation.matching import Counts, check_matching, count, group_edges, match_edges
-from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_score
 
 MATCH_METRICS = ("iou", "dice")
 DISTANCE_METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd", "cldice")
