@@ -26,6 +26,16 @@ def test_headless_demo_writes_outputs(tmp_path, capsys):
         assert (out / f"{name}.nii.gz").is_file() and (out / f"{name}.json").is_file()
     assert np.array_equal(read_volume(out / "reference.nii.gz").data > 0,
                           read_volume(out / "reference_parts.nii.gz").data > 0)
+    from napari_xaimed.evaluation import evaluate
+    from napari_xaimed.samples import panoptic_pair
+
+    pair = panoptic_pair(seed=1)
+    direct = evaluate(pair.reference, pair.prediction, instance_input=True, matching="many_to_one",
+                      threshold=0.3, metrics=())["all"]
+    assert summary["panoptic"]["tp"] == direct.tp and summary["panoptic"]["fn"] == direct.fn
+    errors = read_volume(out / "errors_prediction.nii.gz")
+    assert errors.is_label and set(np.unique(errors.data)) <= {0, 1, 2, 3, 4}
+    assert errors.metadata["params"] == {"matching": "many_to_one", "threshold": 0.3}
     assert "Dice" in capsys.readouterr().out
 
 

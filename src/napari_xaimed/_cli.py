@@ -19,11 +19,12 @@ import numpy as np
 
 from napari_xaimed import __version__
 from napari_xaimed._errors import XaimedError
-from napari_xaimed._layers import LayerTuple, labels_layer, output_name
+from napari_xaimed._layers import LayerTuple, error_layer, labels_layer, output_name
 from napari_xaimed._provenance import provenance
 
 WIDGETS = ("Segmentation", "Panoptic evaluation", "Registration", "Attribution")
 DEMO_SEGMENTATION = {"classes": 4, "smoothing_mm": 1.0, "min_size_mm3": 20.0, "connectivity": 26}
+DEMO_EVALUATION = {"matching": "many_to_one", "threshold": 0.3}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,12 +35,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
-    """The demo's work: the three samples and an Otsu segmentation of the lesion volume.
+    """The demo's work: the three samples, an Otsu segmentation of the lesion volume and a
+    many-to-one panoptic evaluation of the panoptic pair.
 
     Returns the layers (as napari LayerDataTuples) and a summary of what was found.
     """
     from napari_xaimed import samples
     from napari_xaimed._sample_data import lesion_layers, longitudinal_layers, panoptic_layers
+    from napari_xaimed.evaluation import evaluate
     from napari_xaimed.segmentation import segment
 
     lesion = samples.lesion_volume(seed=seed)
@@ -51,8 +54,19 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     segmentation = labels_layer(labels, output_name("Segmentation", "lesion ct"), lesion.spacing,
                                 provenance=prov)
 
+    pair = samples.panoptic_pair(seed=seed)
+    started = time.perf_counter()
+    evaluation = evaluate(pair.reference, pair.prediction, instance_input=True,
+                          spacing=pair.spacing, keep_maps=True, **DEMO_EVALUATION)
+    scores = evaluation["all"]
+    errors = error_layer(scores.error_map, output_name("Errors", "prediction"), pair.spacing,
+                         provenance=provenance("panoptic evaluation",
+                                               sources=["reference", "prediction"],
+                                               params=DEMO_EVALUATION, summary=scores.summary(),
+                                               seconds=time.perf_counter() - started))
+
     layers = lesion_layers(seed) + [segmentation]
-    for extra in longitudinal_layers(seed) + panoptic_layers(seed):
+    for extra in longitudinal_layers(seed) + panoptic_layers(seed) + [errors]:
         extra[1]["visible"] = False  # other grids: available, but not drawn over the lesion volume
         layers.append(extra)
     summary = {
@@ -62,6 +76,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
         "lesions_found": int(labels.max()),
         "lesion_dice": round(dice(labels, lesion.lesions), 4),
         "segmentation_seconds": round(seconds, 3),
+        "panoptic": {k: scores.summary()[k] for k in ("tp", "fp", "fn", "pq", "sq", "rq")},
     }
     return layers, summary
 
@@ -92,6 +107,9 @@ def run_demo(headless: Path | None, seed: int, screenshot: Path | None) -> int:
         print(f"napari-xaimed {__version__} demo (seed {seed}), headless")
         print(f"  lesions: {summary['lesions_true']} true, {summary['lesions_found']} found by Otsu, "
               f"Dice {summary['lesion_dice']:.3f}")
+        pan = summary["panoptic"]
+        print(f"  panoptic pair (many-to-one, IoU >= 0.3): TP {pan['tp']} FP {pan['fp']} "
+              f"FN {pan['fn']}, PQ {pan['pq']:.3f} (SQ {pan['sq']:.3f} x RQ {pan['rq']:.3f})")
         print(f"  wrote {len(written)} files to {headless}/ (NIfTI + JSON provenance, summary.json)")
         return 0
 
