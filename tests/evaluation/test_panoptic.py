@@ -192,3 +192,15 @@ def test_bad_inputs_name_the_fix():
         evaluate(a, a, matching="many_to_one", assignment="optimal")
     with pytest.raises(XaimedError, match="threshold"):
         evaluate(a, a, threshold=1.5)
+
+
+@pytest.mark.parametrize("connectivity,rank", [(6, 1), (18, 2), (26, 3)])
+def test_components_equal_scipy_labels(connectivity, rank):
+    from scipy import ndimage as ndi
+
+    from napari_xaimed.evaluation.instances import connected_components
+
+    mask = np.random.default_rng(connectivity).random((20, 21, 22)) > 0.7
+    ours = connected_components(mask, connectivity)
+    theirs, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank))
+    np.testing.assert_array_equal(ours, theirs)  # same components, same raster numbering
