@@ -52,9 +52,11 @@ def connected_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray
         labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank),
                               output=np.int32)
         return labels
-    # cc3d picks the smallest integer type that holds the count (uint16 below 65535 components).
-    return cc3d.connected_components(mask.view(np.uint8), connectivity=int(connectivity),
-                                     binary_image=True)
+    labels = cc3d.connected_components(mask.view(np.uint8), connectivity=int(connectivity),
+                                       binary_image=True)
+    # cc3d sizes its output from a loose bound on the count (uint32 in practice); the later
+    # passes over the map are cheaper and smaller on uint16 when the count allows it.
+    return labels.astype(np.uint16) if labels.max(initial=0) < 2**16 else labels
 
 
 def class_instances(
