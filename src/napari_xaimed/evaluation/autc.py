@@ -9,14 +9,8 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed.evaluation.instances import class_instances
-from napari_xaimed.evaluation.matching import check_matching
 from napari_xaimed.evaluation.overlap import overlap_table
-from napari_xaimed.evaluation.panoptic import (
-    MATCH_METRICS,
-    _check_labels,
-    _class_values,
-    match_table,
-)
+from napari_xaimed.evaluation.panoptic import _class_values, check_pair, match_table
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
 
@@ -83,14 +77,7 @@ def autc(
     -------
     AUTCResult
     """
-    reference = _check_labels(reference, "reference")
-    prediction = _check_labels(prediction, "prediction")
-    if reference.shape != prediction.shape:
-        raise XaimedError(f"reference {reference.shape} and prediction {prediction.shape} differ "
-                          "in shape: resample the prediction onto the reference grid first.")
-    check_matching(matching, assignment)
-    if match_metric not in MATCH_METRICS:
-        raise XaimedError(f"match_metric must be 'iou' or 'dice', got {match_metric!r}.")
+    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric)
     # rounded so the default grid holds 0.6 itself rather than 0.6000000000000001
     t = np.round(np.linspace(0.0, 1.0, 11), 12) if thresholds is None else np.asarray(thresholds, float)
     if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 1:

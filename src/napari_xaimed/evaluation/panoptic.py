@@ -161,6 +161,22 @@ def _check_labels(array: Any, name: str) -> np.ndarray:
     return arr
 
 
+def check_pair(reference: Any, prediction: Any, matching: str, assignment: str,
+               match_metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the two label maps and the matching settings shared by evaluate and autc."""
+    reference = _check_labels(reference, "reference")
+    prediction = _check_labels(prediction, "prediction")
+    if reference.shape != prediction.shape:
+        raise XaimedError(
+            f"reference {reference.shape} and prediction {prediction.shape} differ in shape: "
+            "resample the prediction onto the reference grid first."
+        )
+    check_matching(matching, assignment)
+    if match_metric not in MATCH_METRICS:
+        raise XaimedError(f"match_metric must be 'iou' or 'dice', got {match_metric!r}.")
+    return reference, prediction
+
+
 def _class_values(classes: Any) -> dict[str, list[int] | None]:
     if classes is None:
         return {"all": None}
@@ -317,17 +333,8 @@ def evaluate_steps(
     keep_maps: bool = False,
 ) -> Steps[PanopticResult]:
     """Generator form of :func:`evaluate` (yields progress, returns the result)."""
-    reference = _check_labels(reference, "reference")
-    prediction = _check_labels(prediction, "prediction")
-    if reference.shape != prediction.shape:
-        raise XaimedError(
-            f"reference {reference.shape} and prediction {prediction.shape} differ in shape: "
-            "resample the prediction onto the reference grid first."
-        )
+    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric)
     spacing = as_spacing(spacing)
-    check_matching(matching, assignment)
-    if match_metric not in MATCH_METRICS:
-        raise XaimedError(f"match_metric must be 'iou' or 'dice', got {match_metric!r}.")
     if not 0.0 <= float(threshold) <= 1.0:
         raise XaimedError(f"threshold must lie in [0, 1], got {threshold}.")
     metrics = tuple(metrics)
