@@ -86,3 +86,19 @@ def test_part_aware_run(qtbot, widget):
     (summary,) = widget.summary.rows
     assert 0 <= summary["sq_core"] <= 1 and "part_aware_pq" in summary
     assert any("part core" in r for r in widget.instances.rows)
+
+
+def test_connectivity_reaches_the_evaluation(qtbot, widget):
+    viewer = widget.viewer
+    ref = np.zeros((6, 6, 6), np.uint8)
+    ref[1, 1, 1] = ref[2, 2, 2] = 1  # two voxels touching only at a corner
+    viewer.add_labels(ref, name="corner ref")
+    viewer.add_labels(ref.copy(), name="corner pred")
+    widget.reference.value = viewer.layers["corner ref"]
+    widget.prediction.value = viewer.layers["corner pred"]
+    widget.connectivity.value = 6
+    assert run(qtbot, widget) == "done"
+    assert widget.summary.rows[0]["tp"] == 2  # two components under 6-connectivity
+    widget.connectivity.value = 26
+    assert run(qtbot, widget) == "done"
+    assert widget.summary.rows[0]["tp"] == 1

@@ -64,6 +64,8 @@ class EvaluationWidget(XaimedWidget):
         self.reference = layer_picker(napari_viewer, Labels, "reference")
         self.prediction = layer_picker(napari_viewer, Labels, "prediction")
         self.instance_input = CheckBox(text="labels are instance ids", value=False)
+        self.connectivity = ComboBox(label="connectivity", choices=[6, 18, 26], value=26,
+                                     tooltip="Of the connected components of semantic labels")
         self.matching = ComboBox(label="matching", choices=list(MATCHINGS), value="one_to_one")
         self.assignment = ComboBox(label="assignment", choices=["greedy", "optimal"])
         self.metric = ComboBox(label="match metric", choices=["iou", "dice"], value="iou")
@@ -72,12 +74,14 @@ class EvaluationWidget(XaimedWidget):
         self.parts = LineEdit(label="parts (JSON)", value="")
         self.voronoi = CheckBox(text="Voronoi regions", value=False)
         self.tolerance = FloatSpinBox(label="NSD tolerance (mm)", value=1.0, min=0.0, max=50.0)
-        self.form.extend([self.reference, self.prediction, self.instance_input, self.matching,
+        self.form.extend([self.reference, self.prediction, self.instance_input, self.connectivity,
+                          self.matching,
                           self.assignment, self.metric, self.threshold, self.classes, self.parts,
                           self.voronoi, self.tolerance])
         for picker in (self.reference, self.prediction):
             picker.changed.connect(self.update_info)
         self.matching.changed.connect(self._show_fields)
+        self.instance_input.changed.connect(self._show_fields)
         self.job = JobPanel("Evaluate")
         self.job.run_button.clicked.connect(self.run)
         self.summary = ResultTable("panoptic summary")
@@ -100,6 +104,7 @@ class EvaluationWidget(XaimedWidget):
 
     def _show_fields(self, *_: Any) -> None:
         self.assignment.visible = self.matching.value == "one_to_one"
+        self.connectivity.visible = not self.instance_input.value
 
     def update_info(self, *_: Any) -> None:
         self.info.value = grid_check(self.reference.value, self.prediction.value)
@@ -112,6 +117,7 @@ class EvaluationWidget(XaimedWidget):
             "match_metric": self.metric.value,
             "threshold": float(self.threshold.value),
             "instance_input": bool(self.instance_input.value),
+            "connectivity": int(self.connectivity.value),
             "classes": parse_json(self.classes.value, "classes"),
             "parts": parse_json(self.parts.value, "parts"),
             "voronoi": bool(self.voronoi.value),
@@ -134,7 +140,7 @@ class EvaluationWidget(XaimedWidget):
         self._geometry = (spacing, translate)
         reference, prediction = ref_layer.data, pred_layer.data
         curve_args = {k: params[k] for k in ("matching", "assignment", "match_metric",
-                                             "instance_input", "classes")}
+                                             "instance_input", "classes", "connectivity")}
 
         def steps():
             result = yield from evaluate_steps(reference, prediction, spacing=spacing,
