@@ -86,7 +86,8 @@ def test_each_widget_docks_and_lists_its_layer_types(make_napari_viewer, name):
     viewer.open_sample("napari-xaimed", "panoptic")
     viewer.open_sample("napari-xaimed", "lesion")
     dock, widget = viewer.window.add_plugin_dock_widget("napari-xaimed", name)
-    assert dock.isVisible() or dock.parent() is not None
+    assert dock.widget() is widget or widget in dock.findChildren(type(widget))
+    assert any(w is widget for w in viewer.window.dock_widgets.values())
     pickers = [w for w in widget.form if hasattr(w, "choices") and w.label in
                ("image", "reference", "prediction", "fixed", "moving")]
     assert pickers
