@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from scipy.spatial.distance import cdist
 
 from napari_xaimed.evaluation import evaluate
@@ -27,6 +28,15 @@ def brute_force(ref, pred, spacing, tolerance):
         "assd": (ref_to_pred.mean() + pred_to_ref.mean()) / 2,
         "nsd": np.mean(pooled <= tolerance),
     }
+
+
+def test_surface_is_mask_minus_its_6_erosion_even_at_the_volume_border():
+    rng = np.random.default_rng(3)
+    mask = ndi.binary_opening(rng.random((14, 15, 16)) < 0.6)
+    mask[0, :, :] = True  # touches the border: those voxels are surface
+    expected = mask & ~ndi.binary_erosion(mask, structure=ndi.generate_binary_structure(3, 1))
+    np.testing.assert_array_equal(surface(mask), expected)
+    assert surface(mask)[0].all()
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 0.8, 0.7)])

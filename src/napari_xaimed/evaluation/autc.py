@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed.evaluation.footprints import scan
 from napari_xaimed.evaluation.instances import class_instances
-from napari_xaimed.evaluation.overlap import overlap_table
 from napari_xaimed.evaluation.panoptic import _class_values, check_pair, match_table
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
@@ -88,7 +88,7 @@ def autc(
                                            connectivity=connectivity)
         pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
                                              connectivity=connectivity)
-        table = overlap_table(ref_map, pred_map, len(ref_ids), len(pred_ids))
+        table, _ = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
         scores = table.scores(match_metric)
         pq, sq, rq, cnt = [], [], [], []
         for threshold in t:

@@ -2,7 +2,9 @@
 
 Surfaces are the mask voxels that a 6-neighbourhood erosion removes (Panoptica and MedPy use the
 same border); distances are Euclidean in mm from each surface voxel of one mask to the nearest
-surface voxel of the other (``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing``).
+surface voxel of the other, found by a k-d tree over the surface voxel centres in mm
+(``scipy.spatial.cKDTree``; the same values as ``scipy.ndimage.distance_transform_edt`` of the other
+surface with ``sampling=spacing``, and about twice as fast on the small crops evaluated here).
 
 - **HD**: the larger of the two directed maxima.
 - **HD95**: the 95th percentile of the *pooled* distances of both directions (Panoptica's
@@ -20,26 +22,33 @@ surface voxel of the other (``scipy.ndimage.distance_transform_edt`` with ``samp
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
-
-_CROSS = ndi.generate_binary_structure(3, 1)
+from scipy.spatial import cKDTree
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Border voxels of a mask (the mask minus its 6-neighbourhood erosion)."""
-    return mask & ~ndi.binary_erosion(mask, structure=_CROSS)
+    """Border voxels of a mask: those with a 6-neighbour outside it (the volume's outside
+    counts as outside). The same as ``mask & ~binary_erosion(mask)`` with a cross, in plain
+    slicing, which is faster than scipy's erosion on small crops."""
+    padded = np.pad(mask, 1)
+    inner = tuple(slice(1, -1) for _ in range(mask.ndim))
+    interior = mask.copy()
+    for axis in range(mask.ndim):
+        for shift in (slice(None, -2), slice(2, None)):
+            interior &= padded[inner[:axis] + (shift,) + inner[axis + 1:]]
+    return mask & ~interior
 
 
 def surface_distances(reference: np.ndarray, prediction: np.ndarray,
                       spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) from each reference surface voxel to the prediction surface, and back.
 
-    Both masks must be non-empty. The arrays may be crops, as long as both masks lie inside.
+    Both masks must be non-empty. The arrays may be crops: only offsets between voxels count.
     """
-    ref_border = surface(reference)
-    pred_border = surface(prediction)
-    ref_to_pred = ndi.distance_transform_edt(~pred_border, sampling=spacing)[ref_border]
-    pred_to_ref = ndi.distance_transform_edt(~ref_border, sampling=spacing)[pred_border]
+    scale = np.asarray(spacing, dtype=np.float64)
+    ref_points = np.argwhere(surface(reference)) * scale
+    pred_points = np.argwhere(surface(prediction)) * scale
+    ref_to_pred = cKDTree(pred_points).query(ref_points)[0]
+    pred_to_ref = cKDTree(ref_points).query(pred_points)[0]
     return ref_to_pred, pred_to_ref
 
 

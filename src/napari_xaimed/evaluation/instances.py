@@ -41,7 +41,8 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def connected_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
-    """Instances of a mask as 3D connected components (int32 labels ``1..n``)."""
+    """Instances of a mask as 3D connected components (labels ``1..n``: uint16 when n < 65536,
+    else int32 or int64)."""
     if int(connectivity) not in _CONNECTIVITY:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
     mask = np.ascontiguousarray(mask, dtype=bool)
@@ -52,11 +53,17 @@ def connected_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray
         labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank),
                               output=np.int32)
         return labels
+    # As a 0/1 multi-valued image, cc3d sizes its output from a count of foreground runs
+    # (uint16 for up to tens of thousands of objects); with binary_image=True it would assume
+    # the worst case (voxels / 8 labels: uint32 for anything above 128^3), doubling the memory.
     labels = cc3d.connected_components(mask.view(np.uint8), connectivity=int(connectivity),
-                                       binary_image=True)
-    # cc3d sizes its output from a loose bound on the count (uint32 in practice); the later
-    # passes over the map are cheaper and smaller on uint16 when the count allows it.
-    return labels.astype(np.uint16) if labels.max(initial=0) < 2**16 else labels
+                                       binary_image=False)
+    if labels.dtype == np.uint16:
+        return labels
+    n = int(labels.max(initial=0))
+    if n < 2**16:
+        return labels.astype(np.uint16)
+    return labels.astype(np.int32) if n < 2**31 else labels.astype(np.int64)
 
 
 def class_instances(
@@ -83,17 +90,15 @@ def class_instances(
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
-        int32 map ``0..n`` and the ``n`` original ids (component numbers for semantic input).
+        Map ``0..n`` (uint16 when n < 65536, else int32 or int64) and the ``n`` original ids
+        (component numbers for semantic input).
     """
-    if values is None:
-        selected = labels
-    else:
+    if values is not None:
         values = np.asarray(sorted(set(int(v) for v in values)), dtype=np.int64)
-        selected = np.where(np.isin(labels, values), labels, 0)
     if instance_input:
+        selected = labels if values is None else np.where(np.isin(labels, values), labels, 0)
         return compact_labels(selected)
-    components = connected_components(selected != 0, connectivity)
-    n = int(components.max()) if components.size else 0
-    if n and components.dtype == np.uint32 and n < 2**31:
-        components = components.view(np.int32)
-    return components, np.arange(1, n + 1, dtype=np.int64)
+    mask = labels != 0 if values is None else np.isin(labels, values)
+    components = connected_components(mask, connectivity)
+    del mask
+    return components, np.arange(1, int(components.max(initial=0)) + 1, dtype=np.int64)

@@ -7,13 +7,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.evaluation.distances import cldice, distance_metrics
 from napari_xaimed.evaluation.errors import error_map
+from napari_xaimed.evaluation.footprints import scan
 from napari_xaimed.evaluation.instances import class_instances
 from napari_xaimed.evaluation.matching import (
     Counts,
@@ -22,7 +22,7 @@ from napari_xaimed.evaluation.matching import (
     group_edges,
     match_edges,
 )
-from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_score
+from napari_xaimed.evaluation.overlap import OverlapTable, pair_score
 from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
 from napari_xaimed.evaluation.voronoi import region_rows, voronoi_regions
 
@@ -192,16 +192,6 @@ def _class_values(classes: Any) -> dict[str, list[int] | None]:
     return {str(v): [v] for v in vals}
 
 
-def _padded_union(slices: list[tuple[slice, ...] | None], shape: tuple[int, ...], pad: int = 1
-                  ) -> tuple[slice, ...]:
-    boxes = [s for s in slices if s is not None]
-    return tuple(
-        slice(max(min(b[ax].start for b in boxes) - pad, 0),
-              min(max(b[ax].stop for b in boxes) + pad, shape[ax]))
-        for ax in range(len(shape))
-    )
-
-
 def evaluate_class_steps(
     name: str, ref_map: np.ndarray, ref_ids: np.ndarray, pred_map: np.ndarray,
     pred_ids: np.ndarray, *, spacing: tuple[float, float, float], matching: str,
@@ -211,11 +201,9 @@ def evaluate_class_steps(
     semantic: tuple[np.ndarray, np.ndarray] | None = None, voronoi: bool = False,
 ) -> Steps[ClassResult]:
     """Match and measure one class, given its compact instance maps."""
-    table = overlap_table(ref_map, pred_map, len(ref_ids), len(pred_ids))
+    table, crops = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
     counts, groups = match_table(table, threshold=threshold, match_metric=match_metric,
                                  matching=matching, assignment=assignment, strict=strict)
-    ref_boxes = ndi.find_objects(ref_map, max_label=table.n_ref)
-    pred_boxes = ndi.find_objects(pred_map, max_label=table.n_pred)
     voxel_mm3 = float(np.prod(spacing))
     rows = []
     accepted_set = set(counts.accepted)
@@ -238,10 +226,7 @@ def evaluate_class_steps(
             reference_mm3=group.ref_size * voxel_mm3,
         )
         if metrics or part_spec:
-            box = _padded_union([ref_boxes[r - 1] for r in group.refs]
-                                + [pred_boxes[p - 1] for p in group.preds], ref_map.shape)
-            ref_mask = np.isin(ref_map[box], group.refs)
-            pred_mask = np.isin(pred_map[box], group.preds)
+            box, ref_mask, pred_mask = crops.masks(group.refs, group.preds)
             if part_spec and accepted and semantic is not None:
                 row.parts = part_scores(box, ref_mask, pred_mask, semantic[0], semantic[1],
                                         part_spec, match_metric)

@@ -1,0 +1,147 @@
+"""Where each instance lies: the overlap table and small crops of instance masks.
+
+Two ways to the same answers, picked by how much of the volume is foreground:
+
+- **sparse** (foreground at most :data:`SPARSE_FRACTION` of the voxels, the usual case for
+  lesions, nodules, cells): one pass finds the foreground voxels of either map; instance sizes,
+  the overlap table and each instance's voxel list come from that short list alone. A group's
+  crop is built from its voxel lists, without scanning the volume again.
+- **dense** (e.g. whole organs): the overlap table is built slab by slab
+  (:func:`~napari_xaimed.evaluation.overlap.overlap_table`) and crops come from
+  ``scipy.ndimage.find_objects`` boxes; the voxel lists would cost more memory than the maps.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_table
+
+SPARSE_FRACTION = 0.125
+
+Box = tuple[slice, ...]
+
+
+class Crops(Protocol):
+    """Masks of a group of reference and prediction instances, cropped to their joint box."""
+
+    def masks(self, refs: tuple[int, ...], preds: tuple[int, ...], pad: int = 1
+              ) -> tuple[Box, np.ndarray, np.ndarray]:
+        """``(box, reference mask, prediction mask)``: the box (padded by ``pad`` voxels,
+        clipped to the volume) holds every voxel of the given compact instance numbers."""
+        ...
+
+
+class BoxCrops:
+    """Crops from ``find_objects`` boxes of the two compact maps (the dense path)."""
+
+    def __init__(self, ref_map: np.ndarray, pred_map: np.ndarray, n_ref: int, n_pred: int):
+        self.ref_map, self.pred_map = ref_map, pred_map
+        self.ref_boxes = ndi.find_objects(ref_map, max_label=n_ref)
+        self.pred_boxes = ndi.find_objects(pred_map, max_label=n_pred)
+
+    def masks(self, refs, preds, pad=1):
+        boxes = [self.ref_boxes[r - 1] for r in refs] + [self.pred_boxes[p - 1] for p in preds]
+        boxes = [b for b in boxes if b is not None]
+        shape = self.ref_map.shape
+        box = tuple(
+            slice(max(min(b[ax].start for b in boxes) - pad, 0),
+                  min(max(b[ax].stop for b in boxes) + pad, shape[ax]))
+            for ax in range(len(shape))
+        )
+        return box, np.isin(self.ref_map[box], refs), np.isin(self.pred_map[box], preds)
+
+
+class VoxelCrops:
+    """Crops from each instance's list of flat voxel indices (the sparse path).
+
+    ``ref_index[ref_starts[k]:ref_starts[k + 1]]`` are the flat indices of reference ``k``;
+    the same for predictions.
+    """
+
+    def __init__(self, shape: tuple[int, ...], ref_index: np.ndarray, ref_starts: np.ndarray,
+                 pred_index: np.ndarray, pred_starts: np.ndarray):
+        self.shape = shape
+        self.ref_index, self.ref_starts = ref_index, ref_starts
+        self.pred_index, self.pred_starts = pred_index, pred_starts
+
+    def _coords(self, index: np.ndarray, starts: np.ndarray, ids) -> np.ndarray:
+        flat = np.concatenate([index[starts[k]:starts[k + 1]] for k in ids]) if ids else index[:0]
+        return np.stack(np.unravel_index(flat, self.shape), axis=1)
+
+    def masks(self, refs, preds, pad=1):
+        ref_xyz = self._coords(self.ref_index, self.ref_starts, refs)
+        pred_xyz = self._coords(self.pred_index, self.pred_starts, preds)
+        both = np.concatenate([ref_xyz, pred_xyz])
+        lo = np.maximum(both.min(axis=0) - pad, 0)
+        hi = np.minimum(both.max(axis=0) + 1 + pad, self.shape)
+        ref_mask = np.zeros(tuple(hi - lo), bool)
+        pred_mask = np.zeros(tuple(hi - lo), bool)
+        ref_mask[tuple((ref_xyz - lo).T)] = True
+        pred_mask[tuple((pred_xyz - lo).T)] = True
+        return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)), ref_mask, pred_mask
+
+
+def _grouped(values: np.ndarray, index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index`` sorted by ``values`` (a stable sort: radix for uint16) and where each value's
+    run starts (``starts[k]`` for value ``k``, ``n + 2`` entries)."""
+    order = np.argsort(values, kind="stable")
+    starts = np.zeros(n + 2, np.int64)
+    np.cumsum(np.bincount(values, minlength=n + 1), out=starts[1:])
+    return index[order], starts
+
+
+def _foreground(ref_map: np.ndarray, pred_map: np.ndarray, limit: int) -> np.ndarray | None:
+    """Flat indices of the voxels nonzero in either map (int32 when they fit), or None as soon
+    as there are more than ``limit``. Slab by slab, so no volume-sized temporary is made."""
+    dtype = np.int32 if ref_map.size < 2**31 else np.int64
+    ref, pred = ref_map.reshape(len(ref_map), -1), pred_map.reshape(len(pred_map), -1)
+    slab = max(1, 2_000_000 // max(1, ref.shape[1]))
+    parts, total = [], 0
+    for start in range(0, len(ref), slab):
+        union = ref[start:start + slab] != 0
+        union |= pred[start:start + slab] != 0
+        part = np.flatnonzero(union).astype(dtype) + dtype(start * ref.shape[1])
+        total += part.size
+        if total > limit:
+            return None
+        parts.append(part)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def scan(ref_map: np.ndarray, pred_map: np.ndarray, n_ref: int, n_pred: int
+         ) -> tuple[OverlapTable, Crops]:
+    """The overlap table of two compact instance maps and a way to crop their instances.
+
+    Parameters
+    ----------
+    ref_map, pred_map : numpy.ndarray
+        Compact instance maps (values ``0..n_ref`` and ``0..n_pred``) of one shape.
+    n_ref, n_pred : int
+
+    Returns
+    -------
+    (OverlapTable, Crops)
+    """
+    fg = _foreground(ref_map, pred_map, int(SPARSE_FRACTION * ref_map.size))
+    if fg is None:
+        return (overlap_table(ref_map, pred_map, n_ref, n_pred),
+                BoxCrops(ref_map, pred_map, n_ref, n_pred))
+    ref = ref_map.reshape(-1)[fg]
+    pred = pred_map.reshape(-1)[fg]
+    ref_sizes = np.bincount(ref, minlength=n_ref + 1).astype(np.int64)
+    pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
+    ref_sizes[0] = ref_map.size - ref_sizes[1:].sum()
+    pred_sizes[0] = pred_map.size - pred_sizes[1:].sum()
+    both = (ref > 0) & (pred > 0)
+    stride = n_pred + 1
+    pair_ref, pair_pred, pair_inter = pair_table(
+        ref[both].astype(np.int64) * stride + pred[both], n_ref, n_pred)
+    table = OverlapTable(ref_sizes=ref_sizes, pred_sizes=pred_sizes, pair_ref=pair_ref,
+                         pair_pred=pair_pred, pair_inter=pair_inter)
+    ref_index, ref_starts = _grouped(ref, fg, n_ref)
+    pred_index, pred_starts = _grouped(pred, fg, n_pred)
+    return table, VoxelCrops(ref_map.shape, ref_index, ref_starts, pred_index, pred_starts)
