@@ -204,3 +204,26 @@ def test_components_equal_scipy_labels(connectivity, rank):
     ours = connected_components(mask, connectivity)
     theirs, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank))
     np.testing.assert_array_equal(ours, theirs)  # same components, same raster numbering
+
+
+@pytest.mark.parametrize("matching", ["one_to_one", "many_to_one", "one_to_many"])
+def test_sparse_and_dense_paths_agree(monkeypatch, matching):
+    """The foreground-gather path (sparse volumes) and the slab/box path (dense volumes) give
+    the same table, rows and distances, touching instances merged into one group included."""
+    from napari_xaimed.evaluation import footprints
+    from napari_xaimed.samples import panoptic_pair
+
+    pair = panoptic_pair(seed=4)
+    assert np.mean((pair.reference > 0) | (pair.prediction > 0)) < footprints.SPARSE_FRACTION
+    kwargs = dict(spacing=pair.spacing, matching=matching, threshold=0.3, instance_input=True,
+                  metrics=("hd95", "assd", "nsd"))
+    sparse = evaluate(pair.reference, pair.prediction, **kwargs)["all"]
+    monkeypatch.setattr(footprints, "SPARSE_FRACTION", 0.0)
+    dense = evaluate(pair.reference, pair.prediction, **kwargs)["all"]
+    assert (sparse.tp, sparse.fp, sparse.fn) == (dense.tp, dense.fp, dense.fn)
+    assert len(sparse.rows) == len(dense.rows) > 0
+    for a, b in zip(sparse.rows, dense.rows, strict=True):
+        assert (a.reference_ids, a.prediction_ids) == (b.reference_ids, b.prediction_ids)
+        for key in ("dice", "iou", "hd95", "assd", "nsd"):
+            assert getattr(a, key) == pytest.approx(getattr(b, key), nan_ok=True), key
+        assert a.center_zyx == pytest.approx(b.center_zyx)
