@@ -1,0 +1,31 @@
+"""Image registration with ANTsPy: warped image, displacement, Jacobian, quality figures.
+
+:func:`register` aligns a moving volume to a fixed one and returns a
+:class:`RegistrationResult` on the fixed grid; ``result.apply`` carries other volumes along.
+The field helpers work on any displacement that follows the package convention.
+"""
+
+from napari_xaimed.registration.fields import (
+    INTERPOLATIONS,
+    displacement_vectors,
+    jacobian_determinant,
+    jacobian_summary,
+    resample,
+    warped_grid,
+)
+from napari_xaimed.registration.params import METRICS, TRANSFORMS
+from napari_xaimed.registration.run import RegistrationResult, register, register_steps
+
+__all__ = [
+    "INTERPOLATIONS",
+    "METRICS",
+    "TRANSFORMS",
+    "RegistrationResult",
+    "displacement_vectors",
+    "jacobian_determinant",
+    "jacobian_summary",
+    "register",
+    "register_steps",
+    "resample",
+    "warped_grid",
+]

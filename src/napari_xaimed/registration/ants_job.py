@@ -1,0 +1,89 @@
+"""The ANTs side of a registration: what runs in the spawned process, and reading its log.
+
+:func:`run` is the child's entry point; it imports ANTs (after the parent set
+``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``), registers, composes all transforms into one
+displacement field on the fixed grid and saves the arrays into the job folder. ANTs writes its
+transform files under the same folder (``outprefix``), which the parent removes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xaimed._progress import Progress
+
+TOTAL = 1000  # progress is reported in thousandths
+
+
+def run(job: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Register ``folder/fixed.npy`` to ``folder/moving.npy`` as ``job`` says (child side)."""
+    import ants
+
+    def image(name: str, spacing, origin):
+        path = folder / f"{name}.npy"
+        if not path.exists():
+            return None
+        return ants.from_numpy(np.load(path).astype(np.float32), spacing=tuple(spacing),
+                               origin=tuple(origin))
+
+    fixed = image("fixed", job["fixed_spacing"], job["fixed_origin"])
+    moving = image("moving", job["moving_spacing"], job["moving_origin"])
+    fixed_mask = image("fixed_mask", job["fixed_spacing"], job["fixed_origin"])
+    moving_mask = image("moving_mask", job["moving_spacing"], job["moving_origin"])
+    ants.config._random_seed = job["ants_seed"]
+    started = time.perf_counter()
+    reg = ants.registration(
+        fixed, moving, job["transform"], outprefix=str(folder / "ants_"), mask=fixed_mask,
+        moving_mask=moving_mask, verbose=True, **job["ants_arguments"])
+    registration_s = time.perf_counter() - started
+    np.save(folder / "warped.npy", reg["warpedmovout"].numpy().astype(np.float32))
+    composed = ants.apply_transforms(fixed, moving, reg["fwdtransforms"],
+                                     compose=str(folder / "composed_"))
+    field = ants.image_read(composed).numpy()
+    np.save(folder / "displacement.npy", field.astype(np.float32))
+    print("XAIMED composed the transforms", flush=True)
+    return {"registration_s": registration_s,
+            "fwdtransforms": [Path(p).name for p in reg["fwdtransforms"]],
+            "invtransforms": [Path(p).name for p in reg["invtransforms"]]}
+
+
+_STAGE = re.compile(r"^Stage (\d+)\s*$", re.M)
+_LEVELS = re.compile(r"number of levels = (\d+)")
+_HEADER = "DIAGNOSTIC,Iteration"
+_ITERATION = re.compile(r"DIAGNOSTIC,\s*(\d+),")
+
+
+def log_progress(text: str, stages: int) -> Progress:
+    """Where ANTs is, from its verbose log: stage, resolution level and iteration.
+
+    ANTs lists the number of levels of every stage first, then prints ``Stage k`` when a stage
+    starts, a ``DIAGNOSTIC,Iteration,...`` header when a level starts and one ``DIAGNOSTIC``
+    line per iteration. Progress counts finished levels (iterations per level are not known in
+    advance: convergence may end a level early).
+    """
+    if "XAIMED composed" in text:
+        return Progress(TOTAL, TOTAL, "composing done")
+    first_stage = _STAGE.search(text)
+    levels = [int(n) for n in _LEVELS.findall(text[:first_stage.start()] if first_stage else
+                                              text)]
+    stage_marks = list(_STAGE.finditer(text))
+    if not stage_marks:
+        return Progress(0, TOTAL, "ANTs is starting")
+    stage_index = len(stage_marks) - 1
+    current = text[stage_marks[-1].end():]
+    level = current.count(_HEADER)
+    iterations = _ITERATION.findall(current[current.rfind(_HEADER):]) if level else []
+    n_levels = levels[stage_index] if stage_index < len(levels) else max(level, 1)
+    n_stages = max(stages, stage_index + 1)
+    fraction = (stage_index + max(level - 1, 0) / max(n_levels, 1)) / n_stages
+    message = f"stage {stage_index + 1} of {n_stages}"
+    if level:
+        message += f", level {level} of {n_levels}"
+    if iterations:
+        message += f", iteration {iterations[-1]}"
+    return Progress(min(int(fraction * TOTAL), TOTAL - 1), TOTAL, message)
