@@ -82,6 +82,7 @@ def heatmap_layer(
     spacing: Sequence[float],
     *,
     signed: bool | None = None,
+    centre: float = 0.0,
     translate: Sequence[float] | None = None,
     provenance: dict[str, Any] | None = None,
     percentile: float = 99.5,
@@ -90,17 +91,18 @@ def heatmap_layer(
     """A map over an image, drawn so the anatomy stays visible (DESIGN.md heatmap conventions).
 
     Unsigned maps: ``inferno`` from 0 to a high percentile, additive blending. Signed maps:
-    ``bwr`` with limits symmetric about 0, translucent blending. ``signed=None`` decides from the
-    data (any value below zero).
+    ``bwr`` with limits symmetric about ``centre`` (0; 1 for a Jacobian determinant),
+    translucent blending. ``signed=None`` decides from the data (any value below ``centre``).
     """
     data = np.asarray(data, dtype=np.float32)
     finite = data[np.isfinite(data)]
     if signed is None:
-        signed = bool(finite.size and finite.min() < 0)
+        signed = bool(finite.size and finite.min() < centre)
     if signed:
-        limit = float(np.percentile(np.abs(finite), percentile)) if finite.size else 1.0
+        limit = float(np.percentile(np.abs(finite - centre), percentile)) if finite.size else 1.0
         limit = limit if limit > 0 else 1.0
-        style = {"colormap": "bwr", "contrast_limits": (-limit, limit), "blending": "translucent"}
+        style = {"colormap": "bwr", "contrast_limits": (centre - limit, centre + limit),
+                 "blending": "translucent"}
     else:
         high = float(np.percentile(finite, percentile)) if finite.size else 1.0
         high = high if high > 0 else 1.0
@@ -136,6 +138,30 @@ def labels_layer(
         **kwargs,
     }
     return data, layer_kwargs, "labels"
+
+
+def vectors_layer(
+    data: np.ndarray,
+    lengths_mm: np.ndarray,
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> LayerTuple:
+    """Vectors ``(n, 2, 3)`` in voxel units of a grid of ``spacing``, coloured by length (mm)."""
+    layer_kwargs = {
+        "name": name,
+        "features": {"length_mm": np.asarray(lengths_mm, dtype=np.float32)},
+        "edge_color": "length_mm",
+        "edge_colormap": "viridis",
+        "edge_width": 0.3 * float(min(spacing)),
+        "metadata": _metadata(provenance, None),
+        **world_kwargs(spacing, translate, 3),
+        **kwargs,
+    }
+    return data, layer_kwargs, "vectors"
 
 
 def output_name(what: str, *sources: str) -> str:

@@ -76,6 +76,7 @@ class JobPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.worker: Any = None
         self._pbar: Any = None
+        self._steps: Generator[Progress, None, Any] | None = None
         self._outcome = ""
 
     @property
@@ -95,6 +96,7 @@ class JobPanel(QWidget):
         if self.running:
             return
         self._outcome = ""
+        self._steps = steps
         started = time.perf_counter()
         worker = create_worker(_drive, steps, _start_thread=False, _ignore_errors=True)
         self._pbar = progress(total=0, desc=description)
@@ -151,6 +153,12 @@ class JobPanel(QWidget):
         self.status.setText("Cancelled: nothing was added.")
 
     def _on_finished(self) -> None:
+        # A cancelled job's generator is left suspended at a yield; closing it here (the worker
+        # thread is done with it) runs its cleanup: a spawned ANTs process is killed and its
+        # temporary folder removed. Closing a finished generator does nothing.
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None

@@ -1,33 +1,282 @@
-"""Registration dock widget: fixed and moving Image layers.
+"""Registration dock widget: align a moving Image to a fixed one with ANTs and see the field.
 
-ANTs registration arrives with the registration capability; until then the widget picks the two
-volumes and shows their grids (which may differ: registration resamples moving onto fixed).
+ANTs runs in a separate process (``registration.spawned``), so the viewer stays responsive and
+Cancel kills it. The outputs land on the fixed grid as ``"<what> [moving->fixed]"`` layers:
+the warped image, the displacement as vectors, the Jacobian determinant centred on 1, the
+folded voxels and a warped grid; the quality table shows the figures before and after. The
+last result stays in the widget, so "Carry along" can warp further layers from the moving
+space (labels with label-preserving interpolation, images and heatmaps linearly).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from napari.layers import Image
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
+from napari.layers import Image, Labels, Points
+from qtpy.QtWidgets import QLabel
 
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._layers import (
+    add_or_update,
+    heatmap_layer,
+    image_layer,
+    labels_layer,
+    output_name,
+    source_geometry,
+    vectors_layer,
+)
+from napari_xaimed._progress import Progress
+from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed._widgets._results import ResultTable
+from napari_xaimed.registration import TRANSFORMS, RegistrationResult, register_steps
+from napari_xaimed.registration.params import METRICS
+
+DEFAULT = "(ANTs default)"
+
+
+def optional_picker(viewer: Any, layer_types: tuple[type, ...], label: str) -> ComboBox:
+    """A drop-down of layers of the given types that may also be left empty."""
+
+    def choices(_widget: Any) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in viewer.layers
+                if isinstance(layer, layer_types)]
+
+    return ComboBox(label=label, choices=choices, nullable=True, value=None)
+
+
+def parse_iterations(text: str) -> tuple[int, ...] | None:
+    """``"40, 20, 0"`` -> ``(40, 20, 0)``; empty -> None (ANTs' default)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError as exc:
+        raise XaimedError(f"iterations must be whole numbers per level, coarse to fine, e.g. "
+                          f"'40, 20, 0'; got {text!r}.") from exc
+
+
+def world_points(layer: Any) -> np.ndarray:
+    """A Points layer's points in world mm (z, y, x)."""
+    data = np.asarray(layer.data, dtype=np.float64)[:, -3:]
+    return data * np.asarray(layer.scale[-3:]) + np.asarray(layer.translate[-3:])
+
+
+def quality_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The quality figures as a before/after table."""
+    rows = []
+    for name, key in (("NCC", "ncc"), ("mutual information", "mi"),
+                      ("TRE mean (mm)", "tre_{}_mean_mm"), ("TRE max (mm)", "tre_{}_max_mm")):
+        before = metrics.get(f"{key}_before" if "{}" not in key else key.format("before"))
+        after = metrics.get(f"{key}_after" if "{}" not in key else key.format("after"))
+        if before is not None:
+            rows.append({"figure": name, "before": before, "after": after})
+    for label, before in metrics.get("dice_before", {}).items():
+        rows.append({"figure": f"Dice label {label}", "before": before,
+                     "after": metrics["dice_after"][label]})
+    for name, key in (("folded voxels (%)", "folded_percent"), ("Jacobian min", "jacobian_min"),
+                      ("Jacobian max", "jacobian_max"), ("Jacobian std", "jacobian_std")):
+        rows.append({"figure": name, "before": "", "after": metrics[key]})
+    return rows
 
 
 class RegistrationWidget(XaimedWidget):
-    """Fixed/moving pickers and a summary of their grids."""
+    """Fixed/moving pickers, the transform and its few parameters; layers and a quality table."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.fixed = layer_picker(napari_viewer, Image, "fixed")
         self.moving = layer_picker(napari_viewer, Image, "moving")
-        self.form.extend([self.fixed, self.moving])
+        self.transform = ComboBox(label="transform", choices=list(TRANSFORMS), value="SyN")
+        self.iterations = LineEdit(label="iterations", value="",
+                                   tooltip="Per level, coarse to fine, e.g. 40, 20, 0; empty: "
+                                           "ANTs' default")
+        self.metric = ComboBox(label="metric", choices=[DEFAULT, *METRICS], value=DEFAULT)
+        self.gradient_step = FloatSpinBox(label="gradient step", value=0.2, min=0.01, max=5.0,
+                                          step=0.05)
+        self.reproducible = CheckBox(label="reproducible (1 thread)", value=True)
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 2)
+        self.fixed_mask = optional_picker(napari_viewer, (Labels,), "fixed mask")
+        self.moving_mask = optional_picker(napari_viewer, (Labels,), "moving mask")
+        self.fixed_labels = optional_picker(napari_viewer, (Labels,), "fixed labels (Dice)")
+        self.moving_labels = optional_picker(napari_viewer, (Labels,), "moving labels (Dice)")
+        self.fixed_points = optional_picker(napari_viewer, (Points,), "fixed landmarks")
+        self.moving_points = optional_picker(napari_viewer, (Points,), "moving landmarks")
+        self.vector_step = SpinBox(label="vector every (voxels)", value=8, min=1, max=64)
+        self.grid_mm = FloatSpinBox(label="grid spacing (mm)", value=5.0, min=0.5, max=100.0)
+        self.form.extend([self.fixed, self.moving, self.transform, self.iterations, self.metric,
+                          self.gradient_step, self.reproducible, self.seed, self.fixed_mask,
+                          self.moving_mask, self.fixed_labels, self.moving_labels,
+                          self.fixed_points, self.moving_points, self.vector_step,
+                          self.grid_mm])
         self.fixed.changed.connect(self.update_info)
         self.moving.changed.connect(self.update_info)
+        self.transform.changed.connect(self._show_fields)
+        self.reproducible.changed.connect(self._show_fields)
+        self.job = JobPanel("Register")
+        self._layout.addWidget(self.job)
+        self.job.run_button.clicked.connect(self.run)
+        self.quality = ResultTable("registration quality")
+        self._layout.addWidget(self.quality)
+        self._layout.addWidget(QLabel("Carry a layer from the moving space along:"))
+        self.carry_layer = optional_picker(napari_viewer, (Image, Labels), "layer")
+        self.carry_interpolation = ComboBox(label="interpolation",
+                                            choices=["auto", "linear", "label", "nearest"],
+                                            value="auto")
+        from magicgui.widgets import Container
+
+        self.carry_form = Container(widgets=[self.carry_layer, self.carry_interpolation])
+        self._layout.addWidget(self.carry_form.native)
+        self.carry_job = JobPanel("Carry along")
+        self.carry_job.run_button.setEnabled(False)
+        self._layout.addWidget(self.carry_job)
+        self.carry_job.run_button.clicked.connect(self.carry)
+        self.result: RegistrationResult | None = None
+        self._sources: tuple[str, str] = ("", "")
+        self._show_fields()
         self.reset_choices()
         images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
         if len(images) >= 2:
             self.moving.value = images[1]
 
+    def reset_choices(self, *_: Any) -> None:
+        super().reset_choices()
+        if hasattr(self, "carry_form"):
+            self.carry_form.reset_choices()
+
+    def _show_fields(self, *_: Any) -> None:
+        preset = self.transform.value == "antsRegistrationSyNQuick[s]"
+        deformable = self.transform.value not in ("Translation", "Rigid", "Similarity", "Affine")
+        for widget in (self.iterations, self.metric):
+            widget.visible = not preset
+        self.gradient_step.visible = deformable and not preset
+        self.seed.visible = self.reproducible.value
+
     def update_info(self, *_: Any) -> None:
         self.info.value = (f"fixed: {describe_layer(self.fixed.value)}\n"
                            f"moving: {describe_layer(self.moving.value)}")
+
+    def params(self) -> dict[str, Any]:
+        """Tuning parameters for :func:`~napari_xaimed.registration.register` from the form."""
+        params: dict[str, Any] = {}
+        if self.transform.value == "antsRegistrationSyNQuick[s]":
+            return params
+        iterations = parse_iterations(self.iterations.value)
+        if iterations is not None:
+            params["iterations"] = iterations
+        if self.metric.value != DEFAULT:
+            params["metric"] = self.metric.value
+        if self.transform.value not in ("Translation", "Rigid", "Similarity", "Affine") and \
+                abs(self.gradient_step.value - 0.2) > 1e-9:
+            params["gradient_step"] = self.gradient_step.value
+        return params
+
+    def _inputs(self) -> dict[str, Any]:
+        def data(picker: ComboBox) -> Any:
+            return None if picker.value is None else np.asarray(picker.value.data)
+
+        def points(picker: ComboBox) -> Any:
+            return None if picker.value is None else world_points(picker.value)
+
+        return {
+            "fixed_mask": data(self.fixed_mask), "moving_mask": data(self.moving_mask),
+            "fixed_labels": data(self.fixed_labels), "moving_labels": data(self.moving_labels),
+            "fixed_points": points(self.fixed_points),
+            "moving_points": points(self.moving_points),
+        }
+
+    def run(self) -> None:
+        """Register in a worker (ANTs in its own process); add or update the output layers."""
+        fixed, moving = self.fixed.value, self.moving.value
+        try:
+            if fixed is None or moving is None:
+                raise XaimedError("Pick a fixed and a moving Image layer.")
+            if fixed is moving:
+                raise XaimedError("Fixed and moving are the same layer: pick two different "
+                                  "images.")
+            params = self.params()
+            inputs = self._inputs()
+        except XaimedError as exc:
+            report_error(exc)
+            return
+        f_sp, f_tr = source_geometry(fixed)
+        m_sp, m_tr = source_geometry(moving)
+        seed = int(self.seed.value) if self.reproducible.value else None
+        transform = self.transform.value
+        steps = register_steps(np.asarray(fixed.data), np.asarray(moving.data),
+                               fixed_spacing=f_sp, moving_spacing=m_sp, fixed_origin=f_tr,
+                               moving_origin=m_tr, transform=transform, seed=seed, **inputs,
+                               **params)
+        vector_step, grid_mm = int(self.vector_step.value), float(self.grid_mm.value)
+        names = (moving.name, fixed.name)
+
+        def done(result: RegistrationResult, seconds: float) -> None:
+            self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds)
+
+        self.job.start(steps, done, f"Registering {moving.name} to {fixed.name} ({transform})")
+
+    def _show_result(self, result: RegistrationResult, names: tuple[str, str],
+                     spacing: tuple[float, float, float], translate: tuple[float, float, float],
+                     vector_step: int, grid_mm: float, seconds: float) -> None:
+        prov = provenance("registration", sources=list(names),
+                          params={**result.params, "vector_step": vector_step,
+                                  "grid_mm": grid_mm},
+                          seconds=seconds, metrics=result.metrics, timings=result.timings)
+        geometry = {"translate": translate, "provenance": prov}
+        vectors, lengths = result.vectors(step=vector_step)
+        layers = [
+            image_layer(result.warped, output_name("Warped", *names), spacing, **geometry),
+            heatmap_layer(result.jacobian, output_name("Jacobian", *names), spacing,
+                          signed=True, centre=1.0, **geometry),
+            labels_layer(result.folded, output_name("Folded", *names), spacing, **geometry),
+            image_layer(result.grid(grid_mm), output_name("Warped grid", *names), spacing,
+                        colormap="cyan", blending="additive", contrast_limits=(0, 1),
+                        opacity=0.5, **geometry),
+            vectors_layer(vectors, lengths, output_name("Displacement", *names), spacing,
+                          **geometry),
+        ]
+        for layer in layers:
+            add_or_update(self.viewer, layer)
+        self.result, self._sources = result, names
+        self.quality.set_rows(quality_rows(result.metrics))
+        self.carry_job.run_button.setEnabled(True)
+
+    def carry(self) -> None:
+        """Warp the chosen moving-space layer with the last registration, in a worker."""
+        layer, result = self.carry_layer.value, self.result
+        try:
+            if result is None:
+                raise XaimedError("Register first: carrying along uses the last registration.")
+            if layer is None:
+                raise XaimedError("Pick the Image or Labels layer to carry along.")
+        except XaimedError as exc:
+            report_error(exc)
+            return
+        interpolation = self.carry_interpolation.value
+        if interpolation == "auto":
+            interpolation = "label" if isinstance(layer, Labels) else "linear"
+        data, is_labels = np.asarray(layer.data), isinstance(layer, Labels)
+        moving_name, fixed_name = self._sources
+
+        def steps():
+            yield Progress(0, 1, f"warping {layer.name} ({interpolation})")
+            return result.apply(data, interpolation)
+
+        def done(warped: np.ndarray, seconds: float) -> None:
+            prov = provenance("registration-apply", sources=[layer.name, moving_name, fixed_name],
+                              params={"interpolation": interpolation}, seconds=seconds)
+            name = output_name(layer.name, moving_name, fixed_name)
+            kwargs = {"translate": result.fixed_origin, "provenance": prov}
+            if is_labels:
+                add_or_update(self.viewer, labels_layer(warped, name, result.fixed_spacing,
+                                                        **kwargs))
+            else:
+                add_or_update(self.viewer, image_layer(
+                    warped, name, result.fixed_spacing, colormap=layer.colormap.name,
+                    **kwargs))
+
+        self.carry_job.start(steps(), done, f"Carrying {layer.name} along")
