@@ -44,3 +44,40 @@ def test_unknown_command_is_refused(capsys):
 
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_register_command_writes_field_jacobian_and_quality(tmp_path, capsys):
+    from napari_xaimed.io import write_volume
+    from napari_xaimed.samples import longitudinal_pair
+
+    pair = longitudinal_pair(seed=2)
+    for name, data in (("fixed", pair.fixed), ("moving", pair.moving),
+                       ("fixed_labels", pair.fixed_labels), ("moving_labels", pair.moving_labels)):
+        write_volume(tmp_path / f"{name}.nii.gz", data, spacing=pair.spacing,
+                     is_label="labels" in name)
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "fixed.nii.gz"), str(tmp_path / "moving.nii.gz"),
+                 "--out", str(out), "--transform", "SyNOnly", "--iterations", "20,10",
+                 "--fixed-labels", str(tmp_path / "fixed_labels.nii.gz"),
+                 "--moving-labels", str(tmp_path / "moving_labels.nii.gz")]) == 0
+    warped = read_volume(out / "warped.nii.gz")
+    assert warped.data.shape == pair.fixed.shape and warped.spacing == pair.spacing
+    field = read_volume(out / "displacement.nii.gz")
+    assert field.data.shape == (3, *pair.fixed.shape)  # components first, as NIfTI axis 4
+    jacobian = read_volume(out / "jacobian.nii.gz")
+    assert jacobian.data.shape == pair.fixed.shape and jacobian.data.min() > 0
+    quality = json.loads((out / "quality.json").read_text())
+    metrics = quality["result"]["metrics"]
+    assert metrics["ncc_after"] > metrics["ncc_before"]
+    assert set(metrics["dice_after"]) == {"1", "2", "3"}
+    assert "NCC" in capsys.readouterr().out
+
+
+def test_register_command_reports_bad_input(tmp_path, capsys):
+    from napari_xaimed.io import write_volume
+
+    write_volume(tmp_path / "flat.nii.gz", np.zeros((8, 8, 8), np.float32))
+    code = main(["register", str(tmp_path / "flat.nii.gz"), str(tmp_path / "flat.nii.gz"),
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "constant" in capsys.readouterr().err
