@@ -152,3 +152,38 @@ def test_a_failing_child_becomes_a_clear_error(tmp_path):
     with pytest.raises(XaimedError, match="TypeError"):
         list(run_spawned("napari_xaimed.registration.params:ants_seed", {}, tmp_path,
                          what="the test job"))
+
+
+@pytest.mark.parametrize("transform", ["Affine", "SyNRA"])
+def test_our_composition_equals_ants_compose(tmp_path, transform):
+    """ants_job.compose (numpy, from the transform files) against ANTs' own composed field, on
+    grids with an origin and anisotropic spacing."""
+    import ants
+
+    from napari_xaimed.registration.ants_job import compose
+
+    pair = longitudinal_pair(shape=(32, 36, 34), spacing=(1.5, 1.0, 0.9), seed=3)
+    fixed = ants.from_numpy(pair.fixed, spacing=pair.spacing, origin=(3.0, -2.0, 1.0))
+    moving = ants.from_numpy(pair.moving, spacing=pair.spacing, origin=(0.0, 0.5, 0.0))
+    reg = ants.registration(fixed, moving, transform, outprefix=str(tmp_path / "r_"),
+                            reg_iterations=(10, 5, 0))
+    theirs = ants.image_read(ants.apply_transforms(
+        fixed, moving, reg["fwdtransforms"], compose=str(tmp_path / "c_"))).numpy()
+    ours = compose(reg["fwdtransforms"], fixed)
+    assert ours is not None
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_a_prewarmed_child_is_used_and_a_failed_import_is_reported(tmp_path):
+    spawned_module.prewarm("napari_xaimed.registration.params", {"XAIMED_TEST": 1})
+    key = spawned_module._key("napari_xaimed.registration.params", {"XAIMED_TEST": 1})
+    warm = spawned_module._WARM[key]
+    with pytest.raises(XaimedError, match="TypeError"):
+        list(run_spawned("napari_xaimed.registration.params:ants_seed",
+                         {"environment": {"XAIMED_TEST": 1}}, tmp_path))
+    assert key not in spawned_module._WARM and warm.poll() is not None  # it ran the job
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(XaimedError, match="ModuleNotFoundError"):
+        list(run_spawned("napari_xaimed.registration.params:ants_seed", {}, other,
+                         preload="no_such_module_here"))

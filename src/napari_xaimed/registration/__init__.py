@@ -14,7 +14,12 @@ from napari_xaimed.registration.fields import (
     warped_grid,
 )
 from napari_xaimed.registration.params import METRICS, TRANSFORMS
-from napari_xaimed.registration.run import RegistrationResult, register, register_steps
+from napari_xaimed.registration.run import (
+    RegistrationResult,
+    prewarm,
+    register,
+    register_steps,
+)
 
 __all__ = [
     "INTERPOLATIONS",
@@ -24,6 +29,7 @@ __all__ = [
     "displacement_vectors",
     "jacobian_determinant",
     "jacobian_summary",
+    "prewarm",
     "register",
     "register_steps",
     "resample",

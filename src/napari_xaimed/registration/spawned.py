@@ -1,19 +1,25 @@
 """Run a function in a fresh Python process, polling its log for progress.
 
 ANTs holds the GIL for a whole registration, so a worker thread in napari's process would
-freeze the Qt event loop. A new interpreter (``python -m napari_xaimed.registration.spawned``,
-not a fork, which would copy Qt's state) runs it instead. ``multiprocessing``'s spawn would
-re-import the caller's ``__main__``, which breaks every script without an
-``if __name__ == "__main__"`` guard; a plain subprocess has no such trap. The job travels as
-``folder/job.json``, arrays as ``.npy`` files in the same folder; the child's stdout and stderr
-(where ANTs' C++ code prints) go to ``folder/log.txt``, which the parent reads to report
-progress. Closing the generator (a cancel) kills the child.
+freeze the Qt event loop, and a thread cannot be stopped halfway. A new interpreter
+(``python -m napari_xaimed.registration.spawned``, not a fork, which would copy Qt's state) runs
+it instead. ``multiprocessing``'s spawn would re-import the caller's ``__main__``, which breaks
+every script without an ``if __name__ == "__main__"`` guard; a plain subprocess has no such trap.
+
+Protocol: the child imports a *preload* module (for ANTs: ~2-3 s), then reads one JSON line on
+stdin, ``{"target": "module:function", "folder": ...}``, sends its stdout and stderr (where
+ANTs' C++ code prints) to ``folder/log.txt``, runs ``function(job, folder)`` with the job from
+``folder/job.json`` and writes ``done.json`` or ``error.json``. Arrays travel as ``.npy`` files
+in the folder. Because the import comes before the request, a child can be started ahead of
+time (:func:`prewarm`, which the registration widget does when it opens) and the import is
+off the clock when the user presses Register. Closing the generator (a cancel) kills the child.
 """
 
 from __future__ import annotations
 
-import json
+import atexit
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -32,31 +38,80 @@ ERROR = "error.json"
 DONE = "done.json"
 POLL_S = 0.05
 
+# Started children waiting for a request, by (preload module, environment).
+_WARM: dict[tuple[str, tuple[tuple[str, str], ...]], subprocess.Popen] = {}
 
-def _child(target: str, folder: str) -> int:
-    """Entry point in the child process: run ``module:function(job, folder)`` and record its
-    summary or its error."""
+
+def _write_error(folder: str, exc: BaseException) -> None:
+    Path(folder, ERROR).write_text(json.dumps({
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "user_error": isinstance(exc, XaimedError),
+        "traceback": traceback.format_exc(),
+    }))
+
+
+def _child(preload: str) -> int:
+    """Entry point of the child: preload, wait for the request, run it, record the outcome."""
     try:
+        importlib.import_module(preload)
+        failed: BaseException | None = None
+    except BaseException as exc:  # noqa: BLE001 - reported once there is a folder to report to
+        failed = exc
+    line = sys.stdin.readline()
+    if not line:  # the parent went away or dropped a warm child
+        return 0
+    request = json.loads(line)
+    folder = request["folder"]
+    log = os.open(os.path.join(folder, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        if failed is not None:
+            raise failed
         job = json.loads(Path(folder, JOB).read_text())
-        module_name, func_name = target.split(":")
-        module = importlib.import_module(module_name)
-        summary = getattr(module, func_name)(job, Path(folder))
+        module_name, func_name = request["target"].split(":")
+        summary = getattr(importlib.import_module(module_name), func_name)(job, Path(folder))
         Path(folder, DONE).write_text(json.dumps(summary or {}))
         return 0
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-        Path(folder, ERROR).write_text(json.dumps({
-            "type": type(exc).__name__,
-            "message": str(exc),
-            "user_error": isinstance(exc, XaimedError),
-            "traceback": traceback.format_exc(),
-        }))
+        _write_error(folder, exc)
         return 1
 
 
-def run_spawned(target: str, job: dict[str, Any], folder: Path,
+def _key(preload: str, environment: dict[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return preload, tuple(sorted((k, str(v)) for k, v in environment.items()))
+
+
+def _start(preload: str, environment: dict[str, Any]) -> subprocess.Popen:
+    env = {**os.environ, **{k: str(v) for k, v in environment.items()}}
+    return subprocess.Popen(
+        [sys.executable, "-m", "napari_xaimed.registration.spawned", preload],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def prewarm(preload: str, environment: dict[str, Any] | None = None) -> None:
+    """Start a child that imports ``preload`` now and waits for the next matching job."""
+    key = _key(preload, environment or {})
+    process = _WARM.get(key)
+    if process is None or process.poll() is not None:
+        _WARM[key] = _start(preload, environment or {})
+
+
+@atexit.register
+def _drop_warm() -> None:
+    for process in _WARM.values():
+        if process.poll() is None:
+            process.kill()
+    _WARM.clear()
+
+
+def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str | None = None,
                 progress: Callable[[str], Progress | None] | None = None,
                 what: str = "the job") -> Steps[dict[str, Any]]:
-    """Run ``target`` (``"module:function"``) in a spawned process; yield progress until it ends.
+    """Run ``target`` (``"module:function"``) in a child process; yield progress until it ends.
 
     Parameters
     ----------
@@ -64,9 +119,13 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path,
         ``"package.module:function"``; the function takes ``(job, folder)`` and returns a
         JSON-serialisable summary (its arrays it saves into ``folder``).
     job : dict
-        JSON-serialisable arguments; ``job["environment"]`` is added to the child's environment.
+        JSON-serialisable arguments; ``job["environment"]`` is added to the child's environment
+        before anything is imported.
     folder : pathlib.Path
         An existing folder for the log, inputs and outputs.
+    preload : str, optional
+        Module the child imports before the request (default: the target's module); a child
+        :func:`prewarm`-ed with the same preload and environment is used when there is one.
     progress : callable, optional
         Turns the log text so far into a :class:`Progress` (None: nothing new to report).
     what : str
@@ -78,14 +137,18 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path,
         The function's summary.
     """
     (folder / JOB).write_text(json.dumps(job))
-    environment = {**os.environ, **{k: str(v) for k, v in job.get("environment", {}).items()}}
+    environment = job.get("environment", {})
+    preload = preload or target.split(":")[0]
+    process = _WARM.pop(_key(preload, environment), None)
+    if process is None or process.poll() is not None:
+        process = _start(preload, environment)
     log = folder / LOG
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "napari_xaimed.registration.spawned", target, str(folder)],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
     last: Progress | None = None
     try:
+        assert process.stdin is not None
+        process.stdin.write((json.dumps({"target": target, "folder": str(folder)}) + "\n")
+                            .encode())
+        process.stdin.close()
         while process.poll() is None:
             report = None
             if progress is not None and log.exists():
@@ -118,4 +181,4 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path,
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], sys.argv[2]))
+    sys.exit(_child(sys.argv[1]))

@@ -1,0 +1,173 @@
+"""Benchmark: our registration against bare ``ants.registration``, and the viewer's event loop.
+
+Run ``python benchmarks/bench_registration.py`` (64^3 and 128^3, SyN and Affine, then the
+event-loop gap at 64^3); ``--quick`` runs 64^3 only; ``--cases`` picks any of ``speed,gap``.
+
+Inputs: ``samples.longitudinal_pair`` at 1 mm isotropic (seed 0): a phantom and the same anatomy
+moved by a known smooth deformation plus a small affine.
+
+speed : for each size and transform, bare ``ants.registration`` in this process (ITK threads 1,
+        the same nonzero random seed, ``outprefix`` in a temporary folder) and ours,
+        ``register(...)`` with the same transform and seed: a fresh interpreter that imports
+        ANTs, registers, composes the transforms into one field, then in this process the
+        Jacobian, quality figures (NCC, MI before/after, Jacobian summary) and a vectors
+        subsample. Overhead = ours - bare, as a share of bare. The ANTs time measured inside
+        our child process is printed too. Ours runs twice: "cold", a script's first call, which
+        starts a Python and imports ANTs (~2-3 s) on the clock, and "warm", after
+        ``registration.prewarm()`` had that process import ANTs beforehand (what the widget
+        does when it opens, and after each run). Target: overhead under 10% for SyN at 128^3
+        (warm, the viewer's case; cold printed beside it).
+gap   : the longest pause of a Qt event loop (a 10 ms QTimer) while a SyN 64^3 runs in a
+        worker thread, as napari's thread workers do: bare ``ants.registration`` in the thread
+        (ANTs holds the GIL) against our ``register_steps`` in the thread (ANTs in its own
+        process, the thread polls its log). Target: under 100 ms for ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"  # before ANTs is imported
+
+import numpy as np  # noqa: E402
+
+from napari_xaimed.registration import prewarm, register, register_steps  # noqa: E402
+from napari_xaimed.registration.params import ants_seed  # noqa: E402
+from napari_xaimed.samples import longitudinal_pair  # noqa: E402
+
+SEED = 0
+OVERHEAD_TARGET = 0.10
+GAP_TARGET_S = 0.100
+
+
+def bare_ants(pair, transform: str) -> float:
+    """Seconds of a bare ants.registration, as a user would call it."""
+    import ants
+
+    ants.config._random_seed = ants_seed(SEED)
+    fixed = ants.from_numpy(pair.fixed, spacing=pair.spacing)
+    moving = ants.from_numpy(pair.moving, spacing=pair.spacing)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        ants.registration(fixed, moving, transform, outprefix=os.path.join(tmp, "bare_"))
+        return time.perf_counter() - started
+
+
+def ours(pair, transform: str, warm: bool) -> tuple[float, float]:
+    """Seconds of our register (everything a user gets), and the ANTs part inside it."""
+    if warm:
+        prewarm(seed=SEED)
+        time.sleep(6.0)  # the user picking layers: ANTs gets imported meanwhile
+    started = time.perf_counter()
+    result = register(pair.fixed, pair.moving, fixed_spacing=pair.spacing,
+                      moving_spacing=pair.spacing, transform=transform, seed=SEED)
+    result.vectors(step=8)
+    total = time.perf_counter() - started
+    return total, result.timings["registration_s"]
+
+
+def case_speed(sizes: list[int]) -> list[tuple]:
+    rows = []
+    for size in sizes:
+        pair = longitudinal_pair(shape=(size,) * 3, spacing=(1.0, 1.0, 1.0), seed=SEED)
+        for transform in ("Affine", "SyN"):
+            bare = bare_ants(pair, transform)
+            for warm in (False, True):
+                total, inside = ours(pair, transform, warm)
+                overhead = (total - bare) / bare
+                target = (OVERHEAD_TARGET if (transform == "SyN" and size == 128 and warm)
+                          else None)
+                name = f"{transform} {size}^3 {'warm' if warm else 'cold'}"
+                rows.append((name, bare, total, inside, overhead, target))
+                print(f"  {name}: bare {bare:.1f} s, ours {total:.1f} s (ANTs inside "
+                      f"{inside:.1f} s), overhead {100 * overhead:.1f}%", flush=True)
+    return rows
+
+
+def longest_gap(work) -> float:
+    """Run ``work`` in a thread while a Qt event loop ticks every 10 ms; the longest pause."""
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    ticks: list[float] = []
+    thread = threading.Thread(target=work)
+
+    def begin():
+        ticks.append(time.perf_counter())  # the first pause is measured from the start
+        thread.start()
+
+    timer = QTimer()
+    timer.setInterval(10)
+
+    def tick():
+        ticks.append(time.perf_counter())
+        if not thread.is_alive() and len(ticks) > 5:
+            timer.stop()
+            app.quit()
+
+    timer.timeout.connect(tick)
+    timer.start()
+    QTimer.singleShot(0, begin)  # start the work once the event loop runs
+    app.exec()
+    thread.join()
+    return float(np.max(np.diff(ticks))) if len(ticks) > 1 else float("nan")
+
+
+def case_gap() -> list[tuple]:
+    pair = longitudinal_pair(shape=(64, 64, 64), spacing=(1.0, 1.0, 1.0), seed=SEED)
+
+    def bare():
+        bare_ants(pair, "SyN")
+
+    def spawned():
+        for _ in register_steps(pair.fixed, pair.moving, fixed_spacing=pair.spacing,
+                                moving_spacing=pair.spacing, transform="SyN", seed=SEED):
+            pass
+
+    gap_bare = longest_gap(bare)
+    gap_ours = longest_gap(spawned)
+    print(f"  event-loop gap during SyN 64^3: bare ANTs in a thread {1000 * gap_bare:.0f} ms, "
+          f"ours {1000 * gap_ours:.0f} ms", flush=True)
+    return [("gap SyN 64^3", gap_bare, gap_ours)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64^3 only")
+    parser.add_argument("--cases", default="speed,gap", help="any of speed,gap")
+    args = parser.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    import ants
+
+    print(f"antspyx {ants.__version__}, numpy {np.__version__}, {os.cpu_count()} cores; "
+          "ITK threads 1, seed 0", flush=True)
+    speed = case_speed([64] if args.quick else [64, 128]) if "speed" in cases else []
+    gaps = case_gap() if "gap" in cases else []
+    print()
+    print(f"{'case':<20}{'bare ants':>12}{'ours':>10}{'ANTs inside':>13}{'overhead':>10}"
+          f"{'target':>10}{'met':>6}")
+    print("-" * 81)
+    for name, bare, total, inside, overhead, target in speed:
+        met = "-" if target is None else ("yes" if overhead < target else "NO")
+        tgt = "-" if target is None else f"< {100 * target:.0f}%"
+        print(f"{name:<20}{bare:>10.1f} s{total:>8.1f} s{inside:>11.1f} s{100 * overhead:>9.1f}%"
+              f"{tgt:>10}{met:>6}")
+    for name, bare, ours_gap in gaps:
+        met = "yes" if ours_gap < GAP_TARGET_S else "NO"
+        print(f"{name:<20}{1000 * bare:>9.0f} ms{1000 * ours_gap:>7.0f} ms{'':>13}{'':>10}"
+              f"{'< 100 ms':>10}{met:>6}")
+    print("overhead = (ours - bare) / bare; ours includes starting a Python with ANTs, composing "
+          "the field, the Jacobian, quality figures and vectors.")
+    print("gap: longest pause of a 10 ms Qt timer while the registration runs in a thread "
+          "(bare column: ANTs in the thread; ours: ANTs in its own process).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
