@@ -72,10 +72,12 @@ def compose(transforms: list[str], fixed: Any) -> np.ndarray | None:
 
     if not np.allclose(np.asarray(fixed.direction), np.eye(3)):
         return None
-    axes = [origin + spacing * np.arange(n) for origin, spacing, n in
+    axes = [np.float64(origin) + np.float64(spacing) * np.arange(n) for origin, spacing, n in
             zip(fixed.origin, fixed.spacing, fixed.shape, strict=True)]
-    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-    mapped = points.copy()
+    # Track the map as u(p) = L p + v(p) + b: L and b collect the affine parts, v the warp
+    # (only a leading warp, so it is never interpolated). Grid points stay implicit (1D axes).
+    linear, offset = np.eye(3), np.zeros(3)
+    warp: np.ndarray | None = None
     for index, path in enumerate(transforms):
         if path.endswith(".mat"):
             transform = ants.read_transform(path)
@@ -84,15 +86,27 @@ def compose(transforms: list[str], fixed: Any) -> np.ndarray | None:
             parameters = np.asarray(transform.parameters, dtype=np.float64)
             centre = np.asarray(transform.fixed_parameters, dtype=np.float64)
             matrix, shift = parameters[:9].reshape(3, 3), parameters[9:]
-            mapped = (mapped - centre) @ matrix.T + centre + shift
+            # x -> M (x - c) + c + t, applied to x = L p + v + b
+            linear, offset = matrix @ linear, matrix @ (offset - centre) + centre + shift
+            if warp is not None:
+                warp = np.einsum("ij,...j->...i", matrix.astype(np.float32), warp)
         elif index == 0 and path.endswith("Warp.nii.gz"):
-            warp = ants.image_read(path)
-            if warp.shape != fixed.shape:
+            image = ants.image_read(path)
+            if image.shape != fixed.shape:
                 return None
-            mapped += warp.numpy()
+            warp = image.numpy().astype(np.float32)
         else:
             return None
-    return (mapped - points).astype(np.float32)
+    field = np.zeros((*fixed.shape, 3), np.float32) if warp is None else warp
+    change = linear - np.eye(3)
+    shape = [(-1, 1, 1), (1, -1, 1), (1, 1, -1)]
+    for i in range(3):
+        component = field[..., i]
+        component += np.float32(offset[i])
+        for a in range(3):
+            if change[i, a] != 0:
+                component += (change[i, a] * axes[a]).astype(np.float32).reshape(shape[a])
+    return field
 
 
 _STAGE = re.compile(r"^Stage (\d+)\s*$", re.M)

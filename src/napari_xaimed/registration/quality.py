@@ -24,18 +24,28 @@ def mutual_information(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = N
                        bins: int = 32) -> float:
     """Mutual information (nats) of the joint intensity histogram (``bins`` x ``bins``, each
     axis spanning that image's range over ``mask``)."""
-    x = np.asarray(a, np.float64)
-    y = np.asarray(b, np.float64)
+    x, y = np.asarray(a), np.asarray(b)
     if mask is not None:
         x, y = x[mask], y[mask]
-    joint, _, _ = np.histogram2d(x.ravel(), y.ravel(), bins=bins)
-    total = joint.sum()
-    if total == 0:
+    x, y = x.ravel(), y.ravel()
+    if x.size == 0:
         return float("nan")
-    p = joint / total
+    # the same bins as np.histogram2d(x, y, bins) (tested), by one bincount: several times faster
+    cells = _bin(x, bins) * bins + _bin(y, bins)
+    joint = np.bincount(cells, minlength=bins * bins).reshape(bins, bins).astype(np.float64)
+    p = joint / joint.sum()
     px, py = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
     nz = p > 0
     return float(np.sum(p[nz] * np.log(p[nz] / (px @ py)[nz])))
+
+
+def _bin(values: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index 0..bins-1 of each value over its range (the maximum in the last bin)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros(values.size, np.int64)
+    index = ((values.astype(np.float64) - lo) * (bins / (hi - lo))).astype(np.int64)
+    return np.minimum(index, bins - 1)
 
 
 def dice_per_label(reference: np.ndarray, other: np.ndarray) -> dict[int, float]:

@@ -115,6 +115,10 @@ class RegistrationResult:
 
     def before(self, array: np.ndarray, interpolation: str = "linear") -> np.ndarray:
         """A moving-grid volume on the fixed grid with no registration (world coordinates)."""
+        array = np.asarray(array)
+        if (array.shape == self.jacobian.shape and self.moving_spacing == self.fixed_spacing
+                and self.moving_origin == self.fixed_origin):
+            return array  # one grid: nothing to resample
         return resample(np.asarray(array), self.jacobian.shape, None,
                         fixed_spacing=self.fixed_spacing, fixed_origin=self.fixed_origin,
                         moving_spacing=self.moving_spacing, moving_origin=self.moving_origin,

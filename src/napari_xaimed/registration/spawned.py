@@ -74,7 +74,9 @@ def _child(preload: str) -> int:
         job = json.loads(Path(folder, JOB).read_text())
         module_name, func_name = request["target"].split(":")
         summary = getattr(importlib.import_module(module_name), func_name)(job, Path(folder))
-        Path(folder, DONE).write_text(json.dumps(summary or {}))
+        # written under another name, then renamed: the parent never reads half a file
+        Path(folder, DONE + ".part").write_text(json.dumps(summary or {}))
+        os.replace(Path(folder, DONE + ".part"), Path(folder, DONE))
         return 0
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
         _write_error(folder, exc)
@@ -149,7 +151,9 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str 
         process.stdin.write((json.dumps({"target": target, "folder": str(folder)}) + "\n")
                             .encode())
         process.stdin.close()
-        while process.poll() is None:
+        # done.json comes last, once the outputs are saved: no need to wait for the child's
+        # interpreter to shut down (a few hundred ms with ANTs loaded)
+        while process.poll() is None and not (folder / DONE).exists():
             report = None
             if progress is not None and log.exists():
                 report = progress(log.read_text(errors="replace"))
