@@ -1,0 +1,15 @@
+"""Attribution of a PyTorch model's decision on a 3D volume with Captum (and our batched
+occlusion), mapped back onto the volume's grid.
+
+:func:`load_model` reads a module, TorchScript, a state dict with a config, a MONAI bundle or
+the bundled lesion classifier; :func:`attribute` explains one decision with one of
+:data:`METHODS`.
+"""
+
+from napari_xaimed.attribution.methods import METHODS
+from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
+from napari_xaimed.attribution.preprocess import Preprocessing
+from napari_xaimed.attribution.run import Attribution, attribute, attribute_steps
+
+__all__ = ["BUNDLED", "METHODS", "Attribution", "LoadedModel", "Preprocessing", "attribute",
+           "attribute_steps", "load_model"]

@@ -1,0 +1,62 @@
+"""Device choice, batch size from free memory, and out-of-memory handling."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from napari_xaimed._errors import XaimedError
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA, then MPS, then CPU; otherwise the named device, checked."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise XaimedError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise XaimedError("device 'cuda' was asked for but no CUDA GPU is available: use "
+                          "device='auto' or 'cpu'.")
+    return chosen
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory a batch may use: a quarter of the GPU's free memory, or of the available RAM
+    (at most 2 GiB on CPU, where bigger batches stop paying off)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 4)
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = 4 << 30
+    return int(min(available // 4, 2 << 30))
+
+
+def auto_batch(numel: int, device: torch.device, per_voxel_bytes: int = 256,
+               limit: int = 64) -> int:
+    """Volumes per forward pass that fit ``free_bytes``, assuming ``per_voxel_bytes`` of
+    activations per input voxel (a small 3D CNN keeps well under this)."""
+    return int(max(1, min(limit, free_bytes(device) // max(1, numel * per_voxel_bytes))))
+
+
+def out_of_memory_error(device: torch.device) -> XaimedError:
+    return XaimedError(
+        f"out of memory on {device} even with one volume per pass: use device='cpu', a smaller "
+        "input_size, or close other programs using the GPU."
+    )

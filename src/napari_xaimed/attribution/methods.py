@@ -1,0 +1,239 @@
+"""The attribution methods: Captum where it implements them, our batched occlusion otherwise.
+
+Each entry of :data:`METHODS` says whether its maps are signed and which parameters it takes.
+:func:`run_method` is a step generator: it yields progress and returns the attribution
+``(1, C, z, y, x)`` on the model's input grid.
+
+LRP: Captum ships rules for 2D layers only; here ``Conv3d``, ``AvgPool3d``,
+``AdaptiveAvgPool3d``, ``AdaptiveMaxPool3d`` and ``BatchNorm3d`` get the epsilon rule, ``MaxPool3d`` and ``Linear``
+keep Captum's, and shape-only modules (``Flatten``, MONAI ``Reshape``, ``Identity``) get the
+epsilon rule too, which for a reshape hands each value's relevance to the value it came from;
+any other layer type is refused with its name.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress, Steps
+from napari_xaimed.attribution.models import find_layer
+from napari_xaimed.attribution.occlusion import occlusion_steps
+
+
+@dataclass(frozen=True)
+class Method:
+    """An attribution method: its sign convention, parameters (with defaults) and passes."""
+
+    name: str
+    signed: bool
+    params: dict[str, Any]
+    description: str
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("saliency", False, {}, "|gradient| of the target (Captum Saliency)"),
+    Method("input_x_gradient", True, {}, "input x gradient (Captum InputXGradient)"),
+    Method("integrated_gradients", True, {"steps": 32, "baseline": "zeros"},
+           "Integrated Gradients; baseline zeros, min or blurred (Captum)"),
+    Method("smoothgrad", False, {"samples": 16, "noise": 0.1},
+           "mean |gradient| over noisy copies; noise as a fraction of the intensity range"),
+    Method("smoothgrad_sq", False, {"samples": 16, "noise": 0.1},
+           "mean squared gradient over noisy copies (Captum NoiseTunnel)"),
+    Method("vargrad", False, {"samples": 16, "noise": 0.1},
+           "variance of the gradient over noisy copies (Captum NoiseTunnel)"),
+    Method("guided_backprop", True, {}, "guided backpropagation (Captum; needs nn.ReLU)"),
+    Method("deeplift", True, {"baseline": "zeros"}, "DeepLift (Captum)"),
+    Method("gradient_shap", True, {"samples": 16, "noise": 0.1, "baseline": "zeros"},
+           "GradientSHAP (Captum)"),
+    Method("gradcam", False, {"layer": None}, "Grad-CAM on a layer (default: last Conv3d), "
+           "upsampled trilinearly (Captum LayerGradCam)"),
+    Method("guided_gradcam", True, {"layer": None}, "Guided Grad-CAM (Captum)"),
+    Method("lrp", True, {}, "layer-wise relevance propagation, epsilon rule (Captum LRP)"),
+    Method("occlusion", True, {"window": 8, "stride": 8, "baseline": "zeros"},
+           "score drop when a 3D window is set to the baseline (batched)"),
+    Method("feature_ablation", True, {"supervoxels": 200, "baseline": "zeros"},
+           "score drop per SLIC supervoxel set to the baseline (Captum FeatureAblation)"),
+    Method("shapley", True, {"supervoxels": 64, "samples": 8, "baseline": "zeros"},
+           "Shapley value sampling over SLIC supervoxels (Captum)"),
+)}
+BASELINES = ("zeros", "min", "blurred")
+
+
+def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The method's parameters with defaults filled in; unknown names refused."""
+    if method not in METHODS:
+        raise XaimedError(f"unknown method {method!r}: choose from {', '.join(METHODS)}.")
+    spec = METHODS[method].params
+    extra = set(params) - set(spec) - {"batch_size"}
+    if extra:
+        raise XaimedError(f"{method} takes {sorted(spec) or 'no parameters'}, not "
+                          f"{sorted(extra)}.")
+    out = {**spec, **params}
+    if "baseline" in out and not isinstance(out["baseline"], int | float) \
+            and out["baseline"] not in BASELINES:
+        raise XaimedError(f"baseline must be a number or one of {BASELINES}, got "
+                          f"{out['baseline']!r}.")
+    for key in ("steps", "samples", "supervoxels"):
+        if key in out and int(out[key]) < 1:
+            raise XaimedError(f"{key} must be at least 1, got {out[key]}.")
+    if "noise" in out and not float(out["noise"]) >= 0:
+        raise XaimedError(f"noise must be >= 0 (a fraction of the intensity range), got "
+                          f"{out['noise']}.")
+    return out
+
+
+def baseline_tensor(x: torch.Tensor, kind: Any) -> torch.Tensor | float:
+    """``zeros``, the input's ``min``, a ``blurred`` copy (Gaussian, sigma 5 voxels) or a
+    number."""
+    if isinstance(kind, int | float):
+        return float(kind)
+    if kind == "zeros":
+        return torch.zeros_like(x)
+    if kind == "min":
+        return torch.full_like(x, float(x.min()))
+    from scipy import ndimage as ndi
+
+    blurred = ndi.gaussian_filter(x.detach().cpu().numpy(), sigma=(0, 0, 5, 5, 5))
+    return torch.from_numpy(blurred).to(x.device, x.dtype)
+
+
+def _scalar_baseline(x: torch.Tensor, kind: Any) -> float:
+    if isinstance(kind, int | float):
+        return float(kind)
+    if kind == "min":
+        return float(x.min())
+    if kind == "zeros":
+        return 0.0
+    raise XaimedError("occlusion and ablation take a constant baseline: zeros, min or a "
+                      "number.")
+
+
+def _triple(value: Any, name: str) -> tuple[int, int, int]:
+    values = (value,) * 3 if np.isscalar(value) else tuple(value)
+    if len(values) != 3:
+        raise XaimedError(f"{name} must be one number or three (z, y, x), got {value!r}.")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def supervoxels(volume: np.ndarray, n: int) -> np.ndarray:
+    """SLIC supervoxels of a 3D volume (labels from 0), as a feature mask."""
+    from skimage.segmentation import slic
+
+    labels = slic(volume.astype(np.float64), n_segments=int(n), compactness=0.1,
+                  channel_axis=None, start_label=0)
+    return labels
+
+
+LRP_EPSILON_TYPES = (torch.nn.Conv3d, torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool3d,
+                     torch.nn.AdaptiveMaxPool3d, torch.nn.BatchNorm3d)
+LRP_PASS_TYPES_NAMES = ("Flatten", "Reshape", "Identity")
+
+
+def _lrp_ready(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the model with LRP rules on the 3D layers Captum has none for."""
+    from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
+    from captum.attr._utils.lrp_rules import EpsilonRule
+
+    model = copy.deepcopy(model)
+    for name, layer in model.named_modules():
+        if list(layer.children()):
+            continue
+        if isinstance(layer, LRP_EPSILON_TYPES) or type(layer).__name__ in LRP_PASS_TYPES_NAMES:
+            layer.rule = EpsilonRule()
+        elif type(layer) not in SUPPORTED_LAYERS_WITH_RULES and \
+                type(layer) not in SUPPORTED_NON_LINEAR_LAYERS:
+            raise XaimedError(
+                f"LRP has no rule for layer {name!r} ({type(layer).__name__}): supported are "
+                "Conv3d, Linear, MaxPool3d, AvgPool3d, BatchNorm3d, ReLU, Dropout, Tanh and "
+                "shape-only layers. Use another method for this model.")
+    return model
+
+
+def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor],
+               torch.Tensor], x: torch.Tensor, target: int | None, params: dict[str, Any],
+               volume: np.ndarray, batch_size: int, seed: int = 0) -> Steps[torch.Tensor]:
+    """Attributions of ``x`` for ``target`` by ``method`` (see :data:`METHODS`).
+
+    ``forward`` is the model as Captum sees it (scores ``(n, classes)``, or ``(n,)`` for a
+    region target, where ``target`` is None); ``model`` is the module itself, for the methods
+    that hook its layers. ``volume`` is the scaled input on its own grid, for supervoxels.
+    """
+    import captum.attr as ca
+
+    yield Progress(0, 1, f"{method}: running")
+    torch.manual_seed(seed)  # the noise of SmoothGrad/GradientSHAP, repeatable
+    x = x.detach().clone().requires_grad_(True)
+    p = params
+    if method == "saliency":
+        out = ca.Saliency(forward).attribute(x, target=target, abs=True)
+    elif method == "input_x_gradient":
+        out = ca.InputXGradient(forward).attribute(x, target=target)
+    elif method == "integrated_gradients":
+        out = ca.IntegratedGradients(forward).attribute(
+            x, baselines=baseline_tensor(x, p["baseline"]), target=target,
+            n_steps=int(p["steps"]), internal_batch_size=batch_size)
+    elif method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        spread = float((x.max() - x.min()).detach()) or 1.0
+        out = ca.NoiseTunnel(ca.Saliency(forward)).attribute(
+            x, nt_type=method, nt_samples=int(p["samples"]),
+            nt_samples_batch_size=batch_size, stdevs=float(p["noise"]) * spread,
+            target=target, abs=method == "smoothgrad")
+    elif method == "guided_backprop":
+        out = ca.GuidedBackprop(model).attribute(x, target=target)
+    elif method == "deeplift":
+        out = ca.DeepLift(model).attribute(x, baselines=baseline_tensor(x, p["baseline"]),
+                                           target=target)
+    elif method == "gradient_shap":
+        base = baseline_tensor(x, p["baseline"])
+        base = base if isinstance(base, torch.Tensor) else torch.full_like(x, base)
+        spread = float((x.max() - x.min()).detach()) or 1.0
+        out = ca.GradientShap(forward).attribute(
+            x, baselines=base, n_samples=int(p["samples"]),
+            stdevs=float(p["noise"]) * spread, target=target)
+    elif method in ("gradcam", "guided_gradcam"):
+        _, layer = find_layer(model, p["layer"])
+        if method == "gradcam":
+            cam = ca.LayerGradCam(forward, layer).attribute(x, target=target,
+                                                            relu_attributions=True)
+            out = F.interpolate(cam, size=tuple(x.shape[2:]), mode="trilinear",
+                                align_corners=False)
+        else:
+            out = ca.GuidedGradCam(model, layer).attribute(x, target=target,
+                                                           interpolate_mode="trilinear")
+    elif method == "lrp":
+        out = ca.LRP(_lrp_ready(model)).attribute(x, target=target)
+    elif method == "occlusion":
+        window = _triple(p["window"], "window")
+        stride = _triple(p["stride"], "stride")
+
+        def score(batch: torch.Tensor) -> torch.Tensor:
+            scores = forward(batch)
+            return scores if target is None else scores[:, target]
+
+        out = yield from occlusion_steps(score, x.detach(), window, stride,
+                                         _scalar_baseline(x, p["baseline"]), batch_size)
+    elif method in ("feature_ablation", "shapley"):
+        mask = torch.from_numpy(supervoxels(volume, p["supervoxels"])).to(x.device)
+        mask = mask[None, None].expand_as(x)
+        base = _scalar_baseline(x, p["baseline"])
+        with torch.no_grad():
+            if method == "feature_ablation":
+                out = ca.FeatureAblation(forward).attribute(
+                    x.detach(), baselines=base, target=target, feature_mask=mask,
+                    perturbations_per_eval=batch_size)
+            else:
+                out = ca.ShapleyValueSampling(forward).attribute(
+                    x.detach(), baselines=base, target=target, feature_mask=mask,
+                    n_samples=int(p["samples"]), perturbations_per_eval=batch_size)
+    else:  # pragma: no cover - check_params refuses unknown names first
+        raise XaimedError(f"unknown method {method!r}")
+    yield Progress(1, 1, f"{method}: done")
+    return out.detach()

@@ -1,0 +1,229 @@
+"""Explain a model's decision on a volume: checks, target, method, map back to the volume."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._validate import as_volume
+from napari_xaimed.attribution.device import auto_batch, pick_device
+from napari_xaimed.attribution.methods import METHODS, check_params, run_method
+from napari_xaimed.attribution.models import LoadedModel, load_model
+from napari_xaimed.attribution.preprocess import Preprocessing, scale_intensity, to_input
+from napari_xaimed.attribution.preprocess import to_volume_grid as _to_grid
+
+AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Attribution:
+    """One attribution map on the volume's grid and how it was made.
+
+    Attributes
+    ----------
+    map : numpy.ndarray
+        float32, the volume's shape.
+    method : str
+    signed : bool
+        Whether the map's sign means something (diverging colormap) or not.
+    target : int or None
+        The explained class (classifier) or channel (segmentation model).
+    params : dict
+        The method's parameters, the preprocessing and the target details.
+    scores : list of float
+        The model's output for the volume (class scores; for a region target, the summed
+        logit).
+    seconds : float
+    device : str
+    model : dict
+        Source and SHA-256 of the model.
+    """
+
+    map: np.ndarray
+    method: str
+    signed: bool
+    target: int | None
+    params: dict[str, Any] = field(default_factory=dict)
+    scores: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+class RegionScore(torch.nn.Module):
+    """A segmentation model seen as one score per volume: the summed logit of ``channel``
+    inside ``region`` (a mask on the model's output grid)."""
+
+    def __init__(self, model: torch.nn.Module, channel: int, region: torch.Tensor):
+        super().__init__()
+        self.model, self.channel = model, channel
+        self.register_buffer("region", region.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)[:, self.channel]
+        return (out * self.region).flatten(1).sum(dim=1)
+
+
+class _Autocast(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.device_type, self.dtype = model, device.type, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+def _probe(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit
+        raise XaimedError(
+            f"the model does not accept an input of shape {tuple(x.shape)} (batch, channel, "
+            f"z, y, x): {type(exc).__name__}: {str(exc).splitlines()[0]}. Check its channels "
+            "and, if it needs a fixed size, set input_size in the preprocessing."
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.ndim not in (2, 5) or out.shape[0] != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise XaimedError(
+            f"the model's output {shape} is neither class scores (batch, classes) nor a "
+            "segmentation (batch, channels, z, y, x): napari-xaimed can explain those two."
+        )
+    return out
+
+
+def _region_on(mask: np.ndarray, size: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    region = torch.from_numpy(np.ascontiguousarray(mask != 0)).float()[None, None]
+    if tuple(region.shape[2:]) != tuple(size):
+        region = torch.nn.functional.interpolate(region, size=tuple(size), mode="nearest")
+    return region[0, 0].to(device)
+
+
+def attribute_steps(
+    model: Any,
+    volume: np.ndarray,
+    method: str = "integrated_gradients",
+    *,
+    target: int | None = None,
+    region: np.ndarray | None = None,
+    device: str | torch.device = "auto",
+    preprocessing: dict[str, Any] | Preprocessing | None = None,
+    batch_size: int | None = None,
+    autocast: str | None = None,
+    seed: int = 0,
+    **params: Any,
+) -> Steps[Attribution]:
+    """Generator form of :func:`attribute` (yields progress, returns the attribution)."""
+    started = time.perf_counter()
+    volume = as_volume(volume, "volume")
+    loaded: LoadedModel = load_model(model)
+    params = check_params(method, params)
+    if autocast not in AUTOCAST:
+        raise XaimedError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
+    prep = loaded.preprocessing
+    if preprocessing is not None:
+        prep = (preprocessing if isinstance(preprocessing, Preprocessing)
+                else Preprocessing.from_dict({**prep.to_dict(), **preprocessing}))
+    dev = pick_device(device)
+    module = loaded.module.to(dev).eval()
+    x = to_input(volume, prep, dev)
+    yield Progress(0, 1, "checking the model on the volume")
+    out = _probe(module, x)
+    region_info: dict[str, Any] = {}
+    if out.ndim == 5:  # segmentation: explain the summed logit of a channel inside a region
+        channel = 1 if target is None and out.shape[1] > 1 else (target or 0)
+        if not 0 <= channel < out.shape[1]:
+            raise XaimedError(f"target channel {channel} does not exist: the model has "
+                              f"{out.shape[1]} output channels.")
+        if region is None:
+            mask = (out.argmax(dim=1)[0] == channel) if out.shape[1] > 1 else (out[0, 0] > 0)
+            if not bool(mask.any()):
+                raise XaimedError(f"the model predicts no voxel of channel {channel} on this "
+                                  "volume: give a region (a Labels layer) to explain.")
+            region_t = mask.float()
+            region_info = {"region": "model prediction"}
+        else:
+            if np.shape(region) != volume.shape:
+                raise XaimedError(f"the region {np.shape(region)} must have the volume's shape "
+                                  f"{volume.shape}.")
+            if not np.any(region):
+                raise XaimedError("the region is empty: draw or pick a non-empty mask.")
+            region_t = _region_on(region, tuple(out.shape[2:]), dev)
+            region_info = {"region": "given mask"}
+        forward_module: torch.nn.Module = RegionScore(module, channel, region_t)
+        chosen, scores = None, [float(forward_module(x).detach())]
+        region_info["channel"] = channel
+    else:
+        n_classes = out.shape[1]
+        chosen = int(out.argmax(dim=1)) if target is None else int(target)
+        if not 0 <= chosen < n_classes:
+            raise XaimedError(f"target class {chosen} does not exist: the model has "
+                              f"{n_classes} classes (0..{n_classes - 1}).")
+        forward_module, scores = module, [float(v) for v in out[0].detach().cpu()]
+    if autocast is not None:
+        forward_module = _Autocast(forward_module, dev, AUTOCAST[autocast])
+    batch = int(batch_size) if batch_size else auto_batch(x.numel(), dev)
+    scaled = scale_intensity(volume, prep)
+    if prep.input_size is not None:
+        scaled = x[0, 0].detach().cpu().numpy()
+    attribution = yield from run_method(method, module if out.ndim == 2 else forward_module,
+                                        forward_module, x, chosen, params, scaled, batch,
+                                        seed=seed)
+    result_map = _to_grid(attribution, volume.shape)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return Attribution(
+        map=result_map, method=method, signed=METHODS[method].signed,
+        target=chosen if out.ndim == 2 else region_info["channel"],
+        params={**params, "preprocessing": prep.to_dict(), "batch_size": batch,
+                "autocast": autocast, "seed": seed, **region_info,
+                "target": "predicted" if target is None else "given"},
+        scores=scores, seconds=time.perf_counter() - started, device=str(dev),
+        model=loaded.provenance())
+
+
+def attribute(model: Any, volume: np.ndarray, method: str = "integrated_gradients",
+              **kwargs: Any) -> Attribution:
+    """Explain ``model``'s decision on ``volume`` with ``method``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, path, LoadedModel or "bundled"
+        See :func:`~napari_xaimed.attribution.load_model`.
+    volume : numpy.ndarray
+        3D ``(z, y, x)``.
+    method : str
+        One of :data:`~napari_xaimed.attribution.METHODS`.
+    target : int, optional
+        Classifier: the class to explain (default: the predicted one). Segmentation model: the
+        output channel (default 1, or 0 with a single channel), explained as its summed logit
+        inside ``region`` (default: where the model predicts that channel).
+    region : numpy.ndarray, optional
+        Mask on the volume's grid for a segmentation target.
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``...
+    preprocessing : dict, optional
+        Overrides of the model's ``scaling``, ``window``, ``input_size``.
+    batch_size : int, optional
+        Volumes per forward pass for the batched methods (default: from free memory);
+        out-of-memory halves it and retries.
+    autocast : {None, "bf16", "fp16"}
+        Mixed precision for the forward passes.
+    seed : int
+        Seeds the noise of SmoothGrad, VarGrad and GradientSHAP.
+    **params
+        The method's parameters (``METHODS[method].params``): ``steps``, ``baseline``,
+        ``samples``, ``noise``, ``layer``, ``window``, ``stride``, ``supervoxels``.
+
+    Returns
+    -------
+    Attribution
+    """
+    return run_steps(attribute_steps(model, volume, method, **kwargs))
