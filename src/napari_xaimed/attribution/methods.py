@@ -166,10 +166,28 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
     region target, where ``target`` is None); ``model`` is the module itself, for the methods
     that hook its layers. ``volume`` is the scaled input on its own grid, for supervoxels.
     """
+    yield Progress(0, 1, f"{method}: running")
+    # SmoothGrad and GradientSHAP draw noise from torch, GradientSHAP its mixing coefficients
+    # from numpy: seed both, and give the caller's random state back afterwards.
+    numpy_state = np.random.get_state()
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            out = yield from _run(method, model, forward, x, target, params, volume,
+                                  batch_size)
+    finally:
+        np.random.set_state(numpy_state)
+    yield Progress(1, 1, f"{method}: done")
+    return out.detach()
+
+
+def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+         x: torch.Tensor, target: int | None, params: dict[str, Any], volume: np.ndarray,
+         batch_size: int) -> Steps[torch.Tensor]:
     import captum.attr as ca
 
-    yield Progress(0, 1, f"{method}: running")
-    torch.manual_seed(seed)  # the noise of SmoothGrad/GradientSHAP, repeatable
     x = x.detach().clone().requires_grad_(True)
     p = params
     if method == "saliency":
@@ -235,5 +253,4 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
                     n_samples=int(p["samples"]), perturbations_per_eval=batch_size)
     else:  # pragma: no cover - check_params refuses unknown names first
         raise XaimedError(f"unknown method {method!r}")
-    yield Progress(1, 1, f"{method}: done")
-    return out.detach()
+    return out
