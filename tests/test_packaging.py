@@ -56,5 +56,11 @@ def test_wheel_contains_the_manifest(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         shipped = zf.read("napari_xaimed/napari.yaml")
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
+        weights = zf.read("napari_xaimed/attribution/weights/lesion_classifier.pt")
+        config = zf.read("napari_xaimed/attribution/weights/lesion_classifier.json")
+    # the bundled model travels with the package, byte for byte
+    source = ROOT / "src" / "napari_xaimed" / "attribution" / "weights"
+    assert weights == (source / "lesion_classifier.pt").read_bytes()
+    assert config == (source / "lesion_classifier.json").read_bytes()
     assert shipped == (ROOT / "napari.yaml").read_bytes()
     assert b"napari-xaimed = napari_xaimed:napari.yaml" in entry_points

@@ -1,27 +1,139 @@
-"""Attribution dock widget: the Image layer whose model decision is to be explained.
+"""Attribution dock widget: explain a model's decision on an Image layer as heatmap layers.
 
-Model loading and the attribution methods arrive with the attribution capability; until then the
-widget picks the volume and shows its grid.
+Pick the image, the model (the bundled lesion classifier, or a file: TorchScript, a state dict
+with its JSON config, a MONAI bundle folder), the target and one or more methods; each method
+lands as its own ``"<Method> [<image>]"`` heatmap (signed maps diverging with symmetric limits,
+unsigned ones sequential), with provenance including the model's SHA-256.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from napari.layers import Image
+import numpy as np
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
+from napari.layers import Image, Labels
 
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed._progress import Progress
+from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed._widgets.registration import optional_picker
+from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
+
+PREDICTED = "predicted class"
+
+
+def title(method: str) -> str:
+    """``"integrated_gradients"`` -> ``"Integrated Gradients"`` (layer names)."""
+    special = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM", "lrp": "LRP",
+               "smoothgrad": "SmoothGrad", "smoothgrad_sq": "SmoothGrad squared",
+               "vargrad": "VarGrad", "deeplift": "DeepLift", "gradient_shap": "GradientSHAP"}
+    return special.get(method, method.replace("_", " ").title().replace(" X ", " x "))
 
 
 class AttributionWidget(XaimedWidget):
-    """Image picker and a summary of its grid."""
+    """Image, model, target, methods and their few parameters; one heatmap layer per method."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.image = layer_picker(napari_viewer, Image, "image")
-        self.form.append(self.image)
+        self.model_source = ComboBox(label="model", choices=[BUNDLED, "file"], value=BUNDLED)
+        self.model_file = FileEdit(label="model file", mode="r",
+                                   tooltip="TorchScript, or a state dict with <name>.json "
+                                           "beside it, or a MONAI bundle folder")
+        self.target = ComboBox(label="target", choices=[PREDICTED, *map(str, range(10))],
+                               value=PREDICTED,
+                               tooltip="Class to explain; for segmentation models the output "
+                                       "channel, summed inside the region")
+        self.region = optional_picker(napari_viewer, (Labels,), "region (segmentation)")
+        self.methods = Select(label="methods", choices=list(METHODS),
+                              value=["integrated_gradients", "gradcam"])
+        self.steps = SpinBox(label="IG steps", value=32, min=2, max=512)
+        self.samples = SpinBox(label="noise samples", value=16, min=1, max=256)
+        self.noise = FloatSpinBox(label="noise (of range)", value=0.1, min=0.0, max=1.0,
+                                  step=0.05)
+        self.window = SpinBox(label="occlusion window", value=8, min=1, max=128)
+        self.stride = SpinBox(label="occlusion stride", value=8, min=1, max=128)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.form.extend([self.image, self.model_source, self.model_file, self.target,
+                          self.region, self.methods, self.steps, self.samples, self.noise,
+                          self.window, self.stride, self.device])
         self.image.changed.connect(self.update_info)
+        self.model_source.changed.connect(self._show_fields)
+        self.job = JobPanel("Explain")
+        self._layout.addWidget(self.job)
+        self.job.run_button.clicked.connect(self.run)
+        self._show_fields()
         self.reset_choices()
+
+    def _show_fields(self, *_: Any) -> None:
+        self.model_file.visible = self.model_source.value == "file"
 
     def update_info(self, *_: Any) -> None:
         self.info.value = describe_layer(self.image.value)
+
+    def method_params(self, method: str) -> dict[str, Any]:
+        """The form's values for the parameters ``method`` takes."""
+        values = {"steps": self.steps.value, "samples": self.samples.value,
+                  "noise": self.noise.value, "window": self.window.value,
+                  "stride": self.stride.value}
+        return {k: v for k, v in values.items() if k in METHODS[method].params}
+
+    def run(self) -> None:
+        """Run each chosen method in one worker; every result becomes its own layer."""
+        layer = self.image.value
+        try:
+            if layer is None:
+                raise XaimedError("Add or open an Image layer first.")
+            methods = list(self.methods.value)
+            if not methods:
+                raise XaimedError("Pick at least one method.")
+            source = BUNDLED if self.model_source.value == BUNDLED else self.model_file.value
+            if source != BUNDLED and (source is None or not Path(source).exists()):
+                raise XaimedError("Choose the model file (or the bundled model).")
+            model = load_model(source)
+        except XaimedError as exc:
+            report_error(exc)
+            return
+        data = np.asarray(layer.data)
+        target = None if self.target.value == PREDICTED else int(self.target.value)
+        region = None if self.region.value is None else np.asarray(self.region.value.data)
+        device = self.device.value
+        params = {m: self.method_params(m) for m in methods}
+        spacing, translate = source_geometry(layer)
+        name = layer.name
+
+        def steps():
+            results = []
+            for i, method in enumerate(methods):
+                inner = attribute_steps(model, data, method, target=target, region=region,
+                                        device=device, **params[method])
+                while True:
+                    try:
+                        step = next(inner)
+                    except StopIteration as stop:
+                        results.append(stop.value)
+                        break
+                    yield Progress(i * 100 + int(100 * step.done / max(step.total, 1)),
+                                   100 * len(methods),
+                                   f"{title(method)} ({i + 1} of {len(methods)}): "
+                                   f"{step.message}")
+            return results
+
+        def done(results: list, seconds: float) -> None:
+            for result in results:
+                prov = provenance(
+                    "attribution", sources=[name], seconds=result.seconds,
+                    device=result.device,
+                    params={"method": result.method, **result.params,
+                            "target_index": result.target},
+                    model=result.model, scores=result.scores)
+                add_or_update(self.viewer, heatmap_layer(
+                    result.map, output_name(title(result.method), name), spacing,
+                    signed=result.signed, translate=translate, provenance=prov))
+
+        self.job.start(steps(), done, f"Explaining {name} ({', '.join(methods)})")
