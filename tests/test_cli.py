@@ -37,6 +37,12 @@ def test_headless_demo_writes_outputs(tmp_path, capsys):
     assert errors.is_label and set(np.unique(errors.data)) <= {0, 1, 2, 3, 4}
     assert errors.metadata["params"] == {"matching": "many_to_one", "threshold": 0.3}
     assert "Dice" in capsys.readouterr().out
+    # the bundled classifier's decision, explained
+    assert summary["lesion_classifier"]["predicted"] == summary["lesion_classifier"]["truth"]
+    cam = read_volume(out / "grad_cam_lesion_ct.nii.gz")
+    assert cam.data.shape == (64, 64, 64) and cam.metadata["params"]["method"] == "gradcam"
+    assert len(cam.metadata["model"]["sha256"]) == 64
+    assert (out / "integrated_gradients_lesion_ct.nii.gz").is_file()
 
 
 def test_unknown_command_is_refused(capsys):

@@ -38,8 +38,34 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+DEMO_ATTRIBUTION = {"integrated_gradients": {"steps": 32}, "gradcam": {}}
+
+
+def _explain_lesion(lesion: Any) -> tuple[list[LayerTuple], dict[str, Any]]:
+    """The bundled lesion classifier's decision on the lesion volume, explained by Integrated
+    Gradients and Grad-CAM (heatmap layers), and what it predicted."""
+    from napari_xaimed._layers import heatmap_layer
+    from napari_xaimed._widgets.attribution import title
+    from napari_xaimed.attribution import attribute, load_model
+
+    model = load_model("bundled")
+    layers, result = [], None
+    for method, params in DEMO_ATTRIBUTION.items():
+        result = attribute(model, lesion.image, method, device="auto", **params)
+        prov = provenance("attribution", sources=["lesion ct"], seconds=result.seconds,
+                          device=result.device, params={"method": method, **result.params},
+                          model=result.model, scores=result.scores)
+        layers.append(heatmap_layer(result.map, output_name(title(method), "lesion ct"),
+                                    lesion.spacing, signed=result.signed, provenance=prov))
+    assert result is not None
+    classes = result.model["classes"]
+    return layers, {"predicted": classes[result.target], "truth": classes[lesion.label],
+                    "scores": [round(s, 4) for s in result.scores]}
+
+
 def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
-    """The demo's work: the three samples, an Otsu segmentation of the lesion volume and a
+    """The demo's work: the three samples, an Otsu segmentation of the lesion volume, the
+    bundled lesion classifier's decision on it explained (Integrated Gradients, Grad-CAM) and a
     many-to-one panoptic evaluation of the panoptic pair.
 
     Returns the layers (as napari LayerDataTuples) and a summary of what was found.
@@ -69,7 +95,8 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
                                                params=DEMO_EVALUATION, summary=scores.summary(),
                                                seconds=time.perf_counter() - started))
 
-    layers = lesion_layers(seed) + [segmentation]
+    explanations, explained = _explain_lesion(lesion)
+    layers = lesion_layers(seed) + [segmentation] + explanations
     for extra in longitudinal_layers(seed) + panoptic_layers(seed) + [errors]:
         extra[1]["visible"] = False  # other grids: available, but not drawn over the lesion volume
         layers.append(extra)
@@ -81,6 +108,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
         "lesion_dice": round(dice(labels, lesion.lesions), 4),
         "segmentation_seconds": round(seconds, 3),
         "panoptic": {k: scores.summary()[k] for k in ("tp", "fp", "fn", "pq", "sq", "rq")},
+        "lesion_classifier": explained,
     }
     return layers, summary
 
@@ -111,6 +139,9 @@ def run_demo(headless: Path | None, seed: int, screenshot: Path | None) -> int:
         print(f"napari-xaimed {__version__} demo (seed {seed}), headless")
         print(f"  lesions: {summary['lesions_true']} true, {summary['lesions_found']} found by Otsu, "
               f"Dice {summary['lesion_dice']:.3f}")
+        clf = summary["lesion_classifier"]
+        print(f"  bundled lesion classifier: predicts {clf['predicted']!r} (truth "
+              f"{clf['truth']!r}), explained by Integrated Gradients and Grad-CAM")
         pan = summary["panoptic"]
         print(f"  panoptic pair (many-to-one, IoU >= 0.3): TP {pan['tp']} FP {pan['fp']} "
               f"FN {pan['fn']}, PQ {pan['pq']:.3f} (SQ {pan['sq']:.3f} x RQ {pan['rq']:.3f})")

@@ -1,0 +1,183 @@
+"""Benchmark: our attribution against Captum used directly, MONAI's occlusion, and the floor.
+
+Run ``python benchmarks/bench_attribution.py`` (64^3 and 96^3) or with ``--quick`` (64^3 only);
+``--device cuda`` on a GPU machine (default: auto).
+
+Network: the bundled classifier's architecture (``LesionNet``: three 3D convolutions, global
+max-pool, linear; fully convolutional, so it takes any size), seeded random weights, input a
+lesion sample volume at the benchmark size, target class 1.
+
+For each method: ours (``attribute``: probe pass, preprocessing, the method, map back), Captum
+called directly with the same settings, and the *floor*: the number of passes the method needs
+times one pass (forward + backward for gradient methods, forward for occlusion; batch 1, best
+of 5). Target: ours at most 1.2x the floor. Occlusion (window 8^3 stride 8, and 16^3 stride 8)
+also runs MONAI's ``OcclusionSensitivity`` (mask size equal to our window, overlap giving the
+same stride, constant 0 fill, no activation, the same batch); target: ours at least 5x faster.
+
+Methods: saliency, Integrated Gradients (32 steps), SmoothGrad (16 samples), Grad-CAM (last
+Conv3d), occlusion. Times are the best of 3 (occlusion: 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_xaimed.attribution import attribute
+from napari_xaimed.attribution.device import pick_device
+from napari_xaimed.attribution.lesion_model import LesionNet
+from napari_xaimed.samples import lesion_volume
+
+FLOOR_TARGET = 1.2
+MONAI_TARGET = 5.0
+TARGET = 1
+BATCH = 16
+
+
+def best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def pass_times(model, x) -> tuple[float, float]:
+    """One forward, and one forward + backward, of a single volume."""
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward():
+        xg = x.clone().requires_grad_(True)
+        model(xg)[0, TARGET].backward()
+
+    best(forward, 2)  # warm-up
+    return best(forward, 5), best(forward_backward, 5)
+
+
+def captum_run(method, model, x, params):
+    import captum.attr as ca
+
+    xg = x.clone().requires_grad_(True)
+    if method == "saliency":
+        return ca.Saliency(model).attribute(xg, target=TARGET, abs=True)
+    if method == "integrated_gradients":
+        return ca.IntegratedGradients(model).attribute(
+            xg, baselines=torch.zeros_like(x), target=TARGET, n_steps=params["steps"],
+            internal_batch_size=BATCH)
+    if method == "smoothgrad":
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            xg, nt_type="smoothgrad", nt_samples=params["samples"], nt_samples_batch_size=BATCH,
+            stdevs=0.1 * float(x.max() - x.min()), target=TARGET, abs=True)
+    if method == "gradcam":
+        layer = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+        cam = ca.LayerGradCam(model, layer).attribute(xg, target=TARGET, relu_attributions=True)
+        return F.interpolate(cam, size=x.shape[2:], mode="trilinear", align_corners=False)
+    if method == "occlusion":
+        w, s = params["window"], params["stride"]
+        with torch.no_grad():
+            return ca.Occlusion(model).attribute(
+                x, sliding_window_shapes=(1, w, w, w), strides=(1, s, s, s), baselines=0.0,
+                target=TARGET, perturbations_per_eval=BATCH)
+    raise AssertionError(method)
+
+
+def monai_occlusion(model, x, window, stride):
+    from monai.visualize import OcclusionSensitivity
+
+    occ = OcclusionSensitivity(model, mask_size=window, n_batch=BATCH, verbose=False, mode=0.0,
+                               overlap=1.0 - stride / window, activate=False)
+    with torch.no_grad():
+        return occ(x)
+
+
+def passes(method, params, shape) -> tuple[int, str]:
+    if method in ("saliency", "gradcam"):
+        return 1, "fb"
+    if method == "integrated_gradients":
+        return params["steps"], "fb"
+    if method == "smoothgrad":
+        return params["samples"], "fb"
+    w, s = params["window"], params["stride"]
+    return math.prod(math.ceil((n - w) / s) + 1 for n in shape) + 1, "f"
+
+
+CASES = [
+    ("saliency", {}),
+    ("integrated_gradients", {"steps": 32}),
+    ("smoothgrad", {"samples": 16}),
+    ("gradcam", {}),
+    ("occlusion", {"window": 8, "stride": 8}),
+    ("occlusion", {"window": 16, "stride": 8}),
+]
+
+
+def run_size(size: int, device: torch.device, rows: list) -> None:
+    torch.manual_seed(0)
+    model = LesionNet().eval().to(device)
+    sample = lesion_volume(shape=(size,) * 3, spacing=(64 / size,) * 3, n_lesions=2, seed=1)
+    volume = sample.image
+    x = torch.from_numpy(volume)[None, None].to(device)
+    t_f, t_fb = pass_times(model, x)
+    print(f"\n{size}^3 on {device}: one forward {1000 * t_f:.1f} ms, forward+backward "
+          f"{1000 * t_fb:.1f} ms", flush=True)
+    for method, params in CASES:
+        repeats = 1 if method == "occlusion" else 3
+        n, kind = passes(method, params, x.shape[2:])
+        floor = n * (t_fb if kind == "fb" else t_f)
+        ours = best(lambda m=method, p=params: attribute(
+            model, volume, m, target=TARGET, device=str(device), batch_size=BATCH, **p), repeats)
+        theirs = best(lambda m=method, p=params: captum_run(m, model, x, p), repeats)
+        monai = None
+        if method == "occlusion":
+            monai = best(lambda p=params: monai_occlusion(model, x, p["window"], p["stride"]), 1)
+        label = method if not params else f"{method} {params}"
+        rows.append((size, label, ours, theirs, floor, n, monai))
+        extra = "" if monai is None else f", MONAI {monai:.2f} s ({monai / ours:.1f}x ours)"
+        print(f"  {label}: ours {ours:.3f} s, Captum {theirs:.3f} s, floor {floor:.3f} s "
+              f"({n} passes) -> {ours / floor:.2f}x floor{extra}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64^3 only")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    import captum
+    import monai
+
+    print(f"torch {torch.__version__}, captum {captum.__version__}, monai {monai.__version__}, "
+          f"{torch.get_num_threads()} threads, batch {BATCH}")
+    rows: list = []
+    for size in ([64] if args.quick else [64, 96]):
+        run_size(size, device, rows)
+    print()
+    print(f"{'case':<44}{'ours':>9}{'Captum':>9}{'floor':>9}{'/floor':>8}{'MONAI':>9}"
+          f"{'MONAI/ours':>11}  met")
+    print("-" * 104)
+    for size, label, ours, theirs, floor, _n, monai in rows:
+        ok = ours / floor <= FLOOR_TARGET
+        monai_text, ratio_text = "", ""
+        if monai is not None:
+            ok = ok and monai / ours >= MONAI_TARGET
+            monai_text, ratio_text = f"{monai:.2f} s", f"{monai / ours:.1f}x"
+        print(f"{f'{size}^3 {label}':<44}{ours:>7.3f} s{theirs:>7.3f} s{floor:>7.3f} s"
+              f"{ours / floor:>7.2f}x{monai_text:>9}{ratio_text:>11}  {'yes' if ok else 'NO'}")
+    print(f"targets: ours <= {FLOOR_TARGET}x the floor (passes x one pass, batch 1); occlusion "
+          f">= {MONAI_TARGET}x faster than MONAI's OcclusionSensitivity.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
