@@ -9,8 +9,9 @@ lesion sample volume at the benchmark size, target class 1.
 
 For each method: ours (``attribute``: probe pass, preprocessing, the method, map back), Captum
 called directly with the same settings, and the *floor*: the number of passes the method needs
-times one pass (forward + backward for gradient methods, forward for occlusion; batch 1, best
-of 5). Target: ours at most 1.2x the floor. Occlusion (window 8^3 stride 8, and 16^3 stride 8)
+times one pass (forward + backward for gradient methods, forward for occlusion), a pass timed
+at the model's best throughput over batch sizes 1, 4 and 16 (as the field notes define it).
+Target: ours at most 1.2x the floor. Occlusion (window 8^3 stride 8, and 16^3 stride 8)
 also runs MONAI's ``OcclusionSensitivity`` (mask size equal to our window, overlap giving the
 same stride, constant 0 fill, no activation, the same batch); target: ours at least 5x faster.
 
@@ -25,7 +26,6 @@ import math
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,17 +52,24 @@ def best(fn, repeats: int) -> float:
 
 
 def pass_times(model, x) -> tuple[float, float]:
-    """One forward, and one forward + backward, of a single volume."""
-    def forward():
-        with torch.no_grad():
-            model(x)
+    """Seconds per volume of a forward, and of a forward + backward, at the best throughput
+    over batch sizes 1, 4 and 16 (best of 3 each)."""
+    forward_s, backward_s = [], []
+    for n in (1, 4, 16):
+        batch = x.repeat(n, 1, 1, 1, 1)
 
-    def forward_backward():
-        xg = x.clone().requires_grad_(True)
-        model(xg)[0, TARGET].backward()
+        def forward(batch=batch):
+            with torch.no_grad():
+                model(batch)
 
-    best(forward, 2)  # warm-up
-    return best(forward, 5), best(forward_backward, 5)
+        def forward_backward(batch=batch):
+            xg = batch.clone().requires_grad_(True)
+            model(xg)[:, TARGET].sum().backward()
+
+        best(forward, 1)  # warm-up
+        forward_s.append(best(forward, 3) / n)
+        backward_s.append(best(forward_backward, 3) / n)
+    return min(forward_s), min(backward_s)
 
 
 def captum_run(method, model, x, params):
@@ -166,16 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<44}{'ours':>9}{'Captum':>9}{'floor':>9}{'/floor':>8}{'MONAI':>9}"
           f"{'MONAI/ours':>11}  met")
     print("-" * 104)
-    for size, label, ours, theirs, floor, _n, monai in rows:
+    for size, label, ours, theirs, floor, _n, monai_s in rows:
         ok = ours / floor <= FLOOR_TARGET
         monai_text, ratio_text = "", ""
-        if monai is not None:
-            ok = ok and monai / ours >= MONAI_TARGET
-            monai_text, ratio_text = f"{monai:.2f} s", f"{monai / ours:.1f}x"
+        if monai_s is not None:
+            ok = ok and monai_s / ours >= MONAI_TARGET
+            monai_text, ratio_text = f"{monai_s:.2f} s", f"{monai_s / ours:.1f}x"
         print(f"{f'{size}^3 {label}':<44}{ours:>7.3f} s{theirs:>7.3f} s{floor:>7.3f} s"
               f"{ours / floor:>7.2f}x{monai_text:>9}{ratio_text:>11}  {'yes' if ok else 'NO'}")
-    print(f"targets: ours <= {FLOOR_TARGET}x the floor (passes x one pass, batch 1); occlusion "
-          f">= {MONAI_TARGET}x faster than MONAI's OcclusionSensitivity.")
+    print(f"targets: ours <= {FLOOR_TARGET}x the floor (passes x one pass at the best batch "
+          f"size); occlusion >= {MONAI_TARGET}x faster than MONAI's OcclusionSensitivity.")
     return 0
 
 

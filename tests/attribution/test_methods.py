@@ -32,7 +32,7 @@ def captum_reference(method, model, x):
         return ca.DeepLift(model).attribute(xg, baselines=torch.zeros_like(x), target=TARGET)
     if method == "gradient_shap":
         torch.manual_seed(0)
-        np.random.seed(0)  # Captum draws GradientSHAP's mixing coefficients from numpy
+        np.random.seed(0)  # noqa: NPY002 - Captum draws GradientSHAP's mixing coefficients from numpy
         return ca.GradientShap(model).attribute(
             xg, baselines=torch.zeros_like(x), n_samples=4,
             stdevs=0.1 * float(x.max() - x.min()), target=TARGET)

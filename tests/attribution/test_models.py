@@ -8,8 +8,7 @@ import torch
 
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution import attribute, load_model
-from napari_xaimed.attribution.lesion_model import WEIGHTS
-from napari_xaimed.attribution.lesion_model import LesionNet
+from napari_xaimed.attribution.lesion_model import WEIGHTS, LesionNet
 from napari_xaimed.samples import lesion_volume
 
 
@@ -120,3 +119,24 @@ def test_gradcam_of_the_bundled_model_peaks_in_the_lesion():
     assert sample.lesions[peak] > 0
     assert result.model["source"] == "bundled" and result.params["preprocessing"][
         "input_size"] == (32, 32, 32)
+
+
+def test_a_checked_model_skips_the_probe_and_still_reports_scores(tiny, volume):
+    """The second call on a same-shaped input reuses the check (no probe pass) and takes the
+    scores from the method's own forward pass: the same map, the same scores."""
+    from napari_xaimed.attribution import load_model
+
+    model = load_model(tiny)
+    calls = []
+    hook = tiny.register_forward_hook(lambda *_: calls.append(1))
+    first = attribute(model, volume, "saliency", target=1, device="cpu")
+    n_first = len(calls)
+    second = attribute(model, volume, "saliency", target=1, device="cpu")
+    hook.remove()
+    assert len(calls) - n_first == n_first - 1  # one pass fewer
+    np.testing.assert_array_equal(first.map, second.map)
+    assert second.scores == pytest.approx(first.scores)
+    ig = attribute(model, volume, "integrated_gradients", target=1, steps=4, device="cpu")
+    assert ig.scores == pytest.approx(first.scores)  # computed at the end for IG
+    with pytest.raises(XaimedError, match="3 classes"):
+        attribute(model, volume, "saliency", target=5, device="cpu")

@@ -5,8 +5,8 @@ Each entry of :data:`METHODS` says whether its maps are signed and which paramet
 ``(1, C, z, y, x)`` on the model's input grid.
 
 LRP: Captum ships rules for 2D layers only; here ``Conv3d``, ``AvgPool3d``,
-``AdaptiveAvgPool3d``, ``AdaptiveMaxPool3d`` and ``BatchNorm3d`` get the epsilon rule, ``MaxPool3d`` and ``Linear``
-keep Captum's, and shape-only modules (``Flatten``, MONAI ``Reshape``, ``Identity``) get the
+``AdaptiveAvgPool3d``, ``AdaptiveMaxPool3d`` and ``BatchNorm3d`` get the epsilon rule,
+``MaxPool3d`` and ``Linear`` keep Captum's, and shape-only modules (``Flatten``, MONAI ``Reshape``, ``Identity``) get the
 epsilon rule too, which for a reshape hands each value's relevance to the value it came from;
 any other layer type is refused with its name.
 """
@@ -169,16 +169,16 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
     yield Progress(0, 1, f"{method}: running")
     # SmoothGrad and GradientSHAP draw noise from torch, GradientSHAP its mixing coefficients
     # from numpy: seed both, and give the caller's random state back afterwards.
-    numpy_state = np.random.get_state()
+    numpy_state = np.random.get_state()  # noqa: NPY002 - Captum uses the legacy global RNG
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            np.random.seed(seed)
+            np.random.seed(seed)  # noqa: NPY002
             out = yield from _run(method, model, forward, x, target, params, volume,
                                   batch_size)
     finally:
-        np.random.set_state(numpy_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002
     yield Progress(1, 1, f"{method}: done")
     return out.detach()
 

@@ -47,6 +47,8 @@ class LoadedModel:
     classes: list[str] = field(default_factory=list)
     source: str = "module"
     sha256: str | None = None
+    # (input shape, device) -> number of classes of a classifier already checked on such input
+    checked: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False)
 
     def provenance(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "classes": self.classes,
