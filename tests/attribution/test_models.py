@@ -140,3 +140,21 @@ def test_a_checked_model_skips_the_probe_and_still_reports_scores(tiny, volume):
     assert ig.scores == pytest.approx(first.scores)  # computed at the end for IG
     with pytest.raises(XaimedError, match="3 classes"):
         attribute(model, volume, "saliency", target=5, device="cpu")
+
+
+def test_monai_bundle_folder_loads_its_network_and_weights(tmp_path):
+    from monai.networks.nets import Classifier
+
+    args = {"in_shape": [1, 8, 8, 8], "classes": 2, "channels": [2, 4], "strides": [2, 2]}
+    torch.manual_seed(1)
+    net = Classifier(**args).eval()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "configs" / "inference.json").write_text(json.dumps(
+        {"network_def": {"_target_": "Classifier", **args}}))
+    torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
+    loaded = load_model(tmp_path)
+    probe = torch.rand(1, 1, 8, 8, 8)
+    assert torch.allclose(loaded.module(probe), net(probe), atol=1e-6)
+    with pytest.raises(XaimedError, match="not a MONAI bundle"):
+        load_model(tmp_path / "configs")
