@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed.attribution.preprocess import Preprocessing
 
 BUNDLED = "bundled"
+# One LoadedModel per module passed in directly, so its shape checks are remembered across
+# calls (a widget or a script explaining one model with several methods).
+_WRAPPED: weakref.WeakKeyDictionary[torch.nn.Module, LoadedModel] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -146,9 +150,14 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, torch.nn.Module):
+        if config is None and model in _WRAPPED:
+            return _WRAPPED[model]
         config = config or {}
-        return LoadedModel(model.eval(), Preprocessing.from_dict(config.get("preprocessing")),
-                           list(config.get("classes", [])))
+        loaded = LoadedModel(model.eval(), Preprocessing.from_dict(config.get("preprocessing")),
+                             list(config.get("classes", [])))
+        if not config:
+            _WRAPPED[model] = loaded
+        return loaded
     if model == BUNDLED:
         from napari_xaimed.attribution.lesion_model import WEIGHTS
 
