@@ -127,3 +127,36 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_map(tiny, volume):
                       device="cpu")
     np.testing.assert_allclose(ours.map, plain.map, atol=1e-6)
     assert fussy.largest == 2
+
+
+class Residual(torch.nn.Module):
+    """A skip connection from the input: no local chain to split off."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 3, padding=1)
+        self.fc = torch.nn.Linear(1, 2)
+
+    def forward(self, x):
+        y = self.conv(x) + x
+        return self.fc(y.mean(dim=(2, 3, 4)))
+
+
+def test_incremental_occlusion_splits_only_local_chains_and_equals_full(tiny, volume):
+    from napari_xaimed.attribution.incremental import split_model
+
+    split = split_model(tiny)
+    assert split is not None and split.jump == (2, 2, 2) and split.field == (8, 8, 8)
+    torch.manual_seed(0)
+    residual = Residual().eval()
+    assert split_model(residual) is None  # the head reads the input: runs in full
+    for model in (tiny, residual):
+        fast = attribute(model, volume, "occlusion", target=1, window=4, stride=2,
+                         device="cpu")
+        full = attribute(model, volume, "occlusion", target=1, window=4, stride=2,
+                         incremental=False, device="cpu")
+        np.testing.assert_allclose(fast.map, full.map, atol=1e-6)
+        x = torch.from_numpy(volume)[None, None]
+        captum = ca.Occlusion(model).attribute(x, sliding_window_shapes=(1, 4, 4, 4),
+                                               strides=(1, 2, 2, 2), baselines=0.0, target=1)
+        np.testing.assert_allclose(fast.map, captum[0, 0].numpy(), atol=1e-6)

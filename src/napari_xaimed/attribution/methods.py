@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
+from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.models import find_layer
 from napari_xaimed.attribution.occlusion import occlusion_steps
 
@@ -57,8 +58,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "upsampled trilinearly (Captum LayerGradCam)"),
     Method("guided_gradcam", True, {"layer": None}, "Guided Grad-CAM (Captum)"),
     Method("lrp", True, {}, "layer-wise relevance propagation, epsilon rule (Captum LRP)"),
-    Method("occlusion", True, {"window": 8, "stride": 8, "baseline": "zeros"},
-           "score drop when a 3D window is set to the baseline (batched)"),
+    Method("occlusion", True, {"window": 8, "stride": 8, "baseline": "zeros",
+                               "incremental": True},
+           "score drop when a 3D window is set to the baseline (batched; incremental: only "
+           "the layers the window changes are recomputed, when the model allows it)"),
     Method("feature_ablation", True, {"supervoxels": 200, "baseline": "zeros"},
            "score drop per SLIC supervoxel set to the baseline (Captum FeatureAblation)"),
     Method("shapley", True, {"supervoxels": 64, "samples": 8, "baseline": "zeros"},
@@ -232,12 +235,18 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
         window = _triple(p["window"], "window")
         stride = _triple(p["stride"], "stride")
 
-        def score(batch: torch.Tensor) -> torch.Tensor:
-            scores = forward(batch)
+        def pick(scores: torch.Tensor) -> torch.Tensor:
             return scores if target is None else scores[:, target]
 
-        out = yield from occlusion_steps(score, x.detach(), window, stride,
-                                         _scalar_baseline(x, p["baseline"]), batch_size)
+        baseline = _scalar_baseline(x, p["baseline"])
+        # the split needs the plain model (not a mixed-precision wrapper around it)
+        split = split_model(model) if p["incremental"] and forward is model else None
+        if split is not None:
+            out = yield from incremental_occlusion_steps(split, pick, x.detach(), window,
+                                                         stride, baseline, batch_size)
+        else:
+            out = yield from occlusion_steps(lambda batch: pick(forward(batch)), x.detach(),
+                                             window, stride, baseline, batch_size)
     elif method in ("feature_ablation", "shapley"):
         mask = torch.from_numpy(supervoxels(volume, p["supervoxels"])).to(x.device)
         mask = mask[None, None].expand_as(x)
