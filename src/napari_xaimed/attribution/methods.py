@@ -6,9 +6,9 @@ Each entry of :data:`METHODS` says whether its maps are signed and which paramet
 
 LRP: Captum ships rules for 2D layers only; here ``Conv3d``, ``AvgPool3d``,
 ``AdaptiveAvgPool3d``, ``AdaptiveMaxPool3d`` and ``BatchNorm3d`` get the epsilon rule,
-``MaxPool3d`` and ``Linear`` keep Captum's, and shape-only modules (``Flatten``, MONAI ``Reshape``, ``Identity``) get the
-epsilon rule too, which for a reshape hands each value's relevance to the value it came from;
-any other layer type is refused with its name.
+``MaxPool3d`` and ``Linear`` keep Captum's, and shape-only modules (``Flatten``, MONAI
+``Reshape``, ``Identity``) get the epsilon rule too, which for a reshape hands each value's
+relevance to the value it came from; any other layer type is refused with its name.
 """
 
 from __future__ import annotations
