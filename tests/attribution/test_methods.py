@@ -160,3 +160,32 @@ def test_incremental_occlusion_splits_only_local_chains_and_equals_full(tiny, vo
         captum = ca.Occlusion(model).attribute(x, sliding_window_shapes=(1, 4, 4, 4),
                                                strides=(1, 2, 2, 2), baselines=0.0, target=1)
         np.testing.assert_allclose(fast.map, captum[0, 0].numpy(), atol=1e-6)
+
+
+class Unusual(torch.nn.Module):
+    """Strided 1x1 convolution (skips voxels) and a padded pooling: the corner cases of the
+    layer-by-layer path and of its crop fallback."""
+
+    def __init__(self, pool_padding: int):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(1, 3, 1, stride=2)
+        self.act = torch.nn.ReLU()
+        self.pool = torch.nn.MaxPool3d(3, stride=2, padding=pool_padding)
+        self.conv2 = torch.nn.Conv3d(3, 4, 3, padding=1)
+        self.gpool = torch.nn.AdaptiveMaxPool3d(1)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.conv2(self.pool(self.act(self.conv1(x))))
+        return self.fc(self.gpool(x).flatten(1))
+
+
+@pytest.mark.parametrize("pool_padding", [0, 1])
+def test_incremental_occlusion_corner_cases_equal_captum(volume, pool_padding):
+    torch.manual_seed(2)
+    model = Unusual(pool_padding).eval()
+    ours = attribute(model, volume, "occlusion", target=1, window=3, stride=2, device="cpu")
+    x = torch.from_numpy(volume)[None, None]
+    captum = ca.Occlusion(model).attribute(x, sliding_window_shapes=(1, 3, 3, 3),
+                                           strides=(1, 2, 2, 2), baselines=0.0, target=1)
+    np.testing.assert_allclose(ours.map, captum[0, 0].numpy(), atol=1e-6)

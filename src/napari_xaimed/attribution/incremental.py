@@ -2,18 +2,19 @@
 
 Most 3D classifiers start with a chain of *local* layers (convolutions, pooling, elementwise
 activations, eval-mode batch norm) and end in a global head (pooling, linear). Occluding a
-window changes only the cells of the chain's output whose receptive field meets the window
-(Nakandala et al., "Incremental and approximate inference for faster occlusion-based deep CNN
-explanations", SIGMOD 2019). So for each window we run the chain on a small crop around it,
-paste the recomputed cells into the unoccluded output, and run only the head on the result.
-The crop starts at a multiple of the chain's total stride, so every pooling grid lines up with
-the full computation, and it covers the whole receptive field of each recomputed cell, so the
-crop's own zero padding never reaches them: the scores equal the full forward pass up to
-floating-point rounding (tested against Captum's ``Occlusion``).
+window changes only a small box of each chain layer's output, growing by the kernel at every
+layer (Nakandala et al., "Incremental and approximate inference for faster occlusion-based deep
+CNN explanations", SIGMOD 2019). So the chain's activations are computed once for the whole
+volume; for each window, every layer recomputes just its changed box, reading the cells around
+it from the stored activations (with the layer's zero padding made explicit at the volume's
+border), and only the head runs on the patched features. The scores equal the full forward
+pass up to floating-point rounding (tested against Captum's ``Occlusion``); for the bundled
+classifier at 64^3 with 8^3 windows this is about 20x fewer operations.
 
 The chain is found with ``torch.fx``: the longest run of single-input local modules from the
-input, used by nothing else. Models that do not trace, or start with anything else, fall back
-to the full forward per window.
+input, used by nothing else. Models that do not trace, or start with anything else, run in
+full per window. A chain with padded pooling (whose padding is not zeros) runs instead on a
+crop around each window that covers every recomputed cell's receptive field.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from napari_xaimed._progress import Progress, Steps
@@ -110,6 +112,149 @@ def split_model(model: nn.Module) -> Split | None:
                  tuple(field), tuple(start))
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One layer of one window: read ``box`` (clipped, plus ``pad`` zeros) of the layer's input,
+    overwrite ``changed`` (relative to the box) with the previous layer's patch, and compute
+    output cells ``out`` (global ``[lo, hi)`` per axis)."""
+
+    box: tuple[tuple[int, int], ...]
+    pad: tuple[tuple[int, int], ...]
+    changed: tuple[tuple[int, int], ...]
+    taken: tuple[tuple[int, int], ...]  # the part of the previous patch inside the box
+    out: tuple[tuple[int, int], ...]
+
+
+def _plan(layers: list[nn.Module], shapes: list[tuple[int, ...]], window_box
+          ) -> list[_Step] | None:
+    """Per layer, what a window changes and what must be read to recompute it (Krypton-style
+    patch propagation: each layer recomputes only the cells the change reaches). None when the
+    change reaches no output cell (a strided layer skips it): the score is unchanged."""
+    steps, region = [], window_box
+    for layer, (in_shape, out_shape) in zip(layers, itertools.pairwise(shapes), strict=True):
+        if isinstance(layer, (nn.Conv3d, *POOLS)):
+            kernel = _triple(layer.kernel_size)
+            stride = _triple(layer.stride if layer.stride is not None else layer.kernel_size)
+            padding = _triple(layer.padding)
+        else:
+            kernel, stride, padding = (1, 1, 1), (1, 1, 1), (0, 0, 0)
+        box, pad, changed, taken, out = [], [], [], [], []
+        for a in range(3):
+            r0, r1 = region[a]
+            k, st, p = kernel[a], stride[a], padding[a]
+            lo = max(0, math.ceil((r0 + p - k + 1) / st))
+            hi = min(out_shape[a] - 1, (r1 - 1 + p) // st)
+            if lo > hi:
+                return None
+            b0, b1 = lo * st - p, hi * st - p + k
+            c0, c1 = max(b0, 0), min(b1, in_shape[a])
+            box.append((c0, c1))
+            pad.append((c0 - b0, b1 - c1))
+            changed.append((max(r0, c0) - c0, min(r1, c1) - c0))
+            taken.append((max(r0, c0) - r0, min(r1, c1) - r0))
+            out.append((lo, hi + 1))
+        steps.append(_Step(tuple(box), tuple(pad), tuple(changed), tuple(taken), tuple(out)))
+        region = tuple(out)
+    return steps
+
+
+def _apply(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer on an explicitly padded input (its own padding already added)."""
+    if isinstance(layer, nn.Conv3d):
+        return F.conv3d(x, layer.weight, layer.bias, layer.stride, 0, layer.dilation,
+                        layer.groups)
+    if isinstance(layer, nn.MaxPool3d):
+        return F.max_pool3d(x, layer.kernel_size, layer.stride, 0)
+    if isinstance(layer, nn.AvgPool3d):
+        return F.avg_pool3d(x, layer.kernel_size, layer.stride, 0)
+    return layer(x)
+
+
+def incremental_occlusion_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
+                                x: torch.Tensor, window: tuple[int, int, int],
+                                stride: tuple[int, int, int], baseline: float,
+                                batch_size: int) -> Steps[torch.Tensor]:
+    """Occlusion as :func:`~napari_xaimed.attribution.occlusion.occlusion_steps` defines it,
+    with each window's change pushed through the chain layer by layer; ``score`` maps the
+    head's output to one score per volume."""
+    layers = list(split.chain)
+    if any(isinstance(layer, POOLS) and _triple(layer.padding) != (0, 0, 0)
+           for layer in layers):
+        return (yield from _crop_steps(split, score, x, window, stride, baseline, batch_size))
+    shape = tuple(x.shape[2:])
+    starts = [window_starts(n, w, s) for n, w, s in zip(shape, window, stride, strict=True)]
+    positions = list(itertools.product(*starts))
+    with torch.no_grad():
+        activations = [x]
+        for layer in layers:
+            activations.append(layer(activations[-1]))
+        reference = score(split.head(activations[-1])).reshape(-1)[0].double()
+    shapes = [tuple(a.shape[2:]) for a in activations]
+    groups: dict[tuple, list] = {}
+    total = torch.zeros(shape, dtype=torch.float64, device=x.device)
+    count = torch.zeros(shape, dtype=torch.float64, device=x.device)
+    done = 0
+    for pos in positions:
+        plan = _plan(layers, shapes, tuple((p, p + w) for p, w in zip(pos, window,
+                                                                       strict=True)))
+        if plan is None:  # unchanged score: a zero difference, counted
+            count[tuple(slice(p, p + w) for p, w in zip(pos, window, strict=True))] += 1
+            done += 1
+            continue
+        signature = tuple((tuple(b1 - b0 for b0, b1 in st.box), st.pad, st.changed, st.taken)
+                          for st in plan)
+        groups.setdefault(signature, []).append((pos, plan))
+    yield Progress(0, len(positions), f"occlusion (incremental): 0 of {len(positions)} windows")
+    batch_size = max(1, int(batch_size))
+    for members in groups.values():
+        k = 0
+        while k < len(members):
+            chunk = members[k:k + batch_size]
+            try:
+                with torch.no_grad():
+                    patch = None
+                    for level, layer in enumerate(layers):
+                        source = activations[level]
+                        reads = []
+                        for i, (pos, plan) in enumerate(chunk):
+                            st = plan[level]
+                            piece = source[(0, slice(None), *(slice(b0, b1) for b0, b1
+                                                               in st.box))].clone()
+                            inner = (slice(None), *(slice(c0, c1) for c0, c1 in st.changed))
+                            if patch is None:  # the input: the window set to the baseline
+                                piece[inner] = baseline
+                            else:
+                                part = (slice(None), *(slice(t0, t1) for t0, t1 in st.taken))
+                                piece[inner] = patch[i][part]
+                            reads.append(piece)
+                        batch = torch.stack(reads)
+                        pads = [v for pair in reversed(chunk[0][1][level].pad) for v in pair]
+                        if any(pads):
+                            batch = F.pad(batch, pads)
+                        patch = _apply(layer, batch)
+                    final = activations[-1].repeat(len(chunk), 1, 1, 1, 1)
+                    for i, (_, plan) in enumerate(chunk):
+                        out = tuple(slice(lo, hi) for lo, hi in plan[-1].out)
+                        final[(i, slice(None), *out)] = patch[i]
+                    scores = score(split.head(final)).reshape(-1).double()
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if batch_size == 1:
+                    raise out_of_memory_error(x.device) from exc
+                batch_size = max(1, batch_size // 2)
+                continue
+            for diff, (pos, _) in zip(reference - scores, chunk, strict=True):
+                box = tuple(slice(p, p + w) for p, w in zip(pos, window, strict=True))
+                total[box] += diff
+                count[box] += 1
+            k += len(chunk)
+            done += len(chunk)
+            yield Progress(done, len(positions),
+                           f"occlusion (incremental): {done} of {len(positions)} windows")
+    return (total / count.clamp(min=1))[None, None]
+
+
 def _cells(a: int, b: int, split: Split, axis: int, n_cells: int) -> tuple[int, int]:
     """Output cells whose receptive field meets input voxels ``[a, b)`` (inclusive range)."""
     s, j, f = split.start[axis], split.jump[axis], split.field[axis]
@@ -118,12 +263,12 @@ def _cells(a: int, b: int, split: Split, axis: int, n_cells: int) -> tuple[int, 
     return lo, hi
 
 
-def incremental_occlusion_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
+def _crop_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
                                 x: torch.Tensor, window: tuple[int, int, int],
                                 stride: tuple[int, int, int], baseline: float,
                                 batch_size: int) -> Steps[torch.Tensor]:
-    """Occlusion as :func:`~napari_xaimed.attribution.occlusion.occlusion_steps` defines it,
-    with the chain run on crops; ``score`` maps the head's output to one score per volume."""
+    """The same with the whole chain run on a crop around each window (for chains whose
+    pooling pads, which the layer-by-layer path does not handle)."""
     shape = tuple(x.shape[2:])
     starts = [window_starts(n, w, s) for n, w, s in zip(shape, window, stride, strict=True)]
     positions = list(itertools.product(*starts))
