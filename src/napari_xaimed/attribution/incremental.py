@@ -216,7 +216,7 @@ def incremental_occlusion_steps(split: Split, score: Callable[[torch.Tensor], to
                     for level, layer in enumerate(layers):
                         source = activations[level]
                         reads = []
-                        for i, (pos, plan) in enumerate(chunk):
+                        for i, (_, plan) in enumerate(chunk):
                             st = plan[level]
                             piece = source[(0, slice(None), *(slice(b0, b1) for b0, b1
                                                                in st.box))].clone()
