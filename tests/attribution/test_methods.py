@@ -189,3 +189,45 @@ def test_incremental_occlusion_corner_cases_equal_captum(volume, pool_padding):
     captum = ca.Occlusion(model).attribute(x, sliding_window_shapes=(1, 3, 3, 3),
                                            strides=(1, 2, 2, 2), baselines=0.0, target=1)
     np.testing.assert_allclose(ours.map, captum[0, 0].numpy(), atol=1e-6)
+
+
+def test_occlusion_window_in_mm_maps_to_voxels_of_the_model_grid(tiny, volume):
+    """4 mm windows at 2 mm voxels are 2-voxel windows; with a model input resized to half
+    the volume, they are 1-voxel windows of that grid."""
+    in_mm = attribute(tiny, volume, "occlusion", target=1, window=4.0, stride=4.0, unit="mm",
+                      spacing=(2.0, 2.0, 2.0), device="cpu")
+    in_voxels = attribute(tiny, volume, "occlusion", target=1, window=2, stride=2,
+                          device="cpu")
+    np.testing.assert_allclose(in_mm.map, in_voxels.map, atol=1e-7)
+
+
+def test_captum_methods_retry_with_half_the_batch_on_out_of_memory(tiny, volume):
+    class Fussy(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.sizes = model, []
+
+        def forward(self, x):
+            if len(x) > 4:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            self.sizes.append(len(x))
+            return self.model(x)
+
+    fussy = Fussy(tiny)
+    ours = attribute(fussy, volume, "integrated_gradients", target=1, steps=16,
+                     batch_size=16, device="cpu")
+    plain = attribute(tiny, volume, "integrated_gradients", target=1, steps=16,
+                      batch_size=4, device="cpu")
+    np.testing.assert_allclose(ours.map, plain.map, atol=1e-6)
+    assert max(fussy.sizes) == 4 and ours.params["batch_size"] == 16
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
+def test_autocast_bf16_stays_close_to_full_precision(method):
+    from napari_xaimed.samples import lesion_volume
+
+    image = lesion_volume(seed=2, n_lesions=1).image
+    full = attribute("bundled", image, method, target=1, device="cpu")
+    mixed = attribute("bundled", image, method, target=1, device="cpu", autocast="bf16")
+    assert mixed.params["autocast"] == "bf16"
+    assert np.corrcoef(full.map.ravel(), mixed.map.ravel())[0, 1] > 0.95

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
+from napari_xaimed.attribution.device import is_out_of_memory, out_of_memory_error
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.models import find_layer
 from napari_xaimed.attribution.occlusion import occlusion_steps
@@ -58,8 +59,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "upsampled trilinearly (Captum LayerGradCam)"),
     Method("guided_gradcam", True, {"layer": None}, "Guided Grad-CAM (Captum)"),
     Method("lrp", True, {}, "layer-wise relevance propagation, epsilon rule (Captum LRP)"),
-    Method("occlusion", True, {"window": 8, "stride": 8, "baseline": "zeros",
-                               "incremental": True},
+    Method("occlusion", True, {"window": 8, "stride": 8, "unit": "voxels",
+                               "baseline": "zeros", "incremental": True},
            "score drop when a 3D window is set to the baseline (batched; incremental: only "
            "the layers the window changes are recomputed, when the model allows it)"),
     Method("feature_ablation", True, {"supervoxels": 200, "baseline": "zeros"},
@@ -75,7 +76,7 @@ def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     if method not in METHODS:
         raise XaimedError(f"unknown method {method!r}: choose from {', '.join(METHODS)}.")
     spec = METHODS[method].params
-    extra = set(params) - set(spec) - {"batch_size"}
+    extra = set(params) - set(spec) - {"batch_size", "model_spacing"}
     if extra:
         raise XaimedError(f"{method} takes {sorted(spec) or 'no parameters'}, not "
                           f"{sorted(extra)}.")
@@ -84,6 +85,8 @@ def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
             and out["baseline"] not in BASELINES:
         raise XaimedError(f"baseline must be a number or one of {BASELINES}, got "
                           f"{out['baseline']!r}.")
+    if out.get("unit", "voxels") not in ("voxels", "mm"):
+        raise XaimedError(f"unit must be 'voxels' or 'mm', got {out['unit']!r}.")
     for key in ("steps", "samples", "supervoxels"):
         if key in out and int(out[key]) < 1:
             raise XaimedError(f"{key} must be at least 1, got {out[key]}.")
@@ -119,11 +122,11 @@ def _scalar_baseline(x: torch.Tensor, kind: Any) -> float:
                       "number.")
 
 
-def _triple(value: Any, name: str) -> tuple[int, int, int]:
+def _triple(value: Any, name: str, cast: Callable = int) -> tuple:
     values = (value,) * 3 if np.isscalar(value) else tuple(value)
     if len(values) != 3:
         raise XaimedError(f"{name} must be one number or three (z, y, x), got {value!r}.")
-    return tuple(int(v) for v in values)  # type: ignore[return-value]
+    return tuple(cast(v) for v in values)
 
 
 def supervoxels(volume: np.ndarray, n: int) -> np.ndarray:
@@ -175,11 +178,25 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
     numpy_state = np.random.get_state()  # noqa: NPY002 - Captum uses the legacy global RNG
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed)  # noqa: NPY002
-            out = yield from _run(method, model, forward, x, target, params, volume,
-                                  batch_size)
+        while True:
+            try:
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    np.random.seed(seed)  # noqa: NPY002
+                    out = yield from _run(method, model, forward, x, target, params, volume,
+                                          batch_size)
+                break
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                # Captum's batched methods (IG steps, noise samples, ablations): halve and redo
+                if not is_out_of_memory(exc):
+                    raise
+                if batch_size == 1:
+                    raise out_of_memory_error(x.device) from exc
+                batch_size = max(1, batch_size // 2)
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                yield Progress(0, 1, f"{method}: out of memory, retrying with batch "
+                                     f"{batch_size}")
     finally:
         np.random.set_state(numpy_state)  # noqa: NPY002
     yield Progress(1, 1, f"{method}: done")
@@ -232,8 +249,15 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
     elif method == "lrp":
         out = ca.LRP(_lrp_ready(model)).attribute(x, target=target)
     elif method == "occlusion":
-        window = _triple(p["window"], "window")
-        stride = _triple(p["stride"], "stride")
+        if p["unit"] == "mm":  # to voxels of the model's input grid
+            grid = p["model_spacing"]
+            window = tuple(max(1, round(w / g)) for w, g in
+                           zip(_triple(p["window"], "window", float), grid, strict=True))
+            stride = tuple(max(1, round(s / g)) for s, g in
+                           zip(_triple(p["stride"], "stride", float), grid, strict=True))
+        else:
+            window = _triple(p["window"], "window")
+            stride = _triple(p["stride"], "stride")
 
         def pick(scores: torch.Tensor) -> torch.Tensor:
             return scores if target is None else scores[:, target]

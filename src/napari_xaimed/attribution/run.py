@@ -11,7 +11,7 @@ import torch
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._validate import as_volume
+from napari_xaimed._validate import as_spacing, as_volume
 from napari_xaimed.attribution.device import auto_batch, pick_device
 from napari_xaimed.attribution.methods import METHODS, check_params, run_method
 from napari_xaimed.attribution.models import LoadedModel, load_model
@@ -118,6 +118,7 @@ def attribute_steps(
     batch_size: int | None = None,
     autocast: str | None = None,
     seed: int = 0,
+    spacing: Any = None,
     **params: Any,
 ) -> Steps[Attribution]:
     """Generator form of :func:`attribute` (yields progress, returns the attribution)."""
@@ -199,11 +200,15 @@ def attribute_steps(
     scaled = scale_intensity(volume, prep)
     if prep.input_size is not None:
         scaled = x[0, 0].detach().cpu().numpy()
+    # voxel size of the model's input grid, for windows given in mm
+    model_spacing = tuple(float(s) * n / m for s, n, m in
+                          zip(as_spacing(spacing), volume.shape, x.shape[2:], strict=True))
     hook = module.register_forward_hook(capture) if out is None else None
     try:
         attribution = yield from run_method(method, forward_module if segmentation else module,
-                                            forward_module, x, chosen, params, scaled, batch,
-                                            seed=seed)
+                                            forward_module, x, chosen,
+                                            {**params, "model_spacing": model_spacing},
+                                            scaled, batch, seed=seed)
     except XaimedError:
         raise
     except Exception:
@@ -257,12 +262,16 @@ def attribute(model: Any, volume: np.ndarray, method: str = "integrated_gradient
         Volumes per forward pass for the batched methods (default: from free memory);
         out-of-memory halves it and retries.
     autocast : {None, "bf16", "fp16"}
-        Mixed precision for the forward passes.
+        Mixed precision for the forward passes: faster on GPUs, but the rounding blurs small
+        score differences (an occlusion window much smaller than the evidence).
     seed : int
         Seeds the noise of SmoothGrad, VarGrad and GradientSHAP.
+    spacing : tuple of float, optional
+        The volume's voxel size in mm, for occlusion windows given with ``unit="mm"``.
     **params
         The method's parameters (``METHODS[method].params``): ``steps``, ``baseline``,
-        ``samples``, ``noise``, ``layer``, ``window``, ``stride``, ``supervoxels``.
+        ``samples``, ``noise``, ``layer``, ``window``, ``stride``, ``unit`` (``"voxels"`` or
+        ``"mm"``), ``incremental``, ``supervoxels``.
 
     Returns
     -------
