@@ -231,3 +231,39 @@ def test_autocast_bf16_stays_close_to_full_precision(method):
     mixed = attribute("bundled", image, method, target=1, device="cpu", autocast="bf16")
     assert mixed.params["autocast"] == "bf16"
     assert np.corrcoef(full.map.ravel(), mixed.map.ravel())[0, 1] > 0.95
+
+
+def test_batched_ig_and_smoothgrad_equal_captum_batched(tiny, volume):
+    """Our per-batch loops (progress and cancel between batches) give Captum's result with
+    the same batch size."""
+    x = torch.from_numpy(volume)[None, None]
+    ours = attribute(tiny, volume, "integrated_gradients", target=TARGET, steps=8,
+                     batch_size=3, device="cpu")
+    theirs = ca.IntegratedGradients(tiny).attribute(
+        x.clone().requires_grad_(True), baselines=torch.zeros_like(x), target=TARGET,
+        n_steps=8, internal_batch_size=3)
+    np.testing.assert_allclose(ours.map, theirs[0, 0].detach().numpy(), atol=1e-5, rtol=1e-5)
+    for method in ("smoothgrad", "smoothgrad_sq"):
+        ours = attribute(tiny, volume, method, target=TARGET, samples=7, batch_size=3,
+                         device="cpu")
+        torch.manual_seed(0)
+        theirs = ca.NoiseTunnel(ca.Saliency(tiny)).attribute(
+            x.clone().requires_grad_(True), nt_type=method, nt_samples=7,
+            nt_samples_batch_size=3, stdevs=0.1 * float(x.max() - x.min()), target=TARGET,
+            abs=method == "smoothgrad")
+        np.testing.assert_allclose(ours.map, theirs[0, 0].detach().numpy(), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_progress_counts_batches_and_closing_stops_between_them(tiny, volume):
+    from napari_xaimed.attribution import attribute_steps
+
+    steps = attribute_steps(tiny, volume, "integrated_gradients", target=TARGET, steps=8,
+                            batch_size=2, device="cpu")
+    reports = []
+    for progress in steps:
+        reports.append((progress.done, progress.total))
+        if progress.total == 8 and progress.done == 4:
+            break
+    steps.close()  # a cancel: no error, nothing returned
+    assert (2, 8) in reports and (4, 8) in reports and (8, 8) not in reports

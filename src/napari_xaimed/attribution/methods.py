@@ -203,6 +203,46 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
     return out.detach()
 
 
+def _integrated_gradients(ca: Any, forward: Callable, x: torch.Tensor, target: int | None,
+                          baseline: Any, steps: int, batch_size: int) -> Steps[torch.Tensor]:
+    """Captum's Integrated Gradients, one batch of steps at a time so progress and cancel
+    work between batches: what its ``internal_batch_size`` does inside one call (Gauss-Legendre
+    steps; the attribution is a weighted sum over steps, so the batches add up)."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    ig = ca.IntegratedGradients(forward)
+    sizes_fn, alphas_fn = approximation_parameters("gausslegendre")
+    sizes, alphas = sizes_fn(steps), alphas_fn(steps)
+    base = baseline if isinstance(baseline, torch.Tensor) else torch.full_like(x, baseline)
+    total = None
+    for start in range(0, steps, batch_size):
+        stop = min(start + batch_size, steps)
+        part = ig._attribute((x,), (base,), target=target, n_steps=stop - start,
+                             step_sizes_and_alphas=(sizes[start:stop], alphas[start:stop]))[0]
+        total = part if total is None else total + part
+        yield Progress(stop, steps, f"integrated_gradients: {stop} of {steps} steps")
+    return total
+
+
+def _noise_means(ca: Any, forward: Callable, x: torch.Tensor, target: int | None,
+                 method: str, samples: int, noise: float, batch_size: int
+                 ) -> Steps[torch.Tensor]:
+    """Captum's SmoothGrad (mean |gradient|) or SmoothGrad-squared over noisy copies, one
+    batch of samples per call: the noise is drawn in the same order as one NoiseTunnel call
+    with ``nt_samples_batch_size``, and the batch means are weighted into the mean."""
+    spread = float((x.max() - x.min()).detach()) or 1.0
+    tunnel = ca.NoiseTunnel(ca.Saliency(forward))
+    total = None
+    for start in range(0, samples, batch_size):
+        n = min(batch_size, samples - start)
+        part = tunnel.attribute(x, nt_type=method, nt_samples=n, nt_samples_batch_size=n,
+                                stdevs=noise * spread, target=target,
+                                abs=method == "smoothgrad") * (n / samples)
+        total = part if total is None else total + part
+        yield Progress(start + n, samples, f"{method}: {start + n} of {samples} samples")
+    return total
+
+
 def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
          x: torch.Tensor, target: int | None, params: dict[str, Any], volume: np.ndarray,
          batch_size: int) -> Steps[torch.Tensor]:
@@ -215,15 +255,18 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
     elif method == "input_x_gradient":
         out = ca.InputXGradient(forward).attribute(x, target=target)
     elif method == "integrated_gradients":
-        out = ca.IntegratedGradients(forward).attribute(
-            x, baselines=baseline_tensor(x, p["baseline"]), target=target,
-            n_steps=int(p["steps"]), internal_batch_size=batch_size)
-    elif method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        out = yield from _integrated_gradients(ca, forward, x, target,
+                                               baseline_tensor(x, p["baseline"]),
+                                               int(p["steps"]), batch_size)
+    elif method in ("smoothgrad", "smoothgrad_sq"):
+        out = yield from _noise_means(ca, forward, x, target, method, int(p["samples"]),
+                                      float(p["noise"]), batch_size)
+    elif method == "vargrad":  # a variance: Captum's single call (no per-batch progress)
         spread = float((x.max() - x.min()).detach()) or 1.0
         out = ca.NoiseTunnel(ca.Saliency(forward)).attribute(
             x, nt_type=method, nt_samples=int(p["samples"]),
             nt_samples_batch_size=batch_size, stdevs=float(p["noise"]) * spread,
-            target=target, abs=method == "smoothgrad")
+            target=target)
     elif method == "guided_backprop":
         out = ca.GuidedBackprop(model).attribute(x, target=target)
     elif method == "deeplift":
