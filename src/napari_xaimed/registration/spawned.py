@@ -141,16 +141,20 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str 
     (folder / JOB).write_text(json.dumps(job))
     environment = job.get("environment", {})
     preload = preload or target.split(":")[0]
+    request = (json.dumps({"target": target, "folder": str(folder)}) + "\n").encode()
     process = _WARM.pop(_key(preload, environment), None)
-    if process is None or process.poll() is not None:
+    try:
+        if process is None or process.poll() is not None:
+            raise BrokenPipeError
+        process.stdin.write(request)  # type: ignore[union-attr]
+        process.stdin.close()  # type: ignore[union-attr]
+    except (BrokenPipeError, OSError):  # no warm child, or it died meanwhile: a fresh one
         process = _start(preload, environment)
+        process.stdin.write(request)  # type: ignore[union-attr]
+        process.stdin.close()  # type: ignore[union-attr]
     log = folder / LOG
     last: Progress | None = None
     try:
-        assert process.stdin is not None
-        process.stdin.write((json.dumps({"target": target, "folder": str(folder)}) + "\n")
-                            .encode())
-        process.stdin.close()
         # done.json comes last, once the outputs are saved: no need to wait for the child's
         # interpreter to shut down (a few hundred ms with ANTs loaded)
         while process.poll() is None and not (folder / DONE).exists():
