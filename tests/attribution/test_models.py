@@ -74,6 +74,8 @@ def test_model_that_does_not_fit_the_volume_is_refused_before_running(volume, ti
         attribute(tiny_net(), volume, "saliency", steps=3, device="cpu")
     with pytest.raises(XaimedError, match="3D"):
         attribute(tiny_net(), volume[0], "saliency", device="cpu")
+    with pytest.raises(XaimedError, match="segmentation models"):
+        attribute(tiny_net(), volume, "saliency", region=volume > 0.5, device="cpu")
 
 
 class TinySegmenter(torch.nn.Module):

@@ -127,6 +127,8 @@ def test_cancel_kills_ants_and_removes_its_folder(pair, monkeypatch):
     for progress in steps:
         if "stage 2" in progress.message:  # ANTs is in its deformable stage
             break
+    else:
+        pytest.fail("the registration ended before its deformable stage was reported")
     steps.close()
     assert started and started[0].poll() is not None
     assert set(os.listdir(tempfile.gettempdir())) - before == set()

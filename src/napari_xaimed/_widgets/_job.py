@@ -157,7 +157,10 @@ class JobPanel(QWidget):
         # thread is done with it) runs its cleanup: a spawned ANTs process is killed and its
         # temporary folder removed. Closing a finished generator does nothing.
         if self._steps is not None:
-            self._steps.close()
+            try:
+                self._steps.close()
+            except Exception:  # a cleanup that fails must not leave the panel stuck
+                log.exception("napari-xaimed job cleanup failed")
             self._steps = None
         if self._pbar is not None:
             self._pbar.close()

@@ -56,8 +56,10 @@ class AttributionWidget(XaimedWidget):
         self.samples = SpinBox(label="noise samples", value=16, min=1, max=256)
         self.noise = FloatSpinBox(label="noise (of range)", value=0.1, min=0.0, max=1.0,
                                   step=0.05)
-        self.window = SpinBox(label="occlusion window", value=8, min=1, max=128)
-        self.stride = SpinBox(label="occlusion stride", value=8, min=1, max=128)
+        self.window = SpinBox(label="occlusion window (voxels)", value=8, min=1, max=128,
+                              tooltip="In voxels of the model's input grid (32^3 for the "
+                                      "bundled model)")
+        self.stride = SpinBox(label="occlusion stride (voxels)", value=8, min=1, max=128)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.form.extend([self.image, self.model_source, self.model_file, self.target,
                           self.region, self.methods, self.steps, self.samples, self.noise,
@@ -67,8 +69,16 @@ class AttributionWidget(XaimedWidget):
         self.job = JobPanel("Explain")
         self._layout.addWidget(self.job)
         self.job.run_button.clicked.connect(self.run)
+        self._models: dict[tuple[str, float], Any] = {}
         self._show_fields()
         self.reset_choices()
+
+    def _model(self, source: Any) -> Any:
+        """The loaded model, kept while its file is unchanged (its shape checks with it)."""
+        key = (str(source), Path(source).stat().st_mtime if source != BUNDLED else 0.0)
+        if key not in self._models:
+            self._models = {key: load_model(source)}
+        return self._models[key]
 
     def _show_fields(self, *_: Any) -> None:
         self.model_file.visible = self.model_source.value == "file"
@@ -95,7 +105,6 @@ class AttributionWidget(XaimedWidget):
             source = BUNDLED if self.model_source.value == BUNDLED else self.model_file.value
             if source != BUNDLED and (source is None or not Path(source).exists()):
                 raise XaimedError("Choose the model file (or the bundled model).")
-            model = load_model(source)
         except XaimedError as exc:
             report_error(exc)
             return
@@ -108,20 +117,25 @@ class AttributionWidget(XaimedWidget):
         name = layer.name
 
         def steps():
+            yield Progress(0, 100 * len(methods), "loading the model")
+            model = self._model(source)  # in the worker: a big file must not freeze napari
             results = []
             for i, method in enumerate(methods):
                 inner = attribute_steps(model, data, method, target=target, region=region,
                                         device=device, **params[method])
-                while True:
-                    try:
-                        step = next(inner)
-                    except StopIteration as stop:
-                        results.append(stop.value)
-                        break
-                    yield Progress(i * 100 + int(100 * step.done / max(step.total, 1)),
-                                   100 * len(methods),
-                                   f"{title(method)} ({i + 1} of {len(methods)}): "
-                                   f"{step.message}")
+                try:
+                    while True:
+                        try:
+                            step = next(inner)
+                        except StopIteration as stop:
+                            results.append(stop.value)
+                            break
+                        yield Progress(i * 100 + int(100 * step.done / max(step.total, 1)),
+                                       100 * len(methods),
+                                       f"{title(method)} ({i + 1} of {len(methods)}): "
+                                       f"{step.message}")
+                finally:
+                    inner.close()  # a cancel runs the method's own cleanup now
             return results
 
         def done(results: list, seconds: float) -> None:

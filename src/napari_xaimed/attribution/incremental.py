@@ -61,7 +61,9 @@ def _local(module: nn.Module) -> bool:
             and not isinstance(module.padding, str)
     if isinstance(module, POOLS):
         dilation = getattr(module, "dilation", 1)
-        return not module.ceil_mode and _triple(dilation) == (1, 1, 1)
+        return (not module.ceil_mode and _triple(dilation) == (1, 1, 1)
+                and not getattr(module, "return_indices", False)
+                and getattr(module, "divisor_override", None) is None)
     return False
 
 
@@ -277,10 +279,18 @@ def _crop_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
         reference = score(split.head(base)).reshape(-1)[0].double()
     n_cells = tuple(base.shape[2:])
     jobs: dict[tuple, list] = {}
+    total = torch.zeros(shape, dtype=torch.float64, device=x.device)
+    count = torch.zeros(shape, dtype=torch.float64, device=x.device)
+    done = 0
     for pos in positions:
         box_in, box_out, crop = [], [], []
+        cells = [_cells(pos[a], pos[a] + window[a], split, a, n_cells[a]) for a in range(3)]
+        if any(lo > hi for lo, hi in cells):  # the change reaches no cell: score unchanged
+            count[tuple(slice(p, p + w) for p, w in zip(pos, window, strict=True))] += 1
+            done += 1
+            continue
         for a in range(3):
-            lo, hi = _cells(pos[a], pos[a] + window[a], split, a, n_cells[a])
+            lo, hi = cells[a]
             begin = max(0, split.start[a] + lo * split.jump[a])
             begin -= begin % split.jump[a]
             end = min(shape[a], split.start[a] + hi * split.jump[a] + split.field[a])
@@ -289,9 +299,6 @@ def _crop_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
             box_in.append(slice(pos[a] - begin, pos[a] - begin + window[a]))
         key = tuple(s.stop - s.start for s in crop)
         jobs.setdefault(key, []).append((pos, tuple(crop), tuple(box_in), tuple(box_out)))
-    total = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    count = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    done = 0
     yield Progress(0, len(positions), f"occlusion (incremental): 0 of {len(positions)} windows")
     batch_size = max(1, int(batch_size))
     for group in jobs.values():

@@ -23,9 +23,9 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed.attribution.preprocess import Preprocessing
 
 BUNDLED = "bundled"
-# One LoadedModel per module passed in directly, so its shape checks are remembered across
-# calls (a widget or a script explaining one model with several methods).
-_WRAPPED: weakref.WeakKeyDictionary[torch.nn.Module, LoadedModel] = weakref.WeakKeyDictionary()
+# The shape checks of each module passed in directly, remembered across calls (a script
+# explaining one model with several methods); weak, so the module can still be freed.
+_CHECKS: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -150,14 +150,10 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, torch.nn.Module):
-        if config is None and model in _WRAPPED:
-            return _WRAPPED[model]
         config = config or {}
-        loaded = LoadedModel(model.eval(), Preprocessing.from_dict(config.get("preprocessing")),
-                             list(config.get("classes", [])))
-        if not config:
-            _WRAPPED[model] = loaded
-        return loaded
+        return LoadedModel(model.eval(), Preprocessing.from_dict(config.get("preprocessing")),
+                           list(config.get("classes", [])),
+                           checked=_CHECKS.setdefault(model, {}))
     if model == BUNDLED:
         from napari_xaimed.attribution.lesion_model import WEIGHTS
 

@@ -178,6 +178,9 @@ def attribute_steps(
         segmentation = True
     else:
         segmentation = False
+        if region is not None:
+            raise XaimedError("a region applies to segmentation models; this model outputs "
+                              "class scores: leave the region out.")
         if out is not None:
             n_classes = out.shape[1]
             chosen = int(out.argmax(dim=1)) if target is None else int(target)

@@ -29,6 +29,7 @@ def surface(mask: np.ndarray) -> np.ndarray:
     """Border voxels of a mask: those with a 6-neighbour outside it (the volume's outside
     counts as outside). The same as ``mask & ~binary_erosion(mask)`` with a cross, in plain
     slicing, which is faster than scipy's erosion on small crops."""
+    mask = np.asarray(mask, dtype=bool)
     padded = np.pad(mask, 1)
     inner = tuple(slice(1, -1) for _ in range(mask.ndim))
     interior = mask.copy()

@@ -40,7 +40,8 @@ def transform_name(transform: str) -> str:
 
 def _iterations(value: Any) -> tuple[int, ...]:
     try:
-        its = tuple(int(v) for v in (value if isinstance(value, Sequence) else [value]))
+        items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        its = tuple(int(v) for v in items)
     except (TypeError, ValueError) as exc:
         raise XaimedError(f"iterations must be integers per level, got {value!r}.") from exc
     if not its or any(i < 0 for i in its) or not any(its):
@@ -96,7 +97,11 @@ def ants_arguments(transform: str, params: dict[str, Any]) -> dict[str, Any]:
                               "meansquares with a linear transform.")
         out["aff_metric" if linear else "syn_metric"] = metric
     if "sampling" in params:
-        sampling = int(params["sampling"])
+        try:
+            sampling = int(params["sampling"])
+        except (TypeError, ValueError) as exc:
+            raise XaimedError(f"sampling must be a positive integer, got "
+                              f"{params['sampling']!r}.") from exc
         if sampling < 1:
             raise XaimedError(f"sampling must be a positive integer, got {params['sampling']!r}.")
         out["aff_sampling" if linear else "syn_sampling"] = sampling
@@ -105,7 +110,10 @@ def ants_arguments(transform: str, params: dict[str, Any]) -> dict[str, Any]:
         if key in params:
             if linear:
                 raise XaimedError(f"{key} applies to deformable transforms, not {transform}.")
-            value = float(params[key])
+            try:
+                value = float(params[key])
+            except (TypeError, ValueError) as exc:
+                raise XaimedError(f"{key} must be a number, got {params[key]!r}.") from exc
             if not value >= 0 or (key == "gradient_step" and value == 0):
                 raise XaimedError(f"{key} must be a positive number, got {params[key]!r}.")
             out[ants_key] = value

@@ -38,8 +38,10 @@ ERROR = "error.json"
 DONE = "done.json"
 POLL_S = 0.05
 
-# Started children waiting for a request, by (preload module, environment).
+# Started children waiting for a request, by (preload module, environment); and the ones
+# running a job, so that none outlives the program.
 _WARM: dict[tuple[str, tuple[tuple[str, str], ...]], subprocess.Popen] = {}
+_RUNNING: set[subprocess.Popen] = set()
 
 
 def _write_error(folder: str, exc: BaseException) -> None:
@@ -104,10 +106,11 @@ def prewarm(preload: str, environment: dict[str, Any] | None = None) -> None:
 
 @atexit.register
 def _drop_warm() -> None:
-    for process in _WARM.values():
+    for process in [*_WARM.values(), *_RUNNING]:
         if process.poll() is None:
             process.kill()
     _WARM.clear()
+    _RUNNING.clear()
 
 
 def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str | None = None,
@@ -154,6 +157,7 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str 
         process.stdin.close()  # type: ignore[union-attr]
     log = folder / LOG
     last: Progress | None = None
+    _RUNNING.add(process)
     try:
         # done.json comes last, once the outputs are saved: no need to wait for the child's
         # interpreter to shut down (a few hundred ms with ANTs loaded)
@@ -169,6 +173,7 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str 
         if process.poll() is None:
             process.kill()
             process.wait()
+        _RUNNING.discard(process)
     if (folder / ERROR).exists():
         error = json.loads((folder / ERROR).read_text())
         if error["user_error"]:
