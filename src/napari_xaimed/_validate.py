@@ -43,3 +43,17 @@ def as_spacing(spacing: Any, name: str = "spacing") -> tuple[float, float, float
     if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
         raise XaimedError(f"{name} must be three positive numbers in mm (z, y, x), got {spacing!r}.")
     return values  # type: ignore[return-value]
+
+
+def as_origin(origin: Any, name: str = "origin") -> tuple[float, float, float]:
+    """Three finite mm values ``(z, y, x)``: the world position of voxel ``(0, 0, 0)`` (napari's
+    ``translate``); None means 0."""
+    if origin is None:
+        return (0.0, 0.0, 0.0)
+    try:
+        values = tuple(float(v) for v in np.ravel(origin))
+    except (TypeError, ValueError) as exc:
+        raise XaimedError(f"{name} must be three numbers in mm, got {origin!r}.") from exc
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise XaimedError(f"{name} must be three finite numbers in mm (z, y, x), got {origin!r}.")
+    return values  # type: ignore[return-value]

@@ -8,12 +8,16 @@ from magicgui.widgets import ComboBox, Container, Label
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 
-def layer_picker(viewer: Any, layer_type: type, label: str) -> ComboBox:
-    """A drop-down of the viewer's layers of one type, refreshed by :meth:`XaimedWidget.reset_choices`."""
+def layer_picker(viewer: Any, layer_type: type | tuple[type, ...], label: str,
+                 nullable: bool = False) -> ComboBox:
+    """A drop-down of the viewer's layers of the given type(s), refreshed by
+    :meth:`XaimedWidget.reset_choices`; ``nullable`` lets it be left empty (optional inputs)."""
 
     def choices(_widget: Any) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, layer_type)]
 
+    if nullable:
+        return ComboBox(label=label, choices=choices, nullable=True, value=None)
     return ComboBox(label=label, choices=choices, nullable=False)
 
 

@@ -21,7 +21,6 @@ from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
-from napari_xaimed._widgets.registration import optional_picker
 from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
 
 PREDICTED = "predicted class"
@@ -49,7 +48,7 @@ class AttributionWidget(XaimedWidget):
                                value=PREDICTED,
                                tooltip="Class to explain; for segmentation models the output "
                                        "channel, summed inside the region")
-        self.region = optional_picker(napari_viewer, (Labels,), "region (segmentation)")
+        self.region = layer_picker(napari_viewer, Labels, "region (segmentation)", nullable=True)
         self.methods = Select(label="methods", choices=list(METHODS),
                               value=["integrated_gradients", "gradcam"])
         self.steps = SpinBox(label="IG steps", value=32, min=2, max=512)

@@ -38,16 +38,6 @@ from napari_xaimed.registration.params import METRICS
 DEFAULT = "(ANTs default)"
 
 
-def optional_picker(viewer: Any, layer_types: tuple[type, ...], label: str) -> ComboBox:
-    """A drop-down of layers of the given types that may also be left empty."""
-
-    def choices(_widget: Any) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in viewer.layers
-                if isinstance(layer, layer_types)]
-
-    return ComboBox(label=label, choices=choices, nullable=True, value=None)
-
-
 def parse_iterations(text: str) -> tuple[int, ...] | None:
     """``"40, 20, 0"`` -> ``(40, 20, 0)``; empty -> None (ANTs' default)."""
     text = text.strip()
@@ -100,12 +90,14 @@ class RegistrationWidget(XaimedWidget):
                                           step=0.05)
         self.reproducible = CheckBox(label="reproducible (1 thread)", value=True)
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 2)
-        self.fixed_mask = optional_picker(napari_viewer, (Labels,), "fixed mask")
-        self.moving_mask = optional_picker(napari_viewer, (Labels,), "moving mask")
-        self.fixed_labels = optional_picker(napari_viewer, (Labels,), "fixed labels (Dice)")
-        self.moving_labels = optional_picker(napari_viewer, (Labels,), "moving labels (Dice)")
-        self.fixed_points = optional_picker(napari_viewer, (Points,), "fixed landmarks")
-        self.moving_points = optional_picker(napari_viewer, (Points,), "moving landmarks")
+        self.fixed_mask = layer_picker(napari_viewer, Labels, "fixed mask", nullable=True)
+        self.moving_mask = layer_picker(napari_viewer, Labels, "moving mask", nullable=True)
+        self.fixed_labels = layer_picker(napari_viewer, Labels, "fixed labels (Dice)",
+                                         nullable=True)
+        self.moving_labels = layer_picker(napari_viewer, Labels, "moving labels (Dice)",
+                                          nullable=True)
+        self.fixed_points = layer_picker(napari_viewer, Points, "fixed landmarks", nullable=True)
+        self.moving_points = layer_picker(napari_viewer, Points, "moving landmarks", nullable=True)
         self.vector_step = SpinBox(label="vector every (voxels)", value=8, min=1, max=64)
         self.grid_mm = FloatSpinBox(label="grid spacing (mm)", value=5.0, min=0.5, max=100.0)
         self.form.extend([self.fixed, self.moving, self.transform, self.iterations, self.metric,
@@ -123,7 +115,7 @@ class RegistrationWidget(XaimedWidget):
         self.quality = ResultTable("registration quality")
         self._layout.addWidget(self.quality)
         self._layout.addWidget(QLabel("Carry a layer from the moving space along:"))
-        self.carry_layer = optional_picker(napari_viewer, (Image, Labels), "layer")
+        self.carry_layer = layer_picker(napari_viewer, (Image, Labels), "layer", nullable=True)
         self.carry_interpolation = ComboBox(label="interpolation",
                                             choices=["auto", "linear", "label", "nearest"],
                                             value="auto")

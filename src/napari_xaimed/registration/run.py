@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed._validate import as_origin, as_spacing, as_volume
 from napari_xaimed.registration import ants_job
 from napari_xaimed.registration.fields import (
     displacement_vectors,
@@ -42,19 +42,6 @@ from napari_xaimed.registration.spawned import prewarm as _prewarm
 from napari_xaimed.registration.spawned import run_spawned
 
 Vec3 = tuple[float, float, float]
-
-
-def as_origin(origin: Any, name: str = "origin") -> Vec3:
-    """Three finite mm values (z, y, x); None means 0."""
-    if origin is None:
-        return (0.0, 0.0, 0.0)
-    try:
-        values = tuple(float(v) for v in np.ravel(origin))
-    except (TypeError, ValueError) as exc:
-        raise XaimedError(f"{name} must be three numbers in mm, got {origin!r}.") from exc
-    if len(values) != 3 or not all(np.isfinite(values)):
-        raise XaimedError(f"{name} must be three finite numbers in mm (z, y, x), got {origin!r}.")
-    return values  # type: ignore[return-value]
 
 
 @dataclass
