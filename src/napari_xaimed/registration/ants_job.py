@@ -39,9 +39,13 @@ def run(job: dict[str, Any], folder: Path) -> dict[str, Any]:
     moving_mask = image("moving_mask", job["moving_spacing"], job["moving_origin"])
     ants.config._random_seed = job["ants_seed"]
     started = time.perf_counter()
+    # JSON turned the tuples into lists, and antspyx tests `type(...) is tuple` for the
+    # per-level affine settings (a list silently falls back to its fixed 4-level schedule)
+    arguments = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in job["ants_arguments"].items()}
     reg = ants.registration(
         fixed, moving, job["transform"], outprefix=str(folder / "ants_"), mask=fixed_mask,
-        moving_mask=moving_mask, verbose=True, **job["ants_arguments"])
+        moving_mask=moving_mask, verbose=True, **arguments)
     registration_s = time.perf_counter() - started
     started = time.perf_counter()
     np.save(folder / "warped.npy", reg["warpedmovout"].numpy().astype(np.float32))

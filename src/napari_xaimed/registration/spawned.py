@@ -178,9 +178,12 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str 
         error = json.loads((folder / ERROR).read_text())
         if error["user_error"]:
             raise XaimedError(error["message"])
+        tail = [line for line in log.read_text(errors="replace").splitlines()
+                if line.strip() and "DIAGNOSTIC" not in line][-6:] if log.exists() else []
         failure = XaimedError(
             f"{what} failed: {error['type']}: {error['message']}. Check that the inputs are "
             "sensible images (not empty, not constant, overlapping in world coordinates)."
+            + (" Its last output: " + " | ".join(t.strip() for t in tail) if tail else "")
         )
         failure.add_note(error["traceback"])
         raise failure
