@@ -32,28 +32,27 @@ def as_volume(array: Any, name: str = "volume", *, allow_nan: bool = False) -> n
     return arr
 
 
+def _three_mm(value: Any, name: str, default: float, positive: bool
+              ) -> tuple[float, float, float]:
+    """Three finite mm values ``(z, y, x)`` (all ``default`` for None), positive if asked."""
+    if value is None:
+        return (default,) * 3
+    try:
+        values = tuple(float(v) for v in np.ravel(value))
+    except (TypeError, ValueError) as exc:
+        raise XaimedError(f"{name} must be three numbers in mm, got {value!r}.") from exc
+    if len(values) != 3 or not all(np.isfinite(v) and (v > 0 or not positive) for v in values):
+        kind = "positive" if positive else "finite"
+        raise XaimedError(f"{name} must be three {kind} numbers in mm (z, y, x), got {value!r}.")
+    return values  # type: ignore[return-value]
+
+
 def as_spacing(spacing: Any, name: str = "spacing") -> tuple[float, float, float]:
     """Three positive finite millimetre values in ``(z, y, x)`` order (None means 1 mm)."""
-    if spacing is None:
-        return (1.0, 1.0, 1.0)
-    try:
-        values = tuple(float(s) for s in np.ravel(spacing))
-    except (TypeError, ValueError) as exc:
-        raise XaimedError(f"{name} must be three numbers in mm, got {spacing!r}.") from exc
-    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
-        raise XaimedError(f"{name} must be three positive numbers in mm (z, y, x), got {spacing!r}.")
-    return values  # type: ignore[return-value]
+    return _three_mm(spacing, name, 1.0, positive=True)
 
 
 def as_origin(origin: Any, name: str = "origin") -> tuple[float, float, float]:
     """Three finite mm values ``(z, y, x)``: the world position of voxel ``(0, 0, 0)`` (napari's
     ``translate``); None means 0."""
-    if origin is None:
-        return (0.0, 0.0, 0.0)
-    try:
-        values = tuple(float(v) for v in np.ravel(origin))
-    except (TypeError, ValueError) as exc:
-        raise XaimedError(f"{name} must be three numbers in mm, got {origin!r}.") from exc
-    if len(values) != 3 or not all(np.isfinite(values)):
-        raise XaimedError(f"{name} must be three finite numbers in mm (z, y, x), got {origin!r}.")
-    return values  # type: ignore[return-value]
+    return _three_mm(origin, name, 0.0, positive=False)

@@ -60,3 +60,15 @@ def out_of_memory_error(device: torch.device) -> XaimedError:
         f"out of memory on {device} even with one volume per pass: use device='cpu', a smaller "
         "input_size, or close other programs using the GPU."
     )
+
+
+def halved_batch(exc: BaseException, batch_size: int, device: torch.device) -> int:
+    """The batch to retry with after ``exc``: half of ``batch_size`` when it was an
+    out-of-memory error (re-raised otherwise; at one volume per pass, a clear error)."""
+    if not is_out_of_memory(exc):
+        raise exc
+    if batch_size == 1:
+        raise out_of_memory_error(device) from exc
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return max(1, batch_size // 2)

@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed.attribution.device import is_out_of_memory, out_of_memory_error
-from napari_xaimed.attribution.occlusion import window_starts
+from napari_xaimed._progress import Steps
+from napari_xaimed.attribution.occlusion import sweep, window_starts
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.PReLU,
                nn.Identity, nn.Dropout, nn.Dropout3d, nn.BatchNorm3d)
@@ -193,68 +192,45 @@ def incremental_occlusion_steps(split: Split, score: Callable[[torch.Tensor], to
         reference = score(split.head(activations[-1])).reshape(-1)[0].double()
     shapes = [tuple(a.shape[2:]) for a in activations]
     groups: dict[tuple, list] = {}
-    total = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    count = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    done = 0
+    unchanged = []
     for pos in positions:
         plan = _plan(layers, shapes, tuple((p, p + w) for p, w in zip(pos, window,
                                                                        strict=True)))
-        if plan is None:  # unchanged score: a zero difference, counted
-            count[tuple(slice(p, p + w) for p, w in zip(pos, window, strict=True))] += 1
-            done += 1
+        if plan is None:  # the change reaches no output cell: the score is unchanged
+            unchanged.append(pos)
             continue
         signature = tuple((tuple(b1 - b0 for b0, b1 in st.box), st.pad, st.changed, st.taken)
                           for st in plan)
         groups.setdefault(signature, []).append((pos, plan))
-    yield Progress(0, len(positions), f"occlusion (incremental): 0 of {len(positions)} windows")
-    batch_size = max(1, int(batch_size))
-    for members in groups.values():
-        k = 0
-        while k < len(members):
-            chunk = members[k:k + batch_size]
-            try:
-                with torch.no_grad():
-                    patch = None
-                    for level, layer in enumerate(layers):
-                        source = activations[level]
-                        reads = []
-                        for i, (_, plan) in enumerate(chunk):
-                            st = plan[level]
-                            piece = source[(0, slice(None), *(slice(b0, b1) for b0, b1
-                                                               in st.box))].clone()
-                            inner = (slice(None), *(slice(c0, c1) for c0, c1 in st.changed))
-                            if patch is None:  # the input: the window set to the baseline
-                                piece[inner] = baseline
-                            else:
-                                part = (slice(None), *(slice(t0, t1) for t0, t1 in st.taken))
-                                piece[inner] = patch[i][part]
-                            reads.append(piece)
-                        batch = torch.stack(reads)
-                        pads = [v for pair in reversed(chunk[0][1][level].pad) for v in pair]
-                        if any(pads):
-                            batch = F.pad(batch, pads)
-                        patch = _apply(layer, batch)
-                    final = activations[-1].repeat(len(chunk), 1, 1, 1, 1)
-                    for i, (_, plan) in enumerate(chunk):
-                        out = tuple(slice(lo, hi) for lo, hi in plan[-1].out)
-                        final[(i, slice(None), *out)] = patch[i]
-                    scores = score(split.head(final)).reshape(-1).double()
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if batch_size == 1:
-                    raise out_of_memory_error(x.device) from exc
-                batch_size = max(1, batch_size // 2)
-                continue
-            for diff, (pos, _) in zip(reference - scores, chunk, strict=True):
-                box = tuple(slice(p, p + w) for p, w in zip(pos, window, strict=True))
-                total[box] += diff
-                count[box] += 1
-            k += len(chunk)
-            done += len(chunk)
-            yield Progress(done, len(positions),
-                           f"occlusion (incremental): {done} of {len(positions)} windows")
-    return (total / count.clamp(min=1))[None, None]
+
+    def scores_of(chunk: list) -> torch.Tensor:
+        patch = None
+        for level, layer in enumerate(layers):
+            reads = []
+            for i, (_, plan) in enumerate(chunk):
+                st = plan[level]
+                piece = activations[level][(0, slice(None), *(slice(b0, b1)
+                                                              for b0, b1 in st.box))].clone()
+                inner = (slice(None), *(slice(c0, c1) for c0, c1 in st.changed))
+                if patch is None:  # the input: the window set to the baseline
+                    piece[inner] = baseline
+                else:
+                    part = (slice(None), *(slice(t0, t1) for t0, t1 in st.taken))
+                    piece[inner] = patch[i][part]
+                reads.append(piece)
+            batch = torch.stack(reads)
+            pads = [v for pair in reversed(chunk[0][1][level].pad) for v in pair]
+            if any(pads):
+                batch = F.pad(batch, pads)
+            patch = _apply(layer, batch)
+        final = activations[-1].repeat(len(chunk), 1, 1, 1, 1)
+        for i, (_, plan) in enumerate(chunk):
+            final[(i, slice(None), *(slice(lo, hi) for lo, hi in plan[-1].out))] = patch[i]
+        return score(split.head(final))
+
+    return (yield from sweep(groups.values(), lambda item: item[0], scores_of, reference,
+                             shape, window, len(positions), batch_size, x.device,
+                             "occlusion (incremental)", unchanged))
 
 
 def _cells(a: int, b: int, split: Split, axis: int, n_cells: int) -> tuple[int, int]:
@@ -266,9 +242,9 @@ def _cells(a: int, b: int, split: Split, axis: int, n_cells: int) -> tuple[int, 
 
 
 def _crop_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
-                                x: torch.Tensor, window: tuple[int, int, int],
-                                stride: tuple[int, int, int], baseline: float,
-                                batch_size: int) -> Steps[torch.Tensor]:
+              x: torch.Tensor, window: tuple[int, int, int],
+              stride: tuple[int, int, int], baseline: float,
+              batch_size: int) -> Steps[torch.Tensor]:
     """The same with the whole chain run on a crop around each window (for chains whose
     pooling pads, which the layer-by-layer path does not handle)."""
     shape = tuple(x.shape[2:])
@@ -279,15 +255,12 @@ def _crop_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
         reference = score(split.head(base)).reshape(-1)[0].double()
     n_cells = tuple(base.shape[2:])
     jobs: dict[tuple, list] = {}
-    total = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    count = torch.zeros(shape, dtype=torch.float64, device=x.device)
-    done = 0
+    unchanged = []
     for pos in positions:
         box_in, box_out, crop = [], [], []
         cells = [_cells(pos[a], pos[a] + window[a], split, a, n_cells[a]) for a in range(3)]
         if any(lo > hi for lo, hi in cells):  # the change reaches no cell: score unchanged
-            count[tuple(slice(p, p + w) for p, w in zip(pos, window, strict=True))] += 1
-            done += 1
+            unchanged.append(pos)
             continue
         for a in range(3):
             lo, hi = cells[a]
@@ -299,38 +272,20 @@ def _crop_steps(split: Split, score: Callable[[torch.Tensor], torch.Tensor],
             box_in.append(slice(pos[a] - begin, pos[a] - begin + window[a]))
         key = tuple(s.stop - s.start for s in crop)
         jobs.setdefault(key, []).append((pos, tuple(crop), tuple(box_in), tuple(box_out)))
-    yield Progress(0, len(positions), f"occlusion (incremental): 0 of {len(positions)} windows")
-    batch_size = max(1, int(batch_size))
-    for group in jobs.values():
-        k = 0
-        while k < len(group):
-            chunk = group[k:k + batch_size]
-            try:
-                with torch.no_grad():
-                    crops = torch.cat([x[(slice(None), slice(None), *crop)] for _, crop, _, _
-                                       in chunk]).clone()
-                    for i, (_, _, box_in, _) in enumerate(chunk):
-                        crops[(i, slice(None), *box_in)] = baseline
-                    cells = split.chain(crops)
-                    patched = base.repeat(len(chunk), 1, 1, 1, 1)
-                    for i, (_, _, _, box_out) in enumerate(chunk):
-                        target = tuple(slice(lo, hi) for lo, hi, _ in box_out)
-                        source = tuple(slice(off, off + hi - lo) for lo, hi, off in box_out)
-                        patched[(i, slice(None), *target)] = cells[(i, slice(None), *source)]
-                    scores = score(split.head(patched)).reshape(-1).double()
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if batch_size == 1:
-                    raise out_of_memory_error(x.device) from exc
-                batch_size = max(1, batch_size // 2)
-                continue
-            for diff, (pos, _, _, _) in zip(reference - scores, chunk, strict=True):
-                box = tuple(slice(p, p + w) for p, w in zip(pos, window, strict=True))
-                total[box] += diff
-                count[box] += 1
-            k += len(chunk)
-            done += len(chunk)
-            yield Progress(done, len(positions),
-                           f"occlusion (incremental): {done} of {len(positions)} windows")
-    return (total / count.clamp(min=1))[None, None]
+
+    def scores_of(chunk: list) -> torch.Tensor:
+        crops = torch.cat([x[(slice(None), slice(None), *crop)] for _, crop, _, _
+                           in chunk]).clone()
+        for i, (_, _, box_in, _) in enumerate(chunk):
+            crops[(i, slice(None), *box_in)] = baseline
+        cells = split.chain(crops)
+        patched = base.repeat(len(chunk), 1, 1, 1, 1)
+        for i, (_, _, _, box_out) in enumerate(chunk):
+            target = tuple(slice(lo, hi) for lo, hi, _ in box_out)
+            source = tuple(slice(off, off + hi - lo) for lo, hi, off in box_out)
+            patched[(i, slice(None), *target)] = cells[(i, slice(None), *source)]
+        return score(split.head(patched))
+
+    return (yield from sweep(jobs.values(), lambda item: item[0], scores_of, reference,
+                             shape, window, len(positions), batch_size, x.device,
+                             "occlusion (incremental)", unchanged))

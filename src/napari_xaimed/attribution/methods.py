@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
-from napari_xaimed.attribution.device import is_out_of_memory, out_of_memory_error
+from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.models import find_layer
 from napari_xaimed.attribution.occlusion import occlusion_steps
@@ -166,12 +166,14 @@ def _lrp_ready(model: torch.nn.Module) -> torch.nn.Module:
 
 def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor],
                torch.Tensor], x: torch.Tensor, target: int | None, params: dict[str, Any],
-               volume: np.ndarray, batch_size: int, seed: int = 0) -> Steps[torch.Tensor]:
+               volume: np.ndarray | None, batch_size: int, seed: int = 0
+               ) -> Steps[torch.Tensor]:
     """Attributions of ``x`` for ``target`` by ``method`` (see :data:`METHODS`).
 
     ``forward`` is the model as Captum sees it (scores ``(n, classes)``, or ``(n,)`` for a
     region target, where ``target`` is None); ``model`` is the module itself, for the methods
-    that hook its layers. ``volume`` is the scaled input on its own grid, for supervoxels.
+    that hook its layers. ``volume`` is the model's input as an array (scaled and resized),
+    for the supervoxel methods (None for the others).
     """
     yield Progress(0, 1, f"{method}: running")
     # SmoothGrad and GradientSHAP draw noise from torch, GradientSHAP its mixing coefficients
@@ -189,13 +191,7 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
                 break
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
                 # Captum's batched methods (IG steps, noise samples, ablations): halve and redo
-                if not is_out_of_memory(exc):
-                    raise
-                if batch_size == 1:
-                    raise out_of_memory_error(x.device) from exc
-                batch_size = max(1, batch_size // 2)
-                if x.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                batch_size = halved_batch(exc, batch_size, x.device)
                 yield Progress(0, 1, f"{method}: out of memory, retrying with batch "
                                      f"{batch_size}")
     finally:
@@ -270,7 +266,7 @@ def _ablation(forward: Callable, x: torch.Tensor, target: int | None, labels: to
 
 
 def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
-         x: torch.Tensor, target: int | None, params: dict[str, Any], volume: np.ndarray,
+         x: torch.Tensor, target: int | None, params: dict[str, Any], volume: np.ndarray | None,
          batch_size: int) -> Steps[torch.Tensor]:
     import captum.attr as ca
 

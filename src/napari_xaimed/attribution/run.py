@@ -15,7 +15,7 @@ from napari_xaimed._validate import as_spacing, as_volume
 from napari_xaimed.attribution.device import auto_batch, pick_device
 from napari_xaimed.attribution.methods import METHODS, check_params, run_method
 from napari_xaimed.attribution.models import LoadedModel, load_model
-from napari_xaimed.attribution.preprocess import Preprocessing, scale_intensity, to_input
+from napari_xaimed.attribution.preprocess import Preprocessing, to_input
 from napari_xaimed.attribution.preprocess import to_volume_grid as _to_grid
 
 AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -200,9 +200,9 @@ def attribute_steps(
     if autocast is not None:
         forward_module = _Autocast(forward_module, dev, AUTOCAST[autocast])
     batch = int(batch_size) if batch_size else auto_batch(x.numel(), dev)
-    scaled = scale_intensity(volume, prep)
-    if prep.input_size is not None:
-        scaled = x[0, 0].detach().cpu().numpy()
+    # the model's input as an array (scaled, resized): only the supervoxel methods need it
+    scaled = (x[0, 0].detach().cpu().numpy() if method in ("feature_ablation", "shapley")
+              else None)
     # voxel size of the model's input grid, for windows given in mm
     model_spacing = tuple(float(s) * n / m for s, n, m in
                           zip(as_spacing(spacing), volume.shape, x.shape[2:], strict=True))
