@@ -33,7 +33,7 @@ from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_pic
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
-from napari_xaimed.registration.params import METRICS
+from napari_xaimed.registration.params import LINEAR, METRICS, QUICK_SYN
 
 DEFAULT = "(ANTs default)"
 
@@ -147,8 +147,8 @@ class RegistrationWidget(XaimedWidget):
             self.carry_form.reset_choices()
 
     def _show_fields(self, *_: Any) -> None:
-        preset = self.transform.value == "antsRegistrationSyNQuick[s]"
-        deformable = self.transform.value not in ("Translation", "Rigid", "Similarity", "Affine")
+        preset = self.transform.value == QUICK_SYN
+        deformable = self.transform.value not in LINEAR
         for widget in (self.iterations, self.metric):
             widget.visible = not preset
         self.gradient_step.visible = deformable and not preset
@@ -161,14 +161,14 @@ class RegistrationWidget(XaimedWidget):
     def params(self) -> dict[str, Any]:
         """Tuning parameters for :func:`~napari_xaimed.registration.register` from the form."""
         params: dict[str, Any] = {}
-        if self.transform.value == "antsRegistrationSyNQuick[s]":
+        if self.transform.value == QUICK_SYN:
             return params
         iterations = parse_iterations(self.iterations.value)
         if iterations is not None:
             params["iterations"] = iterations
         if self.metric.value != DEFAULT:
             params["metric"] = self.metric.value
-        if self.transform.value not in ("Translation", "Rigid", "Similarity", "Affine") and \
+        if self.transform.value not in LINEAR and \
                 abs(self.gradient_step.value - 0.2) > 1e-9:
             params["gradient_step"] = self.gradient_step.value
         return params
