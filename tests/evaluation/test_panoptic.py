@@ -201,9 +201,10 @@ def test_components_equal_scipy_labels(connectivity, rank):
     from napari_xaimed.evaluation.instances import connected_components
 
     mask = np.random.default_rng(connectivity).random((20, 21, 22)) > 0.7
-    ours = connected_components(mask, connectivity)
-    theirs, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank))
-    np.testing.assert_array_equal(ours, theirs)  # same components, same raster numbering
+    ours, n = connected_components(mask, connectivity)
+    theirs, n_theirs = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank))
+    np.testing.assert_array_equal(ours, theirs)
+    assert n == n_theirs  # same components, same raster numbering
 
 
 @pytest.mark.parametrize("matching", ["one_to_one", "many_to_one", "one_to_many"])

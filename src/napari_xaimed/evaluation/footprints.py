@@ -72,6 +72,19 @@ class VoxelCrops:
         flat = np.concatenate([index[starts[k]:starts[k + 1]] for k in ids]) if ids else index[:0]
         return np.stack(np.unravel_index(flat, self.shape), axis=1)
 
+    def reference_centres(self, groups: list[tuple[int, ...]]) -> np.ndarray:
+        """Centre (voxel coordinates, ``(len(groups), 3)``) of the union of each group of
+        compact reference numbers, from the voxel lists (no crops)."""
+        sizes = np.diff(self.ref_starts)
+        owner = np.repeat(np.arange(len(sizes)), sizes)
+        sums = np.stack([np.bincount(owner, c, len(sizes))
+                         for c in np.unravel_index(self.ref_index, self.shape)], axis=1)
+        members = np.concatenate([list(g) for g in groups]).astype(np.int64)
+        which = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+        total = np.zeros((len(groups), 3))
+        np.add.at(total, which, sums[members])
+        return total / np.bincount(which, sizes[members], len(groups))[:, None]
+
     def masks(self, refs, preds, pad=1):
         ref_xyz = self._coords(self.ref_index, self.ref_starts, refs)
         pred_xyz = self._coords(self.pred_index, self.pred_starts, preds)

@@ -40,9 +40,9 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return compact.reshape(labels.shape), ids.astype(np.int64)
 
 
-def connected_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
-    """Instances of a mask as 3D connected components (labels ``1..n``: uint16 when n < 65536,
-    else int32 or int64)."""
+def connected_components(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """Instances of a mask as 3D connected components: labels ``1..n`` (uint16 when n < 65536,
+    else int32 or int64) and ``n``."""
     if int(connectivity) not in _CONNECTIVITY:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
     mask = np.ascontiguousarray(mask, dtype=bool)
@@ -50,20 +50,20 @@ def connected_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray
         import cc3d
     except ImportError:  # scipy gives the same components in the same raster order, 5x slower
         rank = _CONNECTIVITY[int(connectivity)]
-        labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank),
+        labels, n = ndi.label(mask, structure=ndi.generate_binary_structure(3, rank),
                               output=np.int32)
-        return labels
+        return labels, int(n)
     # As a 0/1 multi-valued image, cc3d sizes its output from a count of foreground runs
     # (uint16 for up to tens of thousands of objects); with binary_image=True it would assume
     # the worst case (voxels / 8 labels: uint32 for anything above 128^3), doubling the memory.
-    labels = cc3d.connected_components(mask.view(np.uint8), connectivity=int(connectivity),
-                                       binary_image=False)
+    labels, n = cc3d.connected_components(mask.view(np.uint8), connectivity=int(connectivity),
+                                          binary_image=False, return_N=True)
+    n = int(n)
     if labels.dtype == np.uint16:
-        return labels
-    n = int(labels.max(initial=0))
+        return labels, n
     if n < 2**16:
-        return labels.astype(np.uint16)
-    return labels.astype(np.int32) if n < 2**31 else labels.astype(np.int64)
+        return labels.astype(np.uint16), n
+    return (labels.astype(np.int32) if n < 2**31 else labels.astype(np.int64)), n
 
 
 def class_instances(
@@ -99,6 +99,6 @@ def class_instances(
         selected = labels if values is None else np.where(np.isin(labels, values), labels, 0)
         return compact_labels(selected)
     mask = labels != 0 if values is None else np.isin(labels, values)
-    components = connected_components(mask, connectivity)
+    components, n = connected_components(mask, connectivity)
     del mask
-    return components, np.arange(1, int(components.max(initial=0)) + 1, dtype=np.int64)
+    return components, np.arange(1, n + 1, dtype=np.int64)

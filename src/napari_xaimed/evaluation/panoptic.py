@@ -11,9 +11,13 @@ import numpy as np
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing
-from napari_xaimed.evaluation.distances import cldice, distance_metrics
+from napari_xaimed.evaluation.distances import (
+    cldice,
+    distance_metrics,
+    grouped_distance_metrics,
+)
 from napari_xaimed.evaluation.errors import error_map
-from napari_xaimed.evaluation.footprints import scan
+from napari_xaimed.evaluation.footprints import VoxelCrops, scan
 from napari_xaimed.evaluation.instances import class_instances
 from napari_xaimed.evaluation.matching import (
     Counts,
@@ -23,6 +27,7 @@ from napari_xaimed.evaluation.matching import (
     match_edges,
 )
 from napari_xaimed.evaluation.overlap import OverlapTable, pair_score
+from napari_xaimed.evaluation.shells import pair_surface_distances
 from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
 from napari_xaimed.evaluation.voronoi import region_rows, voronoi_regions
 
@@ -207,6 +212,14 @@ def evaluate_class_steps(
     voxel_mm3 = float(np.prod(spacing))
     rows = []
     accepted_set = set(counts.accepted)
+    wanted = tuple(m for m in metrics if m != "cldice")
+    centres, batched = None, {}
+    if isinstance(crops, VoxelCrops) and groups and (metrics or part_spec):
+        centres = crops.reference_centres([g.refs for g in groups])
+        if wanted:
+            yield Progress(0, len(groups), f"{name}: surface distances")
+            batched = _single_pair_distances(ref_map, pred_map, crops, groups, spacing,
+                                             nsd_tolerance_mm, wanted)
     step = max(1, len(groups) // 100)  # about a hundred progress reports, not one per instance
     for i, group in enumerate(groups):
         if i % step == 0:
@@ -226,19 +239,23 @@ def evaluate_class_steps(
             reference_mm3=group.ref_size * voxel_mm3,
         )
         if metrics or part_spec:
-            box, ref_mask, pred_mask = crops.masks(group.refs, group.preds)
-            if part_spec and accepted and semantic is not None:
+            parts_here = bool(part_spec) and accepted and semantic is not None
+            if parts_here or "cldice" in metrics or centres is None or (
+                    wanted and i not in batched):
+                box, ref_mask, pred_mask = crops.masks(group.refs, group.preds)
+            if parts_here:
                 row.parts = part_scores(box, ref_mask, pred_mask, semantic[0], semantic[1],
                                         part_spec, match_metric)
                 row.part_aware_score = combined_score(group.score, row.parts)
-            wanted = [m for m in metrics if m != "cldice"]
-            if wanted:
-                for key, value in distance_metrics(ref_mask, pred_mask, spacing,
-                                                   nsd_tolerance_mm, tuple(wanted)).items():
-                    setattr(row, key, value)
+            values = batched.get(i) if i in batched else (
+                distance_metrics(ref_mask, pred_mask, spacing, nsd_tolerance_mm, wanted)
+                if wanted else {})
+            for key, value in values.items():
+                setattr(row, key, value)
             if "cldice" in metrics:
                 row.cldice = cldice(ref_mask, pred_mask)
-            center = np.argwhere(ref_mask).mean(axis=0) + [s.start for s in box]
+            center = (centres[i] if centres is not None
+                      else np.argwhere(ref_mask).mean(axis=0) + [s.start for s in box])
             row.center_zyx = tuple(float(c) for c in center)
         rows.append(row)
     accepted_refs = {r for g in counts.accepted for r in g.refs}
@@ -266,6 +283,25 @@ def evaluate_class_steps(
             lut = np.concatenate([[0], ref_ids]).astype(np.int64)
             result.region_map = lut[region].astype(np.int32 if lut.max() < 2**31 else np.int64)
     return result
+
+
+def _single_pair_distances(ref_map: np.ndarray, pred_map: np.ndarray, crops: VoxelCrops,
+                           groups: list, spacing: tuple[float, float, float],
+                           nsd_tolerance_mm: float, wanted: tuple[str, ...]
+                           ) -> dict[int, dict[str, float]]:
+    """Distance metrics of every group of one reference and one prediction, all at once
+    (:mod:`~napari_xaimed.evaluation.shells`); merged groups are left to their crops, whose
+    union surface can differ from the members' surfaces where members touch."""
+    single = [i for i, g in enumerate(groups) if len(g.refs) == 1 and len(g.preds) == 1]
+    if not single:
+        return {}
+    a, a_pair, b, b_pair = pair_surface_distances(
+        ref_map, pred_map, crops, [groups[i].refs[0] for i in single],
+        [groups[i].preds[0] for i in single], spacing)
+    table = grouped_distance_metrics(a, a_pair, b, b_pair, len(single), nsd_tolerance_mm,
+                                     wanted)
+    return {i: {key: float(values[j]) for key, values in table.items()}
+            for j, i in enumerate(single)}
 
 
 def _summarise_parts(result: ClassResult, part_spec: dict[str, list[int]]) -> None:
