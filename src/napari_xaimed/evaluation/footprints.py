@@ -21,6 +21,8 @@ from scipy import ndimage as ndi
 from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_table
 
 SPARSE_FRACTION = 0.125
+# Voxels per step where a step makes several temporaries per voxel.
+CHUNK = 1 << 14
 
 Box = tuple[slice, ...]
 
@@ -76,9 +78,15 @@ class VoxelCrops:
         """Centre (voxel coordinates, ``(len(groups), 3)``) of the union of each group of
         compact reference numbers, from the voxel lists (no crops)."""
         sizes = np.diff(self.ref_starts)
-        owner = np.repeat(np.arange(len(sizes)), sizes)
-        sums = np.stack([np.bincount(owner, c, len(sizes))
-                         for c in np.unravel_index(self.ref_index, self.shape)], axis=1)
+        owner = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        sums = np.zeros((len(sizes), 3))
+        plane = self.shape[1] * self.shape[2]
+        for start in range(0, len(owner), CHUNK):  # chunks keep the temporaries small
+            index, who = self.ref_index[start:start + CHUNK], owner[start:start + CHUNK]
+            z, rest = np.divmod(index, plane)
+            y, x = np.divmod(rest, self.shape[2])
+            for axis, coord in enumerate((z, y, x)):
+                sums[:, axis] += np.bincount(who, coord, len(sizes))
         members = np.concatenate([list(g) for g in groups]).astype(np.int64)
         which = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
         total = np.zeros((len(groups), 3))
@@ -112,7 +120,8 @@ def _foreground(ref_map: np.ndarray, pred_map: np.ndarray, limit: int) -> np.nda
     as there are more than ``limit``. Slab by slab, so no volume-sized temporary is made."""
     dtype = np.int32 if ref_map.size < 2**31 else np.int64
     ref, pred = ref_map.reshape(len(ref_map), -1), pred_map.reshape(len(pred_map), -1)
-    slab = max(1, 2_000_000 // max(1, ref.shape[1]))
+    # Slabs of at most 2M voxels and 1/16 of the volume: the temporaries stay small beside it.
+    slab = max(1, min(2_000_000, ref_map.size // 16) // max(1, ref.shape[1]))
     parts, total = [], 0
     for start in range(0, len(ref), slab):
         union = ref[start:start + slab] != 0

@@ -28,30 +28,47 @@ from scipy.spatial import cKDTree
 # Offsets tried before the k-d tree takes over: those no longer (in mm) than this many of the
 # finest voxel sides (123 offsets on an isotropic grid).
 SHELL_RADIUS_VOXELS = 3.0
-# z-slabs searched one after the other: the surface flags take about 1/SLABS of a byte per voxel.
-SLABS = 4
+# z-slabs searched one after the other: the surface flags take about 1/SLABS of a byte per voxel
+# (each side, the two sides run at once).
+SLABS = 8
+# The shells stop when fewer points than this are left: a k-d tree over their partners' surfaces
+# is then cheaper than the offsets still to try.
+FEW = 32
+# Points handled per step where a step makes several temporaries per point.
+CHUNK = 1 << 14
 
 
 def _strides(shape: tuple[int, ...]) -> np.ndarray:
     return np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
 
 
+def _coords(voxels: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """``np.unravel_index`` in the flat indices' own dtype (int32 for most volumes: a third of
+    the memory of its int64 result)."""
+    z, rest = np.divmod(voxels, shape[1] * shape[2])
+    y, x = np.divmod(rest, shape[2])
+    return z, y, x
+
+
 def on_surface(flat_map: np.ndarray, shape: tuple[int, ...], voxels: np.ndarray,
                labels: np.ndarray) -> np.ndarray:
     """Which of ``voxels`` (flat indices, holding ``labels`` in ``flat_map``) lie on the surface
     of their instance: a 6-neighbour holds another label, or the voxel is on the volume's edge."""
-    coords = np.unravel_index(voxels, shape)
     out = np.zeros(len(voxels), bool)
-    for axis in range(3):
-        out |= coords[axis] == 0
-        out |= coords[axis] == shape[axis] - 1
-    inner = np.flatnonzero(~out)  # all six neighbours exist
-    where, label = voxels[inner], labels[inner]
-    border = np.zeros(len(inner), bool)
-    for stride in _strides(shape).tolist():  # Python ints keep int32 indices int32
-        border |= flat_map.take(where - stride) != label
-        border |= flat_map.take(where + stride) != label
-    out[inner] = border
+    for start in range(0, len(voxels), CHUNK):  # chunks bound the temporaries
+        part, label = voxels[start:start + CHUNK], labels[start:start + CHUNK]
+        edge = np.zeros(len(part), bool)
+        for axis, coord in enumerate(_coords(part, shape)):
+            edge |= coord == 0
+            edge |= coord == shape[axis] - 1
+        inner = np.flatnonzero(~edge)  # all six neighbours exist
+        where, label = part[inner], label[inner]
+        border = np.zeros(len(inner), bool)
+        for stride in _strides(shape).tolist():  # Python ints keep int32 indices int32
+            border |= flat_map.take(where - stride) != label
+            border |= flat_map.take(where + stride) != label
+        edge[inner] = border
+        out[start:start + CHUNK] = edge
     return out
 
 
@@ -105,16 +122,20 @@ def nearest_partner_surface(
     reach = np.abs(offsets).max(axis=0)
     distance = np.full(len(points), np.nan)
 
-    coords = np.unravel_index(points, shape)
     inside = np.ones(len(points), bool)
-    for axis in range(3):
-        inside &= (coords[axis] >= reach[axis]) & (coords[axis] < shape[axis] - reach[axis])
+    z = np.empty(len(points), np.int32)
+    for start in range(0, len(points), CHUNK):
+        coords = _coords(points[start:start + CHUNK], shape)
+        for axis in range(3):
+            inside[start:start + CHUNK] &= ((coords[axis] >= reach[axis])
+                                           & (coords[axis] < shape[axis] - reach[axis]))
+        z[start:start + CHUNK] = coords[0]
     wanted = [v for v in target_points if v is not None]
     surface = np.sort(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
     thickness = -(-shape[0] // max(1, int(slabs)))
     for z0 in range(0, shape[0], thickness):
         z1 = min(z0 + thickness, shape[0])
-        active = np.flatnonzero(inside & (coords[0] >= z0) & (coords[0] < z1))
+        active = np.flatnonzero(inside & (z >= z0) & (z < z1))
         if not len(active):
             continue
         # Flags of the partner surface voxels in the slab and the search's reach around it.
@@ -123,7 +144,7 @@ def nearest_partner_surface(
         flags[surface[np.searchsorted(surface, lo):np.searchsorted(surface, hi)] - lo] = True
         where, partner = points[active], partners[active]
         for step, length in zip(steps, lengths, strict=True):
-            if not len(active):
+            if len(active) < FEW:
                 break
             look = where + step
             hit = flags.take(look - lo)
@@ -152,7 +173,7 @@ def _surfaces(label_map: np.ndarray, index: np.ndarray, starts: np.ndarray,
     (a list over ``0..max label``) its own surface voxels."""
     runs = [index[starts[k]:starts[k + 1]] for k in labels]
     voxels = np.concatenate(runs)  # int32 while the volume has fewer than 2**31 voxels
-    owner = np.repeat(labels, [len(r) for r in runs])
+    owner = np.repeat(labels.astype(label_map.dtype), [len(r) for r in runs])
     keep = on_surface(label_map.reshape(-1), label_map.shape, voxels, owner)
     voxels, owner = voxels[keep], owner[keep]
     per_label: list[np.ndarray | None] = [None] * (int(labels.max()) + 1 if len(labels) else 0)
@@ -180,13 +201,13 @@ def pair_surface_distances(
         number of each, then the same from the prediction side.
     """
     refs, preds = np.asarray(refs, np.int64), np.asarray(preds, np.int64)
-    pair_of_ref = np.full(len(crops.ref_starts), -1, np.int64)
+    pair_of_ref = np.full(len(crops.ref_starts), -1, np.int32)
     pair_of_ref[refs] = np.arange(len(refs))
-    pair_of_pred = np.full(len(crops.pred_starts), -1, np.int64)
+    pair_of_pred = np.full(len(crops.pred_starts), -1, np.int32)
     pair_of_pred[preds] = np.arange(len(preds))
-    partner_pred = np.zeros(len(crops.ref_starts), np.int64)
+    partner_pred = np.zeros(len(crops.ref_starts), pred_map.dtype)
     partner_pred[refs] = preds
-    partner_ref = np.zeros(len(crops.pred_starts), np.int64)
+    partner_ref = np.zeros(len(crops.pred_starts), ref_map.dtype)
     partner_ref[preds] = refs
     # The two sides in two threads: the work is numpy gathers, which release the GIL.
     with ThreadPoolExecutor(2) as pool:
