@@ -10,6 +10,15 @@ from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
 from napari_xaimed.attribution.run import Attribution, attribute, attribute_steps
+from napari_xaimed.attribution.truth_metrics import (
+    auroc,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_precision,
+    truth_scores,
+)
 
 __all__ = ["BUNDLED", "METHODS", "Attribution", "LoadedModel", "Preprocessing", "attribute",
-           "attribute_steps", "load_model"]
+           "attribute_steps", "auroc", "load_model", "pointing_game", "relevance_mass_accuracy",
+           "relevance_rank_accuracy", "top_k_precision", "truth_scores"]

@@ -1,0 +1,195 @@
+"""How well a heatmap agrees with a ground-truth mask of where the evidence is.
+
+All take a heatmap and a boolean mask of one 3D shape. Higher relevance means "more important".
+A perfect map (relevance only inside the mask) scores 1 on each; a map with no information
+(constant, or random) scores about chance, which is stated per function.
+
+- :func:`relevance_mass_accuracy`: share of the *positive* relevance that lies inside the mask
+  (Arras et al. 2022, CLEVR-XAI). Chance: ``|mask| / voxels``.
+- :func:`relevance_rank_accuracy`: share of the ``|mask|`` most relevant voxels that lie inside
+  the mask (Arras et al. 2022). Chance: ``|mask| / voxels``.
+- :func:`top_k_precision`: the same share for the ``k`` most relevant voxels.
+- :func:`auroc`: the heatmap as a voxel classifier of the mask (Mann-Whitney U, ties counted
+  half). Chance: 0.5.
+- :func:`pointing_game`: whether the most relevant voxel lies in the mask, or within a tolerance
+  in mm of it (Zhang et al. 2018).
+
+Ties are resolved without arbitrary order: where the top ``k`` voxels end inside a run of equal
+values, the run counts with the share of its voxels inside the mask (the expectation over all
+orders of the tied voxels), so a constant map scores exactly chance.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._validate import as_spacing
+
+
+def _check(heatmap: Any, mask: Any, *, needs_outside: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
+    heat = np.asarray(heatmap)
+    truth = np.asarray(mask)
+    if heat.ndim != 3:
+        raise XaimedError(f"the heatmap must be 3D (z, y, x), got shape {heat.shape}.")
+    if truth.shape != heat.shape:
+        raise XaimedError(f"the mask {truth.shape} and the heatmap {heat.shape} differ in "
+                          "shape: resample one onto the other's grid first.")
+    heat = heat.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(heat)):
+        raise XaimedError("the heatmap holds NaN or infinite values: recompute it, or replace "
+                          "them (np.nan_to_num) if they mark 'no relevance'.")
+    truth = truth.astype(bool, copy=False) if truth.dtype != bool else truth
+    if not truth.any():
+        raise XaimedError("the mask is empty: nothing to compare the heatmap with.")
+    if needs_outside and truth.all():
+        raise XaimedError("the mask covers the whole volume: there is no outside to compare "
+                          "with.")
+    return heat, truth
+
+
+def relevance_mass_accuracy(heatmap: Any, mask: Any) -> float:
+    """Share of the positive relevance inside the mask.
+
+    Parameters
+    ----------
+    heatmap : array_like
+        3D relevance map.
+    mask : array_like
+        Ground truth, the heatmap's shape (nonzero = inside).
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when the map has no positive relevance at all.
+    """
+    heat, truth = _check(heatmap, mask)
+    positive = np.clip(heat, 0, None)
+    total = positive.sum()
+    if total == 0:
+        return math.nan
+    return float(positive[truth].sum() / total)
+
+
+def top_k_precision(heatmap: Any, mask: Any, k: int | float = 0.01) -> float:
+    """Share of the ``k`` most relevant voxels that lie inside the mask.
+
+    Parameters
+    ----------
+    heatmap, mask : array_like
+    k : int or float
+        A number of voxels (int >= 1), or a fraction of the volume's voxels (float in (0, 1]).
+
+    Returns
+    -------
+    float
+        In [0, 1]; ties at the k-th value count with their share inside the mask.
+    """
+    heat, truth = _check(heatmap, mask)
+    n = heat.size
+    if isinstance(k, float | np.floating):
+        if not 0 < float(k) <= 1:
+            raise XaimedError(f"k as a fraction of the voxels must lie in (0, 1], got {k}; "
+                              "give an int for a number of voxels.")
+        count = max(1, int(round(float(k) * n)))
+    else:
+        count = int(k)
+        if not 1 <= count <= n:
+            raise XaimedError(f"k must be between 1 and the number of voxels ({n}), got {k}.")
+    return _top_share(heat.ravel(), truth.ravel(), count)
+
+
+def _top_share(values: np.ndarray, inside: np.ndarray, count: int) -> float:
+    """Share inside of the ``count`` largest values, ties at the cut shared out."""
+    cut = np.partition(values, values.size - count)[values.size - count]  # the count-th largest
+    above = values > cut
+    at = values == cut
+    n_above = int(np.count_nonzero(above))
+    hits = float(np.count_nonzero(above & inside))
+    n_at = int(np.count_nonzero(at))
+    hits += (count - n_above) * np.count_nonzero(at & inside) / n_at
+    return hits / count
+
+
+def relevance_rank_accuracy(heatmap: Any, mask: Any) -> float:
+    """Share of the ``|mask|`` most relevant voxels that lie inside the mask.
+
+    Returns
+    -------
+    float
+        In [0, 1] (1: the mask's voxels are exactly the most relevant ones).
+    """
+    heat, truth = _check(heatmap, mask)
+    return _top_share(heat.ravel(), truth.ravel(), int(np.count_nonzero(truth)))
+
+
+def auroc(heatmap: Any, mask: Any) -> float:
+    """Area under the ROC curve of the heatmap as a classifier of mask voxels.
+
+    The probability that a random voxel inside the mask has more relevance than a random voxel
+    outside it, ties counting half (the Mann-Whitney U statistic over ``|inside| |outside|``).
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0.5 for a map with no information.
+    """
+    heat, truth = _check(heatmap, mask, needs_outside=True)
+    ranks = rankdata(heat.ravel())  # average ranks for ties
+    n_in = int(np.count_nonzero(truth))
+    n_out = truth.size - n_in
+    u = ranks[truth.ravel()].sum() - n_in * (n_in + 1) / 2
+    return float(u / (n_in * n_out))
+
+
+def pointing_game(heatmap: Any, mask: Any, *, spacing: Any = None,
+                  tolerance_mm: float = 0.0) -> bool:
+    """Whether the most relevant voxel hits the mask.
+
+    Parameters
+    ----------
+    heatmap, mask : array_like
+    spacing : tuple of float, optional
+        Voxel size in mm ``(z, y, x)``; 1 mm when omitted.
+    tolerance_mm : float
+        A hit may lie up to this far (centre to centre, mm) from a mask voxel.
+
+    Returns
+    -------
+    bool
+        True when a voxel holding the map's maximum lies within the tolerance of the mask
+        (when several voxels tie for the maximum, any of them counts).
+    """
+    heat, truth = _check(heatmap, mask)
+    spacing_arr = np.asarray(as_spacing(spacing), dtype=np.float64)
+    if not np.isfinite(tolerance_mm) or tolerance_mm < 0:
+        raise XaimedError(f"tolerance_mm must be a number >= 0, got {tolerance_mm}.")
+    peaks = np.argwhere(heat == heat.max())
+    reach = np.floor(tolerance_mm / spacing_arr + 1e-9).astype(int)
+    for peak in peaks:
+        lo = np.maximum(peak - reach, 0)
+        hi = np.minimum(peak + reach + 1, truth.shape)
+        near = np.argwhere(truth[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
+        if len(near) and np.min(np.sqrt((((near + lo - peak) * spacing_arr) ** 2).sum(1))) \
+                <= tolerance_mm + 1e-9:
+            return True
+    return False
+
+
+def truth_scores(heatmap: Any, mask: Any, *, spacing: Any = None, tolerance_mm: float = 0.0,
+                 k: int | float = 0.01) -> dict[str, float]:
+    """All of the above at once: ``relevance_mass_accuracy``, ``relevance_rank_accuracy``,
+    ``auroc``, ``pointing_game`` (1.0 or 0.0) and ``top_k_precision``."""
+    return {
+        "relevance_mass_accuracy": relevance_mass_accuracy(heatmap, mask),
+        "relevance_rank_accuracy": relevance_rank_accuracy(heatmap, mask),
+        "auroc": auroc(heatmap, mask),
+        "pointing_game": float(pointing_game(heatmap, mask, spacing=spacing,
+                                             tolerance_mm=tolerance_mm)),
+        "top_k_precision": top_k_precision(heatmap, mask, k),
+    }
