@@ -44,3 +44,21 @@ def run_steps(steps: Steps[T], callback: Callable[[Progress], None] | None = Non
             return stop.value
         if callback is not None:
             callback(step)
+
+
+def within(steps: Steps[T], part: int, parts: int, label: str = "") -> Steps[T]:
+    """Run ``steps`` as part ``part`` (from 0) of ``parts`` equal parts of a bigger job: its
+    progress is rescaled onto the whole, its messages prefixed with ``label``. Closing this
+    generator (a cancel) closes ``steps`` too."""
+    scale = 1000
+    try:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            share = min(1.0, step.done / step.total) if step.total else 0.0
+            yield Progress(part * scale + int(share * scale), parts * scale,
+                           f"{label}{step.message}")
+    finally:
+        steps.close()

@@ -6,6 +6,14 @@ the bundled lesion classifier; :func:`attribute` explains one decision with one 
 :data:`METHODS`.
 """
 
+from napari_xaimed.attribution.ensembles import (
+    EnsembleAttribution,
+    MapConsistency,
+    ensemble_attribute,
+    ensemble_attribute_steps,
+    map_consistency,
+    reliable_relevance,
+)
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
@@ -19,6 +27,8 @@ from napari_xaimed.attribution.truth_metrics import (
     truth_scores,
 )
 
-__all__ = ["BUNDLED", "METHODS", "Attribution", "LoadedModel", "Preprocessing", "attribute",
-           "attribute_steps", "auroc", "load_model", "pointing_game", "relevance_mass_accuracy",
+__all__ = ["BUNDLED", "METHODS", "Attribution", "EnsembleAttribution", "LoadedModel",
+           "MapConsistency", "Preprocessing", "attribute", "attribute_steps", "auroc",
+           "ensemble_attribute", "ensemble_attribute_steps", "map_consistency",
+           "reliable_relevance", "load_model", "pointing_game", "relevance_mass_accuracy",
            "relevance_rank_accuracy", "top_k_precision", "truth_scores"]
