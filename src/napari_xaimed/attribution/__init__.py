@@ -14,6 +14,12 @@ from napari_xaimed.attribution.ensembles import (
     map_consistency,
     reliable_relevance,
 )
+from napari_xaimed.attribution.faithfulness import (
+    Curve,
+    deletion_curve,
+    insertion_curve,
+    perturbation_curve_steps,
+)
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
@@ -28,7 +34,7 @@ from napari_xaimed.attribution.truth_metrics import (
 )
 
 __all__ = ["BUNDLED", "METHODS", "Attribution", "EnsembleAttribution", "LoadedModel",
-           "MapConsistency", "Preprocessing", "attribute", "attribute_steps", "auroc",
-           "ensemble_attribute", "ensemble_attribute_steps", "map_consistency",
-           "reliable_relevance", "load_model", "pointing_game", "relevance_mass_accuracy",
+           "Curve", "MapConsistency", "Preprocessing", "attribute", "attribute_steps", "auroc",
+           "deletion_curve", "ensemble_attribute", "ensemble_attribute_steps", "map_consistency",
+           "reliable_relevance", "insertion_curve", "load_model", "perturbation_curve_steps", "pointing_game", "relevance_mass_accuracy",
            "relevance_rank_accuracy", "top_k_precision", "truth_scores"]
