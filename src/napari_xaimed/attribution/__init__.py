@@ -23,6 +23,12 @@ from napari_xaimed.attribution.faithfulness import (
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
+from napari_xaimed.attribution.ranking import (
+    RankingResult,
+    compare_methods,
+    compare_methods_steps,
+    rank_methods,
+)
 from napari_xaimed.attribution.run import Attribution, attribute, attribute_steps
 from napari_xaimed.attribution.sanity import (
     RandomisationResult,
@@ -40,8 +46,8 @@ from napari_xaimed.attribution.truth_metrics import (
 
 __all__ = ["BUNDLED", "METHODS", "Attribution", "EnsembleAttribution", "LoadedModel",
            "Curve", "MapConsistency", "Preprocessing",
-           "RandomisationResult", "attribute", "attribute_steps", "auroc",
-           "deletion_curve", "ensemble_attribute", "ensemble_attribute_steps", "map_consistency",
+           "RandomisationResult", "RankingResult", "attribute", "attribute_steps", "auroc",
+           "compare_methods", "compare_methods_steps", "deletion_curve", "ensemble_attribute", "ensemble_attribute_steps", "map_consistency",
            "reliable_relevance", "insertion_curve", "load_model", "perturbation_curve_steps", "pointing_game",
-           "randomisation_test", "randomisation_test_steps", "relevance_mass_accuracy",
+           "randomisation_test", "randomisation_test_steps", "rank_methods", "relevance_mass_accuracy",
            "relevance_rank_accuracy", "top_k_precision", "truth_scores"]
