@@ -67,12 +67,12 @@ class SegmentationWidget(XaimedWidget):
         method, params = self.method.value, self.params()
         steps = segment_steps(layer.data, method, spacing=spacing, **params)
 
-        def done(result: tuple, seconds: float) -> None:
-            labels, facts = result
+        def done(result: Any, seconds: float) -> None:
             prov = provenance("segmentation", sources=[layer.name],
-                              params={"method": method, **params, **facts}, seconds=seconds)
+                              params={"method": method, **params, **result.facts},
+                              seconds=seconds)
             add_or_update(self.viewer, labels_layer(
-                labels, output_name("Segmentation", layer.name), spacing,
+                result.labels, output_name("Segmentation", layer.name), spacing,
                 translate=translate, provenance=prov))
 
         self.job.start(steps, done, f"Segmenting {layer.name}")

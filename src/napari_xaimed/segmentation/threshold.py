@@ -24,16 +24,31 @@ def otsu_threshold(volume: np.ndarray, classes: int = 2, nbins: int = 256) -> fl
     """
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
+    _check(volume, classes)
+    if classes == 2:
+        return float(threshold_otsu(volume, nbins=nbins))
+    return float(threshold_multiotsu(volume, classes=classes, nbins=nbins)[-1])
+
+
+def _check(volume: np.ndarray, classes: int) -> None:
     if np.ptp(volume) == 0:
         raise XaimedError(
             "The volume is constant, so no threshold separates anything: check that the right "
             "layer is selected."
         )
-    if classes < 2:
-        raise XaimedError(f"classes must be 2 or more for Otsu, got {classes}.")
+    if int(classes) != classes or classes < 2:
+        raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
+
+
+def multi_otsu_thresholds(volume: np.ndarray, classes: int = 3, nbins: int = 256) -> np.ndarray:
+    """The ``classes - 1`` thresholds that split the volume into ``classes`` intensity classes
+    (scikit-image's :func:`~skimage.filters.threshold_multiotsu`; Otsu's for 2 classes)."""
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    _check(volume, classes)
     if classes == 2:
-        return float(threshold_otsu(volume, nbins=nbins))
-    return float(threshold_multiotsu(volume, classes=classes, nbins=nbins)[-1])
+        return np.array([threshold_otsu(volume, nbins=nbins)], dtype=float)
+    return np.asarray(threshold_multiotsu(volume, classes=classes, nbins=nbins), dtype=float)
 
 
 def threshold_mask(
