@@ -2,10 +2,12 @@
 
 ``segment(volume, method=...)`` dispatches to the registered methods (:data:`METHODS`);
 ``segment_steps`` gives the full :class:`SegmentationResult` (class probabilities, facts);
-``split_instances`` turns a mask into instance labels (with watershed splitting).
+``split_instances`` turns a mask into instance labels (with watershed splitting);
+``parts_from_classes`` and ``core_parts`` build things with parts for part-aware evaluation.
 """
 
 from napari_xaimed.segmentation.instances import split_instances, watershed_split
+from napari_xaimed.segmentation.parts import core_parts, parts_from_classes
 from napari_xaimed.segmentation.result import SegmentationResult
 from napari_xaimed.segmentation.run import METHODS, Method, method_params, segment, segment_steps
 from napari_xaimed.segmentation.threshold import (
@@ -17,10 +19,12 @@ from napari_xaimed.segmentation.threshold import (
 __all__ = [
     "METHODS",
     "Method",
+    "core_parts",
     "SegmentationResult",
     "method_params",
     "multi_otsu_thresholds",
     "otsu_threshold",
+    "parts_from_classes",
     "segment",
     "segment_steps",
     "split_instances",

@@ -65,7 +65,7 @@ def run(job: dict[str, Any], folder: Path) -> dict[str, Any]:
     np.save(folder / "labels.npy", labels)
     np.save(folder / "probabilities.npy", probabilities)
     print("XAIMED tissue classes saved", flush=True)
-    return {"mask_voxels": int(mask.sum())}
+    return {"mask_voxels": int(mask.sum()), "ants_spacing": list(image.spacing)}
 
 
 def _explain(folder: Path, exc: Exception) -> str:

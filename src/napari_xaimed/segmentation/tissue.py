@@ -115,7 +115,8 @@ def tissue_classes_steps(
     labels, probabilities, means = order_by_intensity(volume, labels, probabilities)
     counts = np.bincount(labels.ravel(), minlength=n_classes + 1)[1:]
     facts = {"class_means": means, "class_voxels": [int(c) for c in counts],
-             "mask_voxels": summary["mask_voxels"], "mrf": mrf,
+             "mask_voxels": summary["mask_voxels"], "ants_spacing": summary["ants_spacing"],
+             "mrf": mrf,
              "class_order": "by mean intensity, 1 = darkest"}
     return labels, probabilities, facts
 
