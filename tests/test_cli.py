@@ -87,3 +87,64 @@ def test_register_command_reports_bad_input(tmp_path, capsys):
                  "--out", str(tmp_path / "out")])
     assert code == 2
     assert "constant" in capsys.readouterr().err
+
+
+def test_segment_command_writes_labels_on_the_image_grid(tmp_path, capsys):
+    from napari_xaimed.io import write_volume
+    from napari_xaimed.samples import lesion_volume
+    from napari_xaimed.segmentation import segment
+
+    sample = lesion_volume(seed=2, spacing=(2.0, 1.0, 1.0))
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])  # NIfTI (x, y, z) order
+    affine[:3, 3] = (-30.0, 12.5, 7.0)
+    write_volume(tmp_path / "ct.nii.gz", sample.image, affine=affine)
+    params = {"classes": 4, "smoothing_mm": 1.0, "min_size_mm3": 20.0, "opening_mm": 1.0,
+              "fill_holes": True}
+    assert main(["segment", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "out"),
+                 "--method", "otsu", "--classes", "4", "--smoothing-mm", "1",
+                 "--min-size-mm3", "20", "--opening-mm", "1", "--fill-holes"]) == 0
+    labels = read_volume(tmp_path / "out" / "labels.nii.gz")
+    assert labels.is_label and labels.spacing == (2.0, 1.0, 1.0)
+    np.testing.assert_allclose(labels.affine, affine)
+    expected = segment(sample.image, "otsu", spacing=sample.spacing, **params)
+    np.testing.assert_array_equal(labels.data, expected)
+    facts = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    assert facts["kind"] == "segmentation" and facts["params"]["method"] == "otsu"
+    assert facts["facts"]["instances"] == int(expected.max()) == sample.lesions.max()
+    assert labels.metadata["params"]["opening_mm"] == 1.0  # the sidecar beside the labels
+    assert not list((tmp_path / "out").glob("probability*"))
+    assert "instances" in capsys.readouterr().out
+
+
+def test_segment_command_writes_class_probabilities(tmp_path):
+    from napari_xaimed.io import write_volume
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((20, 24, 24), np.float32)
+    image[3:17, 3:21, 3:9], image[3:17, 3:21, 9:15], image[3:17, 3:21, 15:21] = 2, 3, 4
+    image[3:17, 3:21, 3:21] += rng.normal(0, 0.2, (14, 18, 18))
+    write_volume(tmp_path / "mr.nii.gz", image, spacing=(3.0, 1.0, 0.5))
+    assert main(["segment", str(tmp_path / "mr.nii.gz"), "--out", str(tmp_path / "out"),
+                 "--method", "kmeans", "--n-classes", "3"]) == 0
+    labels = read_volume(tmp_path / "out" / "labels.nii.gz")
+    assert labels.spacing == (3.0, 1.0, 0.5)
+    # three tissue blocks along x, classes in order of intensity
+    assert (labels.data[5:15, 5:19, 4:8] == 1).mean() > 0.95
+    assert (labels.data[5:15, 5:19, 10:14] == 2).mean() > 0.95
+    assert (labels.data[5:15, 5:19, 16:20] == 3).mean() > 0.95
+    probabilities = [read_volume(tmp_path / "out" / f"probability_class{k}.nii.gz")
+                     for k in (1, 2, 3)]
+    assert all(p.spacing == (3.0, 1.0, 0.5) and not p.is_label for p in probabilities)
+    stacked = np.stack([p.data for p in probabilities])
+    inside = labels.data > 0
+    assert ((stacked[:, inside].argmax(0) + 1) == labels.data[inside]).mean() > 0.98
+
+
+def test_segment_command_refuses_options_of_other_methods(tmp_path, capsys):
+    from napari_xaimed.io import write_volume
+
+    write_volume(tmp_path / "v.nii.gz", np.arange(512, dtype=np.float32).reshape(8, 8, 8))
+    code = main(["segment", str(tmp_path / "v.nii.gz"), "--out", str(tmp_path / "out"),
+                 "--method", "multiotsu", "--opening-mm", "2"])
+    assert code == 2
+    assert "does not take opening_mm" in capsys.readouterr().err

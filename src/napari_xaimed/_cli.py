@@ -7,6 +7,10 @@ layer to OUTDIR as NIfTI with its JSON provenance, plus ``summary.json``.
 ``napari-xaimed register FIXED MOVING --out DIR`` registers two NIfTI volumes with ANTs and writes
 the warped image, the displacement field, its Jacobian determinant, the folded voxels and
 ``quality.json``.
+
+``napari-xaimed segment IMAGE --method otsu --out DIR`` segments a NIfTI volume and writes the
+labels (with the image's affine), the class probability maps of kmeans/atropos and
+``segmentation.json`` (facts and provenance).
 """
 
 from __future__ import annotations
@@ -249,6 +253,55 @@ def run_register(args: argparse.Namespace) -> int:
     return 0
 
 
+#: CLI option -> segment() parameter; only the options given are passed on, so an option that
+#: does not fit the method is refused with the method's own message.
+SEGMENT_OPTIONS = {
+    "value": "value", "percentile": "percentile", "classes": "classes",
+    "n_classes": "n_classes", "mrf": "mrf", "iterations": "iterations",
+    "smoothing_mm": "smoothing_mm", "opening_mm": "opening_mm", "min_size_mm3": "min_size_mm3",
+    "connectivity": "connectivity", "split": "split", "min_distance_mm": "min_distance_mm",
+}
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """The ``segment`` command: read, segment, write (see the module docstring)."""
+    from napari_xaimed._progress import run_steps
+    from napari_xaimed.io import read_volume, write_volume
+    from napari_xaimed.segmentation import segment_steps
+
+    image = read_volume(args.image)
+    params: dict[str, Any] = {key: getattr(args, option) for option, key in
+                              SEGMENT_OPTIONS.items() if getattr(args, option) is not None}
+    for flag, key, value in ((args.fill_holes, "fill_holes", True),
+                             (args.no_instances, "instances", False),
+                             (args.unseeded, "reproducible", False)):
+        if flag:
+            params[key] = value
+    if args.mask is not None:
+        params["mask"] = read_volume(args.mask).data
+    result = run_steps(segment_steps(image.data, args.method, spacing=image.spacing, **params))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [Path(args.image).name] + ([Path(args.mask).name] if args.mask else [])
+    prov = provenance("segmentation", sources=sources, params={"method": args.method,
+                      **result.params}, seconds=result.seconds, facts=result.facts,
+                      label_kind=result.kind)
+    written = write_volume(out / "labels.nii.gz", result.labels, affine=image.affine,
+                           is_label=True, metadata=prov)
+    if result.probabilities is not None:
+        for k, probability in enumerate(result.probabilities, start=1):
+            written += write_volume(out / f"probability_class{k}.nii.gz", probability,
+                                    affine=image.affine,
+                                    metadata={**prov, "kind": "class probability", "class": k})
+    (out / "segmentation.json").write_text(json.dumps(
+        {**prov, "result": result.to_dict()}, indent=2, default=str))
+    found = (f"{result.facts['instances']} instances" if "instances" in result.facts else
+             f"{int(result.labels.max())} {'classes' if result.kind == 'classes' else 'label'}")
+    print(f"napari-xaimed segment ({args.method}): {found} in {result.seconds:.1f} s; wrote "
+          f"{len(written) + 1} files to {out}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-xaimed",
@@ -278,7 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--moving-labels", type=Path, help="label map of the moving volume (Dice)")
     reg.add_argument("--keep-transforms", action="store_true",
                      help="also save ANTs' transform files (.mat, warp NIfTI) under OUT/transforms")
+    _segment_parser(sub)
     return parser
+
+
+def _segment_parser(sub: Any) -> None:
+    from napari_xaimed.segmentation import METHODS
+
+    seg = sub.add_parser("segment", help="segment a NIfTI volume (threshold, Otsu, ANTs classes)")
+    seg.add_argument("image", type=Path, help="volume to segment, .nii or .nii.gz")
+    seg.add_argument("--out", required=True, type=Path, help="folder for the outputs")
+    seg.add_argument("--method", default="otsu", choices=sorted(METHODS),
+                     help="segmentation method (default otsu)")
+    seg.add_argument("--value", type=float, help="threshold: absolute value")
+    seg.add_argument("--percentile", type=float, help="threshold: percentile (0-100)")
+    seg.add_argument("--classes", type=int, help="otsu/multiotsu: number of Otsu classes")
+    seg.add_argument("--n-classes", type=int, help="kmeans/atropos: number of tissue classes")
+    seg.add_argument("--mask", type=Path, help="kmeans/atropos: NIfTI mask of where to classify")
+    seg.add_argument("--mrf", type=float, help="kmeans/atropos: MRF smoothing weight")
+    seg.add_argument("--iterations", type=int, help="kmeans/atropos: EM iterations")
+    seg.add_argument("--unseeded", action="store_true",
+                     help="kmeans/atropos: random seed and all threads (not reproducible)")
+    seg.add_argument("--smoothing-mm", type=float, help="Gaussian smoothing sigma in mm")
+    seg.add_argument("--opening-mm", type=float, help="opening with a ball of this radius (mm)")
+    seg.add_argument("--fill-holes", action="store_true", help="fill cavities of the mask")
+    seg.add_argument("--no-instances", action="store_true",
+                     help="write a 0/1 mask instead of connected components")
+    seg.add_argument("--min-size-mm3", type=float, help="drop smaller instances (mm^3)")
+    seg.add_argument("--connectivity", type=int, choices=[6, 18, 26],
+                     help="instance connectivity (default 26)")
+    seg.add_argument("--split", choices=["watershed"], help="split touching objects")
+    seg.add_argument("--min-distance-mm", type=float,
+                     help="watershed: minimum distance between object centres (mm)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args.headless, args.seed, args.screenshot)
         if args.command == "register":
             return run_register(args)
+        if args.command == "segment":
+            return run_segment(args)
     except XaimedError as exc:
         print(f"napari-xaimed: {exc}", file=sys.stderr)
         return 2
