@@ -107,13 +107,17 @@ class CurvePlot(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
 
-    def plot(self, x: Sequence[float], curves: dict[str, Sequence[float]], title: str = "") -> None:
+    def plot(self, x: Sequence[float], curves: dict[str, Sequence[float]], title: str = "",
+             xlabel: str | None = None, ylabel: str | None = None,
+             ylim: tuple[float, float] = (0, 1.02)) -> None:
+        """Draw ``curves`` (label -> y values) over ``x``; axis labels default to the ones
+        given at construction."""
         self.axes.clear()
         for label, y in curves.items():
             self.axes.plot(x, y, marker="o", markersize=3, label=label)
-        self.axes.set_xlabel(self.xlabel)
-        self.axes.set_ylabel(self.ylabel)
-        self.axes.set_ylim(0, 1.02)
+        self.axes.set_xlabel(self.xlabel if xlabel is None else xlabel)
+        self.axes.set_ylabel(self.ylabel if ylabel is None else ylabel)
+        self.axes.set_ylim(*ylim)
         self.axes.set_title(title, fontsize=9)
         self.axes.legend(fontsize=7)
         self.canvas.draw_idle()

@@ -1,0 +1,282 @@
+"""Explanation check dock widget: can this heatmap be trusted?
+
+One check at a time, each calling :mod:`napari_xaimed.attribution`:
+
+- **against mask**: relevance mass and rank accuracy, AUROC, pointing game and top-k precision
+  of a heatmap layer against a Labels layer (a table);
+- **deletion / insertion**: both curves of a heatmap for the model (a plot and their areas);
+- **ensemble**: one method over several model files, or one model with dropout kept on: mean,
+  spread and reliable-relevance layers, and how consistent the members are (a table);
+- **randomisation**: the cascading model-parameter randomisation test (a table and a plot);
+- **compare methods**: several methods under a grid of evaluation settings, ranked (tables of
+  the aggregated rank and of every setting, and a plot of the ranks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
+from napari.layers import Image, Labels
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed._provenance import provenance
+from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed._widgets._results import CurvePlot, ResultTable
+from napari_xaimed._widgets.attribution import PREDICTED, title
+from napari_xaimed.attribution import (
+    BUNDLED,
+    METHODS,
+    compare_methods_steps,
+    ensemble_attribute_steps,
+    perturbation_curve_steps,
+    randomisation_test_steps,
+    truth_scores,
+)
+
+CHECKS = ("against mask", "deletion / insertion", "ensemble", "randomisation",
+          "compare methods")
+# Which inputs each check reads (the others are hidden).
+FIELDS = {
+    "against mask": ("heatmap", "mask", "tolerance", "top_k"),
+    "deletion / insertion": ("image", "heatmap", "model", "target", "baseline", "steps",
+                             "device"),
+    "ensemble": ("image", "model", "members", "dropout_passes", "method", "target", "device"),
+    "randomisation": ("image", "model", "method", "target", "device"),
+    "compare methods": ("image", "model", "mask", "methods", "target", "device"),
+}
+
+
+class ExplanationWidget(XaimedWidget):
+    """Checks of a heatmap or of attribution methods, with tables, plots and layers."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer)
+        self.check = ComboBox(label="check", choices=list(CHECKS), value=CHECKS[0])
+        self.image = layer_picker(napari_viewer, Image, "image")
+        self.heatmap = layer_picker(napari_viewer, Image, "heatmap")
+        self.mask = layer_picker(napari_viewer, Labels, "truth mask", nullable=True)
+        self.model_source = ComboBox(label="model", choices=[BUNDLED, "file"], value=BUNDLED)
+        self.model_file = FileEdit(label="model file", mode="r")
+        self.members = FileEdit(label="ensemble files", mode="rm",
+                                tooltip="Two or more model files; leave empty and set dropout "
+                                        "passes to use one model with dropout kept on")
+        self.dropout_passes = SpinBox(label="dropout passes", value=0, min=0, max=100,
+                                      tooltip="0: an ensemble of the files above")
+        self.method = ComboBox(label="method", choices=list(METHODS), value="saliency")
+        self.methods = Select(label="methods", choices=list(METHODS),
+                              value=["saliency", "smoothgrad", "integrated_gradients",
+                                     "gradcam"])
+        self.target = ComboBox(label="target", choices=[PREDICTED, *map(str, range(10))],
+                               value=PREDICTED)
+        self.tolerance = FloatSpinBox(label="pointing tolerance (mm)", value=2.0, min=0.0,
+                                      max=100.0, step=0.5)
+        self.top_k = FloatSpinBox(label="top-k (share of voxels)", value=0.01, min=0.0001,
+                                  max=1.0, step=0.005)
+        self.baseline = ComboBox(label="baseline", choices=["blur", "mean", "min", "zero"],
+                                 value="blur")
+        self.steps = SpinBox(label="curve steps", value=20, min=1, max=200)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self._fields = {
+            "image": [self.image], "heatmap": [self.heatmap], "mask": [self.mask],
+            "model": [self.model_source, self.model_file], "members": [self.members],
+            "dropout_passes": [self.dropout_passes], "method": [self.method],
+            "methods": [self.methods], "target": [self.target], "tolerance": [self.tolerance],
+            "top_k": [self.top_k], "baseline": [self.baseline], "steps": [self.steps],
+            "device": [self.device],
+        }
+        self.form.extend([self.check, *(w for ws in self._fields.values() for w in ws)])
+        self.check.changed.connect(self._show_fields)
+        self.model_source.changed.connect(self._show_fields)
+        self.heatmap.changed.connect(self.update_info)
+        self.job = JobPanel("Check")
+        self._layout.addWidget(self.job)
+        self.table = ResultTable("explanation check")
+        self.details = ResultTable("settings")
+        self.plot = CurvePlot("share of voxels", "score")
+        for view in (self.table, self.details, self.plot):
+            self._layout.addWidget(view)
+        self.job.run_button.clicked.connect(self.run)
+        self._show_fields()
+        self.reset_choices()
+
+    def _show_fields(self, *_: Any) -> None:
+        wanted = FIELDS[self.check.value]
+        for key, widgets in self._fields.items():
+            for widget in widgets:
+                widget.visible = key in wanted
+        if "model" in wanted:
+            self.model_file.visible = self.model_source.value == "file"
+        self.details.setVisible(self.check.value == "compare methods")
+
+    def update_info(self, *_: Any) -> None:
+        self.info.value = describe_layer(self.heatmap.value if "heatmap" in FIELDS.get(
+            self.check.value, ()) else self.image.value)
+
+    def _model(self) -> Any:
+        if self.model_source.value == BUNDLED:
+            return BUNDLED
+        path = self.model_file.value
+        if path is None or not Path(path).exists():
+            raise XaimedError("Choose the model file (or the bundled model).")
+        return str(path)
+
+    def _target(self) -> int | None:
+        return None if self.target.value == PREDICTED else int(self.target.value)
+
+    def _layer_data(self, key: str) -> np.ndarray:
+        layer = {"image": self.image, "heatmap": self.heatmap, "mask": self.mask}[key].value
+        if layer is None:
+            raise XaimedError(f"Pick the {key} layer first.")
+        return np.asarray(layer.data)
+
+    def run(self) -> None:
+        """Start the chosen check in a worker."""
+        try:
+            job = {"against mask": self._against_mask,
+                   "deletion / insertion": self._curves,
+                   "ensemble": self._ensemble,
+                   "randomisation": self._randomisation,
+                   "compare methods": self._compare}[self.check.value]
+            job()
+        except XaimedError as exc:
+            report_error(exc)
+
+    def _against_mask(self) -> None:
+        heat, mask = self._layer_data("heatmap"), self._layer_data("mask") != 0
+        spacing, _ = source_geometry(self.heatmap.value)
+        tolerance, k = self.tolerance.value, float(self.top_k.value)
+        name = self.heatmap.value.name
+
+        def steps():
+            from napari_xaimed._progress import Progress
+
+            yield Progress(0, 1, "scoring the heatmap")
+            return truth_scores(heat, mask, spacing=spacing, tolerance_mm=tolerance, k=k)
+
+        def done(scores: dict[str, float], seconds: float) -> None:
+            self.table.set_rows([{"heatmap": name, **scores}])
+
+        self.job.start(steps(), done, f"Scoring {name} against the mask")
+
+    def _curves(self) -> None:
+        volume, heat = self._layer_data("image"), self._layer_data("heatmap")
+        if heat.shape != volume.shape:
+            raise XaimedError(f"the heatmap {heat.shape} must lie on the image's grid "
+                              f"{volume.shape}: pick the heatmap made from this image.")
+        spacing, _ = source_geometry(self.image.value)
+        model, target = self._model(), self._target()
+        kwargs = dict(target=target, baseline=self.baseline.value, steps=self.steps.value,
+                      spacing=spacing, device=self.device.value)
+        name = self.heatmap.value.name
+
+        def steps():
+            deletion = yield from perturbation_curve_steps(model, volume, heat, "deletion",
+                                                           **kwargs)
+            insertion = yield from perturbation_curve_steps(model, volume, heat, "insertion",
+                                                            **kwargs)
+            return deletion, insertion
+
+        def done(curves: tuple, seconds: float) -> None:
+            deletion, insertion = curves
+            self.plot.plot(deletion.fractions, {"deletion": deletion.scores,
+                                                "insertion": insertion.scores},
+                           title=f"{name}: class {deletion.target}")
+            self.table.set_rows([{"heatmap": name, "target": deletion.target,
+                                  "deletion area": deletion.area,
+                                  "insertion area": insertion.area,
+                                  "baseline": kwargs["baseline"], "steps": kwargs["steps"]}])
+
+        self.job.start(steps(), done, f"Deletion and insertion of {name}")
+
+    def _ensemble(self) -> None:
+        volume = self._layer_data("image")
+        spacing, translate = source_geometry(self.image.value)
+        passes = int(self.dropout_passes.value)
+        if passes:
+            models: Any = self._model()
+        else:
+            files = [str(f) for f in (self.members.value or ()) if str(f) not in ("", ".")]
+            if len(files) < 2:
+                raise XaimedError("Choose two or more model files, or set dropout passes for "
+                                  "one model with dropout kept on.")
+            models = files
+        method, target, device = self.method.value, self._target(), self.device.value
+        image_name = self.image.value.name
+
+        def steps():
+            return (yield from ensemble_attribute_steps(
+                models, volume, method, dropout_passes=passes or None, target=target,
+                device=device, spacing=spacing))
+
+        def done(result: Any, seconds: float) -> None:
+            prov = provenance("attribution ensemble", sources=[image_name], seconds=seconds,
+                              params={"method": method, **result.params,
+                                      "target_index": result.target,
+                                      "consistency": result.consistency.to_dict()})
+            what = title(method)
+            signed = METHODS[method].signed
+            for label, data, is_signed in (("mean", result.mean, signed),
+                                           ("std", result.std, False),
+                                           ("reliable", result.reliable, signed)):
+                add_or_update(self.viewer, heatmap_layer(
+                    data, output_name(f"Ensemble {label} {what}", image_name), spacing,
+                    signed=is_signed, translate=translate, provenance=prov))
+            self.table.set_rows([{
+                "method": method, "members": len(result.members), "target": result.target,
+                "mean spearman": result.consistency.mean_spearman,
+                "mean top-1% overlap": result.consistency.mean_top_overlap}])
+
+        self.job.start(steps(), done, f"Ensemble {method} on {image_name}")
+
+    def _randomisation(self) -> None:
+        volume = self._layer_data("image")
+        spacing, _ = source_geometry(self.image.value)
+        model, method = self._model(), self.method.value
+        target, device = self._target(), self.device.value
+
+        def steps():
+            return (yield from randomisation_test_steps(model, volume, method, target=target,
+                                                        device=device, spacing=spacing))
+
+        def done(result: Any, seconds: float) -> None:
+            rows = [{"randomised down to": layer, "spearman": s, "ssim": m}
+                    for layer, s, m in zip(result.layers, result.spearman, result.ssim,
+                                           strict=True)]
+            self.table.set_rows(rows)
+            steps_axis = list(range(1, len(rows) + 1))
+            self.plot.plot(steps_axis, {"spearman": result.spearman, "ssim": result.ssim},
+                           title=f"{title(method)}: layers randomised from the top",
+                           xlabel="layers randomised", ylabel="similarity", ylim=(-1, 1.02))
+
+        self.job.start(steps(), done, f"Randomisation test of {method}")
+
+    def _compare(self) -> None:
+        volume = self._layer_data("image")
+        methods = list(self.methods.value)
+        if len(methods) < 2:
+            raise XaimedError("Pick at least two methods to compare.")
+        mask = None if self.mask.value is None else self._layer_data("mask") != 0
+        spacing, _ = source_geometry(self.image.value)
+        model, target, device = self._model(), self._target(), self.device.value
+
+        def steps():
+            return (yield from compare_methods_steps(model, volume, methods, mask=mask,
+                                                     target=target, spacing=spacing,
+                                                     device=device))
+
+        def done(result: Any, seconds: float) -> None:
+            summary = result.to_dataframe()
+            summary["winner changes"] = result.winner_changes
+            self.table.set_rows(summary.to_dict("records"))
+            self.details.set_rows(result.settings_dataframe().to_dict("records"))
+            axis = list(range(1, len(result.settings) + 1))
+            self.plot.plot(axis, {m: result.ranks[:, j] for j, m in enumerate(result.methods)},
+                           title="rank per evaluation setting (1 = best)",
+                           xlabel="setting", ylabel="rank", ylim=(0.5, len(methods) + 0.5))
+
+        self.job.start(steps(), done, f"Comparing {', '.join(methods)}")
