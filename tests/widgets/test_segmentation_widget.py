@@ -100,3 +100,88 @@ def test_progress_reaches_the_bar(qtbot):
         panel.start(slow_steps(5, 0.01, []), lambda r, s: results.append(r), "short job")
     assert blocker.args == ["done"] and results == ["result"]
     assert panel.bar.maximum() == 5 and panel.bar.value() == 5
+
+
+def tissue_phantom():
+    rng = np.random.default_rng(0)
+    shape = (24, 32, 32)
+    z, y, x = np.indices(shape)
+    body = ((z - 12) / 10) ** 2 + ((y - 16) / 14) ** 2 + ((x - 16) / 14) ** 2 < 1
+    truth = np.zeros(shape, np.uint8)
+    truth[body] = 1
+    truth[body & (x > 12)] = 2
+    truth[body & (x > 21)] = 3
+    image = np.array([0.0, 2.0, 3.0, 4.0])[truth] + rng.normal(0, 0.3, shape) * body
+    return image.astype(np.float32), truth
+
+
+def test_method_fields_follow_the_method(qtbot, make_napari_viewer):
+    widget = SegmentationWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.show()  # magicgui reports a field visible only when its window is shown
+    widget.method.value = "atropos"
+    assert widget.n_classes.visible and widget.mrf.visible and widget.tissue_mask.visible
+    assert widget.mrf.value == pytest.approx(0.2)
+    assert not (widget.opening.visible or widget.min_size.visible or widget.classes.visible)
+    assert not widget.preview_button.visible
+    widget.method.value = "threshold"
+    assert widget.value.visible and not widget.percentile.visible
+    widget.threshold_by.value = "percentile"
+    assert widget.percentile.visible and not widget.value.visible
+    assert widget.params()["percentile"] == 95.0 and "value" not in widget.params()
+    assert widget.opening.visible and widget.fill_holes.visible and widget.preview_button.visible
+    assert not widget.min_distance.visible
+    widget.split.value = "watershed"
+    assert widget.min_distance.visible and widget.params()["split"] == "watershed"
+
+
+def test_tissue_classes_add_labels_and_probabilities_and_replace_them(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, truth = tissue_phantom()
+    viewer.add_image(image, name="mri", scale=(2.0, 1.0, 1.0), translate=(5.0, 0.0, -3.0))
+    widget = SegmentationWidget(viewer)
+    widget.image.value = viewer.layers["mri"]
+    widget.method.value = "atropos"
+    widget.n_classes.value = 3
+    assert run_and_wait(qtbot, widget) == "done"
+    labels = viewer.layers["Segmentation [mri]"]
+    np.testing.assert_allclose(labels.scale, (2.0, 1.0, 1.0))
+    np.testing.assert_allclose(labels.translate, (5.0, 0.0, -3.0))
+    body = truth > 0
+    assert (labels.data[body] == truth[body]).mean() > 0.9
+    assert labels.metadata["xaimed"]["params"]["method"] == "atropos"
+    for k in (1, 2, 3):
+        prob = viewer.layers[f"Class {k} probability [mri]"]
+        assert prob._type_string == "image" and prob.data.shape == image.shape
+        np.testing.assert_allclose(prob.scale, (2.0, 1.0, 1.0))
+        np.testing.assert_allclose(prob.translate, (5.0, 0.0, -3.0))
+        assert prob.metadata["xaimed"]["class"] == k
+    n_layers = len(viewer.layers)
+    widget.n_classes.value = 2  # fewer classes: the third probability layer goes
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(viewer.layers) == n_layers - 1
+    assert "Class 3 probability [mri]" not in viewer.layers
+    assert viewer.layers["Segmentation [mri]"].data.max() == 2
+
+
+def test_preview_shows_the_current_slice(make_napari_viewer):
+    from napari_xaimed.segmentation import segment
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "lesion")
+    layer = viewer.layers["lesion ct"]
+    layer.scale = (2.0, 1.0, 1.0)
+    widget = SegmentationWidget(viewer)
+    widget.image.value = layer
+    widget.classes.value = 3
+    widget.opening.value = 1.0
+    z = int(np.argmax((viewer.layers["lesion truth"].data > 0).sum(axis=(1, 2))))
+    viewer.dims.set_point(0, z * 2.0)
+    widget.preview_button.clicked()
+    preview = viewer.layers["Segmentation preview [lesion ct]"]
+    assert preview.data.shape == (1, *layer.data.shape[1:])
+    np.testing.assert_allclose(preview.translate, (z * 2.0, 0.0, 0.0))
+    full = segment(layer.data, "otsu", spacing=(2.0, 1.0, 1.0), classes=3, opening_mm=1.0,
+                   instances=False)
+    np.testing.assert_array_equal(preview.data[0], full[z])
+    assert preview.data.any()

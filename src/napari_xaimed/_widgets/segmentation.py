@@ -1,17 +1,39 @@
-"""Segmentation dock widget: threshold or Otsu an Image layer into instance Labels."""
+"""Segmentation dock widget: an Image layer into Labels (and class probability Images).
+
+The form shows the chosen method's parameters only (:data:`~napari_xaimed.segmentation.METHODS`
+says which it takes). Segment runs the core in a worker (ANTs methods in their own process, so
+Cancel kills them); Preview shows the classical methods on the current slice at once.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
-from napari.layers import Image
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox
+from napari.layers import Image, Labels
 
-from napari_xaimed._layers import add_or_update, labels_layer, output_name, source_geometry
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._layers import (
+    add_or_update,
+    heatmap_layer,
+    labels_layer,
+    output_name,
+    source_geometry,
+)
 from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
-from napari_xaimed.segmentation import METHODS, segment_steps
+from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
+from napari_xaimed.segmentation.preview import preview_slice
+from napari_xaimed.segmentation.tissue import DEFAULT_MRF
+
+NO_SPLIT = "none"
+
+
+def probability_name(k: int, source: str) -> str:
+    """``"Class 2 probability [mri]"``."""
+    return output_name(f"Class {k} probability", source)
 
 
 class SegmentationWidget(XaimedWidget):
@@ -20,59 +42,162 @@ class SegmentationWidget(XaimedWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.image = layer_picker(napari_viewer, Image, "image")
-        self.method = ComboBox(label="method", choices=sorted(METHODS), value="otsu")
-        self.classes = SpinBox(label="Otsu classes", value=2, min=2, max=5,
-                               tooltip="More than 2: keep the brightest multi-Otsu class")
+        self.method = ComboBox(label="method", choices=list(METHODS), value="otsu")
+        self.threshold_by = ComboBox(label="threshold by", choices=["value", "percentile"],
+                                     value="value")
         self.value = FloatSpinBox(label="threshold", value=0.5, min=-1e6, max=1e6, step=0.05)
-        self.smoothing = FloatSpinBox(label="smoothing (mm)", value=0.0, min=0.0, max=20.0, step=0.5)
-        self.min_size = FloatSpinBox(label="min size (mm³)", value=0.0, min=0.0, max=1e7, step=10.0)
+        self.percentile = FloatSpinBox(label="percentile", value=95.0, min=0.0, max=100.0)
+        self.classes = SpinBox(label="Otsu classes", value=2, min=2, max=5,
+                               tooltip="otsu: more than 2 keeps the brightest multi-Otsu class")
+        self.n_classes = SpinBox(label="tissue classes", value=3, min=2, max=10)
+        self.tissue_mask = layer_picker(napari_viewer, Labels, "mask", nullable=True)
+        self.mrf = FloatSpinBox(label="MRF weight", value=0.1, min=0.0, max=10.0, step=0.05,
+                                tooltip="Spatial smoothing of the classes; higher is smoother")
+        self.iterations = SpinBox(label="iterations", value=5, min=1, max=100)
+        self.reproducible = CheckBox(label="reproducible (1 thread)", value=True)
+        self.smoothing = FloatSpinBox(label="smoothing (mm)", value=0.0, min=0.0, max=20.0,
+                                      step=0.5)
+        self.opening = FloatSpinBox(label="opening radius (mm)", value=0.0, min=0.0, max=50.0,
+                                    step=0.5)
+        self.fill_holes = CheckBox(label="fill holes", value=False)
+        self.instances = CheckBox(label="label instances", value=True)
+        self.min_size = FloatSpinBox(label="min size (mm³)", value=0.0, min=0.0, max=1e7,
+                                     step=10.0)
         self.connectivity = ComboBox(label="connectivity", choices=[6, 18, 26], value=26)
-        self.form.extend([self.image, self.method, self.classes, self.value, self.smoothing,
-                          self.min_size, self.connectivity])
-        self.method.changed.connect(self._show_method_fields)
+        self.split = ComboBox(label="split touching", choices=[NO_SPLIT, "watershed"],
+                              value=NO_SPLIT)
+        self.min_distance = FloatSpinBox(label="min distance (mm)", value=5.0, min=0.1,
+                                         max=500.0, step=0.5)
+        self.preview_button = PushButton(text="Preview slice")
+        self._fields = {
+            "value": self.value, "percentile": self.percentile, "classes": self.classes,
+            "n_classes": self.n_classes, "mask": self.tissue_mask, "mrf": self.mrf,
+            "iterations": self.iterations, "reproducible": self.reproducible,
+            "smoothing_mm": self.smoothing, "opening_mm": self.opening,
+            "fill_holes": self.fill_holes, "instances": self.instances,
+            "min_size_mm3": self.min_size, "connectivity": self.connectivity,
+            "split": self.split, "min_distance_mm": self.min_distance,
+        }
+        self.form.extend([self.image, self.method, self.threshold_by, *self._fields.values(),
+                          self.preview_button])
+        for widget in (self.method, self.threshold_by, self.split, self.instances):
+            widget.changed.connect(self._show_method_fields)
+        self.method.changed.connect(self._default_mrf)
         self.image.changed.connect(self.update_info)
+        self.preview_button.changed.connect(self.preview)
         self.job = JobPanel("Segment")
         self._layout.addWidget(self.job)
         self.job.run_button.clicked.connect(self.run)
+        self._probabilities: dict[str, list[str]] = {}  # source -> probability layers shown
         self._show_method_fields()
         self.reset_choices()
 
+    def _default_mrf(self, *_: Any) -> None:
+        if self.method.value in DEFAULT_MRF:
+            self.mrf.value = DEFAULT_MRF[self.method.value]
+
     def _show_method_fields(self, *_: Any) -> None:
-        self.classes.visible = self.method.value == "otsu"
-        self.value.visible = self.method.value == "threshold"
+        method = self.method.value
+        accepted = set(method_params(method))
+        for name, widget in self._fields.items():
+            widget.visible = name in accepted
+        by_value = self.threshold_by.value == "value"
+        self.threshold_by.visible = method == "threshold"
+        self.value.visible = method == "threshold" and by_value
+        self.percentile.visible = method == "threshold" and not by_value
+        labelled = "instances" in accepted and self.instances.value
+        for widget in (self.min_size, self.connectivity, self.split):
+            widget.visible = labelled
+        self.min_distance.visible = labelled and self.split.value == "watershed"
+        self.preview_button.visible = METHODS[method].cheap
 
     def update_info(self, *_: Any) -> None:
         self.info.value = describe_layer(self.image.value)
 
     def params(self) -> dict[str, Any]:
-        """The parameters the current form gives the chosen method."""
-        params: dict[str, Any] = {
-            "smoothing_mm": self.smoothing.value,
-            "min_size_mm3": self.min_size.value,
-            "connectivity": self.connectivity.value,
-        }
-        if self.method.value == "otsu":
-            params["classes"] = self.classes.value
-        else:
-            params["value"] = self.value.value
+        """The parameters the current form gives the chosen method (mask as an array)."""
+        method = self.method.value
+        params: dict[str, Any] = {}
+        for name in method_params(method):
+            widget = self._fields[name]
+            if name == "mask":
+                params[name] = None if widget.value is None else np.asarray(widget.value.data)
+            elif name == "split":
+                params[name] = None if widget.value == NO_SPLIT else widget.value
+            else:
+                params[name] = widget.value
+        if method == "threshold":
+            params.pop("percentile" if self.threshold_by.value == "value" else "value")
+        return params
+
+    def _layer(self) -> Any:
+        layer = self.image.value
+        if layer is None:
+            raise XaimedError("Add or open an Image layer first.")
+        return layer
+
+    def preview(self, *_: Any) -> None:
+        """The chosen classical method on the current slice, as ``"Segmentation preview [...]"``."""
+        try:
+            layer = self._layer()
+            spacing, translate = source_geometry(layer)
+            world_z = self.viewer.dims.point[-3]
+            z = int(np.clip(round((world_z - translate[0]) / spacing[0]), 0,
+                            layer.data.shape[-3] - 1))
+            mask = preview_slice(np.asarray(layer.data), z, self.method.value, spacing,
+                                 **self.params())
+        except XaimedError as exc:
+            report_error(exc)
+            return
+        prov = provenance("segmentation preview", sources=[layer.name],
+                          params={"method": self.method.value, "slice": z,
+                                  **self._plain_params()})
+        at = (translate[0] + z * spacing[0], *translate[1:])
+        add_or_update(self.viewer, labels_layer(
+            mask[np.newaxis], output_name("Segmentation preview", layer.name), spacing,
+            translate=at, provenance=prov))
+
+    def _plain_params(self) -> dict[str, Any]:
+        params = self.params()
+        if "mask" in params:
+            params["mask"] = None if self.tissue_mask.value is None else self.tissue_mask.value.name
         return params
 
     def run(self) -> None:
-        """Segment the chosen image in a worker; add or update the output layer when done."""
-        layer = self.image.value
-        if layer is None:
-            report_error(ValueError("Add or open an Image layer first."))
+        """Segment the chosen image in a worker; add or update the output layers when done."""
+        try:
+            layer = self._layer()
+            params = self.params()
+        except XaimedError as exc:
+            report_error(exc)
             return
         spacing, translate = source_geometry(layer)
-        method, params = self.method.value, self.params()
+        method, shown = self.method.value, self._plain_params()
         steps = segment_steps(layer.data, method, spacing=spacing, **params)
 
-        def done(result: Any, seconds: float) -> None:
-            prov = provenance("segmentation", sources=[layer.name],
-                              params={"method": method, **params, **result.facts},
-                              seconds=seconds)
-            add_or_update(self.viewer, labels_layer(
-                result.labels, output_name("Segmentation", layer.name), spacing,
-                translate=translate, provenance=prov))
+        def done(result: SegmentationResult, seconds: float) -> None:
+            self._show_result(result, layer.name, spacing, translate, shown, seconds)
 
-        self.job.start(steps, done, f"Segmenting {layer.name}")
+        self.job.start(steps, done, f"Segmenting {layer.name} ({method})")
+
+    def _show_result(self, result: SegmentationResult, source: str,
+                     spacing: tuple[float, float, float], translate: tuple[float, float, float],
+                     params: dict[str, Any], seconds: float) -> None:
+        prov = provenance("segmentation", sources=[source], seconds=seconds,
+                          params={"method": result.method, **params, **result.facts},
+                          label_kind=result.kind)
+        add_or_update(self.viewer, labels_layer(result.labels, output_name("Segmentation", source),
+                                                spacing, translate=translate, provenance=prov))
+        names = []
+        if result.probabilities is not None:
+            for k, probability in enumerate(result.probabilities, start=1):
+                name = probability_name(k, source)
+                add_or_update(self.viewer, heatmap_layer(
+                    probability, name, spacing, signed=False, translate=translate,
+                    provenance={**prov, "kind": "class probability", "class": k},
+                    contrast_limits=(0.0, 1.0), visible=False))
+                names.append(name)
+        for stale in set(self._probabilities.get(source, [])) - set(names):
+            if stale in self.viewer.layers and "xaimed" in self.viewer.layers[stale].metadata:
+                self.viewer.layers.remove(stale)
+        self._probabilities[source] = names
