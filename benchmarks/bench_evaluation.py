@@ -409,7 +409,8 @@ def print_table(rows: list[Row]) -> None:
           "(no distances); Panoptica re-runs\nmatching and instance evaluation (Dice, IoU) per "
           "threshold after one connected-components pass.\nvoronoi: ours = plain matching "
           "(HD95/ASSD per TP) + regions with Dice/IoU/HD95/ASSD; target on\nours at 256^3 "
-          "only. plain: ratio target at 256^3 only. parts: target on ours at 128^3; Panoptica's definitions differ.")
+          "only. plain: ratio target at 256^3 only.\nparts: target on ours at 128^3; "
+          "Panoptica's definitions differ.")
     if any(row.skipped for row in rows):
         print("skipped (too slow): Panoptica's Voronoi at 256^3 took "
               f"~{PANOPTICA_VORONOI_256_S:.0f} s in the field notes (not measured in this "

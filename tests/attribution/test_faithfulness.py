@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed.attribution import attribute, deletion_curve, insertion_curve
-from napari_xaimed.attribution import faithfulness
+from napari_xaimed.attribution import attribute, deletion_curve, faithfulness, insertion_curve
 
 
 class BoxSum(torch.nn.Module):

@@ -15,7 +15,8 @@ _CONNECTIVITY = {6: 1, 18: 2, 26: 3}
 def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Renumber the nonzero ids of ``labels`` to ``1..n`` (in increasing id order).
 
-    Returns the renumbered map (uint16 when n < 65536, else int32) and the original ids (``ids[k - 1]`` is the id of ``k``).
+    Returns the renumbered map (uint16 when n < 65536, else int32) and the original ids
+    (``ids[k - 1]`` is the id of ``k``).
     A lookup table does it in one pass when the ids are small; ``np.unique`` otherwise.
     """
     flat = labels.ravel()

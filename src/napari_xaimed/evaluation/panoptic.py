@@ -27,8 +27,8 @@ from napari_xaimed.evaluation.matching import (
     match_edges,
 )
 from napari_xaimed.evaluation.overlap import OverlapTable, pair_score
-from napari_xaimed.evaluation.shells import pair_surface_distances
 from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
+from napari_xaimed.evaluation.shells import pair_surface_distances
 from napari_xaimed.evaluation.voronoi import region_rows, voronoi_regions
 
 MATCH_METRICS = ("iou", "dice")
@@ -328,8 +328,9 @@ def match_table(table: OverlapTable, *, threshold: float, match_metric: str, mat
     if scores is None:
         scores = table.scores(match_metric)
     edges = match_edges(table, scores, threshold, matching, assignment, strict)
-    inter_of = {(int(r), int(p)): int(n) for r, p, n in
-                zip(table.pair_ref, table.pair_pred, table.pair_inter, strict=True)} if edges else {}
+    inter_of = ({(int(r), int(p)): int(n) for r, p, n in
+                 zip(table.pair_ref, table.pair_pred, table.pair_inter, strict=True)}
+                if edges else {})
     groups = group_edges(edges, table, inter_of, match_metric, matching)
     return count(groups, table.n_ref, table.n_pred, threshold, strict, matching), groups
 
