@@ -157,3 +157,21 @@ def test_parameters_are_checked_per_method():
     assert "opening_mm" in method_params("threshold")
     assert "opening_mm" not in method_params("atropos")
     assert {"threshold", "otsu", "multiotsu", "kmeans", "atropos"} <= set(METHODS)
+
+
+def test_slice_preview_equals_the_full_result_without_smoothing():
+    from napari_xaimed.segmentation.preview import preview_slice
+
+    s = samples.lesion_volume(seed=0, spacing=ANISO)
+    for method, params in (("otsu", {"classes": 3, "opening_mm": 2.0}),
+                           ("threshold", {"percentile": 97.0, "opening_mm": 1.0}),
+                           ("multiotsu", {"classes": 3})):
+        extra = {} if method == "multiotsu" else {"instances": False}
+        full = segment(s.image, method, spacing=ANISO, **params, **extra)
+        for z in (0, 31, 63):
+            np.testing.assert_array_equal(preview_slice(s.image, z, method, ANISO, **params),
+                                          full[z])
+    with pytest.raises(XaimedError, match="no slice preview"):
+        preview_slice(s.image, 3, "atropos", ANISO)
+    with pytest.raises(XaimedError, match="outside"):
+        preview_slice(s.image, 64, "otsu", ANISO)

@@ -105,3 +105,23 @@ def test_classes_are_renumbered_by_mean_intensity():
     ordered, ordered_probs, means = order_by_intensity(volume, labels, probs)
     assert ordered.ravel().tolist() == [3, 1, 2, 0] and means == [1.0, 3.0, 5.0]
     np.testing.assert_array_equal(ordered_probs.argmax(0)[ordered > 0] + 1, ordered[ordered > 0])
+
+
+def test_cancel_kills_the_ants_process_and_removes_its_folder():
+    import glob
+    import tempfile
+
+    from napari_xaimed.registration import spawned
+
+    image, _, _ = phantom()
+    before = set(glob.glob(f"{tempfile.gettempdir()}/xaimed-atropos-*"))
+    steps = segment_steps(image, "atropos", spacing=SPACING, n_classes=3, iterations=100)
+    step = next(steps)
+    while not spawned._RUNNING:  # until the child runs: then cancel
+        step = next(steps)
+    running = list(spawned._RUNNING)
+    assert running and step.total > 0
+    steps.close()
+    assert all(process.poll() is not None for process in running)
+    assert not spawned._RUNNING
+    assert set(glob.glob(f"{tempfile.gettempdir()}/xaimed-atropos-*")) == before
