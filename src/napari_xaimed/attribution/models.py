@@ -4,7 +4,7 @@ Accepted: a ``torch.nn.Module``; a TorchScript file; a state dict (``.pt``/``.pt
 config beside it (``<file>.json``: a MONAI network name or ``"module:Class"``, its arguments,
 the preprocessing and class names); a MONAI bundle folder (``configs/inference.json`` with a
 ``network_def``, weights in ``models/model.pt``); or ``"bundled"``, the lesion classifier that
-ships with the package.
+ships with the package, or ``"bundled-segmenter"``, the lesion segmentation network.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed.attribution.preprocess import Preprocessing
 
 BUNDLED = "bundled"
+BUNDLED_SEGMENTER = "bundled-segmenter"
 # The shape checks of each module passed in directly, remembered across calls (a script
 # explaining one model with several methods); weak, so the module can still be freed.
 _CHECKS: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
@@ -138,7 +139,7 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
     Parameters
     ----------
     model : torch.nn.Module, str, pathlib.Path or LoadedModel
-        A module, a file or bundle folder, or ``"bundled"``.
+        A module, a file or bundle folder, ``"bundled"`` or ``"bundled-segmenter"``.
     config : dict, optional
         For a state dict: the config instead of the JSON file beside it; for a module or a
         TorchScript file: ``preprocessing`` and ``classes``.
@@ -154,11 +155,14 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
         return LoadedModel(model.eval(), Preprocessing.from_dict(config.get("preprocessing")),
                            list(config.get("classes", [])),
                            checked=_CHECKS.setdefault(model, {}))
-    if model == BUNDLED:
-        from napari_xaimed.attribution.lesion_model import WEIGHTS
+    if model in (BUNDLED, BUNDLED_SEGMENTER):
+        if model == BUNDLED:
+            from napari_xaimed.attribution.lesion_model import WEIGHTS
+        else:
+            from napari_xaimed.segmentation.lesion_segmenter import WEIGHTS
 
         loaded = load_model(WEIGHTS)
-        loaded.source = BUNDLED
+        loaded.source = model
         return loaded
     path = Path(model)
     if not path.exists():

@@ -1,0 +1,486 @@
+"""Segmentation with the user's model: MONAI sliding-window inference with progress and cancel.
+
+The model is loaded as the attribution capability loads it
+(:func:`napari_xaimed.attribution.load_model`: a module, TorchScript, a state dict with a JSON
+config, a MONAI bundle, ``"bundled"`` or ``"bundled-segmenter"``), the volume is scaled as the
+model's preprocessing says (and resampled to ``model_spacing`` when given), and
+``monai.inferers.sliding_window_inference`` runs the windows.
+
+MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs in a helper thread
+whose predictor (the model wrapped in :class:`_WindowRunner`) hands each finished window batch
+to the step generator and waits until the generator is resumed: the two take turns like a
+coroutine, so the progress is exact and closing the generator (a cancel) stops the inference
+right after the batch it reported. The first
+batch's output is checked (a segmentation map on the window's grid, enough channels), so a
+model that does not fit fails with a clear message before the rest runs, at no extra pass.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed.attribution.device import halved_batch, is_out_of_memory, pick_device
+from napari_xaimed.attribution.models import LoadedModel, load_model
+from napari_xaimed.attribution.preprocess import Preprocessing, scale_intensity
+
+BLENDS = ("gaussian", "constant")
+OUTPUTS = ("softmax", "sigmoid")
+AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# default window edge: MONAI's usual 96, or the volume's size rounded up to a multiple of 16
+# (networks with four stride-2 levels need that) when the volume is smaller
+DEFAULT_ROI = 96
+ROI_MULTIPLE = 16
+
+
+@dataclass
+class ModelSegmentation:
+    """A model's segmentation of a volume and how it was made.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        uint8 (uint16 beyond 255 classes) labels with the volume's shape: the argmax class
+        (softmax), or the channel above ``threshold`` (sigmoid); with ``channel`` given, 0/1.
+    probability : numpy.ndarray
+        float32 foreground probability with the volume's shape: 1 - P(background) (softmax),
+        the highest channel probability (sigmoid), or the chosen channel's probability.
+    classes : list of str
+        The model's class names, when its config gives them.
+    params : dict
+        Every setting used (the sliding-window batch size after any out-of-memory halving).
+    windows : int
+        Number of sliding windows run.
+    seconds : float
+    device : str
+    model : dict
+        Source, SHA-256 and class of the model.
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    classes: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    windows: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self, sources: Sequence[str] = ()) -> dict[str, Any]:
+        """The ``metadata["xaimed"]`` dict for the labels and probability layers."""
+        from napari_xaimed._provenance import provenance
+
+        return provenance("segmentation", sources=sources, params={"method": "model",
+                                                                   **self.params},
+                          seconds=self.seconds, device=self.device, model=self.model,
+                          classes=self.classes, windows=self.windows)
+
+
+class _Cancelled(Exception):
+    """Raised by the predictor in the helper thread once the step generator was closed."""
+
+
+def _three_sizes(value: Any, name: str) -> tuple[int, int, int]:
+    sizes = (value,) * 3 if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(sizes) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes):
+        raise XaimedError(f"{name} must be one positive integer or three (z, y, x), got "
+                          f"{value!r}.")
+    return tuple(int(s) for s in sizes)  # type: ignore[return-value]
+
+
+def default_roi_size(shape: Sequence[int], prep: Preprocessing | None = None
+                     ) -> tuple[int, int, int]:
+    """The window when none is given: the model's ``input_size`` when its preprocessing names
+    one, else per axis 96, or the axis rounded up to a multiple of 16 when it is smaller."""
+    if prep is not None and prep.input_size is not None:
+        return tuple(prep.input_size)  # type: ignore[return-value]
+    return tuple(min(DEFAULT_ROI, -(-int(n) // ROI_MULTIPLE) * ROI_MULTIPLE)
+                 for n in shape)  # type: ignore[return-value]
+
+
+def window_count(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
+    """Windows ``sliding_window_inference`` runs on a volume of ``shape`` (after its padding
+    of axes smaller than the window), by MONAI's own scan rule."""
+    count = 1
+    for n, r in zip(shape, roi_size, strict=True):
+        n = max(int(n), int(r))
+        step = r if r == n else max(1, int(r * (1 - overlap)))
+        count *= math.ceil((n - r) / step) + 1
+    return count
+
+
+def _in_channels(module: torch.nn.Module) -> int | None:
+    """Input channels of the first convolution, when the module exposes one."""
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+            return int(sub.in_channels)
+    return None
+
+
+class _WindowRunner:
+    """The predictor handed to MONAI: runs the model on a window batch (under autocast when
+    asked), checks the first output, reports progress and waits for ``resume``; raises
+    :class:`_Cancelled` once ``cancelled`` is set."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device, autocast: str | None,
+                 output: str, channel: int | None, events: queue.Queue,
+                 cancelled: threading.Event):
+        self.module, self.device, self.dtype = module, device, AUTOCAST[autocast]
+        self.output, self.channel = output, channel
+        self.events, self.cancelled = events, cancelled
+        self.resume = threading.Semaphore(0)
+        self.checked = False
+        self.done = 0
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype is None:
+            return self.module(x)
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            return self.module(x).float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cancelled.is_set():
+            raise _Cancelled
+        if self.checked:
+            out = self._forward(x)
+        else:
+            try:
+                out = self._forward(x)
+            except Exception as exc:  # noqa: BLE001 - the first window tells if the model fits
+                if is_out_of_memory(exc):
+                    raise
+                raise XaimedError(
+                    f"the model does not accept a window of shape {tuple(x.shape)} (batch, "
+                    f"channel, z, y, x): {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+                    "Check that it takes one input channel and that roi_size fits it (a "
+                    "network that halves the size k times needs sizes divisible by 2^k, e.g. "
+                    "64 or 96).") from exc
+            self._check(x, out)
+            self.checked = True
+        self.done += int(x.shape[0])
+        self.events.put(("windows", self.done))
+        self.resume.acquire()
+        if self.cancelled.is_set():
+            raise _Cancelled
+        return out
+
+    def _check(self, x: torch.Tensor, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            raise XaimedError(
+                f"the model returns a {type(out).__name__}, not a tensor: segmentation needs "
+                "one (batch, channels, z, y, x) tensor of logits; wrap the model so that its "
+                "forward returns that tensor.")
+        if out.ndim == 2:
+            raise XaimedError(
+                f"the model outputs class scores {tuple(out.shape)} (batch, classes), not a "
+                "segmentation map: use a segmentation network, whose output is (batch, "
+                "channels, z, y, x); a classifier can be explained in the attribution widget.")
+        if out.ndim != 5 or out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
+            raise XaimedError(
+                f"the model's output {tuple(out.shape)} does not fit its input window "
+                f"{tuple(x.shape)}: sliding-window inference needs (batch, channels) and the "
+                "window's own z, y, x size; a network that changes the size needs a "
+                "roi_size it maps onto itself (e.g. divisible by 16).")
+        channels = int(out.shape[1])
+        if self.output == "softmax" and channels < 2:
+            raise XaimedError(
+                "the model has one output channel, and a softmax over one channel is always "
+                "1: use output='sigmoid' (with a threshold) for a single-channel model.")
+        if self.channel is not None and not 0 <= self.channel < channels:
+            raise XaimedError(f"channel {self.channel} does not exist: the model has "
+                              f"{channels} output channels (0..{channels - 1}).")
+
+
+def _inference_thread(x: torch.Tensor, runner: _WindowRunner, roi_size: tuple[int, ...],
+                      sw_batch_size: int, overlap: float, blend: str) -> None:
+    from monai.inferers import sliding_window_inference
+
+    try:
+        with torch.no_grad():
+            logits = sliding_window_inference(x, roi_size, sw_batch_size, runner,
+                                              overlap=overlap, mode=blend)
+        runner.events.put(("done", logits))
+    except BaseException as exc:  # noqa: BLE001 - handed to the step generator, raised there
+        runner.events.put(("error", exc))
+
+
+def sliding_window_steps(
+    x: torch.Tensor,
+    module: torch.nn.Module,
+    *,
+    roi_size: tuple[int, int, int],
+    sw_batch_size: int,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    device: torch.device,
+    autocast: str | None = None,
+    output: str = "softmax",
+    channel: int | None = None,
+    progress_offset: int = 0,
+    progress_total: int | None = None,
+) -> Steps[tuple[torch.Tensor, int]]:
+    """``sliding_window_inference`` of ``module`` on ``x`` (``(1, C, z, y, x)`` on ``device``)
+    as a step generator: yields one :class:`Progress` per window batch (windows done, plus
+    ``progress_offset``), can be closed between batches (the batch running finishes, no other
+    starts), halves ``sw_batch_size`` and starts again on out-of-memory.
+
+    Returns
+    -------
+    (torch.Tensor, int)
+        The stitched logits ``(1, channels, z, y, x)`` and the batch size that ran.
+    """
+    windows = window_count(x.shape[2:], roi_size, overlap)
+    total = progress_total if progress_total is not None else windows
+    checked = False
+    while True:
+        events: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+        runner = _WindowRunner(module, device, autocast, output, channel, events, cancelled)
+        runner.checked = checked
+        thread = threading.Thread(
+            target=_inference_thread, args=(x, runner, roi_size, sw_batch_size, overlap, blend),
+            name="xaimed-sliding-window", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, value = events.get()
+                if kind == "windows":
+                    checked = True
+                    yield Progress(progress_offset + min(value, windows), total,
+                                   f"window {min(value, windows)} of {windows}")
+                    runner.resume.release()
+                elif kind == "done":
+                    return value, sw_batch_size
+                else:
+                    error = value
+                    break
+        finally:
+            cancelled.set()
+            runner.resume.release()
+            thread.join()
+        sw_batch_size = halved_batch(error, sw_batch_size, device)
+
+
+def _resize(tensor: torch.Tensor, size: tuple[int, ...], anti_aliasing: bool = False
+            ) -> torch.Tensor:
+    """``(1, C, z, y, x)`` resized (trilinear, MONAI ``Resize``) to ``size``."""
+    from monai.transforms import Resize
+    from monai.utils import convert_to_tensor
+
+    if tuple(tensor.shape[2:]) == tuple(size):
+        return tensor
+    resized = Resize(size, mode="trilinear", anti_aliasing=anti_aliasing)(tensor[0])
+    return convert_to_tensor(resized, track_meta=False)[None]
+
+
+def _keep_largest(labels: torch.Tensor) -> torch.Tensor:
+    from monai.transforms import KeepLargestConnectedComponent
+    from monai.utils import convert_to_tensor
+
+    present = [int(v) for v in torch.unique(labels) if int(v) != 0]
+    if not present:
+        return labels
+    kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False,
+                                         independent=True)(labels[None])
+    return convert_to_tensor(kept, track_meta=False)[0]
+
+
+def _check_params(overlap: float, blend: str, output: str, threshold: float,
+                  channel: int | None, autocast: str | None, sw_batch_size: int | None) -> None:
+    if not 0 <= float(overlap) < 1:
+        raise XaimedError(f"overlap must be at least 0 and below 1, got {overlap!r}.")
+    if blend not in BLENDS:
+        raise XaimedError(f"blend must be one of {BLENDS}, got {blend!r}.")
+    if output not in OUTPUTS:
+        raise XaimedError(f"output must be one of {OUTPUTS}, got {output!r}.")
+    if not 0 < float(threshold) < 1:
+        raise XaimedError(f"threshold must be between 0 and 1, got {threshold!r}.")
+    if channel is not None and (not isinstance(channel, (int, np.integer)) or channel < 0):
+        raise XaimedError(f"channel must be None or an output channel index (0, 1, ...), got "
+                          f"{channel!r}.")
+    if autocast not in AUTOCAST:
+        raise XaimedError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
+    if sw_batch_size is not None and (not isinstance(sw_batch_size, (int, np.integer))
+                                      or sw_batch_size < 1):
+        raise XaimedError(f"sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
+
+
+def _auto_sw_batch(roi_size: tuple[int, ...], windows: int, device: torch.device) -> int:
+    """Windows per pass: one on CPU (bigger batches do not pay off there, and one window per
+    step keeps cancel quick), up to 8 on a GPU as its free memory allows."""
+    if device.type == "cpu":
+        return 1
+    from napari_xaimed.attribution.device import auto_batch
+
+    return max(1, min(windows, auto_batch(math.prod(roi_size), device, limit=8)))
+
+
+def model_segmentation_steps(
+    volume: np.ndarray,
+    model: Any,
+    *,
+    spacing: Any = None,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    sw_batch_size: int | None = None,
+    device: str | torch.device = "auto",
+    autocast: str | None = None,
+    output: str = "softmax",
+    threshold: float = 0.5,
+    channel: int | None = None,
+    largest_component: bool = False,
+    preprocessing: dict[str, Any] | Preprocessing | None = None,
+    model_spacing: Any = None,
+) -> Steps[ModelSegmentation]:
+    """Generator form of :func:`segment_with_model`: yields :class:`Progress` (preprocessing,
+    each window batch, postprocessing) and returns a :class:`ModelSegmentation`. Closing it
+    (a cancel) stops the inference after the window batch that is running."""
+    started = time.perf_counter()
+    volume = as_volume(volume, "volume")
+    spacing = as_spacing(spacing)
+    _check_params(overlap, blend, output, threshold, channel, autocast, sw_batch_size)
+    loaded: LoadedModel = load_model(model)
+    prep = loaded.preprocessing
+    if preprocessing is not None:
+        prep = (preprocessing if isinstance(preprocessing, Preprocessing)
+                else Preprocessing.from_dict({**prep.to_dict(), **preprocessing}))
+    dev = pick_device(device)
+    module = loaded.module.to(dev).eval()
+    in_channels = _in_channels(module)
+    if in_channels is not None and in_channels != 1:
+        raise XaimedError(
+            f"the model takes {in_channels} input channels, but a volume gives one: segment "
+            "with a model trained on single-channel volumes (in_channels=1).")
+
+    shape = tuple(volume.shape)
+    grid = shape
+    if model_spacing is not None:
+        model_spacing = as_spacing(model_spacing, "model_spacing")
+        grid = tuple(max(1, round(n * s / m))
+                     for n, s, m in zip(shape, spacing, model_spacing, strict=True))
+    roi = (_three_sizes(roi_size, "roi_size") if roi_size is not None
+           else default_roi_size(grid, prep))
+    windows = window_count(grid, roi, float(overlap))
+    batch = (int(sw_batch_size) if sw_batch_size is not None
+             else _auto_sw_batch(roi, windows, dev))
+    total = windows + 2
+
+    yield Progress(0, total, "preprocessing")
+    x = torch.from_numpy(np.ascontiguousarray(scale_intensity(volume, prep)))[None, None]
+    x = x.to(dev)
+    if grid != shape:
+        x = _resize(x, grid, anti_aliasing=any(g < n for g, n in zip(grid, shape, strict=True)))
+    logits, batch = yield from sliding_window_steps(
+        x, module, roi_size=roi, sw_batch_size=batch, overlap=float(overlap), blend=blend,
+        device=dev, autocast=autocast, output=output, channel=channel, progress_total=total)
+    del x
+
+    yield Progress(windows + 1, total, "probabilities and labels")
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=1) if output == "softmax" else torch.sigmoid(logits)
+    del logits
+    probs = _resize(probs, shape)
+    if output == "softmax":
+        winner = probs.argmax(dim=1)[0]
+        if channel is None:
+            labels, probability = winner, 1.0 - probs[0, 0]
+        else:
+            labels, probability = (winner == channel), probs[0, channel]
+    else:
+        if channel is None and probs.shape[1] == 1:
+            channel = 0
+        if channel is None:
+            probability, best = probs[0].max(dim=0)
+            labels = torch.where(probability > threshold, best + 1, 0)
+        else:
+            probability = probs[0, channel]
+            labels = probability > threshold
+    labels = labels.to(torch.int32)
+    if largest_component:
+        labels = _keep_largest(labels)
+    n_channels = int(probs.shape[1])
+    labels_np = labels.cpu().numpy().astype(np.uint8 if n_channels < 256 else np.uint16)
+    probability_np = probability.float().cpu().numpy().astype(np.float32, copy=False)
+    params = {"roi_size": list(roi), "overlap": float(overlap), "blend": blend,
+              "sw_batch_size": batch, "autocast": autocast, "output": output,
+              "threshold": float(threshold), "channel": channel,
+              "largest_component": bool(largest_component), "preprocessing": prep.to_dict(),
+              "spacing": list(spacing),
+              "model_spacing": None if model_spacing is None else list(model_spacing),
+              "model_grid": list(grid), "output_channels": n_channels}
+    yield Progress(total, total, "done")
+    return ModelSegmentation(labels_np, probability_np, list(loaded.classes), params, windows,
+                             time.perf_counter() - started, str(dev), loaded.provenance())
+
+
+def segment_with_model(volume: np.ndarray, model: Any, **params: Any) -> ModelSegmentation:
+    """Segment a 3D volume with a PyTorch/MONAI model by sliding-window inference.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        3D image, ``(z, y, x)``, one channel.
+    model : torch.nn.Module, str or pathlib.Path
+        Anything :func:`napari_xaimed.attribution.load_model` reads: a module, a TorchScript
+        file, a state dict with a JSON config beside it, a MONAI bundle folder, or
+        ``"bundled-segmenter"`` (the lesion segmentation network that ships with the package).
+    spacing : tuple of float, optional
+        The volume's voxel size in mm, ``(z, y, x)`` (default 1 mm); used with ``model_spacing``.
+    roi_size : int or (int, int, int), optional
+        Sliding-window size on the model's grid. Default: the model's ``input_size`` when its
+        preprocessing names one, else 96 per axis (smaller axes rounded up to a multiple of 16).
+    overlap : float
+        Overlap of neighbouring windows, in [0, 1).
+    blend : {"gaussian", "constant"}
+        How overlapping window outputs are weighted.
+    sw_batch_size : int, optional
+        Windows per forward pass. Default: 1 on CPU, up to 8 on a GPU as memory allows; on
+        GPU out-of-memory it is halved and the inference starts again.
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
+    autocast : {None, "bf16", "fp16"}
+        Mixed precision for the forward passes.
+    output : {"softmax", "sigmoid"}
+        ``softmax``: labels are the argmax class, the probability 1 - P(channel 0). ``sigmoid``:
+        independent channels; labels are ``1 + `` the most probable channel where its
+        probability passes ``threshold``.
+    threshold : float
+        For ``output="sigmoid"``.
+    channel : int, optional
+        One output channel as the foreground: labels become 0/1 and the probability that
+        channel's.
+    largest_component : bool
+        Keep only the largest connected component (26-connectivity) of each label.
+    preprocessing : dict or Preprocessing, optional
+        Overrides of the model's intensity scaling (``scaling``, ``window``).
+    model_spacing : tuple of float, optional
+        The voxel size the model was trained at: the volume is resampled to it (trilinear)
+        before the windows, and the probabilities back to the volume's grid before the labels
+        are taken, so the outputs keep the volume's shape.
+
+    Returns
+    -------
+    ModelSegmentation
+        ``labels`` and ``probability`` with the volume's shape, and their provenance.
+
+    Examples
+    --------
+    >>> from napari_xaimed.samples import lesion_volume
+    >>> s = lesion_volume(seed=3)
+    >>> result = segment_with_model(s.image, "bundled-segmenter", spacing=s.spacing)
+    >>> result.labels.shape == s.image.shape
+    True
+    """
+    return run_steps(model_segmentation_steps(volume, model, **params))
