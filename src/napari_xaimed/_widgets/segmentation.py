@@ -26,7 +26,7 @@ from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_pic
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
 from napari_xaimed.segmentation.preview import preview_slice
-from napari_xaimed.segmentation.tissue import DEFAULT_MRF
+from napari_xaimed.segmentation.tissue import DEFAULT_MRF, prewarm
 
 NO_SPLIT = "none"
 
@@ -83,11 +83,13 @@ class SegmentationWidget(XaimedWidget):
         for widget in (self.method, self.threshold_by, self.split, self.instances):
             widget.changed.connect(self._show_method_fields)
         self.method.changed.connect(self._default_mrf)
+        self.reproducible.changed.connect(self._prewarm)
         self.image.changed.connect(self.update_info)
         self.preview_button.changed.connect(self.preview)
         self.job = JobPanel("Segment")
         self._layout.addWidget(self.job)
         self.job.run_button.clicked.connect(self.run)
+        self.job.finished.connect(self._prewarm)
         self._probabilities: dict[str, list[str]] = {}  # source -> probability layers shown
         self._show_method_fields()
         self.reset_choices()
@@ -95,6 +97,12 @@ class SegmentationWidget(XaimedWidget):
     def _default_mrf(self, *_: Any) -> None:
         if self.method.value in DEFAULT_MRF:
             self.mrf.value = DEFAULT_MRF[self.method.value]
+            self._prewarm()
+
+    def _prewarm(self, *_: Any) -> None:
+        """Have a process with ANTs imported wait for the next kmeans/atropos run."""
+        if self.method.value in DEFAULT_MRF:
+            prewarm(bool(self.reproducible.value))
 
     def _show_method_fields(self, *_: Any) -> None:
         method = self.method.value

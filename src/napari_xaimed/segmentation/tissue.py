@@ -16,12 +16,23 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
+from napari_xaimed.registration.spawned import prewarm as _prewarm
 from napari_xaimed.registration.spawned import run_spawned
 from napari_xaimed.segmentation import ants_classes
 
 TISSUE_METHODS = ("kmeans", "atropos")
 #: MRF smoothing weights ANTsPy uses by default: kmeans_segmentation 0.1, atropos 0.2.
 DEFAULT_MRF = {"kmeans": 0.1, "atropos": 0.2}
+
+
+def _environment(reproducible: bool) -> dict[str, Any]:
+    return {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": 1} if reproducible else {}
+
+
+def prewarm(reproducible: bool = True) -> None:
+    """Start the process the next kmeans/atropos run will use, so its ~2-3 s import of ANTs
+    happens now (the segmentation widget calls this when an ANTs method is picked)."""
+    _prewarm("ants", _environment(reproducible))
 
 
 def check_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -96,7 +107,7 @@ def tissue_classes_steps(
     if float(volume.max()) == float(volume.min()):
         raise XaimedError("The volume is constant: there are no tissue classes to find.")
     job = {
-        "environment": {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": 1} if reproducible else {},
+        "environment": _environment(reproducible),
         "method": method, "n_classes": int(n_classes), "mrf": mrf,
         "iterations": int(iterations), "reproducible": bool(reproducible),
         "spacing": list(spacing),
