@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution.lesion_model import LesionNet
 from napari_xaimed.samples import lesion_volume
+from napari_xaimed.segmentation import deep
 from napari_xaimed.segmentation.deep import (
     model_segmentation_steps,
     segment_with_model,
@@ -84,6 +85,16 @@ def test_sigmoid_and_softmax_outputs(volume):
     np.testing.assert_array_equal(labels.labels, np.where(best > 0.5, index + 1, 0))
     np.testing.assert_allclose(labels.probability, best.numpy(), atol=1e-5)
 
+    two = pointwise(2, seed=3)  # two classes take a shortcut: P(1) = sigmoid(l1 - l0)
+    soft = torch.softmax(whole(two, volume), dim=0)
+    result = segment_with_model(volume, two, roi_size=16, device="cpu")
+    np.testing.assert_allclose(result.probability, (1 - soft[0]).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(result.labels, soft.argmax(dim=0).numpy())
+    assert 0.05 < result.labels.mean() < 0.95
+    background = segment_with_model(volume, two, channel=0, roi_size=16, device="cpu")
+    np.testing.assert_allclose(background.probability, soft[0].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(background.labels, (soft.argmax(dim=0) == 0).numpy())
+
     soft = torch.softmax(whole(multi, volume), dim=0)
     chosen = segment_with_model(volume, multi, channel=2, roi_size=16, device="cpu")
     np.testing.assert_allclose(chosen.probability, soft[2].numpy(), atol=1e-5)
@@ -124,6 +135,15 @@ def test_resampling_to_the_model_spacing_and_back_keeps_the_grid():
     assert resampled.windows == window_count((40, 30, 36), (16, 16, 16), 0.0) == 3 * 2 * 3
     np.testing.assert_array_equal(direct.labels, volume > 0)
     assert np.mean(resampled.labels == direct.labels) > 0.98
+    two = torch.nn.Conv3d(1, 2, 1).eval()  # softmax over (background, thing)
+    with torch.no_grad():
+        two.weight.copy_(torch.tensor([-5.0, 5.0]).view(2, 1, 1, 1, 1))
+        two.bias.copy_(torch.tensor([2.5, -2.5]))
+    soft = segment_with_model(volume, two, spacing=spacing, model_spacing=(1, 1, 1),
+                              roi_size=16, overlap=0.0, device="cpu")
+    assert soft.labels.shape == volume.shape
+    np.testing.assert_allclose(soft.probability, resampled.probability, atol=1e-5)
+    np.testing.assert_array_equal(soft.labels, resampled.labels)
 
 
 def test_largest_component_keeps_the_biggest_blob():
@@ -228,7 +248,8 @@ class Counting(torch.nn.Module):
         return self.inner(x)
 
 
-def test_progress_counts_windows_and_cancel_stops_between_batches(volume):
+def test_progress_counts_windows_and_cancel_stops_between_batches(volume, monkeypatch):
+    monkeypatch.setattr(deep, "REPORT_INTERVAL_S", 0.0)  # report every batch
     model = Counting(pointwise(2))
     steps = model_segmentation_steps(volume, model, roi_size=8, overlap=0.0, device="cpu")
     first = [next(steps) for _ in range(3)]
@@ -243,6 +264,11 @@ def test_progress_counts_windows_and_cancel_stops_between_batches(volume):
     done = [p.done for p in model_segmentation_steps(volume, model, roi_size=8, overlap=0.0,
                                                      device="cpu")]
     assert model.calls == total and done == list(range(total + 3))
+
+    monkeypatch.setattr(deep, "REPORT_INTERVAL_S", 60.0)  # fast batches run on unreported
+    done = [p.done for p in model_segmentation_steps(volume, model, roi_size=8, overlap=0.0,
+                                                     device="cpu")]
+    assert done == [0, 1, total + 1, total + 2]
 
 
 def test_out_of_memory_halves_the_window_batch(volume):
