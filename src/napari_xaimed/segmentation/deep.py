@@ -239,9 +239,10 @@ def sliding_window_steps(
     progress_total: int | None = None,
 ) -> Steps[tuple[torch.Tensor, int]]:
     """``sliding_window_inference`` of ``module`` on ``x`` (``(1, C, z, y, x)`` on ``device``)
-    as a step generator: yields one :class:`Progress` per window batch (windows done, plus
-    ``progress_offset``), can be closed between batches (the batch running finishes, no other
-    starts), halves ``sw_batch_size`` and starts again on out-of-memory.
+    as a step generator: yields :class:`Progress` (windows done, plus ``progress_offset``)
+    after the first window batch and then at most every :data:`REPORT_INTERVAL_S`; closing
+    it at a yield stops the inference there (the batch that ran is the last); on
+    out-of-memory it halves ``sw_batch_size`` and starts again.
 
     Returns
     -------
@@ -394,7 +395,12 @@ def model_segmentation_steps(
         prep = (preprocessing if isinstance(preprocessing, Preprocessing)
                 else Preprocessing.from_dict({**prep.to_dict(), **preprocessing}))
     dev = pick_device(device)
-    module = loaded.module.to(dev).eval()
+    module = loaded.module
+    weight = next(module.parameters(), None)
+    if weight is None or not (weight.device == dev or (dev.index is None
+                                                       and weight.device.type == dev.type)):
+        module = module.to(dev)  # walks every parameter: skipped when already there
+    module = module.eval()
     in_channels = _in_channels(module)
     if in_channels is not None and in_channels != 1:
         raise XaimedError(

@@ -1,0 +1,163 @@
+"""Benchmark: our sliding-window segmentation against MONAI's ``sliding_window_inference`` called
+directly with the same settings.
+
+Run ``python benchmarks/bench_segmentation.py`` (96^3 and 160^3) or with ``--quick`` (96^3
+only); ``--device cuda`` on a GPU machine (default: auto).
+
+Network: the bundled lesion segmenter (``load_model("bundled-segmenter")``: MONAI UNet, channels
+8/16/32, two stride-2 levels; about 15 ms per 64^3 window on two CPU cores, so fixed costs
+show), input a lesion sample volume at the benchmark size. Two comparisons per case, each
+alternating ours and MONAI's, best of 3, so both see the same machine load:
+
+- **windows**: our sliding-window step generator (the windows run in a helper thread that hands
+  each batch's progress over, checks the first output, can be cancelled) driven to its end,
+  against ``sliding_window_inference`` alone on the same input tensor, under ``torch.no_grad``.
+- **whole call**: ``segment_with_model`` (scaling, windows, probabilities, labels, numpy),
+  against the same steps by hand around MONAI: the same scaling, the call, then the cheapest
+  torch post-processing to the same outputs (P(lesion) = sigmoid(l1 - l0), labels l1 > l0).
+
+Throughput is volume voxels per second. Target: ours takes at most 5% longer (ratio <= 1.05).
+The outputs are compared too (probabilities and labels against MONAI's).
+
+``OMP_WAIT_POLICY=PASSIVE`` is set (unless already set) before torch loads: with OpenMP's
+default spin-waiting, a call from one thread is slowed by the idle, spinning workers of the
+thread that ran before (on a busy 2-core machine the same MONAI call measured up to 40x
+apart between the main thread and a new thread), which would measure the scheduler, not our
+wrapper.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from napari_xaimed._progress import run_steps  # noqa: E402
+from napari_xaimed.attribution import load_model  # noqa: E402
+from napari_xaimed.attribution.device import pick_device  # noqa: E402
+from napari_xaimed.attribution.preprocess import scale_intensity  # noqa: E402
+from napari_xaimed.samples import lesion_volume  # noqa: E402
+from napari_xaimed.segmentation.deep import (  # noqa: E402
+    segment_with_model,
+    sliding_window_steps,
+    window_count,
+)
+
+TARGET = 1.05
+REPEATS = 3
+# (roi edge, overlap, blend, windows per pass)
+CASES = [
+    (64, 0.25, "gaussian", 1),
+    (64, 0.5, "constant", 4),
+    (32, 0.25, "gaussian", 4),
+]
+
+
+def timed(fn, device: torch.device) -> tuple[float, object]:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, result
+
+
+def alternate(ours, theirs, device: torch.device) -> tuple[float, float, object, object]:
+    ours(), theirs()  # warm-up
+    ours_s, theirs_s = [], []
+    for _ in range(REPEATS):
+        t, mine = timed(ours, device)
+        ours_s.append(t)
+        t, other = timed(theirs, device)
+        theirs_s.append(t)
+    return min(ours_s), min(theirs_s), mine, other
+
+
+def run_size(size: int, device: torch.device, rows: list) -> None:
+    from monai.inferers import sliding_window_inference
+
+    loaded = load_model("bundled-segmenter")
+    module = loaded.module.to(device).eval()
+    sample = lesion_volume(shape=(size,) * 3, spacing=(64 / size,) * 3, seed=5)
+    volume = sample.image
+    x = torch.from_numpy(scale_intensity(volume, loaded.preprocessing))[None, None].to(device)
+    print(f"\n{size}^3 on {device}", flush=True)
+    for roi, overlap, blend, batch in CASES:
+        settings = {"overlap": overlap, "mode": blend}
+
+        def monai_windows(roi=roi, batch=batch, settings=settings):
+            with torch.no_grad():
+                return sliding_window_inference(x, (roi,) * 3, batch, module, **settings)
+
+        def our_windows(roi=roi, batch=batch, overlap=overlap, blend=blend):
+            return run_steps(sliding_window_steps(
+                x, module, roi_size=(roi,) * 3, sw_batch_size=batch, overlap=overlap,
+                blend=blend, device=device))[0]
+
+        def monai_call(roi=roi, batch=batch, settings=settings):
+            t = torch.from_numpy(scale_intensity(volume, loaded.preprocessing))[None, None]
+            with torch.no_grad():
+                logits = sliding_window_inference(t.to(device), (roi,) * 3, batch, module,
+                                                  **settings)
+            probability = torch.sigmoid(logits[0, 1] - logits[0, 0])
+            labels = (logits[0, 1] > logits[0, 0]).to(torch.uint8)
+            return labels.cpu().numpy(), probability.cpu().numpy()
+
+        def our_call(roi=roi, batch=batch, overlap=overlap, blend=blend):
+            return segment_with_model(volume, loaded, roi_size=roi, overlap=overlap,
+                                      blend=blend, sw_batch_size=batch, device=str(device))
+
+        windows = window_count(volume.shape, (roi,) * 3, overlap)
+        case = f"{size}^3 roi {roi} overlap {overlap} {blend} batch {batch} ({windows} win)"
+        ours_s, monai_s, mine, theirs = alternate(our_windows, monai_windows, device)
+        diff = float((mine - theirs).abs().max())
+        rows.append((case, "windows", ours_s, monai_s, volume.size))
+        print(f"  {case}\n    windows:    ours {ours_s:.3f} s, MONAI {monai_s:.3f} s, ratio "
+              f"{ours_s / monai_s:.3f}; max |logit difference| {diff:.1e}", flush=True)
+        ours_s, monai_s, mine, theirs = alternate(our_call, monai_call, device)
+        diff = float(np.abs(mine.probability - theirs[1]).max())
+        same = float(np.mean(mine.labels == theirs[0]))
+        rows.append((case, "whole call", ours_s, monai_s, volume.size))
+        print(f"    whole call: ours {ours_s:.3f} s, MONAI {monai_s:.3f} s, ratio "
+              f"{ours_s / monai_s:.3f}; max |p difference| {diff:.1e}, labels equal "
+              f"{100 * same:.2f}%", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="96^3 only")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    import monai
+
+    print(f"torch {torch.__version__}, monai {monai.__version__}, "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    rows: list = []
+    for size in ([96] if args.quick else [96, 160]):
+        run_size(size, device, rows)
+    print()
+    print(f"{'case':<54}{'what':<12}{'ours':>9}{'MONAI':>9}{'ours':>8}{'MONAI':>8}"
+          f"{'ratio':>8}  met")
+    print(f"{'':<54}{'':<12}{'s':>9}{'s':>9}{'Mvox/s':>16}")
+    print("-" * 113)
+    for case, what, ours_s, monai_s, voxels in rows:
+        ratio = ours_s / monai_s
+        print(f"{case:<54}{what:<12}{ours_s:>9.3f}{monai_s:>9.3f}{voxels / ours_s / 1e6:>8.2f}"
+              f"{voxels / monai_s / 1e6:>8.2f}{ratio:>8.3f}  "
+              f"{'yes' if ratio <= TARGET else 'NO'}")
+    print(f"target: ours <= {TARGET}x MONAI's time with the same settings (our wrapper adds "
+          "under 5%).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
