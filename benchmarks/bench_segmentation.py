@@ -1,13 +1,13 @@
 """Benchmark: our sliding-window segmentation against MONAI's ``sliding_window_inference`` called
 directly with the same settings.
 
-Run ``python benchmarks/bench_segmentation.py`` (96^3 and 160^3) or with ``--quick`` (96^3
+Run ``python benchmarks/bench_segmentation.py`` (128^3 and 192^3) or with ``--quick`` (128^3
 only); ``--device cuda`` on a GPU machine (default: auto).
 
 Network: the bundled lesion segmenter (``load_model("bundled-segmenter")``: MONAI UNet, channels
 8/16/32, two stride-2 levels; about 15 ms per 64^3 window on two CPU cores, so fixed costs
 show), input a lesion sample volume at the benchmark size. Two comparisons per case, each
-alternating ours and MONAI's, best of 3, so both see the same machine load:
+alternating ours and MONAI's, best of 7, so both see the same machine load:
 
 - **windows**: our sliding-window step generator (the windows run in a helper thread that hands
   each batch's progress over, checks the first output, can be cancelled) driven to its end,
@@ -16,7 +16,9 @@ alternating ours and MONAI's, best of 3, so both see the same machine load:
   against the same steps by hand around MONAI: the same scaling, the call, then the cheapest
   torch post-processing to the same outputs (P(lesion) = sigmoid(l1 - l0), labels l1 > l0).
 
-Throughput is volume voxels per second. Target: ours takes at most 5% longer (ratio <= 1.05).
+Throughput is volume voxels per second. Target: ours takes at most 5% longer, judged on the
+median of the ratios of back-to-back pairs (a shared machine's load drifts within a run; the
+ratio of the best times is printed too).
 The outputs are compared too (probabilities and labels against MONAI's).
 
 ``OMP_WAIT_POLICY=PASSIVE`` is set (unless already set) before torch loads: with OpenMP's
@@ -51,7 +53,7 @@ from napari_xaimed.segmentation.deep import (  # noqa: E402
 )
 
 TARGET = 1.05
-REPEATS = 3
+REPEATS = 7
 # (roi edge, overlap, blend, windows per pass)
 CASES = [
     (64, 0.25, "gaussian", 1),
@@ -70,7 +72,10 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def alternate(ours, theirs, device: torch.device) -> tuple[float, float, object, object]:
+def alternate(ours, theirs, device: torch.device
+              ) -> tuple[float, float, float, object, object]:
+    """Best times of each and the median ratio of back-to-back pairs (robust to the load
+    drifting during the run), with the last outputs."""
     ours(), theirs()  # warm-up
     ours_s, theirs_s = [], []
     for _ in range(REPEATS):
@@ -78,7 +83,8 @@ def alternate(ours, theirs, device: torch.device) -> tuple[float, float, object,
         ours_s.append(t)
         t, other = timed(theirs, device)
         theirs_s.append(t)
-    return min(ours_s), min(theirs_s), mine, other
+    paired = float(np.median(np.asarray(ours_s) / np.asarray(theirs_s)))
+    return min(ours_s), min(theirs_s), paired, mine, other
 
 
 def run_size(size: int, device: torch.device, rows: list) -> None:
@@ -117,23 +123,23 @@ def run_size(size: int, device: torch.device, rows: list) -> None:
 
         windows = window_count(volume.shape, (roi,) * 3, overlap)
         case = f"{size}^3 roi {roi} overlap {overlap} {blend} batch {batch} ({windows} win)"
-        ours_s, monai_s, mine, theirs = alternate(our_windows, monai_windows, device)
+        ours_s, monai_s, paired, mine, theirs = alternate(our_windows, monai_windows, device)
         diff = float((mine - theirs).abs().max())
-        rows.append((case, "windows", ours_s, monai_s, volume.size))
-        print(f"  {case}\n    windows:    ours {ours_s:.3f} s, MONAI {monai_s:.3f} s, ratio "
-              f"{ours_s / monai_s:.3f}; max |logit difference| {diff:.1e}", flush=True)
-        ours_s, monai_s, mine, theirs = alternate(our_call, monai_call, device)
+        rows.append((case, "windows", ours_s, monai_s, paired, volume.size))
+        print(f"  {case}\n    windows:    ours {ours_s:.3f} s, MONAI {monai_s:.3f} s, paired "
+              f"ratio {paired:.3f}; max |logit difference| {diff:.1e}", flush=True)
+        ours_s, monai_s, paired, mine, theirs = alternate(our_call, monai_call, device)
         diff = float(np.abs(mine.probability - theirs[1]).max())
         same = float(np.mean(mine.labels == theirs[0]))
-        rows.append((case, "whole call", ours_s, monai_s, volume.size))
-        print(f"    whole call: ours {ours_s:.3f} s, MONAI {monai_s:.3f} s, ratio "
-              f"{ours_s / monai_s:.3f}; max |p difference| {diff:.1e}, labels equal "
+        rows.append((case, "whole call", ours_s, monai_s, paired, volume.size))
+        print(f"    whole call: ours {ours_s:.3f} s, MONAI {monai_s:.3f} s, paired ratio "
+              f"{paired:.3f}; max |p difference| {diff:.1e}, labels equal "
               f"{100 * same:.2f}%", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="96^3 only")
+    parser.add_argument("--quick", action="store_true", help="128^3 only")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -142,20 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, monai {monai.__version__}, "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     rows: list = []
-    for size in ([96] if args.quick else [96, 160]):
+    for size in ([128] if args.quick else [128, 192]):
         run_size(size, device, rows)
     print()
-    print(f"{'case':<54}{'what':<12}{'ours':>9}{'MONAI':>9}{'ours':>8}{'MONAI':>8}"
-          f"{'ratio':>8}  met")
-    print(f"{'':<54}{'':<12}{'s':>9}{'s':>9}{'Mvox/s':>16}")
-    print("-" * 113)
-    for case, what, ours_s, monai_s, voxels in rows:
-        ratio = ours_s / monai_s
-        print(f"{case:<54}{what:<12}{ours_s:>9.3f}{monai_s:>9.3f}{voxels / ours_s / 1e6:>8.2f}"
-              f"{voxels / monai_s / 1e6:>8.2f}{ratio:>8.3f}  "
-              f"{'yes' if ratio <= TARGET else 'NO'}")
+    print(f"{'case':<54}{'what':<12}{'ours':>8}{'MONAI':>8}{'ours':>8}{'MONAI':>8}"
+          f"{'best':>7}{'paired':>8}  met")
+    print(f"{'':<54}{'':<12}{'s':>8}{'s':>8}{'Mvox/s':>16}{'ratio':>7}{'ratio':>8}")
+    print("-" * 118)
+    for case, what, ours_s, monai_s, paired, voxels in rows:
+        print(f"{case:<54}{what:<12}{ours_s:>8.3f}{monai_s:>8.3f}{voxels / ours_s / 1e6:>8.2f}"
+              f"{voxels / monai_s / 1e6:>8.2f}{ours_s / monai_s:>7.3f}{paired:>8.3f}  "
+              f"{'yes' if paired <= TARGET else 'NO'}")
     print(f"target: ours <= {TARGET}x MONAI's time with the same settings (our wrapper adds "
-          "under 5%).")
+          "under 5%), judged on the paired ratio: the median of ours/MONAI over back-to-back "
+          "runs; best ratio: best time over best time.")
     return 0
 
 
