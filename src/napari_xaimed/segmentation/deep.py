@@ -9,10 +9,10 @@ model's preprocessing says (and resampled to ``model_spacing`` when given), and
 MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs in a helper thread
 whose predictor (the model wrapped in :class:`_WindowRunner`) hands each finished window batch
 to the step generator and waits until the generator is resumed: the two take turns like a
-coroutine, so the progress is exact and closing the generator (a cancel) stops the inference
-right after the batch it reported. Batches finished within :data:`REPORT_INTERVAL_S` of the
-last report run on without a hand-over (about 70 us each, which adds up for small fast windows):
-progress bars need no more, and a cancel then waits at most that long plus one batch. The first
+coroutine, so the progress is current and closing the generator (a cancel) stops the
+inference right after the batch it reported. Batches finished within
+:data:`REPORT_INTERVAL_S` of the last report run on without a hand-over (about 70 us each,
+which adds up for small fast windows): progress bars need no more. The first
 batch's output is checked (a segmentation map on the window's grid, enough channels), so a
 model that does not fit fails with a clear message before the rest runs, at no extra pass.
 """
@@ -382,9 +382,11 @@ def model_segmentation_steps(
     preprocessing: dict[str, Any] | Preprocessing | None = None,
     model_spacing: Any = None,
 ) -> Steps[ModelSegmentation]:
-    """Generator form of :func:`segment_with_model`: yields :class:`Progress` (preprocessing,
-    each window batch, postprocessing) and returns a :class:`ModelSegmentation`. Closing it
-    (a cancel) stops the inference after the window batch that is running."""
+    """Generator form of :func:`segment_with_model`: yields :class:`Progress` in windows
+    (total: windows + 2; preprocessing, windows done after the first batch and then at most
+    every :data:`REPORT_INTERVAL_S`, postprocessing) and returns a
+    :class:`ModelSegmentation`. Closing it (a cancel) stops the inference at the window batch
+    it last reported: no further window runs."""
     started = time.perf_counter()
     volume = as_volume(volume, "volume")
     spacing = as_spacing(spacing)
