@@ -1,6 +1,7 @@
 """Segmentation with a model: sliding windows against whole-volume inference, the bundled
 network's Dice on unseen sample volumes, output paths, resampling, loading, checks, cancel."""
 
+import inspect
 import json
 import threading
 
@@ -218,6 +219,8 @@ def test_models_that_do_not_fit_say_what_is_wrong(tmp_path, volume):
 
 def test_bad_volumes_and_settings_are_refused(volume):
     model = pointwise(2)
+    signature = inspect.signature(deep.model_segmentation_steps).parameters
+    assert set(deep.MODEL_PARAMS) == set(signature) - {"volume"}
     with pytest.raises(XaimedError, match="3D"):
         segment_with_model(volume[0], model)
     with pytest.raises(XaimedError, match="3D"):

@@ -45,6 +45,10 @@ AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_ROI = 96
 ROI_MULTIPLE = 16
 REPORT_INTERVAL_S = 0.05
+# the keyword arguments of segment_with_model after the volume, for a method registry or a CLI
+MODEL_PARAMS = ("model", "spacing", "roi_size", "overlap", "blend", "sw_batch_size", "device",
+                "autocast", "output", "threshold", "channel", "largest_component",
+                "preprocessing", "model_spacing")
 
 
 @dataclass
