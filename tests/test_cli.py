@@ -148,3 +148,23 @@ def test_segment_command_refuses_options_of_other_methods(tmp_path, capsys):
                  "--method", "multiotsu", "--opening-mm", "2"])
     assert code == 2
     assert "does not take opening_mm" in capsys.readouterr().err
+
+
+def test_segment_command_runs_a_model_and_writes_its_foreground_probability(tmp_path):
+    from napari_xaimed.io import write_volume
+    from napari_xaimed.samples import lesion_volume
+    from napari_xaimed.segmentation import segment_with_model
+
+    sample = lesion_volume(seed=4, spacing=(2.0, 1.0, 1.0))
+    write_volume(tmp_path / "ct.nii.gz", sample.image, spacing=sample.spacing)
+    assert main(["segment", str(tmp_path / "ct.nii.gz"), "--out", str(tmp_path / "out"),
+                 "--method", "model", "--roi-size", "32", "--overlap", "0.5"]) == 0
+    expected = segment_with_model(sample.image, "bundled-segmenter", spacing=sample.spacing,
+                                  roi_size=32, overlap=0.5)
+    labels = read_volume(tmp_path / "out" / "labels.nii.gz")
+    probability = read_volume(tmp_path / "out" / "probability_foreground.nii.gz")
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    np.testing.assert_allclose(probability.data, expected.probability, atol=1e-6)
+    assert probability.spacing == (2.0, 1.0, 1.0)
+    assert (2 * (sample.mask & (labels.data > 0)).sum()
+            / (sample.mask.sum() + (labels.data > 0).sum())) > 0.8

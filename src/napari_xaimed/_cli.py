@@ -260,6 +260,9 @@ SEGMENT_OPTIONS = {
     "n_classes": "n_classes", "mrf": "mrf", "iterations": "iterations",
     "smoothing_mm": "smoothing_mm", "opening_mm": "opening_mm", "min_size_mm3": "min_size_mm3",
     "connectivity": "connectivity", "split": "split", "min_distance_mm": "min_distance_mm",
+    "model": "model", "roi_size": "roi_size", "overlap": "overlap",
+    "sw_batch_size": "sw_batch_size", "device": "device", "output": "output",
+    "model_threshold": "threshold", "channel": "channel", "model_spacing": "model_spacing",
 }
 
 
@@ -274,9 +277,12 @@ def run_segment(args: argparse.Namespace) -> int:
                               SEGMENT_OPTIONS.items() if getattr(args, option) is not None}
     for flag, key, value in ((args.fill_holes, "fill_holes", True),
                              (args.no_instances, "instances", False),
-                             (args.unseeded, "reproducible", False)):
+                             (args.unseeded, "reproducible", False),
+                             (args.largest_component, "largest_component", True)):
         if flag:
             params[key] = value
+    if params.get("roi_size") is not None and len(params["roi_size"]) == 1:
+        params["roi_size"] = params["roi_size"][0]
     if args.mask is not None:
         params["mask"] = read_volume(args.mask).data
     result = run_steps(segment_steps(image.data, args.method, spacing=image.spacing, **params))
@@ -288,7 +294,11 @@ def run_segment(args: argparse.Namespace) -> int:
                       label_kind=result.kind)
     written = write_volume(out / "labels.nii.gz", result.labels, affine=image.affine,
                            is_label=True, metadata=prov)
-    if result.probabilities is not None:
+    if result.facts.get("probabilities") == "foreground":  # the user's model
+        written += write_volume(out / "probability_foreground.nii.gz", result.probabilities[0],
+                                affine=image.affine,
+                                metadata={**prov, "kind": "foreground probability"})
+    elif result.probabilities is not None:
         for k, probability in enumerate(result.probabilities, start=1):
             written += write_volume(out / f"probability_class{k}.nii.gz", probability,
                                     affine=image.affine,
@@ -338,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _segment_parser(sub: Any) -> None:
     from napari_xaimed.segmentation import METHODS
 
-    seg = sub.add_parser("segment", help="segment a NIfTI volume (threshold, Otsu, ANTs classes)")
+    seg = sub.add_parser("segment", help="segment a NIfTI volume (threshold, Otsu, ANTs "
+                         "classes, or a model by sliding windows)")
     seg.add_argument("image", type=Path, help="volume to segment, .nii or .nii.gz")
     seg.add_argument("--out", required=True, type=Path, help="folder for the outputs")
     seg.add_argument("--method", default="otsu", choices=sorted(METHODS),
@@ -363,6 +374,21 @@ def _segment_parser(sub: Any) -> None:
     seg.add_argument("--split", choices=["watershed"], help="split touching objects")
     seg.add_argument("--min-distance-mm", type=float,
                      help="watershed: minimum distance between object centres (mm)")
+    seg.add_argument("--model", help="model: a TorchScript file, a state dict with <name>.json "
+                     "beside it, a MONAI bundle folder, or bundled-segmenter (default)")
+    seg.add_argument("--roi-size", type=int, nargs="+",
+                     help="model: sliding-window size in voxels (one or three numbers)")
+    seg.add_argument("--overlap", type=float, help="model: window overlap (0-1, default 0.25)")
+    seg.add_argument("--sw-batch-size", type=int, help="model: windows per forward pass")
+    seg.add_argument("--device", help="model: auto (default), cpu, cuda")
+    seg.add_argument("--output", choices=["softmax", "sigmoid"],
+                     help="model: how its channels become labels (default softmax)")
+    seg.add_argument("--model-threshold", type=float, help="model: sigmoid threshold (0.5)")
+    seg.add_argument("--channel", type=int, help="model: the channel whose probability is kept")
+    seg.add_argument("--largest-component", action="store_true",
+                     help="model: keep only the largest connected component")
+    seg.add_argument("--model-spacing", type=float, nargs=3,
+                     help="model: the voxel size (mm) it was trained at; resampled and back")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,3 +189,32 @@ def test_preview_shows_the_current_slice(make_napari_viewer):
                    instances=False)
     np.testing.assert_array_equal(preview.data[0], full[z])
     assert preview.data.any()
+
+
+def test_model_segmentation_adds_labels_and_foreground_probability(qtbot, viewer_with_sample,
+                                                                    monkeypatch):
+    from napari_xaimed.segmentation import segment_with_model
+
+    viewer = viewer_with_sample
+    widget = SegmentationWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.show()  # magicgui reports a field visible only when its window is shown
+    widget.image.value = viewer.layers["lesion ct"]
+    widget.method.value = "model"
+    assert widget.model_source.visible and widget.overlap.visible
+    assert not widget.value.visible and not widget.model_file.visible
+    assert run_and_wait(qtbot, widget) == "done"
+    labels = viewer.layers["Segmentation [lesion ct]"]
+    probability = viewer.layers["Foreground probability [lesion ct]"]
+    expected = segment_with_model(viewer.layers["lesion ct"].data, "bundled-segmenter",
+                                  spacing=(2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    np.testing.assert_allclose(probability.data, expected.probability, atol=1e-6)
+    for layer in (labels, probability):
+        np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
+    assert probability.metadata["xaimed"]["kind"] == "foreground probability"
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    widget.model_source.value = "file"
+    widget.job.run_button.click()
+    assert "model file" in shown[-1]

@@ -7,10 +7,11 @@ Cancel kills them); Preview shows the classical methods on the current slice at 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
 from napari.layers import Image, Labels
 
 from napari_xaimed._errors import XaimedError
@@ -24,6 +25,7 @@ from napari_xaimed._layers import (
 from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
 from napari_xaimed.segmentation.preview import preview_slice
 from napari_xaimed.segmentation.tissue import DEFAULT_MRF, prewarm
@@ -31,9 +33,10 @@ from napari_xaimed.segmentation.tissue import DEFAULT_MRF, prewarm
 NO_SPLIT = "none"
 
 
-def probability_name(k: int, source: str) -> str:
-    """``"Class 2 probability [mri]"``."""
-    return output_name(f"Class {k} probability", source)
+def probability_name(k: int, source: str, foreground: bool = False) -> str:
+    """``"Class 2 probability [mri]"``, or ``"Foreground probability [mri]"`` for a model."""
+    return output_name("Foreground probability" if foreground else f"Class {k} probability",
+                       source)
 
 
 class SegmentationWidget(XaimedWidget):
@@ -68,6 +71,23 @@ class SegmentationWidget(XaimedWidget):
                               value=NO_SPLIT)
         self.min_distance = FloatSpinBox(label="min distance (mm)", value=5.0, min=0.1,
                                          max=500.0, step=0.5)
+        self.model_source = ComboBox(label="model", choices=[BUNDLED_SEGMENTER, "file"],
+                                     value=BUNDLED_SEGMENTER)
+        self.model_file = FileEdit(label="model file", mode="r",
+                                   tooltip="TorchScript, or a state dict with <name>.json "
+                                           "beside it, or a MONAI bundle folder")
+        self.roi_size = SpinBox(label="window (voxels, 0 = auto)", value=0, min=0, max=1024)
+        self.overlap = FloatSpinBox(label="window overlap", value=0.25, min=0.0, max=0.95,
+                                    step=0.05)
+        self.blend = ComboBox(label="blending", choices=["gaussian", "constant"],
+                              value="gaussian")
+        self.sw_batch_size = SpinBox(label="windows per pass (0 = auto)", value=0, min=0,
+                                     max=256)
+        self.output = ComboBox(label="output", choices=["softmax", "sigmoid"], value="softmax")
+        self.model_threshold = FloatSpinBox(label="sigmoid threshold", value=0.5, min=0.0,
+                                            max=1.0, step=0.05)
+        self.largest = CheckBox(label="keep largest component", value=False)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.preview_button = PushButton(text="Preview slice")
         self._fields = {
             "value": self.value, "percentile": self.percentile, "classes": self.classes,
@@ -77,10 +97,15 @@ class SegmentationWidget(XaimedWidget):
             "fill_holes": self.fill_holes, "instances": self.instances,
             "min_size_mm3": self.min_size, "connectivity": self.connectivity,
             "split": self.split, "min_distance_mm": self.min_distance,
+            "model": self.model_source, "roi_size": self.roi_size, "overlap": self.overlap,
+            "blend": self.blend, "sw_batch_size": self.sw_batch_size, "output": self.output,
+            "threshold": self.model_threshold, "largest_component": self.largest,
+            "device": self.device,
         }
         self.form.extend([self.image, self.method, self.threshold_by, *self._fields.values(),
-                          self.preview_button])
-        for widget in (self.method, self.threshold_by, self.split, self.instances):
+                          self.model_file, self.preview_button])
+        for widget in (self.method, self.threshold_by, self.split, self.instances,
+                       self.model_source, self.output):
             widget.changed.connect(self._show_method_fields)
         self.method.changed.connect(self._default_mrf)
         self.reproducible.changed.connect(self._prewarm)
@@ -118,6 +143,8 @@ class SegmentationWidget(XaimedWidget):
             widget.visible = labelled
         self.min_distance.visible = labelled and self.split.value == "watershed"
         self.preview_button.visible = METHODS[method].cheap
+        self.model_file.visible = method == "model" and self.model_source.value == "file"
+        self.model_threshold.visible = method == "model" and self.output.value == "sigmoid"
 
     def update_info(self, *_: Any) -> None:
         self.info.value = describe_layer(self.image.value)
@@ -127,8 +154,16 @@ class SegmentationWidget(XaimedWidget):
         method = self.method.value
         params: dict[str, Any] = {}
         for name in method_params(method):
-            widget = self._fields[name]
-            if name == "mask":
+            widget = self._fields.get(name)
+            if widget is None:  # not offered in the form (scripts can pass it)
+                continue
+            if name == "model":
+                params[name] = self._model_choice()
+            elif name in ("roi_size", "sw_batch_size"):
+                params[name] = widget.value or None  # 0: chosen from the model and memory
+            elif name == "threshold" and self.output.value != "sigmoid":
+                continue
+            elif name == "mask":
                 params[name] = None if widget.value is None else np.asarray(widget.value.data)
             elif name == "split":
                 params[name] = None if widget.value == NO_SPLIT else widget.value
@@ -137,6 +172,14 @@ class SegmentationWidget(XaimedWidget):
         if method == "threshold":
             params.pop("percentile" if self.threshold_by.value == "value" else "value")
         return params
+
+    def _model_choice(self) -> str:
+        if self.model_source.value == BUNDLED_SEGMENTER:
+            return BUNDLED_SEGMENTER
+        path = self.model_file.value
+        if path is None or not Path(path).exists() or str(path) in ("", "."):
+            raise XaimedError("Choose the model file (or the bundled segmenter).")
+        return str(path)
 
     def _layer(self) -> Any:
         layer = self.image.value
@@ -198,12 +241,15 @@ class SegmentationWidget(XaimedWidget):
                                                 spacing, translate=translate, provenance=prov))
         names = []
         if result.probabilities is not None:
+            foreground = result.facts.get("probabilities") == "foreground"
             for k, probability in enumerate(result.probabilities, start=1):
-                name = probability_name(k, source)
+                name = probability_name(k, source, foreground)
+                kind = {"kind": "foreground probability"} if foreground else {
+                    "kind": "class probability", "class": k}
                 add_or_update(self.viewer, heatmap_layer(
                     probability, name, spacing, signed=False, translate=translate,
-                    provenance={**prov, "kind": "class probability", "class": k},
-                    contrast_limits=(0.0, 1.0), visible=False))
+                    provenance={**prov, **kind}, contrast_limits=(0.0, 1.0),
+                    visible=foreground))
                 names.append(name)
         for stale in set(self._probabilities.get(source, [])) - set(names):
             if stale in self.viewer.layers and "xaimed" in self.viewer.layers[stale].metadata:

@@ -3,9 +3,15 @@
 ``segment(volume, method=...)`` dispatches to the registered methods (:data:`METHODS`);
 ``segment_steps`` gives the full :class:`SegmentationResult` (class probabilities, facts);
 ``split_instances`` turns a mask into instance labels (with watershed splitting);
+``segment_with_model`` runs the user's model (MONAI sliding windows);
 ``parts_from_classes`` and ``core_parts`` build things with parts for part-aware evaluation.
 """
 
+from napari_xaimed.segmentation.deep import (
+    ModelSegmentation,
+    model_segmentation_steps,
+    segment_with_model,
+)
 from napari_xaimed.segmentation.instances import split_instances, watershed_split
 from napari_xaimed.segmentation.parts import core_parts, parts_from_classes
 from napari_xaimed.segmentation.result import SegmentationResult
@@ -19,14 +25,17 @@ from napari_xaimed.segmentation.threshold import (
 __all__ = [
     "METHODS",
     "Method",
+    "ModelSegmentation",
     "core_parts",
     "SegmentationResult",
     "method_params",
+    "model_segmentation_steps",
     "multi_otsu_thresholds",
     "otsu_threshold",
     "parts_from_classes",
     "segment",
     "segment_steps",
+    "segment_with_model",
     "split_instances",
     "threshold_mask",
     "watershed_split",

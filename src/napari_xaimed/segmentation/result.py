@@ -30,7 +30,8 @@ class SegmentationResult:
         ``"instances"``, ``"mask"`` or ``"classes"``: what the label values mean.
     probabilities : numpy.ndarray or None
         float32 ``(n_classes, z, y, x)`` class probabilities, index ``k`` for label ``k + 1``
-        (kmeans and atropos); None for methods without them.
+        (kmeans and atropos); for ``"model"`` one map, the foreground probability
+        (``facts["probabilities"] == "foreground"``); None for methods without them.
     seconds : float
         Wall time.
     """

@@ -20,6 +20,8 @@ import numpy as np
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
+from napari_xaimed.segmentation.deep import MODEL_PARAMS, model_segmentation_steps
 from napari_xaimed.segmentation.instances import split_instances
 from napari_xaimed.segmentation.morphology import fill_holes as fill_mask_holes
 from napari_xaimed.segmentation.morphology import open_mask
@@ -80,6 +82,17 @@ def _tissue(method: str) -> Callable[..., Steps[MethodOutput]]:
 
 
 _TISSUE_PARAMS = ("n_classes", "mask", "mrf", "iterations", "reproducible")
+# The user's model: every parameter of model_segmentation_steps but the volume's spacing.
+_MODEL_PARAMS = tuple(p for p in MODEL_PARAMS if p != "spacing")
+
+
+def _model(volume: np.ndarray, spacing: Any, *, model: Any = BUNDLED_SEGMENTER,
+           **params: Any) -> Steps[MethodOutput]:
+    """The model's class labels, and its foreground probability as the one probability map."""
+    result = yield from model_segmentation_steps(volume, model, spacing=spacing, **params)
+    facts = {"probabilities": "foreground", "windows": result.windows,
+             "device": result.device, "model": result.model, "classes": result.classes}
+    return result.labels, result.probability[np.newaxis], facts
 
 #: name -> :class:`Method`
 METHODS: dict[str, Method] = {
@@ -88,6 +101,7 @@ METHODS: dict[str, Method] = {
     "multiotsu": Method(_no_steps(_multiotsu), ("classes",), "classes", cheap=True),
     "kmeans": Method(_tissue("kmeans"), _TISSUE_PARAMS, "classes"),
     "atropos": Method(_tissue("atropos"), _TISSUE_PARAMS, "classes"),
+    "model": Method(_model, _MODEL_PARAMS, "classes"),
 }
 
 #: Parameters every method takes (smoothing before it).
@@ -198,7 +212,13 @@ def segment(
           ``iterations=5``, ``reproducible=True``): ANTs tissue classes ``1..n_classes``
           ordered by mean intensity (1 the darkest), 0 outside the mask (default:
           ``ants.get_mask`` above 1% of the intensity range); run in a separate process.
-          :func:`segment_steps` also returns their probability maps.
+          :func:`segment_steps` also returns their probability maps;
+        - ``"model"`` (``model=`` a file, a module or ``"bundled-segmenter"``, the default;
+          ``roi_size``, ``overlap``, ``blend``, ``sw_batch_size``, ``device``, ``autocast``,
+          ``output``, ``threshold``, ``channel``, ``largest_component``, ``preprocessing``,
+          ``model_spacing``): the model's class labels by MONAI sliding-window inference
+          (:func:`~napari_xaimed.segmentation.deep.model_segmentation_steps`);
+          :func:`segment_steps` also returns its foreground probability.
     spacing : tuple of float, optional
         Voxel size in mm (``(z, y, x)``): every size below is in mm.
     **params
