@@ -259,6 +259,7 @@ def test_progress_counts_windows_and_cancel_stops_between_batches(volume, monkey
     total = window_count(volume.shape, (8, 8, 8), 0.0)
     assert total == 4 * 6 * 2 and first[0].total == total + 2
     assert [p.done for p in first] == [0, 1, 2] and first[2].message == f"window 2 of {total}"
+    assert torch.is_grad_enabled()  # the windows' no_grad stays inside the model call
     steps.close()  # what a napari worker's quit does
     assert model.calls == 2
     assert not any(t.name == "xaimed-sliding-window" for t in threading.enumerate())

@@ -6,27 +6,29 @@ config, a MONAI bundle, ``"bundled"`` or ``"bundled-segmenter"``), the volume is
 model's preprocessing says (and resampled to ``model_spacing`` when given), and
 ``monai.inferers.sliding_window_inference`` runs the windows.
 
-MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs in a helper thread
-whose predictor (the model wrapped in :class:`_WindowRunner`) hands each finished window batch
-to the step generator and waits until the generator is resumed: the two take turns like a
-coroutine, so the progress is current and closing the generator (a cancel) stops the
-inference right after the batch it reported. Batches finished within
-:data:`REPORT_INTERVAL_S` of the last report run on without a hand-over (about 70 us each,
-which adds up for small fast windows): progress bars need no more. The first
-batch's output is checked (a segmentation map on the window's grid, enough channels), so a
-model that does not fit fails with a clear message before the rest runs, at no extra pass.
+MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs in a greenlet (a
+coroutine in the same thread) whose predictor (the model wrapped in :class:`_WindowRunner`)
+switches back to the step generator after each finished window batch: the two take turns, so
+the progress is exact and closing the generator (a cancel) stops the inference right after
+the batch it reported. A greenlet rather than a thread: with OpenMP's default waiting, torch
+work in a second thread runs 10-60% slower on a small machine while the first thread's OpenMP
+workers spin (measured in ``benchmarks/bench_segmentation.py``), and grad mode and autocast
+stay confined to the model call. Batches finished within :data:`REPORT_INTERVAL_S` of the
+last report run on without a hand-over: progress bars need no more. The first batch's output
+is checked (a segmentation map on the window's grid, enough channels), so a model that does
+not fit fails with a clear message before the rest runs, at no extra pass. The generator must
+be resumed from the thread that started it (as napari's workers and scripts do).
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import greenlet
 import numpy as np
 import torch
 
@@ -136,30 +138,28 @@ def _in_channels(module: torch.nn.Module) -> int | None:
 
 
 class _WindowRunner:
-    """The predictor handed to MONAI: runs the model on a window batch (under autocast when
-    asked), checks the first output, reports progress and waits for ``resume``; raises
-    :class:`_Cancelled` once ``cancelled`` is set."""
+    """The predictor handed to MONAI: runs the model on a window batch without gradients
+    (under autocast when asked), checks the first output, and reports progress by switching
+    to the parent greenlet (the step generator)."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device, autocast: str | None,
-                 output: str, channel: int | None, events: queue.Queue,
-                 cancelled: threading.Event):
+                 output: str, channel: int | None):
         self.module, self.device, self.dtype = module, device, AUTOCAST[autocast]
         self.output, self.channel = output, channel
-        self.events, self.cancelled = events, cancelled
-        self.resume = threading.Semaphore(0)
         self.checked = False
         self.done = 0
         self.reported: float | None = None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dtype is None:
-            return self.module(x)
-        with torch.autocast(self.device.type, dtype=self.dtype):
-            return self.module(x).float()
+        # grad mode and autocast are per thread: set them around the model call only, so they
+        # never leak into the generator's caller between switches
+        with torch.no_grad():
+            if self.dtype is None:
+                return self.module(x)
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                return self.module(x).float()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cancelled.is_set():
-            raise _Cancelled
         if self.checked:
             out = self._forward(x)
         else:
@@ -180,10 +180,7 @@ class _WindowRunner:
         if (self.reported is not None
                 and time.perf_counter() - self.reported < REPORT_INTERVAL_S):
             return out
-        self.events.put(("windows", self.done))
-        self.resume.acquire()
-        if self.cancelled.is_set():
-            raise _Cancelled
+        greenlet.getcurrent().parent.switch(("windows", self.done))
         self.reported = time.perf_counter()
         return out
 
@@ -214,17 +211,13 @@ class _WindowRunner:
                               f"{channels} output channels (0..{channels - 1}).")
 
 
-def _inference_thread(x: torch.Tensor, runner: _WindowRunner, roi_size: tuple[int, ...],
-                      sw_batch_size: int, overlap: float, blend: str) -> None:
+def _inference(x: torch.Tensor, runner: _WindowRunner, roi_size: tuple[int, ...],
+               sw_batch_size: int, overlap: float, blend: str) -> tuple[str, torch.Tensor]:
     from monai.inferers import sliding_window_inference
 
-    try:
-        with torch.no_grad():
-            logits = sliding_window_inference(x, roi_size, sw_batch_size, runner,
-                                              overlap=overlap, mode=blend)
-        runner.events.put(("done", logits))
-    except BaseException as exc:  # noqa: BLE001 - handed to the step generator, raised there
-        runner.events.put(("error", exc))
+    # no torch.no_grad() here: the runner sets it around each model call (see _forward)
+    return "done", sliding_window_inference(x, roi_size, sw_batch_size, runner,
+                                            overlap=overlap, mode=blend)
 
 
 def sliding_window_steps(
@@ -257,31 +250,24 @@ def sliding_window_steps(
     total = progress_total if progress_total is not None else windows
     checked = False
     while True:
-        events: queue.Queue = queue.Queue()
-        cancelled = threading.Event()
-        runner = _WindowRunner(module, device, autocast, output, channel, events, cancelled)
+        runner = _WindowRunner(module, device, autocast, output, channel)
         runner.checked = checked
-        thread = threading.Thread(
-            target=_inference_thread, args=(x, runner, roi_size, sw_batch_size, overlap, blend),
-            name="xaimed-sliding-window", daemon=True)
-        thread.start()
+        task = greenlet.greenlet(_inference)
         try:
-            while True:
-                kind, value = events.get()
-                if kind == "windows":
-                    checked = True
-                    yield Progress(progress_offset + min(value, windows), total,
-                                   f"window {min(value, windows)} of {windows}")
-                    runner.resume.release()
-                elif kind == "done":
-                    return value, sw_batch_size
-                else:
-                    error = value
-                    break
+            kind, value = task.switch(x, runner, roi_size, sw_batch_size, overlap, blend)
+            while kind == "windows":
+                checked = True
+                yield Progress(progress_offset + min(value, windows), total,
+                               f"window {min(value, windows)} of {windows}")
+                kind, value = task.switch()
+            return value, sw_batch_size
+        except Exception as exc:  # noqa: BLE001 - out-of-memory is retried, the rest raised
+            if not is_out_of_memory(exc):
+                raise
+            error = exc
         finally:
-            cancelled.set()
-            runner.resume.release()
-            thread.join()
+            if not task.dead:  # closed at a yield (a cancel): unwind MONAI's loop now
+                task.throw(greenlet.GreenletExit)
         sw_batch_size = halved_batch(error, sw_batch_size, device)
 
 
