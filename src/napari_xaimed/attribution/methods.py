@@ -28,6 +28,7 @@ from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.models import find_layer
 from napari_xaimed.attribution.occlusion import occlusion_steps
+from napari_xaimed.attribution.stepped import stepped
 
 
 @dataclass(frozen=True)
@@ -283,12 +284,14 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
     elif method in ("smoothgrad", "smoothgrad_sq"):
         out = yield from _noise_means(ca, forward, x, target, method, int(p["samples"]),
                                       float(p["noise"]), batch_size)
-    elif method == "vargrad":  # a variance: Captum's single call (no per-batch progress)
+    elif method == "vargrad":  # a variance: one Captum call, stepped per batch of samples
         spread = float((x.max() - x.min()).detach()) or 1.0
-        out = ca.NoiseTunnel(ca.Saliency(forward)).attribute(
-            x, nt_type=method, nt_samples=int(p["samples"]),
-            nt_samples_batch_size=batch_size, stdevs=float(p["noise"]) * spread,
-            target=target)
+        out = yield from stepped(
+            lambda fwd: ca.NoiseTunnel(ca.Saliency(fwd)).attribute(
+                x, nt_type=method, nt_samples=int(p["samples"]),
+                nt_samples_batch_size=batch_size, stdevs=float(p["noise"]) * spread,
+                target=target),
+            forward, int(p["samples"]), method)
     elif method == "guided_backprop":
         out = ca.GuidedBackprop(model).attribute(x, target=target)
     elif method == "deeplift":
@@ -343,11 +346,18 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
         if method == "feature_ablation":
             out = yield from _ablation(forward, x.detach(), target, mask[0, 0], base,
                                        batch_size)
-        else:  # Shapley sampling: Captum's single call (no per-batch progress)
-            with torch.no_grad():
-                out = ca.ShapleyValueSampling(forward).attribute(
-                    x.detach(), baselines=base, target=target, feature_mask=mask,
-                    n_samples=int(p["samples"]), perturbations_per_eval=batch_size)
+        else:  # Shapley sampling: one Captum call, stepped per batch of perturbations
+            features = int(torch.unique(mask).numel())
+
+            def shapley(fwd: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                with torch.no_grad():
+                    return ca.ShapleyValueSampling(fwd).attribute(
+                        x.detach(), baselines=base, target=target, feature_mask=mask,
+                        n_samples=int(p["samples"]), perturbations_per_eval=batch_size)
+
+            # Captum evaluates the input once, then one perturbation per feature per sample
+            out = yield from stepped(shapley, forward, 1 + int(p["samples"]) * features,
+                                     method)
     else:  # pragma: no cover - check_params refuses unknown names first
         raise XaimedError(f"unknown method {method!r}")
     return out

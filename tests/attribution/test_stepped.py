@@ -1,0 +1,72 @@
+"""Progress and cancel inside single Captum calls (VarGrad, Shapley sampling)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_xaimed._progress import run_steps
+from napari_xaimed.attribution import attribute, attribute_steps
+from napari_xaimed.attribution.stepped import stepped
+
+
+class Counting(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("method,params,total", [
+    ("vargrad", {"samples": 8}, 8),
+    ("shapley", {"supervoxels": 8, "samples": 2}, None),
+])
+def test_progress_per_batch_and_the_same_map(tiny, method, params, total):
+    # smooth structure, so SLIC finds several supervoxels
+    volume = np.indices((12, 14, 16)).sum(axis=0).astype(np.float32)
+    volume += np.random.default_rng(0).random(volume.shape).astype(np.float32)
+    steps = list(attribute_steps(tiny, volume, method, target=1, batch_size=2, seed=3,
+                                 **params))
+    counts = [(p.done, p.total) for p in steps if "volumes" in p.message]
+    assert len(counts) >= 4  # one report per batch of 2, not one per method
+    assert counts[-1][0] == counts[-1][1]  # the count reaches the total exactly
+    if total is not None:
+        assert counts[-1][1] == total
+    assert [d for d, _ in counts] == sorted(d for d, _ in counts)
+    stepped_map = run_steps(attribute_steps(tiny, volume, method, target=1, batch_size=2,
+                                            seed=3, **params)).map
+    # the stepped call is Captum's own: the same map as a run with one big batch
+    whole = attribute(tiny, volume, method, target=1, batch_size=64, seed=3, **params).map
+    np.testing.assert_allclose(stepped_map, whole, rtol=1e-4, atol=1e-6)
+
+
+def test_cancel_stops_between_batches_and_leaves_grad_mode_alone(tiny_net, volume):
+    torch.manual_seed(0)
+    model = Counting(tiny_net().eval())
+    steps = attribute_steps(model, volume, "shapley", target=1, batch_size=1, supervoxels=8,
+                            samples=4)
+    for step in steps:
+        if "volumes" in step.message and step.done == 3:
+            break
+    assert torch.is_grad_enabled()  # Shapley's no_grad stays inside the library call
+    calls = model.calls
+    steps.close()  # a cancel
+    assert model.calls == calls  # nothing ran after the cancel
+
+
+def test_stepped_returns_the_call_result_and_counts_volumes():
+    seen = []
+
+    def call(forward):
+        return sum(float(forward(torch.ones(n, 1)).sum()) for n in (2, 3))
+
+    gen = stepped(call, lambda b: b * 2, total=5, label="demo")
+    while True:
+        try:
+            seen.append(next(gen).done)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert seen == [2, 5] and result == 10.0
