@@ -56,9 +56,21 @@ def auto_batch(numel: int, device: torch.device, per_voxel_bytes: int = 256,
 
 
 def out_of_memory_error(device: torch.device) -> XaimedError:
+    # on the CPU already, "use device='cpu'" would be no advice at all
+    fixes = ("a smaller input_size, or close other programs using memory" if device.type == "cpu"
+             else "use device='cpu', a smaller input_size, or close other programs using the GPU")
+    return XaimedError(f"out of memory on {device} even with one volume per pass: {fixes}.")
+
+
+def forward_error(exc: BaseException, x: torch.Tensor) -> XaimedError:
+    """The clear error for a model's first forward pass on ``x`` failing with ``exc``: out of
+    memory says so; anything else means the input does not fit the model."""
+    if is_out_of_memory(exc):
+        return out_of_memory_error(x.device)
     return XaimedError(
-        f"out of memory on {device} even with one volume per pass: use device='cpu', a smaller "
-        "input_size, or close other programs using the GPU."
+        f"the model does not accept an input of shape {tuple(x.shape)} (batch, channel, "
+        f"z, y, x): {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}. Check its "
+        "channels and, if it needs a fixed size, set input_size in the preprocessing."
     )
 
 

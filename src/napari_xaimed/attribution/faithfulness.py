@@ -34,7 +34,12 @@ from scipy.integrate import trapezoid
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing, as_volume
-from napari_xaimed.attribution.device import auto_batch, halved_batch, pick_device
+from napari_xaimed.attribution.device import (
+    auto_batch,
+    forward_error,
+    halved_batch,
+    pick_device,
+)
 from napari_xaimed.attribution.methods import supervoxels as slic_supervoxels
 from napari_xaimed.attribution.models import load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
@@ -181,7 +186,13 @@ def perturbation_curve_steps(
                               f"per volume); this model outputs shape {tuple(out.shape)}.")
         return out.float().softmax(dim=1) if score == "probability" else out.float()
 
-    first = scores_of(to_inputs([volume]))
+    x = to_inputs([volume])
+    try:
+        first = scores_of(x)
+    except XaimedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - out of memory, or an input that does not fit
+        raise forward_error(exc, x) from exc
     if target is None:
         target = int(first.argmax(dim=1)[0])
     n_classes = int(first.shape[1])

@@ -12,7 +12,7 @@ import torch
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing, as_volume
-from napari_xaimed.attribution.device import auto_batch, pick_device
+from napari_xaimed.attribution.device import auto_batch, forward_error, pick_device
 from napari_xaimed.attribution.methods import METHODS, check_params, run_method
 from napari_xaimed.attribution.models import LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing, to_input
@@ -84,12 +84,8 @@ def _probe(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         with torch.no_grad():
             out = module(x)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit
-        raise XaimedError(
-            f"the model does not accept an input of shape {tuple(x.shape)} (batch, channel, "
-            f"z, y, x): {type(exc).__name__}: {str(exc).splitlines()[0]}. Check its channels "
-            "and, if it needs a fixed size, set input_size in the preprocessing."
-        ) from exc
+    except Exception as exc:  # noqa: BLE001 - out of memory, or an input that does not fit
+        raise forward_error(exc, x) from exc
     if not isinstance(out, torch.Tensor) or out.ndim not in (2, 5) or out.shape[0] != 1:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise XaimedError(
