@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps, within
@@ -97,6 +96,8 @@ def map_consistency(maps: list[np.ndarray], *, top_fraction: float = 0.01,
     flat = [np.abs(np.ravel(m)) if absolute else np.ravel(m) for m in maps]
     flat = [f.astype(np.float64) for f in flat]
     k = max(1, int(round(top_fraction * flat[0].size)))
+    from scipy.stats import rankdata  # scipy.stats takes ~0.7 s to import: only when used
+
     ranks = [rankdata(f) for f in flat]
     tops = [_top_set(f, k) for f in flat]
     m = len(flat)

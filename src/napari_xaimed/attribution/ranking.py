@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps, within
@@ -138,6 +137,8 @@ def rank_methods(scores: Any, methods: list[str], settings: list[dict[str, Any]]
             raise XaimedError(f"no known direction for metrics {sorted(map(str, unknown))}: "
                               "pass higher_is_better.")
         higher_is_better = [HIGHER_IS_BETTER[s["metric"]] for s in settings]
+    from scipy.stats import rankdata  # scipy.stats takes ~0.7 s to import: only when used
+
     ranks = np.empty_like(table)
     winners = []
     for row, (values, higher) in enumerate(zip(table, higher_is_better, strict=True)):

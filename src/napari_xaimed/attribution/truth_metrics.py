@@ -25,7 +25,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._validate import as_spacing
@@ -140,6 +139,8 @@ def auroc(heatmap: Any, mask: Any) -> float:
         In [0, 1]; 0.5 for a map with no information.
     """
     heat, truth = _check(heatmap, mask, needs_outside=True)
+    from scipy.stats import rankdata  # scipy.stats takes ~0.7 s to import: only when used
+
     ranks = rankdata(heat.ravel())  # average ranks for ties
     n_in = int(np.count_nonzero(truth))
     n_out = truth.size - n_in
