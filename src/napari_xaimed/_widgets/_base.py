@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import ComboBox, Container, Label
 from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from napari_xaimed._errors import XaimedError
 
 
 def layer_picker(viewer: Any, layer_type: type | tuple[type, ...], label: str,
@@ -28,6 +31,28 @@ def describe_layer(layer: Any) -> str:
     shape = "×".join(str(n) for n in layer.data.shape)
     scale = "×".join(f"{s:.2f}" for s in layer.scale)
     return f"{shape} voxels at {scale} mm"
+
+
+def check_same_grid(first: Any, second: Any) -> None:
+    """Raise a :class:`XaimedError` when two layers of the same shape lie on different grids.
+
+    Arrays of one shape would be compared voxel by voxel, but with another ``scale`` or
+    ``translate`` the voxels do not overlay in the viewer, so the result would be silently wrong.
+    Layers of different shapes are left to the core functions, which name that problem.
+    """
+    if first is None or second is None or np.shape(first.data) != np.shape(second.data):
+        return
+    if not (np.allclose(first.scale, second.scale, rtol=1e-6, atol=1e-9)
+            and np.allclose(first.translate, second.translate, rtol=1e-6, atol=1e-6)):
+        raise XaimedError(
+            f"{first.name!r} and {second.name!r} do not overlay: {describe_layer(first)} at "
+            f"{_position(first)} against {describe_layer(second)} at {_position(second)}. Give "
+            "them the same scale and translate (the voxel size and origin in mm), or resample "
+            "one onto the other's grid.")
+
+
+def _position(layer: Any) -> str:
+    return "(" + ", ".join(f"{t:g}" for t in layer.translate) + ") mm"
 
 
 class XaimedWidget(QWidget):

@@ -19,7 +19,12 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
 from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import provenance
-from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._base import (
+    XaimedWidget,
+    check_same_grid,
+    describe_layer,
+    layer_picker,
+)
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
 
@@ -104,6 +109,7 @@ class AttributionWidget(XaimedWidget):
             source = BUNDLED if self.model_source.value == BUNDLED else self.model_file.value
             if source != BUNDLED and (source is None or not Path(source).exists()):
                 raise XaimedError("Choose the model file (or the bundled model).")
+            check_same_grid(layer, self.region.value)
         except XaimedError as exc:
             report_error(exc)
             return

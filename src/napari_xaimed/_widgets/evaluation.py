@@ -19,7 +19,12 @@ from napari_xaimed._layers import (
     source_geometry,
 )
 from napari_xaimed._provenance import provenance
-from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._base import (
+    XaimedWidget,
+    check_same_grid,
+    describe_layer,
+    layer_picker,
+)
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
@@ -132,6 +137,7 @@ class EvaluationWidget(XaimedWidget):
                 raise XaimedError("Pick a reference and a prediction Labels layer.")
             if ref_layer is pred_layer:
                 raise XaimedError("Reference and prediction are the same layer: pick two.")
+            check_same_grid(ref_layer, pred_layer)
             params = self.params()
         except XaimedError as exc:
             report_error(exc)

@@ -24,7 +24,12 @@ from napari.layers import Image, Labels
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
 from napari_xaimed._provenance import provenance
-from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._base import (
+    XaimedWidget,
+    check_same_grid,
+    describe_layer,
+    layer_picker,
+)
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed._widgets.attribution import PREDICTED, title
@@ -148,6 +153,7 @@ class ExplanationWidget(XaimedWidget):
 
     def _against_mask(self) -> None:
         heat, mask = self._layer_data("heatmap"), self._layer_data("mask") != 0
+        check_same_grid(self.heatmap.value, self.mask.value)
         spacing, _ = source_geometry(self.heatmap.value)
         tolerance, k = self.tolerance.value, float(self.top_k.value)
         name = self.heatmap.value.name
@@ -168,6 +174,7 @@ class ExplanationWidget(XaimedWidget):
         if heat.shape != volume.shape:
             raise XaimedError(f"the heatmap {heat.shape} must lie on the image's grid "
                               f"{volume.shape}: pick the heatmap made from this image.")
+        check_same_grid(self.image.value, self.heatmap.value)
         spacing, _ = source_geometry(self.image.value)
         model, target = self._model(), self._target()
         kwargs = dict(target=target, baseline=self.baseline.value, steps=self.steps.value,
