@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import napari.qt.threading  # noqa: F401 - loaded in any napari session before a widget runs
     import napari.utils  # noqa: F401
+
+    import napari_xaimed._widgets  # noqa: F401 - what docking a widget loads
     rows = []
     for name, make in jobs(args.size):
         first, _, _ = longest_gap(make)  # first run: pays the imports of this capability

@@ -27,6 +27,10 @@ from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_pic
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
+
+# Imported with the widget, not on the first model run: importing MONAI holds the GIL for
+# ~0.3 s of C-extension loading, which froze the viewer mid-job (bench_responsiveness.py).
+import monai.inferers  # noqa: E402, F401  isort: skip
 from napari_xaimed.segmentation.preview import preview_slice
 from napari_xaimed.segmentation.tissue import DEFAULT_MRF, prewarm
 
