@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed import io
+from napari_xaimed import io, samples
 from napari_xaimed._errors import XaimedError
 from napari_xaimed.attribution import (
     attribute,
@@ -222,6 +222,10 @@ CASES: list[tuple[str, str, Callable[[Path], object], tuple[str, ...]]] = [
      ("3D", "np.newaxis")),
     ("io", "writing without a NIfTI suffix", lambda t: io.write_volume(t / "out.png", VOLUME),
      (".nii", ".nii.gz")),
+    # sample data
+    ("samples", "more lesions than the volume holds",
+     lambda t: samples.longitudinal_pair(shape=(28, 32, 30), spacing=(1.5, 1.0, 1.1), seed=3),
+     ("Could not place", "fewer or a larger")),
 ]
 
 
@@ -239,7 +243,7 @@ def test_bad_input_gives_a_clear_error_naming_the_fix(tmp_path, capability, case
 
 def test_the_table_covers_every_capability_with_enough_cases():
     assert {c for c, *_ in CASES} == {"segmentation", "evaluation", "registration",
-                                      "attribution", "io"}
+                                      "attribution", "io", "samples"}
     assert len(CASES) >= 25
 
 

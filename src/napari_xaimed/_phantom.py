@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_xaimed._errors import XaimedError
+
 
 @dataclass
 class Ellipsoid:
@@ -110,8 +112,9 @@ def random_phantom(
     while len(lesions) < n_lesions:
         tries += 1
         if tries > 5000:
-            raise RuntimeError(
-                f"Could not place {n_lesions} lesions in a {shape} volume: use fewer or a larger one."
+            raise XaimedError(
+                f"Could not place {n_lesions} lesions in a {shape} volume: use fewer or a "
+                "larger one."
             )
         radius = rng.uniform(*lesion_radius_mm)
         # Stay inside the body with a margin; the normalised position keeps it well inside.
