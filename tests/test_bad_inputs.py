@@ -222,6 +222,9 @@ CASES: list[tuple[str, str, Callable[[Path], object], tuple[str, ...]]] = [
      ("3D", "np.newaxis")),
     ("io", "writing without a NIfTI suffix", lambda t: io.write_volume(t / "out.png", VOLUME),
      (".nii", ".nii.gz")),
+    ("io", "metadata that JSON cannot hold",
+     lambda t: io.write_volume(t / "out.nii.gz", VOLUME, metadata={"model": torch.nn.ReLU()}),
+     ("JSON", "str()")),
     # sample data
     ("samples", "more lesions than the volume holds",
      lambda t: samples.longitudinal_pair(shape=(28, 32, 30), spacing=(1.5, 1.0, 1.1), seed=3),
@@ -245,6 +248,12 @@ def test_the_table_covers_every_capability_with_enough_cases():
     assert {c for c, *_ in CASES} == {"segmentation", "evaluation", "registration",
                                       "attribution", "io", "samples"}
     assert len(CASES) >= 25
+
+
+def test_metadata_that_cannot_be_saved_leaves_no_file(tmp_path):
+    with pytest.raises(XaimedError):
+        io.write_volume(tmp_path / "out.nii.gz", VOLUME, metadata={"when": object()})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_inputs_are_left_as_they_were_after_an_error():

@@ -239,6 +239,16 @@ def write_volume(
                     f"{tuple(round(v, 6) for v in from_affine)}: pass one of them, or make them agree."
                 )
 
+    sidecar_text = None
+    if metadata is not None:
+        # before the volume is written, so bad metadata leaves no NIfTI without its JSON
+        try:
+            sidecar_text = json.dumps(metadata, indent=2, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise XaimedError(
+                f"metadata for {path.name!r} cannot be saved as JSON ({exc}): keep to numbers, "
+                "strings, lists, dicts and numpy arrays, or convert the value with str()."
+            ) from exc
     out = _nifti_dtype(data)
     img = nib.Nifti1Image(np.transpose(out), affine)
     img.set_qform(affine, code=1)
@@ -248,9 +258,9 @@ def write_volume(
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, str(path))
     written = [path]
-    if metadata is not None:
+    if sidecar_text is not None:
         side = sidecar_path(path)
-        side.write_text(json.dumps(metadata, indent=2, default=_json_default))
+        side.write_text(sidecar_text)
         written.append(side)
     return written
 
