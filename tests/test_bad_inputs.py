@@ -281,6 +281,15 @@ def test_empty_reference_and_prediction_give_nan_not_a_perfect_score():
     assert np.isnan(result.pq) and np.isnan(result.sq) and np.isnan(result.rq)
 
 
+def test_a_constant_heatmap_scores_chance_and_points_nowhere():
+    scores = truth_scores(np.zeros(LABELS.shape), LABELS)  # e.g. Grad-CAM that found nothing
+    chance = float(np.mean(LABELS > 0))
+    assert scores["relevance_rank_accuracy"] == pytest.approx(chance)
+    assert scores["auroc"] == pytest.approx(0.5)
+    assert np.isnan(scores["relevance_mass_accuracy"])  # no positive relevance to share out
+    assert scores["pointing_game"] == 0.0
+
+
 def test_huge_label_ids_are_matched_and_reported_as_they_are():
     huge = LABELS.astype(np.int64) * 2**40  # ids 2**40 and 2**41
     shifted = np.roll(huge, 1, axis=0)

@@ -164,12 +164,15 @@ def pointing_game(heatmap: Any, mask: Any, *, spacing: Any = None,
     -------
     bool
         True when a voxel holding the map's maximum lies within the tolerance of the mask
-        (when several voxels tie for the maximum, any of them counts).
+        (when several voxels tie for the maximum, any of them counts). A constant map (e.g. all
+        zeros: the method found nothing) points nowhere, so it is False.
     """
     heat, truth = _check(heatmap, mask)
     spacing_arr = np.asarray(as_spacing(spacing), dtype=np.float64)
     if not np.isfinite(tolerance_mm) or tolerance_mm < 0:
         raise XaimedError(f"tolerance_mm must be a number >= 0, got {tolerance_mm}.")
+    if heat.min() == heat.max():  # every voxel would be a peak, so any mask would be "hit"
+        return False
     peaks = np.argwhere(heat == heat.max())
     reach = np.floor(tolerance_mm / spacing_arr + 1e-9).astype(int)
     for peak in peaks:
