@@ -117,3 +117,20 @@ def test_bad_fields_and_inputs_say_what_is_wrong():
         resample(np.zeros((4, 4, 4)), (4, 4, 4), None, fixed_spacing=SPACING,
                  fixed_origin=(0, 0, 0), moving_spacing=SPACING, moving_origin=(0, 0, 0),
                  interpolation="cubic")
+
+
+@pytest.mark.parametrize("slab_voxels", [1, 40, 10**9])
+def test_jacobian_in_slabs_equals_the_whole_volume(monkeypatch, slab_voxels):
+    """Slab by slab (one-slice halo) gives the whole-volume central differences exactly."""
+    from napari_xaimed.registration import fields
+
+    rng = np.random.default_rng(5)
+    field = rng.normal(size=(9, 4, 5, 3)).astype(np.float32)
+    spacing = (1.5, 0.7, 1.1)
+    grad = [list(np.gradient(field[..., i].astype(np.float64), *spacing)) for i in range(3)]
+    for i in range(3):
+        grad[i][i] += 1.0
+    expected = np.linalg.det(np.moveaxis(np.array(grad), (0, 1), (-2, -1)))
+    monkeypatch.setattr(fields, "SLAB_VOXELS", slab_voxels)
+    np.testing.assert_allclose(fields.jacobian_determinant(field, spacing), expected,
+                               rtol=1e-5, atol=1e-5)
