@@ -8,6 +8,7 @@ progress bar and can stop between steps (cancel).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -62,3 +63,39 @@ def within(steps: Steps[T], part: int, parts: int, label: str = "") -> Steps[T]:
                            f"{label}{step.message}")
     finally:
         steps.close()
+
+
+def in_background(func: Callable[[], T], message: str, poll_s: float = 0.05) -> Steps[T]:
+    """Run ``func()`` in a helper thread, yielding progress until it returns its result.
+
+    For one long call into C code that releases the GIL (scipy's distance transform): a
+    generator cannot be stopped inside such a call, but it can yield while a helper thread
+    makes it, so a cancel acts within ``poll_s``. A cancelled call runs to its end in the
+    background and its result is dropped.
+
+    Parameters
+    ----------
+    func : callable
+        Takes no arguments; its result is returned, its exception raised here.
+    message : str
+        The progress message while it runs.
+    poll_s : float
+        Seconds between yields.
+    """
+    outcome: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = func()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call, name="xaimed-background", daemon=True)
+    thread.start()
+    thread.join(poll_s)
+    while thread.is_alive():
+        yield Progress(0, 1, message)
+        thread.join(poll_s)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from napari_xaimed._layers import (
     output_name,
     source_geometry,
 )
+from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import (
     XaimedWidget,
@@ -151,6 +152,7 @@ class EvaluationWidget(XaimedWidget):
         def steps():
             result = yield from evaluate_steps(reference, prediction, spacing=spacing,
                                                keep_maps=True, **params)
+            yield Progress(1, 1, "threshold curve (AUTC)")  # a chance to cancel before it
             curves = autc(reference, prediction, **curve_args) if params["parts"] is None else None
             return result, curves
 

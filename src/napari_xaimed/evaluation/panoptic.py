@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._progress import Progress, Steps, in_background, run_steps, within
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.evaluation.distances import (
     cldice,
@@ -29,7 +29,7 @@ from napari_xaimed.evaluation.matching import (
 from napari_xaimed.evaluation.overlap import OverlapTable, pair_score
 from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
 from napari_xaimed.evaluation.shells import pair_surface_distances
-from napari_xaimed.evaluation.voronoi import region_rows, voronoi_regions
+from napari_xaimed.evaluation.voronoi import region_rows_steps, voronoi_regions
 
 MATCH_METRICS = ("iou", "dice")
 DISTANCE_METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd", "cldice")
@@ -276,9 +276,11 @@ def evaluate_class_steps(
         _summarise_parts(result, part_spec)
     if voronoi:
         yield Progress(len(groups), len(groups), f"{name}: Voronoi regions")
-        region = voronoi_regions(ref_map, spacing)
-        result.regions = region_rows(ref_map, pred_map, region, ref_ids, pred_ids, spacing,
-                                     metrics, nsd_tolerance_mm)
+        region = yield from in_background(lambda: voronoi_regions(ref_map, spacing),
+                                          f"{name}: Voronoi regions")
+        result.regions = yield from within(
+            region_rows_steps(ref_map, pred_map, region, ref_ids, pred_ids, spacing, metrics,
+                              nsd_tolerance_mm), 0, 1, f"{name}: Voronoi ")
         if keep_maps:
             lut = np.concatenate([[0], ref_ids]).astype(np.int64)
             result.region_map = lut[region].astype(np.int32 if lut.max() < 2**31 else np.int64)

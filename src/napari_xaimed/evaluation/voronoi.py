@@ -8,8 +8,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed.evaluation.distances import distance_metrics
 from napari_xaimed.evaluation.overlap import pair_score
+
+REGIONS_PER_STEP = 50
 
 
 def voronoi_regions(ref_map: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -25,6 +28,16 @@ def region_rows(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndarray,
                 ref_ids: np.ndarray, pred_ids: np.ndarray, spacing: tuple[float, float, float],
                 metrics: tuple[str, ...], nsd_tolerance_mm: float) -> list[dict[str, Any]]:
     """One row per reference region: the predictions inside it and their Dice, IoU, distances."""
+    return run_steps(region_rows_steps(ref_map, pred_map, region, ref_ids, pred_ids, spacing,
+                                       metrics, nsd_tolerance_mm))
+
+
+def region_rows_steps(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndarray,
+                      ref_ids: np.ndarray, pred_ids: np.ndarray,
+                      spacing: tuple[float, float, float], metrics: tuple[str, ...],
+                      nsd_tolerance_mm: float) -> Steps[list[dict[str, Any]]]:
+    """Generator form of :func:`region_rows`: yields progress every few regions, so a cancel
+    need not wait for the distances of thousands of regions."""
     n_ref = len(ref_ids)
     if n_ref == 0:
         return []
@@ -43,6 +56,8 @@ def region_rows(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndarray,
     ref_boxes = ndi.find_objects(ref_map, max_label=n_ref) if wanted else []
     rows = []
     for r in range(1, n_ref + 1):
+        if r % REGIONS_PER_STEP == 1:
+            yield Progress(r - 1, n_ref, f"region {r} of {n_ref}")
         row: dict[str, Any] = {
             "reference_id": int(ref_ids[r - 1]),
             "prediction_ids": preds_of.get(r, []),
