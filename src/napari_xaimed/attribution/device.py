@@ -48,10 +48,19 @@ def free_bytes(device: torch.device) -> int:
     return int(min(available // 4, 2 << 30))
 
 
+#: Most input voxels per pass on the CPU (16 volumes of 32^3). Cancel acts between passes, and
+#: a pass of 64 such volumes with gradients took about a second on two cores; bigger passes
+#: gain nothing there.
+CPU_VOXELS_PER_PASS = 16 * 32**3
+
+
 def auto_batch(numel: int, device: torch.device, per_voxel_bytes: int = 256,
                limit: int = 64) -> int:
     """Volumes per forward pass that fit ``free_bytes``, assuming ``per_voxel_bytes`` of
-    activations per input voxel (a small 3D CNN keeps well under this)."""
+    activations per input voxel (a small 3D CNN keeps well under this); on the CPU also at most
+    :data:`CPU_VOXELS_PER_PASS` voxels, so a cancel waits a fraction of a second."""
+    if device.type == "cpu":
+        limit = min(limit, CPU_VOXELS_PER_PASS // max(1, numel))
     return int(max(1, min(limit, free_bytes(device) // max(1, numel * per_voxel_bytes))))
 
 
