@@ -238,8 +238,11 @@ class SegmentationWidget(XaimedWidget):
     def _show_result(self, result: SegmentationResult, source: str,
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],
                      params: dict[str, Any], seconds: float) -> None:
+        # facts apart, as the CLI keeps them: merged into params, the model's description
+        # replaced the model parameter and the device found replaced "auto", so the
+        # parameters no longer reran the segmentation
         prov = provenance("segmentation", sources=[source], seconds=seconds,
-                          params={"method": result.method, **params, **result.facts},
+                          params={"method": result.method, **params}, facts=result.facts,
                           label_kind=result.kind)
         add_or_update(self.viewer, labels_layer(result.labels, output_name("Segmentation", source),
                                                 spacing, translate=translate, provenance=prov))
