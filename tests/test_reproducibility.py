@@ -1,0 +1,269 @@
+"""Seeded runs give bit-identical outputs twice in a row, and an output's provenance
+(``metadata["xaimed"]``) holds every parameter needed to compute it again, bit for bit."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from napari_xaimed import samples
+from napari_xaimed.attribution import METHODS, attribute, ensemble_attribute
+from napari_xaimed.attribution.lesion_model import WEIGHTS
+from napari_xaimed.evaluation import autc, evaluate
+from napari_xaimed.registration import register
+from napari_xaimed.registration.params import TUNABLE
+from napari_xaimed.registration.run import register_steps
+from napari_xaimed.segmentation import segment_steps
+from napari_xaimed.segmentation.run import run_steps
+
+
+@pytest.fixture(scope="module")
+def lesion():
+    return samples.lesion_volume(seed=0)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return samples.longitudinal_pair(seed=0)
+
+
+@pytest.fixture(scope="module")
+def panoptic():
+    return samples.panoptic_pair(seed=0)
+
+
+def segmentation(volume, method, spacing, **params):
+    return run_steps(segment_steps(volume, method, spacing=spacing, **params))
+
+
+# ---------------------------------------------------------------- twice in a row, bit for bit
+
+@pytest.mark.parametrize("method, params", [
+    ("otsu", {"smoothing_mm": 1.0}),
+    ("atropos", {"n_classes": 3, "iterations": 3, "reproducible": True}),
+    ("model", {"device": "cpu", "roi_size": 32, "overlap": 0.5}),
+])
+def test_segmentation_twice(lesion, method, params):
+    volume = lesion.image[::2] if method == "atropos" else lesion.image  # ANTs: keep it short
+    first = segmentation(volume, method, lesion.spacing, **params)
+    again = segmentation(volume, method, lesion.spacing, **params)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    assert first.labels.max() > 0  # a real segmentation, not two empty ones
+    if first.probabilities is not None:
+        np.testing.assert_array_equal(again.probabilities, first.probabilities)
+
+
+def test_evaluation_and_autc_twice(panoptic):
+    kwargs = dict(spacing=panoptic.spacing, instance_input=True, voronoi=True, keep_maps=True)
+    first = evaluate(panoptic.reference, panoptic.prediction, **kwargs)
+    again = evaluate(panoptic.reference, panoptic.prediction, **kwargs)
+    for name, c in first.classes.items():
+        np.testing.assert_array_equal(again.classes[name].error_map, c.error_map)
+        np.testing.assert_array_equal(again.classes[name].region_map, c.region_map)
+        np.testing.assert_equal(again.classes[name].summary(), c.summary())  # NaN == NaN here
+        np.testing.assert_equal(again.classes[name].regions, c.regions)
+        assert c.regions
+    curves = [autc(panoptic.reference, panoptic.prediction, instance_input=True)
+              for _ in range(2)]
+    assert curves[1].area == curves[0].area
+    for name, per_metric in curves[0].curves.items():
+        for metric, values in per_metric.items():
+            np.testing.assert_array_equal(curves[1].curves[name][metric], values)
+
+
+@pytest.mark.parametrize("transform, params", [
+    ("Affine", {}),  # Mattes mutual information samples voxels at random: the seed matters
+    ("SyN", {"iterations": (10, 5, 0)}),
+])
+def test_registration_twice(pair, transform, params):
+    kwargs = dict(fixed_spacing=pair.spacing, moving_spacing=pair.spacing,
+                  transform=transform, seed=7, **params)
+    first = register(pair.fixed, pair.moving, **kwargs)
+    again = register(pair.fixed, pair.moving, **kwargs)
+    assert first.params["threads"] == 1  # a seed pins ANTs to one thread: sums in one order
+    np.testing.assert_array_equal(again.displacement, first.displacement)
+    np.testing.assert_array_equal(again.warped, first.warped)
+    assert np.abs(first.displacement).max() > 0
+
+
+@pytest.mark.parametrize("method, params", [
+    ("saliency", {}),
+    ("integrated_gradients", {"steps": 16}),
+    ("smoothgrad", {"samples": 8}),
+    ("gradient_shap", {"samples": 8}),
+    ("occlusion", {"window": 8, "stride": 8}),
+    ("gradcam", {}),
+])
+def test_attribution_twice(lesion, method, params):
+    first = attribute("bundled", lesion.image, method, device="cpu", seed=3, **params)
+    again = attribute("bundled", lesion.image, method, device="cpu", seed=3, **params)
+    np.testing.assert_array_equal(again.map, first.map)
+    assert np.abs(first.map).max() > 0
+
+
+def test_noise_methods_follow_their_seed(lesion):
+    """The seed is what makes SmoothGrad repeat: another seed draws other noise."""
+    one = attribute("bundled", lesion.image, "smoothgrad", device="cpu", seed=3, samples=4)
+    other = attribute("bundled", lesion.image, "smoothgrad", device="cpu", seed=4, samples=4)
+    assert not np.array_equal(one.map, other.map)
+
+
+class DropNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 8, 3, padding=1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(torch.relu(self.conv(x))).mean(dim=(2, 3, 4)))
+
+
+def test_ensembles_twice(lesion, tmp_path):
+    members = []
+    for name in ("a", "b"):
+        shutil.copy(WEIGHTS, tmp_path / f"{name}.pt")
+        shutil.copy(WEIGHTS.with_suffix(".json"), tmp_path / f"{name}.json")
+        members.append(str(tmp_path / f"{name}.pt"))
+    runs = [ensemble_attribute(members, lesion.image, "smoothgrad", samples=4, device="cpu")
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[1].mean, runs[0].mean)
+    np.testing.assert_array_equal(runs[1].std, runs[0].std)
+
+    torch.manual_seed(0)
+    model = DropNet().eval()
+    volume = lesion.image[::2, ::2, ::2]
+    runs = [ensemble_attribute(model, volume, "saliency", dropout_passes=3, target=1,
+                               device="cpu") for _ in range(2)]
+    assert float(runs[0].std.max()) > 0  # the dropout masks differ between passes...
+    np.testing.assert_array_equal(runs[1].mean, runs[0].mean)  # ...the same ones each run
+    np.testing.assert_array_equal(runs[1].std, runs[0].std)
+
+
+# ------------------------------------------------ computed again from the provenance alone
+
+def accepted(func: Any, params: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The provenance parameters ``func`` takes (keyword names, or ``extra`` for its
+    ``**params``); the others are facts recorded beside them."""
+    names = set(inspect.signature(func).parameters) | set(extra)
+    return {k: v for k, v in params.items() if k in names}
+
+
+def as_tuples(params: dict[str, Any]) -> dict[str, Any]:
+    """JSON turned tuples into lists; the functions take either, but keep sizes as tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+def run_widget(qtbot, widget) -> None:
+    with qtbot.waitSignal(widget.job.finished, timeout=120000) as blocker:
+        widget.job.run_button.click()
+    assert blocker.args[0] == "done", widget.job.status.text()
+
+
+@pytest.mark.parametrize("method", ["otsu", "model"])
+def test_segmentation_provenance_reruns_it(qtbot, make_napari_viewer, method):
+    from napari_xaimed._widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "lesion")
+    source = viewer.layers["lesion ct"]
+    source.scale = (2.0, 1.0, 1.0)
+    widget = SegmentationWidget(viewer)
+    widget.image.value = source
+    widget.method.value = method
+    widget.smoothing.value = 0.5
+    widget.device.value = "cpu"
+    run_widget(qtbot, widget)
+    out = viewer.layers["Segmentation [lesion ct]"]
+    prov = out.metadata["xaimed"]
+    assert prov["sources"] == ["lesion ct"]
+    params = dict(prov["params"])
+    method_used = params.pop("method")
+    assert method_used == method and params["smoothing_mm"] == 0.5
+    assert {"classes"} <= set(params) if method == "otsu" else {
+        "model", "roi_size", "overlap", "blend", "sw_batch_size", "output", "device"} <= set(params)
+    again = segmentation(viewer.layers[prov["sources"][0]].data, method_used,
+                         tuple(source.scale), **as_tuples(params))
+    np.testing.assert_array_equal(out.data, again.labels)
+
+
+def test_evaluation_provenance_reruns_the_error_map(qtbot, make_napari_viewer):
+    from napari_xaimed._widgets.evaluation import EvaluationWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "panoptic")
+    widget = EvaluationWidget(viewer)
+    widget.reference.value = viewer.layers["reference"]
+    widget.prediction.value = viewer.layers["prediction"]
+    widget.instance_input.value = True
+    widget.matching.value = "many_to_one"
+    widget.threshold.value = 0.3
+    widget.voronoi.value = True
+    run_widget(qtbot, widget)
+    errors = viewer.layers["Errors [prediction]"]
+    prov = errors.metadata["xaimed"]
+    reference, prediction = (viewer.layers[name] for name in prov["sources"])
+    result = evaluate(reference.data, prediction.data, spacing=tuple(reference.scale),
+                      keep_maps=True, **prov["params"])
+    (c,) = result.classes.values()
+    np.testing.assert_array_equal(errors.data, c.error_map)
+    np.testing.assert_array_equal(viewer.layers["Voronoi regions [reference]"].data,
+                                  c.region_map)
+    assert prov["summary"] == [c.summary()]
+
+
+def test_registration_provenance_reruns_it(qtbot, make_napari_viewer):
+    from napari_xaimed._widgets.registration import RegistrationWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "longitudinal")
+    widget = RegistrationWidget(viewer)
+    widget.fixed.value = viewer.layers["current"]
+    widget.moving.value = viewer.layers["prior"]
+    widget.transform.value = "Affine"
+    widget.iterations.value = "40, 20"
+    run_widget(qtbot, widget)
+    warped = viewer.layers["Warped [prior->current]"]
+    prov = warped.metadata["xaimed"]
+    moving, fixed = (viewer.layers[name] for name in prov["sources"])  # as in "prior->current"
+    params = accepted(register_steps, prov["params"], TUNABLE)
+    assert params["seed"] is not None and "iterations" in params
+    again = register(fixed.data, moving.data, fixed_spacing=tuple(fixed.scale),
+                     moving_spacing=tuple(moving.scale), fixed_origin=tuple(fixed.translate),
+                     moving_origin=tuple(moving.translate), **as_tuples(params))
+    np.testing.assert_array_equal(warped.data, again.warped)
+    np.testing.assert_array_equal(viewer.layers["Jacobian [prior->current]"].data,
+                                  again.jacobian)
+
+
+def test_attribution_provenance_reruns_it(qtbot, make_napari_viewer):
+    from napari_xaimed._widgets.attribution import AttributionWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "lesion")
+    widget = AttributionWidget(viewer)
+    widget.image.value = viewer.layers["lesion ct"]
+    widget.methods.value = ["integrated_gradients", "smoothgrad", "occlusion"]
+    widget.steps.value = 8
+    widget.samples.value = 4
+    widget.device.value = "cpu"
+    run_widget(qtbot, widget)
+    heatmaps = [layer for layer in viewer.layers
+                if layer.metadata.get("xaimed", {}).get("kind") == "attribution"]
+    assert len(heatmaps) == 3
+    for layer in heatmaps:
+        prov = layer.metadata["xaimed"]
+        params = dict(prov["params"])
+        method = params["method"]
+        kwargs = {k: v for k, v in params.items()
+                  if k in (*METHODS[method].params, "preprocessing", "batch_size", "autocast",
+                           "seed")}
+        again = attribute(prov["model"]["source"], viewer.layers[prov["sources"][0]].data,
+                          method, target=params["target_index"], device=prov["device"],
+                          **kwargs)
+        np.testing.assert_array_equal(layer.data, again.map, err_msg=method)
