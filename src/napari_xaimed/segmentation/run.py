@@ -10,6 +10,7 @@ model) is one function and one entry.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ def _no_steps(func: Callable[..., MethodOutput]) -> Callable[..., Steps[MethodOu
         return func(volume, spacing, **params)
         yield  # makes this a generator
 
+    run.__wrapped__ = func  # type: ignore[attr-defined]  # its defaults, for method_defaults
     return run
 
 
@@ -116,6 +118,25 @@ def method_params(method: str) -> tuple[str, ...]:
     """All parameter names ``method`` accepts (its own, then the common ones)."""
     spec = _method(method)
     return spec.params + PRE + (tuple(POST) if spec.output == "mask" else ())
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """The defaults of ``method``'s own parameters (``mask`` aside), as its functions declare
+    them. A result records them with the parameters given, so its provenance reruns it even
+    if a later version changes a default."""
+    spec = _method(method)
+    functions = [getattr(spec.run, "__wrapped__", spec.run)]
+    if method in ("kmeans", "atropos"):
+        functions.append(tissue_classes_steps)
+    elif method == "model":
+        functions.append(model_segmentation_steps)
+    defaults: dict[str, Any] = {}
+    for function in functions:
+        for name, parameter in inspect.signature(function).parameters.items():
+            if (name in spec.params and name != "mask" and name not in defaults
+                    and parameter.default is not inspect.Parameter.empty):
+                defaults[name] = parameter.default
+    return defaults
 
 
 def _method(method: str) -> Method:
@@ -181,7 +202,8 @@ def segment_steps(
         else:
             labels, kind = mask.astype(np.uint8), "mask"
     yield Progress(4, 4, "done")
-    used = {**{k: v for k, v in params.items() if k != "mask"}, **post}
+    used = {**method_defaults(method), "smoothing_mm": 0.0,
+            **{k: v for k, v in params.items() if k != "mask"}, **post}
     if "mask" in params:
         used["mask"] = None if params["mask"] is None else "given"
     return SegmentationResult(labels=labels, method=method, params=used, facts=facts,
