@@ -89,6 +89,13 @@ def test_segmentation_model_with_many_windows(qtbot, make_napari_viewer, clean_t
     assert latency < LATENCY_S
     assert_nothing_changed(viewer, before, clean_tmp)
 
+    # the next run works: a cancel unwound from the GUI thread once crashed it (segfault)
+    widget.overlap.value = 0.0
+    with qtbot.waitSignal(widget.job.finished, timeout=60000) as blocker:
+        widget.job.run_button.click()
+    assert blocker.args[0] == "done"
+    assert "Segmentation [ct]" in viewer.layers
+
 
 def test_segmentation_atropos_kills_its_process(qtbot, make_napari_viewer, clean_tmp):
     from napari_xaimed._widgets.segmentation import SegmentationWidget

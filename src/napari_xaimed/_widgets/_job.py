@@ -10,6 +10,7 @@ thread after the job finished, so a cancelled or failed job never leaves half-ma
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -23,8 +24,30 @@ from napari_xaimed._progress import Progress
 log = logging.getLogger(__name__)
 
 
-def _drive(steps: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
-    return (yield from steps)
+class _Cancelled:
+    """What a job cancelled in its worker thread returns instead of a result."""
+
+
+CANCELLED = _Cancelled()
+
+
+def _drive(steps: Generator[Progress, None, Any],
+           stop: threading.Event) -> Generator[Progress, None, Any]:
+    """Run ``steps``; once ``stop`` is set, close them at their next yield and return
+    :data:`CANCELLED`. The close runs in the worker thread, where the steps ran: their cleanup
+    may have to (the model segmentation's greenlet can only be unwound in its own thread;
+    unwound from the GUI thread it crashed the next run)."""
+    try:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as done:
+                return done.value
+            yield step
+            if stop.is_set():
+                return CANCELLED
+    finally:
+        steps.close()
 
 
 def report_error(exc: BaseException) -> str:
@@ -77,6 +100,7 @@ class JobPanel(QWidget):
         self.worker: Any = None
         self._pbar: Any = None
         self._steps: Generator[Progress, None, Any] | None = None
+        self._stop = threading.Event()
         self._outcome = ""
 
     @property
@@ -98,11 +122,16 @@ class JobPanel(QWidget):
         self._outcome = ""
         self._steps = steps
         started = time.perf_counter()
-        worker = create_worker(_drive, steps, _start_thread=False, _ignore_errors=True)
+        self._stop = threading.Event()
+        worker = create_worker(_drive, steps, self._stop, _start_thread=False,
+                               _ignore_errors=True)
         self._pbar = progress(total=0, desc=description)
         self.worker = worker
 
         def returned(result: Any) -> None:
+            if result is CANCELLED:
+                self._on_aborted()
+                return
             try:
                 on_result(result, time.perf_counter() - started)
             except Exception as exc:  # layer creation failed: still a clean end for the panel
@@ -127,7 +156,7 @@ class JobPanel(QWidget):
         if self.worker is not None:
             self.status.setText("Cancelling…")
             self.cancel_button.setEnabled(False)
-            self.worker.quit()
+            self._stop.set()  # the worker closes the job at its next step, in its own thread
 
     def _on_progress(self, step: Any) -> None:
         if not isinstance(step, Progress):
@@ -153,9 +182,9 @@ class JobPanel(QWidget):
         self.status.setText("Cancelled: nothing was added.")
 
     def _on_finished(self) -> None:
-        # A cancelled job's generator is left suspended at a yield; closing it here (the worker
-        # thread is done with it) runs its cleanup: a spawned ANTs process is killed and its
-        # temporary folder removed. Closing a finished generator does nothing.
+        # A cancelled job's steps were closed in the worker thread (see _drive), which ran
+        # their cleanup: a spawned ANTs process killed, its temporary folder removed. This
+        # close is a fallback for a worker stopped otherwise; a closed generator ignores it.
         if self._steps is not None:
             try:
                 self._steps.close()
