@@ -28,7 +28,7 @@ import numpy as np
 from napari_xaimed import __version__
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import LayerTuple, error_layer, labels_layer, output_name
-from napari_xaimed._provenance import provenance
+from napari_xaimed._provenance import cli_inputs, provenance
 
 WIDGETS = ("Segmentation", "Panoptic evaluation", "Registration", "Attribution")
 DEMO_SEGMENTATION = {"classes": 4, "smoothing_mm": 1.0, "min_size_mm3": 20.0, "connectivity": 26}
@@ -96,7 +96,8 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     errors = error_layer(scores.error_map, output_name("Errors", "prediction"), pair.spacing,
                          provenance=provenance("panoptic evaluation",
                                                sources=["reference", "prediction"],
-                                               params=DEMO_EVALUATION, summary=scores.summary(),
+                                               params={**DEMO_EVALUATION, "instance_input": True},
+                                               summary=scores.summary(),
                                                seconds=time.perf_counter() - started))
 
     explanations, explained = _explain_lesion(lesion)
@@ -230,7 +231,8 @@ def run_register(args: argparse.Namespace) -> int:
         **labels, **params), report)
     sources = [Path(args.moving).name, Path(args.fixed).name]
     prov = provenance("registration", sources=sources, params=result.params,
-                      seconds=result.seconds, metrics=result.metrics)
+                      seconds=result.seconds, metrics=result.metrics,
+                      inputs=cli_inputs(fixed=(args.fixed, fixed), moving=(args.moving, moving)))
     written = []
     written += write_volume(out / "warped.nii.gz", result.warped, affine=fixed.affine,
                             metadata=prov)
@@ -283,15 +285,17 @@ def run_segment(args: argparse.Namespace) -> int:
             params[key] = value
     if params.get("roi_size") is not None and len(params["roi_size"]) == 1:
         params["roi_size"] = params["roi_size"][0]
-    if args.mask is not None:
-        params["mask"] = read_volume(args.mask).data
+    mask = None if args.mask is None else read_volume(args.mask)
+    if mask is not None:
+        params["mask"] = mask.data
     result = run_steps(segment_steps(image.data, args.method, spacing=image.spacing, **params))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sources = [Path(args.image).name] + ([Path(args.mask).name] if args.mask else [])
     prov = provenance("segmentation", sources=sources, params={"method": args.method,
                       **result.params}, seconds=result.seconds, facts=result.facts,
-                      label_kind=result.kind)
+                      label_kind=result.kind,
+                      inputs=cli_inputs(image=(args.image, image), mask=(args.mask, mask)))
     written = write_volume(out / "labels.nii.gz", result.labels, affine=image.affine,
                            is_label=True, metadata=prov)
     if result.facts.get("probabilities") == "foreground":  # the user's model
@@ -342,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--keep-transforms", action="store_true",
                      help="also save ANTs' transform files (.mat, warp NIfTI) under OUT/transforms")
     _segment_parser(sub)
+    from napari_xaimed._rerun import add_parser as _rerun_parser
+
+    _rerun_parser(sub)
     return parser
 
 
@@ -400,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_register(args)
         if args.command == "segment":
             return run_segment(args)
+        if args.command == "rerun":
+            from napari_xaimed._rerun import run_rerun
+
+            return run_rerun(args)
     except XaimedError as exc:
         print(f"napari-xaimed: {exc}", file=sys.stderr)
         return 2

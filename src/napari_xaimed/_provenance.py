@@ -75,3 +75,83 @@ def provenance(
     record = _plain(record)
     json.dumps(record)  # fail here, not when the layer is saved
     return record
+
+
+def array_sha256(data: Any) -> str:
+    """SHA-256 of an array's values (C order), its dtype and shape: the same voxels give the
+    same digest whichever file or layer they came from."""
+    import hashlib
+
+    arr = np.ascontiguousarray(np.asarray(data))
+    digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    digest.update(memoryview(arr).cast("B"))
+    return digest.hexdigest()
+
+
+def input_record(
+    name: str,
+    data: Any,
+    *,
+    path: str | None = None,
+    sample: dict[str, Any] | None = None,
+    spacing: Sequence[float] | None = None,
+    origin: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """What a rerun needs to find one input again and to know it is unchanged.
+
+    ``path`` (a NIfTI file) or ``sample`` (the sample generator's provenance) says where the
+    voxels come from; ``sha256`` (:func:`array_sha256`) and ``shape`` say which voxels they
+    were; ``spacing`` and ``origin`` (mm, ``(z, y, x)``) are the geometry the computation used,
+    which may differ from the file's when a layer's scale or translate was changed.
+    """
+    arr = np.asarray(data)
+    record: dict[str, Any] = {
+        "name": name, "path": None if path is None else str(path), "sample": sample,
+        "shape": list(arr.shape), "dtype": arr.dtype.str, "sha256": array_sha256(arr),
+    }
+    if spacing is not None:
+        record["spacing"] = [float(s) for s in spacing]
+    if origin is not None:
+        record["origin"] = [float(o) for o in origin]
+    return _plain(record)
+
+
+def file_input(path: str | Any, volume: Any) -> dict[str, Any]:
+    """:func:`input_record` of a NIfTI file read by ``io.read_volume`` (absolute path)."""
+    from pathlib import Path
+
+    return input_record(Path(path).name, volume.data, path=str(Path(path).resolve()),
+                        spacing=volume.spacing)
+
+
+def layer_input(layer: Any) -> dict[str, Any] | None:
+    """:func:`input_record` of a napari layer (None for None): the NIfTI file it was read
+    from (``metadata["nifti"]["path"]``), or the sample it was generated as, and the scale and
+    translate of its last three axes. Points layers keep their points (world mm) instead."""
+    if layer is None:
+        return None
+    meta = getattr(layer, "metadata", {}) or {}
+    scale = [float(s) for s in layer.scale[-3:]]
+    translate = [float(t) for t in layer.translate[-3:]]
+    if type(layer).__name__ == "Points":
+        points = np.asarray(layer.data, dtype=np.float64)[:, -3:] * scale + translate
+        return _plain({"name": layer.name, "points_world_mm": points})
+    path = (meta.get("nifti") or {}).get("path")
+    prov = meta.get("xaimed") or {}
+    sample = None
+    if prov.get("kind") in ("sample", "truth") and "generator" in prov.get("params", {}):
+        sample = {"kind": prov["kind"], "params": prov["params"]}
+    return input_record(layer.name, layer.data, path=path, sample=sample, spacing=scale,
+                        origin=translate)
+
+
+def layer_inputs(**layers: Any) -> dict[str, Any]:
+    """``{role: layer_input(layer)}`` for the layers given (None ones left out)."""
+    return {role: layer_input(layer) for role, layer in layers.items() if layer is not None}
+
+
+def cli_inputs(**files: tuple[Any, Any]) -> dict[str, Any]:
+    """``{role: file_input(path, volume)}`` for the ``(path, volume)`` pairs whose path is
+    given: the inputs of a command-line run."""
+    return {role: file_input(path, volume) for role, (path, volume) in files.items()
+            if path is not None}
