@@ -270,3 +270,80 @@ def test_progress_counts_batches_and_closing_stops_between_them(tiny, volume):
             break
     steps.close()  # a cancel: no error, nothing returned
     assert (2, 8) in reports and (4, 8) in reports and (8, 8) not in reports
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 64])
+@pytest.mark.parametrize("shape", [(12, 14, 16), (11, 13, 15)])
+def test_batched_gradient_shap_equals_captum_in_one_call(tiny, batch_size, shape):
+    """Captum's GradientShap has no batch size: ours splits the samples into passes but draws
+    the baselines, noise and mixing coefficients as Captum's single call does, so any batch
+    size gives Captum's map (also where the voxel count is no multiple of 16, which changes how
+    torch fills normal noise in pieces)."""
+    volume = torch.rand(shape, generator=torch.Generator().manual_seed(4)).numpy()
+    ours = attribute(tiny, volume, "gradient_shap", target=TARGET, samples=5, noise=0.2,
+                     baseline="blurred", batch_size=batch_size, seed=7, device="cpu")
+    x = torch.from_numpy(volume)[None, None]
+    from napari_xaimed.attribution.methods import baseline_tensor
+
+    torch.manual_seed(7)
+    np.random.seed(7)  # noqa: NPY002 - Captum draws from numpy's global RNG
+    theirs = ca.GradientShap(tiny).attribute(
+        x.clone().requires_grad_(True), baselines=baseline_tensor(x, "blurred"), n_samples=5,
+        stdevs=0.2 * float(x.max() - x.min()), target=TARGET)
+    np.testing.assert_allclose(ours.map, theirs[0, 0].detach().numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_shap_reports_each_batch_and_stops_when_closed(tiny, volume):
+    from napari_xaimed.attribution import attribute_steps
+
+    class Counting(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.sizes = model, []
+
+        def forward(self, x):
+            self.sizes.append(len(x))
+            return self.model(x)
+
+    model = Counting(tiny)
+    steps = attribute_steps(model, volume, "gradient_shap", target=TARGET, samples=7,
+                            batch_size=3, device="cpu")
+    reports = []
+    for progress in steps:
+        if progress.message.startswith("gradient_shap:") and "samples" in progress.message:
+            reports.append((progress.done, progress.total))
+            if progress.done == 3:
+                break
+    calls = len(model.sizes)
+    steps.close()  # a cancel: the remaining batches never run
+    assert reports == [(3, 7)] and len(model.sizes) == calls
+    assert model.sizes[-1] == 3  # the gradient passes take the samples three at a time
+
+    model.sizes.clear()
+    done = [(p.done, p.total) for p in attribute_steps(
+        model, volume, "gradient_shap", target=TARGET, samples=7, batch_size=3, device="cpu")
+        if "samples" in p.message]
+    assert done == [(3, 7), (6, 7), (7, 7)]
+    start = model.sizes.index(3)  # after the probe pass of one volume
+    assert model.sizes[start:start + 3] == [3, 3, 1]
+
+
+def test_gradient_shap_out_of_memory_halves_the_batch_and_draws_the_same_samples(tiny, volume):
+    class Fussy(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.sizes = model, []
+
+        def forward(self, x):
+            if len(x) > 2:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            self.sizes.append(len(x))
+            return self.model(x)
+
+    fussy = Fussy(tiny)
+    ours = attribute(fussy, volume, "gradient_shap", target=TARGET, samples=6, batch_size=8,
+                     seed=2, device="cpu")
+    plain = attribute(tiny, volume, "gradient_shap", target=TARGET, samples=6, batch_size=6,
+                      seed=2, device="cpu")
+    np.testing.assert_allclose(ours.map, plain.map, atol=1e-6)
+    assert max(fussy.sizes) == 2

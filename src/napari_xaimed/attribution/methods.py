@@ -55,7 +55,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("guided_backprop", True, {}, "guided backpropagation (Captum; needs nn.ReLU)"),
     Method("deeplift", True, {"baseline": "zeros"}, "DeepLift (Captum)"),
     Method("gradient_shap", True, {"samples": 16, "noise": 0.1, "baseline": "zeros"},
-           "GradientSHAP (Captum)"),
+           "GradientSHAP: Captum's, its samples batched with progress per pass"),
     Method("gradcam", False, {"layer": None}, "Grad-CAM on a layer (default: last Conv3d), "
            "upsampled trilinearly (Captum LayerGradCam)"),
     Method("guided_gradcam", True, {"layer": None}, "Guided Grad-CAM (Captum)"),
@@ -241,6 +241,71 @@ def _noise_means(ca: Any, forward: Callable, x: torch.Tensor, target: int | None
     return total
 
 
+def _gradient_shap(forward: Callable, x: torch.Tensor, target: int | None,
+                   baselines: torch.Tensor, samples: int, noise: float, batch_size: int
+                   ) -> Steps[torch.Tensor]:
+    """Captum's GradientSHAP, one batch of samples per forward pass, with progress per batch.
+
+    Captum's ``GradientShap`` is one NoiseTunnel call over all samples, with no batch size:
+    for each sample it picks a baseline from the distribution ``baselines`` (numpy), adds
+    Gaussian noise to the input (torch), draws a mixing coefficient ``alpha ~ U(0, 1)`` (numpy),
+    and averages ``(x' - b) * grad f(alpha x' + (1 - alpha) b)`` over the samples, ``x'`` the
+    noisy input. The random numbers are drawn here up front, in Captum's order and shapes, so
+    the result is Captum's for the same seeds whatever the batch size; the batches then only
+    split the gradient passes, which hold the memory. The noise takes ``samples`` input
+    volumes; Captum's single call holds several times that.
+
+    Parameters
+    ----------
+    forward : callable
+        The model as Captum sees it.
+    x : torch.Tensor
+        The input, ``(1, C, z, y, x)``.
+    target : int or None
+        The class to explain (None for a forward that returns one score per volume).
+    baselines : torch.Tensor
+        The baseline distribution, ``(k, C, z, y, x)``.
+    samples : int
+        Samples (gradient passes) in all.
+    noise : float
+        Standard deviation of the input noise, as a fraction of the input's range.
+    batch_size : int
+        Samples per forward pass.
+
+    Returns
+    -------
+    torch.Tensor
+        The attribution, ``(1, C, z, y, x)``.
+    """
+    from captum._utils.gradient import compute_gradients
+
+    spread = float((x.max() - x.min()).detach()) or 1.0
+    with torch.no_grad():
+        x = x.detach()
+        # NoiseTunnel._expand_partial, then _add_noise_to_input, then InputBaselineXGradient
+        picks = np.random.choice(baselines.shape[0], samples).tolist()  # noqa: NPY002
+        stdev = torch.tensor(noise * spread, device=x.device)
+        shape = (samples, *x.shape[1:])
+        noise_all = torch.normal(0, stdev.expand(shape))
+        alphas = torch.tensor(np.random.uniform(0.0, 1.0, samples),  # noqa: NPY002
+                              device=x.device, dtype=x.dtype)
+    total = None
+    for start in range(0, samples, batch_size):
+        stop = min(start + batch_size, samples)
+        with torch.no_grad():
+            noisy = x + noise_all[start:stop]
+            base = baselines[picks[start:stop]]
+            alpha = alphas[start:stop].view(-1, *([1] * (x.ndim - 1)))
+            scaled = alpha * noisy + (1.0 - alpha) * base
+        grads = compute_gradients(forward, (scaled.requires_grad_(),), target)[0]
+        with torch.no_grad():
+            part = ((noisy - base) * grads).sum(dim=0, keepdim=True)
+        total = part if total is None else total + part
+        del grads, scaled, noisy, base
+        yield Progress(stop, samples, f"gradient_shap: {stop} of {samples} samples")
+    return total * 1 / samples
+
+
 def _ablation(forward: Callable, x: torch.Tensor, target: int | None, labels: torch.Tensor,
               baseline: float, batch_size: int) -> Steps[torch.Tensor]:
     """Feature ablation over a label map (Captum's ``FeatureAblation`` definition: each
@@ -300,10 +365,8 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
     elif method == "gradient_shap":
         base = baseline_tensor(x, p["baseline"])
         base = base if isinstance(base, torch.Tensor) else torch.full_like(x, base)
-        spread = float((x.max() - x.min()).detach()) or 1.0
-        out = ca.GradientShap(forward).attribute(
-            x, baselines=base, n_samples=int(p["samples"]),
-            stdevs=float(p["noise"]) * spread, target=target)
+        out = yield from _gradient_shap(forward, x, target, base, int(p["samples"]),
+                                        float(p["noise"]), batch_size)
     elif method in ("gradcam", "guided_gradcam"):
         _, layer = find_layer(model, p["layer"])
         if method == "gradcam":
