@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_xaimed._rerun import add_parser as _rerun_parser
 
     _rerun_parser(sub)
+    from napari_xaimed._cli_cohort import add_parsers as _cohort_parsers
+
+    _cohort_parsers(sub)
     return parser
 
 
@@ -411,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
             from napari_xaimed._rerun import run_rerun
 
             return run_rerun(args)
+        if args.command in ("evaluate", "attribute"):
+            from napari_xaimed._cli_cohort import run_cohort_command
+
+            return run_cohort_command(args)
     except XaimedError as exc:
         print(f"napari-xaimed: {exc}", file=sys.stderr)
         return 2

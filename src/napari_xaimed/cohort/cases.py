@@ -1,0 +1,109 @@
+"""The cohort's case list: a CSV with one row per case, its id and its input files."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_xaimed._errors import XaimedError
+
+ID_COLUMN = "case_id"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the case list.
+
+    Attributes
+    ----------
+    case_id : str
+    files : dict of str to pathlib.Path
+        The input files by column (``reference``, ``prediction``, ``image``, ``mask``...),
+        resolved against the CSV's folder when given relative.
+    """
+
+    case_id: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        """The case id as a file name (characters other than letters, digits, ``._-`` become
+        ``_``)."""
+        return file_stem(self.case_id)
+
+
+def file_stem(case_id: str) -> str:
+    """``case_id`` as a safe file name."""
+    return re.sub(r"[^\w.-]", "_", case_id).lstrip(".") or "_"
+
+
+def read_cases(path: str | Path, required: tuple[str, ...],
+               optional: tuple[str, ...] = ()) -> list[Case]:
+    """Read a case list.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        CSV with a header row: ``case_id`` and the file columns. Relative file paths are taken
+        from the CSV's own folder, so a cohort folder can move as a whole. Empty optional cells
+        mean "no such file for this case".
+    required : tuple of str
+        File columns every case needs (``("reference", "prediction")``).
+    optional : tuple of str
+        File columns that may be missing or empty (``("mask",)``).
+
+    Returns
+    -------
+    list of Case
+        In the file's order.
+
+    Raises
+    ------
+    XaimedError
+        A missing file or column, an empty or duplicated case id, or ids that become the same
+        file name. A case whose input file does not exist is *not* an error here: it fails on its
+        own in the run, and the others go on.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise XaimedError(f"No case list at {str(path)!r}: check the path.")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in (ID_COLUMN, *required) if c not in header]
+        if missing:
+            raise XaimedError(
+                f"{path.name} lacks the column(s) {missing}: its header must name "
+                f"{', '.join((ID_COLUMN, *required))}"
+                + (f" (and optionally {', '.join(optional)})" if optional else "") + f"; it has "
+                f"{header}.")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    cases: list[Case] = []
+    seen: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        case_id = row.get(ID_COLUMN, "")
+        if not case_id:
+            raise XaimedError(f"{path.name} line {line}: the case_id is empty.")
+        stem = file_stem(case_id)
+        if stem in seen:
+            raise XaimedError(
+                f"{path.name} line {line}: case id {case_id!r} "
+                + ("is listed twice" if seen[stem] == case_id else
+                   f"gives the same file name as {seen[stem]!r}") + ": case ids must be unique.")
+        seen[stem] = case_id
+        files = {}
+        for column in (*required, *optional):
+            value = row.get(column, "")
+            if not value:
+                if column in required:
+                    raise XaimedError(f"{path.name} line {line} (case {case_id!r}): the "
+                                      f"{column} path is empty.")
+                continue
+            file = Path(value).expanduser()
+            files[column] = file if file.is_absolute() else (path.parent / file).resolve()
+        cases.append(Case(case_id, files))
+    if not cases:
+        raise XaimedError(f"{path.name} lists no cases.")
+    return cases

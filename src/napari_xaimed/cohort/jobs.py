@@ -1,0 +1,249 @@
+"""What a cohort run does per case: evaluate a prediction, or explain a model's decision.
+
+A job is a small picklable object; :meth:`run` executes on a Dask worker, reads the case's files,
+computes, and returns a :class:`CaseOutcome` (rows for the tables, arrays to write). It never
+raises for a bad case: the error becomes the case's record and the cohort goes on. The client
+writes every file, so workers need to read the inputs but not to reach the output folder.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed.cohort.cases import Case
+
+
+@dataclass
+class OutputArray:
+    """A volume the client writes as NIfTI + JSON under ``outputs/``."""
+
+    relpath: str
+    data: np.ndarray
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    metadata: dict[str, Any]
+
+
+@dataclass
+class CaseOutcome:
+    """One case's result as it travels back from the worker."""
+
+    status: str  # "ok" or "error"
+    error: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    arrays: list[OutputArray] = field(default_factory=list)
+    seconds: float = 0.0
+    worker: str = ""
+
+    @classmethod
+    def failed(cls, message: str, seconds: float = 0.0) -> CaseOutcome:
+        return cls(status="error", error=message, seconds=seconds, worker=socket.gethostname())
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for the table: our own errors as they are, others with their type and place."""
+    if isinstance(exc, XaimedError):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)
+    place = f" at {Path(where[-1].filename).name}:{where[-1].lineno}" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+def _read_3d(path: Path, what: str):
+    from napari_xaimed.io import read_volume
+
+    volume = read_volume(path)
+    if volume.data.ndim != 3:
+        raise XaimedError(f"the {what} {path.name} has shape {volume.data.shape}: a 3D volume is "
+                          "needed (pick one time point or channel first).")
+    return volume
+
+
+def _same_grid(first: Any, second: Any, names: tuple[str, str]) -> None:
+    if first.data.shape != second.data.shape:
+        raise XaimedError(f"{names[0]} {first.data.shape} and {names[1]} {second.data.shape} "
+                          "differ in shape: resample onto one grid first.")
+    if not np.allclose(first.spacing, second.spacing, rtol=1e-3):
+        raise XaimedError(f"{names[0]} spacing {first.spacing} mm and {names[1]} spacing "
+                          f"{second.spacing} mm differ: resample onto one grid first.")
+
+
+@dataclass
+class EvaluationJob:
+    """Panoptic evaluation of each case's prediction against its reference.
+
+    Parameters
+    ----------
+    params : dict
+        Keyword arguments of :func:`napari_xaimed.evaluation.evaluate` shared by all cases
+        (``matching``, ``threshold``, ``classes``, ``parts``...); the spacing comes from each
+        reference file.
+    """
+
+    params: dict[str, Any] = field(default_factory=dict)
+    kind: str = "evaluation"
+    required: tuple[str, ...] = ("reference", "prediction")
+    optional: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Refuse bad parameters before any case runs (on a tiny empty pair)."""
+        from napari_xaimed.evaluation import evaluate
+
+        if "spacing" in self.params or "keep_maps" in self.params:
+            raise XaimedError("the spacing comes from each reference file: do not pass it.")
+        empty = np.zeros((2, 2, 2), np.uint8)
+        evaluate(empty, empty, **self.params)
+
+    def key_params(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def run(self, case: Case) -> CaseOutcome:
+        """Evaluate one case; never raises."""
+        from napari_xaimed.evaluation import evaluate
+
+        start = time.perf_counter()
+        try:
+            reference = _read_3d(case.files["reference"], "reference")
+            prediction = _read_3d(case.files["prediction"], "prediction")
+            _same_grid(reference, prediction, ("reference", "prediction"))
+            result = evaluate(reference.data, prediction.data, spacing=reference.spacing,
+                              **self.params)
+        except Exception as exc:  # a bad case is a row of the table, not the end of the run
+            return CaseOutcome.failed(describe_failure(exc), time.perf_counter() - start)
+        rows = [c.summary() for c in result.classes.values()]
+        instances = [_instance_row(r) for c in result.classes.values() for r in c.rows]
+        return CaseOutcome(status="ok", rows=rows, instances=instances,
+                           seconds=time.perf_counter() - start, worker=socket.gethostname())
+
+
+def _instance_row(row: Any) -> dict[str, Any]:
+    out = asdict(row)
+    out["reference_ids"] = " ".join(map(str, row.reference_ids))
+    out["prediction_ids"] = " ".join(map(str, row.prediction_ids))
+    out.pop("center_zyx")
+    out["center_z"], out["center_y"], out["center_x"] = row.center_zyx
+    for part, value in out.pop("parts").items():
+        out[f"part_{part}"] = value
+    return out
+
+
+# Each worker process loads a model once per file content, not once per case.
+_MODELS: dict[str, Any] = {}
+
+
+@dataclass
+class AttributionJob:
+    """Attribution maps of one model's decision on each case's image, and, when the case has a
+    mask, how well each map finds it (:func:`napari_xaimed.attribution.truth_scores`).
+
+    Parameters
+    ----------
+    model : str
+        A model file or folder (see :func:`napari_xaimed.attribution.load_model`) or
+        ``"bundled"``; every worker must be able to read it.
+    methods : list of str
+        From :data:`napari_xaimed.attribution.METHODS`; one heatmap per method and case.
+    params : dict
+        Keyword arguments of :func:`napari_xaimed.attribution.attribute` shared by all methods
+        (``device``, ``seed``, ``target``, ``preprocessing``, ``batch_size``...).
+    method_params : dict
+        Per method, its own parameters (``{"occlusion": {"window": 8}}``).
+    tolerance_mm, k : float
+        Of the pointing game and top-k precision.
+    """
+
+    model: str = "bundled"
+    methods: list[str] = field(default_factory=lambda: ["saliency"])
+    params: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tolerance_mm: float = 0.0
+    k: float = 0.01
+    model_sha256: str = ""
+    kind: str = "attribution"
+    required: tuple[str, ...] = ("image",)
+    optional: tuple[str, ...] = ("mask",)
+
+    def check(self) -> None:
+        """Refuse unknown methods or parameters and an unreadable model before any case runs."""
+        from napari_xaimed.attribution import METHODS, load_model
+        from napari_xaimed.attribution.methods import check_params
+
+        if not self.methods:
+            raise XaimedError("name at least one attribution method.")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise XaimedError(f"unknown method(s) {unknown}: choose from {sorted(METHODS)}.")
+        if len(set(self.methods)) != len(self.methods):
+            raise XaimedError(f"a method is listed twice in {self.methods}.")
+        for method in self.methods:
+            check_params(method, self.method_params.get(method, {}))
+        loaded = load_model(self.model)
+        self.model_sha256 = loaded.sha256
+
+    def key_params(self) -> dict[str, Any]:
+        return {"model_sha256": self.model_sha256, "methods": self.methods, "params": self.params,
+                "method_params": self.method_params, "tolerance_mm": self.tolerance_mm,
+                "k": self.k}
+
+    def _model(self) -> Any:
+        from napari_xaimed.attribution import load_model
+
+        key = f"{self.model}:{self.model_sha256}"
+        if key not in _MODELS:
+            _MODELS.clear()  # one model per worker at a time
+            _MODELS[key] = load_model(self.model)
+        return _MODELS[key]
+
+    def run(self, case: Case) -> CaseOutcome:
+        """Explain one case with every method; never raises."""
+        from napari_xaimed._provenance import provenance
+        from napari_xaimed.attribution import attribute, truth_scores
+
+        start = time.perf_counter()
+        rows, arrays = [], []
+        try:
+            image = _read_3d(case.files["image"], "image")
+            mask = None
+            if "mask" in case.files:
+                mask_volume = _read_3d(case.files["mask"], "mask")
+                _same_grid(image, mask_volume, ("image", "mask"))
+                mask = mask_volume.data > 0
+                if not mask.any():
+                    raise XaimedError(f"the mask {case.files['mask'].name} is empty: the "
+                                      "explanation metrics need the region the model should "
+                                      "find; fix the mask or leave the cell empty.")
+            model = self._model()
+            for method in self.methods:
+                result = attribute(model, image.data, method, spacing=image.spacing,
+                                   **self.params, **self.method_params.get(method, {}))
+                row = {"method": method, "target": result.target,
+                       "target_score": result.scores[result.target]
+                       if result.target is not None and result.target < len(result.scores)
+                       else math.nan,
+                       "method_seconds": result.seconds, "device": result.device}
+                if mask is not None:
+                    row.update(truth_scores(result.map, mask, spacing=image.spacing,
+                                            tolerance_mm=self.tolerance_mm, k=self.k))
+                rows.append(row)
+                meta = provenance(
+                    "heatmap", sources=[str(case.files["image"])],
+                    params={"method": method, **self.params,
+                            **self.method_params.get(method, {}), **result.params},
+                    seconds=result.seconds, device=result.device, target=result.target,
+                    model=result.model, case_id=case.case_id)
+                arrays.append(OutputArray(f"{case.stem}/{method}.nii.gz", result.map,
+                                          image.spacing, image.affine, meta))
+        except Exception as exc:
+            return CaseOutcome.failed(describe_failure(exc), time.perf_counter() - start)
+        return CaseOutcome(status="ok", rows=rows, arrays=arrays,
+                           seconds=time.perf_counter() - start, worker=socket.gethostname())
