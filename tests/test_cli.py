@@ -35,7 +35,8 @@ def test_headless_demo_writes_outputs(tmp_path, capsys):
     assert summary["panoptic"]["tp"] == direct.tp and summary["panoptic"]["fn"] == direct.fn
     errors = read_volume(out / "errors_prediction.nii.gz")
     assert errors.is_label and set(np.unique(errors.data)) <= {0, 1, 2, 3, 4}
-    assert errors.metadata["params"] == {"matching": "many_to_one", "threshold": 0.3}
+    assert errors.metadata["params"] == {"matching": "many_to_one", "threshold": 0.3,
+                                         "instance_input": True}
     assert "Dice" in capsys.readouterr().out
     # the bundled classifier's decision, explained
     assert summary["lesion_classifier"]["predicted"] == summary["lesion_classifier"]["truth"]

@@ -18,7 +18,7 @@ from napari.layers import Image, Labels
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
 from napari_xaimed._progress import Progress
-from napari_xaimed._provenance import provenance
+from napari_xaimed._provenance import layer_inputs, provenance
 from napari_xaimed._widgets._base import (
     XaimedWidget,
     check_same_grid,
@@ -120,6 +120,9 @@ class AttributionWidget(XaimedWidget):
         params = {m: self.method_params(m) for m in methods}
         spacing, translate = source_geometry(layer)
         name = layer.name
+        # the image and the region (a segmentation model's target) as files or samples with
+        # their SHA-256: what a rerun reads again
+        inputs = layer_inputs(image=layer, region=self.region.value)
 
         def steps():
             yield Progress(0, 100 * len(methods), "loading the model")
@@ -150,7 +153,7 @@ class AttributionWidget(XaimedWidget):
                     device=result.device,
                     params={"method": result.method, **result.params,
                             "target_index": result.target},
-                    model=result.model, scores=result.scores)
+                    model=result.model, scores=result.scores, inputs=inputs)
                 add_or_update(self.viewer, heatmap_layer(
                     result.map, output_name(title(result.method), name), spacing,
                     signed=result.signed, translate=translate, provenance=prov))

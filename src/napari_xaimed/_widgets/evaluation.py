@@ -19,7 +19,7 @@ from napari_xaimed._layers import (
     source_geometry,
 )
 from napari_xaimed._progress import Progress
-from napari_xaimed._provenance import provenance
+from napari_xaimed._provenance import layer_inputs, provenance
 from napari_xaimed._widgets._base import (
     XaimedWidget,
     check_same_grid,
@@ -146,6 +146,7 @@ class EvaluationWidget(XaimedWidget):
         spacing, translate = source_geometry(ref_layer)
         self._geometry = (spacing, translate)
         reference, prediction = ref_layer.data, pred_layer.data
+        inputs = layer_inputs(reference=ref_layer, prediction=pred_layer)
         curve_args = {k: params[k] for k in ("matching", "assignment", "match_metric",
                                              "instance_input", "classes", "connectivity")}
 
@@ -161,16 +162,19 @@ class EvaluationWidget(XaimedWidget):
             self.show(result, curves)
             prov = provenance("panoptic evaluation", sources=[ref_layer.name, pred_layer.name],
                               params=params, seconds=seconds,
-                              summary=[c.summary() for c in result.classes.values()])
+                              summary=[c.summary() for c in result.classes.values()],
+                              inputs=inputs)
             for name, c in result.classes.items():
                 suffix = "" if len(result.classes) == 1 else f" {name}"
                 add_or_update(self.viewer, error_layer(
                     c.error_map, output_name(f"Errors{suffix}", pred_layer.name), spacing,
-                    translate=translate, provenance=prov))
+                    translate=translate,
+                    provenance={**prov, "output": "error_map", "class": name}))
                 if c.region_map is not None:
                     add_or_update(self.viewer, labels_layer(
                         c.region_map, output_name(f"Voronoi regions{suffix}", ref_layer.name),
-                        spacing, translate=translate, provenance=prov, visible=False))
+                        spacing, translate=translate, visible=False,
+                        provenance={**prov, "output": "region_map", "class": name}))
 
         self.job.start(steps(), done, f"Evaluating {pred_layer.name}")
 

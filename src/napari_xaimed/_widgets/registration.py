@@ -28,7 +28,7 @@ from napari_xaimed._layers import (
     vectors_layer,
 )
 from napari_xaimed._progress import Progress
-from napari_xaimed._provenance import provenance
+from napari_xaimed._provenance import layer_inputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
@@ -129,6 +129,7 @@ class RegistrationWidget(XaimedWidget):
         self.carry_job.run_button.clicked.connect(self.carry)
         self.result: RegistrationResult | None = None
         self._sources: tuple[str, str] = ("", "")
+        self._provenance: dict[str, Any] = {}
         self._show_fields()
         self.reset_choices()
         images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
@@ -211,35 +212,50 @@ class RegistrationWidget(XaimedWidget):
                                **params)
         vector_step, grid_mm = int(self.vector_step.value), float(self.grid_mm.value)
         names = (moving.name, fixed.name)
+        # every input that shapes the result (masks) or its figures (labels, landmarks), with
+        # where it came from and its SHA-256, so the provenance reruns it
+        recorded = layer_inputs(
+            fixed=fixed, moving=moving, fixed_mask=self.fixed_mask.value,
+            moving_mask=self.moving_mask.value, fixed_labels=self.fixed_labels.value,
+            moving_labels=self.moving_labels.value, fixed_points=self.fixed_points.value,
+            moving_points=self.moving_points.value)
 
         def done(result: RegistrationResult, seconds: float) -> None:
-            self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds)
+            self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds,
+                              recorded)
 
         self.job.start(steps, done, f"Registering {moving.name} to {fixed.name} ({transform})")
 
     def _show_result(self, result: RegistrationResult, names: tuple[str, str],
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],
-                     vector_step: int, grid_mm: float, seconds: float) -> None:
+                     vector_step: int, grid_mm: float, seconds: float,
+                     inputs: dict[str, Any] | None = None) -> None:
         prov = provenance("registration", sources=list(names),
                           params={**result.params, "vector_step": vector_step,
                                   "grid_mm": grid_mm},
-                          seconds=seconds, metrics=result.metrics, timings=result.timings)
-        geometry = {"translate": translate, "provenance": prov}
+                          seconds=seconds, metrics=result.metrics, timings=result.timings,
+                          inputs=inputs)
+
+        def geometry(output: str) -> dict[str, Any]:  # which output: a rerun recomputes it
+            return {"translate": translate, "provenance": {**prov, "output": output}}
+
         vectors, lengths = result.vectors(step=vector_step)
         layers = [
-            image_layer(result.warped, output_name("Warped", *names), spacing, **geometry),
+            image_layer(result.warped, output_name("Warped", *names), spacing,
+                        **geometry("warped")),
             heatmap_layer(result.jacobian, output_name("Jacobian", *names), spacing,
-                          signed=True, centre=1.0, **geometry),
-            labels_layer(result.folded, output_name("Folded", *names), spacing, **geometry),
+                          signed=True, centre=1.0, **geometry("jacobian")),
+            labels_layer(result.folded, output_name("Folded", *names), spacing,
+                         **geometry("folded")),
             image_layer(result.grid(grid_mm), output_name("Warped grid", *names), spacing,
                         colormap="cyan", blending="additive", contrast_limits=(0, 1),
-                        opacity=0.5, **geometry),
+                        opacity=0.5, **geometry("grid")),
             vectors_layer(vectors, lengths, output_name("Displacement", *names), spacing,
-                          **geometry),
+                          **geometry("displacement vectors")),
         ]
         for layer in layers:
             add_or_update(self.viewer, layer)
-        self.result, self._sources = result, names
+        self.result, self._sources, self._provenance = result, names, prov
         self.quality.set_rows(quality_rows(result.metrics))
         self.carry_job.run_button.setEnabled(True)
 
@@ -259,6 +275,8 @@ class RegistrationWidget(XaimedWidget):
             interpolation = "label" if isinstance(layer, Labels) else "linear"
         data, is_labels = np.asarray(layer.data), isinstance(layer, Labels)
         moving_name, fixed_name = self._sources
+        registration = self._provenance  # the carried layer's provenance holds the whole
+        carried = layer_inputs(layer=layer)  # registration, so a rerun can redo both
 
         def steps():
             yield Progress(0, 1, f"warping {layer.name} ({interpolation})")
@@ -266,7 +284,8 @@ class RegistrationWidget(XaimedWidget):
 
         def done(warped: np.ndarray, seconds: float) -> None:
             prov = provenance("registration-apply", sources=[layer.name, moving_name, fixed_name],
-                              params={"interpolation": interpolation}, seconds=seconds)
+                              params={"interpolation": interpolation}, seconds=seconds,
+                              inputs=carried, registration=registration)
             name = output_name(layer.name, moving_name, fixed_name)
             kwargs = {"translate": result.fixed_origin, "provenance": prov}
             if is_labels:

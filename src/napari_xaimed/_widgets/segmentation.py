@@ -22,7 +22,7 @@ from napari_xaimed._layers import (
     output_name,
     source_geometry,
 )
-from napari_xaimed._provenance import provenance
+from napari_xaimed._provenance import layer_inputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
@@ -228,22 +228,26 @@ class SegmentationWidget(XaimedWidget):
             return
         spacing, translate = source_geometry(layer)
         method, shown = self.method.value, self._plain_params()
+        # where the voxels came from (file or sample) and their SHA-256, for a rerun
+        inputs = layer_inputs(image=layer, mask=self.tissue_mask.value if "mask" in params
+                              else None)
         steps = segment_steps(layer.data, method, spacing=spacing, **params)
 
         def done(result: SegmentationResult, seconds: float) -> None:
-            self._show_result(result, layer.name, spacing, translate, shown, seconds)
+            self._show_result(result, layer.name, spacing, translate, shown, seconds, inputs)
 
         self.job.start(steps, done, f"Segmenting {layer.name} ({method})")
 
     def _show_result(self, result: SegmentationResult, source: str,
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],
-                     params: dict[str, Any], seconds: float) -> None:
+                     params: dict[str, Any], seconds: float,
+                     inputs: dict[str, Any] | None = None) -> None:
         # facts apart, as the CLI keeps them: merged into params, the model's description
         # replaced the model parameter and the device found replaced "auto", so the
         # parameters no longer reran the segmentation
         prov = provenance("segmentation", sources=[source], seconds=seconds,
                           params={"method": result.method, **params}, facts=result.facts,
-                          label_kind=result.kind)
+                          label_kind=result.kind, inputs=inputs)
         add_or_update(self.viewer, labels_layer(result.labels, output_name("Segmentation", source),
                                                 spacing, translate=translate, provenance=prov))
         names = []

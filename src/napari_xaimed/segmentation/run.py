@@ -206,6 +206,8 @@ def segment_steps(
             **{k: v for k, v in params.items() if k != "mask"}, **post}
     if "mask" in params:
         used["mask"] = None if params["mask"] is None else "given"
+    if "mrf" in facts and used.get("mrf") is None:  # the weight used, not None for "default"
+        used["mrf"] = facts["mrf"]
     return SegmentationResult(labels=labels, method=method, params=used, facts=facts,
                               spacing=spacing, kind=kind, probabilities=probabilities,
                               seconds=time.perf_counter() - started)
