@@ -221,8 +221,8 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
             ranking.to_csv(store.out / "ranking.csv", index=False)
     summary.to_csv(store.out / "summary.csv", index=False)
     return CohortResult(out=store.out, cases=table, instances=instances, summary=summary,
-                        ranking=ranking, ran=len(todo), skipped=skipped, failed=failed,
-                        seconds=time.perf_counter() - start)
+                        ranking=ranking, ran=len(todo) + failed_early, skipped=skipped,
+                        failed=failed, seconds=time.perf_counter() - start)
 
 
 def _outcome(future: Any) -> CaseOutcome:

@@ -1,0 +1,192 @@
+"""Cohort runs on a real two-worker Dask cluster: results, failures, resume, a dying worker."""
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_xaimed import XaimedError
+from napari_xaimed._cli import main
+from napari_xaimed.attribution import attribute, load_model, truth_scores
+from napari_xaimed.cohort import (
+    AttributionJob,
+    EvaluationJob,
+    read_cases,
+    run_cohort,
+    run_cohort_steps,
+)
+from napari_xaimed.cohort.sample import write_sample_cohort
+from napari_xaimed.evaluation import evaluate
+from napari_xaimed.io import read_volume
+
+PARTS = {"lesion": {"thing": [1, 2], "parts": {"core": [2]}}}
+# The dying job below is defined here: ship it to the workers by value, not by import.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """10 synthetic cases; case 8's prediction is truncated, case 9's reference is missing."""
+    folder = tmp_path_factory.mktemp("cohort")
+    csv = write_sample_cohort(folder, 10, shape=(40, 40, 40), seed=5)
+    broken = folder / "case008_pred.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:300])
+    (folder / "case009_ref.nii.gz").unlink()
+    return csv
+
+
+def _direct_pq(csv: Path, case_id: str) -> float:
+    folder = csv.parent
+    ref = read_volume(folder / f"{case_id}_ref.nii.gz")
+    pred = read_volume(folder / f"{case_id}_pred.nii.gz")
+    return evaluate(ref.data, pred.data, spacing=ref.spacing, parts=PARTS)["lesion"]
+
+
+def test_evaluation_cohort_records_failures_and_matches_single_case_results(client, cohort,
+                                                                            tmp_path):
+    cases = read_cases(cohort, ("reference", "prediction"))
+    result = run_cohort(EvaluationJob({"parts": PARTS}), cases, tmp_path, scheduler=client)
+    assert (result.ran, result.skipped, result.failed) == (10, 0, 2)
+    table = result.cases.set_index("case_id")
+    assert "case008_pred.nii.gz" in table.loc["case008", "error"]
+    assert "truncated" in table.loc["case008", "error"]
+    assert "cannot read an input file" in table.loc["case009", "error"]
+    for case_id in ("case000", "case003", "case007"):
+        direct = _direct_pq(cohort, case_id)
+        row = table.loc[case_id]
+        assert row["status"] == "ok"
+        assert row["pq"] == pytest.approx(direct.pq, abs=1e-12)
+        assert row["part_aware_pq"] == pytest.approx(direct.part_aware_pq, abs=1e-12)
+        rows = result.instances[result.instances["case_id"] == case_id]
+        assert len(rows) == len(direct.rows)
+        assert sorted(rows["hd95"].dropna()) == pytest.approx(
+            sorted(r.hd95 for r in direct.rows if not np.isnan(r.hd95)))
+    # the tables on disk: CSV and Parquet hold the same rows
+    parquet = pd.read_parquet(tmp_path / "cases.parquet")
+    assert parquet["case_id"].tolist() == pd.read_csv(tmp_path / "cases.csv")["case_id"].tolist()
+    assert len(pd.read_parquet(tmp_path / "instances.parquet")) == len(result.instances)
+    summary = result.summary.set_index(["metric", "level"])
+    ok = table[table["status"] == "ok"]
+    assert summary.loc[("pq", "case"), "mean"] == pytest.approx(ok["pq"].mean())
+    assert summary.loc[("pq", "case"), "n"] == 8
+    assert summary.loc[("pq", "case"), "ci_low"] <= ok["pq"].mean() <= summary.loc[
+        ("pq", "case"), "ci_high"]
+    assert ("pq_core", "case") in summary.index and ("dice", "instance") in summary.index
+
+
+def test_rerun_skips_finished_cases_and_redoes_changed_ones(client, cohort, tmp_path):
+    cases = read_cases(cohort, ("reference", "prediction"))
+    job = EvaluationJob({"parts": PARTS})
+    run_cohort(job, cases, tmp_path, scheduler=client)
+    again = run_cohort(job, cases, tmp_path, scheduler=client)
+    # finished cases are skipped; failed ones are tried again (and fail again)
+    assert (again.ran, again.skipped, again.failed) == (2, 8, 2)
+    # a changed input file redoes just that case
+    changed = cohort.parent / "case002_pred.nii.gz"
+    volume = read_volume(changed)
+    from napari_xaimed.io import write_volume
+    write_volume(changed, np.zeros_like(volume.data), volume.spacing, is_label=True)
+    try:
+        third = run_cohort(job, cases, tmp_path, scheduler=client)
+        assert (third.ran, third.skipped) == (3, 7)
+        assert third.cases.set_index("case_id").loc["case002", "pq"] == 0.0
+    finally:
+        write_sample_cohort(cohort.parent / "restore", 3, shape=(40, 40, 40), seed=5)
+        os.replace(cohort.parent / "restore" / "case002_pred.nii.gz", changed)
+    # other parameters redo everything
+    fourth = run_cohort(EvaluationJob({"parts": PARTS, "threshold": 0.3}), cases, tmp_path,
+                        scheduler=client)
+    assert fourth.ran == 10 and fourth.skipped == 0
+
+
+@dataclass
+class DiesOnce(EvaluationJob):
+    """Kills its worker process the first time it meets ``victim``."""
+
+    victim: str = ""
+    marker: str = ""
+
+    def run(self, case):
+        if case.case_id == self.victim and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)
+        return super().run(case)
+
+
+def test_a_worker_that_dies_loses_no_case(client, cohort, tmp_path):
+    cases = read_cases(cohort, ("reference", "prediction"))[:6]
+    marker = tmp_path / "died"
+    job = DiesOnce({"parts": PARTS}, victim="case003", marker=str(marker))
+    result = run_cohort(job, cases, tmp_path / "out", scheduler=client)
+    assert marker.exists()  # a worker really died
+    assert (result.ran, result.failed) == (6, 0)
+    assert result.cases.set_index("case_id").loc["case003", "pq"] == pytest.approx(
+        _direct_pq(cohort, "case003").pq)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+
+
+def test_cancelled_run_keeps_finished_cases_for_the_next(client, cohort, tmp_path):
+    cases = read_cases(cohort, ("reference", "prediction"))[:8]
+    job = EvaluationJob({"parts": PARTS})
+    steps = run_cohort_steps(job, cases, tmp_path, scheduler=client)
+    for step in steps:
+        if step.done >= 2 and step.message.startswith("case"):
+            break
+    steps.close()
+    records = list((tmp_path / "cases").glob("*.json"))
+    assert 2 <= len(records) <= 8
+    resumed = run_cohort(job, cases, tmp_path, scheduler=client)
+    assert resumed.skipped == len(records) and resumed.ran == 8 - len(records)
+    assert resumed.failed == 0
+
+
+def test_attribution_cohort_writes_heatmaps_metrics_and_ranking(client, tmp_path):
+    csv = write_sample_cohort(tmp_path / "in", 3, kind="attribution", shape=(48, 48, 48))
+    out = tmp_path / "out"
+    code = main(["attribute", "--cohort", str(csv), "--out", str(out), "--method",
+                 "saliency,gradcam", "--device", "cpu", "--scheduler",
+                 client.scheduler.address])
+    assert code == 0
+    table = pd.read_parquet(out / "cases.parquet")
+    assert len(table) == 6 and set(table["status"]) == {"ok"}
+    image = read_volume(csv.parent / "case001_image.nii.gz")
+    mask = read_volume(csv.parent / "case001_mask.nii.gz").data > 0
+    heatmap = read_volume(out / "outputs" / "case001" / "gradcam.nii.gz")
+    assert heatmap.spacing == image.spacing
+    assert heatmap.metadata["params"]["method"] == "gradcam"
+    direct = attribute(load_model("bundled"), image.data, "gradcam", device="cpu",
+                       spacing=image.spacing)
+    np.testing.assert_allclose(heatmap.data, direct.map, rtol=1e-5, atol=1e-6)
+    row = table[(table["case_id"] == "case001") & (table["method"] == "gradcam")].iloc[0]
+    for metric, value in truth_scores(direct.map, mask, spacing=image.spacing).items():
+        assert row[metric] == pytest.approx(value, abs=1e-6)
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert sorted(ranking["method"]) == ["gradcam", "saliency"]
+    assert ranking["cases_won"].sum() == pytest.approx(3.0)
+
+
+def test_cli_evaluate_exit_code_and_bad_settings(client, cohort, tmp_path, capsys):
+    args = ["evaluate", "--cohort", str(cohort), "--out", str(tmp_path), "--scheduler",
+            client.scheduler.address, "--parts", '{"lesion": {"thing": [1, 2], '
+            '"parts": {"core": [2]}}}']
+    assert main(args) == 1  # finished, but two cases failed: see the table
+    assert "8 run" not in capsys.readouterr().out
+    assert (tmp_path / "summary.csv").is_file()
+    assert main([*args[:-2], "--threshold", "1.5"]) == 2
+    assert "threshold must lie in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(XaimedError, match="unknown method"):
+        AttributionJob(methods=["nonsense"]).check()
