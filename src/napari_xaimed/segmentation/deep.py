@@ -6,18 +6,16 @@ config, a MONAI bundle, ``"bundled"`` or ``"bundled-segmenter"``), the volume is
 model's preprocessing says (and resampled to ``model_spacing`` when given), and
 ``monai.inferers.sliding_window_inference`` runs the windows.
 
-MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs in a greenlet (a
-coroutine in the same thread) whose predictor (the model wrapped in :class:`_WindowRunner`)
-switches back to the step generator after each finished window batch: the two take turns, so
-the progress is exact and closing the generator (a cancel) stops the inference right after
-the batch it reported. A greenlet rather than a thread: with OpenMP's default waiting, torch
-work in a second thread runs 10-60% slower on a small machine while the first thread's OpenMP
-workers spin (measured in ``benchmarks/bench_segmentation.py``), and grad mode and autocast
-stay confined to the model call. Batches finished within :data:`REPORT_INTERVAL_S` of the
-last report run on without a hand-over: progress bars need no more. The first batch's output
-is checked (a segmentation map on the window's grid, enough channels), so a model that does
-not fit fails with a clear message before the rest runs, at no extra pass. The generator must
-be resumed from the thread that started it (as napari's workers and scripts do).
+MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs under
+:func:`napari_xaimed.attribution.stepped.stepped` (the same greenlet hand-over the attribution
+methods use): after a window batch the predictor switches back to the step generator, so the
+progress is exact and closing the generator (a cancel) stops the inference right after the
+batch it reported. Batches finished within :data:`REPORT_INTERVAL_S` of the last report run on
+without a hand-over: progress bars need no more. The predictor (:class:`_WindowRunner`) keeps
+grad mode and autocast confined to the model call and checks the first batch's output (a
+segmentation map on the window's grid, enough channels), so a model that does not fit fails
+with a clear message before the rest runs, at no extra pass. The generator must be resumed and
+closed from the thread that started it (as napari's workers and scripts do).
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import greenlet
 import numpy as np
 import torch
 
@@ -38,6 +35,7 @@ from napari_xaimed._validate import as_spacing, as_volume
 from napari_xaimed.attribution.device import halved_batch, is_out_of_memory, pick_device
 from napari_xaimed.attribution.models import LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing, scale_intensity
+from napari_xaimed.attribution.stepped import stepped
 
 BLENDS = ("gaussian", "constant")
 OUTPUTS = ("softmax", "sigmoid")
@@ -139,16 +137,13 @@ def _in_channels(module: torch.nn.Module) -> int | None:
 
 class _WindowRunner:
     """The predictor handed to MONAI: runs the model on a window batch without gradients
-    (under autocast when asked), checks the first output, and reports progress by switching
-    to the parent greenlet (the step generator)."""
+    (under autocast when asked) and checks the first output."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device, autocast: str | None,
                  output: str, channel: int | None):
         self.module, self.device, self.dtype = module, device, AUTOCAST[autocast]
         self.output, self.channel = output, channel
         self.checked = False
-        self.done = 0
-        self.reported: float | None = None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         # grad mode and autocast are per thread: set them around the model call only, so they
@@ -161,27 +156,20 @@ class _WindowRunner:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.checked:
+            return self._forward(x)
+        try:
             out = self._forward(x)
-        else:
-            try:
-                out = self._forward(x)
-            except Exception as exc:  # noqa: BLE001 - the first window tells if the model fits
-                if is_out_of_memory(exc):
-                    raise
-                raise XaimedError(
-                    f"the model does not accept a window of shape {tuple(x.shape)} (batch, "
-                    f"channel, z, y, x): {type(exc).__name__}: {str(exc).splitlines()[0]}. "
-                    "Check that it takes one input channel and that roi_size fits it (a "
-                    "network that halves the size k times needs sizes divisible by 2^k, e.g. "
-                    "64 or 96).") from exc
-            self._check(x, out)
-            self.checked = True
-        self.done += int(x.shape[0])
-        if (self.reported is not None
-                and time.perf_counter() - self.reported < REPORT_INTERVAL_S):
-            return out
-        greenlet.getcurrent().parent.switch(("windows", self.done))
-        self.reported = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 - the first window tells if the model fits
+            if is_out_of_memory(exc):
+                raise
+            raise XaimedError(
+                f"the model does not accept a window of shape {tuple(x.shape)} (batch, "
+                f"channel, z, y, x): {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+                "Check that it takes one input channel and that roi_size fits it (a "
+                "network that halves the size k times needs sizes divisible by 2^k, e.g. "
+                "64 or 96).") from exc
+        self._check(x, out)
+        self.checked = True
         return out
 
     def _check(self, x: torch.Tensor, out: Any) -> None:
@@ -211,15 +199,6 @@ class _WindowRunner:
                               f"{channels} output channels (0..{channels - 1}).")
 
 
-def _inference(x: torch.Tensor, runner: _WindowRunner, roi_size: tuple[int, ...],
-               sw_batch_size: int, overlap: float, blend: str) -> tuple[str, torch.Tensor]:
-    from monai.inferers import sliding_window_inference
-
-    # no torch.no_grad() here: the runner sets it around each model call (see _forward)
-    return "done", sliding_window_inference(x, roi_size, sw_batch_size, runner,
-                                            overlap=overlap, mode=blend)
-
-
 def sliding_window_steps(
     x: torch.Tensor,
     module: torch.nn.Module,
@@ -246,29 +225,29 @@ def sliding_window_steps(
     (torch.Tensor, int)
         The stitched logits ``(1, channels, z, y, x)`` and the batch size that ran.
     """
+    from monai.inferers import sliding_window_inference
+
     windows = window_count(x.shape[2:], roi_size, overlap)
     total = progress_total if progress_total is not None else windows
-    checked = False
+    runner = _WindowRunner(module, device, autocast, output, channel)
+
+    def report(done: int) -> Progress:
+        return Progress(progress_offset + done, total, f"window {done} of {windows}")
+
     while True:
-        runner = _WindowRunner(module, device, autocast, output, channel)
-        runner.checked = checked
-        task = greenlet.greenlet(_inference)
+        def inference(predictor: Any, batch: int = sw_batch_size) -> torch.Tensor:
+            # no torch.no_grad() here: the runner sets it around each model call
+            return sliding_window_inference(x, roi_size, batch, predictor, overlap=overlap,
+                                            mode=blend)
+
         try:
-            kind, value = task.switch(x, runner, roi_size, sw_batch_size, overlap, blend)
-            while kind == "windows":
-                checked = True
-                yield Progress(progress_offset + min(value, windows), total,
-                               f"window {min(value, windows)} of {windows}")
-                kind, value = task.switch()
-            return value, sw_batch_size
+            logits = yield from stepped(inference, runner, windows, "windows",
+                                        interval_s=REPORT_INTERVAL_S, report=report)
+            return logits, sw_batch_size
         except Exception as exc:  # noqa: BLE001 - out-of-memory is retried, the rest raised
             if not is_out_of_memory(exc):
                 raise
-            error = exc
-        finally:
-            if not task.dead:  # closed at a yield (a cancel): unwind MONAI's loop now
-                task.throw(greenlet.GreenletExit)
-        sw_batch_size = halved_batch(error, sw_batch_size, device)
+            sw_batch_size = halved_batch(exc, sw_batch_size, device)
 
 
 def _resize(tensor: torch.Tensor, size: tuple[int, ...], anti_aliasing: bool = False
