@@ -28,6 +28,7 @@ from napari_xaimed._widgets._base import (
 )
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
+from napari_xaimed._widgets.cohort import CohortPanel
 from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
 
 INSTANCE_COLUMNS = ["class_name", "reference_ids", "prediction_ids", "accepted", "score", "dice",
@@ -96,8 +97,10 @@ class EvaluationWidget(XaimedWidget):
         self.plot = CurvePlot("matching threshold", "quality")
         self.instances.on_select(self.go_to)
         self.tabs = QTabWidget()
+        self.cohort = CohortPanel(self)
         for widget, title in ((self.summary, "Summary"), (self.instances, "Instances"),
-                              (self.plot, "AUTC"), (self.regions, "Regions")):
+                              (self.plot, "AUTC"), (self.regions, "Regions"),
+                              (self.cohort, "Cohort")):
             self.tabs.addTab(widget, title)
         self._layout.addWidget(self.job)
         self._layout.addWidget(self.tabs)
