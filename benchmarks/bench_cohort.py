@@ -1,0 +1,86 @@
+"""Cohort throughput: cases per minute of the Dask cohort run with 1 and 2 local workers against a
+plain sequential loop over the same cases (issue 9).
+
+    python benchmarks/bench_cohort.py [--cases 24] [--size 112] [--kind evaluation|attribution]
+
+The sequential loop is what a script without the cohort mode does: for each case, read the two
+files and evaluate (or explain) it, then make the table. The Dask runs do the same work plus
+hashing the inputs, writing per-case records and the summary; the cluster is started before the
+clock starts (its start-up time is printed on its own). Runs write into a fresh folder each, so
+nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from napari_xaimed.cohort import AttributionJob, EvaluationJob, read_cases, run_cohort
+from napari_xaimed.cohort.sample import write_sample_cohort
+
+PARTS = {"lesion": {"thing": [1, 2], "parts": {"core": [2]}}}
+
+
+def sequential(job, cases) -> float:
+    start = time.perf_counter()
+    rows = []
+    for case in cases:
+        outcome = job.run(case)
+        rows += outcome.rows
+    pd.DataFrame(rows)
+    return time.perf_counter() - start
+
+
+def on_cluster(job, cases, out: Path, workers: int) -> tuple[float, float]:
+    from distributed import Client, LocalCluster
+
+    start = time.perf_counter()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
+        client.run(lambda: __import__("napari_xaimed.cohort.jobs"))  # warm imports
+        started = time.perf_counter() - start
+        begin = time.perf_counter()
+        result = run_cohort(job, cases, out, scheduler=client)
+        seconds = time.perf_counter() - begin
+    assert result.failed == 0, result.cases[result.cases["status"] != "ok"]
+    return seconds, started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=24)
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--kind", choices=["evaluation", "attribution"], default="evaluation")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        csv = write_sample_cohort(tmp / "in", args.cases, kind=args.kind,
+                                  shape=(args.size,) * 3, seed=0)
+        if args.kind == "evaluation":
+            job = EvaluationJob({"parts": PARTS})
+        else:
+            job = AttributionJob(methods=["saliency", "gradcam"], params={"device": "cpu"})
+            job.check()
+        cases = read_cases(csv, job.required, job.optional)
+        job.run(cases[0])  # warm this process's imports and caches for the loop
+        loop = sequential(job, cases)
+        rates = {"sequential loop": (loop, None)}
+        for workers in (1, 2):
+            rates[f"dask, {workers} worker{'s' * (workers > 1)}"] = on_cluster(
+                job, cases, tmp / f"out{workers}", workers)
+    print(f"{args.kind}: {args.cases} cases of {args.size}^3")
+    print("| run | seconds | cases/min | vs loop | cluster start (s) |")
+    print("|---|---|---|---|---|")
+    for name, (seconds, started) in rates.items():
+        print(f"| {name} | {seconds:.2f} | {args.cases / seconds * 60:.1f} | "
+              f"{loop / seconds:.2f}x | {'' if started is None else f'{started:.1f}'} |")
+
+
+if __name__ == "__main__":
+    main()
