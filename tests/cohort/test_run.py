@@ -184,7 +184,7 @@ def test_cli_evaluate_exit_code_and_bad_settings(client, cohort, tmp_path, capsy
             client.scheduler.address, "--parts", '{"lesion": {"thing": [1, 2], '
             '"parts": {"core": [2]}}}']
     assert main(args) == 1  # finished, but two cases failed: see the table
-    assert "8 run" not in capsys.readouterr().out
+    assert "10 cases: 10 run, 0 already finished, 2 failed" in capsys.readouterr().out
     assert (tmp_path / "summary.csv").is_file()
     assert main([*args[:-2], "--threshold", "1.5"]) == 2
     assert "threshold must lie in [0, 1]" in capsys.readouterr().err
