@@ -15,8 +15,10 @@ Target: ours at most 1.2x the floor. Occlusion (window 8^3 stride 8, and 16^3 st
 also runs MONAI's ``OcclusionSensitivity`` (mask size equal to our window, overlap giving the
 same stride, constant 0 fill, no activation, the same batch); target: ours at least 5x faster.
 
-Methods: saliency, Integrated Gradients (32 steps), SmoothGrad (16 samples), Grad-CAM (last
-Conv3d), occlusion. Times are the best of 3 (occlusion: 1).
+Methods: saliency, Integrated Gradients (32 steps), SmoothGrad (16 samples), GradientSHAP (16
+samples, zero baseline; Captum's ``GradientShap`` has no batch size and runs all samples in one
+pass, ours runs them ``BATCH`` at a time), Grad-CAM (last Conv3d), occlusion. Times are the best
+of 3 (occlusion: 1). ``--methods`` runs only some of them.
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ def captum_run(method, model, x, params):
         return ca.NoiseTunnel(ca.Saliency(model)).attribute(
             xg, nt_type="smoothgrad", nt_samples=params["samples"], nt_samples_batch_size=BATCH,
             stdevs=0.1 * float(x.max() - x.min()), target=TARGET, abs=True)
+    if method == "gradient_shap":
+        return ca.GradientShap(model).attribute(
+            xg, baselines=torch.zeros_like(x), n_samples=params["samples"],
+            stdevs=0.1 * float(x.max() - x.min()), target=TARGET)
     if method == "gradcam":
         layer = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)][-1]
         cam = ca.LayerGradCam(model, layer).attribute(xg, target=TARGET, relu_attributions=True)
@@ -113,7 +119,7 @@ def passes(method, params, shape) -> tuple[int, str]:
         return 1, "fb"
     if method == "integrated_gradients":
         return params["steps"], "fb"
-    if method == "smoothgrad":
+    if method in ("smoothgrad", "gradient_shap"):
         return params["samples"], "fb"
     w, s = params["window"], params["stride"]
     return math.prod(math.ceil((n - w) / s) + 1 for n in shape) + 1, "f"
@@ -123,13 +129,15 @@ CASES = [
     ("saliency", {}),
     ("integrated_gradients", {"steps": 32}),
     ("smoothgrad", {"samples": 16}),
+    ("gradient_shap", {"samples": 16}),
     ("gradcam", {}),
     ("occlusion", {"window": 8, "stride": 8}),
     ("occlusion", {"window": 16, "stride": 8}),
 ]
 
 
-def run_size(size: int, device: torch.device, rows: list) -> None:
+def run_size(size: int, device: torch.device, rows: list,
+             methods: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = LesionNet().eval().to(device)
     sample = lesion_volume(shape=(size,) * 3, spacing=(64 / size,) * 3, n_lesions=2, seed=1)
@@ -139,6 +147,8 @@ def run_size(size: int, device: torch.device, rows: list) -> None:
     print(f"\n{size}^3 on {device}: one forward {1000 * t_f:.1f} ms, forward+backward "
           f"{1000 * t_fb:.1f} ms", flush=True)
     for method, params in CASES:
+        if methods and method not in methods:
+            continue
         repeats = 1 if method == "occlusion" else 3
         n, kind = passes(method, params, x.shape[2:])
         floor = n * (t_fb if kind == "fb" else t_f)
@@ -159,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64^3 only")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help="only these methods (default: all)")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     import captum
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads, batch {BATCH}")
     rows: list = []
     for size in ([64] if args.quick else [64, 96]):
-        run_size(size, device, rows)
+        run_size(size, device, rows, args.methods)
     print()
     print(f"{'case':<44}{'ours':>9}{'Captum':>9}{'floor':>9}{'/floor':>8}{'MONAI':>9}"
           f"{'MONAI/ours':>11}  met")
