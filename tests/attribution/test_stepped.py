@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed._progress import run_steps
+from napari_xaimed._progress import Progress, run_steps
 from napari_xaimed.attribution import attribute, attribute_steps
 from napari_xaimed.attribution.stepped import stepped
 
@@ -70,3 +70,38 @@ def test_stepped_returns_the_call_result_and_counts_volumes():
             result = stop.value
             break
     assert seen == [2, 5] and result == 10.0
+
+
+def test_stepped_reports_through_its_callback_and_at_most_once_per_interval():
+    def call(forward):
+        return sum(float(forward(torch.ones(n, 1)).sum()) for n in (1, 2, 3))
+
+    def messages(**kwargs):
+        gen = stepped(call, lambda b: b, total=5, label="demo", **kwargs)
+        return [(p.done, p.total, p.message) for p in gen]
+
+    # the count is clamped to the total; the callback makes the progress
+    assert messages(report=lambda done: Progress(10 + done, 20, f"w{done}")) == [
+        (11, 20, "w1"), (13, 20, "w3"), (15, 20, "w5")]
+    # a long interval: the first batch hands over, the quick ones after it run on
+    assert messages(interval_s=60.0) == [(1, 5, "demo: 1 of 5 volumes")]
+
+
+def test_stepped_cancel_unwinds_the_call_in_its_own_thread():
+    """Closing the generator throws into the call at its last batch: its cleanup runs (in
+    the closing thread, which must be the one that ran it), and grad mode is the caller's."""
+    events = []
+
+    def call(forward):
+        try:
+            with torch.no_grad():
+                for _ in range(4):
+                    forward(torch.ones(1, 1))
+        finally:
+            events.append("unwound")
+
+    gen = stepped(call, lambda b: b, total=4, label="demo")
+    assert next(gen).done == 1
+    assert torch.is_grad_enabled()  # the call's no_grad stays inside it
+    gen.close()
+    assert events == ["unwound"] and torch.is_grad_enabled()
