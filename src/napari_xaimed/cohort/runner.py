@@ -172,6 +172,8 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
     done = total - len(todo)
     failed = failed_early
     if todo:
+        from distributed import wait
+
         yield Progress(done, total, f"starting Dask ({skipped} cases already finished)")
         with cohort_client(scheduler, workers) as client:
             run_id = uuid.uuid4().hex[:8]
@@ -183,8 +185,9 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
                 while pending:
                     finished = [f for f in pending if f.done()]
                     if not finished:
-                        yield Progress(done, total, message)
-                        time.sleep(POLL_S)
+                        yield Progress(done, total, message)  # a chance to cancel
+                        with contextlib.suppress(TimeoutError):
+                            wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
                         continue
                     for future in finished:
                         pending.discard(future)
