@@ -1,9 +1,10 @@
 """Seeded runs give bit-identical outputs twice in a row, and an output's provenance
-(``metadata["xaimed"]``) holds every parameter needed to compute it again, bit for bit."""
+(``metadata["xaimed"]``) holds every parameter and input needed to compute it again, bit for
+bit: the provenance tests recompute through ``napari_xaimed._rerun.recompute``, the code behind
+``napari-xaimed rerun``."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from napari_xaimed import samples
-from napari_xaimed.attribution import METHODS, attribute, ensemble_attribute
+from napari_xaimed._rerun import accepted, recompute
+from napari_xaimed.attribution import attribute, ensemble_attribute
 from napari_xaimed.attribution.lesion_model import WEIGHTS
 from napari_xaimed.evaluation import autc, evaluate
 from napari_xaimed.registration import register
@@ -148,18 +150,6 @@ def test_ensembles_twice(lesion, tmp_path):
 
 # ------------------------------------------------ computed again from the provenance alone
 
-def accepted(func: Any, params: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The provenance parameters ``func`` takes (keyword names, or ``extra`` for its
-    ``**params``); the others are facts recorded beside them."""
-    names = set(inspect.signature(func).parameters) | set(extra)
-    return {k: v for k, v in params.items() if k in names}
-
-
-def as_tuples(params: dict[str, Any]) -> dict[str, Any]:
-    """JSON turned tuples into lists; the functions take either, but keep sizes as tuples."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-
-
 def run_widget(qtbot, widget) -> None:
     with qtbot.waitSignal(widget.job.finished, timeout=120000) as blocker:
         widget.job.run_button.click()
@@ -188,9 +178,8 @@ def test_segmentation_provenance_reruns_it(qtbot, make_napari_viewer, method):
     assert method_used == method and params["smoothing_mm"] == 0.5
     assert {"classes"} <= set(params) if method == "otsu" else {
         "model", "roi_size", "overlap", "blend", "sw_batch_size", "output", "device"} <= set(params)
-    again = segmentation(viewer.layers[prov["sources"][0]].data, method_used,
-                         tuple(source.scale), **as_tuples(params))
-    np.testing.assert_array_equal(out.data, again.labels)
+    assert prov["inputs"]["image"]["spacing"] == [2.0, 1.0, 1.0]  # the scale it ran at
+    np.testing.assert_array_equal(out.data, recompute(prov))  # the sample, from its seed
 
 
 def test_evaluation_provenance_reruns_the_error_map(qtbot, make_napari_viewer):
@@ -208,13 +197,12 @@ def test_evaluation_provenance_reruns_the_error_map(qtbot, make_napari_viewer):
     run_widget(qtbot, widget)
     errors = viewer.layers["Errors [prediction]"]
     prov = errors.metadata["xaimed"]
+    np.testing.assert_array_equal(errors.data, recompute(prov))
+    regions = viewer.layers["Voronoi regions [reference]"]
+    np.testing.assert_array_equal(regions.data, recompute(regions.metadata["xaimed"]))
     reference, prediction = (viewer.layers[name] for name in prov["sources"])
-    result = evaluate(reference.data, prediction.data, spacing=tuple(reference.scale),
-                      keep_maps=True, **prov["params"])
-    (c,) = result.classes.values()
-    np.testing.assert_array_equal(errors.data, c.error_map)
-    np.testing.assert_array_equal(viewer.layers["Voronoi regions [reference]"].data,
-                                  c.region_map)
+    (c,) = evaluate(reference.data, prediction.data, spacing=tuple(reference.scale),
+                    **prov["params"]).classes.values()
     assert prov["summary"] == [c.summary()]
 
 
@@ -231,15 +219,9 @@ def test_registration_provenance_reruns_it(qtbot, make_napari_viewer):
     run_widget(qtbot, widget)
     warped = viewer.layers["Warped [prior->current]"]
     prov = warped.metadata["xaimed"]
-    moving, fixed = (viewer.layers[name] for name in prov["sources"])  # as in "prior->current"
     params = accepted(register_steps, prov["params"], TUNABLE)
     assert params["seed"] is not None and "iterations" in params
-    again = register(fixed.data, moving.data, fixed_spacing=tuple(fixed.scale),
-                     moving_spacing=tuple(moving.scale), fixed_origin=tuple(fixed.translate),
-                     moving_origin=tuple(moving.translate), **as_tuples(params))
-    np.testing.assert_array_equal(warped.data, again.warped)
-    np.testing.assert_array_equal(viewer.layers["Jacobian [prior->current]"].data,
-                                  again.jacobian)
+    np.testing.assert_array_equal(warped.data, recompute(prov))
 
 
 def test_attribution_provenance_reruns_it(qtbot, make_napari_viewer):
@@ -259,15 +241,8 @@ def test_attribution_provenance_reruns_it(qtbot, make_napari_viewer):
     assert len(heatmaps) == 3
     for layer in heatmaps:
         prov = layer.metadata["xaimed"]
-        params = dict(prov["params"])
-        method = params["method"]
-        kwargs = {k: v for k, v in params.items()
-                  if k in (*METHODS[method].params, "preprocessing", "batch_size", "autocast",
-                           "seed")}
-        again = attribute(prov["model"]["source"], viewer.layers[prov["sources"][0]].data,
-                          method, target=params["target_index"], device=prov["device"],
-                          **kwargs)
-        np.testing.assert_array_equal(layer.data, again.map, err_msg=method)
+        np.testing.assert_array_equal(layer.data, recompute(prov),
+                                      err_msg=prov["params"]["method"])
 
 
 def cli_provenance(nifti) -> dict[str, Any]:
@@ -289,9 +264,8 @@ def test_cli_segmentation_provenance_reruns_it(lesion, tmp_path, argv):
     params = dict(prov["params"])
     method = params.pop("method")
     assert "classes" in params if method == "otsu" else "overlap" in params  # defaults too
-    image = read_volume(tmp_path / prov["sources"][0])
-    again = segmentation(image.data, method, image.spacing, **as_tuples(params))
-    np.testing.assert_array_equal(read_volume(written).data, again.labels)
+    assert prov["inputs"]["image"]["path"] == str((tmp_path / "ct.nii.gz").resolve())
+    np.testing.assert_array_equal(read_volume(written).data, recompute(prov))
 
 
 def test_cli_registration_provenance_reruns_it(pair, tmp_path):
@@ -305,8 +279,5 @@ def test_cli_registration_provenance_reruns_it(pair, tmp_path):
                  "--iterations", "40,20", "--seed", "4"]) == 0
     written = tmp_path / "out" / "warped.nii.gz"
     prov = cli_provenance(written)
-    moving, fixed = (read_volume(tmp_path / name) for name in prov["sources"])
-    again = register(fixed.data, moving.data, fixed_spacing=fixed.spacing,
-                     moving_spacing=moving.spacing,
-                     **as_tuples(accepted(register_steps, prov["params"], TUNABLE)))
-    np.testing.assert_array_equal(read_volume(written).data, again.warped)
+    np.testing.assert_array_equal(read_volume(written).data,
+                                  recompute(prov, name="warped"))
