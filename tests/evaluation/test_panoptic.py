@@ -228,3 +228,34 @@ def test_sparse_and_dense_paths_agree(monkeypatch, matching):
         for key in ("dice", "iou", "hd95", "assd", "nsd"):
             assert getattr(a, key) == pytest.approx(getattr(b, key), nan_ok=True), key
         assert a.center_zyx == pytest.approx(b.center_zyx)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_unmatched_instances_have_centres_and_sizes(monkeypatch, sparse):
+    """Missed references and false positives carry their voxel counts and centres of mass
+    (voxel coordinates), equal to scipy's, on both the sparse and the dense path."""
+    from scipy import ndimage as ndi
+
+    from napari_xaimed.evaluation import footprints
+    from napari_xaimed.samples import panoptic_pair
+
+    if not sparse:
+        monkeypatch.setattr(footprints, "SPARSE_FRACTION", 0.0)
+    pair = panoptic_pair(seed=0)
+    c = evaluate(pair.reference, pair.prediction, instance_input=True, metrics=())["all"]
+    assert set(pair.events["miss"]) <= set(c.missed_reference_ids)
+    assert set(pair.events["false_positive"]) <= set(c.false_positive_ids)
+    assert set(c.missed_centres) == set(c.missed_voxels) == set(c.missed_reference_ids)
+    assert set(c.false_positive_centres) == set(c.false_positive_voxels) == set(
+        c.false_positive_ids)
+    for ids, centres, voxels, labels in (
+            (c.missed_reference_ids, c.missed_centres, c.missed_voxels, pair.reference),
+            (c.false_positive_ids, c.false_positive_centres, c.false_positive_voxels,
+             pair.prediction)):
+        for i in ids:
+            mask = labels == i
+            assert voxels[i] == int(mask.sum())
+            assert centres[i] == pytest.approx(ndi.center_of_mass(mask))
+    summary = evaluate(pair.reference, pair.prediction, instance_input=True,
+                       metrics=()).to_dict()["classes"]["all"]
+    assert summary["missed_centres"] == c.missed_centres

@@ -40,6 +40,15 @@ def test_each_method_becomes_a_heatmap_over_the_image(qtbot, viewer_with_lesion)
     assert prov["kind"] == "attribution" and prov["params"]["method"] == "integrated_gradients"
     assert prov["params"]["steps"] == 8 and len(prov["model"]["sha256"]) == 64
     np.testing.assert_array_equal(viewer.layers["lesion ct"].data, source)
+    # the dock says what the heatmaps explain: the predicted class, its name and probability
+    scores = np.asarray(prov["scores"], float)
+    predicted = int(scores.argmax())
+    probability = np.exp(scores - scores.max())[predicted] / np.exp(scores - scores.max()).sum()
+    name = prov["model"]["classes"][predicted]
+    assert widget.explained.value == (
+        f"lesion ct: explained class {predicted} ({name}), score {scores[predicted]:.4g}, "
+        f"probability {probability:.2f}; predicted {predicted} ({name})")
+    assert prov["params"]["target_index"] == predicted
 
     n_layers = len(viewer.layers)
     assert run_and_wait(qtbot, widget) == "done"  # a re-run updates, no copies
@@ -60,3 +69,18 @@ def test_missing_model_file_and_no_method_are_notifications(qtbot, viewer_with_l
     widget.job.run_button.click()
     assert "model file" in shown[-1]
     assert not widget.job.running
+
+
+def test_explained_text_for_a_segmentation_region_and_a_chosen_class():
+    from napari_xaimed._widgets.attribution import explained
+    from napari_xaimed.attribution.run import Attribution
+
+    seg = Attribution(map=np.zeros((2, 2, 2), np.float32), method="saliency", signed=False,
+                      target=1, params={"region": "given mask", "channel": 1,
+                                        "target": "predicted"},
+                      scores=[12.5], model={"classes": ["background", "liver"]})
+    assert explained(seg) == ("explained channel 1 (liver) inside the given region, "
+                              "summed logit 12.5")
+    chosen = Attribution(map=np.zeros((2, 2, 2), np.float32), method="saliency", signed=False,
+                         target=0, params={"target": "given"}, scores=[0.0, 0.0], model={})
+    assert explained(chosen) == "explained class 0, score 0, probability 0.50; predicted 0"

@@ -4,9 +4,11 @@ import csv
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_xaimed._widgets.evaluation import EvaluationWidget
 from napari_xaimed.evaluation import evaluate
+from napari_xaimed.samples import panoptic_pair
 
 
 @pytest.fixture
@@ -41,7 +43,23 @@ def test_evaluates_and_shows_results(qtbot, widget, tmp_path):
     (summary,) = widget.summary.rows
     assert (summary["tp"], summary["fp"], summary["fn"]) == (expected.tp, expected.fp, expected.fn)
     assert summary["pq"] == pytest.approx(expected.pq)
-    assert len(widget.instances.rows) == len(expected.rows)
+    assert len(widget.instances.rows) == (len(expected.rows) + expected.fn + expected.fp)
+    # the missed references and false positives are rows too, with their sizes and centres
+    events = panoptic_pair(seed=0).events
+    missed = [r for r in widget.instances.rows if r["status"] == "missed (FN)"]
+    false_pos = [r for r in widget.instances.rows if r["status"] == "false positive"]
+    assert [r["reference_ids"] for r in missed] == [(i,) for i in expected.missed_reference_ids]
+    assert [r["prediction_ids"] for r in false_pos] == [(i,) for i in expected.false_positive_ids]
+    assert (len(missed), len(false_pos)) == (expected.fn, expected.fp)
+    assert {(i,) for i in events["miss"]} <= {r["reference_ids"] for r in missed}
+    assert {(i,) for i in events["false_positive"]} <= {r["prediction_ids"] for r in false_pos}
+    (fp_row,) = [r for r in false_pos if r["prediction_ids"] == (events["false_positive"][0],)]
+    fp_mask = pred == events["false_positive"][0]
+    assert fp_row["prediction_voxels"] == fp_mask.sum()
+    assert fp_row["prediction_mm3"] == pytest.approx(2.0 * fp_mask.sum())
+    np.testing.assert_allclose(fp_row["center_zyx"], ndi.center_of_mass(fp_mask))
+    assert {r["status"] for r in widget.instances.rows} <= {
+        "matched", "rejected", "missed (FN)", "false positive"}
     assert len(widget.regions.rows) == expected.n_reference
     errors = viewer.layers["Errors [prediction]"]
     np.testing.assert_allclose(errors.scale, (2.0, 1.0, 1.0))
@@ -60,6 +78,14 @@ def test_evaluates_and_shows_results(qtbot, widget, tmp_path):
     widget.instances.table.selectRow(0)
     # napari snaps to the nearest slice: within half a slice (1 mm) of the centroid
     assert viewer.dims.point[0] == pytest.approx(row["center_zyx"][0] * 2.0, abs=1.0)
+
+    # selecting a missed or false-positive row moves the viewer to that instance
+    for target in (missed[0], fp_row):
+        index = widget.instances.rows.index(target)
+        widget.instances.table.selectRow(index)
+        world = np.asarray(target["center_zyx"]) * (2.0, 1.0, 1.0)
+        assert viewer.dims.point[0] == pytest.approx(world[0], abs=1.0)
+        np.testing.assert_allclose(viewer.scene.camera.center[-3:], world)
 
     # re-running replaces the outputs instead of adding copies
     n_layers = len(viewer.layers)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Select, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, Select, SpinBox
 from napari.layers import Image, Labels
 
 from napari_xaimed._errors import XaimedError
@@ -37,6 +37,49 @@ def title(method: str) -> str:
                "smoothgrad": "SmoothGrad", "smoothgrad_sq": "SmoothGrad squared",
                "vargrad": "VarGrad", "deeplift": "DeepLift", "gradient_shap": "GradientSHAP"}
     return special.get(method, method.replace("_", " ").title().replace(" X ", " x "))
+
+
+def _class_name(index: int, classes: list[str]) -> str:
+    return f"{index} ({classes[index]})" if 0 <= index < len(classes) else str(index)
+
+
+def explained(result: Any) -> str:
+    """What an attribution map is evidence for, in words: the explained class with the model's
+    score and probability (softmax of the scores) and the predicted class (classifier), or the
+    output channel and the region whose summed logit is explained (segmentation model).
+
+    Parameters
+    ----------
+    result : Attribution
+        A result of :func:`~napari_xaimed.attribution.attribute`.
+
+    Returns
+    -------
+    str
+        E.g. ``"explained class 1 (lesion), score 2.1, probability 0.97; predicted 1 (lesion)"``.
+    """
+    classes = list((result.model or {}).get("classes") or [])
+    params = result.params or {}
+    scores = np.asarray(result.scores, float)
+    if "channel" in params:  # a segmentation model: a channel's summed logit in a region
+        where = {"model prediction": "where the model predicts it",
+                 "given mask": "inside the given region"}.get(params.get("region"), "in the region")
+        text = f"explained channel {_class_name(int(params['channel']), classes)} {where}"
+        if scores.size:
+            text += f", summed logit {scores[0]:.4g}"
+        return text
+    target = int(result.target)
+    text = f"explained class {_class_name(target, classes)}"
+    if scores.size > target:
+        if scores.size == 1:  # one logit: a sigmoid's probability
+            probability = 1.0 / (1.0 + np.exp(-scores[0]))
+        else:  # class scores: their softmax
+            shifted = np.exp(scores - scores.max())
+            probability = shifted[target] / shifted.sum()
+        text += f", score {scores[target]:.4g}, probability {probability:.2f}"
+    if scores.size:
+        text += f"; predicted {_class_name(int(scores.argmax()), classes)}"
+    return text
 
 
 class AttributionWidget(XaimedWidget):
@@ -72,6 +115,10 @@ class AttributionWidget(XaimedWidget):
         self.model_source.changed.connect(self._show_fields)
         self.job = JobPanel("Explain")
         self._layout.addWidget(self.job)
+        # what the last run's heatmaps are evidence for (the info line describes the image)
+        self.explained = Label(value="")
+        self.explained.native.setWordWrap(True)
+        self._layout.addWidget(self.explained.native)
         self.job.run_button.clicked.connect(self.run)
         self._models: dict[tuple[str, float], Any] = {}
         self._show_fields()
@@ -147,6 +194,9 @@ class AttributionWidget(XaimedWidget):
             return results
 
         def done(results: list, seconds: float) -> None:
+            # what the heatmaps are evidence for, once per distinct target
+            self.explained.value = f"{name}: " + " | ".join(
+                dict.fromkeys(explained(r) for r in results))
             for result in results:
                 prov = provenance(
                     "attribution", sources=[name], seconds=result.seconds,

@@ -1,4 +1,4 @@
-"""Panoptic evaluation dock widget: reference vs prediction Labels, tables, AUTC plot, error layer."""
+"""Panoptic evaluation dock widget: reference vs prediction Labels, tables, AUTC plot, errors."""
 
 from __future__ import annotations
 
@@ -31,8 +31,51 @@ from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed._widgets.cohort import CohortPanel
 from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
 
-INSTANCE_COLUMNS = ["class_name", "reference_ids", "prediction_ids", "accepted", "score", "dice",
-                    "iou", "hd95", "assd", "nsd", "cldice", "rvd", "reference_mm3"]
+INSTANCE_COLUMNS = ["class_name", "status", "reference_ids", "prediction_ids", "accepted",
+                    "score", "dice", "iou", "hd95", "assd", "nsd", "cldice", "rvd",
+                    "reference_voxels", "prediction_voxels", "reference_mm3", "prediction_mm3"]
+MISSED, FALSE_POSITIVE = "missed (FN)", "false positive"
+
+
+def instance_rows(c: Any, voxel_mm3: float) -> list[dict[str, Any]]:
+    """Rows of the Instances table of one class result: its matched and rejected groups, then
+    each missed reference instance and each false-positive prediction, every row with a
+    ``center_zyx`` (voxel coordinates) to go to.
+
+    Parameters
+    ----------
+    c : ClassResult
+        One class of a :class:`~napari_xaimed.evaluation.PanopticResult`.
+    voxel_mm3 : float
+        Volume of one voxel, for the mm³ columns.
+
+    Returns
+    -------
+    list of dict
+    """
+    rows = []
+    for row in c.rows:
+        entry = {k: getattr(row, k) for k in INSTANCE_COLUMNS
+                 if k not in ("status", "prediction_mm3")}
+        entry["status"] = "matched" if row.accepted else "rejected"
+        entry["prediction_mm3"] = row.prediction_voxels * voxel_mm3
+        entry["center_zyx"] = row.center_zyx
+        entry.update({f"part {k}": v for k, v in row.parts.items()})
+        rows.append(entry)
+    for rid in c.missed_reference_ids:
+        voxels = c.missed_voxels.get(rid, 0)
+        rows.append({"class_name": c.name, "status": MISSED, "reference_ids": (rid,),
+                     "prediction_ids": (), "accepted": False, "reference_voxels": voxels,
+                     "prediction_voxels": 0, "reference_mm3": voxels * voxel_mm3,
+                     "prediction_mm3": 0.0, "center_zyx": c.missed_centres.get(rid)})
+    for pid in c.false_positive_ids:
+        voxels = c.false_positive_voxels.get(pid, 0)
+        rows.append({"class_name": c.name, "status": FALSE_POSITIVE, "reference_ids": (),
+                     "prediction_ids": (pid,), "accepted": False, "reference_voxels": 0,
+                     "prediction_voxels": voxels, "reference_mm3": 0.0,
+                     "prediction_mm3": voxels * voxel_mm3,
+                     "center_zyx": c.false_positive_centres.get(pid)})
+    return rows
 
 
 def grid_check(reference: Any, prediction: Any) -> str:
@@ -122,7 +165,8 @@ class EvaluationWidget(XaimedWidget):
         """Keyword arguments for :func:`~napari_xaimed.evaluation.evaluate` from the form."""
         return {
             "matching": self.matching.value,
-            "assignment": self.assignment.value if self.matching.value == "one_to_one" else "greedy",
+            "assignment": (self.assignment.value if self.matching.value == "one_to_one"
+                           else "greedy"),
             "match_metric": self.metric.value,
             "threshold": float(self.threshold.value),
             "instance_input": bool(self.instance_input.value),
@@ -184,15 +228,11 @@ class EvaluationWidget(XaimedWidget):
     def show(self, result: Any, curves: Any) -> None:
         """Fill the tables and the plot from a result."""
         self.summary.set_rows([c.summary() for c in result.classes.values()])
-        rows = []
-        for c in result.classes.values():
-            for row in c.rows:
-                entry = {k: getattr(row, k) for k in INSTANCE_COLUMNS}
-                entry["center_zyx"] = row.center_zyx
-                entry.update({f"part {k}": v for k, v in row.parts.items()})
-                rows.append(entry)
-        self.instances.set_rows(rows, [*INSTANCE_COLUMNS,
-                                       *sorted({k for r in rows for k in r if k.startswith("part ")})])
+        spacing = result.params.get("spacing") or self._geometry[0]
+        voxel_mm3 = float(np.prod(spacing))
+        rows = [entry for c in result.classes.values() for entry in instance_rows(c, voxel_mm3)]
+        parts = sorted({k for r in rows for k in r if k.startswith("part ")})
+        self.instances.set_rows(rows, [*INSTANCE_COLUMNS, *parts])
         self.regions.set_rows([{"class": n, **r} for n, c in result.classes.items()
                                for r in c.regions])
         if curves is not None:
@@ -204,7 +244,8 @@ class EvaluationWidget(XaimedWidget):
             self.plot.plot(curves.thresholds, lines, "; ".join(areas))
 
     def go_to(self, row: dict[str, Any]) -> None:
-        """Centre the viewer on an instance (its reference centroid, in world coordinates)."""
+        """Centre the viewer on an instance (the centroid of its reference instances, or of a
+        false-positive prediction, in world coordinates)."""
         center = row.get("center_zyx")
         if center is None or any(np.isnan(center)):
             return
@@ -214,4 +255,4 @@ class EvaluationWidget(XaimedWidget):
         point = list(self.viewer.dims.point)
         point[lead:] = world
         self.viewer.dims.point = tuple(point)
-        self.viewer.camera.center = tuple(world)
+        self.viewer.scene.camera.center = tuple(world)

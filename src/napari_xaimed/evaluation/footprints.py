@@ -36,6 +36,11 @@ class Crops(Protocol):
         clipped to the volume) holds every voxel of the given compact instance numbers."""
         ...
 
+    def centres(self, side: str, ids: list[int]) -> np.ndarray:
+        """Centre of mass (voxel coordinates, ``(len(ids), 3)``) of each given compact
+        ``"reference"`` or ``"prediction"`` instance."""
+        ...
+
 
 class BoxCrops:
     """Crops from ``find_objects`` boxes of the two compact maps (the dense path)."""
@@ -55,6 +60,18 @@ class BoxCrops:
             for ax in range(len(shape))
         )
         return box, np.isin(self.ref_map[box], refs), np.isin(self.pred_map[box], preds)
+
+    def centres(self, side: str, ids: list[int]) -> np.ndarray:
+        """Centre of mass of each instance, from its ``find_objects`` box alone."""
+        label_map, boxes = ((self.ref_map, self.ref_boxes) if side == "reference"
+                            else (self.pred_map, self.pred_boxes))
+        out = np.full((len(ids), 3), np.nan)
+        for i, k in enumerate(ids):
+            box = boxes[k - 1]
+            if box is not None:
+                out[i] = np.asarray(ndi.center_of_mass(label_map[box] == k)) + [
+                    b.start for b in box]
+        return out
 
 
 class VoxelCrops:
@@ -92,6 +109,26 @@ class VoxelCrops:
         total = np.zeros((len(groups), 3))
         np.add.at(total, which, sums[members])
         return total / np.bincount(which, sizes[members], len(groups))[:, None]
+
+    def centres(self, side: str, ids: list[int]) -> np.ndarray:
+        """Centre of mass of each instance, from the voxel lists of those instances alone."""
+        index, starts = ((self.ref_index, self.ref_starts) if side == "reference"
+                         else (self.pred_index, self.pred_starts))
+        ids = np.asarray(ids, np.int64)
+        sizes = starts[ids + 1] - starts[ids]
+        flat = (np.concatenate([index[starts[k]:starts[k + 1]] for k in ids]) if len(ids)
+                else index[:0])
+        owner = np.repeat(np.arange(len(ids)), sizes)
+        sums = np.zeros((len(ids), 3))
+        plane = self.shape[1] * self.shape[2]
+        for start in range(0, len(flat), CHUNK):
+            chunk, who = flat[start:start + CHUNK], owner[start:start + CHUNK]
+            z, rest = np.divmod(chunk, plane)
+            y, x = np.divmod(rest, self.shape[2])
+            for axis, coord in enumerate((z, y, x)):
+                sums[:, axis] += np.bincount(who, coord, len(ids))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums / sizes[:, None]
 
     def masks(self, refs, preds, pad=1):
         ref_xyz = self._coords(self.ref_index, self.ref_starts, refs)

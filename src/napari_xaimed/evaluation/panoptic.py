@@ -65,6 +65,11 @@ class InstanceRow:
 class ClassResult:
     """Counts, PQ/SQ/RQ and rows of one evaluated class.
 
+    The unmatched instances are listed by original id (``missed_reference_ids``,
+    ``false_positive_ids``), with their voxel counts (``missed_voxels``,
+    ``false_positive_voxels``) and centres of mass in voxel coordinates ``(z, y, x)``
+    (``missed_centres``, ``false_positive_centres``), keyed by the same ids.
+
     ``sq`` is the mean matching metric over TPs; ``pq = sq * rq``; ``rq = TP / (TP + FP/2 + FN/2)``.
     Conventions for empty inputs: both empty gives NaN for all three; one empty (or no TP) gives
     0 with the counts right. Distance means (``mean_hd95`` etc.) are NaN when there is no TP.
@@ -82,6 +87,10 @@ class ClassResult:
     rows: list[InstanceRow] = field(default_factory=list)
     missed_reference_ids: list[int] = field(default_factory=list)
     false_positive_ids: list[int] = field(default_factory=list)
+    missed_voxels: dict[int, int] = field(default_factory=dict)
+    missed_centres: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    false_positive_voxels: dict[int, int] = field(default_factory=dict)
+    false_positive_centres: dict[int, tuple[float, float, float]] = field(default_factory=dict)
     error_map: np.ndarray | None = field(default=None, repr=False)
     part_sq: dict[str, float] = field(default_factory=dict)
     part_pq: dict[str, float] = field(default_factory=dict)
@@ -128,7 +137,11 @@ class PanopticResult:
             "classes": {
                 name: {**c.summary(), "rows": [asdict(r) for r in c.rows],
                        "missed_reference_ids": c.missed_reference_ids,
-                       "false_positive_ids": c.false_positive_ids}
+                       "false_positive_ids": c.false_positive_ids,
+                       "missed_voxels": c.missed_voxels,
+                       "missed_centres": c.missed_centres,
+                       "false_positive_voxels": c.false_positive_voxels,
+                       "false_positive_centres": c.false_positive_centres}
                 for name, c in self.classes.items()
             },
         }
@@ -260,16 +273,25 @@ def evaluate_class_steps(
         rows.append(row)
     accepted_refs = {r for g in counts.accepted for r in g.refs}
     accepted_preds = {p for g in counts.accepted for p in g.preds}
+    missed = [r for r in range(1, table.n_ref + 1) if r not in accepted_refs]
+    false_pos = [p for p in range(1, table.n_pred + 1) if p not in accepted_preds]
+    # Only the unmatched instances' voxels (sparse) or boxes (dense) are read for their centres.
+    missed_centres = crops.centres("reference", missed) if missed else np.zeros((0, 3))
+    fp_centres = crops.centres("prediction", false_pos) if false_pos else np.zeros((0, 3))
     yield Progress(len(groups), len(groups), f"{name}: done")
     errors = (error_map(ref_map, pred_map, table.n_ref, table.n_pred, counts.accepted)
               if keep_maps else None)
     result = ClassResult(
         name=name, tp=counts.tp, fp=counts.fp, fn=counts.fn, pq=counts.pq, sq=counts.sq,
         rq=counts.rq, n_reference=table.n_ref, n_prediction=table.n_pred, rows=rows,
-        missed_reference_ids=[int(ref_ids[r - 1]) for r in range(1, table.n_ref + 1)
-                              if r not in accepted_refs],
-        false_positive_ids=[int(pred_ids[p - 1]) for p in range(1, table.n_pred + 1)
-                            if p not in accepted_preds],
+        missed_reference_ids=[int(ref_ids[r - 1]) for r in missed],
+        false_positive_ids=[int(pred_ids[p - 1]) for p in false_pos],
+        missed_voxels={int(ref_ids[r - 1]): int(table.ref_sizes[r]) for r in missed},
+        missed_centres={int(ref_ids[r - 1]): _point(c)
+                        for r, c in zip(missed, missed_centres, strict=True)},
+        false_positive_voxels={int(pred_ids[p - 1]): int(table.pred_sizes[p]) for p in false_pos},
+        false_positive_centres={int(pred_ids[p - 1]): _point(c)
+                                for p, c in zip(false_pos, fp_centres, strict=True)},
         error_map=errors,
     )
     if part_spec:
@@ -285,6 +307,10 @@ def evaluate_class_steps(
             lut = np.concatenate([[0], ref_ids]).astype(np.int64)
             result.region_map = lut[region].astype(np.int32 if lut.max() < 2**31 else np.int64)
     return result
+
+
+def _point(centre: np.ndarray) -> tuple[float, float, float]:
+    return (float(centre[0]), float(centre[1]), float(centre[2]))
 
 
 def _single_pair_distances(ref_map: np.ndarray, pred_map: np.ndarray, crops: VoxelCrops,
