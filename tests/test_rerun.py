@@ -13,6 +13,7 @@ import pytest
 from napari_xaimed import samples
 from napari_xaimed._cli import main
 from napari_xaimed._errors import XaimedError
+from napari_xaimed._provenance import array_sha256
 from napari_xaimed._rerun import rerun
 from napari_xaimed.io import read_volume, write_volume
 
@@ -143,8 +144,24 @@ def test_widget_segmentation_of_a_file_reruns(qtbot, make_napari_viewer, ct, tmp
     widget.smoothing.value = 0.5
     run_widget(qtbot, widget.job)
     sidecar = save(viewer.layers["Segmentation [ct]"], tmp_path)
-    assert json.loads(sidecar.read_text())["inputs"]["image"]["path"] == str(ct.resolve())
+    recorded = json.loads(sidecar.read_text())["inputs"]["image"]
+    assert recorded["path"] == str(ct.resolve())
+    # hashed in the job's worker thread (PendingInputs), still the digest of the layer's voxels
+    assert recorded["sha256"] == array_sha256(source.data)
     check(sidecar, capsys)
+
+
+def test_pending_inputs_hash_later_and_skip_points(make_napari_viewer):
+    from napari_xaimed._provenance import PendingInputs
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), name="img")
+    points = viewer.add_points(np.array([[0.0, 1.0, 2.0]]), name="pts")
+    pending = PendingInputs(image=image, points=points, mask=None)
+    assert pending.records["image"]["sha256"] is None and "mask" not in pending.records
+    records = pending.complete()
+    assert records["image"]["sha256"] == array_sha256(image.data)
+    assert records["points"]["points_world_mm"] == [[0.0, 1.0, 2.0]]
 
 
 def test_widget_evaluation_maps_rerun(qtbot, make_napari_viewer, tmp_path, capsys):

@@ -96,6 +96,7 @@ def input_record(
     sample: dict[str, Any] | None = None,
     spacing: Sequence[float] | None = None,
     origin: Sequence[float] | None = None,
+    sha256: bool = True,
 ) -> dict[str, Any]:
     """What a rerun needs to find one input again and to know it is unchanged.
 
@@ -103,11 +104,13 @@ def input_record(
     voxels come from; ``sha256`` (:func:`array_sha256`) and ``shape`` say which voxels they
     were; ``spacing`` and ``origin`` (mm, ``(z, y, x)``) are the geometry the computation used,
     which may differ from the file's when a layer's scale or translate was changed.
+    ``sha256=False`` leaves the digest out (None) for :class:`PendingInputs` to fill later.
     """
-    arr = np.asarray(data)
+    arr = np.asarray(data) if sha256 else data
     record: dict[str, Any] = {
         "name": name, "path": None if path is None else str(path), "sample": sample,
-        "shape": list(arr.shape), "dtype": arr.dtype.str, "sha256": array_sha256(arr),
+        "shape": list(arr.shape), "dtype": np.dtype(arr.dtype).str,
+        "sha256": array_sha256(arr) if sha256 else None,
     }
     if spacing is not None:
         record["spacing"] = [float(s) for s in spacing]
@@ -124,7 +127,7 @@ def file_input(path: str | Any, volume: Any) -> dict[str, Any]:
                         spacing=volume.spacing)
 
 
-def layer_input(layer: Any) -> dict[str, Any] | None:
+def layer_input(layer: Any, *, sha256: bool = True) -> dict[str, Any] | None:
     """:func:`input_record` of a napari layer (None for None): the NIfTI file it was read
     from (``metadata["nifti"]["path"]``), or the sample it was generated as, and the scale and
     translate of its last three axes. Points layers keep their points (world mm) instead."""
@@ -142,12 +145,39 @@ def layer_input(layer: Any) -> dict[str, Any] | None:
     if prov.get("kind") in ("sample", "truth") and "generator" in prov.get("params", {}):
         sample = {"kind": prov["kind"], "params": prov["params"]}
     return input_record(layer.name, layer.data, path=path, sample=sample, spacing=scale,
-                        origin=translate)
+                        origin=translate, sha256=sha256)
 
 
 def layer_inputs(**layers: Any) -> dict[str, Any]:
     """``{role: layer_input(layer)}`` for the layers given (None ones left out)."""
     return {role: layer_input(layer) for role, layer in layers.items() if layer is not None}
+
+
+class PendingInputs:
+    """Input records taken in the GUI thread, their SHA-256 computed later in the job's worker.
+
+    Hashing a CT-sized layer takes about a second: done when the job starts, it would freeze
+    the viewer. The records (name, file, geometry) are taken at once, so they describe the
+    layers as the job got them; :meth:`complete` adds the digests of the very arrays the job
+    reads, from the worker thread.
+    """
+
+    def __init__(self, **layers: Any) -> None:
+        self.records: dict[str, Any] = {}
+        self._arrays: dict[str, Any] = {}
+        for role, layer in layers.items():
+            if layer is None:
+                continue
+            self.records[role] = layer_input(layer, sha256=False)
+            if self.records[role].get("sha256", "") is None:
+                self._arrays[role] = layer.data
+
+    def complete(self) -> dict[str, Any]:
+        """Compute the missing digests (in the worker) and return the records."""
+        for role, data in self._arrays.items():
+            self.records[role]["sha256"] = array_sha256(data)
+        self._arrays.clear()
+        return self.records
 
 
 def cli_inputs(**files: tuple[Any, Any]) -> dict[str, Any]:

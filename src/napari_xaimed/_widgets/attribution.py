@@ -18,7 +18,7 @@ from napari.layers import Image, Labels
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
 from napari_xaimed._progress import Progress
-from napari_xaimed._provenance import layer_inputs, provenance
+from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import (
     XaimedWidget,
     check_same_grid,
@@ -169,10 +169,11 @@ class AttributionWidget(XaimedWidget):
         name = layer.name
         # the image and the region (a segmentation model's target) as files or samples with
         # their SHA-256: what a rerun reads again
-        inputs = layer_inputs(image=layer, region=self.region.value)
+        inputs = PendingInputs(image=layer, region=self.region.value)
 
         def steps():
             yield Progress(0, 100 * len(methods), "loading the model")
+            inputs.complete()  # SHA-256 of the layers, off the GUI thread
             model = self._model(source)  # in the worker: a big file must not freeze napari
             results = []
             for i, method in enumerate(methods):
@@ -203,7 +204,7 @@ class AttributionWidget(XaimedWidget):
                     device=result.device,
                     params={"method": result.method, **result.params,
                             "target_index": result.target},
-                    model=result.model, scores=result.scores, inputs=inputs)
+                    model=result.model, scores=result.scores, inputs=inputs.records)
                 add_or_update(self.viewer, heatmap_layer(
                     result.map, output_name(title(result.method), name), spacing,
                     signed=result.signed, translate=translate, provenance=prov))

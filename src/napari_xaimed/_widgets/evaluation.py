@@ -19,7 +19,7 @@ from napari_xaimed._layers import (
     source_geometry,
 )
 from napari_xaimed._progress import Progress
-from napari_xaimed._provenance import layer_inputs, provenance
+from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import (
     XaimedWidget,
     check_same_grid,
@@ -193,11 +193,12 @@ class EvaluationWidget(XaimedWidget):
         spacing, translate = source_geometry(ref_layer)
         self._geometry = (spacing, translate)
         reference, prediction = ref_layer.data, pred_layer.data
-        inputs = layer_inputs(reference=ref_layer, prediction=pred_layer)
+        inputs = PendingInputs(reference=ref_layer, prediction=pred_layer)
         curve_args = {k: params[k] for k in ("matching", "assignment", "match_metric",
                                              "instance_input", "classes", "connectivity")}
 
         def steps():
+            inputs.complete()  # SHA-256 of the layers, off the GUI thread
             result = yield from evaluate_steps(reference, prediction, spacing=spacing,
                                                keep_maps=True, **params)
             yield Progress(1, 1, "threshold curve (AUTC)")  # a chance to cancel before it
@@ -210,7 +211,7 @@ class EvaluationWidget(XaimedWidget):
             prov = provenance("panoptic evaluation", sources=[ref_layer.name, pred_layer.name],
                               params=params, seconds=seconds,
                               summary=[c.summary() for c in result.classes.values()],
-                              inputs=inputs)
+                              inputs=inputs.records)
             for name, c in result.classes.items():
                 suffix = "" if len(result.classes) == 1 else f" {name}"
                 add_or_update(self.viewer, error_layer(

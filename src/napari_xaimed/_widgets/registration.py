@@ -28,7 +28,7 @@ from napari_xaimed._layers import (
     vectors_layer,
 )
 from napari_xaimed._progress import Progress
-from napari_xaimed._provenance import layer_inputs, provenance
+from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
@@ -206,25 +206,29 @@ class RegistrationWidget(XaimedWidget):
         m_sp, m_tr = source_geometry(moving)
         seed = int(self.seed.value) if self.reproducible.value else None
         transform = self.transform.value
-        steps = register_steps(np.asarray(fixed.data), np.asarray(moving.data),
-                               fixed_spacing=f_sp, moving_spacing=m_sp, fixed_origin=f_tr,
-                               moving_origin=m_tr, transform=transform, seed=seed, **inputs,
-                               **params)
+        registration = register_steps(np.asarray(fixed.data), np.asarray(moving.data),
+                                      fixed_spacing=f_sp, moving_spacing=m_sp,
+                                      fixed_origin=f_tr, moving_origin=m_tr,
+                                      transform=transform, seed=seed, **inputs, **params)
         vector_step, grid_mm = int(self.vector_step.value), float(self.grid_mm.value)
         names = (moving.name, fixed.name)
         # every input that shapes the result (masks) or its figures (labels, landmarks), with
         # where it came from and its SHA-256, so the provenance reruns it
-        recorded = layer_inputs(
+        recorded = PendingInputs(
             fixed=fixed, moving=moving, fixed_mask=self.fixed_mask.value,
             moving_mask=self.moving_mask.value, fixed_labels=self.fixed_labels.value,
             moving_labels=self.moving_labels.value, fixed_points=self.fixed_points.value,
             moving_points=self.moving_points.value)
 
+        def steps():
+            recorded.complete()  # hashing CT-sized layers: in the worker, not the GUI thread
+            return (yield from registration)
+
         def done(result: RegistrationResult, seconds: float) -> None:
             self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds,
-                              recorded)
+                              recorded.records)
 
-        self.job.start(steps, done, f"Registering {moving.name} to {fixed.name} ({transform})")
+        self.job.start(steps(), done, f"Registering {moving.name} to {fixed.name} ({transform})")
 
     def _show_result(self, result: RegistrationResult, names: tuple[str, str],
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],
@@ -276,16 +280,17 @@ class RegistrationWidget(XaimedWidget):
         data, is_labels = np.asarray(layer.data), isinstance(layer, Labels)
         moving_name, fixed_name = self._sources
         registration = self._provenance  # the carried layer's provenance holds the whole
-        carried = layer_inputs(layer=layer)  # registration, so a rerun can redo both
+        carried = PendingInputs(layer=layer)  # registration, so a rerun can redo both
 
         def steps():
+            carried.complete()
             yield Progress(0, 1, f"warping {layer.name} ({interpolation})")
             return result.apply(data, interpolation)
 
         def done(warped: np.ndarray, seconds: float) -> None:
             prov = provenance("registration-apply", sources=[layer.name, moving_name, fixed_name],
                               params={"interpolation": interpolation}, seconds=seconds,
-                              inputs=carried, registration=registration)
+                              inputs=carried.records, registration=registration)
             name = output_name(layer.name, moving_name, fixed_name)
             kwargs = {"translate": result.fixed_origin, "provenance": prov}
             if is_labels:

@@ -22,7 +22,7 @@ from napari_xaimed._layers import (
     output_name,
     source_geometry,
 )
-from napari_xaimed._provenance import layer_inputs, provenance
+from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
@@ -229,14 +229,19 @@ class SegmentationWidget(XaimedWidget):
         spacing, translate = source_geometry(layer)
         method, shown = self.method.value, self._plain_params()
         # where the voxels came from (file or sample) and their SHA-256, for a rerun
-        inputs = layer_inputs(image=layer, mask=self.tissue_mask.value if "mask" in params
-                              else None)
-        steps = segment_steps(layer.data, method, spacing=spacing, **params)
+        inputs = PendingInputs(image=layer, mask=self.tissue_mask.value if "mask" in params
+                               else None)
+        data = layer.data
+
+        def steps():
+            inputs.complete()  # the SHA-256 of a CT-sized layer: here, not in the GUI thread
+            return (yield from segment_steps(data, method, spacing=spacing, **params))
 
         def done(result: SegmentationResult, seconds: float) -> None:
-            self._show_result(result, layer.name, spacing, translate, shown, seconds, inputs)
+            self._show_result(result, layer.name, spacing, translate, shown, seconds,
+                              inputs.records)
 
-        self.job.start(steps, done, f"Segmenting {layer.name} ({method})")
+        self.job.start(steps(), done, f"Segmenting {layer.name} ({method})")
 
     def _show_result(self, result: SegmentationResult, source: str,
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],
