@@ -174,6 +174,8 @@ def test_attribution_cohort_writes_heatmaps_metrics_and_ranking(client, tmp_path
     row = table[(table["case_id"] == "case001") & (table["method"] == "gradcam")].iloc[0]
     for metric, value in truth_scores(direct.map, mask, spacing=image.spacing).items():
         assert row[metric] == pytest.approx(value, abs=1e-6)
+    # each heatmap's JSON reruns it: same inputs (SHA-256), same map
+    assert main(["rerun", str(out / "outputs" / "case001" / "saliency.json"), "--check"]) == 0
     ranking = pd.read_csv(out / "ranking.csv")
     assert sorted(ranking["method"]) == ["gradcam", "saliency"]
     assert ranking["cases_won"].sum() == pytest.approx(3.0)

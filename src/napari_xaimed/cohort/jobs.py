@@ -206,7 +206,7 @@ class AttributionJob:
 
     def run(self, case: Case) -> CaseOutcome:
         """Explain one case with every method; never raises."""
-        from napari_xaimed._provenance import provenance
+        from napari_xaimed._provenance import cli_inputs, provenance
         from napari_xaimed.attribution import attribute, truth_scores
 
         start = time.perf_counter()
@@ -223,6 +223,7 @@ class AttributionJob:
                                       "explanation metrics need the region the model should "
                                       "find; fix the mask or leave the cell empty.")
             model = self._model()
+            inputs = cli_inputs(image=(case.files["image"], image))
             for method in self.methods:
                 result = attribute(model, image.data, method, spacing=image.spacing,
                                    **self.params, **self.method_params.get(method, {}))
@@ -235,12 +236,15 @@ class AttributionJob:
                     row.update(truth_scores(result.map, mask, spacing=image.spacing,
                                             tolerance_mm=self.tolerance_mm, k=self.k))
                 rows.append(row)
+                # the widget's attribution provenance, so `napari-xaimed rerun` redoes it
                 meta = provenance(
-                    "heatmap", sources=[str(case.files["image"])],
+                    "attribution", sources=[str(case.files["image"])],
                     params={"method": method, **self.params,
-                            **self.method_params.get(method, {}), **result.params},
+                            **self.method_params.get(method, {}), **result.params,
+                            "spacing": image.spacing},
                     seconds=result.seconds, device=result.device, target=result.target,
-                    model=result.model, case_id=case.case_id)
+                    model=result.model, scores=result.scores, case_id=case.case_id,
+                    inputs=inputs)
                 arrays.append(OutputArray(f"{case.stem}/{method}.nii.gz", result.map,
                                           image.spacing, image.affine, meta))
         except Exception as exc:
