@@ -64,6 +64,39 @@ def test_wrapped_methods_equal_captum(tiny, volume, method):
     assert ours.signed == METHODS[method].signed and ours.target == TARGET
 
 
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "gradcam"])
+@pytest.mark.parametrize("layer", [None, "conv1"])
+def test_single_pass_methods_backpropagate_from_the_check_and_equal_captum(
+        tiny, volume, method, layer):
+    """Saliency, input x gradient and Grad-CAM start from the checking pass (predicted target,
+    or a target on a model not yet checked): one forward in all, Captum's map, the scores of
+    that pass; the next call (checked, no probe) gives the same."""
+    params = {"layer": layer} if method == "gradcam" else {}
+    x = torch.from_numpy(volume)[None, None]
+    predicted = int(tiny(x).argmax())
+    calls = []
+    hook = tiny.register_forward_hook(lambda *_: calls.append(1))
+    first = attribute(tiny, volume, method, device="cpu", **params)
+    assert len(calls) == 1
+    second = attribute(tiny, volume, method, target=predicted, device="cpu", **params)
+    assert len(calls) == 2
+    hook.remove()
+    xg = x.clone().requires_grad_(True)
+    if method == "gradcam":
+        cam = ca.LayerGradCam(tiny, getattr(tiny, layer or "conv2")).attribute(
+            xg, target=predicted, relu_attributions=True)
+        theirs = F.interpolate(cam, size=x.shape[2:], mode="trilinear", align_corners=False)
+    else:
+        theirs = (ca.Saliency(tiny).attribute(xg, target=predicted, abs=True)
+                  if method == "saliency" else
+                  ca.InputXGradient(tiny).attribute(xg, target=predicted))
+    assert first.target == predicted and first.params["target"] == "predicted"
+    np.testing.assert_allclose(first.map, theirs[0, 0].detach().numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(first.map, second.map)
+    assert first.scores == pytest.approx(tiny(x)[0].tolist(), abs=1e-6)
+    assert second.scores == pytest.approx(first.scores)
+
+
 @pytest.mark.parametrize("window, stride", [(4, 4), (5, 3)])
 def test_batched_occlusion_equals_captum(tiny, volume, window, stride):
     ours = attribute(tiny, volume, "occlusion", target=TARGET, window=window, stride=stride,

@@ -71,6 +71,38 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "Shapley value sampling over SLIC supervoxels (Captum)"),
 )}
 BASELINES = ("zeros", "min", "blurred")
+# One gradient pass whose forward is the plain model's: the run's probe pass can be that
+# forward (see :class:`Primed`) instead of an extra one.
+PRIMABLE = ("saliency", "input_x_gradient", "gradcam")
+
+
+@dataclass
+class Primed:
+    """A forward pass already made with gradients on: the input ``x`` (requires grad), the
+    model's output on it, and for Grad-CAM the layer's output in that pass. A single-pass
+    method backpropagates from it instead of running the model again (the same graph, so the
+    same numbers as its own forward would give)."""
+
+    x: torch.Tensor
+    output: torch.Tensor
+    layer: torch.nn.Module | None = None
+    layer_output: torch.Tensor | None = None
+    used: bool = False
+
+    def forward(self, forward: Callable[[torch.Tensor], torch.Tensor]
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``forward``, except that its first call on ``x`` itself returns the saved output."""
+        def replay(inputs: torch.Tensor) -> torch.Tensor:
+            if not self.used and inputs is self.x:
+                self.used = True
+                return self.output
+            return forward(inputs)
+        return replay
+
+    def take(self) -> bool:
+        """Whether the saved pass is still unused (and now taken)."""
+        fresh, self.used = not self.used, True
+        return fresh
 
 
 def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -167,14 +199,15 @@ def _lrp_ready(model: torch.nn.Module) -> torch.nn.Module:
 
 def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor],
                torch.Tensor], x: torch.Tensor, target: int | None, params: dict[str, Any],
-               volume: np.ndarray | None, batch_size: int, seed: int = 0
-               ) -> Steps[torch.Tensor]:
+               volume: np.ndarray | None, batch_size: int, seed: int = 0,
+               primed: Primed | None = None) -> Steps[torch.Tensor]:
     """Attributions of ``x`` for ``target`` by ``method`` (see :data:`METHODS`).
 
     ``forward`` is the model as Captum sees it (scores ``(n, classes)``, or ``(n,)`` for a
     region target, where ``target`` is None); ``model`` is the module itself, for the methods
     that hook its layers. ``volume`` is the model's input as an array (scaled and resized),
-    for the supervoxel methods (None for the others).
+    for the supervoxel methods (None for the others). ``primed``: a forward pass with
+    gradients already made on ``x`` (methods in :data:`PRIMABLE`; ignored by the others).
     """
     yield Progress(0, 1, f"{method}: running")
     # SmoothGrad and GradientSHAP draw noise from torch, GradientSHAP its mixing coefficients
@@ -188,7 +221,7 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
                     torch.manual_seed(seed)
                     np.random.seed(seed)  # noqa: NPY002
                     out = yield from _run(method, model, forward, x, target, params, volume,
-                                          batch_size)
+                                          batch_size, primed)
                 break
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
                 # Captum's batched methods (IG steps, noise samples, ablations): halve and redo
@@ -331,12 +364,32 @@ def _ablation(forward: Callable, x: torch.Tensor, target: int | None, labels: to
     return diffs[labels.long()][None, None].to(x.dtype)
 
 
+def _primed_gradcam(primed: Primed, target: int | None) -> torch.Tensor:
+    """Captum's ``LayerGradCam`` (ReLU on, channels summed) from a pass already made: the
+    target's gradient with respect to the layer's output, averaged over space, weights the
+    layer's channels."""
+    from captum._utils.common import _select_targets
+
+    with torch.autograd.set_grad_enabled(True):
+        scores = _select_targets(primed.output, target)
+        acts = primed.layer_output
+        grads = torch.autograd.grad(torch.unbind(scores), (acts,))[0]
+    with torch.no_grad():
+        weights = torch.mean(grads, dim=tuple(range(2, grads.ndim)), keepdim=True) \
+            if grads.ndim > 2 else grads
+        return F.relu(torch.sum(weights * acts.detach(), dim=1, keepdim=True))
+
+
 def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
          x: torch.Tensor, target: int | None, params: dict[str, Any], volume: np.ndarray | None,
-         batch_size: int) -> Steps[torch.Tensor]:
+         batch_size: int, primed: Primed | None = None) -> Steps[torch.Tensor]:
     import captum.attr as ca
 
-    x = x.detach().clone().requires_grad_(True)
+    plain = forward
+    if method in PRIMABLE and primed is not None and not primed.used:
+        x, forward = primed.x, primed.forward(forward)  # Captum backpropagates from it
+    else:
+        x, primed = x.detach().clone().requires_grad_(True), None
     p = params
     if method == "saliency":
         out = ca.Saliency(forward).attribute(x, target=target, abs=True)
@@ -370,8 +423,12 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
     elif method in ("gradcam", "guided_gradcam"):
         _, layer = find_layer(model, p["layer"])
         if method == "gradcam":
-            cam = ca.LayerGradCam(forward, layer).attribute(x, target=target,
-                                                            relu_attributions=True)
+            if primed is not None and primed.layer is layer and \
+                    primed.layer_output is not None and primed.take():
+                cam = _primed_gradcam(primed, target)
+            else:
+                cam = ca.LayerGradCam(plain, layer).attribute(x, target=target,
+                                                              relu_attributions=True)
             out = F.interpolate(cam, size=tuple(x.shape[2:]), mode="trilinear",
                                 align_corners=False)
         else:

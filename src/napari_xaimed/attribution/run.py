@@ -13,8 +13,14 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing, as_volume
 from napari_xaimed.attribution.device import auto_batch, forward_error, pick_device
-from napari_xaimed.attribution.methods import METHODS, check_params, run_method
-from napari_xaimed.attribution.models import LoadedModel, load_model
+from napari_xaimed.attribution.methods import (
+    METHODS,
+    PRIMABLE,
+    Primed,
+    check_params,
+    run_method,
+)
+from napari_xaimed.attribution.models import LoadedModel, find_layer, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing, to_input
 from napari_xaimed.attribution.preprocess import to_volume_grid as _to_grid
 
@@ -80,9 +86,11 @@ class _Autocast(torch.nn.Module):
             return self.model(x).float()
 
 
-def _probe(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _probe(module: torch.nn.Module, x: torch.Tensor, grad: bool = False) -> torch.Tensor:
+    """The model's output on ``x``, checked; ``grad``: with the graph kept (``x`` must then
+    require grad), for a single-pass method to backpropagate from."""
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             out = module(x)
     except Exception as exc:  # noqa: BLE001 - out of memory, or an input that does not fit
         raise forward_error(exc, x) from exc
@@ -93,6 +101,33 @@ def _probe(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
             "segmentation (batch, channels, z, y, x): napari-xaimed can explain those two."
         )
     return out
+
+
+def _primed_probe(module: torch.nn.Module, x: torch.Tensor, method: str,
+                  params: dict[str, Any], seed: int) -> Primed:
+    """The probe pass with gradients on, kept for ``method`` (one of ``PRIMABLE``); for Grad-CAM
+    with the layer's output in that pass. Run under the seed :func:`run_method` gives the
+    method's own pass, so a stochastic model (dropout kept on) draws what it would there."""
+    layer = None
+    if method == "gradcam":
+        try:
+            layer = find_layer(module, params["layer"])[1]
+        except XaimedError:  # the method says so itself, after the model is checked
+            layer = None
+    acts: list[Any] = []
+    handle = layer.register_forward_hook(lambda _m, _i, o: acts.append(o)) if layer else None
+    xg = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda"
+                                   else []):
+            torch.manual_seed(seed)
+            out = _probe(module, xg, grad=True)
+    finally:
+        if handle is not None:
+            handle.remove()
+    # a layer used once, with one tensor out: Grad-CAM can start from it
+    layer_output = acts[0] if len(acts) == 1 and isinstance(acts[0], torch.Tensor) else None
+    return Primed(xg, out, layer, layer_output)
 
 
 def _region_on(mask: np.ndarray, size: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -133,6 +168,7 @@ def attribute_steps(
     x = to_input(volume, prep, dev)
     key = (tuple(x.shape), str(dev))
     captured: list[torch.Tensor] = []
+    primed: Primed | None = None
     if target is not None and region is None and key in loaded.checked:
         # A classifier already checked on inputs of this shape, with a given target: no probe
         # pass (for one-pass methods it would cost a third of the time); the scores are
@@ -144,9 +180,18 @@ def attribute_steps(
         out = None
     else:
         yield Progress(0, 1, "checking the model on the volume")
-        out = _probe(module, x)
+        if method in PRIMABLE and autocast is None and region is None:
+            # a single-pass gradient method: the check is its forward pass (graph kept), so
+            # the model runs once, not twice
+            primed = _primed_probe(module, x, method, params, seed)
+            out = primed.output
+        else:
+            out = _probe(module, x)
         if out.ndim == 2:
             loaded.checked[key] = int(out.shape[1])
+        elif primed is not None:  # a segmentation model: its score is another forward
+            primed = None
+        out = out.detach()
     region_info: dict[str, Any] = {}
     if out is not None and out.ndim == 5:  # segmentation: a channel's summed logit in a region
         channel = 1 if target is None and out.shape[1] > 1 else (target or 0)
@@ -207,7 +252,7 @@ def attribute_steps(
         attribution = yield from run_method(method, forward_module if segmentation else module,
                                             forward_module, x, chosen,
                                             {**params, "model_spacing": model_spacing},
-                                            scaled, batch, seed=seed)
+                                            scaled, batch, seed=seed, primed=primed)
     except XaimedError:
         raise
     except Exception:
@@ -215,6 +260,7 @@ def attribute_steps(
             _probe(module, x)
         raise
     finally:
+        primed = None  # the probe's graph, if a method did not use it
         if hook is not None:
             hook.remove()
     if out is None:
