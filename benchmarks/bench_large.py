@@ -1,6 +1,7 @@
 """Benchmark: a CT-sized volume (300 x 512 x 512) through every capability, with peak memory.
 
-Run ``python benchmarks/bench_large.py`` (``--shape 150 256 256`` for a quick look).
+Run ``python benchmarks/bench_large.py`` (``--shape 150 256 256`` for a quick look,
+``--cases registration`` for some jobs only).
 
 The volume is synthetic and CT-like: a body ellipsoid in air with smooth texture and 40 bright
 lesions, float32, 0.7 x 0.7 x 1.0 mm voxels (314 MB at full size). Each job runs in its own
@@ -98,6 +99,8 @@ def run_one(job: str, shape: tuple[int, int, int], warm_up: bool = True) -> dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(300, 512, 512))
+    parser.add_argument("--cases", nargs="+", choices=JOBS, default=JOBS, metavar="JOB",
+                        help=f"jobs to run (default: all of {', '.join(JOBS)})")
     parser.add_argument("--one", choices=JOBS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     shape = tuple(args.shape)
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(args.one, shape)))
         return 0
     rows = []
-    for job in JOBS:
+    for job in args.cases:
         out = subprocess.run([sys.executable, __file__, "--one", job, "--shape",
                               *map(str, shape)], capture_output=True, text=True, check=False)
         if out.returncode:
