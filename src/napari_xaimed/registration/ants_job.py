@@ -30,7 +30,9 @@ def run(job: dict[str, Any], folder: Path) -> dict[str, Any]:
         path = folder / f"{name}.npy"
         if not path.exists():
             return None
-        return ants.from_numpy(np.load(path).astype(np.float32), spacing=tuple(spacing),
+        # masks come as booleans; the images as float32 already (no copy)
+        return ants.from_numpy(np.load(path).astype(np.float32, copy=False),
+                               spacing=tuple(spacing),
                                origin=tuple(origin))
 
     fixed = image("fixed", job["fixed_spacing"], job["fixed_origin"])
@@ -48,13 +50,16 @@ def run(job: dict[str, Any], folder: Path) -> dict[str, Any]:
         moving_mask=moving_mask, verbose=True, **arguments)
     registration_s = time.perf_counter() - started
     started = time.perf_counter()
-    np.save(folder / "warped.npy", reg["warpedmovout"].numpy().astype(np.float32))
+    # .numpy() is already a copy of ANTs' float32 image: no second one
+    np.save(folder / "warped.npy", reg["warpedmovout"].numpy().astype(np.float32, copy=False))
+    reg.pop("warpedmovout")
+    reg.pop("warpedfixout", None)  # unused: free its volume before composing the field
     field = compose(reg["fwdtransforms"], fixed)
     if field is None:  # a list we do not compose ourselves: ANTs does it (slower, via .nii.gz)
         composed = ants.apply_transforms(fixed, moving, reg["fwdtransforms"],
                                          compose=str(folder / "composed_"))
         field = ants.image_read(composed).numpy()
-    np.save(folder / "displacement.npy", field.astype(np.float32))
+    np.save(folder / "displacement.npy", field.astype(np.float32, copy=False))
     print("XAIMED composed the transforms", flush=True)
     return {"registration_s": registration_s, "ants_ready_at": ready,
             "compose_s": time.perf_counter() - started,

@@ -21,17 +21,21 @@ _CHUNK_VOXELS = 1_000_000  # resampling works through z-slabs of about this many
 
 
 def check_field(displacement: np.ndarray) -> np.ndarray:
-    """A ``(z, y, x, 3)`` finite field, or a clear error."""
+    """A ``(z, y, x, 3)`` finite field, or a clear error (checked by z-slabs: the finite test
+    of a whole CT-sized field would take a 236 MB boolean copy)."""
     field = np.asarray(displacement)
     if field.ndim != 4 or field.shape[-1] != 3:
         raise XaimedError(f"a displacement field has shape (z, y, x, 3), got {field.shape}.")
-    if not np.all(np.isfinite(field)):
-        raise XaimedError("the displacement field holds NaN or infinite values.")
+    step = max(1, _CHUNK_VOXELS // max(1, field.shape[1] * field.shape[2]))
+    for start in range(0, field.shape[0], step):
+        if not np.isfinite(field[start:start + step]).all():
+            raise XaimedError("the displacement field holds NaN or infinite values.")
     return field
 
 
-# Voxels per slab of the Jacobian's derivatives (float64 temporaries: ~150 MB per slab).
-SLAB_VOXELS = 2_000_000
+# Voxels per slab of the Jacobian's derivatives: its float64 temporaries (nine derivatives and
+# a few products) take about 80 MB per slab at 512 x 512 (3 slices), a quarter of a CT volume.
+SLAB_VOXELS = 1_000_000
 
 
 def jacobian_determinant(displacement: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -46,40 +50,85 @@ def jacobian_determinant(displacement: np.ndarray, spacing: Sequence[float]) -> 
     spacing = tuple(float(s) for s in spacing)
     depth, plane = field.shape[0], field.shape[1] * field.shape[2]
     out = np.empty(field.shape[:3], np.float32)
-    # Slabs of ~2M voxels with a one-slice halo: the nine float64 derivatives of a whole CT
-    # volume would take 9 x 8 bytes per voxel (5.7 GB at 512 x 512 x 300). Inside the volume
-    # the halo makes the z differences central, exactly as on the whole volume.
+    # Slabs with a one-slice halo: the nine float64 derivatives of a whole CT volume would take
+    # 9 x 8 bytes per voxel (5.7 GB at 512 x 512 x 300). The halo makes the z differences
+    # central inside the volume, so every slab gives exactly the whole volume's values.
     step = max(1, SLAB_VOXELS // max(1, plane))
     for z0 in range(0, depth, step):
         z1 = min(z0 + step, depth)
         lo, hi = max(z0 - 1, 0), min(z1 + 1, depth)
-        out[z0:z1] = _determinant(field[lo:hi], spacing)[z0 - lo:z1 - lo]
+        out[z0:z1] = _determinant(field[lo:hi], spacing, slice(z0 - lo, z1 - lo))
     return out
 
 
-def _determinant(field: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    # grad[i][j] = d u_i / d x_j, plus the identity
-    grad = [list(np.gradient(field[..., i].astype(np.float64), *spacing)) for i in range(3)]
+def _determinant(field: np.ndarray, spacing: tuple[float, ...], core: slice) -> np.ndarray:
+    """The determinant on the ``core`` slices of a slab (the others are its z halo)."""
+    # grad[i][j] = d u_i / d x_j, plus the identity; y and x derivatives on the core only
+    grad = []
     for i in range(3):
-        grad[i][i] += 1.0
+        component = field[..., i].astype(np.float64)
+        row = [np.gradient(component, spacing[0], axis=0)[core].copy()]  # halo freed
+        row += list(np.gradient(component[core], *spacing[1:], axis=(1, 2)))
+        del component
+        row[i] += 1.0
+        grad.append(row)
     (a, b, c), (d, e, f), (g, h, k) = grad
-    return a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)
+    # a (ek - fh) - b (dk - fg) + c (dh - eg), in place, in this order
+    det = e * k
+    det -= f * h
+    det *= a
+    term = d * k
+    term -= f * g
+    term *= b
+    det -= term
+    term = d * h
+    term -= e * g
+    term *= c
+    det += term
+    return det
 
 
 def jacobian_summary(jacobian: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
-    """Min, max, mean, std of the determinant and the share (%) of folded voxels (det <= 0)."""
-    values = jacobian[mask] if mask is not None else jacobian.ravel()
-    if values.size == 0:
+    """Min, max, mean, std of the determinant and the share (%) of folded voxels (det <= 0).
+
+    Sums in float64 over z-slabs (two passes: mean, then squared deviations), so a CT-sized
+    map needs no whole-volume temporary.
+    """
+    jacobian = np.asarray(jacobian)
+    if jacobian.ndim == 0:
+        jacobian = jacobian.reshape(1)
+    mask = None if mask is None else np.asarray(mask, bool).reshape(jacobian.shape)
+    step = max(1, _CHUNK_VOXELS // max(1, jacobian[:1].size))
+    slabs = [slice(start, start + step) for start in range(0, jacobian.shape[0], step)]
+
+    def values(zs: slice) -> np.ndarray:
+        return jacobian[zs].ravel() if mask is None else jacobian[zs][mask[zs]]
+
+    count = folded = 0
+    total, low, high = 0.0, np.inf, -np.inf
+    for zs in slabs:
+        v = values(zs)
+        if v.size:
+            count += v.size
+            folded += int(np.count_nonzero(v <= 0))
+            total += float(np.sum(v, dtype=np.float64))
+            low, high = min(low, float(v.min())), max(high, float(v.max()))
+    if count == 0:
         nan = float("nan")
         return {"jacobian_min": nan, "jacobian_max": nan, "jacobian_mean": nan,
                 "jacobian_std": nan, "folded_percent": nan, "folded_voxels": 0}
-    folded = int(np.count_nonzero(values <= 0))
+    mean = total / count
+    squares = 0.0
+    for zs in slabs:
+        deviation = values(zs).astype(np.float64)
+        deviation -= mean
+        squares += float(np.dot(deviation, deviation))
     return {
-        "jacobian_min": float(values.min()),
-        "jacobian_max": float(values.max()),
-        "jacobian_mean": float(values.mean()),
-        "jacobian_std": float(values.std()),
-        "folded_percent": 100.0 * folded / values.size,
+        "jacobian_min": low,
+        "jacobian_max": high,
+        "jacobian_mean": mean,
+        "jacobian_std": float(np.sqrt(squares / count)),
+        "folded_percent": 100.0 * folded / count,
         "folded_voxels": folded,
     }
 
@@ -254,11 +303,19 @@ def warped_grid(displacement: np.ndarray, spacing: Vec3, origin: Vec3 = (0.0, 0.
     if grid_mm <= 0:
         raise XaimedError(f"grid_mm must be positive, got {grid_mm}.")
     half = 0.5 * (line_mm if line_mm is not None else max(min(spacing[a] for a in axes), 1e-6))
-    out = np.zeros(field.shape[:3], bool)
-    for axis in axes:
-        shape = [1, 1, 1]
-        shape[axis] = field.shape[axis]
-        world = origin[axis] + np.arange(field.shape[axis]).reshape(shape) * spacing[axis]
-        q = world + field[..., axis]
-        out |= np.abs(q - grid_mm * np.round(q / grid_mm)) <= half
-    return out.astype(np.uint8)
+    out = np.zeros(field.shape[:3], np.uint8)
+    # z-slabs: the float64 positions of a whole CT-sized field would be 630 MB per temporary
+    step = max(1, _CHUNK_VOXELS // max(1, field.shape[1] * field.shape[2]))
+    for start in range(0, field.shape[0], step):
+        zs = slice(start, min(start + step, field.shape[0]))
+        on_line = np.zeros(out[zs].shape, bool)
+        for axis in axes:
+            shape = [1, 1, 1]
+            shape[axis] = field.shape[axis]
+            world = origin[axis] + np.arange(field.shape[axis]).reshape(shape) * spacing[axis]
+            if axis == 0:
+                world = world[zs]
+            q = world + field[zs, ..., axis]
+            on_line |= np.abs(q - grid_mm * np.round(q / grid_mm)) <= half
+        out[zs] = on_line
+    return out

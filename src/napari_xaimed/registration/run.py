@@ -205,7 +205,23 @@ def _check_mask(mask: Any, shape: tuple[int, ...], name: str) -> np.ndarray | No
         raise XaimedError(f"{name} {arr.shape} must have its image's shape {shape}.")
     if not arr.any():
         raise XaimedError(f"{name} is empty: leave it out or draw the region to use.")
-    return (arr != 0).astype(np.float32)
+    return arr != 0  # boolean: a quarter of a float32 copy (the ANTs process converts it)
+
+
+def _save_float32(path: Path, array: np.ndarray) -> None:
+    """``np.save(path, array.astype(np.float32))`` a z-slab at a time: an int16 CT volume
+    never has a whole float32 copy in this process."""
+    array = np.asarray(array)
+    if array.dtype == np.float32:
+        np.save(path, array)
+        return
+    step = max(1, 4_000_000 // max(1, array[:1].size))
+    with open(path, "wb") as out:
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                  "fortran_order": False, "shape": array.shape})
+        for start in range(0, array.shape[0], step):
+            out.write(np.ascontiguousarray(array[start:start + step], np.float32).tobytes())
 
 
 def _check_overlap(fixed_shape, fixed_spacing, fixed_origin, moving_shape, moving_spacing,
@@ -271,8 +287,8 @@ def register_steps(
     launched = time.time()
     with tempfile.TemporaryDirectory(prefix="xaimed-ants-") as tmp:
         folder = Path(tmp)
-        np.save(folder / "fixed.npy", fixed.astype(np.float32, copy=False))
-        np.save(folder / "moving.npy", moving.astype(np.float32, copy=False))
+        _save_float32(folder / "fixed.npy", fixed)
+        _save_float32(folder / "moving.npy", moving)
         for key, mask in masks.items():
             if mask is not None:
                 np.save(folder / f"{key}.npy", mask)
@@ -305,7 +321,7 @@ def register_steps(
     result.metrics = result.quality(
         fixed, moving, fixed_labels=fixed_labels, moving_labels=moving_labels,
         fixed_points=fixed_points, moving_points=moving_points,
-        mask=None if masks["fixed_mask"] is None else masks["fixed_mask"] > 0)
+        mask=masks["fixed_mask"])
     result.seconds = time.perf_counter() - started
     result.timings = {
         "start_s": summary["ants_ready_at"] - launched,  # a Python with ANTs imported
