@@ -15,6 +15,11 @@ from napari_xaimed.registration.spawned import run_spawned
 from napari_xaimed.samples import longitudinal_pair
 
 
+def ants_folders() -> set[str]:
+    """The registration's temporary folders (others' runs may create theirs meanwhile)."""
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("xaimed-ants-")}
+
+
 @pytest.fixture(scope="module")
 def pair():
     return longitudinal_pair(seed=0)
@@ -102,13 +107,13 @@ def test_different_grids_and_landmarks():
 
 def test_transforms_are_kept_only_when_asked_and_tmp_stays_clean(tmp_path):
     fixed, moving = blobs((2, 2, 2), shift_mm=(0, 2, 0)), blobs((2, 2, 2))
-    before = set(os.listdir(tempfile.gettempdir()))
+    before = ants_folders()
     result = register(fixed, moving, fixed_spacing=(2, 2, 2), moving_spacing=(2, 2, 2),
                       transform="SyNOnly", iterations=(5, 0), transforms_dir=tmp_path)
     names = sorted(Path(f).name for f in result.transform_files)
     assert any(n.endswith("Warp.nii.gz") for n in names)
     assert any(n.endswith("InverseWarp.nii.gz") for n in names)
-    assert set(os.listdir(tempfile.gettempdir())) - before == set()
+    assert ants_folders() - before == set()
 
 
 def test_cancel_kills_ants_and_removes_its_folder(pair, monkeypatch):
@@ -120,7 +125,7 @@ def test_cancel_kills_ants_and_removes_its_folder(pair, monkeypatch):
             started.append(self)
 
     monkeypatch.setattr(spawned_module.subprocess, "Popen", Recording)
-    before = set(os.listdir(tempfile.gettempdir()))
+    before = ants_folders()
     steps = register_steps(pair.fixed, pair.moving, fixed_spacing=pair.spacing,
                            moving_spacing=pair.spacing, transform="SyN",
                            iterations=(200, 200, 200))
@@ -131,7 +136,7 @@ def test_cancel_kills_ants_and_removes_its_folder(pair, monkeypatch):
         pytest.fail("the registration ended before its deformable stage was reported")
     steps.close()
     assert started and started[0].poll() is not None
-    assert set(os.listdir(tempfile.gettempdir())) - before == set()
+    assert ants_folders() - before == set()
 
 
 def test_bad_inputs_say_what_to_fix(pair):
