@@ -3,12 +3,12 @@ plain sequential loop over the same cases (issue 9).
 
     python benchmarks/bench_cohort.py [--cases 24] [--size 112] [--kind evaluation|attribution]
 
-The sequential loop is what a script without the cohort mode does: for each case, read the two
-files and evaluate (or explain) it, then make the table. The Dask runs do the same work plus
-hashing the inputs, writing per-case records and the summary. The cluster is started, and its
-workers' imports warmed, before the clock starts (the start-up time is printed on its own), as
-the loop's process is warmed by one case before its clock starts. Runs write into a fresh folder
-each, so nothing is skipped.
+The sequential loop is what a script without the cohort mode does: for each case, read the
+files, evaluate (or explain) it and save its heatmaps, then write the table. The Dask runs do
+the same work plus hashing the inputs, writing per-case records and the summary. The cluster is
+started, and its workers' imports warmed, before the clock starts (the start-up time is printed
+on its own), as the loop's process is warmed by one case before its clock starts. Each run
+writes into a fresh folder, so nothing is skipped.
 """
 
 from __future__ import annotations
@@ -27,13 +27,18 @@ from napari_xaimed.cohort.sample import write_sample_cohort
 PARTS = {"lesion": {"thing": [1, 2], "parts": {"core": [2]}}}
 
 
-def sequential(job, cases) -> float:
+def sequential(job, cases, out: Path) -> float:
     start = time.perf_counter()
     rows = []
     for case in cases:
         outcome = job.run(case)
         rows += outcome.rows
-    pd.DataFrame(rows)
+        for encoded in outcome.outputs:  # a script saves its heatmaps too
+            folder = out / encoded.folder
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, payload in encoded.files.items():
+                (folder / name).write_bytes(payload)
+    pd.DataFrame(rows).to_csv(out / "cases.csv")
     return time.perf_counter() - start
 
 
@@ -72,7 +77,8 @@ def main() -> None:
             job.check()
         cases = read_cases(csv, job.required, job.optional)
         job.run(cases[0])  # warm this process's imports and caches for the loop
-        loop = sequential(job, cases)
+        (tmp / "loop").mkdir()
+        loop = sequential(job, cases, tmp / "loop")
         rates = {"sequential loop": (loop, None)}
         for workers in (1, 2):
             rates[f"dask, {workers} worker{'s' * (workers > 1)}"] = on_cluster(

@@ -1,9 +1,10 @@
 """What a cohort run does per case: evaluate a prediction, or explain a model's decision.
 
 A job is a small picklable object; :meth:`run` executes on a Dask worker, reads the case's files,
-computes, and returns a :class:`CaseOutcome` (rows for the tables, arrays to write). It never
-raises for a bad case: the error becomes the case's record and the cohort goes on. The client
-writes every file, so workers need to read the inputs but not to reach the output folder.
+computes, and returns a :class:`CaseOutcome` (rows for the tables, files to write). It never
+raises for a bad case: the error becomes the case's record and the cohort goes on. Workers encode
+their output files (the compression is the costly part, and it runs in parallel there) but the
+client writes them, so workers need to read the inputs but not to reach the output folder.
 """
 
 from __future__ import annotations
@@ -23,14 +24,24 @@ from napari_xaimed.cohort.cases import Case
 
 
 @dataclass
-class OutputArray:
-    """A volume the client writes as NIfTI + JSON under ``outputs/``."""
+class OutputFiles:
+    """Encoded files the client writes under ``outputs/<folder>/``: a NIfTI and its JSON."""
 
-    relpath: str
-    data: np.ndarray
-    spacing: tuple[float, float, float]
-    affine: np.ndarray
-    metadata: dict[str, Any]
+    folder: str
+    files: dict[str, bytes]
+
+    @classmethod
+    def volume(cls, folder: str, name: str, data: np.ndarray, spacing: Any, affine: Any,
+               metadata: dict[str, Any]) -> OutputFiles:
+        """``data`` as ``name`` (a ``.nii.gz``) with its JSON sidecar, as
+        :func:`napari_xaimed.io.write_volume` writes them."""
+        import tempfile
+
+        from napari_xaimed.io import write_volume
+
+        with tempfile.TemporaryDirectory(prefix="xaimed-cohort-") as tmp:
+            written = write_volume(Path(tmp) / name, data, spacing, affine, metadata=metadata)
+            return cls(folder, {path.name: path.read_bytes() for path in written})
 
 
 @dataclass
@@ -41,7 +52,7 @@ class CaseOutcome:
     error: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
     instances: list[dict[str, Any]] = field(default_factory=list)
-    arrays: list[OutputArray] = field(default_factory=list)
+    outputs: list[OutputFiles] = field(default_factory=list)
     seconds: float = 0.0
     worker: str = ""
 
@@ -210,7 +221,7 @@ class AttributionJob:
         from napari_xaimed.attribution import attribute, truth_scores
 
         start = time.perf_counter()
-        rows, arrays = [], []
+        rows, outputs = [], []
         try:
             image = _read_3d(case.files["image"], "image")
             mask = None
@@ -245,9 +256,9 @@ class AttributionJob:
                     seconds=result.seconds, device=result.device, target=result.target,
                     model=result.model, scores=result.scores, case_id=case.case_id,
                     inputs=inputs)
-                arrays.append(OutputArray(f"{case.stem}/{method}.nii.gz", result.map,
-                                          image.spacing, image.affine, meta))
+                outputs.append(OutputFiles.volume(case.stem, f"{method}.nii.gz", result.map,
+                                                  image.spacing, image.affine, meta))
         except Exception as exc:
             return CaseOutcome.failed(describe_failure(exc), time.perf_counter() - start)
-        return CaseOutcome(status="ok", rows=rows, arrays=arrays,
+        return CaseOutcome(status="ok", rows=rows, outputs=outputs,
                            seconds=time.perf_counter() - start, worker=socket.gethostname())

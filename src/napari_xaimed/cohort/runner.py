@@ -183,11 +183,11 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
             try:
                 message = f"{len(todo)} cases on {len(client.scheduler_info()['workers'])} workers"
                 while pending:
-                    finished = [f for f in pending if f.done()]
-                    if not finished:
+                    try:
+                        finished, _ = wait(list(pending), timeout=POLL_S,
+                                           return_when="FIRST_COMPLETED")
+                    except TimeoutError:
                         yield Progress(done, total, message)  # a chance to cancel
-                        with contextlib.suppress(TimeoutError):
-                            wait(list(pending), timeout=POLL_S, return_when="FIRST_COMPLETED")
                         continue
                     for future in finished:
                         pending.discard(future)
@@ -245,18 +245,18 @@ def _outcome(future: Any) -> CaseOutcome:
 
 def _store(store: CohortStore, case: Case, key: str, outcome: CaseOutcome) -> int:
     """Write the case's files and record; the number of failures (0 or 1)."""
-    from napari_xaimed.io import write_volume
-
     outputs: list[str] = []
     if outcome.status == "ok":
         try:
-            for array in outcome.arrays:
-                path = store.outputs_dir / array.relpath
-                path.parent.mkdir(parents=True, exist_ok=True)
-                written = write_volume(path, array.data, array.spacing, array.affine,
-                                       metadata=array.metadata)
-                outputs += [str(p.relative_to(store.out)) for p in written]
-        except (OSError, XaimedError) as exc:
+            for encoded in outcome.outputs:
+                folder = store.outputs_dir / encoded.folder
+                folder.mkdir(parents=True, exist_ok=True)
+                for name, payload in encoded.files.items():
+                    tmp = folder / f".{name}.tmp"
+                    tmp.write_bytes(payload)
+                    os.replace(tmp, folder / name)
+                    outputs.append(str((folder / name).relative_to(store.out)))
+        except OSError as exc:
             outcome = CaseOutcome.failed(f"could not write its output: {exc}", outcome.seconds)
     store.write(case, _json_safe({
         "key": key, "status": outcome.status, "error": outcome.error,
