@@ -2,6 +2,7 @@
 plain sequential loop over the same cases (issue 9).
 
     python benchmarks/bench_cohort.py [--cases 24] [--size 112] [--kind evaluation|attribution]
+                                      [--voronoi]
 
 The sequential loop is what a script without the cohort mode does: for each case, read the
 files, evaluate (or explain) it and save its heatmaps, then write the table. The Dask runs do
@@ -65,13 +66,15 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=24)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--kind", choices=["evaluation", "attribution"], default="evaluation")
+    parser.add_argument("--voronoi", action="store_true",
+                        help="evaluation: with Voronoi regions (a heavier case)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         csv = write_sample_cohort(tmp / "in", args.cases, kind=args.kind,
                                   shape=(args.size,) * 3, seed=0)
         if args.kind == "evaluation":
-            job = EvaluationJob({"parts": PARTS})
+            job = EvaluationJob({"parts": PARTS, "voronoi": args.voronoi})
         else:
             job = AttributionJob(methods=["saliency", "gradcam"], params={"device": "cpu"})
             job.check()
@@ -83,7 +86,7 @@ def main() -> None:
         for workers in (1, 2):
             rates[f"dask, {workers} worker{'s' * (workers > 1)}"] = on_cluster(
                 job, cases, tmp / f"out{workers}", workers)
-    print(f"{args.kind}: {args.cases} cases of {args.size}^3")
+    print(f"{args.kind}{' + voronoi' * args.voronoi}: {args.cases} cases of {args.size}^3")
     print("| run | seconds | cases/min | vs loop | cluster start (s) |")
     print("|---|---|---|---|---|")
     for name, (seconds, started) in rates.items():
