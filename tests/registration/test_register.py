@@ -229,3 +229,18 @@ def test_affine_levels_reach_ants(tmp_path, capfd):
     ants_job.run(job, tmp_path)
     log = capfd.readouterr().out  # ANTs' C++ output
     assert "number of levels = 2" in log and "number of levels = 4" not in log
+
+
+def test_a_child_that_cannot_start_says_why(tmp_path, monkeypatch):
+    # an interpreter that cannot import the package: the child dies before it has a job folder
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(spawned_module.sys, "executable", str(tmp_path / "python"))
+    (tmp_path / "python").write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named "
+                                     "napari_xaimed' >&2\nexit 1\n")
+    (tmp_path / "python").chmod(0o755)
+    job = tmp_path / "job"
+    job.mkdir()
+    with pytest.raises(XaimedError, match="could not start its process.*ModuleNotFoundError"):
+        for _ in run_spawned("napari_xaimed.registration.ants_job:run", {}, job,
+                             preload="napari_xaimed.nowhere", what="ANTs Affine registration"):
+            pass

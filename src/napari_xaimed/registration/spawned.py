@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -91,9 +92,28 @@ def _key(preload: str, environment: dict[str, Any]) -> tuple[str, tuple[tuple[st
 
 def _start(preload: str, environment: dict[str, Any]) -> subprocess.Popen:
     env = {**os.environ, **{k: str(v) for k, v in environment.items()}}
-    return subprocess.Popen(
+    # What the child writes before it has a job folder (an interpreter that cannot import the
+    # package, say) lands here, so a failure to start can be told from running out of memory.
+    errors = tempfile.TemporaryFile()
+    process = subprocess.Popen(
         [sys.executable, "-m", "napari_xaimed.registration.spawned", preload],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+    process.early_errors = errors  # type: ignore[attr-defined]
+    return process
+
+
+def _early_errors(process: subprocess.Popen) -> str:
+    """The last lines the child wrote to stderr before it had a job folder."""
+    errors = getattr(process, "early_errors", None)
+    if errors is None:
+        return ""
+    try:
+        errors.seek(0)
+        text = errors.read().decode(errors="replace")
+    finally:
+        errors.close()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " | ".join(line.strip() for line in lines[-3:])
 
 
 def prewarm(preload: str, environment: dict[str, Any] | None = None) -> None:
@@ -174,6 +194,7 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str 
             process.kill()
             process.wait()
         _RUNNING.discard(process)
+        early = _early_errors(process)
     if (folder / ERROR).exists():
         error = json.loads((folder / ERROR).read_text())
         if error["user_error"]:
@@ -189,9 +210,16 @@ def run_spawned(target: str, job: dict[str, Any], folder: Path, *, preload: str 
         raise failure
     if not (folder / DONE).exists():
         tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
+        if early and not tail.strip():
+            raise XaimedError(
+                f"{what} could not start its process (exit code {process.returncode}): {early}. "
+                "The Python that runs napari must be able to import napari_xaimed and ants "
+                "(check the installation in this environment).")
+        cause = ("it was killed, most likely for lack of memory" if process.returncode in
+                 (-9, 137) else "the process may have run out of memory")
         raise XaimedError(
-            f"{what} stopped without a result (exit code {process.returncode}); the process may "
-            f"have run out of memory. Last output: {tail.strip() or 'none'}"
+            f"{what} stopped without a result (exit code {process.returncode}); {cause}. "
+            f"Last output: {tail.strip() or early or 'none'}"
         )
     return json.loads((folder / DONE).read_text())
 
