@@ -30,6 +30,8 @@ except ImportError:  # run from a checkout that is not installed: use its source
     # ANTs runs in spawned processes, which must find the sources too
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+from napari_xaimed._cli import dice  # noqa: E402 - after the sources are on the path
+
 WINDOW = (1400, 900)
 DOCK_WIDTH = 560
 PLUGIN = "napari-xaimed"
@@ -114,6 +116,14 @@ def outline(layer: Any, colour: str = "yellow", width: int = 1) -> None:
     layer.opacity = 1.0
 
 
+def show_truth(viewer: Any) -> None:
+    """The lesion truth outlined on top of every layer, on the slice that shows most of it."""
+    truth = viewer.layers["lesion truth"]
+    viewer.layers.move(viewer.layers.index(truth), len(viewer.layers))
+    outline(truth)
+    go_to_slice(viewer, truth, best_slice(truth.data))
+
+
 def save(viewer: Any, path: Path) -> None:
     """Save the whole window (canvas, layer list, docks) as a palette PNG."""
     from PIL import Image
@@ -148,15 +158,11 @@ def segmentation() -> Any:
     widget.smoothing.value = 1.0
     widget.min_size.value = 20.0
     seconds = run_job(widget.job)
-    truth = viewer.layers["lesion truth"]
     out = viewer.layers["Segmentation [lesion ct]"]
     n_found = len(np.unique(out.data)) - 1
-    dice = 2 * np.count_nonzero((out.data > 0) & (truth.data > 0)) / (
-        np.count_nonzero(out.data) + np.count_nonzero(truth.data))
-    print(f"  segmentation: {n_found} lesions found, Dice {dice:.3f} ({seconds:.1f} s)")
-    viewer.layers.move(viewer.layers.index(truth), len(viewer.layers))  # truth outline on top
-    outline(truth)
-    go_to_slice(viewer, truth, best_slice(truth.data))
+    overlap = dice(out.data, viewer.layers["lesion truth"].data)
+    print(f"  segmentation: {n_found} lesions found, Dice {overlap:.3f} ({seconds:.1f} s)")
+    show_truth(viewer)
     viewer.layers.selection.active = out
     return viewer
 
@@ -232,10 +238,7 @@ def attribution() -> Any:
     prov = cam.metadata["xaimed"]
     print(f"  attribution: target class {prov['params']['target_index']} ({seconds:.1f} s)")
     ig.visible = False  # one heatmap at a time over the image; IG is a click away
-    truth = viewer.layers["lesion truth"]
-    viewer.layers.move(viewer.layers.index(truth), len(viewer.layers))
-    outline(truth)
-    go_to_slice(viewer, truth, best_slice(truth.data))
+    show_truth(viewer)
     viewer.layers.selection.active = cam
     return viewer
 
@@ -257,10 +260,7 @@ def explanations() -> Any:
     print(f"  explanation check: deletion area {row['deletion area']:.3f}, insertion area "
           f"{row['insertion area']:.3f} ({seconds:.1f} s)")
     dock_widget.raise_()
-    truth = viewer.layers["lesion truth"]
-    viewer.layers.move(viewer.layers.index(truth), len(viewer.layers))
-    outline(truth)
-    go_to_slice(viewer, truth, best_slice(truth.data))
+    show_truth(viewer)
     viewer.layers.selection.active = viewer.layers["Grad-CAM [lesion ct]"]
     return viewer
 

@@ -10,20 +10,22 @@ from typing import Any
 import numpy as np
 
 
-def _plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays, tuples and sets into JSON-friendly Python values."""
+def _plain(value: Any, nonfinite_as_null: bool = False) -> Any:
+    """Turn numpy scalars/arrays, tuples and sets into JSON-friendly Python values. JSON has no
+    inf/nan: they become ``"nan"``/``"inf"`` text, or null with ``nonfinite_as_null`` (for
+    tables read back as numbers)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, nonfinite_as_null) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, nonfinite_as_null) for v in value]
     if isinstance(value, (set, frozenset)):
-        return sorted(_plain(v) for v in value)
+        return sorted(_plain(v, nonfinite_as_null) for v in value)
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _plain(value.tolist(), nonfinite_as_null) if nonfinite_as_null else value.tolist()
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
     if isinstance(value, float) and not np.isfinite(value):
-        return str(value)  # JSON has no inf/nan
+        return None if nonfinite_as_null else str(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
@@ -75,6 +77,17 @@ def provenance(
     record = _plain(record)
     json.dumps(record)  # fail here, not when the layer is saved
     return record
+
+
+def file_sha256(path: Any) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def array_sha256(data: Any) -> str:

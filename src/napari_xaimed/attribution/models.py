@@ -9,7 +9,6 @@ ships with the package, or ``"bundled-segmenter"``, the lesion segmentation netw
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import weakref
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed._provenance import file_sha256
 from napari_xaimed.attribution.preprocess import Preprocessing
 
 BUNDLED = "bundled"
@@ -58,14 +58,6 @@ class LoadedModel:
     def provenance(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "classes": self.classes,
                 "class": type(self.module).__name__}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_network(name: str, args: dict[str, Any]) -> torch.nn.Module:

@@ -71,12 +71,12 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _read_3d(path: Path, what: str):
+    from napari_xaimed._validate import as_volume
     from napari_xaimed.io import read_volume
 
     volume = read_volume(path)
-    if volume.data.ndim != 3:
-        raise XaimedError(f"the {what} {path.name} has shape {volume.data.shape}: a 3D volume is "
-                          "needed (pick one time point or channel first).")
+    # shape and dtype here; evaluate and attribute refuse NaN themselves, no second pass
+    as_volume(volume.data, f"the {what} {path.name}", allow_nan=True)
     return volume
 
 

@@ -12,7 +12,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import time
 import uuid
@@ -21,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._provenance import _plain
 from napari_xaimed.cohort.cases import Case
 from napari_xaimed.cohort.jobs import CaseOutcome, describe_failure
 from napari_xaimed.cohort.store import CohortStore, case_key, write_json_atomic
@@ -69,19 +67,6 @@ class CohortResult:
     skipped: int
     failed: int
     seconds: float
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON values with NaN/inf as null (so tables read back as numbers), numpy as Python."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 @contextlib.contextmanager
@@ -170,7 +155,6 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
         "scheduler": str(scheduler) if scheduler else f"local ({workers or os.cpu_count()})",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     done = total - len(todo)
-    failed = failed_early
     if todo:
         from distributed import wait
 
@@ -193,7 +177,7 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
                         pending.discard(future)
                         case = futures[future]
                         outcome = _outcome(future)
-                        failed += _store(store, case, keys[case.case_id], outcome)
+                        _store(store, case, keys[case.case_id], outcome)
                         done += 1
                         message = (f"{case.case_id}: {outcome.status} "
                                    f"({outcome.seconds:.1f} s)" + (f": {outcome.error}"
@@ -243,8 +227,8 @@ def _outcome(future: Any) -> CaseOutcome:
         return CaseOutcome.failed(describe_failure(exc))
 
 
-def _store(store: CohortStore, case: Case, key: str, outcome: CaseOutcome) -> int:
-    """Write the case's files and record; the number of failures (0 or 1)."""
+def _store(store: CohortStore, case: Case, key: str, outcome: CaseOutcome) -> None:
+    """Write the case's files and its record."""
     outputs: list[str] = []
     if outcome.status == "ok":
         try:
@@ -258,12 +242,12 @@ def _store(store: CohortStore, case: Case, key: str, outcome: CaseOutcome) -> in
                     outputs.append(str((folder / name).relative_to(store.out)))
         except OSError as exc:
             outcome = CaseOutcome.failed(f"could not write its output: {exc}", outcome.seconds)
-    store.write(case, _json_safe({
+    store.write(case, _plain({
         "key": key, "status": outcome.status, "error": outcome.error,
         "seconds": round(outcome.seconds, 3), "worker": outcome.worker,
         "files": {col: str(path) for col, path in case.files.items()},
-        "outputs": outputs, "rows": outcome.rows, "instances": outcome.instances}))
-    return int(outcome.status != "ok")
+        "outputs": outputs, "rows": outcome.rows, "instances": outcome.instances},
+        nonfinite_as_null=True))
 
 
 def run_cohort(job: Any, cases: list[Case], out: str | Path, *, scheduler: Any = None,

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from napari_xaimed._provenance import _plain
+from napari_xaimed._provenance import _plain, file_sha256
 from napari_xaimed.cohort.cases import Case
 
 
@@ -62,12 +62,9 @@ class FileHashes:
         known = self._known.get(str(file))
         if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
             return known[2]
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        self._known[str(file)] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
-        return digest.hexdigest()
+        digest = file_sha256(file)
+        self._known[str(file)] = [stat.st_size, stat.st_mtime_ns, digest]
+        return digest
 
     def save(self) -> None:
         write_json_atomic(self.path, self._known)
