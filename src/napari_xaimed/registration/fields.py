@@ -20,15 +20,21 @@ INTERPOLATIONS = ("linear", "nearest", "label")
 _CHUNK_VOXELS = 1_000_000  # resampling works through z-slabs of about this many voxels
 
 
+def z_slabs(depth: int, plane: int, voxels: int) -> list[slice]:
+    """Slices along z of at least one plane and about ``voxels`` voxels each: how every
+    whole-volume computation here stays within a slab's worth of temporaries."""
+    step = max(1, voxels // max(1, plane))
+    return [slice(start, min(start + step, depth)) for start in range(0, depth, step)]
+
+
 def check_field(displacement: np.ndarray) -> np.ndarray:
     """A ``(z, y, x, 3)`` finite field, or a clear error (checked by z-slabs: the finite test
     of a whole CT-sized field would take a 236 MB boolean copy)."""
     field = np.asarray(displacement)
     if field.ndim != 4 or field.shape[-1] != 3:
         raise XaimedError(f"a displacement field has shape (z, y, x, 3), got {field.shape}.")
-    step = max(1, _CHUNK_VOXELS // max(1, field.shape[1] * field.shape[2]))
-    for start in range(0, field.shape[0], step):
-        if not np.isfinite(field[start:start + step]).all():
+    for zs in z_slabs(field.shape[0], field.shape[1] * field.shape[2], _CHUNK_VOXELS):
+        if not np.isfinite(field[zs]).all():
             raise XaimedError("the displacement field holds NaN or infinite values.")
     return field
 
@@ -53,9 +59,8 @@ def jacobian_determinant(displacement: np.ndarray, spacing: Sequence[float]) -> 
     # Slabs with a one-slice halo: the nine float64 derivatives of a whole CT volume would take
     # 9 x 8 bytes per voxel (5.7 GB at 512 x 512 x 300). The halo makes the z differences
     # central inside the volume, so every slab gives exactly the whole volume's values.
-    step = max(1, SLAB_VOXELS // max(1, plane))
-    for z0 in range(0, depth, step):
-        z1 = min(z0 + step, depth)
+    for zs in z_slabs(depth, plane, SLAB_VOXELS):
+        z0, z1 = zs.start, zs.stop
         lo, hi = max(z0 - 1, 0), min(z1 + 1, depth)
         out[z0:z1] = _determinant(field[lo:hi], spacing, slice(z0 - lo, z1 - lo))
     return out
@@ -98,8 +103,7 @@ def jacobian_summary(jacobian: np.ndarray, mask: np.ndarray | None = None) -> di
     if jacobian.ndim == 0:
         jacobian = jacobian.reshape(1)
     mask = None if mask is None else np.asarray(mask, bool).reshape(jacobian.shape)
-    step = max(1, _CHUNK_VOXELS // max(1, jacobian[:1].size))
-    slabs = [slice(start, start + step) for start in range(0, jacobian.shape[0], step)]
+    slabs = z_slabs(jacobian.shape[0], jacobian[:1].size, _CHUNK_VOXELS)
 
     def values(zs: slice) -> np.ndarray:
         return jacobian[zs].ravel() if mask is None else jacobian[zs][mask[zs]]
@@ -229,9 +233,7 @@ def resample(array: np.ndarray, fixed_shape: tuple[int, int, int],
     else:
         source = array
         out = np.empty(fixed_shape, array.dtype)
-    slab = max(1, _CHUNK_VOXELS // max(1, fixed_shape[1] * fixed_shape[2]))
-    for start in range(0, fixed_shape[0], slab):
-        zs = slice(start, min(start + slab, fixed_shape[0]))
+    for zs in z_slabs(fixed_shape[0], fixed_shape[1] * fixed_shape[2], _CHUNK_VOXELS):
         coords = _moving_index(displacement, fixed_shape, zs, fixed_spacing, fixed_origin,
                                moving_spacing, moving_origin)
         if interpolation == "label":
@@ -305,9 +307,7 @@ def warped_grid(displacement: np.ndarray, spacing: Vec3, origin: Vec3 = (0.0, 0.
     half = 0.5 * (line_mm if line_mm is not None else max(min(spacing[a] for a in axes), 1e-6))
     out = np.zeros(field.shape[:3], np.uint8)
     # z-slabs: the float64 positions of a whole CT-sized field would be 630 MB per temporary
-    step = max(1, _CHUNK_VOXELS // max(1, field.shape[1] * field.shape[2]))
-    for start in range(0, field.shape[0], step):
-        zs = slice(start, min(start + step, field.shape[0]))
+    for zs in z_slabs(field.shape[0], field.shape[1] * field.shape[2], _CHUNK_VOXELS):
         on_line = np.zeros(out[zs].shape, bool)
         for axis in axes:
             shape = [1, 1, 1]

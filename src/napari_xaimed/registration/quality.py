@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
-
+from napari_xaimed.registration.fields import z_slabs
 
 # Voxels per chunk of the float64 work: the figures of a CT-sized pair (512 x 512 x 300) go
 # through z-slabs instead of whole-volume float64 copies (2.4 GB each).
@@ -23,10 +23,7 @@ def _slabs(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None
     if a.ndim == 0:
         a, b = a.reshape(1), b.reshape(1)
         mask = None if mask is None else mask.reshape(1)
-    plane = max(1, a[:1].size)
-    step = max(1, CHUNK_VOXELS // plane)
-    for start in range(0, a.shape[0], step):
-        zs = slice(start, start + step)
+    for zs in z_slabs(a.shape[0], a[:1].size, CHUNK_VOXELS):
         if mask is None:
             yield a[zs].ravel(), b[zs].ravel()
         else:

@@ -23,6 +23,7 @@ from napari_xaimed.registration.fields import (
     resample,
     sample_field,
     warped_grid,
+    z_slabs,
 )
 from napari_xaimed.registration.params import (
     DEFORMABLE,
@@ -215,13 +216,12 @@ def _save_float32(path: Path, array: np.ndarray) -> None:
     if array.dtype == np.float32:
         np.save(path, array)
         return
-    step = max(1, 4_000_000 // max(1, array[:1].size))
     with open(path, "wb") as out:
         np.lib.format.write_array_header_1_0(
             out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                   "fortran_order": False, "shape": array.shape})
-        for start in range(0, array.shape[0], step):
-            out.write(np.ascontiguousarray(array[start:start + step], np.float32).tobytes())
+        for zs in z_slabs(array.shape[0], array[:1].size, 4_000_000):
+            out.write(np.ascontiguousarray(array[zs], np.float32).tobytes())
 
 
 def _check_overlap(fixed_shape, fixed_spacing, fixed_origin, moving_shape, moving_spacing,
