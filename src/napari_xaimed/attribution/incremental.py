@@ -66,12 +66,36 @@ def _local(module: nn.Module) -> bool:
     return False
 
 
-def split_model(model: nn.Module) -> Split | None:
-    """The longest local chain at the model's input and the rest, or None."""
+def split_model(model: nn.Module, x: torch.Tensor | None = None) -> Split | None:
+    """The longest local chain at the model's input and the rest, or None.
+
+    With ``x``, the split is checked on it: ``head(chain(x))`` must give the model's own
+    output. A symbolic trace can silently drop what depends on Python checks of its inputs
+    (MONAI's ``BasicUNet`` loses its skip connections, since ``torch.jit.isinstance`` of a
+    traced value is False), and such a graph is no description of the model."""
     try:
         traced = torch.fx.symbolic_trace(model)
     except Exception:  # noqa: BLE001 - anything fx cannot trace just runs in full
         return None
+    split = _split(traced)
+    if split is None or x is None:
+        return split
+    with torch.no_grad():
+        expected = model(x)
+        try:
+            got = split.head(split.chain(x))
+        except Exception:  # noqa: BLE001 - the graph does not even run: not this model
+            return None
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
+            and got.shape == expected.shape):
+        return None
+    scale = float(expected.abs().max()) or 1.0
+    if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * scale):
+        return None
+    return split
+
+
+def _split(traced: torch.fx.GraphModule) -> Split | None:
     modules = dict(traced.named_modules())
     nodes = list(traced.graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]

@@ -26,7 +26,7 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
 from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
-from napari_xaimed.attribution.models import find_layer
+from napari_xaimed.attribution.network import inner_name
 from napari_xaimed.attribution.occlusion import occlusion_steps
 from napari_xaimed.attribution.stepped import stepped
 
@@ -56,8 +56,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("deeplift", True, {"baseline": "zeros"}, "DeepLift (Captum)"),
     Method("gradient_shap", True, {"samples": 16, "noise": 0.1, "baseline": "zeros"},
            "GradientSHAP: Captum's, its samples batched with progress per pass"),
-    Method("gradcam", False, {"layer": None}, "Grad-CAM on a layer (default: last Conv3d), "
-           "upsampled trilinearly (Captum LayerGradCam)"),
+    Method("gradcam", False, {"layer": None}, "Grad-CAM on a layer (default: the last spatial "
+           "feature map), upsampled trilinearly (Captum LayerGradCam)"),
     Method("guided_gradcam", True, {"layer": None}, "Guided Grad-CAM (Captum)"),
     Method("lrp", True, {}, "layer-wise relevance propagation, epsilon rule (Captum LRP)"),
     Method("occlusion", True, {"window": 8, "stride": 8, "unit": "voxels",
@@ -87,6 +87,7 @@ class Primed:
     output: torch.Tensor
     layer: torch.nn.Module | None = None
     layer_output: torch.Tensor | None = None
+    layer_name: str | None = None
     used: bool = False
 
     def forward(self, forward: Callable[[torch.Tensor], torch.Tensor]
@@ -191,10 +192,34 @@ def _lrp_ready(model: torch.nn.Module) -> torch.nn.Module:
         elif type(layer) not in SUPPORTED_LAYERS_WITH_RULES and \
                 type(layer) not in SUPPORTED_NON_LINEAR_LAYERS:
             raise XaimedError(
-                f"LRP has no rule for layer {name!r} ({type(layer).__name__}): supported are "
+                f"LRP has no rule for layer {inner_name(model, name)!r} ({type(layer).__name__}): supported are "
                 "Conv3d, Linear, MaxPool3d, AvgPool3d, BatchNorm3d, ReLU, Dropout, Tanh and "
                 "shape-only layers. Use another method for this model.")
     return model
+
+
+#: How far LRP's total relevance may drift from the explained score, as a share of the score
+#: (the epsilon rule and biases absorb some: about 15% on the bundled classifier).
+LRP_DRIFT = 0.5
+
+
+def _check_conservation(relevance: torch.Tensor, delta: torch.Tensor) -> None:
+    """Refuse an LRP map whose relevance does not add up to the score it explains: on
+    networks with operations no LRP rule covers (residual additions, concatenations,
+    attention) Captum's rules let relevance grow without bound, and the map is noise."""
+    total = float(relevance.detach().double().sum())
+    score = total + float(delta.detach().double().sum())  # Captum: delta = score - total
+    if not np.isfinite(total):
+        raise XaimedError(
+            "LRP's relevance overflowed to NaN or infinity on this network: its layers include "
+            "operations no LRP rule covers (concatenations, residual additions, attention). "
+            "Pick integrated_gradients or deeplift, which handle them.")
+    if abs(total - score) > LRP_DRIFT * abs(score) + 1e-6:
+        raise XaimedError(
+            f"LRP's relevance does not add up to the score it explains (total {total:.3g} "
+            f"against a score of {score:.3g}): the network has operations no LRP rule covers "
+            "(residual additions, concatenations, attention), so the map would be noise. "
+            "Pick integrated_gradients or deeplift, which handle them.")
 
 
 def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor],
@@ -421,7 +446,7 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
         out = yield from _gradient_shap(forward, x, target, base, int(p["samples"]),
                                         float(p["noise"]), batch_size)
     elif method in ("gradcam", "guided_gradcam"):
-        _, layer = find_layer(model, p["layer"])
+        layer = p["cam_layer"]  # resolved by the caller (see network.cam_layer)
         if method == "gradcam":
             if primed is not None and primed.layer is layer and \
                     primed.layer_output is not None and primed.take():
@@ -435,7 +460,9 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
             out = ca.GuidedGradCam(model, layer).attribute(x, target=target,
                                                            interpolate_mode="trilinear")
     elif method == "lrp":
-        out = ca.LRP(_lrp_ready(model)).attribute(x, target=target)
+        out, delta = ca.LRP(_lrp_ready(model)).attribute(x, target=target,
+                                                          return_convergence_delta=True)
+        _check_conservation(out, delta)
     elif method == "occlusion":
         if p["unit"] == "mm":  # to voxels of the model's input grid
             grid = p["model_spacing"]
@@ -452,7 +479,8 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
 
         baseline = _scalar_baseline(x, p["baseline"])
         # the split needs the plain model (not a mixed-precision wrapper around it)
-        split = split_model(model) if p["incremental"] and forward is model else None
+        split = split_model(model, x.detach()) if p["incremental"] and forward is model \
+            else None
         if split is not None:
             out = yield from incremental_occlusion_steps(split, pick, x.detach(), window,
                                                          stride, baseline, batch_size)

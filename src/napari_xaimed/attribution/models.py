@@ -178,21 +178,16 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
                        list(config.get("classes", [])), str(path), file_sha256(path))
 
 
-def last_conv3d(module: torch.nn.Module) -> tuple[str, torch.nn.Module]:
-    """Name and module of the last ``Conv3d`` (the default Grad-CAM layer)."""
-    convs = [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Conv3d)]
-    if not convs:
-        raise XaimedError("the model has no 3D convolution for Grad-CAM: name a layer "
-                          "(layer='...'), or pick another method.")
-    return convs[-1]
+class Scores(torch.nn.Module):
+    """The model's scores: its output, or the first element of an output tuple (MONAI's ViT
+    returns ``(logits, hidden_states)``)."""
 
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
 
-def find_layer(module: torch.nn.Module, name: str | None) -> tuple[str, torch.nn.Module]:
-    """The named submodule, or the last Conv3d when ``name`` is None."""
-    if name is None:
-        return last_conv3d(module)
-    modules = dict(module.named_modules())
-    if name not in modules:
-        options = [n for n, m in modules.items() if isinstance(m, torch.nn.Conv3d)]
-        raise XaimedError(f"the model has no layer {name!r}; its 3D convolutions: {options}.")
-    return name, modules[name]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
+            return out[0]
+        return out

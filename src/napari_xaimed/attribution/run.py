@@ -20,7 +20,17 @@ from napari_xaimed.attribution.methods import (
     check_params,
     run_method,
 )
-from napari_xaimed.attribution.models import LoadedModel, find_layer, load_model
+from napari_xaimed.attribution.models import LoadedModel, Scores, load_model
+from napari_xaimed.attribution.network import (
+    HOOKED,
+    PER_CALL,
+    cam_layer,
+    record_calls,
+    recording,
+    refuse_scripted,
+    submodule,
+    untangled,
+)
 from napari_xaimed.attribution.preprocess import Preprocessing, to_input
 from napari_xaimed.attribution.preprocess import to_volume_grid as _to_grid
 
@@ -103,31 +113,65 @@ def _probe(module: torch.nn.Module, x: torch.Tensor, grad: bool = False) -> torc
     return out
 
 
-def _primed_probe(module: torch.nn.Module, x: torch.Tensor, method: str,
-                  params: dict[str, Any], seed: int) -> Primed:
+def _primed_probe(module: torch.nn.Module, network: torch.nn.Module, x: torch.Tensor,
+                  method: str, params: dict[str, Any], seed: int) -> Primed:
     """The probe pass with gradients on, kept for ``method`` (one of ``PRIMABLE``); for Grad-CAM
-    with the layer's output in that pass. Run under the seed :func:`run_method` gives the
-    method's own pass, so a stochastic model (dropout kept on) draws what it would there."""
-    layer = None
-    if method == "gradcam":
-        try:
-            layer = find_layer(module, params["layer"])[1]
-        except XaimedError:  # the method says so itself, after the model is checked
-            layer = None
-    acts: list[Any] = []
-    handle = layer.register_forward_hook(lambda _m, _i, o: acts.append(o)) if layer else None
+    with the layer chosen in that pass (:func:`~napari_xaimed.attribution.network.cam_layer`)
+    and its output there. ``module`` runs ``network`` (the user's model). Run under the seed
+    :func:`run_method` gives the method's own pass, so a stochastic model (dropout kept on)
+    draws what it would there."""
     xg = x.detach().clone().requires_grad_(True)
-    try:
+    with recording(network, keep=True) if method == "gradcam" else _nothing() as record:
         with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda"
                                    else []):
             torch.manual_seed(seed)
             out = _probe(module, xg, grad=True)
-    finally:
-        if handle is not None:
-            handle.remove()
+    if record is None:
+        return Primed(xg, out)
+    name, layer = cam_layer(record, params["layer"], dict(network.named_modules()))
+    call = record.calls.get(id(layer))
     # a layer used once, with one tensor out: Grad-CAM can start from it
-    layer_output = acts[0] if len(acts) == 1 and isinstance(acts[0], torch.Tensor) else None
-    return Primed(xg, out, layer, layer_output)
+    layer_output = call.value if call is not None and call.calls == 1 else None
+    return Primed(xg, out, layer, layer_output, layer_name=name)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: Any) -> None:
+        return None
+
+
+def _hook_ready(method: str, run_model: torch.nn.Module, network: torch.nn.Module,
+                x: torch.Tensor, primed: Primed | None, layer: str | None
+                ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The model a hook-based method runs on, and for Grad-CAM the layer module (for
+    :func:`run_method`) and what was chosen (for the record).
+
+    TorchScript is refused (no module hooks); a model that calls a module twice per pass gets
+    one copy per call (:func:`~napari_xaimed.attribution.network.untangled`); Grad-CAM's
+    layer defaults to the last spatial feature map of a pass on this input."""
+    refuse_scripted(method, network)
+    chosen: dict[str, Any] = {}
+    name = None
+    if method in ("gradcam", "guided_gradcam"):
+        if primed is not None and primed.layer_name is not None:
+            name = primed.layer_name
+        else:
+            record = record_calls(network, x, run_model)
+            name = cam_layer(record, layer, dict(network.named_modules()))[0]
+        chosen = {"layer": name}
+        if layer is None:
+            chosen["layer_choice"] = "default: the model's last spatial feature map"
+    # where the user's network sits inside the model that runs (RegionScore, Scores)
+    prefix = next(n for n, m in run_model.named_modules() if m is network)
+    if method in PER_CALL:
+        run_model = untangled(run_model, record_calls(run_model, x))
+    extra = {}
+    if name is not None:
+        extra["cam_layer"] = submodule(run_model, ".".join(p for p in (prefix, name) if p))
+    return run_model, extra, chosen
 
 
 def _region_on(mask: np.ndarray, size: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -164,7 +208,9 @@ def attribute_steps(
         prep = (preprocessing if isinstance(preprocessing, Preprocessing)
                 else Preprocessing.from_dict({**prep.to_dict(), **preprocessing}))
     dev = pick_device(device)
-    module = loaded.module.to(dev).eval()
+    network = loaded.module.to(dev).eval()
+    refuse_scripted(method, network)  # before any pass: the reason is the format, not the input
+    module = Scores(network)
     x = to_input(volume, prep, dev)
     key = (tuple(x.shape), str(dev))
     captured: list[torch.Tensor] = []
@@ -183,7 +229,7 @@ def attribute_steps(
         if method in PRIMABLE and autocast is None and region is None:
             # a single-pass gradient method: the check is its forward pass (graph kept), so
             # the model runs once, not twice
-            primed = _primed_probe(module, x, method, params, seed)
+            primed = _primed_probe(module, network, x, method, params, seed)
             out = primed.output
         else:
             out = _probe(module, x)
@@ -247,11 +293,15 @@ def attribute_steps(
     # voxel size of the model's input grid, for windows given in mm
     model_spacing = tuple(float(s) * n / m for s, n, m in
                           zip(as_spacing(spacing), volume.shape, x.shape[2:], strict=True))
+    run_model, extra, layer_info = forward_module if segmentation else module, {}, {}
+    if method in HOOKED:
+        run_model, extra, layer_info = _hook_ready(method, run_model, network, x, primed,
+                                                   params.get("layer"))
     hook = module.register_forward_hook(capture) if out is None else None
     try:
-        attribution = yield from run_method(method, forward_module if segmentation else module,
-                                            forward_module, x, chosen,
-                                            {**params, "model_spacing": model_spacing},
+        attribution = yield from run_method(method, run_model, forward_module, x, chosen,
+                                            {**params, "model_spacing": model_spacing,
+                                             **extra},
                                             scaled, batch, seed=seed, primed=primed)
     except XaimedError:
         raise
@@ -268,17 +318,52 @@ def attribute_steps(
             with torch.no_grad():
                 captured.append(module(x).detach()[0])
         scores = [float(v) for v in captured[0].float().cpu()]
+    _check_map(attribution, method, layer_info.get("layer"))
     result_map = _to_grid(attribution, volume.shape)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return Attribution(
         map=result_map, method=method, signed=METHODS[method].signed,
         target=region_info["channel"] if segmentation else chosen,
-        params={**params, "preprocessing": prep.to_dict(), "batch_size": batch,
+        params={**params, **layer_info, "preprocessing": prep.to_dict(), "batch_size": batch,
                 "autocast": autocast, "seed": seed, **region_info,
                 "target": "predicted" if target is None else "given"},
         scores=scores, seconds=time.perf_counter() - started, device=str(dev),
         model=loaded.provenance())
+
+
+#: Why a method's map can be zero everywhere, said when it is.
+_ZERO_REASONS = {
+    "gradcam": "the layer's gradient-weighted channels are negative everywhere, and Grad-CAM "
+               "keeps only the positive part: the layer holds no evidence for this target. "
+               "Name another layer (layer='...') or pick another method",
+    "guided_gradcam": "Grad-CAM's part is zero everywhere on this layer: name another layer "
+                      "(layer='...') or pick another method",
+    "occlusion": "no window changed the score: the model is insensitive to windows of this "
+                 "size here; try larger windows or another method",
+    "feature_ablation": "setting no supervoxel to the baseline changed the score; try more "
+                        "supervoxels, another baseline or another method",
+    "shapley": "no supervoxel changed the score; try more supervoxels, another baseline or "
+               "another method",
+}
+
+
+def _check_map(attribution: torch.Tensor, method: str, layer: str | None = None) -> None:
+    """Refuse a map with NaN or infinite values, or one that is zero everywhere, with the
+    reason (and for Grad-CAM the layer), instead of showing a heatmap that says nothing."""
+    finite = torch.isfinite(attribution)
+    if not bool(finite.all()):
+        raise XaimedError(
+            f"{method} gave {int((~finite).sum())} NaN or infinite values on this model: its "
+            "scores or gradients overflow here (a saturated output, or a half-precision "
+            "autocast). Try autocast=None, another baseline or another method.")
+    if not bool(attribution.any()):
+        reason = _ZERO_REASONS.get(method, "the target's gradient is zero everywhere: the "
+                                   "score does not change with the input here (saturated or "
+                                   "dead activations, or a target the model ignores). Pick "
+                                   "another target or a perturbation method (occlusion)")
+        on = f" (layer {layer!r})" if layer else ""
+        raise XaimedError(f"{method} gave a map of zeros on this volume{on}: {reason}.")
 
 
 def attribute(model: Any, volume: np.ndarray, method: str = "integrated_gradients",
