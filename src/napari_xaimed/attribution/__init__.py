@@ -29,6 +29,11 @@ from napari_xaimed.attribution.ranking import (
     compare_methods_steps,
     rank_methods,
 )
+from napari_xaimed.attribution.regions import (
+    Agreement,
+    reference_agreement,
+    relevance_by_region,
+)
 from napari_xaimed.attribution.run import Attribution, attribute, attribute_steps
 from napari_xaimed.attribution.sanity import (
     RandomisationResult,
@@ -47,6 +52,7 @@ from napari_xaimed.attribution.truth_metrics import (
 __all__ = [
     "BUNDLED",
     "METHODS",
+    "Agreement",
     "Attribution",
     "Curve",
     "EnsembleAttribution",
@@ -71,6 +77,8 @@ __all__ = [
     "randomisation_test",
     "randomisation_test_steps",
     "rank_methods",
+    "reference_agreement",
+    "relevance_by_region",
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
     "reliable_relevance",
