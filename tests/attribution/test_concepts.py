@@ -180,3 +180,18 @@ def test_region_features_bad_input():
         region_features(np.ones((4, 4, 4)), np.zeros((4, 4, 4), bool))
     with pytest.raises(XaimedError, match="shape"):
         region_features(np.ones((4, 4, 4)), np.ones((4, 4, 3), bool))
+
+
+def test_case_features_from_a_cohort_case_list(tmp_path):
+    from napari_xaimed.attribution.radiomics import case_features
+    from napari_xaimed.cohort.sample import write_sample_cohort
+    from napari_xaimed.io import read_volume
+
+    path = write_sample_cohort(tmp_path, 3, kind="attribution", shape=(24, 24, 24),
+                               spacing=(2.0, 1.0, 1.0))
+    volumes, table = case_features(path)
+    assert len(volumes) == 3 and list(table.columns) == list(FEATURES)
+    first = table.iloc[0]
+    mask = read_volume(tmp_path / f"{table.index[0]}_mask.nii.gz").data
+    assert first["volume_mm3"] == pytest.approx(2.0 * np.count_nonzero(mask))
+    assert first["mean"] == pytest.approx(float(volumes[0][mask != 0].mean()), rel=1e-5)

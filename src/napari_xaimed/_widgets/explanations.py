@@ -37,13 +37,13 @@ from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed._widgets.attribution import PREDICTED, title
 from napari_xaimed.attribution import (
     BUNDLED,
-    reference_agreement,
-    relevance_by_region,
     METHODS,
     compare_methods_steps,
     ensemble_attribute_steps,
     perturbation_curve_steps,
     randomisation_test_steps,
+    reference_agreement,
+    relevance_by_region,
     truth_scores,
 )
 

@@ -6,6 +6,12 @@ the bundled lesion classifier; :func:`attribute` explains one decision with one 
 :data:`METHODS`.
 """
 
+from napari_xaimed.attribution.concepts import (
+    RCVResult,
+    TCAVResult,
+    regression_concepts,
+    tcav,
+)
 from napari_xaimed.attribution.ensembles import (
     EnsembleAttribution,
     MapConsistency,
@@ -23,6 +29,7 @@ from napari_xaimed.attribution.faithfulness import (
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
+from napari_xaimed.attribution.radiomics import case_features, region_features
 from napari_xaimed.attribution.ranking import (
     RankingResult,
     compare_methods,
@@ -59,11 +66,14 @@ __all__ = [
     "LoadedModel",
     "MapConsistency",
     "Preprocessing",
+    "RCVResult",
     "RandomisationResult",
     "RankingResult",
+    "TCAVResult",
     "attribute",
     "attribute_steps",
     "auroc",
+    "case_features",
     "compare_methods",
     "compare_methods_steps",
     "deletion_curve",
@@ -78,10 +88,13 @@ __all__ = [
     "randomisation_test_steps",
     "rank_methods",
     "reference_agreement",
+    "region_features",
+    "regression_concepts",
     "relevance_by_region",
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
     "reliable_relevance",
+    "tcav",
     "top_k_precision",
     "truth_scores",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._validate import as_spacing
@@ -149,3 +150,44 @@ def glcm_features(grey: np.ndarray, region: np.ndarray, levels: int) -> dict[str
     mean = np.mean(per_direction, axis=0)
     return {"glcm_contrast": float(mean[0]), "glcm_homogeneity": float(mean[1]),
             "glcm_correlation": float(mean[2]), "glcm_energy": float(mean[3])}
+
+
+def case_features(case_list: Any, *, image: str = "image", mask: str = "mask",
+                  bins: int = 32) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """The images of a cohort's case list and the :data:`FEATURES` of each case's mask.
+
+    Parameters
+    ----------
+    case_list : str or pathlib.Path
+        The cohort CSV (``case_id`` and file columns; see
+        :func:`napari_xaimed.cohort.cases.read_cases`).
+    image, mask : str
+        The file columns of the image and of the region (e.g. a lesion mask).
+    bins : int
+        As :func:`region_features`.
+
+    Returns
+    -------
+    volumes : list of numpy.ndarray
+        The images, in the list's order (for
+        :func:`~napari_xaimed.attribution.concepts.regression_concepts`).
+    features : pandas.DataFrame
+        One row per case, indexed by ``case_id``, in mm from each file's own spacing.
+    """
+    from napari_xaimed.cohort.cases import read_cases
+    from napari_xaimed.io import read_volume
+
+    volumes, rows = [], []
+    for case in read_cases(case_list, (image, mask)):
+        picture, region = read_volume(case.files[image]), read_volume(case.files[mask])
+        if picture.data.shape != region.data.shape:
+            raise XaimedError(f"case {case.case_id}: the {mask} {region.data.shape} and the "
+                              f"{image} {picture.data.shape} differ in shape.")
+        try:
+            row = region_features(picture.data, region.data != 0, spacing=picture.spacing,
+                                  bins=bins)
+        except XaimedError as exc:
+            raise XaimedError(f"case {case.case_id}: {exc}") from exc
+        volumes.append(np.asarray(picture.data, np.float32))
+        rows.append({"case_id": case.case_id, **row})
+    return volumes, pd.DataFrame(rows).set_index("case_id")
