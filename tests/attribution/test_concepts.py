@@ -195,3 +195,21 @@ def test_case_features_from_a_cohort_case_list(tmp_path):
     mask = read_volume(tmp_path / f"{table.index[0]}_mask.nii.gz").data
     assert first["volume_mm3"] == pytest.approx(2.0 * np.count_nonzero(mask))
     assert first["mean"] == pytest.approx(float(volumes[0][mask != 0].mean()), rel=1e-5)
+
+
+def test_tcav_is_repeatable_and_leaves_the_callers_random_state():
+    model = Brightness(rectified=True).eval()
+    rng = np.random.default_rng(9)
+    pool = [rng.normal(size=SHAPE).astype(np.float32) for _ in range(8)]
+    inputs = [rng.normal(size=SHAPE).astype(np.float32) for _ in range(4)]
+    kwargs = dict(random_pool=pool, layers=["conv"], runs=3, target=1,
+                  preprocessing=NO_SCALING, device="cpu")
+    np.random.seed(123)  # noqa: NPY002 - the caller's global state must survive
+    first = tcav(model, inputs, {"bright": _volumes(4, 2.0, 2)}, **kwargs)
+    after = np.random.random()  # noqa: NPY002
+    np.random.seed(123)  # noqa: NPY002
+    np.random.random()  # noqa: NPY002
+    second = tcav(model, inputs, {"bright": _volumes(4, 2.0, 2)}, **kwargs)
+    assert first.scores == second.scores
+    np.random.seed(123)  # noqa: NPY002
+    assert np.random.random() == after  # noqa: NPY002

@@ -26,6 +26,13 @@ from napari_xaimed.attribution.faithfulness import (
     insertion_curve,
     perturbation_curve_steps,
 )
+from napari_xaimed.attribution.latent import (
+    Embeddings,
+    confounder_scores,
+    embed,
+    project,
+    similar_cases,
+)
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
@@ -62,6 +69,7 @@ __all__ = [
     "Agreement",
     "Attribution",
     "Curve",
+    "Embeddings",
     "EnsembleAttribution",
     "LoadedModel",
     "MapConsistency",
@@ -76,7 +84,9 @@ __all__ = [
     "case_features",
     "compare_methods",
     "compare_methods_steps",
+    "confounder_scores",
     "deletion_curve",
+    "embed",
     "ensemble_attribute",
     "ensemble_attribute_steps",
     "insertion_curve",
@@ -84,6 +94,7 @@ __all__ = [
     "map_consistency",
     "perturbation_curve_steps",
     "pointing_game",
+    "project",
     "randomisation_test",
     "randomisation_test_steps",
     "rank_methods",
@@ -94,6 +105,7 @@ __all__ = [
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
     "reliable_relevance",
+    "similar_cases",
     "tcav",
     "top_k_precision",
     "truth_scores",

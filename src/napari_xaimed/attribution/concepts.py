@@ -19,6 +19,7 @@ feature map: see :func:`~napari_xaimed.attribution.network.cam_layer`).
 
 from __future__ import annotations
 
+import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -286,11 +287,22 @@ def tcav(model: Any, inputs: Sequence[Any], concepts: Mapping[str, Sequence[Any]
         randoms.append((a, b))
         experiments += [[made[name], a] for name in sets]
         experiments.append([b, a])
-    torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as folder:
-        engine = TCAV(setup.module, [f"net.{n}" for n in names], model_id="xaimed",
-                      save_path=folder)
-        result = engine.interpret(x, experiments, target=chosen)
+    # Captum's default CAV classifier splits the examples with Python's global ``random``
+    # and trains scikit-learn's SGD with no random state (numpy's global generator). Seed
+    # both (and torch) for repeatable CAVs, and give the caller's random state back after.
+    numpy_state = np.random.get_state()  # noqa: NPY002 - what scikit-learn falls back on
+    python_state = random.getstate()
+    try:
+        np.random.seed(seed)  # noqa: NPY002
+        random.seed(seed)
+        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as folder:
+            torch.manual_seed(seed)
+            engine = TCAV(setup.module, [f"net.{n}" for n in names], model_id="xaimed",
+                          save_path=folder)
+            result = engine.interpret(x, experiments, target=chosen)
+    finally:
+        np.random.set_state(numpy_state)  # noqa: NPY002
+        random.setstate(python_state)
     out = []
     for name in names:
         key = f"net.{name}"
@@ -325,7 +337,8 @@ def _activations_and_gradients(setup: _Setup, x: torch.Tensor, target: int
     try:
         for i in range(x.shape[0]):
             kept.clear()
-            score = setup.module(x[i:i + 1])[0, target]
+            # the input takes gradients too, so a layer without weights before it still has one
+            score = setup.module(x[i:i + 1].clone().requires_grad_(True))[0, target]
             score.backward()
             a = kept[0]
             if a.ndim < 3:
