@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed.evaluation.footprints import scan
-from napari_xaimed.evaluation.instances import class_instances
+from napari_xaimed.evaluation.footprints import scan, scan_labels
+from napari_xaimed.evaluation.instances import class_instances, selected_values
 from napari_xaimed.evaluation.panoptic import _class_values, check_pair, match_table
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
@@ -84,11 +84,17 @@ def autc(
         raise XaimedError("thresholds must be at least two increasing values within [0, 1].")
     curves, areas, counts = {}, {}, {}
     for name, values in _class_values(classes).items():
-        ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
-                                           connectivity=connectivity)
-        pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
-                                             connectivity=connectivity)
-        table, _ = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
+        scanned = (scan_labels(reference, prediction, selected_values(values))
+                   if instance_input else None)
+        if scanned is not None:
+            table = scanned.table
+        else:
+            ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
+                                               connectivity=connectivity)
+            pred_map, pred_ids = class_instances(prediction, values,
+                                                 instance_input=instance_input,
+                                                 connectivity=connectivity)
+            table, _ = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
         scores = table.scores(match_metric)
         pq, sq, rq, cnt = [], [], [], []
         for threshold in t:

@@ -13,11 +13,13 @@ Two ways to the same answers, picked by how much of the volume is foreground:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_xaimed.evaluation.instances import compact_values
 from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_table
 
 SPARSE_FRACTION = 0.125
@@ -171,6 +173,26 @@ def _foreground(ref_map: np.ndarray, pred_map: np.ndarray, limit: int) -> np.nda
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
+def _sparse_scan(shape: tuple[int, ...], fg: np.ndarray, ref: np.ndarray, pred: np.ndarray,
+                 n_ref: int, n_pred: int) -> tuple[OverlapTable, VoxelCrops]:
+    """Table and crops from the compact numbers ``ref``/``pred`` at the voxels ``fg``, which
+    hold every nonzero voxel of both maps."""
+    size = int(np.prod(shape))
+    ref_sizes = np.bincount(ref, minlength=n_ref + 1).astype(np.int64)
+    pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
+    ref_sizes[0] = size - ref_sizes[1:].sum()
+    pred_sizes[0] = size - pred_sizes[1:].sum()
+    both = (ref > 0) & (pred > 0)
+    stride = n_pred + 1
+    pair_ref, pair_pred, pair_inter = pair_table(
+        ref[both].astype(np.int64) * stride + pred[both], n_ref, n_pred)
+    table = OverlapTable(ref_sizes=ref_sizes, pred_sizes=pred_sizes, pair_ref=pair_ref,
+                         pair_pred=pair_pred, pair_inter=pair_inter)
+    ref_index, ref_starts = _grouped(ref, fg, n_ref)
+    pred_index, pred_starts = _grouped(pred, fg, n_pred)
+    return table, VoxelCrops(shape, ref_index, ref_starts, pred_index, pred_starts)
+
+
 def scan(ref_map: np.ndarray, pred_map: np.ndarray, n_ref: int, n_pred: int
          ) -> tuple[OverlapTable, Crops]:
     """The overlap table of two compact instance maps and a way to crop their instances.
@@ -189,18 +211,59 @@ def scan(ref_map: np.ndarray, pred_map: np.ndarray, n_ref: int, n_pred: int
     if fg is None:
         return (overlap_table(ref_map, pred_map, n_ref, n_pred),
                 BoxCrops(ref_map, pred_map, n_ref, n_pred))
-    ref = ref_map.reshape(-1)[fg]
-    pred = pred_map.reshape(-1)[fg]
-    ref_sizes = np.bincount(ref, minlength=n_ref + 1).astype(np.int64)
-    pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
-    ref_sizes[0] = ref_map.size - ref_sizes[1:].sum()
-    pred_sizes[0] = pred_map.size - pred_sizes[1:].sum()
-    both = (ref > 0) & (pred > 0)
-    stride = n_pred + 1
-    pair_ref, pair_pred, pair_inter = pair_table(
-        ref[both].astype(np.int64) * stride + pred[both], n_ref, n_pred)
-    table = OverlapTable(ref_sizes=ref_sizes, pred_sizes=pred_sizes, pair_ref=pair_ref,
-                         pair_pred=pair_pred, pair_inter=pair_inter)
-    ref_index, ref_starts = _grouped(ref, fg, n_ref)
-    pred_index, pred_starts = _grouped(pred, fg, n_pred)
-    return table, VoxelCrops(ref_map.shape, ref_index, ref_starts, pred_index, pred_starts)
+    return _sparse_scan(ref_map.shape, fg, ref_map.reshape(-1)[fg], pred_map.reshape(-1)[fg],
+                        n_ref, n_pred)
+
+
+@dataclass
+class LabelScan:
+    """What :func:`scan_labels` reads from two instance maps of any ids.
+
+    ``ref_values[k]`` is the value that compact reference number ``k`` has in the reference map
+    (``ref_values[0] == 0``), in the map's dtype; the same for predictions. Code that compares
+    map values with an instance (surfaces, nearest partner voxels) reads the maps as they are
+    through these, so no compact copy of either map is made.
+    """
+
+    table: OverlapTable
+    crops: VoxelCrops
+    ref_ids: np.ndarray
+    pred_ids: np.ndarray
+    ref_values: np.ndarray
+    pred_values: np.ndarray
+
+
+def scan_labels(reference: np.ndarray, prediction: np.ndarray,
+                selected: np.ndarray | None = None) -> LabelScan | None:
+    """The overlap table and crops of two instance maps straight from their ids, in one pass.
+
+    The sparse path of :func:`scan` without the compact maps: the voxels nonzero in either map
+    are found slab by slab, and only their ids are renumbered (:func:`~napari_xaimed.evaluation.
+    instances.compact_values`, the numbering of ``compact_labels``), so the whole volume is read
+    once and nothing volume-sized is written.
+
+    Parameters
+    ----------
+    reference, prediction : numpy.ndarray
+        Instance maps of one shape, non-negative integer ids of any dtype.
+    selected : numpy.ndarray, optional
+        Sorted ids that form the class; other ids count as background.
+
+    Returns
+    -------
+    LabelScan or None
+        None when more than :data:`SPARSE_FRACTION` of the voxels are nonzero in either map
+        (other ids of the class selection included): compact maps and :func:`scan` are then
+        the faster way.
+    """
+    reference = np.ascontiguousarray(reference)
+    prediction = np.ascontiguousarray(prediction)
+    fg = _foreground(reference, prediction, int(SPARSE_FRACTION * reference.size))
+    if fg is None:
+        return None
+    ref, ref_ids = compact_values(reference.reshape(-1)[fg], selected)
+    pred, pred_ids = compact_values(prediction.reshape(-1)[fg], selected)
+    table, crops = _sparse_scan(reference.shape, fg, ref, pred, len(ref_ids), len(pred_ids))
+    return LabelScan(table=table, crops=crops, ref_ids=ref_ids, pred_ids=pred_ids,
+                     ref_values=np.concatenate([[0], ref_ids]).astype(reference.dtype),
+                     pred_values=np.concatenate([[0], pred_ids]).astype(prediction.dtype))

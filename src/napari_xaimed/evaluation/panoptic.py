@@ -16,9 +16,9 @@ from napari_xaimed.evaluation.distances import (
     distance_metrics,
     grouped_distance_metrics,
 )
-from napari_xaimed.evaluation.errors import error_map
-from napari_xaimed.evaluation.footprints import VoxelCrops, scan
-from napari_xaimed.evaluation.instances import class_instances
+from napari_xaimed.evaluation.errors import error_map, sparse_error_map
+from napari_xaimed.evaluation.footprints import LabelScan, VoxelCrops, scan, scan_labels
+from napari_xaimed.evaluation.instances import class_instances, selected_values
 from napari_xaimed.evaluation.matching import (
     Counts,
     check_matching,
@@ -217,9 +217,17 @@ def evaluate_class_steps(
     metrics: tuple[str, ...], nsd_tolerance_mm: float, keep_maps: bool = False,
     part_spec: dict[str, list[int]] | None = None,
     semantic: tuple[np.ndarray, np.ndarray] | None = None, voronoi: bool = False,
+    scanned: LabelScan | None = None,
 ) -> Steps[ClassResult]:
-    """Match and measure one class, given its compact instance maps."""
-    table, crops = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
+    """Match and measure one class, given its compact instance maps, or (``scanned``) the
+    instance maps as they are with what :func:`~napari_xaimed.evaluation.footprints.scan_labels`
+    read from them (not with ``voronoi``, which needs the compact reference map)."""
+    if scanned is None:
+        table, crops = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
+        ref_values = pred_values = None
+    else:
+        table, crops = scanned.table, scanned.crops
+        ref_values, pred_values = scanned.ref_values, scanned.pred_values
     counts, groups = match_table(table, threshold=threshold, match_metric=match_metric,
                                  matching=matching, assignment=assignment, strict=strict)
     voxel_mm3 = float(np.prod(spacing))
@@ -232,7 +240,7 @@ def evaluate_class_steps(
         if wanted:
             yield Progress(0, len(groups), f"{name}: surface distances")
             batched = _single_pair_distances(ref_map, pred_map, crops, groups, spacing,
-                                             nsd_tolerance_mm, wanted)
+                                             nsd_tolerance_mm, wanted, ref_values, pred_values)
     step = max(1, len(groups) // 100)  # about a hundred progress reports, not one per instance
     for i, group in enumerate(groups):
         if i % step == 0:
@@ -279,8 +287,11 @@ def evaluate_class_steps(
     missed_centres = crops.centres("reference", missed) if missed else np.zeros((0, 3))
     fp_centres = crops.centres("prediction", false_pos) if false_pos else np.zeros((0, 3))
     yield Progress(len(groups), len(groups), f"{name}: done")
-    errors = (error_map(ref_map, pred_map, table.n_ref, table.n_pred, counts.accepted)
-              if keep_maps else None)
+    errors = None
+    if keep_maps:
+        errors = (sparse_error_map(crops, table.pred_sizes, table.n_ref, counts.accepted)
+                  if isinstance(crops, VoxelCrops) else
+                  error_map(ref_map, pred_map, table.n_ref, table.n_pred, counts.accepted))
     result = ClassResult(
         name=name, tp=counts.tp, fp=counts.fp, fn=counts.fn, pq=counts.pq, sq=counts.sq,
         rq=counts.rq, n_reference=table.n_ref, n_prediction=table.n_pred, rows=rows,
@@ -315,7 +326,9 @@ def _point(centre: np.ndarray) -> tuple[float, float, float]:
 
 def _single_pair_distances(ref_map: np.ndarray, pred_map: np.ndarray, crops: VoxelCrops,
                            groups: list, spacing: tuple[float, float, float],
-                           nsd_tolerance_mm: float, wanted: tuple[str, ...]
+                           nsd_tolerance_mm: float, wanted: tuple[str, ...],
+                           ref_values: np.ndarray | None = None,
+                           pred_values: np.ndarray | None = None,
                            ) -> dict[int, dict[str, float]]:
     """Distance metrics of every group of one reference and one prediction, all at once
     (:mod:`~napari_xaimed.evaluation.shells`); merged groups are left to their crops, whose
@@ -325,7 +338,7 @@ def _single_pair_distances(ref_map: np.ndarray, pred_map: np.ndarray, crops: Vox
         return {}
     a, a_pair, b, b_pair = pair_surface_distances(
         ref_map, pred_map, crops, [groups[i].refs[0] for i in single],
-        [groups[i].preds[0] for i in single], spacing)
+        [groups[i].preds[0] for i in single], spacing, ref_values, pred_values)
     table = grouped_distance_metrics(a, a_pair, b, b_pair, len(single), nsd_tolerance_mm,
                                      wanted)
     return {i: {key: float(values[j]) for key, values in table.items()}
@@ -406,16 +419,25 @@ def evaluate_steps(
     jobs += [(name, spec["thing"], spec["parts"]) for name, spec in part_specs.items()]
     for name, values, part_spec in jobs:
         yield Progress(0, 1, f"{name}: finding instances")
-        ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
-                                           connectivity=connectivity)
-        pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
-                                             connectivity=connectivity)
+        # Instance ids are read where they are nonzero, without compact copies of the maps,
+        # unless the Voronoi regions need the compact reference map.
+        scanned = (scan_labels(reference, prediction, selected_values(values))
+                   if instance_input and not voronoi else None)
+        if scanned is not None:
+            ref_map, ref_ids, pred_map, pred_ids = (reference, scanned.ref_ids, prediction,
+                                                    scanned.pred_ids)
+        else:
+            ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
+                                               connectivity=connectivity)
+            pred_map, pred_ids = class_instances(prediction, values,
+                                                 instance_input=instance_input,
+                                                 connectivity=connectivity)
         results[name] = yield from evaluate_class_steps(
             name, ref_map, ref_ids, pred_map, pred_ids, spacing=spacing, matching=matching,
             threshold=float(threshold), match_metric=match_metric, assignment=assignment,
             strict=strict, metrics=metrics, nsd_tolerance_mm=nsd_tolerance_mm,
             keep_maps=keep_maps, part_spec=part_spec, semantic=(reference, prediction),
-            voronoi=voronoi)
+            voronoi=voronoi, scanned=scanned)
     return PanopticResult(classes=results, params=params)
 
 

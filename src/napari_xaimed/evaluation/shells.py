@@ -89,7 +89,7 @@ def lattice_offsets(spacing: tuple[float, float, float], radius_mm: float
 def nearest_partner_surface(
     points: np.ndarray, partners: np.ndarray, target_map: np.ndarray,
     target_points: list[np.ndarray | None], spacing: tuple[float, float, float],
-    slabs: int = SLABS,
+    slabs: int = SLABS, *, partner_values: np.ndarray | None = None,
 ) -> np.ndarray:
     """Distance (mm) from each point to the nearest surface voxel of its partner instance.
 
@@ -108,6 +108,9 @@ def nearest_partner_surface(
     slabs : int
         The volume is searched in this many z-slabs, so the flags of partner surface voxels
         take a slab's bytes (plus the search's reach), not the volume's.
+    partner_values : numpy.ndarray, optional
+        For each point, the value its partner has in ``target_map`` when the map holds other
+        ids than the compact labels (default: ``partners`` themselves).
 
     Returns
     -------
@@ -142,7 +145,8 @@ def nearest_partner_surface(
         lo, hi = max(z0 - reach[0], 0) * plane, min(z1 + reach[0], shape[0]) * plane
         flags = np.zeros(hi - lo, bool)
         flags[surface[np.searchsorted(surface, lo):np.searchsorted(surface, hi)] - lo] = True
-        where, partner = points[active], partners[active]
+        where = points[active]
+        partner = (partners if partner_values is None else partner_values)[active]
         for step, length in zip(steps, lengths, strict=True):
             if len(active) < FEW:
                 break
@@ -168,13 +172,18 @@ def nearest_partner_surface(
 
 
 def _surfaces(label_map: np.ndarray, index: np.ndarray, starts: np.ndarray,
-              labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+              labels: np.ndarray, values: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """Surface voxels of the given compact labels: flat indices, their labels, and per label
-    (a list over ``0..max label``) its own surface voxels."""
+    (a list over ``0..max label``) its own surface voxels. ``values[k]``: the value of label
+    ``k`` in ``label_map`` (default ``k``)."""
     runs = [index[starts[k]:starts[k + 1]] for k in labels]
     voxels = np.concatenate(runs)  # int32 while the volume has fewer than 2**31 voxels
-    owner = np.repeat(labels.astype(label_map.dtype), [len(r) for r in runs])
-    keep = on_surface(label_map.reshape(-1), label_map.shape, voxels, owner)
+    sizes = [len(r) for r in runs]
+    owner = np.repeat(labels.astype(np.int32 if len(starts) < 2**31 else np.int64), sizes)
+    in_map = (np.repeat(labels.astype(label_map.dtype), sizes) if values is None
+              else np.repeat(values[labels], sizes))
+    keep = on_surface(label_map.reshape(-1), label_map.shape, voxels, in_map)
     voxels, owner = voxels[keep], owner[keep]
     per_label: list[np.ndarray | None] = [None] * (int(labels.max()) + 1 if len(labels) else 0)
     counts = np.bincount(owner, minlength=len(per_label))
@@ -187,12 +196,15 @@ def _surfaces(label_map: np.ndarray, index: np.ndarray, starts: np.ndarray,
 
 def pair_surface_distances(
     ref_map: np.ndarray, pred_map: np.ndarray, crops, refs: np.ndarray, preds: np.ndarray,
-    spacing: tuple[float, float, float],
+    spacing: tuple[float, float, float], ref_values: np.ndarray | None = None,
+    pred_values: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Surface distances of the pairs ``(refs[i], preds[i])`` of compact single instances.
 
     ``crops`` is the :class:`~napari_xaimed.evaluation.footprints.VoxelCrops` of the two maps
-    (its per-instance voxel lists). Each instance may be in one pair only.
+    (its per-instance voxel lists). Each instance may be in one pair only. The maps are compact
+    (values ``0..n``), or hold any ids with ``ref_values[k]``/``pred_values[k]`` the id of
+    compact number ``k`` (:class:`~napari_xaimed.evaluation.footprints.LabelScan`).
 
     Returns
     -------
@@ -205,19 +217,26 @@ def pair_surface_distances(
     pair_of_ref[refs] = np.arange(len(refs))
     pair_of_pred = np.full(len(crops.pred_starts), -1, np.int32)
     pair_of_pred[preds] = np.arange(len(preds))
-    partner_pred = np.zeros(len(crops.ref_starts), pred_map.dtype)
+    # compact numbers, in the map's dtype when the map is compact (faster comparisons)
+    partner_pred = np.zeros(len(crops.ref_starts), pred_map.dtype
+                            if pred_values is None else np.intp)
     partner_pred[refs] = preds
-    partner_ref = np.zeros(len(crops.pred_starts), ref_map.dtype)
+    partner_ref = np.zeros(len(crops.pred_starts), ref_map.dtype
+                           if ref_values is None else np.intp)
     partner_ref[preds] = refs
     # The two sides in two threads: the work is numpy gathers, which release the GIL.
     with ThreadPoolExecutor(2) as pool:
-        ref_side = pool.submit(_surfaces, ref_map, crops.ref_index, crops.ref_starts, refs)
+        ref_side = pool.submit(_surfaces, ref_map, crops.ref_index, crops.ref_starts, refs,
+                               ref_values)
         pred_vox, pred_owner, pred_points = _surfaces(pred_map, crops.pred_index,
-                                                      crops.pred_starts, preds)
+                                                      crops.pred_starts, preds, pred_values)
         ref_vox, ref_owner, ref_points = ref_side.result()
-        forward = pool.submit(nearest_partner_surface, ref_vox, partner_pred[ref_owner],
-                              pred_map, pred_points, spacing)
-        pred_to_ref = nearest_partner_surface(pred_vox, partner_ref[pred_owner], ref_map,
-                                              ref_points, spacing)
+        to_pred, to_ref = partner_pred[ref_owner], partner_ref[pred_owner]
+        forward = pool.submit(
+            nearest_partner_surface, ref_vox, to_pred, pred_map, pred_points, spacing,
+            partner_values=None if pred_values is None else pred_values[to_pred])
+        pred_to_ref = nearest_partner_surface(
+            pred_vox, to_ref, ref_map, ref_points, spacing,
+            partner_values=None if ref_values is None else ref_values[to_ref])
         ref_to_pred = forward.result()
     return ref_to_pred, pair_of_ref[ref_owner], pred_to_ref, pair_of_pred[pred_owner]
