@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_xaimed.evaluation.foreground import foreground
 from napari_xaimed.evaluation.instances import compact_values
 from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_table
 
@@ -154,25 +155,6 @@ def _grouped(values: np.ndarray, index: np.ndarray, n: int) -> tuple[np.ndarray,
     return index[order], starts
 
 
-def _foreground(ref_map: np.ndarray, pred_map: np.ndarray, limit: int) -> np.ndarray | None:
-    """Flat indices of the voxels nonzero in either map (int32 when they fit), or None as soon
-    as there are more than ``limit``. Slab by slab, so no volume-sized temporary is made."""
-    dtype = np.int32 if ref_map.size < 2**31 else np.int64
-    ref, pred = ref_map.reshape(len(ref_map), -1), pred_map.reshape(len(pred_map), -1)
-    # Slabs of at most 2M voxels and 1/16 of the volume: the temporaries stay small beside it.
-    slab = max(1, min(2_000_000, ref_map.size // 16) // max(1, ref.shape[1]))
-    parts, total = [], 0
-    for start in range(0, len(ref), slab):
-        union = ref[start:start + slab] != 0
-        union |= pred[start:start + slab] != 0
-        part = np.flatnonzero(union).astype(dtype) + dtype(start * ref.shape[1])
-        total += part.size
-        if total > limit:
-            return None
-        parts.append(part)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype)
-
-
 def _sparse_scan(shape: tuple[int, ...], fg: np.ndarray, ref: np.ndarray, pred: np.ndarray,
                  n_ref: int, n_pred: int) -> tuple[OverlapTable, VoxelCrops]:
     """Table and crops from the compact numbers ``ref``/``pred`` at the voxels ``fg``, which
@@ -207,12 +189,11 @@ def scan(ref_map: np.ndarray, pred_map: np.ndarray, n_ref: int, n_pred: int
     -------
     (OverlapTable, Crops)
     """
-    fg = _foreground(ref_map, pred_map, int(SPARSE_FRACTION * ref_map.size))
-    if fg is None:
+    found = foreground(ref_map, pred_map, int(SPARSE_FRACTION * ref_map.size))
+    if found is None:
         return (overlap_table(ref_map, pred_map, n_ref, n_pred),
                 BoxCrops(ref_map, pred_map, n_ref, n_pred))
-    return _sparse_scan(ref_map.shape, fg, ref_map.reshape(-1)[fg], pred_map.reshape(-1)[fg],
-                        n_ref, n_pred)
+    return _sparse_scan(ref_map.shape, *found, n_ref, n_pred)
 
 
 @dataclass
@@ -258,11 +239,12 @@ def scan_labels(reference: np.ndarray, prediction: np.ndarray,
     """
     reference = np.ascontiguousarray(reference)
     prediction = np.ascontiguousarray(prediction)
-    fg = _foreground(reference, prediction, int(SPARSE_FRACTION * reference.size))
-    if fg is None:
+    found = foreground(reference, prediction, int(SPARSE_FRACTION * reference.size))
+    if found is None:
         return None
-    ref, ref_ids = compact_values(reference.reshape(-1)[fg], selected)
-    pred, pred_ids = compact_values(prediction.reshape(-1)[fg], selected)
+    fg, ref_values, pred_values = found
+    ref, ref_ids = compact_values(ref_values, selected)
+    pred, pred_ids = compact_values(pred_values, selected)
     table, crops = _sparse_scan(reference.shape, fg, ref, pred, len(ref_ids), len(pred_ids))
     return LabelScan(table=table, crops=crops, ref_ids=ref_ids, pred_ids=pred_ids,
                      ref_values=np.concatenate([[0], ref_ids]).astype(reference.dtype),
