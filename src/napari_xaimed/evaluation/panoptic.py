@@ -26,7 +26,7 @@ from napari_xaimed.evaluation.matching import (
     group_edges,
     match_edges,
 )
-from napari_xaimed.evaluation.overlap import OverlapTable, pair_score
+from napari_xaimed.evaluation.overlap import OverlapTable, score_value
 from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
 from napari_xaimed.evaluation.shells import pair_surface_distances
 from napari_xaimed.evaluation.voronoi import region_rows_steps, voronoi_regions
@@ -174,7 +174,7 @@ def _check_labels(array: Any, name: str) -> np.ndarray:
         arr = arr.astype(np.int64)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise XaimedError(f"{name} must hold integer labels, got dtype {arr.dtype}.")
-    if arr.size and arr.min() < 0:
+    if arr.size and np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
         raise XaimedError(f"{name} has negative labels ({arr.min()}): labels must be >= 0.")
     return arr
 
@@ -252,8 +252,8 @@ def evaluate_class_steps(
             prediction_ids=tuple(int(pred_ids[p - 1]) for p in group.preds),
             accepted=accepted,
             score=group.score,
-            dice=float(pair_score(group.inter, group.ref_size, group.pred_size, "dice")),
-            iou=float(pair_score(group.inter, group.ref_size, group.pred_size, "iou")),
+            dice=score_value(group.inter, group.ref_size, group.pred_size, "dice"),
+            iou=score_value(group.inter, group.ref_size, group.pred_size, "iou"),
             rvd=(group.pred_size - group.ref_size) / group.ref_size,
             reference_voxels=group.ref_size,
             prediction_voxels=group.pred_size,

@@ -89,7 +89,7 @@ def lattice_offsets(spacing: tuple[float, float, float], radius_mm: float
 def nearest_partner_surface(
     points: np.ndarray, partners: np.ndarray, target_map: np.ndarray,
     target_points: list[np.ndarray | None], spacing: tuple[float, float, float],
-    slabs: int = SLABS, *, partner_values: np.ndarray | None = None,
+    slabs: int = SLABS,
 ) -> np.ndarray:
     """Distance (mm) from each point to the nearest surface voxel of its partner instance.
 
@@ -98,19 +98,16 @@ def nearest_partner_surface(
     points : numpy.ndarray
         Flat voxel indices of the query points.
     partners : numpy.ndarray
-        For each point, the compact label of its partner instance in ``target_map``.
+        For each point, the compact label of its partner instance.
     target_map : numpy.ndarray
-        The partners' compact instance map (3D).
+        The partners' instance map (3D; only its shape is read).
     target_points : list
         Per compact label, the flat indices of that instance's surface voxels (None when it is
         nobody's partner).
     spacing : tuple of float
     slabs : int
-        The volume is searched in this many z-slabs, so the flags of partner surface voxels
-        take a slab's bytes (plus the search's reach), not the volume's.
-    partner_values : numpy.ndarray, optional
-        For each point, the value its partner has in ``target_map`` when the map holds other
-        ids than the compact labels (default: ``partners`` themselves).
+        The volume is searched in this many z-slabs, so the labels of partner surface voxels
+        take a slab's worth of small integers (plus the search's reach), not the volume's.
 
     Returns
     -------
@@ -119,7 +116,6 @@ def nearest_partner_surface(
     """
     shape = target_map.shape
     plane = shape[1] * shape[2]
-    flat_map = target_map.reshape(-1)
     offsets, lengths = lattice_offsets(spacing, SHELL_RADIUS_VOXELS * min(spacing))
     steps = (offsets @ _strides(shape)).tolist()
     reach = np.abs(offsets).max(axis=0)
@@ -133,31 +129,36 @@ def nearest_partner_surface(
             inside[start:start + CHUNK] &= ((coords[axis] >= reach[axis])
                                            & (coords[axis] < shape[axis] - reach[axis]))
         z[start:start + CHUNK] = coords[0]
-    wanted = [v for v in target_points if v is not None]
-    surface = np.sort(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
+    surface, surface_label = _labelled_surface(target_points)
+    partners = partners.astype(surface_label.dtype)
+    settled = np.iinfo(surface_label.dtype).max  # no instance has it (labels are fewer)
     thickness = -(-shape[0] // max(1, int(slabs)))
     for z0 in range(0, shape[0], thickness):
         z1 = min(z0 + thickness, shape[0])
         active = np.flatnonzero(inside & (z >= z0) & (z < z1))
         if not len(active):
             continue
-        # Flags of the partner surface voxels in the slab and the search's reach around it.
-        lo, hi = max(z0 - reach[0], 0) * plane, min(z1 + reach[0], shape[0]) * plane
-        flags = np.zeros(hi - lo, bool)
-        flags[surface[np.searchsorted(surface, lo):np.searchsorted(surface, hi)] - lo] = True
-        where = points[active]
-        partner = (partners if partner_values is None else partner_values)[active]
+        # The partner surface voxels in the slab and the search's reach around it, each
+        # marked with its instance's label: one lookup tells "on my partner's surface".
+        lo, hi = int(max(z0 - reach[0], 0) * plane), int(min(z1 + reach[0], shape[0]) * plane)
+        marks = np.zeros(hi - lo, surface_label.dtype)
+        first, last = np.searchsorted(surface, lo), np.searchsorted(surface, hi)
+        marks[surface[first:last] - lo] = surface_label[first:last]
+        where, partner = points[active] - lo, partners[active]
+        unsettled = len(active)  # settled points get a label that no instance has
         for step, length in zip(steps, lengths, strict=True):
-            if len(active) < FEW:
+            if unsettled < FEW:
                 break
-            look = where + step
-            hit = flags.take(look - lo)
-            hit &= flat_map.take(look) == partner
-            if hit.any():
+            hit = marks.take(where + step) == partner
+            hits = np.count_nonzero(hit)
+            if hits:
                 distance[active[hit]] = length
-                keep = ~hit
-                active, where, partner = active[keep], where[keep], partner[keep]
-        del flags
+                partner[hit] = settled
+                unsettled -= hits
+                if unsettled < 0.75 * len(active):  # drop the settled points now and then
+                    keep = partner != settled
+                    active, where, partner = active[keep], where[keep], partner[keep]
+        del marks
 
     left = np.flatnonzero(np.isnan(distance))
     if len(left):
@@ -169,6 +170,20 @@ def nearest_partner_surface(
             query = np.stack(np.unravel_index(points[run], shape), 1) * scale
             distance[run] = tree.query(query)[0]
     return distance
+
+
+def _labelled_surface(target_points: list[np.ndarray | None]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """All partner surface voxels in increasing order and the label of each (the smallest
+    unsigned dtype that holds the labels)."""
+    labels = [k for k, v in enumerate(target_points) if v is not None]
+    dtype = np.uint16 if len(target_points) < 2**16 else np.uint32
+    if not labels:
+        return np.zeros(0, np.int64), np.zeros(0, dtype)
+    voxels = np.concatenate([target_points[k] for k in labels])
+    owner = np.repeat(np.asarray(labels, dtype), [len(target_points[k]) for k in labels])
+    order = np.argsort(voxels, kind="stable")
+    return voxels[order], owner[order]
 
 
 def _surfaces(label_map: np.ndarray, index: np.ndarray, starts: np.ndarray,
@@ -217,12 +232,9 @@ def pair_surface_distances(
     pair_of_ref[refs] = np.arange(len(refs))
     pair_of_pred = np.full(len(crops.pred_starts), -1, np.int32)
     pair_of_pred[preds] = np.arange(len(preds))
-    # compact numbers, in the map's dtype when the map is compact (faster comparisons)
-    partner_pred = np.zeros(len(crops.ref_starts), pred_map.dtype
-                            if pred_values is None else np.intp)
+    partner_pred = np.zeros(len(crops.ref_starts), np.intp)
     partner_pred[refs] = preds
-    partner_ref = np.zeros(len(crops.pred_starts), ref_map.dtype
-                           if ref_values is None else np.intp)
+    partner_ref = np.zeros(len(crops.pred_starts), np.intp)
     partner_ref[preds] = refs
     # The two sides in two threads: the work is numpy gathers, which release the GIL.
     with ThreadPoolExecutor(2) as pool:
@@ -232,11 +244,8 @@ def pair_surface_distances(
                                                       crops.pred_starts, preds, pred_values)
         ref_vox, ref_owner, ref_points = ref_side.result()
         to_pred, to_ref = partner_pred[ref_owner], partner_ref[pred_owner]
-        forward = pool.submit(
-            nearest_partner_surface, ref_vox, to_pred, pred_map, pred_points, spacing,
-            partner_values=None if pred_values is None else pred_values[to_pred])
-        pred_to_ref = nearest_partner_surface(
-            pred_vox, to_ref, ref_map, ref_points, spacing,
-            partner_values=None if ref_values is None else ref_values[to_ref])
+        forward = pool.submit(nearest_partner_surface, ref_vox, to_pred, pred_map, pred_points,
+                              spacing)
+        pred_to_ref = nearest_partner_surface(pred_vox, to_ref, ref_map, ref_points, spacing)
         ref_to_pred = forward.result()
     return ref_to_pred, pair_of_ref[ref_owner], pred_to_ref, pair_of_pred[pred_owner]
