@@ -3,9 +3,9 @@
 Where most of a volume is background (lesions, nodules, cells), everything the evaluation needs
 comes from these few voxels. Finding them is the one pass over the whole volume, so it is done
 at about the speed of reading the maps: both are read as 64-bit words (4 voxels of uint16, 2 of
-int32), OR-ed into a small buffer that stays in cache, and only the words with a nonzero bit are kept,
-still in cache, and read back as voxels. So the values at the foreground come with it, and no
-second pass gathers them.
+int32), OR-ed into a small buffer that stays in cache, and only the words with a nonzero bit are
+kept, while still in cache, and read back as voxels. So the values at the foreground come with
+it, and no second pass gathers them.
 """
 
 from __future__ import annotations
