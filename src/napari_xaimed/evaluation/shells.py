@@ -36,6 +36,9 @@ SLABS = 8
 FEW = 32
 # Points handled per step where a step makes several temporaries per point.
 CHUNK = 1 << 14
+# Up to this many (query, target) pairs the points left by the shells are measured against all
+# their partner's surface voxels at once, which beats building a k-d tree for a few points.
+BRUTE_FORCE_PAIRS = 1 << 16
 
 
 def _strides(shape: tuple[int, ...]) -> np.ndarray:
@@ -121,29 +124,35 @@ def nearest_partner_surface(
     reach = np.abs(offsets).max(axis=0)
     distance = np.full(len(points), np.nan)
 
-    inside = np.ones(len(points), bool)
-    z = np.empty(len(points), np.int32)
+    thickness = -(-shape[0] // max(1, int(slabs)))
+    n_slabs = -(-shape[0] // thickness)
+    # Each point's slab, or n_slabs for points too near the volume's edge for the offsets.
+    slab_of = np.empty(len(points), np.int32)
     for start in range(0, len(points), CHUNK):
         coords = _coords(points[start:start + CHUNK], shape)
+        outside = np.zeros(len(coords[0]), bool)
         for axis in range(3):
-            inside[start:start + CHUNK] &= ((coords[axis] >= reach[axis])
-                                           & (coords[axis] < shape[axis] - reach[axis]))
-        z[start:start + CHUNK] = coords[0]
+            outside |= coords[axis] < reach[axis]
+            outside |= coords[axis] >= shape[axis] - reach[axis]
+        slab_of[start:start + CHUNK] = np.where(outside, n_slabs, coords[0] // thickness)
+    by_slab = np.argsort(slab_of, kind="stable")
+    slab_starts = np.searchsorted(slab_of[by_slab], np.arange(n_slabs + 1))
     surface, surface_label = _labelled_surface(target_points)
     partners = partners.astype(surface_label.dtype)
     settled = np.iinfo(surface_label.dtype).max  # no instance has it (labels are fewer)
-    thickness = -(-shape[0] // max(1, int(slabs)))
-    for z0 in range(0, shape[0], thickness):
-        z1 = min(z0 + thickness, shape[0])
-        active = np.flatnonzero(inside & (z >= z0) & (z < z1))
+    # One buffer for every slab: the marks of the last slab are cleared, not the buffer.
+    marks = np.zeros(min(thickness + 2 * int(reach[0]), shape[0]) * plane, surface_label.dtype)
+    for k in range(n_slabs):
+        active = by_slab[slab_starts[k]:slab_starts[k + 1]]
         if not len(active):
             continue
         # The partner surface voxels in the slab and the search's reach around it, each
         # marked with its instance's label: one lookup tells "on my partner's surface".
+        z0, z1 = k * thickness, min((k + 1) * thickness, shape[0])
         lo, hi = int(max(z0 - reach[0], 0) * plane), int(min(z1 + reach[0], shape[0]) * plane)
-        marks = np.zeros(hi - lo, surface_label.dtype)
         first, last = np.searchsorted(surface, lo), np.searchsorted(surface, hi)
-        marks[surface[first:last] - lo] = surface_label[first:last]
+        marked = surface[first:last] - lo
+        marks[marked] = surface_label[first:last]
         where, partner = points[active] - lo, partners[active]
         unsettled = len(active)  # settled points get a label that no instance has
         for step, length in zip(steps, lengths, strict=True):
@@ -158,7 +167,8 @@ def nearest_partner_surface(
                 if unsettled < 0.75 * len(active):  # drop the settled points now and then
                     keep = partner != settled
                     active, where, partner = active[keep], where[keep], partner[keep]
-        del marks
+        marks[marked] = 0
+    del marks
 
     left = np.flatnonzero(np.isnan(distance))
     if len(left):
@@ -166,10 +176,21 @@ def nearest_partner_surface(
         order = left[np.argsort(partners[left], kind="stable")]
         labels, starts = np.unique(partners[order], return_index=True)
         for label, run in zip(labels, np.split(order, starts[1:]), strict=True):
-            tree = cKDTree(np.stack(np.unravel_index(target_points[label], shape), 1) * scale)
+            target = np.stack(np.unravel_index(target_points[label], shape), 1) * scale
             query = np.stack(np.unravel_index(points[run], shape), 1) * scale
-            distance[run] = tree.query(query)[0]
+            distance[run] = _nearest(query, target)
     return distance
+
+
+def _nearest(query: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Distance from each query point to the nearest target point (both ``(n, 3)`` in mm):
+    all pairs at once when they are few (the points the shells left), else a k-d tree."""
+    if len(query) * len(target) > BRUTE_FORCE_PAIRS:
+        return cKDTree(target).query(query)[0]
+    squared = np.zeros((len(query), len(target)))
+    for axis in range(3):
+        squared += (query[:, axis, None] - target[None, :, axis]) ** 2
+    return np.sqrt(squared.min(axis=1))
 
 
 def _labelled_surface(target_points: list[np.ndarray | None]
