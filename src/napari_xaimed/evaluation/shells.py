@@ -198,7 +198,8 @@ def _labelled_surface(target_points: list[np.ndarray | None]
     """All partner surface voxels in increasing order and the label of each (the smallest
     unsigned dtype that holds the labels)."""
     labels = [k for k, v in enumerate(target_points) if v is not None]
-    dtype = np.uint16 if len(target_points) < 2**16 else np.uint32
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if len(target_points) < 2**(
+        8 * np.dtype(t).itemsize))  # below its largest value, kept for settled points
     if not labels:
         return np.zeros(0, np.int64), np.zeros(0, dtype)
     voxels = np.concatenate([target_points[k] for k in labels])
