@@ -4,7 +4,6 @@ replaced and against Panoptica 2.1.7, for uint16 and int32 maps with sparse ids.
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 
 import numpy as np
@@ -13,8 +12,6 @@ import pytest
 from napari_xaimed.evaluation import autc, evaluate, footprints, panoptic
 from napari_xaimed.evaluation.foreground import foreground
 from napari_xaimed.evaluation.instances import compact_labels, compact_values
-
-autc_module = importlib.import_module("napari_xaimed.evaluation.autc")  # not the function
 
 SPACING = (1.5, 1.0, 0.8)
 METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd")
@@ -72,7 +69,6 @@ def maps(seed: int, dtype) -> tuple[np.ndarray, np.ndarray]:
 def previous_path(monkeypatch):
     """Make evaluate/autc build compact maps first, as before scan_labels."""
     monkeypatch.setattr(panoptic, "scan_labels", lambda *args, **kwargs: None)
-    monkeypatch.setattr(autc_module, "scan_labels", lambda *args, **kwargs: None)
 
 
 def assert_same_class(a, b):
@@ -156,6 +152,24 @@ def test_foreground_of_views_and_past_the_limit():
     assert foreground(ref, pred, n) is not None
     assert foreground(ref, pred, n - 1) is None
     assert foreground(ref, pred.astype(np.int32), n - 1) is None
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("side", ["reference", "prediction"])
+def test_negative_ids_are_refused_on_either_path(monkeypatch, dense, side):
+    """The sign check moved into the scan of the nonzero voxels; the dense fallback still
+    checks the whole map. Same message either way, naming the map."""
+    from napari_xaimed import XaimedError
+
+    ref, pred = maps(0, np.int32)
+    ref, pred = ref.copy(), pred.copy()
+    (ref if side == "reference" else pred)[3, 4, 5] = -7
+    if dense:
+        monkeypatch.setattr(footprints, "SPARSE_FRACTION", 0.0)
+    for run in (lambda: evaluate(ref, pred, instance_input=True, metrics=()),
+                lambda: autc(ref, pred, instance_input=True)):
+        with pytest.raises(XaimedError, match=f"{side} has negative labels \\(-7\\)"):
+            run()
 
 
 def test_scan_labels_falls_back_when_dense():

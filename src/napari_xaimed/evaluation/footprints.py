@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_xaimed.evaluation.foreground import foreground
-from napari_xaimed.evaluation.instances import compact_values
+from napari_xaimed.evaluation.instances import check_signs, compact_values
 from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_table
 
 SPARSE_FRACTION = 0.125
@@ -215,7 +215,8 @@ class LabelScan:
 
 
 def scan_labels(reference: np.ndarray, prediction: np.ndarray,
-                selected: np.ndarray | None = None) -> LabelScan | None:
+                selected: np.ndarray | None = None,
+                names: tuple[str, str] = ("reference", "prediction")) -> LabelScan | None:
     """The overlap table and crops of two instance maps straight from their ids, in one pass.
 
     The sparse path of :func:`scan` without the compact maps: the voxels nonzero in either map
@@ -229,6 +230,9 @@ def scan_labels(reference: np.ndarray, prediction: np.ndarray,
         Instance maps of one shape, non-negative integer ids of any dtype.
     selected : numpy.ndarray, optional
         Sorted ids that form the class; other ids count as background.
+    names : (str, str)
+        What to call the two maps in the error raised for negative labels (found among the
+        nonzero voxels, so no separate pass looks for them).
 
     Returns
     -------
@@ -243,6 +247,8 @@ def scan_labels(reference: np.ndarray, prediction: np.ndarray,
     if found is None:
         return None
     fg, ref_values, pred_values = found
+    check_signs(ref_values, names[0])
+    check_signs(pred_values, names[1])
     ref, ref_ids = compact_values(ref_values, selected)
     pred, pred_ids = compact_values(pred_values, selected)
     table, crops = _sparse_scan(reference.shape, fg, ref, pred, len(ref_ids), len(pred_ids))

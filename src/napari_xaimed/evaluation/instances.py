@@ -41,6 +41,15 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return compact.reshape(labels.shape), ids.astype(np.int64)
 
 
+def check_signs(labels: np.ndarray, name: str) -> None:
+    """Raise the error a user can fix when a label map (or values read from it) holds negative
+    labels; unsigned maps are not read."""
+    if labels.size and np.issubdtype(labels.dtype, np.signedinteger):
+        lowest = labels.min()
+        if lowest < 0:
+            raise XaimedError(f"{name} has negative labels ({lowest}): labels must be >= 0.")
+
+
 def _number_dtype(n: int) -> type:
     """The dtype of compact numbers ``0..n``: uint16 when n < 65536 (less memory), else int32
     (int64 beyond that)."""

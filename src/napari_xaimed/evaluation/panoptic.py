@@ -18,7 +18,7 @@ from napari_xaimed.evaluation.distances import (
 )
 from napari_xaimed.evaluation.errors import error_map, sparse_error_map
 from napari_xaimed.evaluation.footprints import LabelScan, VoxelCrops, scan, scan_labels
-from napari_xaimed.evaluation.instances import class_instances, selected_values
+from napari_xaimed.evaluation.instances import check_signs, class_instances, selected_values
 from napari_xaimed.evaluation.matching import (
     Counts,
     check_matching,
@@ -159,7 +159,7 @@ class PanopticResult:
         return pd.DataFrame([asdict(r) for c in self.classes.values() for r in c.rows])
 
 
-def _check_labels(array: Any, name: str) -> np.ndarray:
+def _check_labels(array: Any, name: str, signs: bool = True) -> np.ndarray:
     arr = np.asarray(array)
     if arr.ndim != 3:
         raise XaimedError(f"{name} must be a 3D (z, y, x) label map, got shape {arr.shape}.")
@@ -174,16 +174,19 @@ def _check_labels(array: Any, name: str) -> np.ndarray:
         arr = arr.astype(np.int64)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise XaimedError(f"{name} must hold integer labels, got dtype {arr.dtype}.")
-    if arr.size and np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
-        raise XaimedError(f"{name} has negative labels ({arr.min()}): labels must be >= 0.")
+    if signs:
+        check_signs(arr, name)
     return arr
 
 
 def check_pair(reference: Any, prediction: Any, matching: str, assignment: str,
-               match_metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the two label maps and the matching settings shared by evaluate and autc."""
-    reference = _check_labels(reference, "reference")
-    prediction = _check_labels(prediction, "prediction")
+               match_metric: str, signs: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the two label maps and the matching settings shared by evaluate and autc.
+
+    ``signs=False`` leaves the search for negative labels to :func:`class_maps`, which finds
+    them among the nonzero voxels it reads anyway."""
+    reference = _check_labels(reference, "reference", signs)
+    prediction = _check_labels(prediction, "prediction", signs)
     if reference.shape != prediction.shape:
         raise XaimedError(
             f"reference {reference.shape} and prediction {prediction.shape} differ in shape: "
@@ -362,6 +365,31 @@ def _summarise_parts(result: ClassResult, part_spec: dict[str, list[int]]) -> No
         result.part_aware_pq = math.nan if math.isnan(result.rq) else 0.0
 
 
+def class_maps(reference: np.ndarray, prediction: np.ndarray, values: list[int] | None, *,
+               instance_input: bool, connectivity: int, read_ids: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, LabelScan | None]:
+    """The maps, ids and (``read_ids``, for instance input) the :class:`LabelScan` of one class.
+
+    With ``read_ids`` the instance ids are read where either map is nonzero
+    (:func:`~napari_xaimed.evaluation.footprints.scan_labels`) and the maps are returned as
+    they are; when that does not apply (dense maps) or without it, compact maps are built
+    (:func:`~napari_xaimed.evaluation.instances.class_instances`) and the scan is None.
+    The maps' signs are checked here when ``read_ids`` (``check_pair(signs=False)``).
+    """
+    if read_ids and instance_input:
+        scanned = scan_labels(reference, prediction, selected_values(values))
+        if scanned is not None:
+            return reference, scanned.ref_ids, prediction, scanned.pred_ids, scanned
+    if read_ids:
+        check_signs(reference, "reference")
+        check_signs(prediction, "prediction")
+    ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
+                                       connectivity=connectivity)
+    pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
+                                         connectivity=connectivity)
+    return ref_map, ref_ids, pred_map, pred_ids, None
+
+
 def match_table(table: OverlapTable, *, threshold: float, match_metric: str, matching: str,
                 assignment: str = "greedy", strict: bool = False, scores: np.ndarray | None = None
                 ) -> tuple[Counts, list]:
@@ -396,7 +424,9 @@ def evaluate_steps(
     keep_maps: bool = False,
 ) -> Steps[PanopticResult]:
     """Generator form of :func:`evaluate` (yields progress, returns the result)."""
-    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric)
+    read_ids = instance_input and not voronoi  # Voronoi regions need compact reference maps
+    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric,
+                                       signs=not read_ids)
     spacing = as_spacing(spacing)
     if not 0.0 <= float(threshold) <= 1.0:
         raise XaimedError(f"threshold must lie in [0, 1], got {threshold}.")
@@ -419,19 +449,9 @@ def evaluate_steps(
     jobs += [(name, spec["thing"], spec["parts"]) for name, spec in part_specs.items()]
     for name, values, part_spec in jobs:
         yield Progress(0, 1, f"{name}: finding instances")
-        # Instance ids are read where they are nonzero, without compact copies of the maps,
-        # unless the Voronoi regions need the compact reference map.
-        scanned = (scan_labels(reference, prediction, selected_values(values))
-                   if instance_input and not voronoi else None)
-        if scanned is not None:
-            ref_map, ref_ids, pred_map, pred_ids = (reference, scanned.ref_ids, prediction,
-                                                    scanned.pred_ids)
-        else:
-            ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
-                                               connectivity=connectivity)
-            pred_map, pred_ids = class_instances(prediction, values,
-                                                 instance_input=instance_input,
-                                                 connectivity=connectivity)
+        ref_map, ref_ids, pred_map, pred_ids, scanned = class_maps(
+            reference, prediction, values, instance_input=instance_input,
+            connectivity=connectivity, read_ids=read_ids)
         results[name] = yield from evaluate_class_steps(
             name, ref_map, ref_ids, pred_map, pred_ids, spacing=spacing, matching=matching,
             threshold=float(threshold), match_metric=match_metric, assignment=assignment,
