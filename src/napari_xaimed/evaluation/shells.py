@@ -135,7 +135,8 @@ def nearest_partner_surface(
             outside |= coords[axis] < reach[axis]
             outside |= coords[axis] >= shape[axis] - reach[axis]
         slab_of[start:start + CHUNK] = np.where(outside, n_slabs, coords[0] // thickness)
-    by_slab = np.argsort(slab_of, kind="stable")
+    by_slab = np.argsort(slab_of.astype(np.uint16) if n_slabs < 2**16 else slab_of,
+                         kind="stable")  # a radix sort
     slab_starts = np.searchsorted(slab_of[by_slab], np.arange(n_slabs + 1))
     surface, surface_label = _labelled_surface(target_points)
     partners = partners.astype(surface_label.dtype)
@@ -204,7 +205,7 @@ def _labelled_surface(target_points: list[np.ndarray | None]
         return np.zeros(0, np.int64), np.zeros(0, dtype)
     voxels = np.concatenate([target_points[k] for k in labels])
     owner = np.repeat(np.asarray(labels, dtype), [len(target_points[k]) for k in labels])
-    order = np.argsort(voxels, kind="stable")
+    order = np.argsort(voxels)  # each voxel once: no ties to keep in order
     return voxels[order], owner[order]
 
 
