@@ -164,10 +164,12 @@ def _sparse_scan(shape: tuple[int, ...], fg: np.ndarray, ref: np.ndarray, pred: 
     pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
     ref_sizes[0] = size - ref_sizes[1:].sum()
     pred_sizes[0] = size - pred_sizes[1:].sum()
-    both = (ref > 0) & (pred > 0)
+    both = ref > 0
+    both &= pred > 0
+    both = np.flatnonzero(both)
     stride = n_pred + 1
     pair_ref, pair_pred, pair_inter = pair_table(
-        ref[both].astype(np.int64) * stride + pred[both], n_ref, n_pred)
+        ref.take(both).astype(np.int64) * stride + pred.take(both), n_ref, n_pred)
     table = OverlapTable(ref_sizes=ref_sizes, pred_sizes=pred_sizes, pair_ref=pair_ref,
                          pair_pred=pair_pred, pair_inter=pair_inter)
     ref_index, ref_starts = _grouped(ref, fg, n_ref)

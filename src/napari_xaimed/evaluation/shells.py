@@ -159,15 +159,16 @@ def nearest_partner_surface(
         for step, length in zip(steps, lengths, strict=True):
             if unsettled < FEW:
                 break
-            hit = marks.take(where + step) == partner
-            hits = np.count_nonzero(hit)
-            if hits:
-                distance[active[hit]] = length
+            # Positions, not boolean masks: numpy selects and assigns through them faster.
+            hit = np.flatnonzero(marks.take(where + step) == partner)
+            if hit.size:
+                distance[active.take(hit)] = length
                 partner[hit] = settled
-                unsettled -= hits
+                unsettled -= hit.size
                 if unsettled < 0.75 * len(active):  # drop the settled points now and then
-                    keep = partner != settled
-                    active, where, partner = active[keep], where[keep], partner[keep]
+                    keep = np.flatnonzero(partner != settled)
+                    active, where, partner = active.take(keep), where.take(keep), partner.take(
+                        keep)
         marks[marked] = 0
     del marks
 
