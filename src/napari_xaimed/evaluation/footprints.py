@@ -101,7 +101,9 @@ class VoxelCrops:
         owner = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
         sums = np.zeros((len(sizes), 3))
         plane = self.shape[1] * self.shape[2]
-        for start in range(0, len(owner), CHUNK):  # chunks keep the temporaries small
+        # From the first instance's voxels on (the background's, if listed, are not needed);
+        # chunks keep the temporaries small.
+        for start in range(int(self.ref_starts[1]), len(owner), CHUNK):
             index, who = self.ref_index[start:start + CHUNK], owner[start:start + CHUNK]
             z, rest = np.divmod(index, plane)
             y, x = np.divmod(rest, self.shape[2])
