@@ -289,3 +289,15 @@ def test_same_as_panoptica_on_sparse_ids(dtype, seed):
                          ("hd", Metric.HD), ("hd95", Metric.HD95)):
         values = theirs.get_list_metric(metric, MetricMode.ALL)
         assert [getattr(r, name) for r in accepted] == pytest.approx(values, abs=1e-9), name
+
+
+def test_views_of_maps_give_the_results_of_their_copies():
+    """Transposed (non-contiguous) instance maps: the same as contiguous copies of them."""
+    ref, pred = maps(1, np.int32)
+    ref_view, pred_view = ref.transpose(2, 1, 0), pred.transpose(2, 1, 0)
+    assert not ref_view.flags.c_contiguous
+    kwargs = dict(instance_input=True, metrics=("hd95", "assd"), keep_maps=True)
+    view = evaluate(ref_view, pred_view, **kwargs)["all"]
+    copy = evaluate(ref_view.copy(), pred_view.copy(), **kwargs)["all"]
+    assert_same_class(view, copy)
+    np.testing.assert_array_equal(view.error_map, copy.error_map)

@@ -5,7 +5,9 @@ Two ways to the same answers, picked by how much of the volume is foreground:
 - **sparse** (foreground at most :data:`SPARSE_FRACTION` of the voxels, the usual case for
   lesions, nodules, cells): one pass finds the foreground voxels of either map; instance sizes,
   the overlap table and each instance's voxel list come from that short list alone. A group's
-  crop is built from its voxel lists, without scanning the volume again.
+  crop is built from its voxel lists, without scanning the volume again. Instance maps of any
+  ids need no compact copies for it (:func:`scan_labels`): only the foreground's ids are
+  renumbered.
 - **dense** (e.g. whole organs): the overlap table is built slab by slab
   (:func:`~napari_xaimed.evaluation.overlap.overlap_table`) and crops come from
   ``scipy.ndimage.find_objects`` boxes; the voxel lists would cost more memory than the maps.
@@ -224,9 +226,10 @@ def scan_labels(reference: np.ndarray, prediction: np.ndarray,
     """The overlap table and crops of two instance maps straight from their ids, in one pass.
 
     The sparse path of :func:`scan` without the compact maps: the voxels nonzero in either map
-    are found slab by slab, and only their ids are renumbered (:func:`~napari_xaimed.evaluation.
-    instances.compact_values`, the numbering of ``compact_labels``), so the whole volume is read
-    once and nothing volume-sized is written.
+    and their ids are found in one read of both maps
+    (:func:`~napari_xaimed.evaluation.foreground.foreground`), and only those ids are renumbered
+    (:func:`~napari_xaimed.evaluation.instances.compact_values`, the numbering of
+    ``compact_labels``), so nothing volume-sized is written.
 
     Parameters
     ----------

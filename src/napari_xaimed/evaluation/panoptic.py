@@ -377,6 +377,8 @@ def class_maps(reference: np.ndarray, prediction: np.ndarray, values: list[int] 
     The maps' signs are checked here when ``read_ids`` (``check_pair(signs=False)``).
     """
     if read_ids and instance_input:
+        # contiguous, so the flat indices of the scan address the maps without copies later
+        reference, prediction = np.ascontiguousarray(reference), np.ascontiguousarray(prediction)
         scanned = scan_labels(reference, prediction, selected_values(values))
         if scanned is not None:
             return reference, scanned.ref_ids, prediction, scanned.pred_ids, scanned
