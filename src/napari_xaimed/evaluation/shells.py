@@ -11,8 +11,14 @@ So all pairs are searched together: the lattice offsets within a small ellipsoid
 order of their length in mm, and a point is settled at the first offset that lands on a surface
 voxel of its partner. Every shorter offset has been tried before it, so that length is the exact
 nearest distance, the same as the k-d tree gives. Points not settled inside the ellipsoid, or too
-near the volume's edge for the offsets to stay inside, go to a k-d tree over their partner's
-surface, so the answer is exact for any shape.
+near the volume's edge for the offsets to stay inside, are measured against all of their
+partner's surface (directly when they are few, else through a k-d tree), so the answer is exact
+for any shape.
+
+Each step is one lookup per point: the partner surface voxels of a z-slab are marked with their
+instance's compact label in a small array, and a point has landed when the mark under it is its
+partner's label. The maps themselves are only read to find the surfaces, so they may hold any ids
+(``ref_values``/``pred_values`` of :func:`pair_surface_distances`).
 
 Surfaces are those of :func:`~napari_xaimed.evaluation.distances.surface`: instance voxels with a
 6-neighbour outside the instance or outside the volume.
