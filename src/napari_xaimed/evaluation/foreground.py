@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Voxels per step: the word buffers (8 bytes / 8 bytes per voxel) stay in the CPU cache.
+# Voxels per step: a step's word buffer (the maps' item size per voxel, 512 KB for uint16)
+# stays in the CPU cache.
 WORD_CHUNK = 1 << 18
 # Voxels per step of the plain path (maps of different item sizes, or not contiguous).
 SLAB = 2_000_000
