@@ -233,6 +233,9 @@ def evaluate_class_steps(
         ref_values, pred_values = scanned.ref_values, scanned.pred_values
     counts, groups = match_table(table, threshold=threshold, match_metric=match_metric,
                                  matching=matching, assignment=assignment, strict=strict)
+    # Original ids and sizes by compact number as Python ints: read once per row and instance.
+    ref_id, pred_id = [0, *ref_ids.tolist()], [0, *pred_ids.tolist()]
+    ref_voxels, pred_voxels = table.ref_sizes.tolist(), table.pred_sizes.tolist()
     voxel_mm3 = float(np.prod(spacing))
     rows = []
     accepted_set = set(counts.accepted)
@@ -251,8 +254,8 @@ def evaluate_class_steps(
         accepted = group in accepted_set
         row = InstanceRow(
             class_name=name,
-            reference_ids=tuple(int(ref_ids[r - 1]) for r in group.refs),
-            prediction_ids=tuple(int(pred_ids[p - 1]) for p in group.preds),
+            reference_ids=tuple(ref_id[r] for r in group.refs),
+            prediction_ids=tuple(pred_id[p] for p in group.preds),
             accepted=accepted,
             score=group.score,
             dice=score_value(group.inter, group.ref_size, group.pred_size, "dice"),
@@ -298,13 +301,13 @@ def evaluate_class_steps(
     result = ClassResult(
         name=name, tp=counts.tp, fp=counts.fp, fn=counts.fn, pq=counts.pq, sq=counts.sq,
         rq=counts.rq, n_reference=table.n_ref, n_prediction=table.n_pred, rows=rows,
-        missed_reference_ids=[int(ref_ids[r - 1]) for r in missed],
-        false_positive_ids=[int(pred_ids[p - 1]) for p in false_pos],
-        missed_voxels={int(ref_ids[r - 1]): int(table.ref_sizes[r]) for r in missed},
-        missed_centres={int(ref_ids[r - 1]): _point(c)
+        missed_reference_ids=[ref_id[r] for r in missed],
+        false_positive_ids=[pred_id[p] for p in false_pos],
+        missed_voxels={ref_id[r]: ref_voxels[r] for r in missed},
+        missed_centres={ref_id[r]: _point(c)
                         for r, c in zip(missed, missed_centres, strict=True)},
-        false_positive_voxels={int(pred_ids[p - 1]): int(table.pred_sizes[p]) for p in false_pos},
-        false_positive_centres={int(pred_ids[p - 1]): _point(c)
+        false_positive_voxels={pred_id[p]: pred_voxels[p] for p in false_pos},
+        false_positive_centres={pred_id[p]: _point(c)
                                 for p, c in zip(false_pos, fp_centres, strict=True)},
         error_map=errors,
     )
