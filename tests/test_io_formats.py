@@ -304,3 +304,83 @@ def test_bad_files_and_folders_give_clear_errors(tmp_path):
         read_volume(tmp_path / "lost.mhd", series="1.2")
     with pytest.raises(XaimedError, match="NRRD in .nrrd"):
         write_volume(tmp_path / "x.tif", phantom())
+
+
+# ------------------------------------------------------------------------- napari reader/writer
+
+def test_get_reader_takes_volume_files_and_dicom_folders_only(formats, tmp_path):
+    from napari_xaimed._reader import get_reader
+
+    for key, path in formats.items():
+        assert get_reader(str(path)) is not None, key
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    assert get_reader(str(tmp_path / "notes")) is None
+    assert get_reader(str(tmp_path / "notes" / "a.txt")) is None
+
+
+def test_napari_opens_nrrd_and_dicom_where_nifti_lands(make_napari_viewer, formats):
+    viewer = make_napari_viewer()
+    layers = {key: viewer.open(str(formats[key]), plugin="napari-xaimed")
+              for key in ("nifti", "nrrd", "mha", "dicom")}
+    reference = read_volume(formats["nifti"])
+    assert reference.translate != pytest.approx((0.0, 0.0, 0.0))  # an origin to get right
+    axes = reference.affine[:3, :3] / np.linalg.norm(reference.affine[:3, :3], axis=0)
+    for key, opened in layers.items():
+        (layer,) = opened
+        assert layer._type_string == "image", key
+        # napari numbers repeated names: p, p [1], p [2]
+        assert layer.name.split(" [")[0] == ("dicom" if key == "dicom" else "p"), key
+        np.testing.assert_array_equal(layer.data, phantom(), err_msg=key)
+        np.testing.assert_allclose(layer.scale, (2.5, 0.8, 0.7), rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(layer.translate, reference.translate, atol=1e-4, err_msg=key)
+        assert tuple(layer.axis_labels) == ("z", "y", "x")
+        for zyx in VOXELS:  # napari's world = the RAS world turned onto the voxel axes
+            np.testing.assert_allclose(layer.data_to_world(zyx),
+                                       (axes.T @ world(reference.affine, zyx))[::-1],
+                                       atol=1e-4, err_msg=f"{key} {zyx}")
+    assert layers["dicom"][0].metadata["nifti"]["series"] == f"{STUDY}.1"
+
+
+def test_napari_opens_each_series_of_a_folder_as_a_layer(make_napari_viewer, tmp_path):
+    write_two_series(tmp_path)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "mixed"), plugin="napari-xaimed")
+    assert [layer.name for layer in layers] == ["mixed [CT]", "mixed [scout]"]
+    np.testing.assert_allclose(layers[1].scale, (3.0, 1.0, 1.0))
+    np.testing.assert_array_equal(layers[1].data, phantom()[:3, :4, :5])
+
+
+def test_a_broken_series_is_reported_and_the_others_open(make_napari_viewer, tmp_path):
+    folder = tmp_path / "both"
+    write_dicom_series(tmp_path / "good", phantom(), phantom_affine(), uid=f"{STUDY}.1",
+                       description="CT")
+    write_dicom_series(tmp_path / "gap", phantom(), phantom_affine(), uid=f"{STUDY}.3",
+                       description="gappy", skip=(2,))
+    folder.mkdir()
+    for sub in ("good", "gap"):
+        for path in (tmp_path / sub).iterdir():
+            path.rename(folder / f"{sub}_{path.name}")
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match="Not opened.*gappy.*slice missing"):
+        layers = viewer.open(str(folder), plugin="napari-xaimed")
+    assert [layer.name for layer in layers] == ["both [CT]"]
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_saving_a_layer_as_nrrd_or_mha_keeps_its_geometry(make_napari_viewer, formats,
+                                                          tmp_path, suffix):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(formats["dicom"]), plugin="napari-xaimed")
+    out = tmp_path / f"saved{suffix}"
+    assert layer.save(str(out), plugin="napari-xaimed")
+    back = read_volume(out)
+    np.testing.assert_array_equal(back.data, phantom())
+    np.testing.assert_allclose(back.affine, phantom_affine(), atol=1e-5)
+    layer.translate = np.asarray(layer.translate) + (5.0, 0.0, 0.0)  # moved 5 mm along z
+    assert layer.save(str(tmp_path / f"moved{suffix}"), plugin="napari-xaimed")
+    moved = read_volume(tmp_path / f"moved{suffix}")
+    np.testing.assert_allclose(moved.affine[:3, :3], phantom_affine()[:3, :3], atol=1e-6)
+    shift = moved.affine[:3, 3] - phantom_affine()[:3, 3]
+    z_axis = phantom_affine()[:3, 2] / ZOOMS_XYZ[2]
+    np.testing.assert_allclose(shift, 5.0 * z_axis, atol=1e-5)

@@ -198,7 +198,8 @@ def read_volume(path: str | Path, *, series: str | None = None) -> Volume:
 
         return read_dicom(path, series)
     if series is not None:
-        raise XaimedError(f"series= picks a DICOM series; {path.name!r} is not DICOM: leave it out.")
+        raise XaimedError(
+            f"series= picks a DICOM series; {path.name!r} is not DICOM: leave it out.")
     if str(path).lower().endswith(ITK_SUFFIXES):
         from napari_xaimed.io_itk import read_itk_file
 
