@@ -367,8 +367,15 @@ def test_a_broken_series_is_reported_and_the_others_open(make_napari_viewer, tmp
     assert [layer.name for layer in layers] == ["both [CT]"]
 
 
-@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
-def test_saving_a_layer_as_nrrd_or_mha_keeps_its_geometry(make_napari_viewer, formats,
+def test_a_dcm_file_opens_its_series_named_after_the_folder(make_napari_viewer, formats):
+    viewer = make_napari_viewer()
+    one = sorted(formats["dicom"].iterdir())[0]
+    (layer,) = viewer.open(str(one), plugin="napari-xaimed")
+    assert layer.name == "dicom" and layer.data.shape == SHAPE
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
+def test_saving_a_dicom_layer_keeps_its_geometry(make_napari_viewer, formats,
                                                           tmp_path, suffix):
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(formats["dicom"]), plugin="napari-xaimed")

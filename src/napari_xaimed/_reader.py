@@ -59,7 +59,10 @@ def read_volumes(path: str | list[str]) -> list[LayerTuple]:
             layers.extend(_dicom_layers(Path(p)))
         else:
             volume = read_volume(p)
-            layers.append(volume_layer(volume, layer_name(p), format=_format(volume)))
+            kind = _format(volume)
+            # one .dcm file opens its whole series, named after the series' folder
+            name = Path(p).resolve().parent.name if kind == "dicom" else layer_name(p)
+            layers.append(volume_layer(volume, name, format=kind))
     return layers
 
 
