@@ -52,18 +52,19 @@ class Volume:
     Attributes
     ----------
     data : numpy.ndarray
-        Voxels in ``(z, y, x)`` order; extra NIfTI axes (time, channel) come first.
+        Voxels in ``(z, y, x)`` order; extra axes (time, channel, vector components) come first.
     spacing : tuple of float
         Voxel size in millimetres in ``(z, y, x)`` order.
     affine : numpy.ndarray
-        The file's 4x4 voxel-to-world matrix (NIfTI convention, voxel index order ``(i, j, k)`` =
-        ``(x, y, z)``).
+        The 4x4 voxel-to-world matrix in NIfTI convention whatever the format: voxel index order
+        ``(i, j, k)`` = ``(x, y, z)``, world in RAS mm (converted from LPS for NRRD, MetaImage
+        and DICOM).
     is_label : bool
         Whether the file holds a label map (integer classes or instances) rather than intensities.
     metadata : dict
         The JSON sidecar written beside the file (provenance), empty when there is none.
     path : pathlib.Path or None
-        Where the volume was read from.
+        Where the volume was read from (the folder, for a DICOM series).
     """
 
     data: np.ndarray

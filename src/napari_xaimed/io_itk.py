@@ -24,16 +24,10 @@ if TYPE_CHECKING:
 
     from napari_xaimed.io import Volume
 
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 # NRRD and MetaImage have no NIfTI-like intent code: this key in the header marks a label map.
 INTENT_KEY = "xaimed_intent"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 ORTHOGONAL_TOLERANCE = 1e-4
-
-
-def is_itk_path(path: str | Path) -> bool:
-    """Return whether ``path`` names an NRRD or MetaImage file by its extension."""
-    return str(path).lower().endswith(ITK_SUFFIXES)
 
 
 def check_orthogonal(direction: np.ndarray, name: str) -> None:
