@@ -7,6 +7,7 @@ back as the same voxels with the same world coordinates.
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import nibabel as nib
@@ -65,6 +66,17 @@ def sitk_image(data: np.ndarray, affine_ras: np.ndarray) -> sitk.Image:
 def write_dicom_series(folder: Path, data: np.ndarray, affine_ras: np.ndarray, uid: str,
                        description: str = "phantom", skip: tuple[int, ...] = ()) -> None:
     """One DICOM file per z slice, with position, orientation and UIDs set explicitly."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(folder, data, affine_ras, uid, description, skip)
+    finally:
+        # GDCM's writer switches the whole process to the C locale (subprocesses started with
+        # text=True later decode as ASCII): put it back
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(folder: Path, data: np.ndarray, affine_ras: np.ndarray, uid: str,
+                  description: str, skip: tuple[int, ...]) -> None:
     image = sitk_image(data, affine_ras)
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     orientation = "\\".join(f"{v:.10f}" for v in (*direction[:, 0], *direction[:, 1]))
