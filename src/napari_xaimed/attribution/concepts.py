@@ -178,6 +178,18 @@ class _Setup:
         with torch.no_grad():
             return self.module(x)
 
+    def target(self, x: torch.Tensor, target: int | None) -> tuple[int, np.ndarray]:
+        """The class to explain (given, or the one most of the batch is predicted as) and
+        each volume's predicted class."""
+        scores = self.scores(x)
+        predicted = scores.argmax(dim=1)
+        chosen = int(torch.mode(predicted).values) if target is None else int(target)
+        n_classes = int(scores.shape[1])
+        if not 0 <= chosen < n_classes:
+            raise XaimedError(f"target class {chosen} does not exist: the model has "
+                              f"{n_classes} classes (0..{n_classes - 1}).")
+        return chosen, predicted.cpu().numpy()
+
 
 def _example(item: Any, name: str) -> np.ndarray:
     """A concept example: a volume, or ``(volume, mask)``: the region, the rest at the mean
@@ -266,12 +278,7 @@ def tcav(model: Any, inputs: Sequence[Any], concepts: Mapping[str, Sequence[Any]
     if missing:
         raise XaimedError(f"the model has no layer {missing[0]!r}.")
     x = setup.batch(inputs_v)
-    predicted = setup.scores(x).argmax(dim=1)
-    chosen = int(torch.mode(predicted).values) if target is None else int(target)
-    n_classes = int(setup.scores(x[:1]).shape[1])
-    if not 0 <= chosen < n_classes:
-        raise XaimedError(f"target class {chosen} does not exist: the model has {n_classes} "
-                          f"classes (0..{n_classes - 1}).")
+    chosen, _ = setup.target(x, target)
     rng = np.random.default_rng(seed)
 
     def concept(cid: int, name: str, volumes: list[np.ndarray]) -> Concept:
@@ -405,12 +412,7 @@ def regression_concepts(model: Any, volumes: Sequence[Any],
                           "volumes: give one value per volume, in the same order.")
     setup = _Setup(model, layer, preprocessing, device, vols[0])
     x = setup.batch(vols)
-    predicted = setup.scores(x).argmax(dim=1)
-    chosen = int(torch.mode(predicted).values) if target is None else int(target)
-    n_classes = int(setup.scores(x[:1]).shape[1])
-    if not 0 <= chosen < n_classes:
-        raise XaimedError(f"target class {chosen} does not exist: the model has {n_classes} "
-                          f"classes (0..{n_classes - 1}).")
+    chosen, _ = setup.target(x, target)
     acts, grads = _activations_and_gradients(setup, x, chosen)
     mean, std = acts.mean(axis=0), acts.std(axis=0)
     std[std == 0] = 1.0

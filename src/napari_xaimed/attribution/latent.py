@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._validate import as_volume
@@ -87,17 +86,12 @@ def embed(model: Any, volumes: Sequence[Any], *, ids: Sequence[str] | None = Non
         raise XaimedError(f"{len(names)} ids for {len(vols)} volumes: give one id per volume.")
     setup = _Setup(model, layer, preprocessing, device, vols[0])
     x = setup.batch(vols)
-    predicted = setup.scores(x).argmax(dim=1)
-    chosen = int(torch.mode(predicted).values) if target is None else int(target)
-    n_classes = int(setup.scores(x[:1]).shape[1])
-    if not 0 <= chosen < n_classes:
-        raise XaimedError(f"target class {chosen} does not exist: the model has {n_classes} "
-                          f"classes (0..{n_classes - 1}).")
+    chosen, predicted = setup.target(x, target)
     vectors, grads = _activations_and_gradients(setup, x, chosen)
     decision = grads.mean(axis=0)
     norm = float(np.linalg.norm(decision))
     return Embeddings(vectors, decision / norm if norm > 0 else decision, setup.layer, chosen,
-                      names, predicted.cpu().numpy())
+                      names, predicted)
 
 
 def project(embeddings: Embeddings | np.ndarray, method: str = "pca", *, dimensions: int = 2,
