@@ -5,7 +5,7 @@ follow a lesion, refusals, and the user's model left as it was."""
 import numpy as np
 import pytest
 import torch
-from monai.networks.nets import UNETR, ViT, SwinUNETR
+from monai.networks.nets import UNETR, SwinUNETR, ViT
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed.attribution import METHODS, attention_map, attribute, load_model

@@ -165,25 +165,25 @@ def _as_grid(records: list[AttentionRecord], n_patches_grid: tuple[int, ...] | N
 # ---- carrying the readout vector back through the blocks ---------------------------------
 
 
-def _mix(record: AttentionRecord, method: str) -> torch.Tensor:
-    """The block's token mixing ``(windows, n, n)`` the readout is carried through."""
+def _apply(record: AttentionRecord, method: str, v: torch.Tensor) -> torch.Tensor:
+    """``v M`` per window, ``v`` ``(windows, n)``, ``M`` the block's mixing for ``method``:
+    ``A`` (raw), ``(0.5 A + 0.5 I)`` with rows renormalised (rollout; computed as
+    ``0.5 u A + 0.5 u`` with ``u = v / rowsum``, never forming the ``n x n`` sum) or ``I + A``
+    (gradient-weighted; ``A`` zero where the score's gradient never reached the block)."""
     a = record.reduced
-    if a is None:  # gradient-weighted: the score's gradient never reached this block
-        a = torch.zeros((1, record.tokens, record.tokens))
-    a = a.double()
+    if a is None:
+        return v if method == "attention_gradcam" else torch.zeros_like(v)
+    a = a.to(v)
     if method == "attention_rollout":
-        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        m = 0.5 * a + 0.5 * eye
-        return m / m.sum(dim=-1, keepdim=True)
-    if method == "attention_gradcam":
-        return a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-    return a
+        u = v / (0.5 * a.sum(dim=-1) + 0.5)
+        return 0.5 * torch.bmm(u[:, None], a)[:, 0] + 0.5 * u
+    mixed = torch.bmm(v[:, None], a)[:, 0]
+    return v + mixed if method == "attention_gradcam" else mixed
 
 
-def _through_windows(v: torch.Tensor, record: AttentionRecord, mix: torch.Tensor
-                     ) -> torch.Tensor:
+def _through_windows(v: torch.Tensor, record: AttentionRecord, method: str) -> torch.Tensor:
     """``v`` (the stage grid ``(z, y, x)``) carried back through one Swin block: padded to whole
-    windows, shifted as the block shifted its tokens, multiplied per window, put back."""
+    windows, shifted as the block shifted its tokens, mixed per window, put back."""
     from monai.networks.nets.swin_unetr import window_partition, window_reverse
 
     grid, padded, win, shift = record.grid, record.padded, record.window, record.shift
@@ -191,8 +191,7 @@ def _through_windows(v: torch.Tensor, record: AttentionRecord, mix: torch.Tensor
     x = F.pad(v, pad)
     if any(shift):  # type: ignore[arg-type]
         x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(0, 1, 2))  # type: ignore
-    windows = window_partition(x[None, ..., None], win)[..., 0]  # (windows, n)
-    windows = torch.bmm(windows[:, None, :], mix.to(windows))[:, 0]
+    windows = _apply(record, method, window_partition(x[None, ..., None], win)[..., 0])
     x = window_reverse(windows.reshape(-1, *win, 1), win, [1, *padded])[0, ..., 0]  # type: ignore
     if any(shift):  # type: ignore[arg-type]
         x = torch.roll(x, shifts=tuple(shift), dims=(0, 1, 2))  # type: ignore[arg-type]
@@ -213,7 +212,7 @@ def carry(records: list[AttentionRecord], method: str, start: torch.Tensor, cls:
           ) -> torch.Tensor:
     """The readout ``start`` (query weights on the last block's tokens) carried back to the first
     block's patch grid: ``v <- v M_l`` for the blocks from last to first, ``M_l`` the method's
-    mixing (:func:`_mix`).
+    mixing (:func:`_apply`).
 
     Parameters
     ----------
@@ -238,8 +237,8 @@ def carry(records: list[AttentionRecord], method: str, start: torch.Tensor, cls:
             v = _split_to(v, record.grid)  # type: ignore[arg-type]
         if method == "identity":  # the residual path alone
             continue
-        mix = _mix(record, method).to(v.device)
-        v = v @ mix[0] if record.kind == "global" else _through_windows(v, record, mix)
+        v = (_apply(record, method, v[None])[0] if record.kind == "global"
+             else _through_windows(v, record, method))
     if records[0].kind == "global":
         v = v[cls:].reshape(records[0].grid)  # type: ignore[arg-type]
     return v

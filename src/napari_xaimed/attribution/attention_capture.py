@@ -130,7 +130,8 @@ def readable(model: nn.Module) -> tuple[nn.Module, list[str]]:
 def _reduce(probs: torch.Tensor, head: int | None) -> torch.Tensor | None:
     if head is None:
         return probs.mean(dim=1)
-    return probs[:, head] if head < probs.shape[1] else None
+    # a copy, not a view: a view would keep every head's probabilities alive
+    return probs[:, head].clone() if head < probs.shape[1] else None
 
 
 @contextmanager
