@@ -132,25 +132,36 @@ def _swin(seed=0, depths=(2, 2, 2, 2)):
                      num_heads=(3, 3, 3, 3), window_size=3, norm_name="batch").eval()
 
 
-def _swin_attention(net, volume):
-    """Per block (in order): the heads' mean of the window attention and the stage grid, from
-    the test's own hooks."""
-    found = []
+def _swin_attention(net, volume, weighted=False):
+    """Per block (in order): the stage grid, window and shift, and the heads' mean of the window
+    attention (``weighted``: of relu(gradient x attention) for the summed logit of channel 1),
+    from the test's own hooks."""
+    found, kept = [], []
 
     def on_block(block, args):
         found.append({"grid": tuple(args[0].shape[1:4]), "window": tuple(block.window_size),
                       "shift": tuple(block.shift_size)})
 
     def on_attention(_m, inputs, _out):
-        found[-1]["attention"] = inputs[0].detach().mean(1).double().numpy()
+        if weighted:
+            inputs[0].retain_grad()
+            kept.append(inputs[0])
+        else:
+            found[-1]["attention"] = inputs[0].detach().mean(1).double().numpy()
 
     handles = []
     for blk in net.swinViT.modules():
         if type(blk).__name__ == "SwinTransformerBlock":
             handles.append(blk.register_forward_pre_hook(on_block))
             handles.append(blk.attn.attn_drop.register_forward_hook(on_attention))
-    with torch.no_grad():
-        net(torch.from_numpy(volume)[None, None])
+    with torch.set_grad_enabled(weighted):
+        out = net(torch.from_numpy(volume)[None, None])
+    if weighted:
+        out[0, 1].sum().backward()
+        net.zero_grad(set_to_none=True)
+        for blk, att in zip(found, kept, strict=True):
+            blk["attention"] = np.clip((att.grad * att).detach().double().numpy(), 0,
+                                       None).mean(1)
     for h in handles:
         h.remove()
     return found
@@ -169,33 +180,54 @@ def _window_tokens(grid, window, shift):
     return tokens.reshape(nz * ny * nx, wz * wy * wx), padded
 
 
-def test_swin_rollout_lays_the_windows_back_through_shift_and_padding():
-    """The rollout of a SwinUNETR (window 3: padded stages, shifted blocks, four patch
-    mergings) against a numpy rollout that scatters each window's rows by token index."""
-    net, volume = _swin(), _volume(3)
-    blocks = _swin_attention(net, volume)
-    region = np.ones(volume.shape, bool)
-    result = attention_map(net, volume, "attention_rollout", region=region)
+def _numpy_readout(blocks, mix):
+    """Uniform query weights on the last block's tokens carried back to the first grid: each
+    window's rows scattered by token index with ``mix(attention)``; a patch merging splits each
+    coarse token among its 8."""
     v = None
     for blk in reversed(blocks):
         grid = blk["grid"]
         if v is None:
             v = np.full(grid, 1.0 / np.prod(grid))
-        elif v.shape != grid:  # a patch merging: split each coarse token among its 8
+        elif v.shape != grid:
             v = np.repeat(np.repeat(np.repeat(v, 2, 0), 2, 1), 2, 2)[:grid[0], :grid[1],
                                                                      :grid[2]] / 8
         tokens, padded = _window_tokens(grid, blk["window"], blk["shift"])
         flat = np.zeros(np.prod(padded))
         flat.reshape(padded)[:grid[0], :grid[1], :grid[2]] = v
         out = np.zeros_like(flat)
-        n = tokens.shape[1]
         for w, idx in enumerate(tokens):
-            mix = 0.5 * blk["attention"][w] + 0.5 * np.eye(n)
-            mix /= mix.sum(axis=1, keepdims=True)
-            out[idx] += flat[idx] @ mix
+            out[idx] += flat[idx] @ mix(blk["attention"][w])
         v = out.reshape(padded)[:grid[0], :grid[1], :grid[2]]
+    return v
+
+
+def _abnar(attention):
+    mix = 0.5 * attention + 0.5 * np.eye(len(attention))
+    return mix / mix.sum(axis=1, keepdims=True)
+
+
+def test_swin_rollout_lays_the_windows_back_through_shift_and_padding():
+    """The rollout of a SwinUNETR (window 3: padded stages, shifted blocks, four patch
+    mergings) against a numpy rollout that scatters each window's rows by token index."""
+    net, volume = _swin(), _volume(3)
+    expected = _numpy_readout(_swin_attention(net, volume), _abnar)
+    result = attention_map(net, volume, "attention_rollout", region=np.ones(volume.shape, bool))
     assert result.params["patch_grid"] == [16, 16, 16] and len(result.params["blocks"]) == 8
-    np.testing.assert_allclose(_on_tokens(result.map, (16,) * 3), v, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(_on_tokens(result.map, (16,) * 3), expected, rtol=1e-5,
+                               atol=1e-12)
+
+
+def test_swin_gradient_weighted_attention_follows_chefer():
+    """The same scatter with I + relu(gradient x attention), less the identity path (the query
+    weights carried through the mergings alone)."""
+    net, volume = _swin(), _volume(3)
+    blocks = _swin_attention(net, volume, weighted=True)
+    gained = _numpy_readout(blocks, lambda a: np.eye(len(a)) + a)
+    identity = _numpy_readout(blocks, lambda a: np.eye(len(a)))
+    result = attention_map(net, volume, "attention_gradcam", region=np.ones(volume.shape, bool))
+    np.testing.assert_allclose(_on_tokens(result.map, (16,) * 3),
+                               np.clip(gained - identity, 0, None), rtol=1e-4, atol=1e-12)
 
 
 def _bright_patch_vit():
