@@ -116,3 +116,7 @@ def test_attention_rollout_of_a_transformer_file_is_a_heatmap(qtbot, viewer_with
     np.testing.assert_allclose(rollout.scale, (2.0, 1.0, 1.0))
     params = rollout.metadata["xaimed"]["params"]
     assert params["block"] == 0 and params["head"] == 1 and params["patch_grid"] == [4, 4, 4]
+    # the provenance is enough to compute the same map again (napari-xaimed rerun)
+    from napari_xaimed._rerun import recompute
+
+    np.testing.assert_array_equal(recompute(rollout.metadata["xaimed"]), rollout.data)
