@@ -1,7 +1,8 @@
 """Benchmark: our panoptic evaluation, AUTC, Voronoi and part-aware PQ against Panoptica.
 
 Run ``python benchmarks/bench_evaluation.py`` (128^3 and 256^3), with ``--quick`` (128^3 only) and
-with ``--cases voronoi,parts`` (any of plain, autc, voronoi, parts; default all) to pick cases.
+with ``--cases voronoi,parts`` (any of plain, autc, voronoi, parts, instance; default all) to pick
+cases; ``--cases instance`` times instance-map input alone.
 
 Inputs (seeded): reference = non-overlapping balls, radius 4-8 voxels (128^3: 50, 256^3: 300);
 prediction = each ball shifted by up to 1.5 voxels per axis (radius jittered), 10% missed, 5%
@@ -9,6 +10,11 @@ split in two by a 2-voxel slab, 10% extra false-positive balls. Both are passed 
 masks (semantic input): instances are 26-connected components on both sides. The part-aware case
 uses the same balls as semantic maps: value 1 for the thing, value 2 for a core ball of half the
 radius at the same centre (cut by the same slab), so its things are exactly the binary balls.
+
+The instance case has inputs of its own: the same kind of balls (128^3: 50, 256^3: 300), given as
+unmatched instance maps whose ids are scattered over 1..3000 (uint16, and the same maps as int32);
+in the prediction 10% of the references are missed, 10% split in two touching halves (two ids)
+and 10% extra balls are false positives.
 
 Cases
 -----
@@ -45,6 +51,17 @@ parts   : part-aware evaluation at 128^3 (50 things): thing = values {1, 2}, par
           decision IoU >= 0.5. Definitions differ (it matches on the mean of thing and part
           scores and pools parts across things), so only timings and thing-level TP/FP/FN are
           reported, not compared.
+instance: the instance maps above (``instance_input=True``), one-to-one greedy at IoU >= 0.5,
+          for uint16 and int32 ids, "counts" (TP/FP/FN, PQ, Dice, IoU: ours ``metrics=()``,
+          Panoptica instance_metrics [DSC, IOU]) and "hd95" (also HD95 and ASSD per TP: ours
+          ``metrics=("hd95", "assd")``, Panoptica [DSC, IOU, ASSD, HD95]).
+          Panoptica: UNMATCHED_INSTANCE input, NaiveThresholdMatching, decision IoU >= 0.5
+          (its default global DSC left on). "warm": best of 3 calls in this process, both
+          sides; "cold": the first call in a fresh Python process (``cold_evaluation.py``,
+          best of 3 processes each; the inputs are loaded before the clock starts), with the
+          import time of each package (ours ``napari_xaimed.evaluation``, theirs ``panoptica``)
+          printed beside it, not added to it. Counts, PQ and the per-TP HD95/ASSD lists of
+          every run (warm and cold) are compared with Panoptica's.
 
 Timings are the best of N runs (ours N=3; Panoptica N=3 at 128^3, N=1 at 256^3). Our peak
 memory is measured with tracemalloc (numpy allocations are traced) over a separate plain run,
@@ -65,11 +82,15 @@ import numpy as np
 
 from napari_xaimed.evaluation import autc, evaluate
 
-CASES = ("plain", "autc", "voronoi", "parts")
+CASES = ("plain", "autc", "voronoi", "parts", "instance")
 THRESHOLDS = np.arange(1, 11) / 10  # 0.1 ... 1.0, the same floats as Panoptica's grid
 # plain/autc: least speed-up over Panoptica; memory: most peak / input bytes;
 # voronoi (256^3) and parts (128^3): most seconds of ours.
-TARGETS = {"plain": 10.0, "autc": 20.0, "memory": 3.0, "voronoi": 5.0, "parts": 1.0}
+TARGETS = {"plain": 10.0, "autc": 20.0, "memory": 3.0, "voronoi": 5.0, "parts": 1.0,
+           "instance": 10.0}
+INSTANCE_MAX_ID = 3000
+INSTANCE_METRICS = {"counts": (), "hd95": ("hd95", "assd")}  # Panoptica: DSC, IOU + these
+COLD_PROCESSES = 3
 # Panoptica's region-wise evaluation at 256^3 / 300 instances in the field notes (2-core machine
 # of this kind); printed in its place when --skip-panoptica-voronoi-256 skips it (measured at
 # ~160 s in this benchmark's setup, so it runs by default).
@@ -146,6 +167,48 @@ def make_inputs(size: int, n: int, seed: int, core: bool = False
     for _ in range(round(0.1 * n)):
         r = rng.uniform(3, 6)
         paint_thing(prediction, rng.uniform(r, size - r, 3), r, core)
+    return reference, prediction
+
+
+def make_instance_inputs(size: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and prediction instance maps (uint16), see the module docstring: ``n``
+    non-overlapping balls with ids drawn from 1..3000; the prediction misses 10%, splits 10%
+    into two touching halves with ids of their own, and adds 10% false-positive balls."""
+    rng = np.random.default_rng(seed)
+    shape = (size, size, size)
+    centres, radii = [], []
+    while len(centres) < n:
+        r = rng.uniform(4, 8)
+        c = rng.uniform(r + 1, size - r - 2, 3)
+        if all(np.linalg.norm(c - c2) > r + r2 + 2 for c2, r2 in zip(centres, radii, strict=True)):
+            centres.append(c)
+            radii.append(r)
+    n_missed, n_split, n_fp = round(0.1 * n), round(0.1 * n), round(0.1 * n)
+    ids = np.arange(1, INSTANCE_MAX_ID + 1)
+    ref_ids = rng.choice(ids, n, replace=False)
+    pred_ids = iter(rng.choice(ids, n + n_split + n_fp, replace=False).tolist())
+    reference = np.zeros(shape, np.uint16)
+    prediction = np.zeros(shape, np.uint16)
+    for k, i in enumerate(rng.permutation(n)):
+        c, r = centres[i], radii[i]
+        paint_ball(reference, c, r, ref_ids[i])
+        if k < n_missed:
+            continue
+        c_pred, r_pred = c + rng.uniform(-1.5, 1.5, 3), r + rng.uniform(-0.5, 0.5)
+        if k < n_missed + n_split:
+            axis = int(rng.integers(3))
+            cut = c_pred[axis] + rng.uniform(-1.5, 1.5)
+            for below in (True, False):
+
+                def half(z, y, x, axis=axis, cut=cut, below=below):
+                    return ((z, y, x)[axis] < cut) == below
+
+                paint_ball(prediction, c_pred, r_pred, next(pred_ids), keep=half)
+        else:
+            paint_ball(prediction, c_pred, r_pred, next(pred_ids))
+    for _ in range(n_fp):
+        r = rng.uniform(3, 6)
+        paint_ball(prediction, rng.uniform(r, size - r, 3), r, next(pred_ids))
     return reference, prediction
 
 
@@ -363,6 +426,70 @@ def case_parts(size, n, seed, panoptica_repeats, rows):
     rows.append(Row(f"parts {size}^3", t_ours, t_pan, "seconds", TARGETS["parts"]))
 
 
+def same_summary(a: dict, b: dict) -> bool:
+    """Equal counts, PQ to 1e-9 and per-TP distance lists to 1e-9 mm."""
+    if (a["tp"], a["fp"], a["fn"]) != (b["tp"], b["fp"], b["fn"]) or abs(a["pq"] - b["pq"]) > 1e-9:
+        return False
+    return all(k in a and k in b and len(a[k]) == len(b[k])
+               and np.allclose(a[k], b[k], rtol=0, atol=1e-9)
+               for k in ("hd95", "assd") if k in a or k in b)
+
+
+def cold_run(who: str, ref_path: str, pred_path: str, metrics: tuple[str, ...]) -> dict:
+    """First call in each of :data:`COLD_PROCESSES` fresh processes (``cold_evaluation.py``):
+    the best one's result, and the least import time."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("cold_evaluation.py")
+    runs = []
+    for _ in range(COLD_PROCESSES):
+        out = subprocess.run([sys.executable, str(script), who, ref_path, pred_path,
+                              ",".join(metrics) or "-"],
+                             capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best = min(runs, key=lambda r: r["first"])
+    return {**best, "import": min(r["import"] for r in runs)}
+
+
+def case_instance(size, n, seed, rows):
+    import tempfile
+    from pathlib import Path
+
+    from cold_evaluation import ours, panoptica, summary
+
+    ref16, pred16 = make_instance_inputs(size, n, seed)
+    inputs = {"uint16": (ref16, pred16),
+              "int32": (ref16.astype(np.int32), pred16.astype(np.int32))}
+    target = TARGETS["instance"] if size >= 256 else None
+    print(f"  instance: {len(np.unique(ref16)) - 1} reference / {len(np.unique(pred16)) - 1} "
+          f"prediction ids in 1..{INSTANCE_MAX_ID}")
+    with tempfile.TemporaryDirectory() as folder:
+        for dtype, (ref, pred) in inputs.items():
+            paths = (str(Path(folder) / f"reference_{dtype}.npy"),
+                     str(Path(folder) / f"prediction_{dtype}.npy"))
+            np.save(paths[0], ref)
+            np.save(paths[1], pred)
+            for kind, metrics in INSTANCE_METRICS.items():
+                t_ours, res = best_of(lambda r=ref, p=pred, m=metrics: ours(r, p, m), 3)
+                t_pan, pan = best_of(lambda r=ref, p=pred, m=metrics: panoptica(r, p, m), 3)
+                ours_sum, their_sum = summary(res, metrics, True), summary(pan, metrics, False)
+                cold_ours = cold_run("ours", *paths, metrics)
+                cold_pan = cold_run("panoptica", *paths, metrics)
+                same = (same_summary(ours_sum, their_sum) and same_summary(cold_ours, ours_sum)
+                        and same_summary(cold_pan, their_sum))
+                print(f"  {dtype:>6} {kind:<6}: TP/FP/FN {res.tp}/{res.fp}/{res.fn} PQ "
+                      f"{res.pq:.6f}" + (", per-TP HD95/ASSD" if metrics else "")
+                      + f" vs panoptica ({same_text(same)}); import ours "
+                      f"{cold_ours['import']:.2f} s, panoptica {cold_pan['import']:.2f} s")
+                rows.append(Row(f"inst {dtype} {kind} {size}^3", t_ours, t_pan, "ratio",
+                                target))
+                rows.append(Row(f"inst {dtype} {kind} cold {size}^3", cold_ours["first"],
+                                cold_pan["first"], "ratio", target))
+
+
 def run_size(size: int, n: int, seed: int, panoptica_repeats: int, cases: list[str],
              rows: list, panoptica_voronoi: bool = True) -> None:
     t0 = time.perf_counter()
@@ -376,10 +503,12 @@ def run_size(size: int, n: int, seed: int, panoptica_repeats: int, cases: list[s
         case_voronoi(ref, pred, size, panoptica_repeats, rows, panoptica_voronoi)
     if "parts" in cases and size == 128:
         case_parts(size, n, seed, panoptica_repeats, rows)
+    if "instance" in cases:
+        case_instance(size, n, seed, rows)
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'case':<22}{'ours':>11}{'panoptica':>20}{'ratio':>9}{'target':>11}  met"
+    head = f"{'case':<29}{'ours':>11}{'panoptica':>20}{'ratio':>9}{'target':>11}  met"
     print("\n" + head + "\n" + "-" * len(head))
     for row in rows:
         if row.kind == "memory":
@@ -401,13 +530,16 @@ def print_table(rows: list[Row]) -> None:
                 target, met = f"< {row.target:g} s", row.ours < row.target
             cells = (f"{row.ours:.3f} s", theirs, ratio, target,
                      "-" if met is None else "yes" if met else "NO")
-        print(f"{row.name:<22}{cells[0]:>11}{cells[1]:>20}{cells[2]:>9}{cells[3]:>11}  "
+        print(f"{row.name:<29}{cells[0]:>11}{cells[1]:>20}{cells[2]:>9}{cells[3]:>11}  "
               f"{cells[4]}")
     print("ratio = panoptica s / ours s (best of 3 ours; Panoptica best of 3 at 128^3, 1 at "
           "256^3).\nMemory: tracemalloc peak of one plain evaluation of ours / bytes of the "
           "two uint8 input masks.\nautc: ours matches from one overlap table per threshold "
           "(no distances); Panoptica re-runs\nmatching and instance evaluation (Dice, IoU) per "
-          "threshold after one connected-components pass.\nvoronoi: ours = plain matching "
+          "threshold after one connected-components pass.\ninst: instance maps (ids 1..3000); "
+          "cold = first call in a fresh process, best of 3 processes,\nimport not included "
+          "(printed above); counts = TP/FP/FN/PQ/Dice/IoU, hd95 = also HD95 and ASSD;\n"
+          "inst rows: best of 3 on both sides at every size.\nvoronoi: ours = plain matching "
           "(HD95/ASSD per TP) + regions with Dice/IoU/HD95/ASSD; target on\nours at 256^3 "
           "only. plain: ratio target at 256^3 only.\nparts: target on ours at 128^3; "
           "Panoptica's definitions differ.")

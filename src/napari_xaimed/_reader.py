@@ -1,48 +1,98 @@
-"""npe2 reader contribution: NIfTI files open as Image or Labels layers scaled in mm."""
+"""npe2 reader contributions: volumes open as Image or Labels layers placed in mm.
+
+NIfTI, NRRD and MetaImage files, and DICOM series (a folder, or a file of one). Every layer gets
+``scale`` = spacing and ``translate`` = the world position of voxel ``(0, 0, 0)`` along the voxel
+axes (see :mod:`napari_xaimed.io`), so the same volume lands at the same place whatever its
+format. A DICOM folder with several series opens every series as its own layer, largest first,
+named ``"<folder> [<series description>]"``; a series that cannot be read (missing slices) is
+reported in a warning and the others still open.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from napari_xaimed._layers import LayerTuple, image_layer, labels_layer
-from napari_xaimed.io import is_nifti_path, read_volume, sidecar_path
+from napari_xaimed.io import Volume, is_volume_path, read_volume, volume_stem
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerTuple]] | None:
-    """Return the NIfTI reader when every path is a ``.nii``/``.nii.gz`` file, else None."""
+    """Return the reader when every path is a volume this package reads, else None."""
     paths = [path] if isinstance(path, str | Path) else list(path)
-    if not paths or not all(is_nifti_path(p) for p in paths):
+    if not paths or not all(is_volume_path(p) for p in paths):
         return None
-    return read_nifti
+    return read_volumes
 
 
 def layer_name(path: str | Path) -> str:
-    """The file name without its NIfTI extension, like napari names other files."""
-    return sidecar_path(path).stem
+    """The file name without its volume suffix, like napari names other files."""
+    return volume_stem(path)
 
 
-def read_nifti(path: str | list[str]) -> list[LayerTuple]:
-    """Read one or several NIfTI files into layer data tuples.
+def volume_layer(volume: Volume, name: str, **source: Any) -> LayerTuple:
+    """The layer of a volume: Labels for label maps, Image otherwise, placed in mm.
 
-    Label-like files (NIfTI intent ``label``, or non-negative integers that look like classes)
-    become Labels layers; the rest Image layers. ``scale`` is the spacing in mm; the file's affine
-    and provenance ride along in ``metadata`` so writing the layer back restores them.
+    The file's affine (RAS, NIfTI convention) and where it came from ride along in
+    ``metadata["nifti"]`` so writing the layer back restores the orientation.
     """
+    extra = {"nifti": {"path": str(volume.path), "affine": volume.affine.tolist(), **source}}
+    make = labels_layer if volume.is_label else image_layer
+    return make(
+        volume.data,
+        name,
+        volume.spacing,
+        translate=volume.translate,
+        provenance=volume.metadata or None,
+        metadata=extra,
+    )
+
+
+def read_volumes(path: str | list[str]) -> list[LayerTuple]:
+    """Read one or several volume files or DICOM folders into layer data tuples."""
     paths = [path] if isinstance(path, str | Path) else list(path)
     layers = []
     for p in paths:
-        volume = read_volume(p)
-        extra = {"nifti": {"path": str(volume.path), "affine": volume.affine.tolist()}}
-        make = labels_layer if volume.is_label else image_layer
-        layers.append(
-            make(
-                volume.data,
-                layer_name(p),
-                volume.spacing,
-                provenance=volume.metadata or None,
-                metadata=extra,
-            )
-        )
+        if Path(p).is_dir():
+            layers.extend(_dicom_layers(Path(p)))
+        else:
+            volume = read_volume(p)
+            kind = _format(volume)
+            # one .dcm file opens its whole series, named after the series' folder
+            name = Path(p).resolve().parent.name if kind == "dicom" else layer_name(p)
+            layers.append(volume_layer(volume, name, format=kind))
+    return layers
+
+
+def _format(volume: Volume) -> str:
+    name = str(volume.path).lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    return "metaimage" if name.endswith((".mha", ".mhd")) else "dicom"
+
+
+def _dicom_layers(folder: Path) -> list[LayerTuple]:
+    """One layer per readable series of a DICOM folder; refused series become warnings."""
+    from napari_xaimed._errors import XaimedError
+    from napari_xaimed.io_dicom import read_all_series
+
+    results = read_all_series(folder)
+    name = folder.resolve().name
+    layers = []
+    for series, outcome in results:
+        if isinstance(outcome, XaimedError):
+            if len(results) == 1:
+                raise outcome
+            warnings.warn(f"Not opened: {outcome}", stacklevel=2)
+            continue
+        title = name if len(results) == 1 else f"{name} [{series.label}]"
+        layers.append(volume_layer(outcome, title, format="dicom", series=series.uid))
+    if not layers:
+        raise XaimedError(
+            f"No series of {str(folder)!r} could be opened; the first refusal: "
+            f"{results[0][1]}")
     return layers

@@ -1,12 +1,27 @@
-"""Read and write NIfTI volumes (``.nii``, ``.nii.gz``) in numpy's axis order.
+"""Read and write volumes in numpy's axis order: NIfTI, NRRD, MetaImage and DICOM series.
+
+Formats: NIfTI (``.nii``, ``.nii.gz``, through nibabel), NRRD (``.nrrd``, ``.nhdr``) and
+MetaImage (``.mha``, ``.mhd``) through SimpleITK (:mod:`napari_xaimed.io_itk`), and DICOM series
+(a folder, or one of its files; read only) through SimpleITK's GDCM reader
+(:mod:`napari_xaimed.io_dicom`). :func:`read_volume` and :func:`write_volume` pick the format
+from the suffix (a folder is DICOM).
 
 NIfTI stores voxels as ``(x, y, z[, t, ...])``; napari and numpy index ``(z, y, x)``. Reading
 reverses the axes (so a 4D ``(x, y, z, t)`` file becomes ``(t, z, y, x)``: the extra axis first),
 and writing reverses them back, so a read-then-write round trip keeps voxels, spacing and affine.
+The other formats index their voxels the same way (``(i, j, k)`` = ``(x, y, z)``), so one
+phantom saved in any of them reads back as the same array.
 
-The affine is kept exactly as the file has it (the NIfTI voxel-to-world matrix, voxel indices in
-the file's ``(i, j, k)`` order): napari shows the volume with ``scale=spacing`` only, and the
-orientation travels in the layer metadata so that writing the layer back restores it.
+**World frame.** :attr:`Volume.affine` is always the NIfTI-convention voxel-to-world matrix:
+voxel indices in ``(i, j, k)`` = ``(x, y, z)`` order, world coordinates in mm in RAS (x to the
+patient's right, y anterior, z superior). ITK formats and DICOM store LPS; they are converted
+with ``diag(-1, -1, 1)``, so the same voxel has the same world coordinates whatever the file.
+napari shows a volume on its own voxel axes: ``scale`` = spacing and ``translate`` =
+:attr:`Volume.translate`, the world position of voxel ``(0, 0, 0)`` expressed along the voxel
+axes (``(z, y, x)``, mm). For an axis-aligned, unflipped volume that is its origin; for an oblique
+one it is the origin rotated onto the volume's axes, so volumes that share an orientation overlay
+exactly in the viewer. The full orientation travels in the layer metadata so that writing the
+layer back restores it.
 """
 
 from __future__ import annotations
@@ -22,6 +37,8 @@ import numpy as np
 from napari_xaimed._errors import XaimedError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 NIFTI_INTENT_LABEL = 1002
 # Filenames that say "this is a segmentation", as written by common tools (nnU-Net, FreeSurfer,
 # ITK-SNAP, 3D Slicer).
@@ -35,18 +52,19 @@ class Volume:
     Attributes
     ----------
     data : numpy.ndarray
-        Voxels in ``(z, y, x)`` order; extra NIfTI axes (time, channel) come first.
+        Voxels in ``(z, y, x)`` order; extra axes (time, channel, vector components) come first.
     spacing : tuple of float
         Voxel size in millimetres in ``(z, y, x)`` order.
     affine : numpy.ndarray
-        The file's 4x4 voxel-to-world matrix (NIfTI convention, voxel index order ``(i, j, k)`` =
-        ``(x, y, z)``).
+        The 4x4 voxel-to-world matrix in NIfTI convention whatever the format: voxel index order
+        ``(i, j, k)`` = ``(x, y, z)``, world in RAS mm (converted from LPS for NRRD, MetaImage
+        and DICOM).
     is_label : bool
         Whether the file holds a label map (integer classes or instances) rather than intensities.
     metadata : dict
         The JSON sidecar written beside the file (provenance), empty when there is none.
     path : pathlib.Path or None
-        Where the volume was read from.
+        Where the volume was read from (the folder, for a DICOM series).
     """
 
     data: np.ndarray
@@ -56,49 +74,157 @@ class Volume:
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
+    @property
+    def translate(self) -> tuple[float, float, float]:
+        """World position (mm) of voxel ``(0, 0, 0)`` along the voxel axes, ``(z, y, x)``: the
+        napari ``translate`` of this volume (see the module docstring)."""
+        return grid_translate(self.affine)
+
+
+def grid_translate(affine: np.ndarray) -> tuple[float, float, float]:
+    """The napari ``translate`` of a NIfTI-convention affine, in ``(z, y, x)`` mm.
+
+    The origin (``affine[:3, 3]``) written in the basis of the unit voxel axes: for a rotation
+    ``R`` of the voxel axes that is ``R.T @ origin``, which does not depend on whether the world
+    frame is RAS or LPS.
+    """
+    affine = np.asarray(affine, dtype=float)
+    axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    xyz = np.linalg.lstsq(axes, affine[:3, 3], rcond=None)[0]
+    return float(xyz[2]), float(xyz[1]), float(xyz[0])
+
+
+def affine_from_grid(spacing: tuple[float, ...], translate: tuple[float, ...],
+                     template: np.ndarray | None = None) -> np.ndarray:
+    """The affine of a layer's ``scale`` and ``translate`` (``(z, y, x)``), inverse of
+    :func:`grid_translate`: the voxel axes' directions come from ``template`` (identity when
+    None), their lengths from ``spacing``, and the origin from ``translate`` along them."""
+    axes = np.eye(3) if template is None else (
+        np.asarray(template, dtype=float)[:3, :3]
+        / np.linalg.norm(np.asarray(template, dtype=float)[:3, :3], axis=0))
+    affine = np.eye(4)
+    affine[:3, :3] = axes @ np.diag([spacing[2], spacing[1], spacing[0]])
+    affine[:3, 3] = axes @ np.array([translate[2], translate[1], translate[0]], dtype=float)
+    return affine
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """Whether :func:`read_volume` reads ``path``: a file of a known suffix, a DICOM file, or a
+    folder of DICOM files."""
+    from napari_xaimed.io_dicom import is_dicom_file, is_dicom_folder
+
+    return (str(path).lower().endswith(VOLUME_SUFFIXES) or is_dicom_folder(path)
+            or is_dicom_file(path))
+
 
 def is_nifti_path(path: str | Path) -> bool:
     """Return whether ``path`` names a NIfTI file by its extension."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def sidecar_path(path: str | Path) -> Path:
-    """The JSON provenance file that belongs to a NIfTI file: ``ct.nii.gz`` -> ``ct.json``."""
-    path = Path(path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
+def volume_stem(path: str | Path) -> str:
+    """The file name without its volume suffix: ``ct.nii.gz`` -> ``ct``, ``ct.nrrd`` -> ``ct``."""
+    name = Path(path).name
+    for suffix in (".nii.gz", *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
         if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".json")
+            return name[: -len(suffix)]
+    return name
 
 
-def read_volume(path: str | Path) -> Volume:
-    """Read a NIfTI file into ``(z, y, x)`` order with its spacing and affine.
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON provenance file that belongs to a volume file: ``ct.nii.gz`` -> ``ct.json``."""
+    path = Path(path)
+    return path.with_name(volume_stem(path) + ".json")
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The JSON provenance beside a volume file, ``{}`` when there is none (or for a folder)."""
+    if path.is_dir():
+        return {}
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise XaimedError(
+            f"The provenance file {side.name!r} beside {path.name!r} is not valid JSON ({exc}): "
+            "fix or remove it."
+        ) from exc
+
+
+def read_volume(path: str | Path, *, series: str | None = None) -> Volume:
+    """Read a volume into ``(z, y, x)`` order with its spacing and affine.
 
     Parameters
     ----------
     path : str or pathlib.Path
-        A ``.nii`` or ``.nii.gz`` file.
+        A NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``,
+        ``.mhd``) file, a folder of DICOM files, or one DICOM file (its series is read).
+    series : str, optional
+        DICOM only: the SeriesInstanceUID to read when the folder holds several series.
 
     Returns
     -------
     Volume
         ``.data`` in ``(z, y, x)`` (extra axes first), ``.spacing`` in mm in the same order,
-        ``.affine`` as stored in the file, ``.is_label`` and the JSON sidecar as ``.metadata``.
+        ``.affine`` the RAS voxel-to-world matrix in NIfTI convention (as a NIfTI file stores
+        it; converted from LPS for the other formats), ``.is_label`` and the JSON sidecar as
+        ``.metadata``.
 
     Raises
     ------
     XaimedError
-        If the file does not exist, is not NIfTI, or cannot be decoded (truncated or corrupt).
+        If the path does not exist or is of no known format, the file cannot be decoded
+        (truncated or corrupt), its voxel grid is not orthogonal, or a DICOM folder holds
+        several series and none was picked, or a series misses slices.
+
+    Examples
+    --------
+    >>> vol = read_volume("ct.nrrd")  # doctest: +SKIP
+    >>> vol = read_volume("dicom/", series="1.2.840.1234")  # doctest: +SKIP
     """
+    path = Path(path)
+    if path.is_dir():
+        from napari_xaimed.io_dicom import read_dicom
+
+        return read_dicom(path, series)
+    known = str(path).lower().endswith(VOLUME_SUFFIXES)
+    if not path.is_file():
+        if known or path.exists():
+            raise XaimedError(f"No file at {str(path)!r}: check the path.")
+        raise _unknown_format(path)
+    if _is_dicom(path) and not known:
+        from napari_xaimed.io_dicom import read_dicom
+
+        return read_dicom(path, series)
+    if series is not None:
+        raise XaimedError(
+            f"series= picks a DICOM series; {path.name!r} is not DICOM: leave it out.")
+    if str(path).lower().endswith(ITK_SUFFIXES):
+        from napari_xaimed.io_itk import read_itk_file
+
+        return read_itk_file(path)
+    if not is_nifti_path(path):
+        raise _unknown_format(path)
+    return _read_nifti(path)
+
+
+def _unknown_format(path: Path) -> XaimedError:
+    return XaimedError(
+        f"{path.name!r} is not a NIfTI, NRRD, MetaImage or DICOM file: expected one of "
+        f"{', '.join(VOLUME_SUFFIXES)}, a DICOM file, or a folder of DICOM files.")
+
+
+def _is_dicom(path: Path) -> bool:
+    from napari_xaimed.io_dicom import is_dicom_file
+
+    return is_dicom_file(path)
+
+
+def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
-    path = Path(path)
-    if not is_nifti_path(path):
-        raise XaimedError(f"{path.name!r} is not a NIfTI file: expected a .nii or .nii.gz file.")
-    if not path.is_file():
-        raise XaimedError(f"No file at {str(path)!r}: check the path.")
     try:
         img = nib.load(str(path))
         raw = np.asanyarray(img.dataobj)
@@ -119,16 +245,7 @@ def read_volume(path: str | Path) -> Volume:
 
     data = np.ascontiguousarray(np.transpose(raw))
     intent = img.header.get_intent()[0] if hasattr(img.header, "get_intent") else ""
-    metadata: dict[str, Any] = {}
-    side = sidecar_path(path)
-    if side.is_file():
-        try:
-            metadata = json.loads(side.read_text())
-        except json.JSONDecodeError as exc:
-            raise XaimedError(
-                f"The provenance file {side.name!r} beside {path.name!r} is not valid JSON ({exc}): "
-                "fix or remove it."
-            ) from exc
+    metadata = read_sidecar(path)
     is_label = intent == "label" or _looks_like_labels(data, path.name)
     return Volume(
         data=data,
@@ -154,8 +271,7 @@ def _looks_like_labels(data: np.ndarray, name: str) -> bool:
     lo, hi = int(data.min()), int(data.max())
     if lo < 0:
         return False
-    stem = name.lower()
-    if _LABEL_NAME.search(stem.replace(".nii.gz", "").replace(".nii", "")):
+    if _LABEL_NAME.search(volume_stem(name).lower()):
         return True
     if hi > 10_000:
         return False
@@ -174,12 +290,15 @@ def write_volume(
     is_label: bool | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write a ``(z, y, x)`` volume to NIfTI, and its provenance to a JSON file beside it.
+    """Write a ``(z, y, x)`` volume to NIfTI, NRRD or MetaImage, and its provenance beside it.
 
     Parameters
     ----------
     path : str or pathlib.Path
-        Target ``.nii`` or ``.nii.gz`` file.
+        Target file; its suffix picks the format: ``.nii`` or ``.nii.gz`` (NIfTI), ``.nrrd`` or
+        ``.nhdr`` (NRRD; ``.nhdr`` puts the voxels in a separate ``.raw.gz``), ``.mha`` or
+        ``.mhd`` (MetaImage; ``.mhd`` puts them in a ``.zraw``). NRRD and MetaImage are
+        gzip-compressed and store the geometry in LPS, converted from the RAS affine.
     data : numpy.ndarray
         Voxels in ``(z, y, x)`` order; extra leading axes (time, channel) are written as NIfTI
         axes 4 and beyond.
@@ -187,10 +306,11 @@ def write_volume(
         Voxel size in mm in ``(z, y, x)`` order. Used to build the affine when none is given, and
         checked against it when both are.
     affine : numpy.ndarray, optional
-        4x4 NIfTI voxel-to-world matrix (as :func:`read_volume` returns it). Default: a diagonal
-        matrix of the spacing with the origin at zero.
+        4x4 NIfTI-convention (RAS) voxel-to-world matrix (as :func:`read_volume` returns it for
+        every format). Default: a diagonal matrix of the spacing with the origin at zero.
     is_label : bool, optional
-        Mark the file as a label map (NIfTI intent ``label``). Default: True for boolean data.
+        Mark the file as a label map (NIfTI intent ``label``; a ``xaimed_intent`` header key in
+        NRRD and MetaImage). Default: True for boolean data.
     metadata : dict, optional
         JSON-serialisable provenance, written to ``<name>.json`` beside the file.
 
@@ -202,15 +322,14 @@ def write_volume(
     Raises
     ------
     XaimedError
-        If the path is not NIfTI, the data has fewer than 3 dimensions, or spacing and affine
-        disagree.
+        If the suffix is of no format written here, the data has fewer than 3 dimensions,
+        spacing and affine disagree, or (NRRD, MetaImage) the affine's axes are not orthogonal.
     """
-    import nibabel as nib
-
     path = Path(path)
-    if not is_nifti_path(path):
+    if not str(path).lower().endswith(VOLUME_SUFFIXES):
         raise XaimedError(
-            f"Cannot write {path.name!r}: NIfTI files end in .nii or .nii.gz; add one of them."
+            f"Cannot write {path.name!r}: the suffix picks the format; NIfTI files end in .nii "
+            "or .nii.gz, NRRD in .nrrd or .nhdr, MetaImage in .mha or .mhd: add one of them."
         )
     data = np.asarray(data)
     if data.ndim < 3:
@@ -249,20 +368,31 @@ def write_volume(
                 f"metadata for {path.name!r} cannot be saved as JSON ({exc}): keep to numbers, "
                 "strings, lists, dicts and numpy arrays, or convert the value with str()."
             ) from exc
-    out = _nifti_dtype(data)
-    img = nib.Nifti1Image(np.transpose(out), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    if is_label or (is_label is None and data.dtype == bool):
-        img.header.set_intent("label")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
-    written = [path]
+    label = bool(is_label or (is_label is None and data.dtype == bool))
+    if is_nifti_path(path):
+        written = _write_nifti(path, data, affine, label)
+    else:
+        from napari_xaimed.io_itk import write_itk_file
+
+        written = write_itk_file(path, data, affine, label)
     if sidecar_text is not None:
         side = sidecar_path(path)
         side.write_text(sidecar_text)
         written.append(side)
     return written
+
+
+def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, is_label: bool) -> list[Path]:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.transpose(_nifti_dtype(data)), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if is_label:
+        img.header.set_intent("label")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return [path]
 
 
 def _nifti_dtype(data: np.ndarray) -> np.ndarray:

@@ -36,12 +36,13 @@ def captum_reference(method, model, x):
         return ca.GradientShap(model).attribute(
             xg, baselines=torch.zeros_like(x), n_samples=4,
             stdevs=0.1 * float(x.max() - x.min()), target=TARGET)
+    # Grad-CAM's default layer: the last spatial feature map, relu2 (conv2 after activation)
     if method == "gradcam":
-        cam = ca.LayerGradCam(model, model.conv2).attribute(xg, target=TARGET,
+        cam = ca.LayerGradCam(model, model.relu2).attribute(xg, target=TARGET,
                                                             relu_attributions=True)
         return F.interpolate(cam, size=x.shape[2:], mode="trilinear", align_corners=False)
     if method == "guided_gradcam":
-        return ca.GuidedGradCam(model, model.conv2).attribute(xg, target=TARGET,
+        return ca.GuidedGradCam(model, model.relu2).attribute(xg, target=TARGET,
                                                               interpolate_mode="trilinear")
     raise AssertionError(method)
 
@@ -83,7 +84,7 @@ def test_single_pass_methods_backpropagate_from_the_check_and_equal_captum(
     hook.remove()
     xg = x.clone().requires_grad_(True)
     if method == "gradcam":
-        cam = ca.LayerGradCam(tiny, getattr(tiny, layer or "conv2")).attribute(
+        cam = ca.LayerGradCam(tiny, getattr(tiny, layer or "relu2")).attribute(
             xg, target=predicted, relu_attributions=True)
         theirs = F.interpolate(cam, size=x.shape[2:], mode="trilinear", align_corners=False)
     else:

@@ -73,3 +73,20 @@ def test_cldice_of_tubes():
     half = tube.copy()
     half[:, :, 20:] = False  # only half of the centreline found
     assert cldice(tube, half) < value
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_percentile_equals_each_groups_percentile(seed):
+    """Few distinct values (lattice lengths, many ties) or many; empty groups give NaN."""
+    from napari_xaimed.evaluation.distances import _grouped_percentile
+
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(1, 40)), int(rng.integers(0, 800))
+    lengths = np.sqrt(rng.integers(0, 30, 12)) * 0.7
+    values = lengths[rng.integers(0, 12, m)] if seed % 2 else rng.random(m) * 9
+    groups = rng.integers(0, n, m)
+    for q in (0, 5, 50, 95, 100):
+        want = [np.percentile(values[groups == g], q) if np.any(groups == g) else np.nan
+                for g in range(n)]
+        np.testing.assert_allclose(_grouped_percentile(values, groups, n, q), want,
+                                   rtol=0, atol=1e-12)

@@ -39,6 +39,30 @@ def test_a_perfect_heatmap_scores_one_against_the_mask(qtbot, viewer):
         assert row[key] == pytest.approx(1.0), key
 
 
+def test_by_region_tables_the_heatmap_per_atlas_region(qtbot, viewer):
+    truth = viewer.layers["lesion truth"]
+    ct = viewer.layers["lesion ct"]
+    heat = (truth.data > 0).astype(np.float32)
+    viewer.add_image(heat, name="perfect", scale=truth.scale)
+    viewer.add_image(heat + 0.1 * ct.data, name="reference", scale=truth.scale)
+    atlas = np.where(truth.data > 0, 5, 1).astype(np.uint8)  # lesion region 5, the rest 1
+    labels = viewer.add_labels(atlas, name="atlas", scale=truth.scale)
+    labels.features = {"label": [1, 5], "name": ["rest", "lesion"]}
+    widget = ExplanationWidget(viewer)
+    widget.check.value = "by region"
+    widget.heatmap.value, widget.regions.value = viewer.layers["perfect"], labels
+    widget.reference.value = viewer.layers["reference"]
+    assert run_and_wait(qtbot, widget) == "done"
+    first, second = widget.table.rows
+    assert (first["name"], first["rank"], first["positive_share"]) == ("lesion", 1, 1.0)
+    assert second["name"] == "rest" and second["sum"] == 0
+    voxel_mm3 = float(np.prod(truth.scale))
+    assert first["volume_mm3"] == pytest.approx(voxel_mm3 * np.count_nonzero(truth.data))
+    (agreement,) = widget.details.rows
+    assert agreement["pearson"] > 0.9 and agreement["auroc_top5%"] > 0.5
+    assert agreement["region_pearson"] is None  # two regions: too few to correlate
+
+
 def test_deletion_and_insertion_curves_are_plotted(qtbot, viewer):
     ct = viewer.layers["lesion ct"]
     saliency = attribute("bundled", ct.data, "saliency", target=1).map

@@ -9,7 +9,9 @@ One check at a time, each calling :mod:`napari_xaimed.attribution`:
   spread and reliable-relevance layers, and how consistent the members are (a table);
 - **randomisation**: the cascading model-parameter randomisation test (a table and a plot);
 - **compare methods**: several methods under a grid of evaluation settings, ranked (tables of
-  the aggregated rank and of every setting, and a plot of the ranks).
+  the aggregated rank and of every setting, and a plot of the ranks);
+- **by region**: a heatmap summarised per region of a Labels layer (an atlas), and its
+  agreement with a reference map when one is picked (two tables).
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ from napari_xaimed.attribution import (
     ensemble_attribute_steps,
     perturbation_curve_steps,
     randomisation_test_steps,
+    reference_agreement,
+    relevance_by_region,
     truth_scores,
 )
 
 CHECKS = ("against mask", "deletion / insertion", "ensemble", "randomisation",
-          "compare methods")
+          "compare methods", "by region")
 # Which inputs each check reads (the others are hidden).
 FIELDS = {
     "against mask": ("heatmap", "mask", "tolerance", "top_k"),
@@ -53,6 +57,7 @@ FIELDS = {
     "ensemble": ("image", "model", "members", "dropout_passes", "method", "target", "device"),
     "randomisation": ("image", "model", "method", "target", "device"),
     "compare methods": ("image", "model", "mask", "methods", "target", "device"),
+    "by region": ("heatmap", "regions", "reference"),
 }
 
 
@@ -65,6 +70,8 @@ class ExplanationWidget(XaimedWidget):
         self.image = layer_picker(napari_viewer, Image, "image")
         self.heatmap = layer_picker(napari_viewer, Image, "heatmap")
         self.mask = layer_picker(napari_viewer, Labels, "truth mask", nullable=True)
+        self.regions = layer_picker(napari_viewer, Labels, "regions (atlas)")
+        self.reference = layer_picker(napari_viewer, Image, "reference map", nullable=True)
         self.model_source = ComboBox(label="model", choices=[BUNDLED, "file"], value=BUNDLED)
         self.model_file = FileEdit(label="model file", mode="r")
         self.members = FileEdit(label="ensemble files", mode="rm",
@@ -88,6 +95,7 @@ class ExplanationWidget(XaimedWidget):
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self._fields = {
             "image": [self.image], "heatmap": [self.heatmap], "mask": [self.mask],
+            "regions": [self.regions], "reference": [self.reference],
             "model": [self.model_source, self.model_file], "members": [self.members],
             "dropout_passes": [self.dropout_passes], "method": [self.method],
             "methods": [self.methods], "target": [self.target], "tolerance": [self.tolerance],
@@ -116,7 +124,7 @@ class ExplanationWidget(XaimedWidget):
                 widget.visible = key in wanted
         if "model" in wanted:
             self.model_file.visible = self.model_source.value == "file"
-        self.details.setVisible(self.check.value == "compare methods")
+        self.details.setVisible(self.check.value in ("compare methods", "by region"))
 
     def update_info(self, *_: Any) -> None:
         self.info.value = describe_layer(self.heatmap.value if "heatmap" in FIELDS.get(
@@ -134,7 +142,8 @@ class ExplanationWidget(XaimedWidget):
         return None if self.target.value == PREDICTED else int(self.target.value)
 
     def _layer_data(self, key: str) -> np.ndarray:
-        layer = {"image": self.image, "heatmap": self.heatmap, "mask": self.mask}[key].value
+        layer = {"image": self.image, "heatmap": self.heatmap, "mask": self.mask,
+                 "regions": self.regions, "reference": self.reference}[key].value
         if layer is None:
             raise XaimedError(f"Pick the {key} layer first.")
         return np.asarray(layer.data)
@@ -146,7 +155,8 @@ class ExplanationWidget(XaimedWidget):
                    "deletion / insertion": self._curves,
                    "ensemble": self._ensemble,
                    "randomisation": self._randomisation,
-                   "compare methods": self._compare}[self.check.value]
+                   "compare methods": self._compare,
+                   "by region": self._by_region}[self.check.value]
             job()
         except XaimedError as exc:
             report_error(exc)
@@ -168,6 +178,34 @@ class ExplanationWidget(XaimedWidget):
             self.table.set_rows([{"heatmap": name, **scores}])
 
         self.job.start(steps(), done, f"Scoring {name} against the mask")
+
+    def _by_region(self) -> None:
+        heat, regions = self._layer_data("heatmap"), self._layer_data("regions")
+        check_same_grid(self.heatmap.value, self.regions.value)
+        reference = None
+        if self.reference.value is not None:
+            check_same_grid(self.heatmap.value, self.reference.value)
+            reference = self._layer_data("reference")
+        spacing, _ = source_geometry(self.heatmap.value)
+        names = region_names(self.regions.value)
+        name = self.heatmap.value.name
+
+        def steps():
+            from napari_xaimed._progress import Progress
+
+            yield Progress(0, 1, "summarising the heatmap by region")
+            table = relevance_by_region(heat, regions, names=names, spacing=spacing)
+            agreement = (None if reference is None else
+                         reference_agreement(heat, reference, regions=regions))
+            return table, agreement
+
+        def done(result: tuple, seconds: float) -> None:
+            table, agreement = result
+            self.table.set_rows(table.to_dict("records"))
+            self.details.set_rows([] if agreement is None else
+                                  [{"heatmap": name, **agreement.to_dict()}])
+
+        self.job.start(steps(), done, f"Relevance of {name} by region")
 
     def _curves(self) -> None:
         volume, heat = self._layer_data("image"), self._layer_data("heatmap")
@@ -287,3 +325,14 @@ class ExplanationWidget(XaimedWidget):
                            xlabel="setting", ylabel="rank", ylim=(0.5, len(methods) + 0.5))
 
         self.job.start(steps(), done, f"Comparing {', '.join(methods)}")
+
+
+def region_names(layer: Any) -> dict[int, str] | None:
+    """Region names from a Labels layer's features (columns ``index`` or ``label``, and
+    ``name``), as atlas readers set them; None when it has none."""
+    features = getattr(layer, "features", None)
+    if features is None or "name" not in getattr(features, "columns", ()):
+        return None
+    key = next((c for c in ("label", "index") if c in features.columns), None)
+    ids = features[key] if key else features.index
+    return {int(i): str(n) for i, n in zip(ids, features["name"], strict=True)}

@@ -13,6 +13,12 @@ from napari_xaimed.attribution.attention import (
     attention_map,
     attention_map_steps,
 )
+from napari_xaimed.attribution.concepts import (
+    RCVResult,
+    TCAVResult,
+    regression_concepts,
+    tcav,
+)
 from napari_xaimed.attribution.ensembles import (
     EnsembleAttribution,
     MapConsistency,
@@ -27,14 +33,27 @@ from napari_xaimed.attribution.faithfulness import (
     insertion_curve,
     perturbation_curve_steps,
 )
+from napari_xaimed.attribution.latent import (
+    Embeddings,
+    confounder_scores,
+    embed,
+    project,
+    similar_cases,
+)
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
+from napari_xaimed.attribution.radiomics import case_features, region_features
 from napari_xaimed.attribution.ranking import (
     RankingResult,
     compare_methods,
     compare_methods_steps,
     rank_methods,
+)
+from napari_xaimed.attribution.regions import (
+    Agreement,
+    reference_agreement,
+    relevance_by_region,
 )
 from napari_xaimed.attribution.run import Attribution, attribute, attribute_steps
 from napari_xaimed.attribution.sanity import (
@@ -55,22 +74,29 @@ __all__ = [
     "ATTENTION_METHODS",
     "BUNDLED",
     "METHODS",
+    "Agreement",
     "Attribution",
     "Curve",
+    "Embeddings",
     "EnsembleAttribution",
     "LoadedModel",
     "MapConsistency",
     "Preprocessing",
+    "RCVResult",
     "RandomisationResult",
     "RankingResult",
+    "TCAVResult",
     "attention_map",
     "attention_map_steps",
     "attribute",
     "attribute_steps",
     "auroc",
+    "case_features",
     "compare_methods",
     "compare_methods_steps",
+    "confounder_scores",
     "deletion_curve",
+    "embed",
     "ensemble_attribute",
     "ensemble_attribute_steps",
     "insertion_curve",
@@ -78,12 +104,19 @@ __all__ = [
     "map_consistency",
     "perturbation_curve_steps",
     "pointing_game",
+    "project",
     "randomisation_test",
     "randomisation_test_steps",
     "rank_methods",
+    "reference_agreement",
+    "region_features",
+    "regression_concepts",
+    "relevance_by_region",
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
     "reliable_relevance",
+    "similar_cases",
+    "tcav",
     "top_k_precision",
     "truth_scores",
 ]

@@ -192,9 +192,10 @@ def _lrp_ready(model: torch.nn.Module) -> torch.nn.Module:
         elif type(layer) not in SUPPORTED_LAYERS_WITH_RULES and \
                 type(layer) not in SUPPORTED_NON_LINEAR_LAYERS:
             raise XaimedError(
-                f"LRP has no rule for layer {inner_name(model, name)!r} ({type(layer).__name__}): supported are "
-                "Conv3d, Linear, MaxPool3d, AvgPool3d, BatchNorm3d, ReLU, Dropout, Tanh and "
-                "shape-only layers. Use another method for this model.")
+                f"LRP has no rule for layer {inner_name(model, name)!r} "
+                f"({type(layer).__name__}): supported are Conv3d, Linear, MaxPool3d, "
+                "AvgPool3d, BatchNorm3d, ReLU, Dropout, Tanh and shape-only layers. Use "
+                "another method for this model.")
     return model
 
 

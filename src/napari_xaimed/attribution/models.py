@@ -27,6 +27,7 @@ BUNDLED_SEGMENTER = "bundled-segmenter"
 # The shape checks of each module passed in directly, remembered across calls (a script
 # explaining one model with several methods); weak, so the module can still be freed.
 _CHECKS: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
+_CAM_LAYERS: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -54,6 +55,8 @@ class LoadedModel:
     sha256: str | None = None
     # (input shape, device) -> number of classes of a classifier already checked on such input
     checked: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False)
+    # (input shape, device, layer asked for) -> the Grad-CAM layer chosen on such input
+    cam_layers: dict[tuple[Any, ...], str] = field(default_factory=dict, repr=False)
 
     def provenance(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "classes": self.classes,
@@ -146,7 +149,8 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
         config = config or {}
         return LoadedModel(model.eval(), Preprocessing.from_dict(config.get("preprocessing")),
                            list(config.get("classes", [])),
-                           checked=_CHECKS.setdefault(model, {}))
+                           checked=_CHECKS.setdefault(model, {}),
+                           cam_layers=_CAM_LAYERS.setdefault(model, {}))
     if model in (BUNDLED, BUNDLED_SEGMENTER):
         if model == BUNDLED:
             from napari_xaimed.attribution.lesion_model import WEIGHTS

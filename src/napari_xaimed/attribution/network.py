@@ -50,6 +50,7 @@ class CallRecord:
     def __init__(self) -> None:
         self.calls: dict[int, Call] = {}
         self.output: Any = None
+        self.input_shape: tuple[int, ...] | None = None
 
     def reused(self) -> list[Call]:
         """Leaf modules that ran more than once."""
@@ -77,6 +78,8 @@ def recording(model: nn.Module, keep: bool = False) -> Iterator[CallRecord]:
         key = id(module)
         if module is model and record.output is None:
             record.output = output[0] if isinstance(output, tuple | list) and output else output
+            if _inputs and isinstance(_inputs[0], torch.Tensor):
+                record.input_shape = tuple(_inputs[0].shape)
         if key in record.calls:
             record.calls[key].calls += 1
             return
@@ -248,8 +251,13 @@ def cam_layer(record: CallRecord, name: str | None, modules: dict[str, nn.Module
     with the earlier layers that would do, since its Grad-CAM is a constant."""
     spatial = [c for c in record.feature_maps() if _voxels(c.shape) > 1]
     if name is None:
-        # not the modules whose tensor is the model's output (a segmentation's last layer)
-        candidates = [c for c in spatial if c.tensor is None or c.tensor() is not record.output]
+        # not the modules whose tensor is the model's output (a segmentation's last layer),
+        # nor padding, nor 5D tensors that are no map of the volume (a transformer's
+        # rearranged tokens: their last three axes are not the input's, shrunk alike)
+        candidates = [c for c in spatial
+                      if (c.tensor is None or c.tensor() is not record.output)
+                      and not isinstance(c.module, _NOT_MAPS)
+                      and _like_volume(c.shape, record.input_shape)]
         if not candidates:
             raise XaimedError(
                 "the model has no spatial feature map (a 5D output of more than one voxel) "
@@ -273,6 +281,20 @@ def cam_layer(record: CallRecord, name: str | None, modules: dict[str, nn.Module
             f"would be one flat value: pick an earlier layer, e.g. {', '.join(earlier) or 'none'}"
             ", or a larger input_size.")
     return name, layer
+
+
+_NOT_MAPS = (nn.ZeroPad3d, nn.ConstantPad3d, nn.ReflectionPad3d, nn.ReplicationPad3d,
+             nn.CircularPad3d, nn.Identity)
+
+
+def _like_volume(shape: tuple[int, ...] | None, input_shape: tuple[int, ...] | None) -> bool:
+    """Whether a 5D output's grid is the input's grid shrunk by one factor on every axis
+    (give or take a voxel of padding)."""
+    if shape is None or input_shape is None or len(input_shape) != 5:
+        return True
+    ratios = [s / n for s, n in zip(shape[2:], input_shape[2:], strict=True)]
+    return all(abs(s - ratios[0] * n) <= 1.0 for s, n in zip(shape[2:], input_shape[2:],
+                                                             strict=True))
 
 
 def _voxels(shape: tuple[int, ...] | None) -> int:

@@ -144,23 +144,28 @@ class _nothing:
 
 
 def _hook_ready(method: str, run_model: torch.nn.Module, network: torch.nn.Module,
-                x: torch.Tensor, primed: Primed | None, layer: str | None
+                x: torch.Tensor, primed: Primed | None, layer: str | None,
+                chosen_layers: dict[tuple[Any, ...], str]
                 ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The model a hook-based method runs on, and for Grad-CAM the layer module (for
     :func:`run_method`) and what was chosen (for the record).
 
-    TorchScript is refused (no module hooks); a model that calls a module twice per pass gets
-    one copy per call (:func:`~napari_xaimed.attribution.network.untangled`); Grad-CAM's
-    layer defaults to the last spatial feature map of a pass on this input."""
-    refuse_scripted(method, network)
+    A model that calls a module twice per pass gets one copy per call
+    (:func:`~napari_xaimed.attribution.network.untangled`); Grad-CAM's layer defaults to the
+    last spatial feature map of a pass on this input, remembered in ``chosen_layers`` by input
+    shape, device and the layer asked for (so a checked model needs no extra pass)."""
     chosen: dict[str, Any] = {}
     name = None
     if method in ("gradcam", "guided_gradcam"):
+        key = (tuple(x.shape), str(x.device), layer)
         if primed is not None and primed.layer_name is not None:
             name = primed.layer_name
+        elif key in chosen_layers:
+            name = chosen_layers[key]
         else:
             record = record_calls(network, x, run_model)
             name = cam_layer(record, layer, dict(network.named_modules()))[0]
+        chosen_layers[key] = name
         chosen = {"layer": name}
         if layer is None:
             chosen["layer_choice"] = "default: the model's last spatial feature map"
@@ -305,7 +310,7 @@ def attribute_steps(
     run_model, extra, layer_info = forward_module if segmentation else module, {}, {}
     if method in HOOKED:
         run_model, extra, layer_info = _hook_ready(method, run_model, network, x, primed,
-                                                   params.get("layer"))
+                                                   params.get("layer"), loaded.cam_layers)
     hook = module.register_forward_hook(capture) if out is None else None
     try:
         attribution = yield from run_method(method, run_model, forward_module, x, chosen,

@@ -9,8 +9,7 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed.evaluation.footprints import scan
-from napari_xaimed.evaluation.instances import class_instances
-from napari_xaimed.evaluation.panoptic import _class_values, check_pair, match_table
+from napari_xaimed.evaluation.panoptic import _class_values, check_pair, class_maps, match_table
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
 
@@ -77,18 +76,19 @@ def autc(
     -------
     AUTCResult
     """
-    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric)
+    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric,
+                                       signs=not instance_input)
     # rounded so the default grid holds 0.6 itself rather than 0.6000000000000001
     t = np.round(np.linspace(0.0, 1.0, 11), 12) if thresholds is None else np.asarray(thresholds, float)
     if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 1:
         raise XaimedError("thresholds must be at least two increasing values within [0, 1].")
     curves, areas, counts = {}, {}, {}
     for name, values in _class_values(classes).items():
-        ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
-                                           connectivity=connectivity)
-        pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
-                                             connectivity=connectivity)
-        table, _ = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
+        ref_map, ref_ids, pred_map, pred_ids, scanned = class_maps(
+            reference, prediction, values, instance_input=instance_input,
+            connectivity=connectivity, read_ids=instance_input)
+        table = (scanned.table if scanned is not None
+                 else scan(ref_map, pred_map, len(ref_ids), len(pred_ids))[0])
         scores = table.scores(match_metric)
         pq, sq, rq, cnt = [], [], [], []
         for threshold in t:

@@ -79,10 +79,18 @@ def distance_metrics(reference: np.ndarray, prediction: np.ndarray,
 
 
 def _grouped_percentile(values: np.ndarray, groups: np.ndarray, n: int, q: float) -> np.ndarray:
-    """``np.percentile(values[groups == g], q)`` (linear method) for every group ``g < n``, from
-    one sort; NaN for an empty group."""
-    order = np.lexsort((values, groups))
-    ordered = values[order]
+    """``np.percentile(values[groups == g], q)`` (linear method) for every group ``g < n``; NaN
+    for an empty group.
+
+    The values sorted within their groups, as ``np.lexsort((values, groups))`` orders them, from
+    a quick sort by value and then a stable sort by group (a radix sort for fewer than 65536
+    groups): the same sequence, since equal values are interchangeable, in a third of the time
+    of lexsort's two stable sorts."""
+    by_value = np.argsort(values)
+    group_of = groups[by_value]
+    if n <= 2**16:
+        group_of = group_of.astype(np.uint16)
+    ordered = values[by_value[np.argsort(group_of, kind="stable")]]
     sizes = np.bincount(groups, minlength=n)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     out = np.full(n, np.nan)

@@ -5,7 +5,9 @@ Two ways to the same answers, picked by how much of the volume is foreground:
 - **sparse** (foreground at most :data:`SPARSE_FRACTION` of the voxels, the usual case for
   lesions, nodules, cells): one pass finds the foreground voxels of either map; instance sizes,
   the overlap table and each instance's voxel list come from that short list alone. A group's
-  crop is built from its voxel lists, without scanning the volume again.
+  crop is built from its voxel lists, without scanning the volume again. Instance maps of any
+  ids need no compact copies for it (:func:`scan_labels`): only the foreground's ids are
+  renumbered.
 - **dense** (e.g. whole organs): the overlap table is built slab by slab
   (:func:`~napari_xaimed.evaluation.overlap.overlap_table`) and crops come from
   ``scipy.ndimage.find_objects`` boxes; the voxel lists would cost more memory than the maps.
@@ -13,11 +15,14 @@ Two ways to the same answers, picked by how much of the volume is foreground:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_xaimed.evaluation.foreground import foreground
+from napari_xaimed.evaluation.instances import check_signs, compact_values
 from napari_xaimed.evaluation.overlap import OverlapTable, overlap_table, pair_table
 
 SPARSE_FRACTION = 0.125
@@ -98,7 +103,9 @@ class VoxelCrops:
         owner = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
         sums = np.zeros((len(sizes), 3))
         plane = self.shape[1] * self.shape[2]
-        for start in range(0, len(owner), CHUNK):  # chunks keep the temporaries small
+        # From the first instance's voxels on (the background's, if listed, are not needed);
+        # chunks keep the temporaries small.
+        for start in range(int(self.ref_starts[1]), len(owner), CHUNK):
             index, who = self.ref_index[start:start + CHUNK], owner[start:start + CHUNK]
             z, rest = np.divmod(index, plane)
             y, x = np.divmod(rest, self.shape[2])
@@ -152,23 +159,26 @@ def _grouped(values: np.ndarray, index: np.ndarray, n: int) -> tuple[np.ndarray,
     return index[order], starts
 
 
-def _foreground(ref_map: np.ndarray, pred_map: np.ndarray, limit: int) -> np.ndarray | None:
-    """Flat indices of the voxels nonzero in either map (int32 when they fit), or None as soon
-    as there are more than ``limit``. Slab by slab, so no volume-sized temporary is made."""
-    dtype = np.int32 if ref_map.size < 2**31 else np.int64
-    ref, pred = ref_map.reshape(len(ref_map), -1), pred_map.reshape(len(pred_map), -1)
-    # Slabs of at most 2M voxels and 1/16 of the volume: the temporaries stay small beside it.
-    slab = max(1, min(2_000_000, ref_map.size // 16) // max(1, ref.shape[1]))
-    parts, total = [], 0
-    for start in range(0, len(ref), slab):
-        union = ref[start:start + slab] != 0
-        union |= pred[start:start + slab] != 0
-        part = np.flatnonzero(union).astype(dtype) + dtype(start * ref.shape[1])
-        total += part.size
-        if total > limit:
-            return None
-        parts.append(part)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+def _sparse_scan(shape: tuple[int, ...], fg: np.ndarray, ref: np.ndarray, pred: np.ndarray,
+                 n_ref: int, n_pred: int) -> tuple[OverlapTable, VoxelCrops]:
+    """Table and crops from the compact numbers ``ref``/``pred`` at the voxels ``fg``, which
+    hold every nonzero voxel of both maps."""
+    size = int(np.prod(shape))
+    ref_sizes = np.bincount(ref, minlength=n_ref + 1).astype(np.int64)
+    pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
+    ref_sizes[0] = size - ref_sizes[1:].sum()
+    pred_sizes[0] = size - pred_sizes[1:].sum()
+    both = ref > 0
+    both &= pred > 0
+    both = np.flatnonzero(both)
+    stride = n_pred + 1
+    pair_ref, pair_pred, pair_inter = pair_table(
+        ref.take(both).astype(np.int64) * stride + pred.take(both), n_ref, n_pred)
+    table = OverlapTable(ref_sizes=ref_sizes, pred_sizes=pred_sizes, pair_ref=pair_ref,
+                         pair_pred=pair_pred, pair_inter=pair_inter)
+    ref_index, ref_starts = _grouped(ref, fg, n_ref)
+    pred_index, pred_starts = _grouped(pred, fg, n_pred)
+    return table, VoxelCrops(shape, ref_index, ref_starts, pred_index, pred_starts)
 
 
 def scan(ref_map: np.ndarray, pred_map: np.ndarray, n_ref: int, n_pred: int
@@ -185,22 +195,70 @@ def scan(ref_map: np.ndarray, pred_map: np.ndarray, n_ref: int, n_pred: int
     -------
     (OverlapTable, Crops)
     """
-    fg = _foreground(ref_map, pred_map, int(SPARSE_FRACTION * ref_map.size))
-    if fg is None:
+    found = foreground(ref_map, pred_map, int(SPARSE_FRACTION * ref_map.size))
+    if found is None:
         return (overlap_table(ref_map, pred_map, n_ref, n_pred),
                 BoxCrops(ref_map, pred_map, n_ref, n_pred))
-    ref = ref_map.reshape(-1)[fg]
-    pred = pred_map.reshape(-1)[fg]
-    ref_sizes = np.bincount(ref, minlength=n_ref + 1).astype(np.int64)
-    pred_sizes = np.bincount(pred, minlength=n_pred + 1).astype(np.int64)
-    ref_sizes[0] = ref_map.size - ref_sizes[1:].sum()
-    pred_sizes[0] = pred_map.size - pred_sizes[1:].sum()
-    both = (ref > 0) & (pred > 0)
-    stride = n_pred + 1
-    pair_ref, pair_pred, pair_inter = pair_table(
-        ref[both].astype(np.int64) * stride + pred[both], n_ref, n_pred)
-    table = OverlapTable(ref_sizes=ref_sizes, pred_sizes=pred_sizes, pair_ref=pair_ref,
-                         pair_pred=pair_pred, pair_inter=pair_inter)
-    ref_index, ref_starts = _grouped(ref, fg, n_ref)
-    pred_index, pred_starts = _grouped(pred, fg, n_pred)
-    return table, VoxelCrops(ref_map.shape, ref_index, ref_starts, pred_index, pred_starts)
+    return _sparse_scan(ref_map.shape, *found, n_ref, n_pred)
+
+
+@dataclass
+class LabelScan:
+    """What :func:`scan_labels` reads from two instance maps of any ids.
+
+    ``ref_values[k]`` is the value that compact reference number ``k`` has in the reference map
+    (``ref_values[0] == 0``), in the map's dtype; the same for predictions. Code that compares
+    map values with an instance (surfaces, nearest partner voxels) reads the maps as they are
+    through these, so no compact copy of either map is made.
+    """
+
+    table: OverlapTable
+    crops: VoxelCrops
+    ref_ids: np.ndarray
+    pred_ids: np.ndarray
+    ref_values: np.ndarray
+    pred_values: np.ndarray
+
+
+def scan_labels(reference: np.ndarray, prediction: np.ndarray,
+                selected: np.ndarray | None = None,
+                names: tuple[str, str] = ("reference", "prediction")) -> LabelScan | None:
+    """The overlap table and crops of two instance maps straight from their ids, in one pass.
+
+    The sparse path of :func:`scan` without the compact maps: the voxels nonzero in either map
+    and their ids are found in one read of both maps
+    (:func:`~napari_xaimed.evaluation.foreground.foreground`), and only those ids are renumbered
+    (:func:`~napari_xaimed.evaluation.instances.compact_values`, the numbering of
+    ``compact_labels``), so nothing volume-sized is written.
+
+    Parameters
+    ----------
+    reference, prediction : numpy.ndarray
+        Instance maps of one shape, non-negative integer ids of any dtype.
+    selected : numpy.ndarray, optional
+        Sorted ids that form the class; other ids count as background.
+    names : (str, str)
+        What to call the two maps in the error raised for negative labels (found among the
+        nonzero voxels, so no separate pass looks for them).
+
+    Returns
+    -------
+    LabelScan or None
+        None when more than :data:`SPARSE_FRACTION` of the voxels are nonzero in either map
+        (other ids of the class selection included): compact maps and :func:`scan` are then
+        the faster way.
+    """
+    reference = np.ascontiguousarray(reference)
+    prediction = np.ascontiguousarray(prediction)
+    found = foreground(reference, prediction, int(SPARSE_FRACTION * reference.size))
+    if found is None:
+        return None
+    fg, ref_values, pred_values = found
+    check_signs(ref_values, names[0])
+    check_signs(pred_values, names[1])
+    ref, ref_ids = compact_values(ref_values, selected)
+    pred, pred_ids = compact_values(pred_values, selected)
+    table, crops = _sparse_scan(reference.shape, fg, ref, pred, len(ref_ids), len(pred_ids))
+    return LabelScan(table=table, crops=crops, ref_ids=ref_ids, pred_ids=pred_ids,
+                     ref_values=np.concatenate([[0], ref_ids]).astype(reference.dtype),
+                     pred_values=np.concatenate([[0], pred_ids]).astype(prediction.dtype))

@@ -41,6 +41,74 @@ def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return compact.reshape(labels.shape), ids.astype(np.int64)
 
 
+def check_signs(labels: np.ndarray, name: str) -> None:
+    """Raise the error a user can fix when a label map (or values read from it) holds negative
+    labels; unsigned maps are not read."""
+    if labels.size and np.issubdtype(labels.dtype, np.signedinteger):
+        lowest = labels.min()
+        if lowest < 0:
+            raise XaimedError(f"{name} has negative labels ({lowest}): labels must be >= 0.")
+
+
+def _number_dtype(n: int) -> type:
+    """The dtype of compact numbers ``0..n``: uint16 when n < 65536 (less memory), else int32
+    (int64 beyond that)."""
+    if n < 2**16:
+        return np.uint16
+    return np.int32 if n < 2**31 else np.int64
+
+
+def compact_values(values: np.ndarray, selected: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Compact numbers of label values read at some voxels (e.g. the foreground of a map).
+
+    The same numbering as :func:`compact_labels` of the whole map, from the values alone: the
+    nonzero ids present become ``1..n`` in increasing id order and 0 stays 0.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Non-negative integer labels, any shape.
+    selected : numpy.ndarray, optional
+        Sorted ids that count as instances; other values are numbered 0 like the background.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The numbers (uint16 when n < 65536, else int32 or int64), shaped like ``values``, and
+        the ``n`` ids (int64, ``ids[k - 1]`` is the id of ``k``).
+    """
+    flat = values.ravel()
+    if flat.size == 0:
+        return np.zeros(values.shape, np.uint16), np.zeros(0, np.int64)
+    hi = int(flat.max())
+    if hi < 4 * flat.size + 2**16:  # a lookup table no larger than a few times the values
+        flat = flat.astype(np.intp, copy=False)
+        present = np.bincount(flat, minlength=hi + 1) > 0
+        present[0] = False
+        if selected is not None:
+            present &= np.isin(np.arange(hi + 1), selected)
+        ids = np.flatnonzero(present)
+        lut = np.zeros(hi + 1, _number_dtype(ids.size))
+        lut[ids] = np.arange(1, ids.size + 1)
+        return lut[flat].reshape(values.shape), ids.astype(np.int64)
+    unique, inverse = np.unique(flat, return_inverse=True)
+    keep = unique != 0
+    if selected is not None:
+        keep &= np.isin(unique, selected)
+    numbers = np.cumsum(keep) * keep
+    dtype = _number_dtype(int(keep.sum()))
+    return (numbers.astype(dtype)[inverse].reshape(values.shape),
+            unique[keep].astype(np.int64))
+
+
+def selected_values(values: Iterable[int] | None) -> np.ndarray | None:
+    """Sorted unique int64 ids of a class (None stays None: every nonzero value)."""
+    if values is None:
+        return None
+    return np.asarray(sorted(set(int(v) for v in values)), dtype=np.int64)
+
+
 def connected_components(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
     """Instances of a mask as 3D connected components: labels ``1..n`` (uint16 when n < 65536,
     else int32 or int64) and ``n``."""
@@ -94,8 +162,7 @@ def class_instances(
         Map ``0..n`` (uint16 when n < 65536, else int32 or int64) and the ``n`` original ids
         (component numbers for semantic input).
     """
-    if values is not None:
-        values = np.asarray(sorted(set(int(v) for v in values)), dtype=np.int64)
+    values = selected_values(values)
     if instance_input:
         selected = labels if values is None else np.where(np.isin(labels, values), labels, 0)
         return compact_labels(selected)

@@ -23,7 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed.evaluation.overlap import OverlapTable, pair_score
+from napari_xaimed.evaluation.overlap import OverlapTable, score_value
 
 MATCHINGS = ("one_to_one", "many_to_one", "one_to_many")
 ASSIGNMENTS = ("greedy", "optimal")
@@ -126,13 +126,14 @@ def group_edges(
         key = p if matching == "one_to_many" else r
         by_key.setdefault(key, []).append((r, p))
     groups = []
+    ref_sizes, pred_sizes = table.ref_sizes.tolist(), table.pred_sizes.tolist()
     for members in by_key.values():
         refs = tuple(sorted({r for r, _ in members}))
         preds = tuple(sorted({p for _, p in members}))
         inter = sum(inter_of.get((r, p), 0) for r in refs for p in preds)
-        ref_size = int(table.ref_sizes[list(refs)].sum())
-        pred_size = int(table.pred_sizes[list(preds)].sum())
-        score = float(pair_score(inter, ref_size, pred_size, metric))
+        ref_size = sum(ref_sizes[r] for r in refs)
+        pred_size = sum(pred_sizes[p] for p in preds)
+        score = score_value(inter, ref_size, pred_size, metric)
         groups.append(Group(refs, preds, inter, ref_size, pred_size, score))
     groups.sort(key=lambda g: g.refs)
     return groups

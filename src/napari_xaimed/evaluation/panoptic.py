@@ -16,9 +16,9 @@ from napari_xaimed.evaluation.distances import (
     distance_metrics,
     grouped_distance_metrics,
 )
-from napari_xaimed.evaluation.errors import error_map
-from napari_xaimed.evaluation.footprints import VoxelCrops, scan
-from napari_xaimed.evaluation.instances import class_instances
+from napari_xaimed.evaluation.errors import error_map, sparse_error_map
+from napari_xaimed.evaluation.footprints import LabelScan, VoxelCrops, scan, scan_labels
+from napari_xaimed.evaluation.instances import check_signs, class_instances, selected_values
 from napari_xaimed.evaluation.matching import (
     Counts,
     check_matching,
@@ -26,7 +26,7 @@ from napari_xaimed.evaluation.matching import (
     group_edges,
     match_edges,
 )
-from napari_xaimed.evaluation.overlap import OverlapTable, pair_score
+from napari_xaimed.evaluation.overlap import OverlapTable, score_value
 from napari_xaimed.evaluation.parts import check_parts, combined_score, part_scores
 from napari_xaimed.evaluation.shells import pair_surface_distances
 from napari_xaimed.evaluation.voronoi import region_rows_steps, voronoi_regions
@@ -159,7 +159,7 @@ class PanopticResult:
         return pd.DataFrame([asdict(r) for c in self.classes.values() for r in c.rows])
 
 
-def _check_labels(array: Any, name: str) -> np.ndarray:
+def _check_labels(array: Any, name: str, signs: bool = True) -> np.ndarray:
     arr = np.asarray(array)
     if arr.ndim != 3:
         raise XaimedError(f"{name} must be a 3D (z, y, x) label map, got shape {arr.shape}.")
@@ -174,16 +174,19 @@ def _check_labels(array: Any, name: str) -> np.ndarray:
         arr = arr.astype(np.int64)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise XaimedError(f"{name} must hold integer labels, got dtype {arr.dtype}.")
-    if arr.size and arr.min() < 0:
-        raise XaimedError(f"{name} has negative labels ({arr.min()}): labels must be >= 0.")
+    if signs:
+        check_signs(arr, name)
     return arr
 
 
 def check_pair(reference: Any, prediction: Any, matching: str, assignment: str,
-               match_metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the two label maps and the matching settings shared by evaluate and autc."""
-    reference = _check_labels(reference, "reference")
-    prediction = _check_labels(prediction, "prediction")
+               match_metric: str, signs: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the two label maps and the matching settings shared by evaluate and autc.
+
+    ``signs=False`` leaves the search for negative labels to :func:`class_maps`, which finds
+    them among the nonzero voxels it reads anyway."""
+    reference = _check_labels(reference, "reference", signs)
+    prediction = _check_labels(prediction, "prediction", signs)
     if reference.shape != prediction.shape:
         raise XaimedError(
             f"reference {reference.shape} and prediction {prediction.shape} differ in shape: "
@@ -217,11 +220,22 @@ def evaluate_class_steps(
     metrics: tuple[str, ...], nsd_tolerance_mm: float, keep_maps: bool = False,
     part_spec: dict[str, list[int]] | None = None,
     semantic: tuple[np.ndarray, np.ndarray] | None = None, voronoi: bool = False,
+    scanned: LabelScan | None = None,
 ) -> Steps[ClassResult]:
-    """Match and measure one class, given its compact instance maps."""
-    table, crops = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
+    """Match and measure one class, given its compact instance maps, or (``scanned``) the
+    instance maps as they are with what :func:`~napari_xaimed.evaluation.footprints.scan_labels`
+    read from them (not with ``voronoi``, which needs the compact reference map)."""
+    if scanned is None:
+        table, crops = scan(ref_map, pred_map, len(ref_ids), len(pred_ids))
+        ref_values = pred_values = None
+    else:
+        table, crops = scanned.table, scanned.crops
+        ref_values, pred_values = scanned.ref_values, scanned.pred_values
     counts, groups = match_table(table, threshold=threshold, match_metric=match_metric,
                                  matching=matching, assignment=assignment, strict=strict)
+    # Original ids and sizes by compact number as Python ints: read once per row and instance.
+    ref_id, pred_id = [0, *ref_ids.tolist()], [0, *pred_ids.tolist()]
+    ref_voxels, pred_voxels = table.ref_sizes.tolist(), table.pred_sizes.tolist()
     voxel_mm3 = float(np.prod(spacing))
     rows = []
     accepted_set = set(counts.accepted)
@@ -232,7 +246,7 @@ def evaluate_class_steps(
         if wanted:
             yield Progress(0, len(groups), f"{name}: surface distances")
             batched = _single_pair_distances(ref_map, pred_map, crops, groups, spacing,
-                                             nsd_tolerance_mm, wanted)
+                                             nsd_tolerance_mm, wanted, ref_values, pred_values)
     step = max(1, len(groups) // 100)  # about a hundred progress reports, not one per instance
     for i, group in enumerate(groups):
         if i % step == 0:
@@ -240,12 +254,12 @@ def evaluate_class_steps(
         accepted = group in accepted_set
         row = InstanceRow(
             class_name=name,
-            reference_ids=tuple(int(ref_ids[r - 1]) for r in group.refs),
-            prediction_ids=tuple(int(pred_ids[p - 1]) for p in group.preds),
+            reference_ids=tuple(ref_id[r] for r in group.refs),
+            prediction_ids=tuple(pred_id[p] for p in group.preds),
             accepted=accepted,
             score=group.score,
-            dice=float(pair_score(group.inter, group.ref_size, group.pred_size, "dice")),
-            iou=float(pair_score(group.inter, group.ref_size, group.pred_size, "iou")),
+            dice=score_value(group.inter, group.ref_size, group.pred_size, "dice"),
+            iou=score_value(group.inter, group.ref_size, group.pred_size, "iou"),
             rvd=(group.pred_size - group.ref_size) / group.ref_size,
             reference_voxels=group.ref_size,
             prediction_voxels=group.pred_size,
@@ -279,18 +293,21 @@ def evaluate_class_steps(
     missed_centres = crops.centres("reference", missed) if missed else np.zeros((0, 3))
     fp_centres = crops.centres("prediction", false_pos) if false_pos else np.zeros((0, 3))
     yield Progress(len(groups), len(groups), f"{name}: done")
-    errors = (error_map(ref_map, pred_map, table.n_ref, table.n_pred, counts.accepted)
-              if keep_maps else None)
+    errors = None
+    if keep_maps:
+        errors = (sparse_error_map(crops, table.pred_sizes, table.n_ref, counts.accepted)
+                  if isinstance(crops, VoxelCrops) else
+                  error_map(ref_map, pred_map, table.n_ref, table.n_pred, counts.accepted))
     result = ClassResult(
         name=name, tp=counts.tp, fp=counts.fp, fn=counts.fn, pq=counts.pq, sq=counts.sq,
         rq=counts.rq, n_reference=table.n_ref, n_prediction=table.n_pred, rows=rows,
-        missed_reference_ids=[int(ref_ids[r - 1]) for r in missed],
-        false_positive_ids=[int(pred_ids[p - 1]) for p in false_pos],
-        missed_voxels={int(ref_ids[r - 1]): int(table.ref_sizes[r]) for r in missed},
-        missed_centres={int(ref_ids[r - 1]): _point(c)
+        missed_reference_ids=[ref_id[r] for r in missed],
+        false_positive_ids=[pred_id[p] for p in false_pos],
+        missed_voxels={ref_id[r]: ref_voxels[r] for r in missed},
+        missed_centres={ref_id[r]: _point(c)
                         for r, c in zip(missed, missed_centres, strict=True)},
-        false_positive_voxels={int(pred_ids[p - 1]): int(table.pred_sizes[p]) for p in false_pos},
-        false_positive_centres={int(pred_ids[p - 1]): _point(c)
+        false_positive_voxels={pred_id[p]: pred_voxels[p] for p in false_pos},
+        false_positive_centres={pred_id[p]: _point(c)
                                 for p, c in zip(false_pos, fp_centres, strict=True)},
         error_map=errors,
     )
@@ -315,7 +332,9 @@ def _point(centre: np.ndarray) -> tuple[float, float, float]:
 
 def _single_pair_distances(ref_map: np.ndarray, pred_map: np.ndarray, crops: VoxelCrops,
                            groups: list, spacing: tuple[float, float, float],
-                           nsd_tolerance_mm: float, wanted: tuple[str, ...]
+                           nsd_tolerance_mm: float, wanted: tuple[str, ...],
+                           ref_values: np.ndarray | None = None,
+                           pred_values: np.ndarray | None = None,
                            ) -> dict[int, dict[str, float]]:
     """Distance metrics of every group of one reference and one prediction, all at once
     (:mod:`~napari_xaimed.evaluation.shells`); merged groups are left to their crops, whose
@@ -325,7 +344,7 @@ def _single_pair_distances(ref_map: np.ndarray, pred_map: np.ndarray, crops: Vox
         return {}
     a, a_pair, b, b_pair = pair_surface_distances(
         ref_map, pred_map, crops, [groups[i].refs[0] for i in single],
-        [groups[i].preds[0] for i in single], spacing)
+        [groups[i].preds[0] for i in single], spacing, ref_values, pred_values)
     table = grouped_distance_metrics(a, a_pair, b, b_pair, len(single), nsd_tolerance_mm,
                                      wanted)
     return {i: {key: float(values[j]) for key, values in table.items()}
@@ -347,6 +366,33 @@ def _summarise_parts(result: ClassResult, part_spec: dict[str, list[int]]) -> No
         result.part_aware_pq = float(np.mean(combined)) * result.rq
     else:
         result.part_aware_pq = math.nan if math.isnan(result.rq) else 0.0
+
+
+def class_maps(reference: np.ndarray, prediction: np.ndarray, values: list[int] | None, *,
+               instance_input: bool, connectivity: int, read_ids: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, LabelScan | None]:
+    """The maps, ids and (``read_ids``, for instance input) the :class:`LabelScan` of one class.
+
+    With ``read_ids`` the instance ids are read where either map is nonzero
+    (:func:`~napari_xaimed.evaluation.footprints.scan_labels`) and the maps are returned as
+    they are; when that does not apply (dense maps) or without it, compact maps are built
+    (:func:`~napari_xaimed.evaluation.instances.class_instances`) and the scan is None.
+    The maps' signs are checked here when ``read_ids`` (``check_pair(signs=False)``).
+    """
+    if read_ids and instance_input:
+        # contiguous, so the flat indices of the scan address the maps without copies later
+        reference, prediction = np.ascontiguousarray(reference), np.ascontiguousarray(prediction)
+        scanned = scan_labels(reference, prediction, selected_values(values))
+        if scanned is not None:
+            return reference, scanned.ref_ids, prediction, scanned.pred_ids, scanned
+    if read_ids:
+        check_signs(reference, "reference")
+        check_signs(prediction, "prediction")
+    ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
+                                       connectivity=connectivity)
+    pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
+                                         connectivity=connectivity)
+    return ref_map, ref_ids, pred_map, pred_ids, None
 
 
 def match_table(table: OverlapTable, *, threshold: float, match_metric: str, matching: str,
@@ -383,7 +429,9 @@ def evaluate_steps(
     keep_maps: bool = False,
 ) -> Steps[PanopticResult]:
     """Generator form of :func:`evaluate` (yields progress, returns the result)."""
-    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric)
+    read_ids = instance_input and not voronoi  # Voronoi regions need compact reference maps
+    reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric,
+                                       signs=not read_ids)
     spacing = as_spacing(spacing)
     if not 0.0 <= float(threshold) <= 1.0:
         raise XaimedError(f"threshold must lie in [0, 1], got {threshold}.")
@@ -406,16 +454,15 @@ def evaluate_steps(
     jobs += [(name, spec["thing"], spec["parts"]) for name, spec in part_specs.items()]
     for name, values, part_spec in jobs:
         yield Progress(0, 1, f"{name}: finding instances")
-        ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
-                                           connectivity=connectivity)
-        pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
-                                             connectivity=connectivity)
+        ref_map, ref_ids, pred_map, pred_ids, scanned = class_maps(
+            reference, prediction, values, instance_input=instance_input,
+            connectivity=connectivity, read_ids=read_ids)
         results[name] = yield from evaluate_class_steps(
             name, ref_map, ref_ids, pred_map, pred_ids, spacing=spacing, matching=matching,
             threshold=float(threshold), match_metric=match_metric, assignment=assignment,
             strict=strict, metrics=metrics, nsd_tolerance_mm=nsd_tolerance_mm,
             keep_maps=keep_maps, part_spec=part_spec, semantic=(reference, prediction),
-            voronoi=voronoi)
+            voronoi=voronoi, scanned=scanned)
     return PanopticResult(classes=results, params=params)
 
 

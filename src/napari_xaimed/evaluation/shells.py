@@ -11,8 +11,14 @@ So all pairs are searched together: the lattice offsets within a small ellipsoid
 order of their length in mm, and a point is settled at the first offset that lands on a surface
 voxel of its partner. Every shorter offset has been tried before it, so that length is the exact
 nearest distance, the same as the k-d tree gives. Points not settled inside the ellipsoid, or too
-near the volume's edge for the offsets to stay inside, go to a k-d tree over their partner's
-surface, so the answer is exact for any shape.
+near the volume's edge for the offsets to stay inside, are measured against all of their
+partner's surface (directly when they are few, else through a k-d tree), so the answer is exact
+for any shape.
+
+Each step is one lookup per point: the partner surface voxels of a z-slab are marked with their
+instance's compact label in a small array, and a point has landed when the mark under it is its
+partner's label. The maps themselves are only read to find the surfaces, so they may hold any ids
+(``ref_values``/``pred_values`` of :func:`pair_surface_distances`).
 
 Surfaces are those of :func:`~napari_xaimed.evaluation.distances.surface`: instance voxels with a
 6-neighbour outside the instance or outside the volume.
@@ -36,6 +42,9 @@ SLABS = 8
 FEW = 32
 # Points handled per step where a step makes several temporaries per point.
 CHUNK = 1 << 14
+# Up to this many (query, target) pairs the points left by the shells are measured against all
+# their partner's surface voxels at once, which beats building a k-d tree for a few points.
+BRUTE_FORCE_PAIRS = 1 << 16
 
 
 def _strides(shape: tuple[int, ...]) -> np.ndarray:
@@ -98,16 +107,16 @@ def nearest_partner_surface(
     points : numpy.ndarray
         Flat voxel indices of the query points.
     partners : numpy.ndarray
-        For each point, the compact label of its partner instance in ``target_map``.
+        For each point, the compact label of its partner instance.
     target_map : numpy.ndarray
-        The partners' compact instance map (3D).
+        The partners' instance map (3D; only its shape is read).
     target_points : list
         Per compact label, the flat indices of that instance's surface voxels (None when it is
         nobody's partner).
     spacing : tuple of float
     slabs : int
-        The volume is searched in this many z-slabs, so the flags of partner surface voxels
-        take a slab's bytes (plus the search's reach), not the volume's.
+        The volume is searched in this many z-slabs, so the labels of partner surface voxels
+        take a slab's worth of small integers (plus the search's reach), not the volume's.
 
     Returns
     -------
@@ -116,44 +125,58 @@ def nearest_partner_surface(
     """
     shape = target_map.shape
     plane = shape[1] * shape[2]
-    flat_map = target_map.reshape(-1)
     offsets, lengths = lattice_offsets(spacing, SHELL_RADIUS_VOXELS * min(spacing))
     steps = (offsets @ _strides(shape)).tolist()
     reach = np.abs(offsets).max(axis=0)
     distance = np.full(len(points), np.nan)
 
-    inside = np.ones(len(points), bool)
-    z = np.empty(len(points), np.int32)
+    thickness = -(-shape[0] // max(1, int(slabs)))
+    n_slabs = -(-shape[0] // thickness)
+    # Each point's slab, or n_slabs for points too near the volume's edge for the offsets.
+    slab_of = np.empty(len(points), np.int32)
     for start in range(0, len(points), CHUNK):
         coords = _coords(points[start:start + CHUNK], shape)
+        outside = np.zeros(len(coords[0]), bool)
         for axis in range(3):
-            inside[start:start + CHUNK] &= ((coords[axis] >= reach[axis])
-                                           & (coords[axis] < shape[axis] - reach[axis]))
-        z[start:start + CHUNK] = coords[0]
-    wanted = [v for v in target_points if v is not None]
-    surface = np.sort(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
-    thickness = -(-shape[0] // max(1, int(slabs)))
-    for z0 in range(0, shape[0], thickness):
-        z1 = min(z0 + thickness, shape[0])
-        active = np.flatnonzero(inside & (z >= z0) & (z < z1))
+            outside |= coords[axis] < reach[axis]
+            outside |= coords[axis] >= shape[axis] - reach[axis]
+        slab_of[start:start + CHUNK] = np.where(outside, n_slabs, coords[0] // thickness)
+    by_slab = np.argsort(slab_of.astype(np.uint16) if n_slabs < 2**16 else slab_of,
+                         kind="stable")  # a radix sort
+    slab_starts = np.searchsorted(slab_of[by_slab], np.arange(n_slabs + 1))
+    surface, surface_label = _labelled_surface(target_points)
+    partners = partners.astype(surface_label.dtype)
+    settled = np.iinfo(surface_label.dtype).max  # no instance has it (labels are fewer)
+    # One buffer for every slab: the marks of the last slab are cleared, not the buffer.
+    marks = np.zeros(min(thickness + 2 * int(reach[0]), shape[0]) * plane, surface_label.dtype)
+    for k in range(n_slabs):
+        active = by_slab[slab_starts[k]:slab_starts[k + 1]]
         if not len(active):
             continue
-        # Flags of the partner surface voxels in the slab and the search's reach around it.
-        lo, hi = max(z0 - reach[0], 0) * plane, min(z1 + reach[0], shape[0]) * plane
-        flags = np.zeros(hi - lo, bool)
-        flags[surface[np.searchsorted(surface, lo):np.searchsorted(surface, hi)] - lo] = True
-        where, partner = points[active], partners[active]
+        # The partner surface voxels in the slab and the search's reach around it, each
+        # marked with its instance's label: one lookup tells "on my partner's surface".
+        z0, z1 = k * thickness, min((k + 1) * thickness, shape[0])
+        lo, hi = int(max(z0 - reach[0], 0) * plane), int(min(z1 + reach[0], shape[0]) * plane)
+        first, last = np.searchsorted(surface, lo), np.searchsorted(surface, hi)
+        marked = surface[first:last] - lo
+        marks[marked] = surface_label[first:last]
+        where, partner = points[active] - lo, partners[active]
+        unsettled = len(active)  # settled points get a label that no instance has
         for step, length in zip(steps, lengths, strict=True):
-            if len(active) < FEW:
+            if unsettled < FEW:
                 break
-            look = where + step
-            hit = flags.take(look - lo)
-            hit &= flat_map.take(look) == partner
-            if hit.any():
-                distance[active[hit]] = length
-                keep = ~hit
-                active, where, partner = active[keep], where[keep], partner[keep]
-        del flags
+            # Positions, not boolean masks: numpy selects and assigns through them faster.
+            hit = np.flatnonzero(marks.take(where + step) == partner)
+            if hit.size:
+                distance[active.take(hit)] = length
+                partner[hit] = settled
+                unsettled -= hit.size
+                if unsettled < 0.75 * len(active):  # drop the settled points now and then
+                    keep = np.flatnonzero(partner != settled)
+                    active, where, partner = active.take(keep), where.take(keep), partner.take(
+                        keep)
+        marks[marked] = 0
+    del marks
 
     left = np.flatnonzero(np.isnan(distance))
     if len(left):
@@ -161,20 +184,51 @@ def nearest_partner_surface(
         order = left[np.argsort(partners[left], kind="stable")]
         labels, starts = np.unique(partners[order], return_index=True)
         for label, run in zip(labels, np.split(order, starts[1:]), strict=True):
-            tree = cKDTree(np.stack(np.unravel_index(target_points[label], shape), 1) * scale)
+            target = np.stack(np.unravel_index(target_points[label], shape), 1) * scale
             query = np.stack(np.unravel_index(points[run], shape), 1) * scale
-            distance[run] = tree.query(query)[0]
+            distance[run] = _nearest(query, target)
     return distance
 
 
+def _nearest(query: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Distance from each query point to the nearest target point (both ``(n, 3)`` in mm):
+    all pairs at once when they are few (the points the shells left), else a k-d tree."""
+    if len(query) * len(target) > BRUTE_FORCE_PAIRS:
+        return cKDTree(target).query(query)[0]
+    squared = np.zeros((len(query), len(target)))
+    for axis in range(3):
+        squared += (query[:, axis, None] - target[None, :, axis]) ** 2
+    return np.sqrt(squared.min(axis=1))
+
+
+def _labelled_surface(target_points: list[np.ndarray | None]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """All partner surface voxels in increasing order and the label of each (the smallest
+    unsigned dtype that holds the labels)."""
+    labels = [k for k, v in enumerate(target_points) if v is not None]
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if len(target_points) < 2**(
+        8 * np.dtype(t).itemsize))  # below its largest value, kept for settled points
+    if not labels:
+        return np.zeros(0, np.int64), np.zeros(0, dtype)
+    voxels = np.concatenate([target_points[k] for k in labels])
+    owner = np.repeat(np.asarray(labels, dtype), [len(target_points[k]) for k in labels])
+    order = np.argsort(voxels)  # each voxel once: no ties to keep in order
+    return voxels[order], owner[order]
+
+
 def _surfaces(label_map: np.ndarray, index: np.ndarray, starts: np.ndarray,
-              labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+              labels: np.ndarray, values: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """Surface voxels of the given compact labels: flat indices, their labels, and per label
-    (a list over ``0..max label``) its own surface voxels."""
+    (a list over ``0..max label``) its own surface voxels. ``values[k]``: the value of label
+    ``k`` in ``label_map`` (default ``k``)."""
     runs = [index[starts[k]:starts[k + 1]] for k in labels]
     voxels = np.concatenate(runs)  # int32 while the volume has fewer than 2**31 voxels
-    owner = np.repeat(labels.astype(label_map.dtype), [len(r) for r in runs])
-    keep = on_surface(label_map.reshape(-1), label_map.shape, voxels, owner)
+    sizes = [len(r) for r in runs]
+    owner = np.repeat(labels.astype(np.int32 if len(starts) < 2**31 else np.int64), sizes)
+    in_map = (np.repeat(labels.astype(label_map.dtype), sizes) if values is None
+              else np.repeat(values[labels], sizes))
+    keep = on_surface(label_map.reshape(-1), label_map.shape, voxels, in_map)
     voxels, owner = voxels[keep], owner[keep]
     per_label: list[np.ndarray | None] = [None] * (int(labels.max()) + 1 if len(labels) else 0)
     counts = np.bincount(owner, minlength=len(per_label))
@@ -187,12 +241,15 @@ def _surfaces(label_map: np.ndarray, index: np.ndarray, starts: np.ndarray,
 
 def pair_surface_distances(
     ref_map: np.ndarray, pred_map: np.ndarray, crops, refs: np.ndarray, preds: np.ndarray,
-    spacing: tuple[float, float, float],
+    spacing: tuple[float, float, float], ref_values: np.ndarray | None = None,
+    pred_values: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Surface distances of the pairs ``(refs[i], preds[i])`` of compact single instances.
 
     ``crops`` is the :class:`~napari_xaimed.evaluation.footprints.VoxelCrops` of the two maps
-    (its per-instance voxel lists). Each instance may be in one pair only.
+    (its per-instance voxel lists). Each instance may be in one pair only. The maps are compact
+    (values ``0..n``), or hold any ids with ``ref_values[k]``/``pred_values[k]`` the id of
+    compact number ``k`` (:class:`~napari_xaimed.evaluation.footprints.LabelScan`).
 
     Returns
     -------
@@ -205,19 +262,20 @@ def pair_surface_distances(
     pair_of_ref[refs] = np.arange(len(refs))
     pair_of_pred = np.full(len(crops.pred_starts), -1, np.int32)
     pair_of_pred[preds] = np.arange(len(preds))
-    partner_pred = np.zeros(len(crops.ref_starts), pred_map.dtype)
+    partner_pred = np.zeros(len(crops.ref_starts), np.intp)
     partner_pred[refs] = preds
-    partner_ref = np.zeros(len(crops.pred_starts), ref_map.dtype)
+    partner_ref = np.zeros(len(crops.pred_starts), np.intp)
     partner_ref[preds] = refs
     # The two sides in two threads: the work is numpy gathers, which release the GIL.
     with ThreadPoolExecutor(2) as pool:
-        ref_side = pool.submit(_surfaces, ref_map, crops.ref_index, crops.ref_starts, refs)
+        ref_side = pool.submit(_surfaces, ref_map, crops.ref_index, crops.ref_starts, refs,
+                               ref_values)
         pred_vox, pred_owner, pred_points = _surfaces(pred_map, crops.pred_index,
-                                                      crops.pred_starts, preds)
+                                                      crops.pred_starts, preds, pred_values)
         ref_vox, ref_owner, ref_points = ref_side.result()
-        forward = pool.submit(nearest_partner_surface, ref_vox, partner_pred[ref_owner],
-                              pred_map, pred_points, spacing)
-        pred_to_ref = nearest_partner_surface(pred_vox, partner_ref[pred_owner], ref_map,
-                                              ref_points, spacing)
+        to_pred, to_ref = partner_pred[ref_owner], partner_ref[pred_owner]
+        forward = pool.submit(nearest_partner_surface, ref_vox, to_pred, pred_map, pred_points,
+                              spacing)
+        pred_to_ref = nearest_partner_surface(pred_vox, to_ref, ref_map, ref_points, spacing)
         ref_to_pred = forward.result()
     return ref_to_pred, pair_of_ref[ref_owner], pred_to_ref, pair_of_pred[pred_owner]
