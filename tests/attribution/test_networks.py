@@ -11,7 +11,7 @@ import torch
 from monai.networks import nets
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed.attribution import attribute
+from napari_xaimed.attribution import ATTENTION_METHODS, attribute
 from napari_xaimed.attribution.incremental import split_model
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import load_model
@@ -68,6 +68,10 @@ REFUSED = {
     ("UNETR", "lrp"): "(GELU)",
     ("SwinUNETR", "lrp"): "(LayerNorm)",
 }
+#: The attention methods refuse every network without self-attention blocks.
+TRANSFORMERS = ("ViT", "UNETR", "SwinUNETR")
+REFUSED.update({(name, method): "no self-attention blocks" for name in NETWORKS
+                if name not in TRANSFORMERS for method in ATTENTION_METHODS})
 #: A map, or this refusal: the random EfficientNet's scores hardly depend on the input
 #: (gradients ~1e-16), and whether its last spatial map holds any positive evidence for the
 #: class turns on the volume's noise.
@@ -138,7 +142,7 @@ def test_every_method_on_a_monai_network_gives_a_map_or_says_why(name, lesion, t
             np.testing.assert_array_equal(by_file.map, module.map, err_msg=where)
         # TorchScript: refused where the method needs module hooks, else the module's map
         scripted = got["torchscript"]
-        if method in HOOKED:
+        if method in HOOKED or method in ATTENTION_METHODS:
             assert isinstance(scripted, str) and "TorchScript" in scripted, where
             assert "state dict" in scripted
         elif isinstance(module, str):

@@ -84,3 +84,39 @@ def test_explained_text_for_a_segmentation_region_and_a_chosen_class():
     chosen = Attribution(map=np.zeros((2, 2, 2), np.float32), method="saliency", signed=False,
                          target=0, params={"target": "given"}, scores=[0.0, 0.0], model={})
     assert explained(chosen) == "explained class 0, score 0, probability 0.50; predicted 0"
+
+
+def test_attention_rollout_of_a_transformer_file_is_a_heatmap(qtbot, viewer_with_lesion,
+                                                              tmp_path):
+    """A ViT from a state dict with its JSON config (input resized to 32^3): the attention
+    methods are in the method list, and block and head reach them."""
+    import json
+
+    import torch
+    from monai.networks.nets import ViT
+
+    args = dict(in_channels=1, img_size=32, patch_size=8, hidden_size=48, mlp_dim=96,
+                num_layers=2, num_heads=4, classification=True, num_classes=2)
+    torch.manual_seed(0)
+    weights = tmp_path / "vit.pt"
+    torch.save(ViT(**args).state_dict(), weights)
+    weights.with_suffix(".json").write_text(json.dumps(
+        {"network": "ViT", "args": args, "preprocessing": {"input_size": [32, 32, 32]}}))
+    viewer = viewer_with_lesion
+    widget = AttributionWidget(viewer)
+    widget.image.value = viewer.layers["lesion ct"]
+    widget.model_source.value = "file"
+    widget.model_file.value = weights
+    widget.methods.value = ["attention_rollout", "attention_gradcam"]
+    widget.block.value, widget.head.value = 0, "1"
+    assert run_and_wait(qtbot, widget) == "done"
+    rollout = viewer.layers["Attention Rollout [lesion ct]"]
+    assert "Attention Grad-CAM [lesion ct]" in viewer.layers
+    assert rollout.data.shape == viewer.layers["lesion ct"].data.shape
+    np.testing.assert_allclose(rollout.scale, (2.0, 1.0, 1.0))
+    params = rollout.metadata["xaimed"]["params"]
+    assert params["block"] == 0 and params["head"] == 1 and params["patch_grid"] == [4, 4, 4]
+    # the provenance is enough to compute the same map again (napari-xaimed rerun)
+    from napari_xaimed._rerun import recompute
+
+    np.testing.assert_array_equal(recompute(rollout.metadata["xaimed"]), rollout.data)

@@ -29,13 +29,15 @@ from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
 
 PREDICTED = "predicted class"
+MEAN_HEAD = "mean of heads"
 
 
 def title(method: str) -> str:
     """``"integrated_gradients"`` -> ``"Integrated Gradients"`` (layer names)."""
     special = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM", "lrp": "LRP",
                "smoothgrad": "SmoothGrad", "smoothgrad_sq": "SmoothGrad squared",
-               "vargrad": "VarGrad", "deeplift": "DeepLift", "gradient_shap": "GradientSHAP"}
+               "vargrad": "VarGrad", "deeplift": "DeepLift", "gradient_shap": "GradientSHAP",
+               "attention_gradcam": "Attention Grad-CAM"}
     return special.get(method, method.replace("_", " ").title().replace(" X ", " x "))
 
 
@@ -68,6 +70,8 @@ def explained(result: Any) -> str:
         if scores.size:
             text += f", summed logit {scores[0]:.4g}"
         return text
+    if result.target is None:  # attention of a transformer backbone: no score to explain
+        return f"attention of the query tokens ({params.get('query', 'all tokens')})"
     target = int(result.target)
     text = f"explained class {_class_name(target, classes)}"
     if scores.size > target:
@@ -107,10 +111,15 @@ class AttributionWidget(XaimedWidget):
                               tooltip="In voxels of the model's input grid (32^3 for the "
                                       "bundled model)")
         self.stride = SpinBox(label="occlusion stride (voxels)", value=8, min=1, max=128)
+        self.block = SpinBox(label="attention block", value=-1, min=-64, max=63,
+                             tooltip="Transformers: the block shown (raw attention) or the last "
+                                     "block chained (rollout); -1 is the last")
+        self.head = ComboBox(label="attention head", choices=[MEAN_HEAD, *map(str, range(32))],
+                             value=MEAN_HEAD)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.form.extend([self.image, self.model_source, self.model_file, self.target,
                           self.region, self.methods, self.steps, self.samples, self.noise,
-                          self.window, self.stride, self.device])
+                          self.window, self.stride, self.block, self.head, self.device])
         self.image.changed.connect(self.update_info)
         self.model_source.changed.connect(self._show_fields)
         self.job = JobPanel("Explain")
@@ -141,7 +150,8 @@ class AttributionWidget(XaimedWidget):
         """The form's values for the parameters ``method`` takes."""
         values = {"steps": self.steps.value, "samples": self.samples.value,
                   "noise": self.noise.value, "window": self.window.value,
-                  "stride": self.stride.value}
+                  "stride": self.stride.value, "block": self.block.value,
+                  "head": None if self.head.value == MEAN_HEAD else int(self.head.value)}
         return {k: v for k, v in values.items() if k in METHODS[method].params}
 
     def run(self) -> None:

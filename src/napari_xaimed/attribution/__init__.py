@@ -3,9 +3,16 @@ occlusion), mapped back onto the volume's grid.
 
 :func:`load_model` reads a module, TorchScript, a state dict with a config, a MONAI bundle or
 the bundled lesion classifier; :func:`attribute` explains one decision with one of
-:data:`METHODS`.
+:data:`METHODS`. Transformers are also explained from their attention
+(:func:`attention_map`: raw attention, attention rollout, gradient-weighted attention; also
+reached through :func:`attribute`).
 """
 
+from napari_xaimed.attribution.attention import (
+    ATTENTION_METHODS,
+    attention_map,
+    attention_map_steps,
+)
 from napari_xaimed.attribution.concepts import (
     RCVResult,
     TCAVResult,
@@ -64,6 +71,7 @@ from napari_xaimed.attribution.truth_metrics import (
 )
 
 __all__ = [
+    "ATTENTION_METHODS",
     "BUNDLED",
     "METHODS",
     "Agreement",
@@ -78,6 +86,8 @@ __all__ = [
     "RandomisationResult",
     "RankingResult",
     "TCAVResult",
+    "attention_map",
+    "attention_map_steps",
     "attribute",
     "attribute_steps",
     "auroc",

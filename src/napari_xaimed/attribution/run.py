@@ -202,6 +202,15 @@ def attribute_steps(
     **params: Any,
 ) -> Steps[Attribution]:
     """Generator form of :func:`attribute` (yields progress, returns the attribution)."""
+    # -- attention methods: handed whole to attribution/attention.py ---------------------------
+    from napari_xaimed.attribution.attention import ATTENTION_METHODS, attention_map_steps
+
+    if method in ATTENTION_METHODS:
+        return (yield from attention_map_steps(
+            model, volume, method, target=target, region=region, device=device,
+            preprocessing=preprocessing, batch_size=batch_size, autocast=autocast, seed=seed,
+            spacing=spacing, **check_params(method, params)))
+    # ------------------------------------------------------------------------------------------
     started = time.perf_counter()
     volume = as_volume(volume, "volume")
     loaded: LoadedModel = load_model(model)
