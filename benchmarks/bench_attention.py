@@ -19,23 +19,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import torch
+from _timing import best
 
 TARGET = 1.5
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> int:

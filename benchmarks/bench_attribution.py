@@ -26,10 +26,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import best
 
 from napari_xaimed.attribution import attribute
 from napari_xaimed.attribution.device import pick_device
@@ -40,17 +40,6 @@ FLOOR_TARGET = 1.2
 MONAI_TARGET = 5.0
 TARGET = 1
 BATCH = 16
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def pass_times(model, x) -> tuple[float, float]:

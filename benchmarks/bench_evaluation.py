@@ -130,13 +130,10 @@ def paint_thing(volume, centre, radius, core, keep=None):
         paint_ball(volume, centre, radius / 2, 2, keep)
 
 
-def make_inputs(size: int, n: int, seed: int, core: bool = False
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Reference and prediction (uint8), see the module docstring: binary masks, or with
-    ``core`` semantic maps of things (1) with cores (2) whose nonzero voxels are the same
-    masks (the core draws no random numbers)."""
-    rng = np.random.default_rng(seed)
-    shape = (size, size, size)
+def place_balls(rng: np.random.Generator, size: int, n: int
+                ) -> tuple[list[np.ndarray], list[float]]:
+    """``n`` centres and radii (4-8 voxels) of balls that keep 2 voxels apart inside a
+    ``size``³ grid, drawn from ``rng``."""
     centres, radii = [], []
     while len(centres) < n:
         r = rng.uniform(4, 8)
@@ -144,6 +141,17 @@ def make_inputs(size: int, n: int, seed: int, core: bool = False
         if all(np.linalg.norm(c - c2) > r + r2 + 2 for c2, r2 in zip(centres, radii, strict=True)):
             centres.append(c)
             radii.append(r)
+    return centres, radii
+
+
+def make_inputs(size: int, n: int, seed: int, core: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and prediction (uint8), see the module docstring: binary masks, or with
+    ``core`` semantic maps of things (1) with cores (2) whose nonzero voxels are the same
+    masks (the core draws no random numbers)."""
+    rng = np.random.default_rng(seed)
+    shape = (size, size, size)
+    centres, radii = place_balls(rng, size, n)
     reference = np.zeros(shape, np.uint8)
     prediction = np.zeros(shape, np.uint8)
     roles = rng.permutation(n)
@@ -176,13 +184,7 @@ def make_instance_inputs(size: int, n: int, seed: int) -> tuple[np.ndarray, np.n
     into two touching halves with ids of their own, and adds 10% false-positive balls."""
     rng = np.random.default_rng(seed)
     shape = (size, size, size)
-    centres, radii = [], []
-    while len(centres) < n:
-        r = rng.uniform(4, 8)
-        c = rng.uniform(r + 1, size - r - 2, 3)
-        if all(np.linalg.norm(c - c2) > r + r2 + 2 for c2, r2 in zip(centres, radii, strict=True)):
-            centres.append(c)
-            radii.append(r)
+    centres, radii = place_balls(rng, size, n)
     n_missed, n_split, n_fp = round(0.1 * n), round(0.1 * n), round(0.1 * n)
     ids = np.arange(1, INSTANCE_MAX_ID + 1)
     ref_ids = rng.choice(ids, n, replace=False)

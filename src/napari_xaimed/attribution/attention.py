@@ -350,10 +350,7 @@ def attention_map_steps(
     volume = as_volume(volume, "volume")
     spacing_mm = as_spacing(spacing)
     loaded: LoadedModel = load_model(model)
-    prep = loaded.preprocessing
-    if preprocessing is not None:
-        prep = (preprocessing if isinstance(preprocessing, Preprocessing)
-                else Preprocessing.from_dict({**prep.to_dict(), **preprocessing}))
+    prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
     network = loaded.module.to(dev).eval()
     refuse_unreadable(method, network)

@@ -35,7 +35,7 @@ from napari_xaimed._validate import as_volume
 from napari_xaimed.attribution.device import pick_device
 from napari_xaimed.attribution.models import Scores, load_model
 from napari_xaimed.attribution.network import cam_layer, record_calls, refuse_scripted
-from napari_xaimed.attribution.preprocess import Preprocessing, to_input
+from napari_xaimed.attribution.preprocess import to_input
 
 #: Fewest examples per concept (and per random set) a linear CAV is trained on.
 MIN_EXAMPLES = 2
@@ -145,10 +145,7 @@ class _Setup:
     def __init__(self, model: Any, layer: str | None, preprocessing: Any, device: Any,
                  probe: np.ndarray):
         loaded = load_model(model)
-        self.prep = loaded.preprocessing
-        if preprocessing is not None:
-            self.prep = (preprocessing if isinstance(preprocessing, Preprocessing)
-                         else Preprocessing.from_dict({**self.prep.to_dict(), **preprocessing}))
+        self.prep = loaded.preprocessing.overridden(preprocessing)
         self.device = pick_device(device)
         self.network = loaded.module.to(self.device).eval()
         refuse_scripted("gradcam", self.network)  # the layer's activations need hooks

@@ -168,9 +168,7 @@ def perturbation_curve_steps(
     if score not in ("probability", "logit"):
         raise XaimedError(f"score must be 'probability' or 'logit', got {score!r}.")
     loaded = load_model(model)
-    prep = loaded.preprocessing
-    if preprocessing:
-        prep = Preprocessing.from_dict({**prep.to_dict(), **preprocessing})
+    prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
     module = loaded.module.to(dev).eval()
     to_inputs = _Inputs(volume, prep, dev)

@@ -65,6 +65,15 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def overridden(self, override: Preprocessing | dict[str, Any] | None) -> Preprocessing:
+        """These settings with a call's ``preprocessing``: a whole :class:`Preprocessing`
+        replaces them, a dict changes the settings it names, None keeps them."""
+        if override is None:
+            return self
+        if isinstance(override, Preprocessing):
+            return override
+        return Preprocessing.from_dict({**self.to_dict(), **override})
+
 
 def scale_intensity(volume: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """The volume's intensities as ``prep`` says (float32)."""

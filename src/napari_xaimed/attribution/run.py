@@ -217,10 +217,7 @@ def attribute_steps(
     params = check_params(method, params)
     if autocast not in AUTOCAST:
         raise XaimedError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
-    prep = loaded.preprocessing
-    if preprocessing is not None:
-        prep = (preprocessing if isinstance(preprocessing, Preprocessing)
-                else Preprocessing.from_dict({**prep.to_dict(), **preprocessing}))
+    prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
     network = loaded.module.to(dev).eval()
     refuse_scripted(method, network)  # before any pass: the reason is the format, not the input

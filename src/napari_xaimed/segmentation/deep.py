@@ -361,10 +361,7 @@ def model_segmentation_steps(
     spacing = as_spacing(spacing)
     _check_params(overlap, blend, output, threshold, channel, autocast, sw_batch_size)
     loaded: LoadedModel = load_model(model)
-    prep = loaded.preprocessing
-    if preprocessing is not None:
-        prep = (preprocessing if isinstance(preprocessing, Preprocessing)
-                else Preprocessing.from_dict({**prep.to_dict(), **preprocessing}))
+    prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
     module = loaded.module
     weight = next(module.parameters(), None)
