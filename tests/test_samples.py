@@ -68,6 +68,26 @@ def test_known_displacement_maps_moving_onto_fixed(spacing):
                                                            s.fixed_labels == label)
 
 
+def test_new_lesion_appears_in_the_current_scan_only():
+    plain = samples.longitudinal_pair(seed=1, noise=0.0)
+    changed = samples.longitudinal_pair(seed=1, noise=0.0, new_lesion_radius_mm=5.0)
+    assert plain.new_lesion is None
+    # the prior, the field and the labels are those of the same seed without the lesion
+    np.testing.assert_array_equal(changed.moving, plain.moving)
+    np.testing.assert_array_equal(changed.displacement, plain.displacement)
+    np.testing.assert_array_equal(changed.fixed_labels, plain.fixed_labels)
+    lesion = changed.new_lesion
+    assert lesion.any() and not (lesion & ~changed.body).any()
+    # about a ball of 5 mm radius, in voxels of the sample's spacing
+    expected = 4 / 3 * np.pi * 5.0**3 / np.prod(changed.spacing)
+    assert 0.8 * expected < lesion.sum() < 1.2 * expected
+    # brighter inside the lesion, unchanged away from it (beyond its soft edge)
+    difference = changed.fixed - plain.fixed
+    assert difference[lesion].mean() > 0.3
+    far = ndi.distance_transform_edt(~lesion, sampling=changed.spacing) > 4.0
+    assert np.abs(difference[far]).max() < 1e-4  # the tanh edge has decayed
+
+
 def test_displacement_is_smooth_and_fold_free():
     s = samples.longitudinal_pair(seed=2)
     u = s.displacement.astype(np.float64)

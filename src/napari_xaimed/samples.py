@@ -16,6 +16,7 @@ Arrays are in ``(z, y, x)`` order and spacings in millimetres in the same order.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed._phantom import grid_points, random_phantom
+from napari_xaimed._phantom import Ellipsoid, Phantom, grid_points, random_phantom
 
 Shape3 = tuple[int, int, int]
 Spacing3 = tuple[float, float, float]
@@ -156,6 +157,9 @@ class LongitudinalSample:
     affine : numpy.ndarray
         The 4x4 affine part (mm, ``(z, y, x)``) of the mapping, included in ``displacement``.
     seed : int
+    new_lesion : numpy.ndarray or None
+        bool mask on the fixed grid of the lesion that appeared in the current scan (with
+        ``new_lesion_radius_mm > 0``), else None.
     """
 
     fixed: np.ndarray
@@ -167,6 +171,7 @@ class LongitudinalSample:
     spacing: Spacing3
     affine: np.ndarray
     seed: int
+    new_lesion: np.ndarray | None = None
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -208,6 +213,7 @@ def longitudinal_pair(
     max_scaling: float = 0.02,
     n_lesions: int = 2,
     noise: float = 0.02,
+    new_lesion_radius_mm: float = 0.0,
     seed: int = 0,
 ) -> LongitudinalSample:
     """A prior scan and the same anatomy moved by a known smooth deformation and small affine.
@@ -225,12 +231,18 @@ def longitudinal_pair(
         Lesions in the anatomy (identical in both scans).
     noise : float
         Independent Gaussian noise added to each scan.
+    new_lesion_radius_mm : float
+        When positive, the current scan also shows a lesion of this radius that the prior does
+        not (a change for longitudinal explanations; its mask is ``new_lesion``). It is drawn
+        from its own random stream, so the other outputs stay those of the same seed without it
+        (outside the lesion).
     seed : int
 
     Returns
     -------
     LongitudinalSample
-        ``fixed(p) == moving(p + displacement(p))`` up to noise and interpolation.
+        ``fixed(p) == moving(p + displacement(p))`` up to noise and interpolation (and the new
+        lesion).
     """
     shape, spacing = _check_geometry(shape, spacing)
     rng = np.random.default_rng(seed)
@@ -250,7 +262,13 @@ def longitudinal_pair(
     mapped += smooth_displacement(points, rng, max_displacement_mm)
     displacement = mapped - points
 
-    fixed = phantom.intensity(mapped) + rng.normal(0.0, noise, shape)
+    current = phantom
+    new_lesion = None
+    if new_lesion_radius_mm > 0:
+        current = _with_new_lesion(phantom, float(new_lesion_radius_mm),
+                                   np.random.default_rng([seed, 1]))
+        new_lesion = current.lesions[-1].normalised_radius(mapped) < 1.0
+    fixed = current.intensity(mapped) + rng.normal(0.0, noise, shape)
     moving = phantom.intensity(points) + rng.normal(0.0, noise, shape)
     return LongitudinalSample(
         fixed=fixed.astype(np.float32),
@@ -262,7 +280,27 @@ def longitudinal_pair(
         spacing=spacing,
         affine=affine,
         seed=seed,
+        new_lesion=new_lesion,
     )
+
+
+def _with_new_lesion(phantom: Phantom, radius: float, rng: np.random.Generator) -> Phantom:
+    """A copy of ``phantom`` with one more lesion of ``radius`` (mm) inside the body, clear
+    of the others by 3 mm."""
+    body = phantom.body
+    for _ in range(5000):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        reach = rng.uniform(0.0, 1.0) ** (1 / 3)
+        pos = body.center + direction * reach * np.maximum(body.semi_axes - radius - 3.0, 1.0)
+        if all(np.linalg.norm(pos - other.center) >= radius + other.semi_axes[0] + 3.0
+               for other in phantom.lesions):
+            break
+    else:
+        raise XaimedError(f"Could not place a new lesion of {radius} mm: use a smaller one.")
+    value = phantom.lesions[0].value if phantom.lesions else 0.45
+    lesion = Ellipsoid(pos, np.full(3, radius), value=value, label=len(phantom.lesions) + 1)
+    return dataclasses.replace(phantom, lesions=[*phantom.lesions, lesion])
 
 
 @dataclass

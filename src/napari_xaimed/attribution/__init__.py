@@ -5,7 +5,8 @@ occlusion), mapped back onto the volume's grid.
 the bundled lesion classifier; :func:`attribute` explains one decision with one of
 :data:`METHODS`. Transformers are also explained from their attention
 (:func:`attention_map`: raw attention, attention rollout, gradient-weighted attention; also
-reached through :func:`attribute`).
+reached through :func:`attribute`). :func:`explain_change` explains how the evidence changed
+from a prior to a current scan (registration, carried heatmap, feature-level alignment).
 """
 
 from napari_xaimed.attribution.attention import (
@@ -40,6 +41,7 @@ from napari_xaimed.attribution.latent import (
     project,
     similar_cases,
 )
+from napari_xaimed.attribution.longitudinal import LongitudinalResult, explain_change
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
@@ -80,6 +82,7 @@ __all__ = [
     "Embeddings",
     "EnsembleAttribution",
     "LoadedModel",
+    "LongitudinalResult",
     "MapConsistency",
     "Preprocessing",
     "RCVResult",
@@ -99,6 +102,7 @@ __all__ = [
     "embed",
     "ensemble_attribute",
     "ensemble_attribute_steps",
+    "explain_change",
     "insertion_curve",
     "load_model",
     "map_consistency",
