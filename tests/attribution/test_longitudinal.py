@@ -51,10 +51,12 @@ def test_normalised_change_scales_each_map_by_its_own_peak(known):
     np.testing.assert_allclose(known.change_normalised, expected, atol=1e-6)
 
 
-def test_identical_scans_and_zero_field_give_no_change(pair):
+@pytest.mark.parametrize("registration", ["zeros", "identity"])
+def test_identical_scans_and_zero_field_give_no_change(pair, registration):
     zero = np.zeros((*pair.fixed.shape, 3), np.float32)
     res = explain_change(pair.fixed, pair.fixed, "bundled", spacing=pair.spacing,
-                         registration=zero, device="cpu")
+                         registration=zero if registration == "zeros" else "identity",
+                         device="cpu")
     scale = np.abs(res.current).max()
     assert scale > 0
     np.testing.assert_allclose(res.carried_prior, res.prior, atol=1e-6 * scale)
@@ -188,6 +190,8 @@ def test_bad_inputs_say_what_to_do(pair):
     with pytest.raises(XaimedError, match="differs from the registration"):
         explain_change(prior, current, registration=_result((32,) * 3, (32,) * 3),
                        spacing=(2.0, 1.0, 1.0), **kwargs)
+    with pytest.raises(XaimedError, match="'identity'"):
+        explain_change(prior, current, registration="rigid", **kwargs)
     with pytest.raises(XaimedError, match="unknown method"):
         explain_change(prior, current, registration=field, method="magic", **kwargs)
     np.testing.assert_array_equal(prior, before[0])

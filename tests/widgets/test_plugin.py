@@ -6,7 +6,7 @@ import pytest
 from napari_xaimed.io import read_volume, write_volume
 
 WIDGETS = ["Segmentation", "Panoptic evaluation", "Registration", "Attribution",
-           "Explanation check"]
+           "Explanation check", "Longitudinal explanation"]
 
 
 def test_napari_opens_nifti_with_spacing_as_scale(make_napari_viewer, tmp_path):
@@ -90,7 +90,7 @@ def test_each_widget_docks_and_lists_its_layer_types(make_napari_viewer, name):
     assert dock.widget() is widget or widget in dock.findChildren(type(widget))
     assert any(w is widget for w in viewer.window.dock_widgets.values())
     pickers = [w for w in widget.form if hasattr(w, "choices") and w.label in
-               ("image", "reference", "prediction", "fixed", "moving")]
+               ("image", "reference", "prediction", "fixed", "moving", "prior", "current")]
     assert pickers
     for picker in pickers:
         kinds = {layer._type_string for layer in picker.choices}

@@ -326,6 +326,15 @@ def explain_change_steps(
         params = {**params, "layer": layer}
     given = {"spacing": spacing, "origin": origin, "prior_spacing": prior_spacing,
              "prior_origin": prior_origin}
+    if isinstance(registration, str):
+        if registration != "identity":
+            raise XaimedError(f"registration must be None (register now), 'identity' (the "
+                              f"scans are aligned in world coordinates), a RegistrationResult "
+                              f"or a displacement field, got {registration!r}.")
+        registration = np.zeros((*current.shape, 3), np.float32)
+        identity = True
+    else:
+        identity = False
     parts = 4 if registration is None else 3
     if registration is None:
         from napari_xaimed.registration import register_steps
@@ -339,6 +348,8 @@ def explain_change_steps(
                                           dict.fromkeys(given))
     else:
         geometry = _registration_geometry(registration, current, prior, given)
+        if identity:
+            geometry["params"] = {"source": "identity (aligned in world coordinates)"}
     loaded = load_model(model)
     prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
@@ -399,12 +410,13 @@ def explain_change(prior: np.ndarray, current: np.ndarray, model: Any,
         Voxel sizes in mm (``prior_spacing`` defaults to ``spacing``; 1 mm when omitted).
     origin, prior_origin : tuple of float, optional
         World position (mm) of voxel ``(0, 0, 0)`` of each scan.
-    registration : None, RegistrationResult or numpy.ndarray
+    registration : None, "identity", RegistrationResult or numpy.ndarray
         None: register the prior to the current scan with
         :func:`~napari_xaimed.registration.register` (ANTs in a spawned process) using
-        ``transform``, ``seed`` and ``registration_params``. A result of that function, or a
-        ``(z, y, x, 3)`` displacement field (mm, pull-back, on the current grid), is used as
-        given.
+        ``transform``, ``seed`` and ``registration_params``. ``"identity"``: the scans are
+        already aligned in world coordinates (a zero field). A result of
+        :func:`~napari_xaimed.registration.register`, or a ``(z, y, x, 3)`` displacement
+        field (mm, pull-back, on the current grid), is used as given.
     transform : str
         ANTs transform when registering (default ``"SyN"``).
     registration_params : dict, optional

@@ -1,0 +1,180 @@
+"""Longitudinal explanation dock widget: how the model's evidence changed from a prior scan.
+
+Pick the prior and the current Image layers, the model, the method and how to align them (an
+ANTs transform, which runs in its own process like the registration widget's, or "identity"
+for scans already aligned in world coordinates). The outputs land on the current grid as
+``"<Method> <what> [prior->current]"`` heatmaps: the current map, the prior's map carried
+along, their change and normalised change, and the feature-level change; a table lists the
+channels that changed most. Running again replaces the previous run's layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, FileEdit, LineEdit, SpinBox
+from napari.layers import Image
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed._provenance import PendingInputs, provenance
+from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed._widgets._results import ResultTable
+from napari_xaimed._widgets.attribution import PREDICTED, title
+from napari_xaimed._widgets.registration import parse_iterations
+from napari_xaimed.attribution import BUNDLED, METHODS, LongitudinalResult, load_model
+from napari_xaimed.attribution.longitudinal import explain_change_steps
+from napari_xaimed.registration import TRANSFORMS, prewarm
+
+IDENTITY = "identity (already aligned)"
+
+
+def channel_rows(result: LongitudinalResult, n: int = 10) -> list[dict[str, Any]]:
+    """The ``n`` channels whose weighted feature change is largest, for the table."""
+    contribution = result.channel_weights * result.channel_change
+    order = np.argsort(-np.abs(contribution))[:n]
+    return [{"channel": int(k), "weight": float(result.channel_weights[k]),
+             "change norm": float(result.channel_change[k]),
+             "weight x change": float(contribution[k])} for k in order]
+
+
+class LongitudinalWidget(XaimedWidget):
+    """Prior/current pickers, model, method, alignment; change heatmaps on the current grid."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer)
+        self.prior = layer_picker(napari_viewer, Image, "prior")
+        self.current = layer_picker(napari_viewer, Image, "current")
+        self.model_source = ComboBox(label="model", choices=[BUNDLED, "file"], value=BUNDLED)
+        self.model_file = FileEdit(label="model file", mode="r")
+        self.method = ComboBox(label="method", choices=list(METHODS), value="gradcam")
+        self.target = ComboBox(label="target", choices=[PREDICTED, *map(str, range(10))],
+                               value=PREDICTED, tooltip="Class explained in both scans; "
+                               "default: the one predicted on the current scan")
+        self.layer = LineEdit(label="feature layer", value="",
+                              tooltip="Module name, e.g. features.4; empty: the model's last "
+                                      "spatial feature map")
+        self.alignment = ComboBox(label="alignment", choices=[*TRANSFORMS, IDENTITY],
+                                  value="SyN")
+        self.iterations = LineEdit(label="iterations", value="",
+                                   tooltip="Per level, coarse to fine, e.g. 40, 20, 0; empty: "
+                                           "ANTs' default")
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 2)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.form.extend([self.prior, self.current, self.model_source, self.model_file,
+                          self.method, self.target, self.layer, self.alignment,
+                          self.iterations, self.seed, self.device])
+        for picker in (self.prior, self.current):
+            picker.changed.connect(self.update_info)
+        self.model_source.changed.connect(self._show_fields)
+        self.alignment.changed.connect(self._show_fields)
+        self.job = JobPanel("Explain change")
+        self._layout.addWidget(self.job)
+        self.job.run_button.clicked.connect(self.run)
+        self.channels = ResultTable("feature channels that changed most")
+        self._layout.addWidget(self.channels)
+        self.result: LongitudinalResult | None = None
+        self._outputs: list[Any] = []
+        self._models: dict[tuple[str, float], Any] = {}
+        self._show_fields()
+        self.reset_choices()
+        images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
+        names = {layer.name: layer for layer in images}
+        if "prior" in names and "current" in names:  # the longitudinal sample
+            self.prior.value, self.current.value = names["prior"], names["current"]
+        self.job.finished.connect(self._prewarm)
+        self._prewarm()
+
+    def _prewarm(self, *_: Any) -> None:
+        """A process with ANTs imported waits for the next registration (saves ~2-3 s)."""
+        if self.alignment.value != IDENTITY:
+            prewarm(int(self.seed.value))
+
+    def _show_fields(self, *_: Any) -> None:
+        self.model_file.visible = self.model_source.value == "file"
+        registering = self.alignment.value != IDENTITY
+        self.iterations.visible = self.seed.visible = registering
+
+    def update_info(self, *_: Any) -> None:
+        self.info.value = (f"prior: {describe_layer(self.prior.value)}\n"
+                           f"current: {describe_layer(self.current.value)}")
+
+    def _model(self, source: Any) -> Any:
+        key = (str(source), Path(source).stat().st_mtime if source != BUNDLED else 0.0)
+        if key not in self._models:
+            self._models = {key: load_model(source)}
+        return self._models[key]
+
+    def run(self) -> None:
+        """Register (ANTs in its own process), explain both scans, add the change layers."""
+        prior, current = self.prior.value, self.current.value
+        try:
+            if prior is None or current is None:
+                raise XaimedError("Pick a prior and a current Image layer.")
+            if prior is current:
+                raise XaimedError("Prior and current are the same layer: pick two scans.")
+            source = BUNDLED if self.model_source.value == BUNDLED else self.model_file.value
+            if source != BUNDLED and (source is None or not Path(source).exists()):
+                raise XaimedError("Choose the model file (or the bundled model).")
+            iterations = parse_iterations(self.iterations.value)
+        except XaimedError as exc:
+            report_error(exc)
+            return
+        c_sp, c_tr = source_geometry(current)
+        p_sp, p_tr = source_geometry(prior)
+        alignment, method = self.alignment.value, self.method.value
+        options: dict[str, Any] = {
+            "method": method, "spacing": c_sp, "origin": c_tr, "prior_spacing": p_sp,
+            "prior_origin": p_tr, "seed": int(self.seed.value), "device": self.device.value,
+            "target": None if self.target.value == PREDICTED else int(self.target.value),
+            "layer": self.layer.value.strip() or None,
+        }
+        if alignment == IDENTITY:
+            options["registration"] = "identity"
+        else:
+            options["transform"] = alignment
+            options["registration_params"] = ({"iterations": iterations}
+                                              if iterations is not None else {})
+        data = (np.asarray(prior.data), np.asarray(current.data))
+        names = (prior.name, current.name)
+        recorded = PendingInputs(prior=prior, current=current)
+
+        def steps():
+            recorded.complete()  # SHA-256 of the layers, off the GUI thread
+            model = self._model(source)
+            return (yield from explain_change_steps(*data, model, **options))
+
+        def done(result: LongitudinalResult, seconds: float) -> None:
+            self._show(result, names, c_sp, c_tr, seconds, recorded.records, alignment)
+
+        self.job.start(steps(), done, f"Explaining the change {names[0]} -> {names[1]} "
+                                      f"({title(method)}, {alignment})")
+
+    def _show(self, result: LongitudinalResult, names: tuple[str, str],
+              spacing: tuple[float, float, float], translate: tuple[float, float, float],
+              seconds: float, inputs: dict[str, Any], alignment: str) -> None:
+        prov = provenance("longitudinal attribution", sources=list(names),
+                          params={**result.to_dict(), "alignment": alignment},
+                          seconds=seconds, device=result.params.get("device", "cpu"),
+                          model=result.params.get("model"), inputs=inputs)
+        what = title(result.method)
+        maps = [(f"{what} current", result.current, result.signed, "current"),
+                (f"{what} carried", result.carried_prior, result.signed, "carried prior"),
+                (f"{what} change", result.change, True, "change"),
+                (f"{what} change normalised", result.change_normalised, True,
+                 "normalised change"),
+                ("Feature change", result.feature_change, True, "feature change")]
+        added = []
+        for name, data, signed, output in maps:
+            added.append(add_or_update(self.viewer, heatmap_layer(
+                data, output_name(name, *names), spacing, signed=signed, translate=translate,
+                provenance={**prov, "output": output})))
+        for old in self._outputs:  # a previous run's layers that this run did not update
+            if all(old is not new for new in added) and old in self.viewer.layers \
+                    and "xaimed" in old.metadata:
+                self.viewer.layers.remove(old)
+        self._outputs, self.result = added, result
+        self.channels.set_rows(channel_rows(result))
