@@ -84,6 +84,34 @@ def test_change_is_highest_where_the_lesion_appeared(seed):
     assert res.target == int(np.argmax(res.scores["current"]))
 
 
+def test_identity_carries_between_grids_in_world_coordinates(pair):
+    # the prior on a coarser grid elsewhere in the world: no field, only the grids' geometry
+    prior = pair.moving[::2, 1::2, ::2]
+    p_spacing = tuple(2 * s for s in pair.spacing)
+    p_origin = (0.0, pair.spacing[1], 0.0)
+    res = explain_change(prior, pair.fixed, "bundled", spacing=pair.spacing,
+                         prior_spacing=p_spacing, prior_origin=p_origin,
+                         registration="identity", device="cpu")
+    assert res.displacement is None and res.prior.shape == prior.shape
+    idx = np.indices(pair.fixed.shape, dtype=np.float64)
+    coords = np.stack([(idx[a] * pair.spacing[a] - p_origin[a]) / p_spacing[a]
+                       for a in range(3)])
+    reference = ndi.map_coordinates(res.prior.astype(np.float64), coords, order=1,
+                                    mode="constant", cval=0.0)
+    np.testing.assert_allclose(res.carried_prior, reference, rtol=1e-4,
+                               atol=1e-6 * np.abs(reference).max())
+    np.testing.assert_array_equal(res.feature_displacement, 0.0)
+
+
+def test_a_segmentation_model_explains_its_channel_in_both_scans(pair):
+    res = explain_change(pair.moving, pair.fixed, "bundled-segmenter", spacing=pair.spacing,
+                         registration=pair.displacement, device="cpu")
+    assert res.target == 1  # the lesion channel, summed where the model predicts it
+    lesion, elsewhere = pair.new_lesion, pair.body & ~pair.new_lesion
+    for change in (res.change, res.feature_change):
+        assert change[lesion].mean() > 5 * abs(change[elsewhere].mean())
+
+
 def test_feature_grid_matches_pooling_of_coordinates():
     shape, spacing, origin = (56, 64, 48), (1.5, 1.0, 0.8), (3.0, -2.0, 10.0)
     factor = (7, 8, 4)

@@ -169,6 +169,30 @@ def test_registration_syn_kills_ants(qtbot, make_napari_viewer, clean_tmp):
     assert not widget.carry_job.run_button.isEnabled()  # nothing to carry along
 
 
+def test_longitudinal_registration_kills_ants(qtbot, make_napari_viewer, clean_tmp):
+    from napari_xaimed._widgets.longitudinal import LongitudinalWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "longitudinal")
+    widget = LongitudinalWidget(viewer)
+    assert widget.prior.value is viewer.layers["prior"]
+    widget.alignment.value = "SyN"
+    widget.iterations.value = "500, 500, 500"
+    before = snapshot(viewer)
+    running: list = []
+
+    def deformable_stage() -> bool:
+        running.extend(spawned._RUNNING)
+        return bool(running) and "stage" in widget.job.status.text()
+
+    latency = cancel_when(qtbot, widget, deformable_stage, timeout_ms=120000)
+    assert latency < LATENCY_S
+    assert running and all(process.poll() is not None for process in running)
+    assert not spawned._RUNNING
+    assert_nothing_changed(viewer, before, clean_tmp)
+    assert widget.result is None
+
+
 @pytest.mark.parametrize("method, settings", [
     ("integrated_gradients", {"steps": 512}),
     ("occlusion", {"window": 4, "stride": 1}),

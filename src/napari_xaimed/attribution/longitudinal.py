@@ -67,8 +67,9 @@ class LongitudinalResult:
         ``(channels,)`` L2 norm over the feature grid of each channel's difference.
     channel_weights : numpy.ndarray
         ``(channels,)`` the Grad-CAM weight of each channel.
-    displacement : numpy.ndarray
-        ``(z, y, x, 3)`` mm on the current grid, pull-back (the field used).
+    displacement : numpy.ndarray or None
+        ``(z, y, x, 3)`` mm on the current grid, pull-back (the field used); None for
+        ``registration="identity"``.
     feature_displacement : numpy.ndarray
         The same field on the current feature grid (mm).
     spacing, origin, prior_spacing, prior_origin : tuple of float
@@ -99,7 +100,7 @@ class LongitudinalResult:
     feature_change: np.ndarray
     channel_change: np.ndarray
     channel_weights: np.ndarray
-    displacement: np.ndarray
+    displacement: np.ndarray | None
     feature_displacement: np.ndarray
     spacing: Vec3
     origin: Vec3
@@ -218,13 +219,18 @@ def _registration_geometry(registration: Any, current: np.ndarray, prior: np.nda
     if not np.isfinite(arr).all():
         raise XaimedError("the displacement field holds NaN or infinite values: use a field "
                           "from a registration that converged, or pass registration=None.")
+    return {**_grids(given), "displacement": arr, "registration": None,
+            "params": {"source": "given displacement field"}}
+
+
+def _grids(given: dict[str, Any]) -> dict[str, Vec3]:
+    """The scans' spacings and origins as given (the prior's spacing defaults to the
+    current's)."""
     spacing = as_spacing(given["spacing"], "spacing")
-    return {"displacement": arr, "spacing": spacing,
-            "origin": as_origin(given["origin"], "origin"),
-            "prior_spacing": as_spacing(given["prior_spacing"] if given["prior_spacing"]
-                                        is not None else spacing, "prior_spacing"),
-            "prior_origin": as_origin(given["prior_origin"], "prior_origin"),
-            "registration": None, "params": {"source": "given displacement field"}}
+    prior_spacing = given["prior_spacing"] if given["prior_spacing"] is not None else spacing
+    return {"spacing": spacing, "origin": as_origin(given["origin"], "origin"),
+            "prior_spacing": as_spacing(prior_spacing, "prior_spacing"),
+            "prior_origin": as_origin(given["prior_origin"], "prior_origin")}
 
 
 def _features(module: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor,
@@ -279,8 +285,9 @@ def _feature_change(loaded: LoadedModel, prep: Preprocessing, dev: torch.device,
     f_sp, f_or = feature_grid(current.shape, a_c.shape, geometry["spacing"], geometry["origin"])
     p_sp, p_or = feature_grid(prior.shape, a_p.shape, geometry["prior_spacing"],
                               geometry["prior_origin"])
-    u_f = field_on_grid(geometry["displacement"], geometry["spacing"], geometry["origin"],
-                        a_c.shape[1:], f_sp, f_or)
+    u_f = (np.zeros((*a_c.shape[1:], 3), np.float32) if geometry["displacement"] is None
+           else field_on_grid(geometry["displacement"], geometry["spacing"], geometry["origin"],
+                              a_c.shape[1:], f_sp, f_or))
     difference = a_c - warp_features(a_p, u_f, spacing=f_sp, origin=f_or, moving_spacing=p_sp,
                                      moving_origin=p_or)
     weighted = np.tensordot(weights, difference, axes=1).astype(np.float32)
@@ -331,12 +338,14 @@ def explain_change_steps(
             raise XaimedError(f"registration must be None (register now), 'identity' (the "
                               f"scans are aligned in world coordinates), a RegistrationResult "
                               f"or a displacement field, got {registration!r}.")
-        registration = np.zeros((*current.shape, 3), np.float32)
         identity = True
     else:
         identity = False
-    parts = 4 if registration is None else 3
-    if registration is None:
+    parts = 4 if registration is None and not identity else 3
+    if identity:  # no field at all: a CT-sized zero field would take a gigabyte
+        geometry = {**_grids(given), "displacement": None, "registration": None,
+                    "params": {"source": "identity (aligned in world coordinates)"}}
+    elif registration is None:
         from napari_xaimed.registration import register_steps
 
         p_sp = prior_spacing if prior_spacing is not None else spacing
@@ -348,8 +357,6 @@ def explain_change_steps(
                                           dict.fromkeys(given))
     else:
         geometry = _registration_geometry(registration, current, prior, given)
-        if identity:
-            geometry["params"] = {"source": "identity (aligned in world coordinates)"}
     loaded = load_model(model)
     prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
@@ -383,7 +390,8 @@ def explain_change_steps(
                            ).astype(np.float32),
         feature_change=features["map"], channel_change=features["channel_change"],
         channel_weights=features["weights"],
-        displacement=np.asarray(geometry["displacement"], np.float32),
+        displacement=(None if geometry["displacement"] is None
+                      else np.asarray(geometry["displacement"], np.float32)),
         feature_displacement=features["field"], spacing=geometry["spacing"],
         origin=geometry["origin"], prior_spacing=geometry["prior_spacing"],
         prior_origin=geometry["prior_origin"], feature_spacing=features["spacing"],
