@@ -16,6 +16,7 @@ from napari_xaimed._progress import Progress
 from napari_xaimed._widgets.attribution import AttributionWidget
 from napari_xaimed._widgets.evaluation import EvaluationWidget
 from napari_xaimed._widgets.explanations import ExplanationWidget
+from napari_xaimed._widgets.longitudinal import IDENTITY, LongitudinalWidget
 from napari_xaimed._widgets.registration import RegistrationWidget
 from napari_xaimed._widgets.segmentation import SegmentationWidget
 from napari_xaimed.attribution import load_model
@@ -158,6 +159,22 @@ def translated(setup: Callable[[Any, Path, Any], Any]) -> Callable[[Any, Path, A
     return moved_setup
 
 
+def longitudinal(prior: np.ndarray, current: np.ndarray, *, same: bool = False,
+                 iterations: str = "", alignment: str = IDENTITY
+                 ) -> Callable[[Any, Path, Any], Any]:
+    def setup(viewer: Any, tmp: Path, monkeypatch: Any) -> Any:
+        viewer.add_image(prior, name="prior")
+        viewer.add_image(current, name="current")
+        widget = LongitudinalWidget(viewer)
+        widget.prior.value = viewer.layers["prior"]
+        widget.current.value = viewer.layers["prior" if same else "current"]
+        widget.alignment.value = alignment
+        widget.iterations.value = iterations
+        widget.device.value = "cpu"
+        return widget
+    return setup
+
+
 CONSTANT = np.full(VOLUME.shape, 0.5, np.float32)
 WITH_NAN = np.where(VOLUME > 0.95, np.nan, VOLUME).astype(np.float32)
 
@@ -195,6 +212,15 @@ CASES = [
      ("do not overlay", "translate")),
     ("explanations", "heatmap at another voxel size", moved("heatmap", (1.0, 2.0, 2.0)),
      ("do not overlay", "heatmap")),
+    ("longitudinal", "same layer twice", longitudinal(VOLUME, VOLUME, same=True),
+     ("same layer", "two scans")),
+    ("longitudinal", "2D prior", longitudinal(VOLUME[0], VOLUME, alignment="SyN"),
+     ("prior scan", "np.newaxis")),
+    ("longitudinal", "NaN in the current scan", longitudinal(VOLUME, WITH_NAN),
+     ("current scan", "nan_to_num")),
+    ("longitudinal", "iterations that are not numbers",
+     longitudinal(VOLUME, VOLUME, alignment="SyN", iterations="many"),
+     ("iterations", "40, 20, 0")),
 ]
 
 def snapshot(viewer: Any) -> dict[str, tuple]:
