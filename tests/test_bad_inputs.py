@@ -232,6 +232,10 @@ CASES: list[tuple[str, str, Callable[[Path], object], tuple[str, ...]]] = [
     ("samples", "more lesions than the volume holds",
      lambda t: samples.longitudinal_pair(shape=(28, 32, 30), spacing=(1.5, 1.0, 1.1), seed=3),
      ("Could not place", "fewer or a larger")),
+    ("samples", "a new lesion that does not fit",
+     lambda t: samples.longitudinal_pair(shape=(32, 36, 34), spacing=(1.5, 1.0, 0.9), seed=3,
+                                         n_lesions=1, new_lesion_radius_mm=5.0),
+     ("new lesion", "smaller", "larger volume")),
 ]
 
 

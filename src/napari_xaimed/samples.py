@@ -297,7 +297,8 @@ def _with_new_lesion(phantom: Phantom, radius: float, rng: np.random.Generator) 
                for other in phantom.lesions):
             break
     else:
-        raise XaimedError(f"Could not place a new lesion of {radius} mm: use a smaller one.")
+        raise XaimedError(f"Could not place a new lesion of {radius} mm beside the others: "
+                          "use a smaller one, fewer lesions or a larger volume.")
     value = phantom.lesions[0].value if phantom.lesions else 0.45
     lesion = Ellipsoid(pos, np.full(3, radius), value=value, label=len(phantom.lesions) + 1)
     return dataclasses.replace(phantom, lesions=[*phantom.lesions, lesion])
