@@ -181,6 +181,34 @@ def test_a_named_layer_and_another_method(pair, tiny):
                                atol=1e-6 * np.abs(reference).max())
 
 
+def test_feature_change_is_the_gradient_weighted_feature_difference(tiny, volume):
+    # an independent Grad-CAM-style computation with plain torch hooks; zero field: no warp
+    prior = np.flip(volume, axis=2).copy()
+    res = explain_change(prior, volume, tiny, method="saliency", layer="relu2",
+                         registration="identity", device="cpu")
+    kept = {}
+    handle = tiny.relu2.register_forward_hook(lambda m, i, o: kept.setdefault("a", o))
+    x = torch.from_numpy(volume)[None, None].requires_grad_(True)
+    score = tiny(x)[0, res.target]
+    grads = torch.autograd.grad(score, kept.pop("a"), retain_graph=False)
+    tiny(x)
+    a_current = kept.pop("a")
+    tiny(torch.from_numpy(prior)[None, None])
+    a_prior = kept.pop("a")
+    handle.remove()
+    weights = grads[0].mean(dim=(2, 3, 4))[0]
+    weighted = (weights[:, None, None, None] * (a_current - a_prior)[0]).sum(0)
+    expected = torch.nn.functional.interpolate(weighted[None, None].detach(),
+                                               size=volume.shape, mode="trilinear",
+                                               align_corners=False)[0, 0].numpy()
+    scale = np.abs(expected).max()
+    assert scale > 0
+    np.testing.assert_allclose(res.feature_change, expected, atol=1e-5 * scale)
+    np.testing.assert_allclose(res.channel_weights, weights.numpy(), rtol=1e-5, atol=1e-9)
+    norms = torch.linalg.vector_norm((a_current - a_prior)[0].flatten(1), dim=1)
+    np.testing.assert_allclose(res.channel_change, norms.detach().numpy(), rtol=1e-5)
+
+
 def _result(fixed_shape, moving_shape, spacing=(1.0, 1.0, 1.0)):
     return RegistrationResult(
         warped=np.zeros(fixed_shape, np.float32),
