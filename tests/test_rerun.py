@@ -253,3 +253,21 @@ def test_attribution_region_is_recorded_and_reruns(qtbot, make_napari_viewer, tm
     assert prov["params"]["region"] == "given mask"
     assert prov["inputs"]["region"]["path"].endswith("region_mask.nii.gz")
     check(save(layer, tmp_path / "out"), capsys)
+
+
+def test_widget_longitudinal_change_reruns(qtbot, make_napari_viewer, tmp_path, capsys):
+    from napari_xaimed._widgets.longitudinal import LongitudinalWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "longitudinal")
+    widget = LongitudinalWidget(viewer)
+    widget.alignment.value = "SyN"
+    widget.iterations.value = "20, 10, 0"
+    widget.device.value = "cpu"
+    run_widget(qtbot, widget.job)
+    change = viewer.layers["Grad-CAM change [prior->current]"]
+    prov = change.metadata["xaimed"]
+    assert set(prov["inputs"]) == {"prior", "current"}
+    assert prov["params"]["registration"]["source"] == "registered here"
+    for layer in (change, viewer.layers["Feature change [prior->current]"]):
+        check(save(layer, tmp_path), capsys)

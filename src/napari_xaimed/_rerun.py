@@ -10,7 +10,8 @@ the output already on disk.
 Kinds it recomputes: ``segmentation`` (labels) with its ``class probability`` and
 ``foreground probability`` maps, ``panoptic evaluation`` (error map, Voronoi regions),
 ``registration`` (warped, displacement, Jacobian, folded, warped grid),
-``registration-apply`` (a layer carried along) and ``attribution`` (heatmaps).
+``registration-apply`` (a layer carried along), ``attribution`` (heatmaps) and
+``longitudinal attribution`` (the change maps of a prior and a current scan).
 """
 
 from __future__ import annotations
@@ -312,6 +313,48 @@ def _attribution(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
     return result.map
 
 
+#: Which array of a LongitudinalResult each output of the longitudinal widget is.
+LONGITUDINAL_OUTPUTS = {"current": "current", "carried prior": "carried_prior",
+                        "change": "change", "normalised change": "change_normalised",
+                        "feature change": "feature_change"}
+
+
+def _longitudinal(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
+    from napari_xaimed.attribution import METHODS, explain_change
+    from napari_xaimed.registration.params import TUNABLE
+
+    prior, current = _need(inputs, "prior", "current")
+    params = prov["params"]
+    method = params["method"]
+    method_params = {k: v for k, v in params.get("method_params", {}).items()
+                     if k in METHODS[method].params and k != "layer"}
+    registered = params["registration"]
+    if str(registered.get("source", "")).startswith("identity"):
+        alignment: dict[str, Any] = {"registration": "identity"}
+    elif registered.get("source") == "registered here":
+        done = registered["params"]
+        alignment = {"transform": registered["transform"], "seed": done.get("seed"),
+                     "registration_params": as_tuples(
+                         {k: v for k, v in done.items() if k in (*TUNABLE, "threads")})}
+    else:
+        raise XaimedError("this longitudinal output used a registration or field given in a "
+                          "script: it cannot be rerun from its provenance alone.")
+    output = prov.get("output", "change")
+    if output not in LONGITUDINAL_OUTPUTS:
+        raise XaimedError(f"unknown longitudinal output {output!r}.")
+    model = prov["model"]
+    result = explain_change(prior.data, current.data, model["source"], method=method,
+                            spacing=current.spacing, origin=current.origin,
+                            prior_spacing=prior.spacing, prior_origin=prior.origin,
+                            target=params["target"], layer=params["layer"],
+                            device=prov.get("device", "auto"), **alignment,
+                            **as_tuples(method_params))
+    if model.get("sha256") and result.params["model"].get("sha256") != model["sha256"]:
+        raise XaimedError(f"the model file {model['source']!r} has changed since the output was "
+                          "computed (its SHA-256 differs): restore the original model.")
+    return getattr(result, LONGITUDINAL_OUTPUTS[output])
+
+
 def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "") -> np.ndarray:
     """Compute the output a provenance dict describes again, from its recorded inputs.
 
@@ -343,12 +386,14 @@ def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "") ->
         return _carried(prov, inputs, base)
     if kind == "attribution":
         return _attribution(prov, inputs)
+    if kind == "longitudinal attribution":
+        return _longitudinal(prov, inputs)
     if kind in ("sample", "truth"):
         return _sample_data({"name": name, "sample": {"kind": kind, "params": prov["params"]}})
     raise XaimedError(
         f"outputs of kind {kind!r} cannot be rerun: rerun knows segmentation, class and "
         "foreground probabilities, panoptic evaluation, registration (and layers carried "
-        "along) and attribution.")
+        "along), attribution and longitudinal attribution.")
 
 
 # ---------------------------------------------------------------------------------- files

@@ -353,8 +353,8 @@ def explain_change_steps(
             current, prior, fixed_spacing=spacing, moving_spacing=p_sp, fixed_origin=origin,
             moving_origin=prior_origin, transform=transform, seed=seed,
             **(registration_params or {})), 0, parts, "registering: ")
-        geometry = _registration_geometry(result, current, prior,
-                                          dict.fromkeys(given))
+        geometry = _registration_geometry(result, current, prior, dict.fromkeys(given))
+        geometry["params"]["source"] = "registered here"
     else:
         geometry = _registration_geometry(registration, current, prior, given)
     loaded = load_model(model)
