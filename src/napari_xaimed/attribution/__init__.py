@@ -34,7 +34,10 @@ from napari_xaimed.attribution.faithfulness import (
     perturbation_curve_steps,
 )
 from napari_xaimed.attribution.latent import (
+    CaseEmbedding,
     Embeddings,
+    assemble,
+    case_embedding,
     confounder_scores,
     embed,
     project,
@@ -76,6 +79,7 @@ __all__ = [
     "METHODS",
     "Agreement",
     "Attribution",
+    "CaseEmbedding",
     "Curve",
     "Embeddings",
     "EnsembleAttribution",
@@ -90,7 +94,9 @@ __all__ = [
     "attention_map_steps",
     "attribute",
     "attribute_steps",
+    "assemble",
     "auroc",
+    "case_embedding",
     "case_features",
     "compare_methods",
     "compare_methods_steps",
