@@ -2,8 +2,9 @@
 
 :func:`read_cases` reads the case list (CSV), a job says what to do per case
 (:class:`EvaluationJob`, :class:`AttributionJob`, :class:`EmbeddingJob`), and
-:func:`run_cohort` runs it on a ``dask.distributed`` cluster (a local one by default), writing per-case records, the per-case
-table (CSV and Parquet), and the summary with bootstrap confidence intervals.
+:func:`run_cohort` runs it on a ``dask.distributed`` cluster (a local one by default), writing
+per-case records, the per-case table (CSV and Parquet), and the summary with bootstrap
+confidence intervals (and, for embeddings, the latent space's tables).
 """
 
 from napari_xaimed.cohort.cases import Case, case_metadata, read_cases

@@ -304,7 +304,8 @@ def load_result(out: str | Path) -> dict[str, Any]:
     if not (out / "cases.csv").is_file():
         raise XaimedError(f"{str(out)!r} holds no cohort result (no cases.csv): run a cohort "
                           "into it first.")
-    tables = {name: pd.read_csv(out / f"{name}.csv") for name in
-              ("cases", "instances", "summary", "ranking", "latent", "confounders") if (out / f"{name}.csv").is_file()}
+    names = ("cases", "instances", "summary", "ranking", "latent", "confounders")
+    tables = {name: pd.read_csv(out / f"{name}.csv") for name in names
+              if (out / f"{name}.csv").is_file()}
     tables["run"] = json.loads((out / "run.json").read_text())
     return tables
