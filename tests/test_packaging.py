@@ -18,7 +18,8 @@ def test_installed_distribution_serves_the_top_level_manifest():
     assert manifest.contributions == top.contributions
     widgets = {w.display_name for w in manifest.contributions.widgets}
     assert widgets == {"Segmentation", "Panoptic evaluation", "Registration", "Attribution",
-                       "Explanation check", "Longitudinal explanation"}
+                       "Explanation check", "Cases and latent space",
+                       "Longitudinal explanation"}
     assert {s.key for s in manifest.contributions.sample_data} == {
         "lesion", "longitudinal", "panoptic"}
 

@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             from napari_xaimed._rerun import run_rerun
 
             return run_rerun(args)
-        if args.command in ("evaluate", "attribute"):
+        if args.command in ("evaluate", "attribute", "embed"):
             from napari_xaimed._cli_cohort import run_cohort_command
 
             return run_cohort_command(args)

@@ -1,4 +1,5 @@
-"""``napari-xaimed evaluate --cohort`` and ``napari-xaimed attribute --cohort``."""
+"""``napari-xaimed evaluate --cohort``, ``napari-xaimed attribute --cohort`` and
+``napari-xaimed embed --cohort``."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _common(parser: argparse.ArgumentParser, columns: str) -> None:
 
 
 def add_parsers(sub: Any) -> None:
-    """Register the ``evaluate`` and ``attribute`` subcommands."""
+    """Register the ``evaluate``, ``attribute`` and ``embed`` subcommands."""
     from napari_xaimed.evaluation import DISTANCE_METRICS, MATCHINGS
 
     ev = sub.add_parser("evaluate", help="panoptic evaluation of a cohort on Dask")
@@ -81,10 +82,27 @@ def add_parsers(sub: Any) -> None:
     at.add_argument("--k", type=float, default=0.01,
                     help="top-k precision: share of voxels (<1) or count (default 0.01)")
 
+    em = sub.add_parser("embed", help="a model's latent space over a cohort on Dask: "
+                        "embeddings, projection, confounder scores")
+    _common(em, "case_id,image and any metadata columns (age, sex, scanner...)")
+    em.add_argument("--model", default="bundled", help="as for attribute")
+    em.add_argument("--layer", help="layer to embed at (default: the last spatial feature map)")
+    em.add_argument("--target", type=int, help="class of the decision direction (default: the "
+                    "class most cases are predicted as)")
+    em.add_argument("--confounders", default="",
+                    help="metadata columns to score on the latent space, comma-separated")
+    em.add_argument("--projection", default="pca", choices=["pca", "umap"])
+    em.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+
 
 def _job(args: argparse.Namespace) -> Any:
-    from napari_xaimed.cohort import AttributionJob, EvaluationJob
+    from napari_xaimed.cohort import AttributionJob, EmbeddingJob, EvaluationJob
 
+    if args.command == "embed":
+        return EmbeddingJob(model=args.model, layer=args.layer, target=args.target,
+                            params={"device": args.device},
+                            confounders=[c.strip() for c in args.confounders.split(",")
+                                         if c.strip()], projection=args.projection)
     if args.command == "evaluate":
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         return EvaluationJob({
@@ -131,6 +149,8 @@ def run_cohort_command(args: argparse.Namespace) -> int:
                            "display.float_format", "{:.4g}".format):
         if result.ranking is not None:
             print(result.ranking.to_string(index=False))
+        if result.confounders is not None:
+            print(result.confounders.to_string(index=False))
         print(result.summary.to_string(index=False))
     print(f"{len(cases)} cases: {result.ran} run, {result.skipped} already finished, "
           f"{result.failed} failed; tables in {args.out}/ ({result.seconds:.1f} s)")

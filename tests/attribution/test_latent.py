@@ -8,6 +8,8 @@ import torch
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed.attribution.latent import (
+    assemble,
+    case_embedding,
     confounder_scores,
     embed,
     project,
@@ -110,3 +112,29 @@ def test_latent_space_bad_input(cohort):
         project(emb, "tsne")
     with pytest.raises(XaimedError, match="at least 2 volumes"):
         embed(model, volumes[:1])
+
+
+def test_one_case_at_a_time_gives_the_same_latent_space(cohort):
+    """What the cohort's workers compute per case, put together, is embed() of all at once,
+    with and without a named target."""
+    volumes, ids, _ = cohort
+    model = Bright().eval()
+    for target in (1, None):
+        whole = embed(model, volumes, ids=ids, target=target, preprocessing=NO_SCALING,
+                      device="cpu")
+        cases = [case_embedding(model, v, target=target, preprocessing=NO_SCALING,
+                                device="cpu") for v in volumes]
+        parts = assemble(ids, cases, target=target)
+        assert (parts.layer, parts.target, parts.ids) == (whole.layer, whole.target, whole.ids)
+        np.testing.assert_allclose(parts.vectors, whole.vectors, rtol=1e-6)
+        np.testing.assert_allclose(parts.decision, whole.decision, atol=1e-6)
+        np.testing.assert_array_equal(parts.predicted, whole.predicted)
+    assert set(cases[0].gradients) == {0, 1}  # without a target every class is kept
+    np.testing.assert_allclose(cases[0].gradients[0], -cases[0].gradients[1], atol=1e-6)
+    only = case_embedding(model, volumes[0], target=1, preprocessing=NO_SCALING, device="cpu")
+    with pytest.raises(XaimedError, match="no gradient for class 0"):
+        assemble(ids[:2], [only, only], target=0)
+    with pytest.raises(XaimedError, match="2 ids for 1 embeddings"):
+        assemble(ids[:2], [only])
+    with pytest.raises(XaimedError, match="does not exist"):
+        case_embedding(model, volumes[0], target=5, preprocessing=NO_SCALING, device="cpu")

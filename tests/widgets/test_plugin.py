@@ -6,7 +6,8 @@ import pytest
 from napari_xaimed.io import read_volume, write_volume
 
 WIDGETS = ["Segmentation", "Panoptic evaluation", "Registration", "Attribution",
-           "Explanation check", "Longitudinal explanation"]
+           "Explanation check", "Cases and latent space",
+           "Longitudinal explanation"]
 
 
 def test_napari_opens_nifti_with_spacing_as_scale(make_napari_viewer, tmp_path):

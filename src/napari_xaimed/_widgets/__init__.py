@@ -3,9 +3,10 @@
 from napari_xaimed._widgets.attribution import AttributionWidget
 from napari_xaimed._widgets.evaluation import EvaluationWidget
 from napari_xaimed._widgets.explanations import ExplanationWidget
+from napari_xaimed._widgets.latent import CasesWidget
 from napari_xaimed._widgets.longitudinal import LongitudinalWidget
 from napari_xaimed._widgets.registration import RegistrationWidget
 from napari_xaimed._widgets.segmentation import SegmentationWidget
 
-__all__ = ["AttributionWidget", "EvaluationWidget", "ExplanationWidget", "LongitudinalWidget",
-           "RegistrationWidget", "SegmentationWidget"]
+__all__ = ["AttributionWidget", "CasesWidget", "EvaluationWidget", "ExplanationWidget",
+           "LongitudinalWidget", "RegistrationWidget", "SegmentationWidget"]

@@ -35,7 +35,10 @@ from napari_xaimed.attribution.faithfulness import (
     perturbation_curve_steps,
 )
 from napari_xaimed.attribution.latent import (
+    CaseEmbedding,
     Embeddings,
+    assemble,
+    case_embedding,
     confounder_scores,
     embed,
     project,
@@ -78,6 +81,7 @@ __all__ = [
     "METHODS",
     "Agreement",
     "Attribution",
+    "CaseEmbedding",
     "Curve",
     "Embeddings",
     "EnsembleAttribution",
@@ -93,7 +97,9 @@ __all__ = [
     "attention_map_steps",
     "attribute",
     "attribute_steps",
+    "assemble",
     "auroc",
+    "case_embedding",
     "case_features",
     "compare_methods",
     "compare_methods_steps",

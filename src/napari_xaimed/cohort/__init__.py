@@ -1,12 +1,14 @@
 """Cohort mode: evaluate or explain many cases on Dask, resumable, with cohort statistics.
 
 :func:`read_cases` reads the case list (CSV), a job says what to do per case
-(:class:`EvaluationJob`, :class:`AttributionJob`), and :func:`run_cohort` runs it on a
-``dask.distributed`` cluster (a local one by default), writing per-case records, the per-case
-table (CSV and Parquet), and the summary with bootstrap confidence intervals.
+(:class:`EvaluationJob`, :class:`AttributionJob`, :class:`EmbeddingJob`), and
+:func:`run_cohort` runs it on a ``dask.distributed`` cluster (a local one by default), writing
+per-case records, the per-case table (CSV and Parquet), and the summary with bootstrap
+confidence intervals (and, for embeddings, the latent space's tables).
 """
 
-from napari_xaimed.cohort.cases import Case, read_cases
+from napari_xaimed.cohort.cases import Case, case_metadata, read_cases
+from napari_xaimed.cohort.embedding import EmbeddingJob, load_embeddings
 from napari_xaimed.cohort.jobs import AttributionJob, CaseOutcome, EvaluationJob
 from napari_xaimed.cohort.runner import (
     CohortResult,
@@ -20,6 +22,7 @@ from napari_xaimed.cohort.summary import (
     attribution_summary,
     bootstrap_mean_ci,
     describe,
+    embedding_summary,
     evaluation_summary,
 )
 
@@ -28,13 +31,17 @@ __all__ = [
     "Case",
     "CaseOutcome",
     "CohortResult",
+    "EmbeddingJob",
     "EvaluationJob",
     "attribution_ranking",
     "attribution_summary",
     "bootstrap_mean_ci",
+    "case_metadata",
     "cohort_client",
     "describe",
+    "embedding_summary",
     "evaluation_summary",
+    "load_embeddings",
     "load_result",
     "read_cases",
     "run_cohort",

@@ -1,4 +1,5 @@
-"""The cohort's case list: a CSV with one row per case, its id and its input files."""
+"""The cohort's case list: a CSV with one row per case, its id, its input files and any other
+columns (age, sex, scanner...) as the case's metadata."""
 
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ class Case:
     files : dict of str to pathlib.Path
         The input files by column (``reference``, ``prediction``, ``image``, ``mask``...),
         resolved against the CSV's folder when given relative.
+    metadata : dict of str to str
+        The row's other columns as text (an empty cell is ``""``).
     """
 
     case_id: str
     files: dict[str, Path] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @property
     def stem(self) -> str:
@@ -103,7 +107,45 @@ def read_cases(path: str | Path, required: tuple[str, ...],
                 continue
             file = Path(value).expanduser()
             files[column] = file if file.is_absolute() else (path.parent / file).resolve()
-        cases.append(Case(case_id, files))
+        inputs = (ID_COLUMN, *required, *optional)
+        others = {k: v for k, v in row.items() if k and k not in inputs}
+        cases.append(Case(case_id, files, others))
     if not cases:
         raise XaimedError(f"{path.name} lists no cases.")
     return cases
+
+
+def case_metadata(cases: list[Case], columns: list[str] | tuple[str, ...] | None = None):
+    """The cases' metadata as a table indexed by ``case_id``.
+
+    Parameters
+    ----------
+    cases : list of Case
+    columns : sequence of str, optional
+        Columns to keep (default: all). Numeric columns become numbers; the others stay text.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    XaimedError
+        A named column the case list does not have (the message lists those it has).
+    """
+    import pandas as pd
+
+    have = list(dict.fromkeys(k for case in cases for k in case.metadata))
+    wanted = have if columns is None else list(columns)
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise XaimedError(f"the case list has no column(s) {missing}: add them to the CSV "
+                          f"(one value per case) or pick from its metadata columns {have}.")
+    table = pd.DataFrame([{c: case.metadata.get(c, "") for c in wanted} for case in cases],
+                         index=pd.Index([case.case_id for case in cases], name=ID_COLUMN),
+                         columns=wanted)
+    for column in wanted:
+        numeric = pd.to_numeric(table[column], errors="coerce")
+        if numeric.notna().all():
+            table[column] = numeric
+    return table

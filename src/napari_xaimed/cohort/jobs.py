@@ -152,6 +152,17 @@ def _instance_row(row: Any) -> dict[str, Any]:
 _MODELS: dict[str, Any] = {}
 
 
+def cached_model(source: str, sha256: str) -> Any:
+    """The model ``source`` loaded once per worker process and file content (``sha256``)."""
+    from napari_xaimed.attribution import load_model
+
+    key = f"{source}:{sha256}"
+    if key not in _MODELS:
+        _MODELS.clear()  # one model per worker at a time
+        _MODELS[key] = load_model(source)
+    return _MODELS[key]
+
+
 @dataclass
 class AttributionJob:
     """Attribution maps of one model's decision on each case's image, and, when the case has a
@@ -207,13 +218,7 @@ class AttributionJob:
                 "k": self.k}
 
     def _model(self) -> Any:
-        from napari_xaimed.attribution import load_model
-
-        key = f"{self.model}:{self.model_sha256}"
-        if key not in _MODELS:
-            _MODELS.clear()  # one model per worker at a time
-            _MODELS[key] = load_model(self.model)
-        return _MODELS[key]
+        return cached_model(self.model, self.model_sha256)
 
     def run(self, case: Case) -> CaseOutcome:
         """Explain one case with every method; never raises."""

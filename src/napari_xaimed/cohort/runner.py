@@ -29,6 +29,7 @@ from napari_xaimed.cohort.store import CohortStore, case_key, write_json_atomic
 from napari_xaimed.cohort.summary import (
     attribution_ranking,
     attribution_summary,
+    embedding_summary,
     evaluation_summary,
 )
 
@@ -56,6 +57,11 @@ class CohortResult:
     ran, skipped, failed : int
         Cases computed in this run, found finished from an earlier run, and failed.
     seconds : float
+    latent : pandas.DataFrame or None
+        Embedding: per case, its projection coordinates, predicted class and metadata
+        (:func:`~napari_xaimed.cohort.embedding.summarise_latent`).
+    confounders : pandas.DataFrame or None
+        Embedding with confounder columns: their scores on the latent space.
     """
 
     out: Path
@@ -67,6 +73,8 @@ class CohortResult:
     skipped: int
     failed: int
     seconds: float
+    latent: Any = None
+    confounders: Any = None
 
 
 @contextlib.contextmanager
@@ -131,6 +139,8 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
 
     start = time.perf_counter()
     job.check()
+    if hasattr(job, "check_cases"):
+        job.check_cases(cases)
     store = CohortStore(out)
     total = len(cases)
     yield Progress(0, total, "hashing the input files")
@@ -192,8 +202,13 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
     failed = sum(r.get("status") != "ok" for r in records.values())
     table = pd.DataFrame([row for case in cases for row in _rows(case, records[case.case_id])])
     _write_tables(store, "cases", table)
-    instances = ranking = None
-    if job.kind == "evaluation":
+    instances = ranking = latent = confounders = None
+    if job.kind == "embedding":
+        from napari_xaimed.cohort.embedding import summarise_latent
+
+        latent, confounders = summarise_latent(job, cases, records, store.out)
+        summary = embedding_summary(table, seed=seed, resamples=resamples)
+    elif job.kind == "evaluation":
         instances = pd.DataFrame([row for case in cases
                                   for row in _instances(case, records[case.case_id])])
         if len(instances) == 0:
@@ -209,7 +224,8 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
     summary.to_csv(store.out / "summary.csv", index=False)
     return CohortResult(out=store.out, cases=table, instances=instances, summary=summary,
                         ranking=ranking, ran=len(todo) + failed_early, skipped=skipped,
-                        failed=failed, seconds=time.perf_counter() - start)
+                        failed=failed, seconds=time.perf_counter() - start, latent=latent,
+                        confounders=confounders)
 
 
 def _outcome(future: Any) -> CaseOutcome:
@@ -288,7 +304,8 @@ def load_result(out: str | Path) -> dict[str, Any]:
     if not (out / "cases.csv").is_file():
         raise XaimedError(f"{str(out)!r} holds no cohort result (no cases.csv): run a cohort "
                           "into it first.")
-    tables = {name: pd.read_csv(out / f"{name}.csv") for name in
-              ("cases", "instances", "summary", "ranking") if (out / f"{name}.csv").is_file()}
+    names = ("cases", "instances", "summary", "ranking", "latent", "confounders")
+    tables = {name: pd.read_csv(out / f"{name}.csv") for name in names
+              if (out / f"{name}.csv").is_file()}
     tables["run"] = json.loads((out / "run.json").read_text())
     return tables

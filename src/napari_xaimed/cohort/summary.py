@@ -192,3 +192,16 @@ def attribution_ranking(cases: Any, metrics: list[str], *, seed: int = 0,
                      "ci_high": stats["ci_high"], "cases_won": wins[method],
                      "n_cases": stats["n"]})
     return pd.DataFrame(rows).sort_values("mean_rank", kind="stable").reset_index(drop=True)
+
+
+def embedding_summary(cases: Any, *, seed: int = 0, resamples: int = 2000):
+    """Per layer, the class scores across the cohort (one value per case)."""
+    import pandas as pd
+
+    rows = []
+    ok = cases[cases["status"] == "ok"] if len(cases) else cases
+    for layer, group in (ok.groupby("layer", sort=False) if len(ok) else []):
+        for metric in [c for c in group.columns if str(c).startswith("score_")]:
+            rows.append({"group": layer, "metric": metric, "level": "case",
+                         **describe(group[metric], seed=seed, resamples=resamples)})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
