@@ -20,7 +20,7 @@ def test_installed_distribution_serves_the_top_level_manifest():
     assert widgets == {"Segmentation", "Panoptic evaluation", "Registration", "Attribution",
                        "Explanation check"}
     assert {s.key for s in manifest.contributions.sample_data} == {
-        "lesion", "longitudinal", "panoptic"}
+        "lesion", "longitudinal", "panoptic", "mni152"}
 
 
 def test_npe2_validate_passes():
