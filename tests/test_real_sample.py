@@ -36,7 +36,7 @@ def test_mni152_is_nilearns_template_in_zyx_with_its_world_frame(brain2):
     world = img.affine @ np.array([x, y, z, 1.0])
     np.testing.assert_allclose(np.array(s.translate) + np.array(s.spacing) * (z, y, x),
                                world[2::-1])
-    assert 0.0 <= s.image.min() and s.image.max() == pytest.approx(1.0)
+    assert 0.0 <= s.image.min() and 0.95 < s.image.max() <= 1.0  # nilearn scales it to 0-1
 
 
 def test_tissue_classes_are_the_most_probable_of_nilearns_maps(brain2):
