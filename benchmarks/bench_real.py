@@ -73,11 +73,13 @@ def registration(resolution: int, seed: int, iterations: tuple[int, ...]) -> dic
     brain = pair.fixed_brain
     error = spread(np.linalg.norm(result.displacement - pair.displacement, axis=-1)[brain])
     size = spread(np.linalg.norm(pair.displacement, axis=-1)[brain])
+    flipped = spread(np.linalg.norm(result.displacement + pair.displacement, axis=-1)[brain])
     before, after = result.metrics["dice_before"][2], result.metrics["dice_after"][2]
     print(f"SyN {iterations} of the template to its deformed copy, {resolution} mm, seed {seed}"
           f" ({seconds:.1f} s, ANTs {result.timings['registration_s']:.1f} s)")
     print("  displacement error mm  mean {:.2f}  p95 {:.2f}  max {:.2f}".format(*error))
     print("  true field size mm     mean {:.2f}  p95 {:.2f}  max {:.2f}".format(*size))
+    print("  error, sign flipped mm mean {:.2f}  p95 {:.2f}  max {:.2f}".format(*flipped))
     print(f"  GM Dice {before:.3f} -> {after:.3f}; WM "
           f"{result.metrics['dice_before'][3]:.3f} -> {result.metrics['dice_after'][3]:.3f}; "
           f"folded voxels {result.metrics['folded_voxels']}")
