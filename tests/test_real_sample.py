@@ -133,3 +133,14 @@ def test_missing_nilearn_names_the_extra(monkeypatch):
         samples.mni152(2)
     with pytest.raises(XaimedError, match="whole number of mm"):
         samples.mni152(2.5)
+
+
+def test_outputs_computed_on_the_sample_can_be_rerun():
+    from napari_xaimed import _rerun
+    from napari_xaimed._sample_data import mni152_layers
+
+    for data, kwargs, _ in mni152_layers(4):
+        prov = kwargs["metadata"]["xaimed"]
+        record = {"name": kwargs["name"], "sample": {"kind": prov["kind"],
+                                                     "params": prov["params"]}}
+        np.testing.assert_array_equal(_rerun._sample_data(record), data)
