@@ -72,7 +72,7 @@ def test_napari_sample_opens_in_mni_coordinates(make_napari_viewer):
         assert tuple(str(u) for u in layer.units) == ("millimeter",) * 3
         assert layer.metadata["xaimed"]["params"]["generator"] == "mni152"
     assert viewer.layers["MNI152 tissue"]._type_string == "labels"
-    # MNI (0, 0, 0), the anterior commissure, lies inside the brain, in white matter's reach
+    # MNI (0, 0, 0), at the anterior commissure, lies inside the brain
     tissue = viewer.layers["MNI152 tissue"]
     index = np.round(tissue.world_to_data((0.0, 0.0, 0.0))).astype(int)
     assert tissue.data[tuple(index)] > 0
