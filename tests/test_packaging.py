@@ -21,7 +21,7 @@ def test_installed_distribution_serves_the_top_level_manifest():
                        "Explanation check", "Cases and latent space",
                        "Longitudinal explanation"}
     assert {s.key for s in manifest.contributions.sample_data} == {
-        "lesion", "longitudinal", "panoptic"}
+        "lesion", "longitudinal", "panoptic", "mni152"}
 
 
 def test_npe2_validate_passes():

@@ -97,14 +97,17 @@ def _sample_data(record: dict[str, Any]) -> np.ndarray:
 
     sample = record["sample"]
     params = sample.get("params", {})
-    makers = {"lesion_volume": _sample_data.lesion_layers,
+    seeded = {"lesion_volume": _sample_data.lesion_layers,
               "longitudinal_pair": _sample_data.longitudinal_layers,
               "panoptic_pair": _sample_data.panoptic_layers}
-    maker = makers.get(params.get("generator"))
-    if maker is None:
+    generator = params.get("generator")
+    if generator in seeded:
+        layers = seeded[generator](int(params.get("seed", 0)))
+    elif generator == "mni152":
+        layers = _sample_data.mni152_layers(int(params.get("resolution", 2)))
+    else:
         raise XaimedError(f"input {record.get('name')!r} came from an unknown sample generator "
-                          f"{params.get('generator')!r}: save the input layer as NIfTI first.")
-    layers = maker(int(params.get("seed", 0)))
+                          f"{generator!r}: save the input layer as NIfTI first.")
     for data, kwargs, _ in layers:
         prov = kwargs.get("metadata", {}).get("xaimed", {})
         if prov.get("kind") == sample.get("kind") and prov.get("params") == params:

@@ -56,3 +56,25 @@ def panoptic_layers(seed: int = 0) -> list[LayerTuple]:
         labels_layer(s.prediction_semantic, "prediction parts", s.spacing, visible=False,
                      provenance=_prov("sample", "panoptic_pair", seed, parts=s.parts)),
     ]
+
+
+def mni152_layers(resolution: int = 2) -> list[LayerTuple]:
+    """The MNI152 T1 template (nilearn, the ``[real]`` extra) in MNI coordinates, its reference
+    tissue classes and nilearn's grey and white matter probabilities."""
+    s = samples.mni152(resolution)
+
+    def prov(kind: str, **params) -> dict:
+        return provenance(kind, params={"generator": "mni152", "resolution": s.resolution,
+                                        "source": "nilearn", **params})
+
+    geometry = {"translate": s.translate}
+    classes = {str(k): v for k, v in samples.TISSUE_NAMES.items()}
+    return [
+        image_layer(s.image, "MNI152 T1", s.spacing, **geometry, provenance=prov("sample")),
+        labels_layer(s.tissue, "MNI152 tissue", s.spacing, **geometry, visible=False,
+                     provenance=prov("truth", classes=classes)),
+        heatmap_layer(s.gm_probability, "MNI152 GM probability", s.spacing, **geometry,
+                      signed=False, visible=False, provenance=prov("truth", tissue="GM")),
+        heatmap_layer(s.wm_probability, "MNI152 WM probability", s.spacing, **geometry,
+                      signed=False, visible=False, provenance=prov("truth", tissue="WM")),
+    ]

@@ -233,10 +233,35 @@ def _read_nifti(path: Path) -> Volume:
             f"Could not read {path.name!r} as NIfTI ({type(exc).__name__}: {exc}). The file may be "
             "truncated or not a NIfTI image: re-export it or check the download."
         ) from exc
+    return volume_from_nifti(img, path.name, path=path, raw=raw)
 
+
+def volume_from_nifti(img: Any, name: str = "image", *, path: Path | None = None,
+                      raw: np.ndarray | None = None) -> Volume:
+    """A nibabel NIfTI image (on disk or in memory) as a :class:`Volume`.
+
+    The conversion :func:`read_volume` applies to a NIfTI file: axes reversed to ``(z, y, x)``
+    (extra axes first), spacing from the header zooms in the same order, the affine as stored.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image or nibabel.Nifti2Image
+    name : str
+        Shown in messages and used to guess a label map from the name (``*_seg``, ``mask``...).
+    path : pathlib.Path, optional
+        The file it came from: its JSON sidecar becomes ``.metadata``.
+    raw : numpy.ndarray, optional
+        The voxels already read from ``img`` (default: read them).
+
+    Returns
+    -------
+    Volume
+    """
+    if raw is None:
+        raw = np.asanyarray(img.dataobj)
     zooms = [float(z) for z in img.header.get_zooms()]
     if raw.ndim < 2:
-        raise XaimedError(f"{path.name!r} holds a {raw.ndim}D array: expected an image volume.")
+        raise XaimedError(f"{name!r} holds a {raw.ndim}D array: expected an image volume.")
     if raw.ndim == 2:  # a single slice: give it a z axis so it stays a volume
         raw = raw[:, :, np.newaxis]
         zooms = zooms[:2] + [1.0]
@@ -245,8 +270,8 @@ def _read_nifti(path: Path) -> Volume:
 
     data = np.ascontiguousarray(np.transpose(raw))
     intent = img.header.get_intent()[0] if hasattr(img.header, "get_intent") else ""
-    metadata = read_sidecar(path)
-    is_label = intent == "label" or _looks_like_labels(data, path.name)
+    metadata = read_sidecar(path) if path is not None else {}
+    is_label = intent == "label" or _looks_like_labels(data, name)
     return Volume(
         data=data,
         spacing=spacing,  # type: ignore[arg-type]
