@@ -213,3 +213,71 @@ def test_tcav_is_repeatable_and_leaves_the_callers_random_state():
     assert first.scores == second.scores
     np.random.seed(123)  # noqa: NPY002
     assert np.random.random() == after  # noqa: NPY002
+
+
+def _case_list(folder, concept_of):
+    """A case list of SHAPE volumes with masks, a concept column and an age column."""
+    import csv
+
+    from napari_xaimed.io import write_volume
+
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(11)
+    rows = []
+    for i, concept in enumerate(concept_of):
+        volume = (_volumes(1, 2.0, 100 + i)[0] if concept else
+                  rng.normal(size=SHAPE).astype(np.float32))
+        mask = np.zeros(SHAPE, np.uint8)
+        mask[3:8, 2:5 + i % 5, 4:9] = 1
+        write_volume(folder / f"c{i}.nii.gz", volume, (1.0, 1.0, 1.0))
+        write_volume(folder / f"c{i}_mask.nii.gz", mask, (1.0, 1.0, 1.0), is_label=True)
+        rows.append({"case_id": f"c{i}", "image": f"c{i}.nii.gz", "mask": f"c{i}_mask.nii.gz",
+                     "concept": concept, "age": f"{50 + 2 * i + rng.normal():.2f}"})
+    with open(folder / "cases.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "cases.csv"
+
+
+def test_concepts_from_a_case_list_equal_the_in_memory_ones(tmp_path):
+    from napari_xaimed.attribution.concepts import concepts_from_cases
+    from napari_xaimed.io import read_volume
+
+    path = _case_list(tmp_path, ["bright"] * 5 + [""] * 11)
+    model = Brightness(rectified=True).eval()
+    kwargs = dict(target=1, preprocessing=NO_SCALING, device="cpu", seed=3)
+    found = concepts_from_cases(model, path, concept_column="concept",
+                                measures=["mean", "volume_mm3", "age"], runs=4,
+                                permutations=20, **kwargs)
+    volumes = [read_volume(tmp_path / f"c{i}.nii.gz").data for i in range(16)]
+    direct = tcav(model, volumes, {"bright": volumes[:5]}, random_pool=volumes[5:], runs=4,
+                  **kwargs)
+    assert found.tcav.scores == direct.scores
+    assert found.tcav.scores[0].score == 1.0 and found.tcav.scores[0].significant
+    masks = [read_volume(tmp_path / f"c{i}_mask.nii.gz").data != 0 for i in range(16)]
+    np.testing.assert_allclose(found.features["mean"],
+                               [v[m].mean() for v, m in zip(volumes, masks, strict=True)],
+                               rtol=1e-5)
+    np.testing.assert_allclose(found.features["volume_mm3"], [m.sum() for m in masks])
+    rcv = regression_concepts(model, volumes, found.features, permutations=20, **kwargs)
+    assert found.rcv.concepts == rcv.concepts
+    table = found.to_dataframe()
+    assert set(table["kind"]) == {"tcav", "rcv"}
+
+
+def test_concepts_from_a_case_list_refuse_what_they_cannot_use(tmp_path):
+    from napari_xaimed.attribution.concepts import concepts_from_cases
+
+    path = _case_list(tmp_path, ["bright"] + [""] * 7)
+    model = Brightness().eval()
+    kwargs = dict(preprocessing=NO_SCALING, device="cpu")
+    with pytest.raises(XaimedError, match=r"no column\(s\) \['scanner'\].*age"):
+        concepts_from_cases(model, path, measures=["scanner"], **kwargs)
+    with pytest.raises(XaimedError, match="concept column .* or measures"):
+        concepts_from_cases(model, path, **kwargs)
+    with pytest.raises(XaimedError, match="at least 2"):  # a concept set of one volume
+        concepts_from_cases(model, path, concept_column="concept", **kwargs)
+    unnamed = _case_list(tmp_path / "unnamed", [""] * 8)
+    with pytest.raises(XaimedError, match="names no concept"):
+        concepts_from_cases(model, unnamed, concept_column="concept", **kwargs)

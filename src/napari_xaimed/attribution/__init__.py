@@ -15,8 +15,10 @@ from napari_xaimed.attribution.attention import (
     attention_map_steps,
 )
 from napari_xaimed.attribution.concepts import (
+    CaseConcepts,
     RCVResult,
     TCAVResult,
+    concepts_from_cases,
     regression_concepts,
     tcav,
 )
@@ -81,6 +83,7 @@ __all__ = [
     "METHODS",
     "Agreement",
     "Attribution",
+    "CaseConcepts",
     "CaseEmbedding",
     "Curve",
     "Embeddings",
@@ -103,6 +106,7 @@ __all__ = [
     "case_features",
     "compare_methods",
     "compare_methods_steps",
+    "concepts_from_cases",
     "confounder_scores",
     "deletion_curve",
     "embed",
