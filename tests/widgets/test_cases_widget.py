@@ -21,7 +21,7 @@ def widget(make_napari_viewer, qtbot, tmp_path):
                                  spacing=(2.0, 2.0, 2.0), seed=4)
     rows = list(csv.DictReader(open(listed)))
     for i, row in enumerate(rows):
-        row.update(age=str(50 + 3 * i), scanner="AB"[i % 2])
+        row.update(age=str(50 + 3 * i), scanner="AB"[i % 2], concept="two" if i < 2 else "")
     with open(listed, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -99,3 +99,22 @@ def test_cases_widget_refuses_missing_columns_and_other_runs(qtbot, widget, tmp_
     widget.find_similar()
     assert "Embed a case list or open a result first" in shown[-1]
     assert len(widget.viewer.layers) == 0
+
+
+def test_cases_widget_explains_the_case_list_by_concepts(qtbot, widget):
+    from napari_xaimed.attribution import concepts_from_cases
+
+    widget.concept_column.value = "concept"
+    widget.measures.value = "volume_mm3, age"
+    with qtbot.waitSignal(widget.job.finished, timeout=120000) as blocker:
+        widget.concepts_button.native.click()
+    assert blocker.args[0] == "done", widget.job.status.text()
+    rows = widget.concepts.rows
+    assert [r["kind"] for r in rows] == ["tcav", "rcv", "rcv"]
+    direct = concepts_from_cases("bundled", widget.csv.value, concept_column="concept",
+                                 measures=["volume_mm3", "age"], device="cpu")
+    expected = direct.to_dataframe()
+    assert [r["feature"] for r in rows[1:]] == ["volume_mm3", "age"]
+    assert [r["r2"] for r in rows[1:]] == pytest.approx(list(expected["r2"][1:]), abs=1e-6)
+    assert rows[0]["tcav_score"] == pytest.approx(expected["tcav_score"][0])
+    assert len(widget.viewer.layers) == 0  # a table, no layer

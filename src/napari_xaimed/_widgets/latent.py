@@ -1,6 +1,7 @@
 """The Cases widget: a model's latent space over a cohort (embedded on Dask), as a scatter in
 which a click opens that case in the viewer, the cases most similar to the image in the viewer,
-and how much of each metadata column (age, sex, scanner) the space holds along the decision."""
+how much of each metadata column (age, sex, scanner) the space holds along the decision, and
+concept explanations (TCAV, regression concept vectors) from the same case list."""
 
 from __future__ import annotations
 
@@ -107,9 +108,19 @@ class CasesWidget(XaimedWidget):
         self.open_button.changed.connect(self.open_results)
         self.similar_button = PushButton(text="Find similar cases")
         self.similar_button.changed.connect(self.find_similar)
+        self.concept_column = LineEdit(label="concept column", value="",
+                                       tooltip="A case-list column naming each case's concept; "
+                                       "cases with an empty cell are the random pool (TCAV)")
+        self.measures = LineEdit(label="measures", value="volume_mm3,sphericity,mean",
+                                 tooltip="Radiomics features of each case's mask and/or numeric "
+                                 "metadata columns, comma-separated (regression concept "
+                                 "vectors)")
+        self.concepts_button = PushButton(text="Explain by concepts")
+        self.concepts_button.changed.connect(self.explain_concepts)
         self.form.extend([self.csv, self.out, self.model, self.layer, self.confounders,
                           self.projection, self.workers, self.open_button, self.colour,
-                          self.image, self.k, self.similar_button])
+                          self.image, self.k, self.similar_button, self.concept_column,
+                          self.measures, self.concepts_button])
         self.job = JobPanel("Embed cohort")
         self.job.run_button.clicked.connect(self.run)
         self.note = QLabel("Embed a case list, or open the results of an earlier run.")
@@ -119,9 +130,11 @@ class CasesWidget(XaimedWidget):
         self.similar = ResultTable("similar cases")
         self.scores = ResultTable("confounder scores")
         self.cases = ResultTable("embedded cases")
+        self.concepts = ResultTable("concepts")
         self.views = QTabWidget()
         for widget, title in ((self.scatter, "Latent space"), (self.similar, "Similar"),
-                              (self.scores, "Confounders"), (self.cases, "Cases")):
+                              (self.scores, "Confounders"), (self.concepts, "Concepts"),
+                              (self.cases, "Cases")):
             self.views.addTab(widget, title)
         self._layout.addWidget(self.job)
         self._layout.addWidget(self.note)
@@ -295,6 +308,44 @@ class CasesWidget(XaimedWidget):
                               f"{', '.join(table['case_id'])} (ringed in red).")
 
         self.job.start(steps(), done, f"Cases similar to {layer.name}")
+
+
+    def explain_concepts(self, *_: Any) -> None:
+        """TCAV of the concept column and RCVs of the measures over the case list."""
+        from napari_xaimed.attribution import concepts_from_cases
+
+        column = self.concept_column.value.strip() or None
+        measures = [m.strip() for m in self.measures.value.split(",") if m.strip()]
+        try:
+            csv = Path(str(self.csv.value))
+            if not str(self.csv.value).strip() or not csv.is_file():
+                raise XaimedError("Pick the case list (a CSV with case_id,image, a mask "
+                                  "column for radiomics measures, and metadata columns).")
+            if not column and not measures:
+                raise XaimedError("Name a concept column (TCAV) or measures (regression "
+                                  "concept vectors), or both.")
+        except XaimedError as exc:
+            report_error(exc)
+            return
+        source, layer = self.model.value.strip() or "bundled", self.layer.value.strip()
+
+        def steps():
+            from napari_xaimed.attribution import load_model
+
+            yield Progress(0, 2, "loading the model")
+            model = load_model(source)
+            yield Progress(1, 2, "reading the cases and fitting the concept vectors")
+            return concepts_from_cases(model, csv, concept_column=column,
+                                       measures=measures or None, layer=layer or None,
+                                       device="auto")
+
+        def done(result: Any, seconds: float) -> None:
+            self.concepts.set_rows(_records(result.to_dataframe()))
+            self.views.setCurrentWidget(self.concepts)
+            self.note.setText(f"Concepts of {csv.name} ({len(result.features)} cases, "
+                              f"{seconds:.1f} s).")
+
+        self.job.start(steps(), done, f"Concepts of {csv.name}")
 
 
 def _image_type() -> type:

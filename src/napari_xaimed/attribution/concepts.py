@@ -478,7 +478,8 @@ class CaseConcepts:
 
 def concepts_from_cases(model: Any, case_list: Any, *, concept_column: str | None = None,
                         measures: Sequence[str] | None = None, image: str = "image",
-                        mask: str = "mask", target: int | None = None, runs: int = 5,
+                        mask: str = "mask", layer: str | None = None,
+                        target: int | None = None, runs: int = 5,
                         permutations: int = 50, preprocessing: Any = None,
                         device: str = "auto", seed: int = 0) -> CaseConcepts:
     """TCAV and regression concept vectors from a cohort's case list.
@@ -499,6 +500,8 @@ def concepts_from_cases(model: Any, case_list: Any, *, concept_column: str | Non
         numeric metadata columns (``age``).
     image, mask : str
         The file columns.
+    layer : str, optional
+        Default: the last spatial feature map.
     target, runs, permutations, preprocessing, device, seed
         As :func:`tcav` and :func:`regression_concepts`.
 
@@ -552,10 +555,12 @@ def concepts_from_cases(model: Any, case_list: Any, *, concept_column: str | Non
                 for n in names}
         pool = [volumes[i] for i in np.flatnonzero(labels.to_numpy() == "")]
         concept_result = tcav(model, volumes, sets, random_pool=pool, target=target,
+                              layers=[layer] if layer else None,
                               runs=runs, preprocessing=preprocessing, device=device, seed=seed)
     rcv = None
     if measures:
-        rcv = regression_concepts(model, volumes, features[list(measures)], target=target,
+        rcv = regression_concepts(model, volumes, features[list(measures)], layer=layer,
+                                  target=target,
                                   permutations=permutations, preprocessing=preprocessing,
                                   device=device, seed=seed)
     return CaseConcepts(concept_result, rcv, features)
