@@ -27,15 +27,6 @@ N = 10
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     """10 lesion images with metadata: "lesions" (their number), "age" (noise), "scanner"
     (text); case 9's image is truncated."""

@@ -30,15 +30,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     """10 synthetic cases; case 8's prediction is truncated, case 9's reference is missing."""
     folder = tmp_path_factory.mktemp("cohort")
