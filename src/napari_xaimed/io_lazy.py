@@ -145,9 +145,39 @@ def write_zarr(
     >>> write_zarr("ct.zarr", np.zeros((8, 16, 16), np.float32), spacing=(2.0, 0.7, 0.7))
     ... # doctest: +SKIP
     """
+    shape = tuple(int(n) for n in np.shape(data))
+    dtype = getattr(data, "dtype", None)
+    dtype = np.asarray(data).dtype if dtype is None else np.dtype(dtype)
+    array = create_zarr(path, shape, dtype, spacing, origin, chunks, affine=affine,
+                        is_label=is_label, metadata=metadata, overwrite=overwrite)
+    slab = slab_size(shape, array.dtype.itemsize, array.chunks)
+    for start, stop in z_slabs(shape[0], slab):
+        array[start:stop] = read_slab(data, start, stop).astype(array.dtype, copy=False)
+    return Path(path)
+
+
+def create_zarr(
+    path: str | Path,
+    shape: Sequence[int],
+    dtype: Any,
+    spacing: Sequence[float],
+    origin: Sequence[float] | None = None,
+    chunks: Sequence[int] | None = None,
+    *,
+    affine: np.ndarray | None = None,
+    is_label: bool = False,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+):
+    """Create an empty OME-Zarr image (zeros) and return its ``zarr.Array`` to fill in slabs.
+
+    The parameters are those of :func:`write_zarr` (which fills the array from data), with the
+    ``shape`` and ``dtype`` of the voxels (bool is stored as uint8). Provenance can be added
+    later with :func:`set_provenance`.
+    """
     import zarr
 
-    from napari_xaimed.io import grid_translate, to_json
+    from napari_xaimed.io import grid_translate
 
     path = Path(path)
     if not is_zarr_path(path):
@@ -156,9 +186,10 @@ def write_zarr(
     if path.exists() and not overwrite:
         raise XaimedError(f"{str(path)!r} already exists: pick another path, or pass "
                           "overwrite=True to replace it.")
-    shape = tuple(int(n) for n in np.shape(data))
-    if len(shape) != 3:
-        raise XaimedError(f"write_zarr expects a 3D (z, y, x) volume, got shape {shape}.")
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise XaimedError(f"a Zarr volume must be 3D (z, y, x) and non-empty, got shape "
+                          f"{shape}.")
     spacing = as_spacing(spacing)
     info: dict[str, Any] = {"is_label": bool(is_label)}
     if affine is not None:
@@ -173,25 +204,38 @@ def write_zarr(
         origin = grid_translate(affine) if origin is None else origin
     origin = as_origin(origin)
     if metadata is not None:
-        try:
-            info["provenance"] = json.loads(to_json(metadata))
-        except (TypeError, ValueError) as exc:
-            raise XaimedError(f"metadata cannot be saved as JSON ({exc}): keep to numbers, "
-                              "strings, lists, dicts and numpy arrays.") from exc
+        info["provenance"] = _json_ready(metadata)
     chunks = tuple(int(c) for c in chunks) if chunks is not None else (
         min(shape[0], 64), min(shape[1], 256), min(shape[2], 256))
     if len(chunks) != 3 or min(chunks) < 1:
         raise XaimedError(f"chunks must be three positive sizes (z, y, x), got {chunks}.")
-    dtype = np.dtype(getattr(data, "dtype", np.asarray(data[:1]).dtype))
+    dtype = np.dtype(dtype)
     if dtype.kind == "b":
         dtype = np.dtype(np.uint8)
     group = zarr.open_group(str(path), mode="w")
     array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
-    slab = slab_size(shape, dtype.itemsize, chunks)
-    for start, stop in z_slabs(shape[0], slab):
-        array[start:stop] = read_slab(data, start, stop).astype(dtype, copy=False)
     group.attrs.update({"ome": _ome_metadata(spacing, origin, path.name), "xaimed": info})
-    return path
+    return array
+
+
+def set_provenance(path: str | Path, metadata: dict[str, Any]) -> None:
+    """Keep ``metadata`` (JSON-serialisable) as the provenance of the Zarr image at ``path``."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    info = dict(group.attrs.get("xaimed", {}))
+    info["provenance"] = _json_ready(metadata)
+    group.attrs["xaimed"] = info
+
+
+def _json_ready(metadata: dict[str, Any]) -> dict[str, Any]:
+    from napari_xaimed.io import to_json
+
+    try:
+        return json.loads(to_json(metadata))
+    except (TypeError, ValueError) as exc:
+        raise XaimedError(f"metadata cannot be saved as JSON ({exc}): keep to numbers, "
+                          "strings, lists, dicts and numpy arrays.") from exc
 
 
 def _ome_metadata(spacing: tuple[float, ...], origin: tuple[float, ...], name: str
