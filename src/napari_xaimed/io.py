@@ -125,9 +125,11 @@ def is_nifti_path(path: str | Path) -> bool:
 
 
 def volume_stem(path: str | Path) -> str:
-    """The file name without its volume suffix: ``ct.nii.gz`` -> ``ct``, ``ct.nrrd`` -> ``ct``."""
+    """The file name without its volume suffix: ``ct.nii.gz`` -> ``ct``, ``ct.nrrd`` -> ``ct``,
+    ``ct.ome.zarr`` -> ``ct``."""
     name = Path(path).name
-    for suffix in (".nii.gz", *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
+    for suffix in (".nii.gz", ".ome.zarr", ".zarr",
+                   *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -326,8 +326,7 @@ def read_zarr(path: str | Path, *, spacing: Sequence[float] | None = None,
     template = np.asarray(info["affine"]) if "affine" in info else None
     affine = affine_from_grid(used_spacing, used_origin, template)
     is_label = bool(info.get("is_label", False) or "image-label" in attrs
-                    or _LABEL_NAME.search(volume_stem(path.name.removesuffix(".ome.zarr")
-                                                      .removesuffix(".zarr")).lower()))
+                    or _LABEL_NAME.search(volume_stem(path.name).lower()))
     data = da.from_zarr(array)
     return Volume(data=data, spacing=used_spacing, affine=affine, is_label=is_label,
                   metadata=dict(info.get("provenance", {})), path=path)
