@@ -22,7 +22,8 @@ Grad-CAM with the bundled classifier (which resizes its input to 32^3).
 each in its own process reading the store lazily: Otsu (3 classes) and connected components
 of at least 20 mm^3 (:func:`~napari_xaimed.segmentation.lazy.segment_lazy`, labels written to
 ``DIR/labels.zarr``); panoptic evaluation of those labels against a copy shifted by one voxel
-(:func:`~napari_xaimed.evaluation.lazy.evaluate_lazy`, HD95 and ASSD); saliency and Grad-CAM
+(:func:`~napari_xaimed.evaluation.lazy.evaluate_lazy`, HD95 and ASSD), and the same for the
+40 true lesions (``evaluation_lesions``); saliency and Grad-CAM
 (:func:`~napari_xaimed.attribution.lazy.attribute_lazy`, the map written to a Zarr store).
 About 2 GB of disk at full size.
 """
@@ -116,7 +117,7 @@ def run_one(job: str, shape: tuple[int, int, int], warm_up: bool = True) -> dict
 
 # -- --lazy: a volume larger than memory, read from a Zarr store slab by slab ----------------
 
-LAZY_JOBS = ("otsu_components", "evaluation", "saliency", "gradcam")
+LAZY_JOBS = ("otsu_components", "evaluation", "evaluation_lesions", "saliency", "gradcam")
 SPACING = (1.0, 0.7, 0.7)
 WARM_SHAPE = (40, 48, 48)
 
@@ -127,12 +128,16 @@ def write_ct_zarr(path: Path, shape: tuple[int, int, int], planes: int = 32) -> 
 
     array = create_zarr(path, shape, np.float32, SPACING, chunks=(planes, 256, 256),
                         overwrite=True)
+    truth = create_zarr(path.with_name("lesion_mask.zarr"), shape, np.uint8, SPACING,
+                        chunks=(planes, 256, 256), is_label=True, overwrite=True)
     buffer = np.empty((planes, *shape[1:]), np.float32)
-    for k, plane, _ in ct_planes(shape):
-        buffer[k % planes] = plane
+    masks = np.empty((planes, *shape[1:]), np.uint8)
+    for k, plane, lesion in ct_planes(shape):
+        buffer[k % planes], masks[k % planes] = plane, lesion
         if k % planes == planes - 1 or k == shape[0] - 1:
             start = k - k % planes
             array[start:k + 1] = buffer[:k + 1 - start]
+            truth[start:k + 1] = masks[:k + 1 - start]
 
 
 def prepare_evaluation(workdir: Path) -> None:
@@ -142,7 +147,7 @@ def prepare_evaluation(workdir: Path) -> None:
 
     from napari_xaimed.io import read_volume
     from napari_xaimed.io_lazy import write_zarr
-    from napari_xaimed.segmentation.lazy import segment_lazy
+    from napari_xaimed.segmentation.lazy import label_lazy, segment_lazy
 
     if not (workdir / "labels.zarr").exists():
         segment_lazy(read_volume(workdir / "ct.zarr").data, workdir / "labels.zarr",
@@ -150,6 +155,10 @@ def prepare_evaluation(workdir: Path) -> None:
     labels = read_volume(workdir / "labels.zarr").data
     write_zarr(workdir / "shifted.zarr", da.roll(labels, 1, axis=2), SPACING,
                chunks=labels.chunksize, is_label=True, overwrite=True)
+    lesions, _ = label_lazy(read_volume(workdir / "lesion_mask.zarr").data,
+                            workdir / "lesions.zarr", spacing=SPACING, overwrite=True)
+    write_zarr(workdir / "shifted_lesions.zarr", da.roll(lesions, 1, axis=2), SPACING,
+               chunks=lesions.chunksize, is_label=True, overwrite=True)
 
 
 def run_lazy(job: str, workdir: Path, warm_up: bool = True) -> dict:
@@ -159,9 +168,10 @@ def run_lazy(job: str, workdir: Path, warm_up: bool = True) -> dict:
     if warm_up:  # imports and lazy initialisation on the small store, before the baseline
         run_lazy(job, workdir / "warm", warm_up=False)
     volume = read_volume(workdir / "ct.zarr")
-    if job == "evaluation":
-        reference = read_volume(workdir / "labels.zarr").data
-        prediction = read_volume(workdir / "shifted.zarr").data
+    if job.startswith("evaluation"):
+        names = ("labels", "shifted") if job == "evaluation" else ("lesions", "shifted_lesions")
+        reference = read_volume(workdir / f"{names[0]}.zarr").data
+        prediction = read_volume(workdir / f"{names[1]}.zarr").data
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started = time.perf_counter()
     extra: dict = {}
@@ -170,7 +180,7 @@ def run_lazy(job: str, workdir: Path, warm_up: bool = True) -> dict:
         result = segment_lazy(volume.data, workdir / "labels.zarr", spacing=volume.spacing,
                               classes=3, min_size_mm3=20, overwrite=True)
         extra.update(instances=result.n_instances, threshold=round(result.threshold, 1))
-    elif job == "evaluation":
+    elif job.startswith("evaluation"):
         from napari_xaimed.evaluation.lazy import evaluate_lazy
         result = evaluate_lazy(reference, prediction, spacing=volume.spacing,
                                instance_input=True, metrics=("hd95", "assd"))["all"]
@@ -205,8 +215,10 @@ def main_lazy(shape: tuple[int, int, int], workdir: Path, jobs: list[str]) -> li
     print(f"  wrote {workdir / 'ct.zarr'} slab by slab in {time.perf_counter() - started:.1f} s",
           flush=True)
     rows = []
+    prepared = False
     for job in jobs:
-        if job == "evaluation":
+        if job.startswith("evaluation") and not prepared:
+            prepared = True
             out = _step(["--step", "evaluation", "--workdir", str(workdir)])
             if out.returncode:
                 print(f"  evaluation inputs: failed\n{out.stderr[-2000:]}", flush=True)

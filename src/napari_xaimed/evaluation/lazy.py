@@ -68,11 +68,25 @@ class LazyCrops:
         lo = np.maximum(np.min(lows, axis=0) - pad, 0)
         hi = np.minimum(np.max(highs, axis=0) + 1 + pad, self.shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        ref_crop = _read(self.reference, box)
-        pred_crop = _read(self.prediction, box)
-        ref_mask = np.isin(ref_crop, self.ref_ids[np.asarray(refs, np.int64) - 1])
-        pred_mask = np.isin(pred_crop, self.pred_ids[np.asarray(preds, np.int64) - 1])
-        return box, ref_mask, pred_mask
+        return (box, self._mask(self.reference, box, self.ref_ids, refs),
+                self._mask(self.prediction, box, self.pred_ids, preds))
+
+    def _mask(self, labels: Any, box: Box, ids: np.ndarray, numbers: tuple[int, ...]
+              ) -> np.ndarray:
+        """The crop ``box`` of where ``labels`` holds the ids of ``numbers``, read a slab at a
+        time so only the boolean crop is whole in memory (an organ-sized instance's box can be
+        most of the volume)."""
+        wanted = ids[np.asarray(numbers, np.int64) - 1]
+        z, rest = box[0], box[1:]
+        mask = np.zeros(tuple(s.stop - s.start for s in box), bool)
+        plane = (rest[0].stop - rest[0].start) * (rest[1].stop - rest[1].start)
+        step = max(1, SLAB_BYTES // (8 * plane))
+        for start in range(z.start, z.stop, step):
+            stop = min(start + step, z.stop)
+            block = _read(labels, (slice(start, stop), *rest))
+            mask[start - z.start:stop - z.start] = (
+                block == wanted[0] if len(wanted) == 1 else np.isin(block, wanted))
+        return mask
 
     def centres(self, side: str, ids: list[int]) -> np.ndarray:
         stats = self.ref_stats if side == "reference" else self.pred_stats
