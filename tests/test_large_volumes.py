@@ -394,3 +394,49 @@ def test_lazy_attribution_refuses_full_size_models_and_regions(lesion):
         attribute_lazy(net, lesion.image, "saliency")
     with pytest.raises(XaimedError, match="region"):
         attribute_lazy("bundled", lesion.image, "saliency", region=lesion.mask)
+
+
+# -- bounded memory ---------------------------------------------------------------------------
+
+def test_lazy_paths_hold_memory_that_does_not_grow_with_depth(tmp_path):
+    """Traced peak allocations (numpy reports its buffers to tracemalloc) of each lazy job on
+    a volume 4 times deeper stay about the same, and far below the volume's size."""
+    import tracemalloc
+
+    import dask
+
+    def volume(depth):
+        data = np.random.default_rng(0).normal(size=(depth, 96, 96)).astype(np.float32)
+        return da.from_array(data, chunks=(4, 96, 96))
+
+    def labels(depth):
+        data = np.zeros((depth, 96, 96), np.uint16)
+        for i in range(depth // 8):
+            data[i * 8 + 1:i * 8 + 5, 10:20, 10 + i % 60:20 + i % 60] = i + 1
+        return da.from_array(data, chunks=(4, 96, 96))
+
+    def traced_peaks(depth):
+        image, instances = volume(depth), labels(depth)
+        jobs = {
+            "segment": lambda: segment_lazy(image, tmp_path / f"s{depth}.zarr", slab=4,
+                                            overwrite=True),
+            "evaluate": lambda: evaluate_lazy(instances, da.roll(instances, 1, 2),
+                                              instance_input=True, slab=4),
+            "attribute": lambda: attribute_lazy("bundled", image, "saliency", target=1,
+                                                slab=4),
+        }
+        found = {}
+        for name, job in jobs.items():
+            job()  # first call: imports and caches
+            with dask.config.set(scheduler="synchronous"):
+                tracemalloc.start()
+                job()
+                found[name] = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+        return found
+
+    shallow, deep = traced_peaks(64), traced_peaks(256)
+    deep_bytes = 256 * 96 * 96 * 4
+    for name in ("segment", "evaluate", "attribute"):
+        assert deep[name] < 0.3 * deep_bytes, name
+        assert deep[name] < 1.5 * shallow[name] + 2**19, name

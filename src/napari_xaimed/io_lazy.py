@@ -101,6 +101,7 @@ def write_zarr(
     is_label: bool = False,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    slab: int | None = None,
 ) -> Path:
     """Write a ``(z, y, x)`` volume to an OME-Zarr image, slab by slab.
 
@@ -127,6 +128,8 @@ def write_zarr(
         JSON-serialisable provenance, kept in the group's ``xaimed`` attribute.
     overwrite : bool
         Replace an existing store. By default an existing path is an error, so nothing is lost.
+    slab : int, optional
+        Planes read and written at a time (default: about 64 MB, a multiple of the z chunk).
 
     Returns
     -------
@@ -150,7 +153,7 @@ def write_zarr(
     dtype = np.asarray(data).dtype if dtype is None else np.dtype(dtype)
     array = create_zarr(path, shape, dtype, spacing, origin, chunks, affine=affine,
                         is_label=is_label, metadata=metadata, overwrite=overwrite)
-    slab = slab_size(shape, array.dtype.itemsize, array.chunks)
+    slab = int(slab) if slab else slab_size(shape, array.dtype.itemsize, array.chunks)
     for start, stop in z_slabs(shape[0], slab):
         array[start:stop] = read_slab(data, start, stop).astype(array.dtype, copy=False)
     return Path(path)

@@ -248,8 +248,10 @@ def attribute_lazy(
                       preprocessing={"scaling": "none", "input_size": None}, **kwargs)
     lazy_map = upsample_lazy(inner.map, shape)
     if out is not None:
-        write_zarr(out, lazy_map, spacing, overwrite=overwrite,
-                   chunks=(min(shape[0], 32), min(shape[1], 512), min(shape[2], 512)),
+        planes = int(slab) if slab else min(shape[0], 32)
+        write_zarr(out, upsample_lazy(inner.map, shape, (planes, shape[1], shape[2])),
+                   spacing, overwrite=overwrite, slab=planes,
+                   chunks=(planes, min(shape[1], 512), min(shape[2], 512)),
                    metadata={"kind": "attribution", "method": method})
         from napari_xaimed.io_lazy import read_zarr
 
