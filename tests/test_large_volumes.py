@@ -440,3 +440,18 @@ def test_lazy_paths_hold_memory_that_does_not_grow_with_depth(tmp_path):
     for name in ("segment", "evaluate", "attribute"):
         assert deep[name] < 0.3 * deep_bytes, name
         assert deep[name] < 1.5 * shallow[name] + 2**19, name
+
+
+def test_a_zarr_store_opens_in_napari_as_a_lazy_layer(make_napari_viewer, tmp_path):
+    data = np.random.default_rng(5).normal(size=(12, 16, 20)).astype(np.float32)
+    write_zarr(tmp_path / "ct.zarr", data, spacing=(2.0, 0.5, 0.5), chunks=(4, 16, 20))
+    labels = (data > 1).astype(np.uint8)
+    write_zarr(tmp_path / "ct_seg.zarr", labels, spacing=(2.0, 0.5, 0.5), is_label=True)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tmp_path / "ct.zarr"), plugin="napari-xaimed")
+    (seg,) = viewer.open(str(tmp_path / "ct_seg.zarr"), plugin="napari-xaimed")
+    assert image._type_string == "image" and seg._type_string == "labels"
+    assert isinstance(image.data, da.Array) and isinstance(seg.data, da.Array)
+    np.testing.assert_allclose(image.scale, (2.0, 0.5, 0.5))
+    np.testing.assert_array_equal(np.asarray(image.data), data)
+    np.testing.assert_array_equal(np.asarray(seg.data), labels)
