@@ -40,6 +40,7 @@ from napari_xaimed.attribution.latent import (
     project,
     similar_cases,
 )
+from napari_xaimed.attribution.lazy import attribute_lazy
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
@@ -89,6 +90,7 @@ __all__ = [
     "attention_map",
     "attention_map_steps",
     "attribute",
+    "attribute_lazy",
     "attribute_steps",
     "auroc",
     "case_features",
