@@ -49,6 +49,16 @@ def _metadata(provenance: dict[str, Any] | None, extra: dict[str, Any] | None) -
     return meta
 
 
+def _is_lazy(data: Any) -> bool:
+    return hasattr(data, "dask") and hasattr(data, "compute")
+
+
+def _sample(data: Any, voxels: int = 1_000_000) -> np.ndarray:
+    """An evenly strided subsample of a lazy array, about ``voxels`` large, in memory."""
+    step = max(1, int(np.ceil((float(np.prod(data.shape)) / voxels) ** (1 / data.ndim))))
+    return np.asarray(data[(slice(None, None, step),) * data.ndim].compute())
+
+
 def image_layer(
     data: np.ndarray,
     name: str,
@@ -59,9 +69,13 @@ def image_layer(
     metadata: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> LayerTuple:
-    """An intensity image: gray colormap, contrast from robust percentiles."""
-    data = np.asarray(data)
-    finite = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data
+    """An intensity image: gray colormap, contrast from robust percentiles.
+
+    A lazy (dask) array stays lazy: the percentiles come from an evenly strided sample of
+    about a million voxels, so the layer is made without reading the volume."""
+    data = data if _is_lazy(data) else np.asarray(data)
+    sample = _sample(data) if _is_lazy(data) else data
+    finite = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
     lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
     if hi <= lo:
         hi = lo + 1.0
@@ -128,8 +142,8 @@ def labels_layer(
     metadata: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> LayerTuple:
-    """A label map (classes or instances)."""
-    data = np.asarray(data)
+    """A label map (classes or instances); a lazy (dask) array stays lazy."""
+    data = data if _is_lazy(data) else np.asarray(data)
     layer_kwargs = {
         "name": name,
         "opacity": 0.7,

@@ -1,6 +1,9 @@
 """npe2 reader contributions: volumes open as Image or Labels layers placed in mm.
 
-NIfTI, NRRD and MetaImage files, and DICOM series (a folder, or a file of one). Every layer gets
+NIfTI, NRRD and MetaImage files, DICOM series (a folder, or a file of one) and Zarr stores.
+A Zarr store, and a NIfTI file whose voxels take more than
+:data:`~napari_xaimed.io_lazy.LAZY_NIFTI_BYTES` (1 GiB), open lazily: the layer holds a dask
+array and napari reads only the slices it shows. Every layer gets
 ``scale`` = spacing and ``translate`` = the world position of voxel ``(0, 0, 0)`` along the voxel
 axes (see :mod:`napari_xaimed.io`), so the same volume lands at the same place whatever its
 format. A DICOM folder with several series opens every series as its own layer, largest first,
@@ -15,8 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_xaimed._layers import LayerTuple, image_layer, labels_layer
-from napari_xaimed.io import Volume, is_volume_path, read_volume, volume_stem
+from napari_xaimed.io import Volume, is_nifti_path, is_volume_path, read_volume, volume_stem
+from napari_xaimed.io_lazy import LAZY_NIFTI_BYTES, is_zarr_path
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerTuple]] | None:
@@ -55,15 +61,31 @@ def read_volumes(path: str | list[str]) -> list[LayerTuple]:
     paths = [path] if isinstance(path, str | Path) else list(path)
     layers = []
     for p in paths:
-        if Path(p).is_dir():
+        if is_zarr_path(p):
+            layers.append(volume_layer(read_volume(p), layer_name(p), format="zarr"))
+        elif Path(p).is_dir():
             layers.extend(_dicom_layers(Path(p)))
         else:
-            volume = read_volume(p)
+            volume = read_volume(p, lazy=_large_nifti(p))
             kind = _format(volume)
             # one .dcm file opens its whole series, named after the series' folder
             name = Path(p).resolve().parent.name if kind == "dicom" else layer_name(p)
             layers.append(volume_layer(volume, name, format=kind))
     return layers
+
+
+def _large_nifti(path: str | Path) -> bool:
+    """Whether ``path`` is a 3D NIfTI file whose voxels exceed ``LAZY_NIFTI_BYTES``."""
+    if not is_nifti_path(path):
+        return False
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception:  # noqa: BLE001 - the in-memory reader reports the problem
+        return False
+    voxels = int(np.prod(img.shape)) * np.dtype(img.get_data_dtype()).itemsize
+    return len(img.shape) == 3 and voxels > LAZY_NIFTI_BYTES
 
 
 def _format(volume: Volume) -> str:

@@ -51,8 +51,9 @@ class Volume:
 
     Attributes
     ----------
-    data : numpy.ndarray
+    data : numpy.ndarray or dask.array.Array
         Voxels in ``(z, y, x)`` order; extra axes (time, channel, vector components) come first.
+        A dask array (nothing loaded) for a Zarr store or a NIfTI read with ``lazy=True``.
     spacing : tuple of float
         Voxel size in millimetres in ``(z, y, x)`` order.
     affine : numpy.ndarray
@@ -112,9 +113,10 @@ def is_volume_path(path: str | Path) -> bool:
     """Whether :func:`read_volume` reads ``path``: a file of a known suffix, a DICOM file, or a
     folder of DICOM files."""
     from napari_xaimed.io_dicom import is_dicom_file, is_dicom_folder
+    from napari_xaimed.io_lazy import is_zarr_path
 
-    return (str(path).lower().endswith(VOLUME_SUFFIXES) or is_dicom_folder(path)
-            or is_dicom_file(path))
+    return (str(path).lower().endswith(VOLUME_SUFFIXES) or is_zarr_path(path)
+            or is_dicom_folder(path) or is_dicom_file(path))
 
 
 def is_nifti_path(path: str | Path) -> bool:
@@ -123,9 +125,11 @@ def is_nifti_path(path: str | Path) -> bool:
 
 
 def volume_stem(path: str | Path) -> str:
-    """The file name without its volume suffix: ``ct.nii.gz`` -> ``ct``, ``ct.nrrd`` -> ``ct``."""
+    """The file name without its volume suffix: ``ct.nii.gz`` -> ``ct``, ``ct.nrrd`` -> ``ct``,
+    ``ct.ome.zarr`` -> ``ct``."""
     name = Path(path).name
-    for suffix in (".nii.gz", *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
+    for suffix in (".nii.gz", ".ome.zarr", ".zarr",
+                   *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -153,16 +157,25 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def read_volume(path: str | Path, *, series: str | None = None) -> Volume:
+def read_volume(path: str | Path, *, series: str | None = None, lazy: bool = False,
+                spacing: tuple[float, float, float] | None = None) -> Volume:
     """Read a volume into ``(z, y, x)`` order with its spacing and affine.
 
     Parameters
     ----------
     path : str or pathlib.Path
         A NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``,
-        ``.mhd``) file, a folder of DICOM files, or one DICOM file (its series is read).
+        ``.mhd``) file, a folder of DICOM files, one DICOM file (its series is read), or a
+        Zarr store (``.zarr``: always lazy, see :mod:`napari_xaimed.io_lazy`).
     series : str, optional
         DICOM only: the SeriesInstanceUID to read when the folder holds several series.
+    lazy : bool
+        NIfTI: ``.data`` becomes a :class:`dask.array.Array` over the file (a memory map for
+        ``.nii``) and nothing is loaded until a slab is computed, for volumes larger than
+        memory. A Zarr store is always read lazily.
+    spacing : tuple of float, optional
+        Zarr and lazy NIfTI: the voxel size in mm ``(z, y, x)``, overriding the file's; needed
+        for a Zarr store that does not say its spacing.
 
     Returns
     -------
@@ -184,7 +197,26 @@ def read_volume(path: str | Path, *, series: str | None = None) -> Volume:
     >>> vol = read_volume("ct.nrrd")  # doctest: +SKIP
     >>> vol = read_volume("dicom/", series="1.2.840.1234")  # doctest: +SKIP
     """
+    from napari_xaimed.io_lazy import is_zarr_path, read_nifti_lazy, read_zarr
+
     path = Path(path)
+    if is_zarr_path(path):
+        if series is not None:
+            raise XaimedError("series= picks a DICOM series; a Zarr store has none: leave it "
+                              "out.")
+        return read_zarr(path, spacing=spacing)
+    if lazy or spacing is not None:
+        if not (is_nifti_path(path) and path.is_file()):
+            if not path.exists():
+                raise XaimedError(f"No file at {str(path)!r}: check the path.")
+            raise XaimedError(
+                f"lazy= and spacing= apply to NIfTI files and Zarr stores; {path.name!r} is "
+                "neither: convert it (write_volume to .nii, or io_lazy.write_zarr), or read it "
+                "in memory without them.")
+        if lazy:
+            return read_nifti_lazy(path, spacing=spacing)
+        raise XaimedError("spacing= overrides the file's only when reading lazily: pass "
+                          "lazy=True, or set the spacing with write_volume.")
     if path.is_dir():
         from napari_xaimed.io_dicom import read_dicom
 

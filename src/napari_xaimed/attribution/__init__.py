@@ -46,6 +46,7 @@ from napari_xaimed.attribution.latent import (
     project,
     similar_cases,
 )
+from napari_xaimed.attribution.lazy import attribute_lazy
 from napari_xaimed.attribution.longitudinal import LongitudinalResult, explain_change
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
@@ -99,6 +100,7 @@ __all__ = [
     "attention_map",
     "attention_map_steps",
     "attribute",
+    "attribute_lazy",
     "attribute_steps",
     "assemble",
     "auroc",

@@ -2,10 +2,12 @@
 
 ``evaluate`` matches instances (one-to-one, many-to-one or one-to-many at an IoU/Dice threshold)
 and reports per class TP/FP/FN, PQ/SQ/RQ and per-instance Dice, IoU, RVD, HD, HD95, ASSD, NSD and
-clDice in millimetres; ``autc`` the area under the PQ/SQ/RQ threshold curves.
+clDice in millimetres; ``autc`` the area under the PQ/SQ/RQ threshold curves;
+``evaluate_lazy`` the same for label maps larger than memory, slab by slab.
 """
 
 from napari_xaimed.evaluation.autc import AUTCResult, autc
+from napari_xaimed.evaluation.lazy import evaluate_lazy
 from napari_xaimed.evaluation.matching import MATCHINGS
 from napari_xaimed.evaluation.panoptic import (
     DISTANCE_METRICS,
@@ -25,5 +27,6 @@ __all__ = [
     "PanopticResult",
     "autc",
     "evaluate",
+    "evaluate_lazy",
     "evaluate_steps",
 ]

@@ -4,7 +4,9 @@
 ``segment_steps`` gives the full :class:`SegmentationResult` (class probabilities, facts);
 ``split_instances`` turns a mask into instance labels (with watershed splitting);
 ``segment_with_model`` runs the user's model (MONAI sliding windows);
-``parts_from_classes`` and ``core_parts`` build things with parts for part-aware evaluation.
+``parts_from_classes`` and ``core_parts`` build things with parts for part-aware evaluation;
+``segment_lazy``, ``otsu_threshold_lazy`` and ``label_lazy`` do Otsu and components on volumes
+larger than memory, slab by slab (:mod:`~napari_xaimed.segmentation.lazy`).
 """
 
 from napari_xaimed.segmentation.deep import (
@@ -13,6 +15,12 @@ from napari_xaimed.segmentation.deep import (
     segment_with_model,
 )
 from napari_xaimed.segmentation.instances import split_instances, watershed_split
+from napari_xaimed.segmentation.lazy import (
+    LazySegmentation,
+    label_lazy,
+    otsu_threshold_lazy,
+    segment_lazy,
+)
 from napari_xaimed.segmentation.parts import core_parts, parts_from_classes
 from napari_xaimed.segmentation.result import SegmentationResult
 from napari_xaimed.segmentation.run import METHODS, Method, method_params, segment, segment_steps
@@ -24,16 +32,20 @@ from napari_xaimed.segmentation.threshold import (
 
 __all__ = [
     "METHODS",
+    "LazySegmentation",
     "Method",
     "ModelSegmentation",
     "core_parts",
+    "label_lazy",
     "SegmentationResult",
     "method_params",
     "model_segmentation_steps",
     "multi_otsu_thresholds",
     "otsu_threshold",
+    "otsu_threshold_lazy",
     "parts_from_classes",
     "segment",
+    "segment_lazy",
     "segment_steps",
     "segment_with_model",
     "split_instances",

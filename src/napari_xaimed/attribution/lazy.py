@@ -1,0 +1,267 @@
+"""Attribution on volumes larger than memory, for models that resize their input.
+
+A model whose preprocessing resizes the volume (``input_size``, e.g. the bundled lesion
+classifier's 32^3) sees only a small volume, so the whole volume never needs to be in memory:
+
+1. the intensity scaling's statistics (z-score mean and standard deviation, min-max range) are
+   accumulated slab by slab;
+2. the resize is trilinear interpolation with ``align_corners=False`` (what
+   :func:`torch.nn.functional.interpolate` does in memory), which is separable: each output
+   plane is a weighted sum of at most two input planes, each resized in y and x. Only the
+   planes with a weight are read, one slab at a time;
+3. :func:`~napari_xaimed.attribution.attribute` explains the model on that small input, as it
+   would in memory;
+4. the map is resized back to the volume's grid lazily, as a dask array whose chunks are
+   computed (by the same separable interpolation) when read, or written to a Zarr store slab
+   by slab with ``out=``.
+
+The map equals the in-memory :func:`~napari_xaimed.attribution.attribute` map up to float
+rounding (the interpolation's sums run in another order).
+
+Not supported, with an :class:`~napari_xaimed.XaimedError` that says so: models that take the
+volume at its own size (no ``input_size``; e.g. segmentation networks run by sliding windows,
+whose attribution would need every window's gradients over the whole volume), and a
+``region`` for a segmentation target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._validate import as_spacing
+from napari_xaimed.attribution.models import load_model
+from napari_xaimed.attribution.preprocess import Preprocessing
+from napari_xaimed.attribution.run import Attribution, attribute
+from napari_xaimed.io_lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
+
+SLAB_BYTES = 32 * 2**20
+
+
+def linear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of 1D linear interpolation as PyTorch's ``interpolate`` does
+    it with ``align_corners=False`` (no antialiasing): output ``i`` samples the input at
+    ``max(0, (i + 0.5) * n_in / n_out - 0.5)`` between its two neighbours."""
+    scale = n_in / n_out
+    source = np.maximum((np.arange(n_out) + 0.5) * scale - 0.5, 0.0)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = source - low
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.arange(n_out), low), 1.0 - frac)
+    np.add.at(weights, (np.arange(n_out), high), frac)
+    return weights
+
+
+def _scaling_stats(volume: Any, prep: Preprocessing, planes: int) -> tuple[float, float]:
+    """``(offset, divisor)`` of the scaling: ``(x - offset) / divisor`` (after the window's
+    clip), from slab-by-slab passes; ``(0, 1)`` for no scaling."""
+    depth = int(volume.shape[0])
+    if prep.scaling == "zscore":
+        total, count = 0.0, 0
+        for start, stop in z_slabs(depth, planes):
+            block = read_slab(volume, start, stop).astype(np.float32, copy=False)
+            total += float(block.sum(dtype=np.float64))
+            count += block.size
+        mean = total / count
+        squares = 0.0
+        for start, stop in z_slabs(depth, planes):
+            block = read_slab(volume, start, stop).astype(np.float64)
+            squares += float(((block - mean) ** 2).sum())
+        std = float(np.sqrt(squares / count))
+        return mean, std if std > 0 else 1.0
+    if prep.scaling == "minmax":
+        from napari_xaimed.segmentation.lazy import value_range
+
+        lo, hi = (float(v) for v in value_range(volume, planes))
+        return lo, (hi - lo if hi > lo else 1.0)
+    if prep.scaling == "window":
+        lo, hi = prep.window  # type: ignore[misc]
+        return float(lo), float(hi - lo)
+    return 0.0, 1.0
+
+
+def downsample_lazy(volume: Any, size: tuple[int, int, int], prep: Preprocessing | None = None,
+                    slab: int | None = None) -> np.ndarray:
+    """The model's input: the volume scaled as ``prep`` says and resized to ``size``.
+
+    What :func:`~napari_xaimed.attribution.preprocess.to_input` gives in memory (trilinear,
+    ``align_corners=False``), reading only the planes the resize needs, a slab at a time.
+
+    Parameters
+    ----------
+    volume : array-like
+        3D ``(z, y, x)``: dask, zarr, memory map or numpy.
+    size : (int, int, int)
+        The model's input size ``(z, y, x)``.
+    prep : Preprocessing, optional
+        Intensity scaling (default none); its ``input_size`` is not read (``size`` is).
+    slab : int, optional
+        Planes per slab.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of shape ``size``.
+    """
+    prep = prep or Preprocessing()
+    shape = tuple(int(n) for n in volume.shape)
+    planes = int(slab) if slab else slab_size(shape, np.dtype(volume.dtype).itemsize,
+                                              chunks_of(volume), SLAB_BYTES)
+    offset, divisor = _scaling_stats(volume, prep, planes)
+    wz, wy, wx = (linear_weights(n, m) for n, m in zip(shape, size, strict=True))
+    small = np.zeros(size, np.float64)
+    needed = np.flatnonzero(wz.any(axis=0))
+    for start, stop in z_slabs(shape[0], planes):
+        inside = needed[(needed >= start) & (needed < stop)]
+        if not len(inside):
+            continue
+        block = read_slab(volume, int(inside[0]), int(inside[-1]) + 1)
+        block = block[inside - inside[0]].astype(np.float32, copy=False)
+        if prep.scaling == "window":
+            block = np.clip(block, *prep.window)  # type: ignore[misc]
+        block = (block - np.float32(offset)) / np.float32(divisor)
+        resized = np.einsum("yY,zYX,xX->zyx", wy, block.astype(np.float64), wx, optimize=True)
+        small += np.tensordot(wz[:, inside], resized, axes=(1, 0))
+    return small.astype(np.float32)
+
+
+def upsample_lazy(small: np.ndarray, shape: tuple[int, int, int],
+                  chunks: tuple[int, int, int] | None = None):
+    """A small map resized to ``shape`` (trilinear, ``align_corners=False``) as a lazy dask
+    array: each chunk is interpolated when it is read.
+
+    Parameters
+    ----------
+    small : numpy.ndarray
+        3D map.
+    shape : (int, int, int)
+        The volume's shape.
+    chunks : (int, int, int), optional
+        Chunk shape of the result (default: 32 planes, whole y and x).
+
+    Returns
+    -------
+    dask.array.Array
+        float32.
+    """
+    import dask.array as da
+
+    small = np.asarray(small, np.float64)
+    shape = tuple(int(n) for n in shape)
+    chunks = chunks or (min(shape[0], 32), shape[1], shape[2])
+    weights = [linear_weights(n, m) for n, m in zip(small.shape, shape, strict=True)]
+
+    def block(block_info: dict | None = None) -> np.ndarray:
+        (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]  # type: ignore[index]
+        wz, wy, wx = weights[0][z0:z1], weights[1][y0:y1], weights[2][x0:x1]
+        return np.einsum("zZ,ZYX,yY,xX->zyx", wz, small, wy, wx,
+                         optimize=True).astype(np.float32)
+
+    return da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, shape),
+                         dtype=np.float32, meta=np.zeros((0, 0, 0), np.float32))
+
+
+def attribute_lazy(
+    model: Any,
+    volume: Any,
+    method: str = "integrated_gradients",
+    *,
+    spacing: tuple[float, float, float] | None = None,
+    preprocessing: dict[str, Any] | Preprocessing | None = None,
+    region: Any = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    slab: int | None = None,
+    **kwargs: Any,
+) -> Attribution:
+    """:func:`~napari_xaimed.attribution.attribute` on a volume larger than memory.
+
+    For models whose preprocessing resizes the volume (``input_size``): the volume is scaled
+    and resized slab by slab (:func:`downsample_lazy`), explained in memory at the model's
+    size, and the map resized back to the volume's grid lazily (:func:`upsample_lazy`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module, path, LoadedModel or "bundled"
+    volume : array-like
+        3D ``(z, y, x)``: dask (e.g. ``read_volume("ct.zarr").data``), zarr, memory map or
+        numpy.
+    method : str
+        One of :data:`~napari_xaimed.attribution.METHODS`.
+    spacing : tuple of float, optional
+        The volume's voxel size in mm (for windows given in mm).
+    preprocessing : dict or Preprocessing, optional
+        Overrides of the model's, as for ``attribute``; ``input_size`` must remain set.
+    region : None
+        Not supported lazily.
+    out : str or pathlib.Path, optional
+        A Zarr store to write the map to, slab by slab (the map is then read from it).
+    overwrite : bool
+        Replace an existing ``out``.
+    slab : int, optional
+        Planes per slab.
+    **kwargs
+        Everything else ``attribute`` takes (``target``, ``device``, the method's parameters).
+
+    Returns
+    -------
+    Attribution
+        ``.map`` a dask array of the volume's shape (float32); ``params["lazy"]`` records the
+        model-grid shape, and ``params["model_map"]`` is not kept (the small map is
+        ``.map``'s source); ``.seconds`` includes the slab passes.
+
+    Raises
+    ------
+    XaimedError
+        For a model that does not resize its input, a region, or a volume that is not 3D.
+    """
+    import time
+
+    import dask.array as da
+
+    started = time.perf_counter()
+    shape = tuple(int(n) for n in volume.shape)
+    if len(shape) != 3:
+        raise XaimedError(f"volume must be a 3D (z, y, x) volume, got shape {shape}.")
+    if region is not None:
+        raise XaimedError("a region (segmentation target) is not supported on volumes larger "
+                          "than memory: explain a crop (volume[z0:z1]) in memory with "
+                          "attribute().")
+    loaded = load_model(model)
+    prep = loaded.preprocessing.overridden(preprocessing)
+    if prep.input_size is None:
+        raise XaimedError(
+            "this model takes the volume at its own size (its preprocessing has no "
+            "input_size), so explaining it needs the whole volume in memory: lazy attribution "
+            "supports models that resize their input, not sliding-window attribution of "
+            "segmentation networks. Explain a crop (volume[z0:z1]) with attribute(), or set "
+            "preprocessing={'input_size': (z, y, x)} if the model accepts a resized volume.")
+    size = tuple(int(n) for n in prep.input_size)
+    small = downsample_lazy(volume, size, prep, slab)
+    spacing = as_spacing(spacing)
+    model_spacing = tuple(s * n / m for s, n, m in zip(spacing, shape, size, strict=True))
+    inner = attribute(loaded, small, method, spacing=model_spacing,
+                      preprocessing={"scaling": "none", "input_size": None}, **kwargs)
+    lazy_map = upsample_lazy(inner.map, shape)
+    if out is not None:
+        planes = int(slab) if slab else min(shape[0], 32)
+        write_zarr(out, upsample_lazy(inner.map, shape, (planes, shape[1], shape[2])),
+                   spacing, overwrite=overwrite, slab=planes,
+                   chunks=(planes, min(shape[1], 512), min(shape[2], 512)),
+                   metadata={"kind": "attribution", "method": method})
+        from napari_xaimed.io_lazy import read_zarr
+
+        lazy_map = read_zarr(out).data
+    else:
+        lazy_map = da.asarray(lazy_map)
+    params = {**inner.params, "preprocessing": prep.to_dict(),
+              "lazy": {"model_shape": list(size), "volume_shape": list(shape),
+                       "out": None if out is None else str(out)}}
+    return Attribution(map=lazy_map, method=inner.method, signed=inner.signed,
+                       target=inner.target, params=params, scores=inner.scores,
+                       seconds=time.perf_counter() - started, device=inner.device,
+                       model=inner.model)

@@ -1,0 +1,492 @@
+"""Segmentation of volumes larger than memory, slab by slab along z, with bounded memory.
+
+The volume may be a dask array (:func:`~napari_xaimed.io.read_volume` of a Zarr store or a lazy
+NIfTI), a ``zarr.Array``, a memory map or a numpy array: only one slab of planes is in memory
+at a time. The results equal those of the in-memory functions on the whole volume:
+
+- :func:`otsu_threshold_lazy`: the histogram of scikit-image's ``threshold_otsu`` (the same
+  range, bins and edges), accumulated slab by slab, then scikit-image's own threshold on it:
+  the same value as :func:`~napari_xaimed.segmentation.otsu_threshold` (multi-Otsu as well).
+- :func:`label_lazy`: connected components per slab (cc3d, or scipy), with the components
+  that touch across a slab boundary merged (the equivalences of a union-find, solved as the
+  connected components of a sparse graph of provisional labels), the minimum size in mm^3
+  applied to the merged sizes, and the instances numbered in raster order of their first
+  voxel: the same labels as :func:`~napari_xaimed.segmentation.split_instances`.
+- :func:`segment_lazy`: Otsu or a fixed threshold, then :func:`label_lazy`: the labels of
+  :func:`~napari_xaimed.segmentation.segment` with ``"otsu"`` or ``"threshold"`` (``value=``).
+
+The labels are written to an OME-Zarr store (uint32) and returned as a dask array over it.
+Smoothing, opening, hole filling, percentile thresholds and the watershed split look across
+the whole volume and are not done lazily: they raise an
+:class:`~napari_xaimed.XaimedError` naming the alternative.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xaimed._errors import XaimedError
+from napari_xaimed._validate import as_spacing
+from napari_xaimed.io_lazy import (
+    chunks_of,
+    create_zarr,
+    read_slab,
+    set_provenance,
+    slab_size,
+    z_slabs,
+)
+
+#: Bytes of input voxels per slab by default (the temporaries are a few times this).
+SLAB_BYTES = 32 * 2**20
+_LABEL_DTYPE = np.uint32
+
+
+@dataclass
+class LazySegmentation:
+    """What :func:`segment_lazy` returns.
+
+    Attributes
+    ----------
+    labels : dask.array.Array
+        Instance labels ``1..n`` (uint32; a 0/1 mask with ``instances=False``) over the Zarr
+        store at ``path``.
+    path : pathlib.Path
+    method : str
+    threshold : float
+        The threshold used (voxels strictly above it are foreground).
+    n_instances : int
+    spacing : tuple of float
+    params : dict
+    seconds : float
+    """
+
+    labels: Any
+    path: Path
+    method: str
+    threshold: float
+    n_instances: int
+    spacing: tuple[float, float, float]
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _check_3d(volume: Any, name: str = "volume") -> tuple[int, int, int]:
+    shape = tuple(int(n) for n in volume.shape)
+    if len(shape) != 3:
+        raise XaimedError(f"{name} must be a 3D (z, y, x) volume, got shape {shape}.")
+    if min(shape) < 1:
+        raise XaimedError(f"{name} is empty (shape {shape}).")
+    dtype = np.dtype(volume.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
+        raise XaimedError(f"{name} must be numeric, got dtype {dtype}.")
+    return shape  # type: ignore[return-value]
+
+
+def _planes(volume: Any, slab: int | None) -> int:
+    shape = tuple(volume.shape)
+    if slab is not None:
+        if int(slab) < 1:
+            raise XaimedError(f"slab must be a positive number of planes, got {slab}.")
+        return int(min(int(slab), shape[0]))
+    return slab_size(shape, np.dtype(volume.dtype).itemsize, chunks_of(volume), SLAB_BYTES)
+
+
+def value_range(volume: Any, slab: int | None = None) -> tuple[Any, Any]:
+    """Smallest and largest value of a volume, one slab at a time (as numpy scalars of the
+    volume's dtype, as ``volume.min()`` and ``volume.max()`` give them).
+
+    Raises
+    ------
+    XaimedError
+        If the volume holds NaN or infinite values.
+    """
+    _check_3d(volume)
+    planes = _planes(volume, slab)
+    lo = hi = None
+    bad = 0
+    for start, stop in z_slabs(volume.shape[0], planes):
+        block = read_slab(volume, start, stop)
+        if np.issubdtype(block.dtype, np.floating):
+            finite = np.isfinite(block)
+            if not finite.all():
+                bad += int(block.size - np.count_nonzero(finite))
+                continue
+        b_lo, b_hi = block.min(), block.max()
+        lo = b_lo if lo is None or b_lo < lo else lo
+        hi = b_hi if hi is None or b_hi > hi else hi
+    if bad:
+        raise XaimedError(f"volume contains {bad} NaN or infinite voxels: replace them (e.g. "
+                          "np.nan_to_num, slab by slab) or mask them out first.")
+    return lo, hi
+
+
+def histogram_lazy(volume: Any, nbins: int = 256, slab: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The histogram scikit-image's Otsu thresholds use, accumulated slab by slab.
+
+    The same counts and bin centres as ``skimage.exposure.histogram(volume.ravel(), nbins,
+    source_range="image")`` on the whole volume: for floats ``nbins`` bins between the
+    volume's minimum and maximum (numpy's edges, with that dtype), for integers one bin per
+    value between them (``nbins`` ignored, as scikit-image does).
+
+    Parameters
+    ----------
+    volume : array-like
+        3D volume: numpy, memory map, zarr or dask array.
+    nbins : int
+    slab : int, optional
+        Planes per slab (default: about 32 MB of voxels, a multiple of the z chunk).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Counts (int64) and bin centres.
+    """
+    lo, hi = value_range(volume, slab)
+    planes = _planes(volume, slab)
+    integer = np.issubdtype(np.dtype(volume.dtype), np.integer)
+    if integer:
+        lo_i, hi_i = int(lo), int(hi)
+        counts = np.zeros(hi_i - lo_i + 1, np.int64)
+        centers = np.arange(lo_i, hi_i + 1)
+    else:
+        counts = np.zeros(int(nbins), np.int64)
+        centers = None
+    for start, stop in z_slabs(volume.shape[0], planes):
+        block = read_slab(volume, start, stop)
+        if integer:
+            counts += np.bincount((block.astype(np.int64).ravel() - lo_i),
+                                  minlength=counts.size)
+        else:
+            found, edges = np.histogram(block, bins=int(nbins), range=(lo, hi))
+            counts += found
+            if centers is None:
+                centers = (edges[:-1] + edges[1:]) / 2.0
+    return counts, centers  # type: ignore[return-value]
+
+
+def otsu_threshold_lazy(volume: Any, classes: int = 2, nbins: int = 256,
+                        slab: int | None = None) -> float:
+    """Otsu's threshold of a volume larger than memory, from a histogram read slab by slab.
+
+    Equals :func:`~napari_xaimed.segmentation.otsu_threshold` (scikit-image's
+    ``threshold_otsu``; for ``classes > 2`` the highest ``threshold_multiotsu`` threshold) on
+    the whole volume: the histogram is the one scikit-image builds (:func:`histogram_lazy`)
+    and scikit-image computes the threshold from it.
+
+    Parameters
+    ----------
+    volume : array-like
+        3D volume: numpy, memory map, zarr or dask array.
+    classes : int
+        2 for Otsu; more keeps the brightest multi-Otsu class.
+    nbins : int
+    slab : int, optional
+        Planes per slab.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    XaimedError
+        If the volume is constant, holds NaN, or ``classes`` is not a whole number >= 2.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimage.filters import threshold_otsu
+    >>> v = np.random.default_rng(0).normal(size=(20, 16, 16)).astype(np.float32)
+    >>> bool(otsu_threshold_lazy(v, slab=3) == threshold_otsu(v))
+    True
+    """
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    if int(classes) != classes or classes < 2:
+        raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
+    counts, centers = histogram_lazy(volume, nbins, slab)
+    if np.count_nonzero(counts) < 2:
+        raise XaimedError("The volume is constant, so no threshold separates anything: check "
+                          "that the right layer is selected.")
+    if classes == 2:
+        return float(threshold_otsu(hist=(counts, centers)))
+    # threshold_multiotsu normalises the histogram it builds itself: give it the same one
+    prob = counts / np.sum(counts)
+    return float(threshold_multiotsu(hist=(prob, centers), classes=int(classes))[-1])
+
+
+_RANK = {6: 1, 18: 2, 26: 3}
+
+
+def _boundary_pairs(above: np.ndarray, below: np.ndarray, connectivity: int) -> np.ndarray:
+    """``(n, 2)`` pairs of labels (nonzero) that touch across two consecutive planes."""
+    if connectivity == 6:
+        shifts = [(0, 0)]
+    elif connectivity == 18:
+        shifts = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    else:
+        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    ny, nx = above.shape
+    found = []
+    for dy, dx in shifts:
+        a = above[max(0, -dy):ny - max(0, dy), max(0, -dx):nx - max(0, dx)]
+        b = below[max(0, dy):ny - max(0, -dy), max(0, dx):nx - max(0, -dx)]
+        both = (a > 0) & (b > 0)
+        if both.any():
+            found.append(np.stack([a[both], b[both]], axis=1).astype(np.int64))
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    pairs = np.concatenate(found)
+    keys = np.unique(pairs[:, 0] << 32 | pairs[:, 1])
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1)
+
+
+def _label_slabs(read_mask: Callable[[int, int], np.ndarray], shape: tuple[int, int, int],
+                 out: Any, planes: int, spacing: tuple[float, float, float],
+                 min_size_mm3: float, connectivity: int) -> int:
+    """Label a mask given slab by slab into the zarr array ``out``; returns the count."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components as graph_components
+
+    from napari_xaimed.evaluation.instances import connected_components
+
+    # pass 1: components per slab, provisional ids offset to be unique, written to ``out``;
+    # the pairs of provisional ids that touch across slab boundaries; their sizes
+    offset, sizes, edges, last = 0, [np.zeros(1, np.int64)], [], None
+    for start, stop in z_slabs(shape[0], planes):
+        local, n = connected_components(read_mask(start, stop), connectivity)
+        sizes.append(np.bincount(local.ravel(), minlength=n + 1)[1:].astype(np.int64))
+        provisional = local.astype(_LABEL_DTYPE)
+        del local
+        if n:
+            provisional[provisional > 0] += _LABEL_DTYPE(offset)
+        if last is not None:
+            edges.append(_boundary_pairs(last, provisional[0], connectivity))
+        last = provisional[-1].copy()
+        out[start:stop] = provisional
+        del provisional
+        offset += n
+        if offset >= np.iinfo(_LABEL_DTYPE).max:
+            raise XaimedError("more than 4 billion provisional components: the mask is "
+                              "mostly noise; smooth or threshold it differently.")
+    if offset == 0:
+        return 0
+    size = np.concatenate(sizes)
+    pairs = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
+    graph = sparse.coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])),
+                              shape=(offset + 1, offset + 1))
+    _, component = graph_components(graph, directed=False)
+    # merged sizes; the minimum size applies to whole (merged) instances
+    merged = np.bincount(component[1:], weights=size[1:], minlength=component.max() + 1)
+    keep = merged * float(np.prod(spacing)) >= min_size_mm3 if min_size_mm3 > 0 else (
+        merged > 0)
+    # Raster order of first voxels: within a slab cc3d numbers components in raster order,
+    # and slabs follow one another, so an instance's first voxel belongs to its smallest
+    # provisional id: number instances by first appearance along the provisional ids.
+    seen, first = np.unique(component[1:], return_index=True)
+    order = seen[keep[seen]][np.argsort(first[keep[seen]], kind="stable")]
+    number = np.zeros(component.max() + 1, _LABEL_DTYPE)
+    number[order] = np.arange(1, len(order) + 1, dtype=_LABEL_DTYPE)
+    lut = number[component]
+    lut[0] = 0
+    # pass 2: provisional ids to final ones, in place
+    for start, stop in z_slabs(shape[0], planes):
+        out[start:stop] = lut[np.asarray(out[start:stop])]
+    return int(len(order))
+
+
+def _output(out: str | Path, shape: tuple[int, int, int], dtype: Any,
+            spacing: tuple[float, float, float], origin: Any, planes: int,
+            overwrite: bool) -> Any:
+    chunks = (planes, min(shape[1], 512), min(shape[2], 512))
+    return create_zarr(out, shape, dtype, spacing, origin, chunks, is_label=True,
+                       overwrite=overwrite)
+
+
+def label_lazy(
+    mask: Any,
+    out: str | Path,
+    spacing: tuple[float, float, float] | None = None,
+    min_size_mm3: float = 0.0,
+    connectivity: int = 26,
+    *,
+    origin: tuple[float, float, float] | None = None,
+    slab: int | None = None,
+    overwrite: bool = False,
+):
+    """Connected components of a mask larger than memory, written to a Zarr store.
+
+    The same labels as :func:`~napari_xaimed.segmentation.split_instances` (without a split)
+    on the whole mask: components found slab by slab and merged across slab boundaries,
+    instances smaller than ``min_size_mm3`` (merged size) removed, numbered ``1..n`` in raster
+    order.
+
+    Parameters
+    ----------
+    mask : array-like
+        3D, nonzero = foreground: numpy, memory map, zarr or dask array.
+    out : str or pathlib.Path
+        The Zarr store to write (``.zarr``); an existing one only with ``overwrite``.
+    spacing : tuple of float, optional
+        Voxel size in mm ``(z, y, x)``; 1 mm when omitted.
+    min_size_mm3 : float
+    connectivity : {6, 18, 26}
+    origin : tuple of float, optional
+        World position of voxel ``(0, 0, 0)`` (mm), kept in the store.
+    slab : int, optional
+        Planes per slab (default: about 32 MB of mask voxels, a multiple of its z chunk).
+    overwrite : bool
+
+    Returns
+    -------
+    (dask.array.Array, int)
+        The labels (uint32) over the store, and the number of instances.
+    """
+    import dask.array as da
+
+    shape = _check_3d(mask, "mask")
+    spacing = as_spacing(spacing)
+    if int(connectivity) not in _RANK:
+        raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
+    planes = _planes(mask, slab)
+    array = _output(out, shape, _LABEL_DTYPE, spacing, origin, planes, overwrite)
+    n = _label_slabs(lambda a, b: read_slab(mask, a, b) != 0, shape, array, planes, spacing,
+                     float(min_size_mm3), int(connectivity))
+    return da.from_zarr(array), n
+
+
+_NOT_LAZY = {
+    "smoothing_mm": "smoothing",
+    "opening_mm": "opening",
+    "fill_holes": "hole filling",
+    "percentile": "a percentile threshold",
+}
+
+
+def segment_lazy(
+    volume: Any,
+    out: str | Path,
+    method: str = "otsu",
+    spacing: tuple[float, float, float] | None = None,
+    *,
+    classes: int = 2,
+    value: float | None = None,
+    instances: bool = True,
+    min_size_mm3: float = 0.0,
+    connectivity: int = 26,
+    split: str | None = None,
+    origin: tuple[float, float, float] | None = None,
+    slab: int | None = None,
+    overwrite: bool = False,
+    **params: Any,
+) -> LazySegmentation:
+    """Segment a volume larger than memory into instance labels on disk, slab by slab.
+
+    The labels of :func:`~napari_xaimed.segmentation.segment` with the same method and
+    parameters (``"otsu"`` with ``classes``, or ``"threshold"`` with ``value``; then instances
+    of at least ``min_size_mm3``), written to the Zarr store ``out``. Peak memory is a few
+    slabs, whatever the volume's size.
+
+    Parameters
+    ----------
+    volume : array-like
+        3D ``(z, y, x)``: a dask array (e.g. ``read_volume("ct.zarr").data``), zarr array,
+        memory map or numpy array.
+    out : str or pathlib.Path
+        The Zarr store for the labels.
+    method : {"otsu", "threshold"}
+    spacing : tuple of float, optional
+        Voxel size in mm ``(z, y, x)``.
+    classes : int
+        Otsu: 2, or more to keep the brightest multi-Otsu class.
+    value : float
+        Threshold: voxels strictly above it.
+    instances : bool
+        Label connected components (default); False writes the 0/1 mask.
+    min_size_mm3, connectivity
+        As for :func:`~napari_xaimed.segmentation.split_instances`.
+    split : None
+        The watershed split is not available lazily.
+    origin : tuple of float, optional
+        Kept in the store, so the labels overlay the volume.
+    slab : int, optional
+        Planes per slab.
+    overwrite : bool
+        Replace an existing store.
+    **params
+        ``smoothing_mm``, ``opening_mm``, ``fill_holes``, ``percentile`` are refused (they
+        look across slabs) unless off.
+
+    Returns
+    -------
+    LazySegmentation
+
+    Raises
+    ------
+    XaimedError
+        For an unknown or non-lazy method or parameter, a constant volume, or an existing
+        ``out`` without ``overwrite``.
+    """
+    import dask.array as da
+
+    from napari_xaimed import __version__
+
+    started = time.perf_counter()
+    shape = _check_3d(volume)
+    spacing = as_spacing(spacing)
+    if method not in ("otsu", "threshold"):
+        raise XaimedError(
+            f"method {method!r} is not available for volumes larger than memory: use 'otsu' "
+            "or 'threshold' (value=), or segment a crop (volume[z0:z1]) in memory with "
+            "segment().")
+    for key, what in _NOT_LAZY.items():
+        if params.get(key) not in (None, 0, 0.0, False):
+            raise XaimedError(
+                f"{what} ({key}=) looks across slabs and is not done lazily: leave it out, or "
+                "segment a crop in memory with segment().")
+    unknown = set(params) - set(_NOT_LAZY)
+    if unknown:
+        raise XaimedError(f"segment_lazy does not take {', '.join(sorted(unknown))}.")
+    if split is not None:
+        raise XaimedError("the watershed split (split='watershed') needs the whole mask's "
+                          "distance transform: it is not available lazily; leave split out, "
+                          "or split a crop in memory with split_instances().")
+    if int(connectivity) not in _RANK:
+        raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
+    planes = _planes(volume, slab)
+    if method == "otsu":
+        threshold = otsu_threshold_lazy(volume, classes=classes, slab=planes)
+    else:
+        if value is None:
+            raise XaimedError("method 'threshold' needs value= (voxels strictly above it).")
+        threshold = float(value)
+
+    def read_mask(start: int, stop: int) -> np.ndarray:
+        return read_slab(volume, start, stop) > threshold
+
+    dtype = _LABEL_DTYPE if instances else np.uint8
+    array = _output(out, shape, dtype, spacing, origin, planes, overwrite)
+    if instances:
+        n = _label_slabs(read_mask, shape, array, planes, spacing, float(min_size_mm3),
+                         int(connectivity))
+    else:
+        for start, stop in z_slabs(shape[0], planes):
+            array[start:stop] = read_mask(start, stop).astype(np.uint8)
+        n = 0
+    seconds = time.perf_counter() - started
+    used = {"method": method, "classes": classes, "value": value, "instances": instances,
+            "min_size_mm3": float(min_size_mm3), "connectivity": int(connectivity),
+            "slab": planes, "lazy": True}
+    set_provenance(out, {"kind": "segmentation", "params": used, "threshold": threshold,
+                         "instances": n, "spacing": list(spacing), "version": __version__,
+                         "seconds": seconds})
+    return LazySegmentation(labels=da.from_zarr(array), path=Path(out), method=method,
+                            threshold=float(threshold), n_instances=n, spacing=spacing,
+                            params=used, seconds=seconds)
