@@ -39,6 +39,22 @@ def test_hand_computed_areas():
     assert inserted.area == pytest.approx(7.5)
 
 
+class WithHidden(BoxSum):
+    """BoxSum returning ``(logits, hidden states)`` as MONAI's ViT does."""
+
+    def forward(self, x):
+        return super().forward(x), [x]
+
+
+def test_a_model_returning_logits_and_hidden_states_gives_the_logits_curve():
+    volume = np.ones((4, 4, 4), np.float32)
+    box = BoxSum().weight.numpy()
+    kwargs = dict(target=1, baseline="zero", steps=8, score="logit")
+    for curve in (deletion_curve, insertion_curve):
+        np.testing.assert_allclose(curve(WithHidden(), volume, box, **kwargs).scores,
+                                   curve(BoxSum(), volume, box, **kwargs).scores)
+
+
 def test_probability_score_and_the_predicted_class_by_default():
     model = BoxSum()
     volume = np.ones((4, 4, 4), np.float32)

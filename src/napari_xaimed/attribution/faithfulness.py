@@ -41,7 +41,7 @@ from napari_xaimed.attribution.device import (
     pick_device,
 )
 from napari_xaimed.attribution.methods import supervoxels as slic_supervoxels
-from napari_xaimed.attribution.models import load_model
+from napari_xaimed.attribution.models import Scores, load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
 
 BASELINES = ("blur", "mean", "min", "zero")
@@ -170,7 +170,7 @@ def perturbation_curve_steps(
     loaded = load_model(model)
     prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
-    module = loaded.module.to(dev).eval()
+    module = Scores(loaded.module.to(dev).eval())  # a ViT's (logits, hidden states): logits
     to_inputs = _Inputs(volume, prep, dev)
     base = baseline_volume(volume, baseline, spacing, blur_mm)
     yield Progress(0, int(steps) + 1, f"{kind}: ranking voxels")
