@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -55,32 +56,40 @@ TRANSFORMER_METHODS = [*ATTENTION_METHODS, "saliency", "input_x_gradient", "smoo
                        "integrated_gradients", "gradient_shap", "gradcam", "occlusion"]
 
 
-def train_vit(seed: int = 0, n_train: int = 1024, epochs: int = 40):
+def train_vit(seed: int = 0, n_train: int = 1024, epochs: int = 40, cache: Path | None = None):
     """A MONAI ViT (8^3 patches of the 32^3 input: a 4^3 token grid, 2 blocks, 4 heads) trained
     to tell lesion volumes from lesion-free ones, as the bundled CNN is; returned loaded with
-    the bundled model's preprocessing, with its accuracy on 200 unseen volumes."""
+    the bundled model's preprocessing, with its accuracy on 200 unseen volumes. With ``cache``
+    the trained weights are kept there and read back on the next run."""
     import torch
     from monai.networks.nets import ViT
 
     from napari_xaimed.attribution import load_model
 
     torch.manual_seed(seed)
-    volumes, labels = sample_batch(list(range(10_000 + seed * n_train,
-                                              10_000 + (seed + 1) * n_train)))
-    x, y = inputs(volumes), torch.from_numpy(labels).long()
     net = ViT(1, tuple(CONFIG["preprocessing"]["input_size"]), (8, 8, 8), hidden_size=64,
               mlp_dim=128, num_layers=2, num_heads=4, classification=True, num_classes=2,
               post_activation=None, dropout_rate=0.0)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.05)
-    generator = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), 16):
-            batch = order[start:start + 16]
-            optimiser.zero_grad()
-            torch.nn.functional.cross_entropy(net(x[batch])[0], y[batch]).backward()
-            optimiser.step()
+    kept = None if cache is None else cache / f"vit_seed{seed}_{n_train}x{epochs}.pt"
+    if kept is not None and kept.is_file():
+        net.load_state_dict(torch.load(kept, weights_only=True))
+    else:
+        volumes, labels = sample_batch(list(range(10_000 + seed * n_train,
+                                                  10_000 + (seed + 1) * n_train)))
+        x, y = inputs(volumes), torch.from_numpy(labels).long()
+        optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.05)
+        generator = torch.Generator().manual_seed(seed)
+        net.train()
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), 16):
+                batch = order[start:start + 16]
+                optimiser.zero_grad()
+                torch.nn.functional.cross_entropy(net(x[batch])[0], y[batch]).backward()
+                optimiser.step()
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(net.state_dict(), kept)
     net.eval()
 
     class Logits(torch.nn.Module):  # accuracy() wants the scores alone
@@ -102,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 volumes, 5 methods")
     parser.add_argument("--transformer", action="store_true",
                         help="the attention methods on a ViT trained here")
+    parser.add_argument("--cache", type=Path, help="--transformer: keep the trained ViTs here")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     volumes = [lesion_volume(seed=200 + i, n_lesions=2) for i in range(2 if args.quick else 5)]
     started = time.perf_counter()
     if args.transformer:
-        trained = [train_vit(seed=s) for s in (0, 1, 2)]
+        trained = [train_vit(seed=s, cache=args.cache) for s in (0, 1, 2)]
         members = [model for model, _ in trained]
         print(f"three ViTs trained in {time.perf_counter() - started:.0f} s; accuracy on 200 "
               f"unseen volumes: {', '.join(f'{a:.2f}' for _, a in trained)}")

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_xaimed.io_lazy import is_lazy
+
 LayerTuple = tuple[Any, dict[str, Any], str]
 
 SPATIAL_AXES = ("z", "y", "x")
@@ -49,10 +51,6 @@ def _metadata(provenance: dict[str, Any] | None, extra: dict[str, Any] | None) -
     return meta
 
 
-def _is_lazy(data: Any) -> bool:
-    return hasattr(data, "dask") and hasattr(data, "compute")
-
-
 def _sample(data: Any, voxels: int = 1_000_000) -> np.ndarray:
     """An evenly strided subsample of a lazy array, about ``voxels`` large, in memory."""
     step = max(1, int(np.ceil((float(np.prod(data.shape)) / voxels) ** (1 / data.ndim))))
@@ -73,8 +71,8 @@ def image_layer(
 
     A lazy (dask) array stays lazy: the percentiles come from an evenly strided sample of
     about a million voxels, so the layer is made without reading the volume."""
-    data = data if _is_lazy(data) else np.asarray(data)
-    sample = _sample(data) if _is_lazy(data) else data
+    data = data if is_lazy(data) else np.asarray(data)
+    sample = _sample(data) if is_lazy(data) else data
     finite = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
     lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
     if hi <= lo:
@@ -143,7 +141,7 @@ def labels_layer(
     **kwargs: Any,
 ) -> LayerTuple:
     """A label map (classes or instances); a lazy (dask) array stays lazy."""
-    data = data if _is_lazy(data) else np.asarray(data)
+    data = data if is_lazy(data) else np.asarray(data)
     layer_kwargs = {
         "name": name,
         "opacity": 0.7,

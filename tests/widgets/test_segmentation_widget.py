@@ -218,3 +218,42 @@ def test_model_segmentation_adds_labels_and_foreground_probability(qtbot, viewer
     widget.model_source.value = "file"
     widget.job.run_button.click()
     assert "model file" in shown[-1]
+
+
+def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_viewer,
+                                                             tmp_path, monkeypatch):
+    """A Zarr opened lazily: the widget writes the labels to a Zarr store and shows them as a
+    dask layer, equal to the in-memory labels of the same image; another method is refused."""
+    import dask.array as da
+
+    from napari_xaimed.io import read_volume
+    from napari_xaimed.io_lazy import write_zarr
+    from napari_xaimed.samples import lesion_volume
+
+    sample = lesion_volume(shape=(48, 48, 48), spacing=(2.0, 1.0, 1.0), seed=3)
+    write_zarr(tmp_path / "ct.zarr", sample.image, (2.0, 1.0, 1.0), chunks=(8, 48, 48))
+    viewer = make_napari_viewer()
+    lazy = read_volume(tmp_path / "ct.zarr")
+    assert isinstance(lazy.data, da.Array)
+    viewer.add_image(lazy.data, name="lazy ct", scale=lazy.spacing)
+    viewer.add_image(sample.image, name="ct", scale=(2.0, 1.0, 1.0))
+    widget = SegmentationWidget(viewer)
+    widget.min_size.value = 20.0
+    results = {}
+    for name in ("ct", "lazy ct"):
+        widget.image.value = viewer.layers[name]
+        assert run_and_wait(qtbot, widget) == "done", widget.job.status.text()
+        results[name] = viewer.layers[f"Segmentation [{name}]"]
+    out = results["lazy ct"]
+    assert isinstance(out.data, da.Array)
+    np.testing.assert_allclose(out.scale, (2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(out.data), results["ct"].data)
+    assert out.metadata["xaimed"]["facts"]["labels_store"].endswith("labels.zarr")
+
+    shown = []
+    monkeypatch.setattr("napari_xaimed._widgets.segmentation.report_error",
+                        lambda exc: shown.append(str(exc)))
+    widget.method.value = "kmeans"
+    count = len(viewer.layers)
+    widget.run()
+    assert "read lazily" in shown[-1] and len(viewer.layers) == count

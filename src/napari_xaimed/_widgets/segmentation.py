@@ -22,10 +22,12 @@ from napari_xaimed._layers import (
     output_name,
     source_geometry,
 )
+from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
+from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
 
 # Imported with the widget, not on the first model run: importing MONAI holds the GIL for
@@ -229,9 +231,12 @@ class SegmentationWidget(XaimedWidget):
         spacing, translate = source_geometry(layer)
         method, shown = self.method.value, self._plain_params()
         # where the voxels came from (file or sample) and their SHA-256, for a rerun
+        data = layer.data
+        if is_lazy(data):
+            self._run_lazy(layer, data, method, params, shown, spacing, translate)
+            return
         inputs = PendingInputs(image=layer, mask=self.tissue_mask.value if "mask" in params
                                else None)
-        data = layer.data
 
         def steps():
             inputs.complete()  # the SHA-256 of a CT-sized layer: here, not in the GUI thread
@@ -242,6 +247,39 @@ class SegmentationWidget(XaimedWidget):
                               inputs.records)
 
         self.job.start(steps(), done, f"Segmenting {layer.name} ({method})")
+
+    def _run_lazy(self, layer: Any, data: Any, method: str, params: dict[str, Any],
+                  shown: dict[str, Any], spacing: tuple[float, float, float],
+                  translate: tuple[float, float, float]) -> None:
+        """A dask-backed layer (a Zarr, a NIfTI larger than memory): segment it slab by slab
+        into a Zarr store in a temporary folder and show the labels lazily over it."""
+        import tempfile
+
+        from napari_xaimed.segmentation.lazy import segment_lazy
+
+        if method not in ("otsu", "threshold"):
+            report_error(XaimedError(
+                f"{layer.name!r} is read lazily (larger than memory): only 'otsu' and "
+                f"'threshold' segment it slab by slab, not {method!r}. Pick one of them, or "
+                "load a crop into memory (viewer.add_image(layer.data[z0:z1].compute()))."))
+            return
+        folder = Path(tempfile.mkdtemp(prefix="xaimed-labels-"))
+
+        def steps():
+            yield Progress(0, 1, f"{layer.name}: {method} slab by slab")
+            return segment_lazy(data, folder / "labels.zarr", method, spacing,
+                                origin=translate, **params)
+
+        def done(lazy: Any, seconds: float) -> None:
+            result = SegmentationResult(
+                labels=lazy.labels, method=lazy.method, params=lazy.params,
+                facts={"threshold": lazy.threshold, "n_instances": lazy.n_instances,
+                       "labels_store": str(lazy.path)},
+                spacing=lazy.spacing, kind="instances" if params.get("instances", True)
+                else "mask", seconds=lazy.seconds)
+            self._show_result(result, layer.name, spacing, translate, shown, seconds)
+
+        self.job.start(steps(), done, f"Segmenting {layer.name} ({method}, slab by slab)")
 
     def _show_result(self, result: SegmentationResult, source: str,
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],

@@ -382,6 +382,7 @@ def segment_lazy(
     min_size_mm3: float = 0.0,
     connectivity: int = 26,
     split: str | None = None,
+    min_distance_mm: float | None = None,
     origin: tuple[float, float, float] | None = None,
     slab: int | None = None,
     overwrite: bool = False,
@@ -414,6 +415,9 @@ def segment_lazy(
         As for :func:`~napari_xaimed.segmentation.split_instances`.
     split : None
         The watershed split is not available lazily.
+    min_distance_mm : float, optional
+        The watershed split's parameter: accepted (as :func:`segment` takes it) and unused,
+        since there is no split.
     origin : tuple of float, optional
         Kept in the store, so the labels overlay the volume.
     slab : int, optional
