@@ -128,3 +128,39 @@ def test_connectivity_reaches_the_evaluation(qtbot, widget):
     widget.connectivity.value = 26
     assert run(qtbot, widget) == "done"
     assert widget.summary.rows[0]["tp"] == 1
+
+
+def test_lazy_layers_are_evaluated_slab_by_slab_as_in_memory(qtbot, widget, monkeypatch):
+    """Dask-backed labels (a Zarr larger than memory): the same tables as in memory, no error
+    layer; part-aware or Voronoi settings are refused with what to do."""
+    import dask.array as da
+
+    viewer = widget.viewer
+    for name in ("reference", "prediction"):
+        layer = viewer.layers[name]
+        viewer.add_labels(da.from_array(np.asarray(layer.data), chunks=(8, -1, -1)),
+                          name=f"lazy {name}", scale=layer.scale)
+    widget.instance_input.value = True
+    widget.matching.value = "many_to_one"
+    assert run(qtbot, widget) == "done"
+    in_memory = list(widget.summary.rows)
+    instances = [(r["status"], r["reference_ids"], r["prediction_ids"])
+                 for r in widget.instances.rows]
+    widget.reset_choices()
+    widget.reference.value = viewer.layers["lazy reference"]
+    widget.prediction.value = viewer.layers["lazy prediction"]
+    count = len(viewer.layers)
+    assert run(qtbot, widget) == "done", widget.job.status.text()
+    (lazy,) = widget.summary.rows
+    for key in ("tp", "fp", "fn", "pq", "sq", "rq"):
+        assert lazy[key] == pytest.approx(in_memory[0][key])
+    assert [(r["status"], r["reference_ids"], r["prediction_ids"])
+            for r in widget.instances.rows] == instances
+    assert len(viewer.layers) == count  # no error layer over a lazy map
+
+    shown = []
+    monkeypatch.setattr("napari_xaimed._widgets.evaluation.report_error",
+                        lambda exc: shown.append(str(exc)))
+    widget.voronoi.value = True
+    widget.run()
+    assert "read lazily" in shown[-1] and not widget.job.running

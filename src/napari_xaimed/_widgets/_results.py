@@ -119,5 +119,6 @@ class CurvePlot(QWidget):
         self.axes.set_ylabel(self.ylabel if ylabel is None else ylabel)
         self.axes.set_ylim(*ylim)
         self.axes.set_title(title, fontsize=9)
-        self.axes.legend(fontsize=7)
+        if curves:
+            self.axes.legend(fontsize=7)
         self.canvas.draw_idle()

@@ -30,6 +30,7 @@ from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed._widgets.cohort import CohortPanel
 from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
+from napari_xaimed.io_lazy import is_lazy
 
 INSTANCE_COLUMNS = ["class_name", "status", "reference_ids", "prediction_ids", "accepted",
                     "score", "dice", "iou", "hd95", "assd", "nsd", "cldice", "rvd",
@@ -193,6 +194,9 @@ class EvaluationWidget(XaimedWidget):
         spacing, translate = source_geometry(ref_layer)
         self._geometry = (spacing, translate)
         reference, prediction = ref_layer.data, pred_layer.data
+        if is_lazy(reference) or is_lazy(prediction):
+            self._run_lazy(ref_layer, pred_layer, params, spacing)
+            return
         inputs = PendingInputs(reference=ref_layer, prediction=pred_layer)
         curve_args = {k: params[k] for k in ("matching", "assignment", "match_metric",
                                              "instance_input", "classes", "connectivity")}
@@ -225,6 +229,33 @@ class EvaluationWidget(XaimedWidget):
                         provenance={**prov, "output": "region_map", "class": name}))
 
         self.job.start(steps(), done, f"Evaluating {pred_layer.name}")
+
+    def _run_lazy(self, ref_layer: Any, pred_layer: Any, params: dict[str, Any],
+                  spacing: tuple[float, float, float]) -> None:
+        """Lazy (Zarr, larger than memory) layers: the tables from one slab-by-slab pass
+        (:func:`~napari_xaimed.evaluation.lazy.evaluate_lazy`); no error layer or threshold
+        curve, which need the whole maps."""
+        from napari_xaimed.evaluation.lazy import evaluate_lazy
+
+        if params["parts"] is not None or params["voronoi"]:
+            report_error(XaimedError(
+                f"{ref_layer.name!r} or {pred_layer.name!r} is read lazily (larger than "
+                "memory): part-aware and Voronoi evaluation need the whole maps in memory. "
+                "Clear parts and Voronoi, or load a crop (layer.data[z0:z1].compute())."))
+            return
+        lazy_params = {k: v for k, v in params.items() if k not in ("parts", "voronoi")}
+        reference, prediction = ref_layer.data, pred_layer.data
+
+        def steps():
+            yield Progress(0, 1, "evaluating slab by slab")
+            return evaluate_lazy(reference, prediction, spacing=spacing, **lazy_params)
+
+        def done(result: Any, seconds: float) -> None:
+            self.show(result, None)
+            self.plot.plot([], {}, "no threshold curve for lazy layers")
+
+        self.job.start(steps(), done,
+                       f"Evaluating {pred_layer.name} against {ref_layer.name} (slab by slab)")
 
     def show(self, result: Any, curves: Any) -> None:
         """Fill the tables and the plot from a result."""
