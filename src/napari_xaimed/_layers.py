@@ -105,9 +105,11 @@ def heatmap_layer(
     Unsigned maps: ``inferno`` from 0 to a high percentile, additive blending. Signed maps:
     ``bwr`` with limits symmetric about ``centre`` (0; 1 for a Jacobian determinant),
     translucent blending. ``signed=None`` decides from the data (any value below ``centre``).
+    A lazy (dask) map stays lazy; its limits come from a strided sample, as for images.
     """
-    data = np.asarray(data, dtype=np.float32)
-    finite = data[np.isfinite(data)]
+    data = data.astype(np.float32) if is_lazy(data) else np.asarray(data, dtype=np.float32)
+    sample = _sample(data) if is_lazy(data) else data
+    finite = sample[np.isfinite(sample)]
     if signed is None:
         signed = bool(finite.size and finite.min() < centre)
     if signed:

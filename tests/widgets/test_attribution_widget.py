@@ -120,3 +120,43 @@ def test_attention_rollout_of_a_transformer_file_is_a_heatmap(qtbot, viewer_with
     from napari_xaimed._rerun import recompute
 
     np.testing.assert_array_equal(recompute(rollout.metadata["xaimed"]), rollout.data)
+
+
+def test_a_lazy_layer_is_explained_slab_by_slab_as_attribute_lazy(qtbot, viewer_with_lesion,
+                                                                  monkeypatch):
+    """A dask-backed image (a Zarr larger than memory): the heatmap is a dask layer, equal to
+    attribute_lazy's map and close to the in-memory map; a region target is refused."""
+    import dask.array as da
+
+    from napari_xaimed.attribution import attribute
+    from napari_xaimed.attribution.lazy import attribute_lazy
+
+    viewer = viewer_with_lesion
+    source = np.asarray(viewer.layers["lesion ct"].data)
+    viewer.add_image(da.from_array(source, chunks=(8, -1, -1)), name="lazy ct",
+                     scale=(2.0, 1.0, 1.0))
+    widget = AttributionWidget(viewer)
+    widget.image.value = viewer.layers["lazy ct"]
+    widget.methods.value = ["saliency"]
+    assert run_and_wait(qtbot, widget) == "done", widget.job.status.text()
+    layer = viewer.layers["Saliency [lazy ct]"]
+    assert isinstance(layer.data, da.Array)
+    np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
+    expected = attribute_lazy("bundled", da.from_array(source, chunks=(8, -1, -1)),
+                              "saliency", device="cpu").map
+    np.testing.assert_allclose(np.asarray(layer.data), np.asarray(expected), rtol=1e-5,
+                               atol=1e-8)
+    in_memory = attribute("bundled", source, "saliency", device="cpu").map
+    np.testing.assert_allclose(np.asarray(layer.data), in_memory, rtol=1e-3,
+                               atol=1e-4 * np.abs(in_memory).max())
+
+    shown = []
+    monkeypatch.setattr("napari_xaimed._widgets.attribution.report_error",
+                        lambda exc: shown.append(str(exc)))
+    viewer.add_labels((source > source.mean()).astype(np.uint8), name="region",
+                      scale=(2.0, 1.0, 1.0))
+    widget.reset_choices()
+    widget.region.value = viewer.layers["region"]
+    count = len(viewer.layers)
+    widget.run()
+    assert "read lazily" in shown[-1] and len(viewer.layers) == count

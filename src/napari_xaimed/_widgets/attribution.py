@@ -27,9 +27,19 @@ from napari_xaimed._widgets._base import (
 )
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
+from napari_xaimed.io_lazy import is_lazy
 
 PREDICTED = "predicted class"
 MEAN_HEAD = "mean of heads"
+
+
+def attribute_lazy_steps(model: Any, volume: Any, method: str, *, region: Any = None,
+                         **kwargs: Any):
+    """:func:`~napari_xaimed.attribution.lazy.attribute_lazy` as steps (one, then the map)."""
+    from napari_xaimed.attribution.lazy import attribute_lazy
+
+    yield Progress(0, 1, f"{method}: resizing the volume slab by slab")
+    return attribute_lazy(model, volume, method, region=region, **kwargs)
 
 
 def title(method: str) -> str:
@@ -170,7 +180,14 @@ class AttributionWidget(XaimedWidget):
         except XaimedError as exc:
             report_error(exc)
             return
-        data = np.asarray(layer.data)
+        lazy = is_lazy(layer.data)
+        if lazy and self.region.value is not None:
+            report_error(XaimedError(
+                f"{layer.name!r} is read lazily (larger than memory): a region target is not "
+                "available for it. Clear the region, or load a crop into memory."))
+            return
+        data = layer.data if lazy else np.asarray(layer.data)
+        explain = attribute_lazy_steps if lazy else attribute_steps
         target = None if self.target.value == PREDICTED else int(self.target.value)
         region = None if self.region.value is None else np.asarray(self.region.value.data)
         device = self.device.value
@@ -179,16 +196,18 @@ class AttributionWidget(XaimedWidget):
         name = layer.name
         # the image and the region (a segmentation model's target) as files or samples with
         # their SHA-256: what a rerun reads again
-        inputs = PendingInputs(image=layer, region=self.region.value)
+        # (not for a lazy layer: hashing it would read the whole volume)
+        inputs = None if lazy else PendingInputs(image=layer, region=self.region.value)
 
         def steps():
             yield Progress(0, 100 * len(methods), "loading the model")
-            inputs.complete()  # SHA-256 of the layers, off the GUI thread
+            if inputs is not None:
+                inputs.complete()  # SHA-256 of the layers, off the GUI thread
             model = self._model(source)  # in the worker: a big file must not freeze napari
             results = []
             for i, method in enumerate(methods):
-                inner = attribute_steps(model, data, method, target=target, region=region,
-                                        device=device, **params[method])
+                inner = explain(model, data, method, target=target, region=region,
+                                device=device, **params[method])
                 try:
                     while True:
                         try:
@@ -214,7 +233,8 @@ class AttributionWidget(XaimedWidget):
                     device=result.device,
                     params={"method": result.method, **result.params,
                             "target_index": result.target},
-                    model=result.model, scores=result.scores, inputs=inputs.records)
+                    model=result.model, scores=result.scores,
+                    inputs=None if inputs is None else inputs.records)
                 add_or_update(self.viewer, heatmap_layer(
                     result.map, output_name(title(result.method), name), spacing,
                     signed=result.signed, translate=translate, provenance=prov))
