@@ -37,7 +37,7 @@ from napari_xaimed.attribution.models import LoadedModel, Scores, load_model
 from napari_xaimed.attribution.network import cam_layer, record_calls, refuse_scripted
 from napari_xaimed.attribution.preprocess import Preprocessing, to_input, to_volume_grid
 from napari_xaimed.attribution.run import Attribution, attribute_steps
-from napari_xaimed.registration.fields import check_field, resample
+from napari_xaimed.registration.fields import check_field, moving_index, resample
 
 Vec3 = tuple[float, float, float]
 
@@ -152,10 +152,8 @@ def field_on_grid(displacement: np.ndarray, spacing: Vec3, origin: Vec3,
     edge values beyond the field's grid. Values stay in mm: a constant shift stays the same
     shift. Returns float32 ``(*shape, 3)``."""
     field_ = check_field(displacement)
-    idx = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]].astype(np.float64)
-    for axis in range(3):
-        world = grid_origin[axis] + idx[axis] * grid_spacing[axis]
-        idx[axis] = (world - origin[axis]) / spacing[axis]
+    idx = moving_index(None, shape, slice(0, shape[0]), grid_spacing, grid_origin, spacing,
+                       origin)
     out = np.empty((*shape, 3), np.float32)
     for axis in range(3):
         out[..., axis] = ndi.map_coordinates(field_[..., axis].astype(np.float64), idx, order=1,
@@ -173,10 +171,8 @@ def warp_features(features: np.ndarray, displacement: np.ndarray, *, spacing: Ve
     features = np.asarray(features, np.float32)
     field_ = check_field(displacement)
     shape = field_.shape[:3]
-    idx = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]].astype(np.float64)
-    for axis in range(3):
-        world = origin[axis] + idx[axis] * spacing[axis] + field_[..., axis]
-        idx[axis] = (world - moving_origin[axis]) / moving_spacing[axis]
+    idx = moving_index(field_, shape, slice(0, shape[0]), spacing, origin, moving_spacing,
+                       moving_origin)
     return np.stack([ndi.map_coordinates(channel, idx, order=1, mode="nearest")
                      for channel in features]).astype(np.float32)
 

@@ -137,9 +137,9 @@ def jacobian_summary(jacobian: np.ndarray, mask: np.ndarray | None = None) -> di
     }
 
 
-def _moving_index(displacement: np.ndarray | None, shape: tuple[int, ...], zs: slice,
-                  fixed_spacing: Vec3, fixed_origin: Vec3, moving_spacing: Vec3,
-                  moving_origin: Vec3) -> np.ndarray:
+def moving_index(displacement: np.ndarray | None, shape: tuple[int, ...], zs: slice,
+                 fixed_spacing: Vec3, fixed_origin: Vec3, moving_spacing: Vec3,
+                 moving_origin: Vec3) -> np.ndarray:
     """Moving-image voxel coordinates ``(3, nz, y, x)`` of the fixed voxels of slab ``zs``."""
     idx = np.mgrid[zs, 0:shape[1], 0:shape[2]].astype(np.float64)
     for axis in range(3):
@@ -234,7 +234,7 @@ def resample(array: np.ndarray, fixed_shape: tuple[int, int, int],
         source = array
         out = np.empty(fixed_shape, array.dtype)
     for zs in z_slabs(fixed_shape[0], fixed_shape[1] * fixed_shape[2], _CHUNK_VOXELS):
-        coords = _moving_index(displacement, fixed_shape, zs, fixed_spacing, fixed_origin,
+        coords = moving_index(displacement, fixed_shape, zs, fixed_spacing, fixed_origin,
                                moving_spacing, moving_origin)
         if interpolation == "label":
             out[zs] = _label_vote(source, coords)
