@@ -509,7 +509,7 @@ def concepts_from_cases(model: Any, case_list: Any, *, concept_column: str | Non
     -------
     CaseConcepts
     """
-    from napari_xaimed.attribution.radiomics import FEATURES, region_features
+    from napari_xaimed.attribution.radiomics import FEATURES, case_features
     from napari_xaimed.cohort.cases import case_metadata, read_cases
     from napari_xaimed.io import read_volume
 
@@ -521,26 +521,12 @@ def concepts_from_cases(model: Any, case_list: Any, *, concept_column: str | Non
     wanted += [m for m in measures or [] if m not in FEATURES]
     metadata = case_metadata(cases, wanted)  # a missing column says which ones there are
     radiomic = [m for m in measures or [] if m in FEATURES]
-    if radiomic and any(mask not in c.files for c in cases):
-        lacking = [c.case_id for c in cases if mask not in c.files][:5]
-        raise XaimedError(f"the measures {radiomic} describe each case's {mask}, but case(s) "
-                          f"{lacking} have none: add the {mask} column or drop them.")
-    volumes, rows = [], []
-    for case in cases:
-        picture = read_volume(case.files[image])
-        volumes.append(np.asarray(picture.data, np.float32))
-        if radiomic:
-            region = read_volume(case.files[mask])
-            if region.data.shape != picture.data.shape:
-                raise XaimedError(f"case {case.case_id}: the {mask} {region.data.shape} and "
-                                  f"the {image} {picture.data.shape} differ in shape.")
-            try:
-                found = region_features(picture.data, region.data != 0,
-                                        spacing=picture.spacing)
-            except XaimedError as exc:
-                raise XaimedError(f"case {case.case_id}: {exc}") from exc
-            rows.append({m: found[m] for m in radiomic})
-    features = pd.DataFrame(rows or [{}] * len(cases), index=metadata.index)
+    if radiomic:  # the images and each case's mask features, as case_features reads them
+        volumes, table = case_features(case_list, image=image, mask=mask)
+        features = table[radiomic].copy()
+    else:
+        volumes = [np.asarray(read_volume(c.files[image]).data, np.float32) for c in cases]
+        features = pd.DataFrame(index=metadata.index)
     for m in measures or []:
         if m not in FEATURES:
             features[m] = metadata[m]
