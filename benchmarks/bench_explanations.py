@@ -46,7 +46,14 @@ from napari_xaimed.attribution import (
     rank_methods,
     relevance_mass_accuracy,
 )
-from napari_xaimed.attribution.lesion_model import CONFIG, accuracy, inputs, sample_batch, train
+from napari_xaimed.attribution.lesion_model import (
+    CONFIG,
+    accuracy,
+    fit,
+    inputs,
+    sample_batch,
+    train,
+)
 from napari_xaimed.samples import lesion_volume
 
 QUICK_METHODS = ["saliency", "smoothgrad", "integrated_gradients", "gradcam", "lrp"]
@@ -77,16 +84,8 @@ def train_vit(seed: int = 0, n_train: int = 1024, epochs: int = 40, cache: Path 
         volumes, labels = sample_batch(list(range(10_000 + seed * n_train,
                                                   10_000 + (seed + 1) * n_train)))
         x, y = inputs(volumes), torch.from_numpy(labels).long()
-        optimiser = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.05)
-        generator = torch.Generator().manual_seed(seed)
-        net.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x), 16):
-                batch = order[start:start + 16]
-                optimiser.zero_grad()
-                torch.nn.functional.cross_entropy(net(x[batch])[0], y[batch]).backward()
-                optimiser.step()
+        fit(net, x, y, torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.05),
+            epochs, seed, scores=lambda out: out[0])
         if kept is not None:
             kept.parent.mkdir(parents=True, exist_ok=True)
             torch.save(net.state_dict(), kept)

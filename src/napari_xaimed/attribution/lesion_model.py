@@ -84,7 +84,20 @@ def train(n_train: int = 384, epochs: int = 6, seed: int = 0) -> tuple[torch.nn.
                                               10_000 + (seed + 1) * n_train)))
     x, y = inputs(volumes), torch.from_numpy(labels).long()
     model = LesionNet(**CONFIG["args"])
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = fit(model, x, y, torch.optim.Adam(model.parameters(), lr=2e-3), epochs, seed)
+    record = {"n_train": n_train, "epochs": epochs, "seed": seed,
+              "final_loss": float(np.mean(losses[-8:])),
+              "seconds": round(time.perf_counter() - started, 1),
+              "torch": torch.__version__}
+    return model, record
+
+
+def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+        optimiser: torch.optim.Optimizer, epochs: int, seed: int,
+        scores: Any = None) -> list[float]:
+    """Cross-entropy training in shuffled batches of 16 (seeded); returns the batch losses and
+    leaves the model in eval mode. ``scores`` picks the logits from the model's output (e.g.
+    the first element of a ViT's ``(logits, hidden states)``)."""
     generator = torch.Generator().manual_seed(seed)
     losses = []
     model.train()
@@ -93,16 +106,14 @@ def train(n_train: int = 384, epochs: int = 6, seed: int = 0) -> tuple[torch.nn.
         for start in range(0, len(x), 16):
             batch = order[start:start + 16]
             optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            out = model(x[batch])
+            loss = torch.nn.functional.cross_entropy(out if scores is None else scores(out),
+                                                     y[batch])
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
     model.eval()
-    record = {"n_train": n_train, "epochs": epochs, "seed": seed,
-              "final_loss": float(np.mean(losses[-8:])),
-              "seconds": round(time.perf_counter() - started, 1),
-              "torch": torch.__version__}
-    return model, record
+    return losses
 
 
 def accuracy(model: torch.nn.Module, seeds: list[int]) -> float:
