@@ -257,3 +257,52 @@ def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_
     count = len(viewer.layers)
     widget.run()
     assert "read lazily" in shown[-1] and len(viewer.layers) == count
+
+
+def test_a_lazy_layer_previews_one_plane_in_a_worker(qtbot, make_napari_viewer, tmp_path):
+    """Preview on a dask layer: Otsu's threshold from one slab-by-slab pass (then kept), the
+    slice equal to the lazy segmentation's; a second preview reads only the chunk holding
+    its plane; an option that looks across slabs is refused and nothing is added."""
+    import dask.array as da
+
+    from napari_xaimed.samples import lesion_volume
+    from napari_xaimed.segmentation.lazy import segment_lazy
+
+    sample = lesion_volume(shape=(48, 48, 48), spacing=(2.0, 1.0, 1.0), seed=3)
+    read: list[int] = []
+
+    def block(x, block_info=None):
+        read.append(block_info[0]["chunk-location"][0])
+        return x
+
+    data = da.from_array(sample.image, chunks=(8, 48, 48)).map_blocks(block, dtype=np.float32)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="lazy ct", scale=(2.0, 1.0, 1.0))
+    widget = SegmentationWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image.value = layer
+    widget.classes.value = 3
+    full = segment_lazy(sample.image, tmp_path / "labels.zarr", "otsu", (2.0, 1.0, 1.0),
+                        classes=3, instances=False).labels.compute()
+    counts = full.sum(axis=(1, 2))
+    first = int(np.argmax(counts))
+    second = int(np.argmax(np.where(np.arange(48) // 8 != first // 8, counts, -1)))
+    for z in (first, second):
+        viewer.dims.set_point(0, z * 2.0)
+        read.clear()
+        with qtbot.waitSignal(widget.job.finished, timeout=60000):
+            widget.preview_button.clicked()
+        preview = viewer.layers["Segmentation preview [lazy ct]"]
+        np.testing.assert_array_equal(preview.data[0], full[z])
+        np.testing.assert_allclose(preview.translate, (z * 2.0, 0.0, 0.0))
+    assert preview.data[0].any()
+    assert read == [second // 8], "the second preview read more than its plane's chunk"
+    assert len([n for n in viewer.layers if n.name.startswith("Segmentation preview")]) == 1
+
+    widget.opening.value = 1.0
+    count = len(viewer.layers)
+    with qtbot.waitSignal(widget.job.finished, timeout=60000):
+        widget.preview_button.clicked()
+    assert "looks across slabs" in widget.job.status.text()
+    assert len(viewer.layers) == count
+    assert np.array_equal(np.asarray(layer.data), sample.image)

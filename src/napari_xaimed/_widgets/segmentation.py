@@ -33,7 +33,7 @@ from napari_xaimed.segmentation import METHODS, SegmentationResult, method_param
 # Imported with the widget, not on the first model run: importing MONAI holds the GIL for
 # ~0.3 s of C-extension loading, which froze the viewer mid-job (bench_responsiveness.py).
 import monai.inferers  # noqa: E402, F401  isort: skip
-from napari_xaimed.segmentation.preview import preview_slice
+from napari_xaimed.segmentation.preview import preview_slice, preview_slice_lazy
 from napari_xaimed.segmentation.tissue import DEFAULT_MRF, prewarm
 
 NO_SPLIT = "none"
@@ -122,6 +122,8 @@ class SegmentationWidget(XaimedWidget):
         self.job.run_button.clicked.connect(self.run)
         self.job.finished.connect(self._prewarm)
         self._probabilities: dict[str, list[str]] = {}  # source -> probability layers shown
+        # a lazy layer's Otsu threshold, kept between previews: (data id, method, classes, value)
+        self._lazy_thresholds: dict[tuple, float] = {}
         self._show_method_fields()
         self.reset_choices()
 
@@ -201,11 +203,39 @@ class SegmentationWidget(XaimedWidget):
             world_z = self.viewer.dims.point[-3]
             z = int(np.clip(round((world_z - translate[0]) / spacing[0]), 0,
                             layer.data.shape[-3] - 1))
+            if is_lazy(layer.data):
+                self._preview_lazy(layer, z, spacing, translate)
+                return
             mask = preview_slice(np.asarray(layer.data), z, self.method.value, spacing,
                                  **self.params())
         except XaimedError as exc:
             report_error(exc)
             return
+        self._show_preview(layer, z, mask, spacing, translate)
+
+    def _preview_lazy(self, layer: Any, z: int, spacing: tuple[float, float, float],
+                      translate: tuple[float, float, float]) -> None:
+        """A dask-backed layer: one plane read in a worker; Otsu's slab-by-slab histogram pass
+        runs once per layer and class count (its threshold is kept for the next previews)."""
+        method, params = self.method.value, self.params()
+        data = layer.data
+        key = (id(data), method, params.get("classes"), params.get("value"))
+        known = self._lazy_thresholds.get(key)
+
+        def steps():
+            yield Progress(0, 1, f"{layer.name}: preview of slice {z}")
+            return preview_slice_lazy(data, z, method, spacing, threshold=known, **params)
+
+        def done(found: tuple[np.ndarray, float], seconds: float) -> None:
+            mask, threshold = found
+            self._lazy_thresholds = {key: threshold}  # one layer's at a time: a float each
+            self._show_preview(layer, z, mask, spacing, translate)
+
+        self.job.start(steps(), done, f"Previewing slice {z} of {layer.name}")
+
+    def _show_preview(self, layer: Any, z: int, mask: np.ndarray,
+                      spacing: tuple[float, float, float],
+                      translate: tuple[float, float, float]) -> None:
         prov = provenance("segmentation preview", sources=[layer.name],
                           params={"method": self.method.value, "slice": z,
                                   **self._plain_params()})

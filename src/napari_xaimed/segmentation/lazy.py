@@ -370,6 +370,36 @@ _NOT_LAZY = {
 }
 
 
+def check_lazy_method(method: str, params: dict[str, Any], split: str | None = None) -> None:
+    """Refuse what :func:`segment_lazy` cannot do slab by slab: a method other than
+    ``"otsu"``/``"threshold"``, the options that look across slabs (``smoothing_mm``,
+    ``opening_mm``, ``fill_holes``, ``percentile``) unless off, unknown options, and the
+    watershed split.
+
+    Raises
+    ------
+    XaimedError
+        Saying what to do instead.
+    """
+    if method not in ("otsu", "threshold"):
+        raise XaimedError(
+            f"method {method!r} is not available for volumes larger than memory: use 'otsu' "
+            "or 'threshold' (value=), or segment a crop (volume[z0:z1]) in memory with "
+            "segment().")
+    for key, what in _NOT_LAZY.items():
+        if params.get(key) not in (None, 0, 0.0, False):
+            raise XaimedError(
+                f"{what} ({key}=) looks across slabs and is not done lazily: leave it out, or "
+                "segment a crop in memory with segment().")
+    unknown = set(params) - set(_NOT_LAZY)
+    if unknown:
+        raise XaimedError(f"the lazy segmentation does not take {', '.join(sorted(unknown))}.")
+    if split is not None:
+        raise XaimedError("the watershed split (split='watershed') needs the whole mask's "
+                          "distance transform: it is not available lazily; leave split out, "
+                          "or split a crop in memory with split_instances().")
+
+
 def segment_lazy(
     volume: Any,
     out: str | Path,
@@ -445,23 +475,7 @@ def segment_lazy(
     started = time.perf_counter()
     shape = _check_3d(volume)
     spacing = as_spacing(spacing)
-    if method not in ("otsu", "threshold"):
-        raise XaimedError(
-            f"method {method!r} is not available for volumes larger than memory: use 'otsu' "
-            "or 'threshold' (value=), or segment a crop (volume[z0:z1]) in memory with "
-            "segment().")
-    for key, what in _NOT_LAZY.items():
-        if params.get(key) not in (None, 0, 0.0, False):
-            raise XaimedError(
-                f"{what} ({key}=) looks across slabs and is not done lazily: leave it out, or "
-                "segment a crop in memory with segment().")
-    unknown = set(params) - set(_NOT_LAZY)
-    if unknown:
-        raise XaimedError(f"segment_lazy does not take {', '.join(sorted(unknown))}.")
-    if split is not None:
-        raise XaimedError("the watershed split (split='watershed') needs the whole mask's "
-                          "distance transform: it is not available lazily; leave split out, "
-                          "or split a crop in memory with split_instances().")
+    check_lazy_method(method, params, split)
     if int(connectivity) not in _RANK:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
     planes = _planes(volume, slab)

@@ -64,3 +64,58 @@ def preview_slice(volume: np.ndarray, z: int, method: str = "otsu",
     result = run_steps(segment_steps(slab, "threshold", spacing, value=value, instances=False,
                                      **post))
     return result.labels[int(z) - lo].astype(np.uint8)
+
+
+def preview_slice_lazy(volume: Any, z: int, method: str = "otsu",
+                       spacing: tuple[float, float, float] | None = None, *,
+                       threshold: float | None = None, classes: int = 2,
+                       value: float | None = None, **params: Any) -> tuple[np.ndarray, float]:
+    """What :func:`~napari_xaimed.segmentation.lazy.segment_lazy` gives on slice ``z`` of a
+    volume larger than memory, as a mask, reading one plane (and, for Otsu without a
+    ``threshold``, one slab-by-slab pass for the histogram).
+
+    Parameters
+    ----------
+    volume : array-like
+        3D ``(z, y, x)``: dask, zarr, memory map or numpy.
+    z : int
+        The slice.
+    method : {"otsu", "threshold"}
+    spacing : tuple of float, optional
+        Voxel size in mm (checked only: the lazy methods do not look across voxels).
+    threshold : float, optional
+        An Otsu threshold found before on the same volume and classes (the widget keeps it,
+        so a second preview reads one plane only).
+    classes, value
+        As for ``segment_lazy``.
+    **params
+        The other options of ``segment_lazy``: those that look across slabs are refused
+        unless off; the instance options do not change a mask and are ignored.
+
+    Returns
+    -------
+    (numpy.ndarray, float)
+        uint8 ``(y, x)`` 0/1 mask (voxels strictly above the threshold) and the threshold.
+    """
+    from napari_xaimed.io_lazy import read_slab
+    from napari_xaimed.segmentation.lazy import (
+        _NOT_LAZY,
+        _check_3d,
+        check_lazy_method,
+        otsu_threshold_lazy,
+    )
+
+    shape = _check_3d(volume)
+    as_spacing(spacing)
+    check_lazy_method(method, {k: v for k, v in params.items() if k in _NOT_LAZY})
+    if not 0 <= int(z) < shape[0]:
+        raise XaimedError(f"slice {z} is outside the volume's 0-{shape[0] - 1}.")
+    if threshold is None:
+        if method == "otsu":
+            threshold = otsu_threshold_lazy(volume, classes=int(classes))
+        elif value is None:
+            raise XaimedError("method 'threshold' needs value= (voxels strictly above it).")
+        else:
+            threshold = float(value)
+    plane = read_slab(volume, int(z), int(z) + 1)[0]
+    return (plane > threshold).astype(np.uint8), float(threshold)
