@@ -138,3 +138,25 @@ def test_one_case_at_a_time_gives_the_same_latent_space(cohort):
         assemble(ids[:2], [only])
     with pytest.raises(XaimedError, match="does not exist"):
         case_embedding(model, volumes[0], target=5, preprocessing=NO_SCALING, device="cpu")
+
+
+def test_a_lazy_volume_is_embedded_as_the_same_volume_in_memory():
+    """A dask volume (a Zarr larger than memory) through the bundled classifier's 32^3 resize,
+    read slab by slab: the same embedding, gradients and scores as the array in memory; a model
+    that takes volumes at their own size is refused with what to do."""
+    import dask.array as da
+
+    from napari_xaimed.samples import lesion_volume
+
+    image = lesion_volume(shape=(40, 48, 48), seed=2).image
+    lazy = da.from_array(image, chunks=(7, 48, 48))
+    eager, found = case_embedding("bundled", image), case_embedding("bundled", lazy)
+    assert found.layer == eager.layer
+    np.testing.assert_allclose(found.vector, eager.vector, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(found.scores, eager.scores, rtol=1e-5)
+    for c in eager.gradients:
+        np.testing.assert_allclose(found.gradients[c], eager.gradients[c], rtol=1e-5,
+                                   atol=1e-6)
+    with pytest.raises(XaimedError, match="read lazily"):
+        case_embedding(Bright().eval(), da.from_array(np.zeros(SHAPE, np.float32)),
+                       preprocessing=NO_SCALING)

@@ -21,6 +21,7 @@ from napari_xaimed._widgets._base import XaimedWidget, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
 from napari_xaimed._widgets.cohort import _records
+from napari_xaimed.io_lazy import is_lazy
 
 CASE_LAYER = "Case image"
 NO_COLOUR = "predicted class"
@@ -285,7 +286,9 @@ class CasesWidget(XaimedWidget):
         except XaimedError as exc:
             report_error(exc)
             return
-        data, embeddings = np.asarray(layer.data), self.embeddings
+        # a lazy layer stays lazy: case_embedding reads it slab by slab in the worker
+        data = layer.data if is_lazy(layer.data) else np.asarray(layer.data)
+        embeddings = self.embeddings
         source, expected = self.model.value.strip() or "bundled", self._sha256
 
         def steps():
