@@ -108,3 +108,39 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
     assert carried.data.shape == SHAPE
     np.testing.assert_allclose(carried.translate, (1.0, 2.0, -3.0))
     assert set(np.unique(np.asarray(carried.data))) <= set(np.unique(pair.moving_labels))
+
+
+def test_longitudinal_on_lazy_layers_explains_downsampled_copies(qtbot, make_napari_viewer,
+                                                                 pair, monkeypatch):
+    from napari_xaimed._widgets import longitudinal as module
+
+    monkeypatch.setattr(module, "LAZY_MAX_VOXELS", 16 * 24 * 24)  # factors (2, 2, 2)
+    shown = []
+    monkeypatch.setattr(module, "show_info", shown.append)
+    viewer = make_napari_viewer()
+    fixed_source, moving_source = lazy_layers(viewer, pair)
+    widget = module.LongitudinalWidget(viewer)
+    assert widget.prior.value is viewer.layers["prior"]
+    assert "block-mean copies" in widget.info.value
+    widget.alignment.value = module.IDENTITY
+    widget.method.value = "saliency"
+    widget.device.value = "cpu"
+    fixed_source.reads.clear()
+    assert wait(qtbot, widget.job, widget.job.run_button.click) == "done", \
+        widget.job.status.text()
+    plane = SHAPE[1] * SHAPE[2]
+    assert all(size <= plane for main, size in fixed_source.reads if main)
+    coarse_scale = np.multiply((2, 2, 2), SPACING)
+    coarse_translate = np.array([1.0, 2.0, -3.0]) + 0.5 * np.asarray(SPACING)
+    names = [n for n in viewer.layers if n.name.endswith("[prior->current]")]
+    assert len(names) == 5
+    for layer in names:
+        assert layer.data.shape == (16, 24, 24)
+        np.testing.assert_allclose(layer.scale[-3:], coarse_scale)
+        np.testing.assert_allclose(layer.translate[-3:], coarse_translate)
+        assert layer.metadata["xaimed"]["lazy"]["current_factors"] == [2, 2, 2]
+    assert shown and "downsampled" in shown[0]
+    count = len(viewer.layers)
+    assert wait(qtbot, widget.job, widget.job.run_button.click) == "done"
+    assert len(viewer.layers) == count  # a re-run replaces its outputs
+    assert viewer.layers["prior"].data.shape == SHAPE  # the user's layers are untouched
