@@ -123,7 +123,9 @@ def deformed_pair(tmp_path_factory):
     moving = write_zarr(folder / "moving.zarr", sample.moving, sample.spacing,
                         chunks=(8, 64, 64))
     lazy = register_lazy(str(fixed), str(moving), transform="SyN", shrink=2, seed=0,
-                         out=folder / "warped.zarr", slab=8)
+                         out=folder / "warped.zarr", slab=8,
+                         fixed_labels=da.from_array(sample.fixed_labels, chunks=(8, -1, -1)),
+                         moving_labels=sample.moving_labels)
     return sample, lazy
 
 
@@ -145,6 +147,21 @@ def test_factor_two_recovers_a_known_deformation(deformed_pair):
     after, unregistered = ncc(sample.fixed, warped), ncc(sample.fixed, sample.moving)
     print(f"NCC full resolution: {unregistered:.3f} before, {after:.3f} after")
     assert after > unregistered + 0.05
+    dice = lazy.coarse.metrics["dice_after"]  # labels downsampled by block mode
+    assert set(dice) == {1, 2, 3} and min(dice.values()) > 0.8
+    assert lazy.to_dict()["warped_store"] == str(lazy.path)
+
+
+def test_label_maps_are_downsampled_by_block_mode():
+    labels = np.zeros((4, 4, 6), np.uint8)
+    labels[:2, :2, :2] = 3
+    labels[0, 0, 0] = 1  # a minority in its block
+    labels[2:, 2:, 4:] = 2
+    small = downsample(labels, 2, spacing=(1, 1, 1), reduce="mode")
+    assert small.data.dtype == np.uint8 and small.data.shape == (2, 2, 3)
+    assert small.data[0, 0, 0] == 3 and small.data[1, 1, 2] == 2 and small.data.sum() == 5
+    mask = downsample(labels == 1, 2, spacing=(1, 1, 1), reduce="max")
+    assert mask.data[0, 0, 0] and mask.data.sum() == 1  # a mask keeps a small region
 
 
 def test_errors_name_the_problem(tmp_path):

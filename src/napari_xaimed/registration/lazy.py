@@ -119,15 +119,16 @@ def shrink_factors(shape: Sequence[int], spacing: Sequence[float], max_voxels: i
     return tuple(factors)  # type: ignore[return-value]
 
 
-def _as_factors(shrink: int | Sequence[int], shape: tuple[int, int, int]) -> tuple[int, int, int]:
+def _as_factors(shrink: int | Sequence[int], shape: tuple[int, int, int],
+                minimum: int = MIN_COARSE) -> tuple[int, int, int]:
     factors = (int(shrink),) * 3 if np.isscalar(shrink) else tuple(int(f) for f in shrink)
     if len(factors) != 3 or min(factors) < 1:
         raise XaimedError(f"shrink must be a positive integer or three of them (z, y, x), got "
                           f"{shrink!r}.")
     coarse = tuple(n // f for n, f in zip(shape, factors, strict=True))
-    if min(coarse) < MIN_COARSE:
+    if min(coarse) < minimum:
         raise XaimedError(f"shrink {factors} leaves a volume of shape {shape} with {coarse} "
-                          f"voxels: at least {MIN_COARSE} per axis are needed; shrink less.")
+                          f"voxels: at least {minimum} per axis are needed; shrink less.")
     return factors  # type: ignore[return-value]
 
 
@@ -188,7 +189,7 @@ def downsample(
         raise XaimedError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
     spacing, origin = as_spacing(spacing), as_origin(origin)
     factors = (shrink_factors(shape, spacing, max_voxels) if factors is None
-               else _as_factors(factors, shape))
+               else _as_factors(factors, shape, minimum=1))
     coarse_shape = tuple(n // f for n, f in zip(shape, factors, strict=True))
     dtype = np.dtype(getattr(array, "dtype", np.float32))
     out = np.empty(coarse_shape, np.float32 if reduce == "mean" else dtype)
