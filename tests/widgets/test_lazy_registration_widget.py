@@ -58,6 +58,7 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
             for layer in viewer.layers}
     widget = module.RegistrationWidget(viewer)
     widget.fixed.value, widget.moving.value = fixed, moving
+    assert "block-mean copies" in widget.info.value
     widget.transform.value = "Affine"
     fixed_source.reads.clear()
     moving_source.reads.clear()

@@ -170,8 +170,14 @@ class RegistrationWidget(XaimedWidget):
         self.seed.visible = self.reproducible.value
 
     def update_info(self, *_: Any) -> None:
-        self.info.value = (f"fixed: {describe_layer(self.fixed.value)}\n"
-                           f"moving: {describe_layer(self.moving.value)}")
+        text = (f"fixed: {describe_layer(self.fixed.value)}\n"
+                f"moving: {describe_layer(self.moving.value)}")
+        if any(layer is not None and is_lazy(layer.data)
+               for layer in (self.fixed.value, self.moving.value)):
+            text += (f"\nlazy layer: ANTs registers block-mean copies of at most "
+                     f"{LAZY_MAX_VOXELS} voxels; the warped image is computed at full "
+                     "resolution, the field's layers and quality figures on the coarse grid")
+        self.info.value = text
 
     def params(self) -> dict[str, Any]:
         """Tuning parameters for :func:`~napari_xaimed.registration.register` from the form."""
