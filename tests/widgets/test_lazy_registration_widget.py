@@ -110,6 +110,13 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
     np.testing.assert_allclose(carried.translate, (1.0, 2.0, -3.0))
     assert set(np.unique(np.asarray(carried.data))) <= set(np.unique(pair.moving_labels))
 
+    from napari_xaimed import XaimedError
+    from napari_xaimed._rerun import recompute
+
+    for layer in (warped, carried):  # not silently redone as a full-size registration
+        with pytest.raises(XaimedError, match="downsampled copies"):
+            recompute(viewer.layers[layer.name].metadata["xaimed"])
+
 
 def test_longitudinal_on_lazy_layers_explains_downsampled_copies(qtbot, make_napari_viewer,
                                                                  pair, monkeypatch):
