@@ -187,3 +187,26 @@ def test_errors_name_the_problem(tmp_path):
         register_lazy(str(tmp_path / "bare.zarr"), image, moving_spacing=sp)
     with pytest.raises(XaimedError, match="give its spacing"):
         register_lazy(da.from_array(image), image, moving_spacing=sp)
+
+
+def test_a_world_point_maps_to_the_same_place_through_a_coarse_field(tmp_path):
+    """A coarse field (grid from downsample, with a cropped remainder) that is a constant shift
+    u: the full-resolution warp of a linear ramp on another grid is the ramp at p + u, at every
+    fixed voxel whose p + u lies inside the moving volume (the cropped planes included)."""
+    f_shape, f_sp, f_or = (13, 17, 22), (1.5, 0.8, 0.6), (-3.0, 10.0, 2.5)
+    m_shape, m_sp, m_or = (12, 15, 16), (1.8, 1.0, 0.9), (-2.0, 9.0, 3.0)
+    gradient = np.array([0.3, -0.2, 0.7])
+    ramp = (world(m_shape, m_sp, m_or) @ gradient).astype(np.float32)
+    coarse = downsample(np.zeros(f_shape, np.float32), (3, 2, 4), spacing=f_sp, origin=f_or)
+    shift = np.array([0.7, -0.4, 1.1])
+    field_mm = np.broadcast_to(shift, (*coarse.data.shape, 3)).astype(np.float32)
+    warped = warp_lazy(da.from_array(ramp, chunks=(5, -1, -1)), field_mm, tmp_path / "w.zarr",
+                       coarse_spacing=coarse.spacing, coarse_origin=coarse.origin,
+                       fixed_shape=f_shape, fixed_spacing=f_sp, fixed_origin=f_or,
+                       moving_spacing=m_sp, moving_origin=m_or, slab=4).compute()
+    target = world(f_shape, f_sp, f_or) + shift
+    lo, hi = np.asarray(m_or), np.asarray(m_or) + (np.asarray(m_shape) - 1) * np.asarray(m_sp)
+    inside = np.all((target >= lo) & (target <= hi), axis=-1)
+    assert inside.sum() > 1000 and inside[-1].any()  # the cropped last planes are covered
+    np.testing.assert_allclose(warped[inside], target[inside] @ gradient, atol=1e-4)
+    assert np.all(warped[~inside] == 0)
