@@ -180,6 +180,10 @@ def test_errors_name_the_problem(tmp_path):
                       max_voxels=70)  # 4 x 4 x 5 voxels at least: 80
     with pytest.raises(XaimedError, match="shrink"):
         register_lazy(image, image, fixed_spacing=sp, moving_spacing=sp, shrink=4)
+    (tmp_path / "taken.zarr").mkdir()
+    with pytest.raises(XaimedError, match="already exists"):
+        register_lazy(image, image, fixed_spacing=sp, moving_spacing=sp,
+                      out=tmp_path / "taken.zarr")
     import zarr
 
     zarr.save_array(str(tmp_path / "bare.zarr"), image)  # no spacing anywhere

@@ -338,6 +338,9 @@ def register_lazy_steps(
              else _as_factors(shrink, f_shape))
     m_fac = (shrink_factors(m_shape, m_sp, max_voxels) if shrink is None
              else _as_factors(shrink, m_shape))
+    if out is not None and Path(out).exists():  # before the registration, not after it
+        raise XaimedError(f"{str(out)!r} already exists: pick another path for the warped "
+                          "image, or remove it.")
     parts = 3 if out is not None else 2  # downsample, register (, warp)
     yield Progress(0, parts, f"downsampling the fixed image by {f_fac}")
     coarse_f = downsample(fixed, f_fac, spacing=f_sp, origin=f_or)
