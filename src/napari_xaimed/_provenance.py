@@ -176,13 +176,18 @@ class PendingInputs:
     """
 
     def __init__(self, **layers: Any) -> None:
+        from napari_xaimed.io_lazy import is_lazy
+
         self.records: dict[str, Any] = {}
         self._arrays: dict[str, Any] = {}
         for role, layer in layers.items():
             if layer is None:
                 continue
             self.records[role] = layer_input(layer, sha256=False)
-            if self.records[role].get("sha256", "") is None:
+            if is_lazy(getattr(layer, "data", None)):
+                # a dask layer (larger than memory): its digest would read the whole volume
+                self.records[role]["sha256_skipped"] = "lazy layer: not read whole to hash it"
+            elif self.records[role].get("sha256", "") is None:
                 self._arrays[role] = layer.data
 
     def complete(self) -> dict[str, Any]:

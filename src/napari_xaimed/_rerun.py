@@ -376,6 +376,14 @@ def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "") ->
         If an input is missing, was never saved, or has changed, or the kind cannot be rerun.
     """
     kind = prov.get("kind")
+    if "lazy" in prov or "lazy" in (prov.get("registration") or {}):
+        # an in-memory rerun would read the whole volumes and register them at full size:
+        # a different computation from the one recorded
+        raise XaimedError(
+            f"this {kind} output was computed on downsampled copies of lazy (larger than "
+            "memory) layers, which rerun does not redo yet: run "
+            "napari_xaimed.registration.register_lazy (or the widget) again with the "
+            "recorded parameters and factors (provenance 'lazy').")
     inputs = recorded_inputs(prov, base) if kind != "registration-apply" else {
         role: resolve_input(role, record, base)
         for role, record in (prov.get("inputs") or {}).items()}

@@ -6,6 +6,12 @@ for scans already aligned in world coordinates). The outputs land on the current
 ``"<Method> <what> [prior->current]"`` heatmaps: the current map, the prior's map carried
 along, their change and normalised change, and the feature-level change; a table lists the
 channels that changed most. Running again replaces the previous run's layers.
+
+On a lazy (dask-backed, larger than memory) prior or current layer, the worker reads
+block-mean copies of both scans (:func:`~napari_xaimed.registration.lazy.downsample`, at most
+:data:`LAZY_MAX_VOXELS` voxels each, slab by slab) and explains those, with the coarse spacing
+and origin, so the heatmaps land on the coarse current grid and still overlay the scans in
+world coordinates.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, LineEdit, SpinBox
 from napari.layers import Image
+from napari.utils.notifications import show_info
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
@@ -27,9 +35,13 @@ from napari_xaimed._widgets.attribution import PREDICTED, title
 from napari_xaimed._widgets.registration import parse_iterations
 from napari_xaimed.attribution import BUNDLED, METHODS, LongitudinalResult, load_model
 from napari_xaimed.attribution.longitudinal import explain_change_steps
+from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, prewarm
+from napari_xaimed.registration.lazy import downsample
 
 IDENTITY = "identity (already aligned)"
+#: Voxels of each downsampled copy explained for a lazy layer (the model sees the whole copy).
+LAZY_MAX_VOXELS = 2**21
 
 
 def channel_rows(result: LongitudinalResult, n: int = 10) -> list[dict[str, Any]]:
@@ -99,8 +111,16 @@ class LongitudinalWidget(XaimedWidget):
         self.iterations.visible = self.seed.visible = registering
 
     def update_info(self, *_: Any) -> None:
-        self.info.value = (f"prior: {describe_layer(self.prior.value)}\n"
-                           f"current: {describe_layer(self.current.value)}")
+        text = (f"prior: {describe_layer(self.prior.value)}\n"
+                f"current: {describe_layer(self.current.value)}")
+        if self._lazy():
+            text += (f"\nlazy layer: both scans are explained on block-mean copies of at most "
+                     f"{LAZY_MAX_VOXELS} voxels (coarser scale)")
+        self.info.value = text
+
+    def _lazy(self) -> bool:
+        return any(layer is not None and is_lazy(layer.data)
+                   for layer in (self.prior.value, self.current.value))
 
     def _model(self, source: Any) -> Any:
         key = (str(source), Path(source).stat().st_mtime if source != BUNDLED else 0.0)
@@ -138,28 +158,53 @@ class LongitudinalWidget(XaimedWidget):
             options["transform"] = alignment
             options["registration_params"] = ({"iterations": iterations}
                                               if iterations is not None else {})
-        data = (np.asarray(prior.data), np.asarray(current.data))
+        lazy = self._lazy()
+        data = (prior.data, current.data)  # read in the worker (a lazy one: downsampled)
         names = (prior.name, current.name)
-        recorded = PendingInputs(prior=prior, current=current)
+        recorded = PendingInputs(prior=prior, current=current)  # a lazy layer is not hashed
+        coarse: dict[str, Any] = {}
 
         def steps():
             recorded.complete()  # SHA-256 of the layers, off the GUI thread
+            if lazy:
+                yield Progress(0, 1, "reading downsampled copies of the scans")
+                small = {key: downsample(array, spacing=sp, origin=tr, max_voxels=LAZY_MAX_VOXELS)
+                         for key, array, sp, tr in (("prior", data[0], p_sp, p_tr),
+                                                    ("current", data[1], c_sp, c_tr))}
+                options.update(spacing=small["current"].spacing, origin=small["current"].origin,
+                               prior_spacing=small["prior"].spacing,
+                               prior_origin=small["prior"].origin)
+                coarse.update({f"{key}_factors": list(v.factors) for key, v in small.items()},
+                              max_voxels=LAZY_MAX_VOXELS)
+                arrays = (small["prior"].data, small["current"].data)
+            else:
+                arrays = (np.asarray(data[0]), np.asarray(data[1]))
             model = self._model(source)
-            return (yield from explain_change_steps(*data, model, **options))
+            return (yield from explain_change_steps(*arrays, model, **options))
 
         def done(result: LongitudinalResult, seconds: float) -> None:
-            self._show(result, names, c_sp, c_tr, seconds, recorded.records, alignment)
+            if lazy:  # the heatmaps lie on the coarse current grid
+                show_info(f"{names[0]} -> {names[1]} is read lazily: explained on copies "
+                          f"downsampled by {coarse['prior_factors']} and "
+                          f"{coarse['current_factors']}; the heatmaps have the coarse scale "
+                          f"{tuple(round(v, 3) for v in result.spacing)} mm.")
+            self._show(result, names, result.spacing if lazy else c_sp,
+                       result.origin if lazy else c_tr, seconds, recorded.records, alignment,
+                       lazy=dict(coarse) if lazy else None)
 
+        how = ", on downsampled copies" if lazy else ""
         self.job.start(steps(), done, f"Explaining the change {names[0]} -> {names[1]} "
-                                      f"({title(method)}, {alignment})")
+                                      f"({title(method)}, {alignment}{how})")
 
     def _show(self, result: LongitudinalResult, names: tuple[str, str],
               spacing: tuple[float, float, float], translate: tuple[float, float, float],
-              seconds: float, inputs: dict[str, Any], alignment: str) -> None:
+              seconds: float, inputs: dict[str, Any], alignment: str,
+              lazy: dict[str, Any] | None = None) -> None:
+        extra = {} if lazy is None else {"lazy": lazy}
         prov = provenance("longitudinal attribution", sources=list(names),
                           params={**result.to_dict(), "alignment": alignment},
                           seconds=seconds, device=result.params.get("device", "cpu"),
-                          model=result.params.get("model"), inputs=inputs)
+                          model=result.params.get("model"), inputs=inputs, **extra)
         what = title(result.method)
         maps = [(f"{what} current", result.current, result.signed, "current"),
                 (f"{what} carried", result.carried_prior, result.signed, "carried prior"),

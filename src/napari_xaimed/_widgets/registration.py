@@ -6,10 +6,19 @@ the warped image, the displacement as vectors, the Jacobian determinant centred 
 folded voxels and a warped grid; the quality table shows the figures before and after. The
 last result stays in the widget, so "Carry along" can warp further layers from the moving
 space (labels with label-preserving interpolation, images and heatmaps linearly).
+
+A lazy (dask-backed, larger than memory) fixed or moving layer takes
+:func:`~napari_xaimed.registration.lazy.register_lazy` in the worker: ANTs registers block-mean
+copies of at most :data:`LAZY_MAX_VOXELS` voxels, the warped image is computed at full
+resolution slab by slab into a Zarr store in a temporary folder and shown as a dask layer over
+it, and the field's layers (vectors, Jacobian, folded, grid) lie on the coarse grid, with its
+scale and translate, so they overlay in world coordinates.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +41,15 @@ from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
+from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
+from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
 from napari_xaimed.registration.params import LINEAR, METRICS, QUICK_SYN
 
 DEFAULT = "(ANTs default)"
+#: Voxels of each downsampled copy ANTs registers for a lazy layer (128^3: SyN in about a
+#: minute on 2 cores).
+LAZY_MAX_VOXELS = 2**21
 
 
 def parse_iterations(text: str) -> tuple[int, ...] | None:
@@ -156,8 +170,14 @@ class RegistrationWidget(XaimedWidget):
         self.seed.visible = self.reproducible.value
 
     def update_info(self, *_: Any) -> None:
-        self.info.value = (f"fixed: {describe_layer(self.fixed.value)}\n"
-                           f"moving: {describe_layer(self.moving.value)}")
+        text = (f"fixed: {describe_layer(self.fixed.value)}\n"
+                f"moving: {describe_layer(self.moving.value)}")
+        if any(layer is not None and is_lazy(layer.data)
+               for layer in (self.fixed.value, self.moving.value)):
+            text += (f"\nlazy layer: ANTs registers block-mean copies of at most "
+                     f"{LAZY_MAX_VOXELS} voxels; the warped image is computed at full "
+                     "resolution, the field's layers and quality figures on the coarse grid")
+        self.info.value = text
 
     def params(self) -> dict[str, Any]:
         """Tuning parameters for :func:`~napari_xaimed.registration.register` from the form."""
@@ -175,8 +195,10 @@ class RegistrationWidget(XaimedWidget):
         return params
 
     def _inputs(self) -> dict[str, Any]:
+        """Masks, labels (their layers' data, not read yet: a lazy one is read in the worker)
+        and landmarks (world mm)."""
         def data(picker: ComboBox) -> Any:
-            return None if picker.value is None else np.asarray(picker.value.data)
+            return None if picker.value is None else picker.value.data
 
         def points(picker: ComboBox) -> Any:
             return None if picker.value is None else world_points(picker.value)
@@ -206,47 +228,71 @@ class RegistrationWidget(XaimedWidget):
         m_sp, m_tr = source_geometry(moving)
         seed = int(self.seed.value) if self.reproducible.value else None
         transform = self.transform.value
-        registration = register_steps(np.asarray(fixed.data), np.asarray(moving.data),
-                                      fixed_spacing=f_sp, moving_spacing=m_sp,
-                                      fixed_origin=f_tr, moving_origin=m_tr,
-                                      transform=transform, seed=seed, **inputs, **params)
+        lazy = is_lazy(fixed.data) or is_lazy(moving.data)
+        geometry = {"fixed_spacing": f_sp, "moving_spacing": m_sp, "fixed_origin": f_tr,
+                    "moving_origin": m_tr, "transform": transform, "seed": seed}
         vector_step, grid_mm = int(self.vector_step.value), float(self.grid_mm.value)
         names = (moving.name, fixed.name)
         # every input that shapes the result (masks) or its figures (labels, landmarks), with
-        # where it came from and its SHA-256, so the provenance reruns it
+        # where it came from and its SHA-256 (not for a lazy layer), so the provenance reruns it
         recorded = PendingInputs(
             fixed=fixed, moving=moving, fixed_mask=self.fixed_mask.value,
             moving_mask=self.moving_mask.value, fixed_labels=self.fixed_labels.value,
             moving_labels=self.moving_labels.value, fixed_points=self.fixed_points.value,
             moving_points=self.moving_points.value)
+        fixed_data, moving_data = fixed.data, moving.data
+        folder = Path(tempfile.mkdtemp(prefix="xaimed-registration-")) if lazy else None
 
         def steps():
             recorded.complete()  # hashing CT-sized layers: in the worker, not the GUI thread
-            return (yield from registration)
+            if lazy:  # downsampled copies, read slab by slab here in the worker
+                return (yield from register_lazy_steps(
+                    fixed_data, moving_data, max_voxels=LAZY_MAX_VOXELS,
+                    out=folder / "warped.zarr", **geometry, **inputs, **params))
+            arrays = {k: v if k.endswith("points") or v is None else np.asarray(v)
+                      for k, v in inputs.items()}
+            return (yield from register_steps(np.asarray(fixed_data), np.asarray(moving_data),
+                                              **geometry, **arrays, **params))
 
-        def done(result: RegistrationResult, seconds: float) -> None:
+        def done(result: RegistrationResult | LazyRegistration, seconds: float) -> None:
             self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds,
                               recorded.records)
 
-        self.job.start(steps(), done, f"Registering {moving.name} to {fixed.name} ({transform})")
+        how = (f", downsampled to at most {LAZY_MAX_VOXELS} voxels, warped slab by slab"
+               if lazy else "")
+        self.job.start(steps(), done,
+                       f"Registering {moving.name} to {fixed.name} ({transform}{how})")
 
-    def _show_result(self, result: RegistrationResult, names: tuple[str, str],
-                     spacing: tuple[float, float, float], translate: tuple[float, float, float],
-                     vector_step: int, grid_mm: float, seconds: float,
-                     inputs: dict[str, Any] | None = None) -> None:
+    def _show_result(self, result: RegistrationResult | LazyRegistration,
+                     names: tuple[str, str], spacing: tuple[float, float, float],
+                     translate: tuple[float, float, float], vector_step: int, grid_mm: float,
+                     seconds: float, inputs: dict[str, Any] | None = None) -> None:
+        lazy = result if isinstance(result, LazyRegistration) else None
+        coarse = result if lazy is None else lazy.coarse
+        extra = {} if lazy is None else {
+            "lazy": {k: v for k, v in lazy.to_dict().items()
+                     if k.startswith(("coarse_", "fixed_", "moving_", "warped_"))},
+            "timings_lazy": lazy.timings}
         prov = provenance("registration", sources=list(names),
-                          params={**result.params, "vector_step": vector_step,
+                          params={**coarse.params, "vector_step": vector_step,
                                   "grid_mm": grid_mm},
-                          seconds=seconds, metrics=result.metrics, timings=result.timings,
-                          inputs=inputs)
+                          seconds=seconds, metrics=coarse.metrics, timings=coarse.timings,
+                          inputs=inputs, **extra)
+        warped_at = (spacing, translate)
+        if lazy is not None:  # the field's layers on the coarse grid they were computed on
+            spacing, translate = lazy.coarse_spacing, lazy.coarse_origin
+        result = coarse
 
-        def geometry(output: str) -> dict[str, Any]:  # which output: a rerun recomputes it
-            return {"translate": translate, "provenance": {**prov, "output": output}}
+        def geometry(output: str, at: tuple | None = None) -> dict[str, Any]:
+            # which output: a rerun recomputes it
+            return {"translate": translate if at is None else at[1],
+                    "provenance": {**prov, "output": output}}
 
         vectors, lengths = result.vectors(step=vector_step)
         layers = [
-            image_layer(result.warped, output_name("Warped", *names), spacing,
-                        **geometry("warped")),
+            image_layer(result.warped if lazy is None else lazy.warped,
+                        output_name("Warped", *names), warped_at[0],
+                        **geometry("warped", warped_at)),
             heatmap_layer(result.jacobian, output_name("Jacobian", *names), spacing,
                           signed=True, centre=1.0, **geometry("jacobian")),
             labels_layer(result.folded, output_name("Folded", *names), spacing,
@@ -259,7 +305,14 @@ class RegistrationWidget(XaimedWidget):
         ]
         for layer in layers:
             add_or_update(self.viewer, layer)
-        self.result, self._sources, self._provenance = result, names, prov
+        if lazy is not None:
+            from napari.utils.notifications import show_info
+
+            show_info(f"{names[0]} -> {names[1]}: registered on copies downsampled by "
+                      f"{lazy.moving_factors} and {lazy.fixed_factors}; the warped image is at "
+                      f"full resolution ({lazy.path}), the field's layers on the coarse grid.")
+        self.result = result if lazy is None else lazy
+        self._sources, self._provenance = names, prov
         self.quality.set_rows(quality_rows(result.metrics))
         self.carry_job.run_button.setEnabled(True)
 
@@ -277,19 +330,27 @@ class RegistrationWidget(XaimedWidget):
         interpolation = self.carry_interpolation.value
         if interpolation == "auto":
             interpolation = "label" if isinstance(layer, Labels) else "linear"
-        data, is_labels = np.asarray(layer.data), isinstance(layer, Labels)
+        data, is_labels = layer.data, isinstance(layer, Labels)
         moving_name, fixed_name = self._sources
         registration = self._provenance  # the carried layer's provenance holds the whole
         carried = PendingInputs(layer=layer)  # registration, so a rerun can redo both
+        folder = (Path(tempfile.mkdtemp(prefix="xaimed-carried-"))
+                  if isinstance(result, LazyRegistration) else None)
 
         def steps():
             carried.complete()
             yield Progress(0, 1, f"warping {layer.name} ({interpolation})")
-            return result.apply(data, interpolation)
+            if folder is not None:  # full resolution, slab by slab, into a Zarr store
+                return (yield from result.warp_steps(data, folder / "carried.zarr",
+                                                     interpolation=interpolation))
+            return result.apply(np.asarray(data), interpolation)
 
-        def done(warped: np.ndarray, seconds: float) -> None:
+        def done(warped: Any, seconds: float) -> None:
             prov = provenance("registration-apply", sources=[layer.name, moving_name, fixed_name],
-                              params={"interpolation": interpolation}, seconds=seconds,
+                              params={"interpolation": interpolation,
+                                      **({} if folder is None else
+                                         {"store": str(folder / "carried.zarr")})},
+                              seconds=seconds,
                               inputs=carried.records, registration=registration)
             name = output_name(layer.name, moving_name, fixed_name)
             kwargs = {"translate": result.fixed_origin, "provenance": prov}
