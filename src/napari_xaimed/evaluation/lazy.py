@@ -38,6 +38,7 @@ from napari_xaimed.evaluation.panoptic import (
     _class_values,
     evaluate_class_steps,
 )
+from napari_xaimed.evaluation.slab_distances import slab_distance_metrics
 from napari_xaimed.io_lazy import chunks_of, read_slab, slab_size, z_slabs
 
 #: Bytes of each map's voxels per slab by default.
@@ -53,23 +54,67 @@ class LazyCrops:
 
     def __init__(self, reference: Any, prediction: Any, ref_ids: np.ndarray,
                  pred_ids: np.ndarray, ref_stats: dict[str, np.ndarray],
-                 pred_stats: dict[str, np.ndarray]):
+                 pred_stats: dict[str, np.ndarray], slab: int | None = None):
         self.reference, self.prediction = reference, prediction
         self.ref_ids, self.pred_ids = ref_ids, pred_ids
         self.ref_stats, self.pred_stats = ref_stats, pred_stats
         self.shape = tuple(int(n) for n in reference.shape)
+        self.slab = slab
 
-    def masks(self, refs: tuple[int, ...], preds: tuple[int, ...], pad: int = 1
-              ) -> tuple[Box, np.ndarray, np.ndarray]:
+    def box(self, refs: tuple[int, ...], preds: tuple[int, ...], pad: int = 1) -> Box:
+        """The joint bounding box of the given compact numbers, padded by ``pad`` voxels and
+        clipped to the volume (the box of :meth:`masks`)."""
         lows = [self.ref_stats["low"][r - 1] for r in refs]
         lows += [self.pred_stats["low"][p - 1] for p in preds]
         highs = [self.ref_stats["high"][r - 1] for r in refs]
         highs += [self.pred_stats["high"][p - 1] for p in preds]
         lo = np.maximum(np.min(lows, axis=0) - pad, 0)
         hi = np.minimum(np.max(highs, axis=0) + 1 + pad, self.shape)
-        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+    def masks(self, refs: tuple[int, ...], preds: tuple[int, ...], pad: int = 1
+              ) -> tuple[Box, np.ndarray, np.ndarray]:
+        box = self.box(refs, preds, pad)
         return (box, self._mask(self.reference, box, self.ref_ids, refs),
                 self._mask(self.prediction, box, self.pred_ids, preds))
+
+    def distances(self, refs: tuple[int, ...], preds: tuple[int, ...],
+                  spacing: tuple[float, float, float], nsd_tolerance_mm: float,
+                  wanted: tuple[str, ...]) -> dict[str, float]:
+        """The surface distance metrics of :meth:`masks`' two masks
+        (:func:`~napari_xaimed.evaluation.distances.distance_metrics`), slab by slab
+        (:func:`~napari_xaimed.evaluation.slab_distances.slab_distance_metrics`): memory
+        holds a few slabs of the box, not the box, so an organ-sized instance costs no more
+        than a small one.
+
+        Parameters
+        ----------
+        refs, preds : tuple of int
+            Compact numbers of the group's reference and prediction instances.
+        spacing : tuple of float
+        nsd_tolerance_mm : float
+        wanted : tuple of str
+            Among ``hd``, ``hd95``, ``hd95_directed``, ``assd``, ``nsd``.
+
+        Returns
+        -------
+        dict
+        """
+        box = self.box(refs, preds)
+        plane = (box[1].stop - box[1].start) * (box[2].stop - box[2].start)
+        # planes per slab as for the masks (8 bytes a voxel), lined up with the z chunks
+        planes = self.slab or slab_size((box[0].stop - box[0].start, 1, plane), 8,
+                                        chunks_of(self.reference), SLAB_BYTES)
+        return slab_distance_metrics(
+            self.reference, self.ref_ids[np.asarray(refs, np.int64) - 1], self.prediction,
+            self.pred_ids[np.asarray(preds, np.int64) - 1], box, spacing, nsd_tolerance_mm,
+            wanted, planes)
+
+    def group_centre(self, refs: tuple[int, ...]) -> np.ndarray:
+        """Centre of mass (voxel coordinates) of the union of the given compact reference
+        numbers, from the coordinate sums of the scan."""
+        index = np.asarray(refs, np.int64) - 1
+        return self.ref_stats["sums"][index].sum(axis=0) / self.ref_stats["sizes"][index].sum()
 
     def _mask(self, labels: Any, box: Box, ids: np.ndarray, numbers: tuple[int, ...]
               ) -> np.ndarray:
@@ -233,7 +278,8 @@ def scan_lazy(reference: Any, prediction: Any, selected: np.ndarray | None = Non
                          pair_ref=pair_ref.astype(np.int64),
                          pair_pred=pair_pred.astype(np.int64),
                          pair_inter=inter.astype(np.int64))
-    crops = LazyCrops(reference, prediction, ref_ids, pred_ids, ref_stats, pred_stats)
+    crops = LazyCrops(reference, prediction, ref_ids, pred_ids, ref_stats, pred_stats,
+                      slab=int(slab) if slab else None)
     return LabelScan(table=table, crops=crops, ref_ids=ref_ids, pred_ids=pred_ids,  # type: ignore[arg-type]
                      ref_values=np.concatenate([[0], ref_ids]),
                      pred_values=np.concatenate([[0], pred_ids]))
