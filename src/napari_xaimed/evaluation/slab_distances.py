@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from napari_xaimed.evaluation.distances import counted_distance_metrics, merge_counts, surface
+from napari_xaimed.evaluation.distances import counted_distance_metrics, merge_counts
 
 Box = tuple[slice, ...]
 
@@ -72,18 +72,19 @@ class SlabSurfaces:
         self._points: dict[int, np.ndarray] = {}
 
     def _mask(self, j: int) -> np.ndarray:
-        """The mask of slab ``j``; the last three are kept, which a sweep in z reads once."""
+        """The mask of slab ``j``. The two last used are kept: a sweep in z that asks for
+        slab ``j - 1``, ``j``, ``j + 1`` in that order reads each slab once."""
         if j in self._masks:
             self._masks.move_to_end(j)
             return self._masks[j]
+        if len(self._masks) >= 2:
+            self._masks.popitem(last=False)
         z0 = self.box[0].start
         box = (slice(z0 + int(self.edges[j]), z0 + int(self.edges[j + 1])), *self.box[1:])
         block = self.labels[box]
         block = np.asarray(block.compute() if hasattr(block, "compute") else block)
         mask = block == self.ids[0] if len(self.ids) == 1 else np.isin(block, self.ids)
         self._masks[j] = mask
-        if len(self._masks) > 3:
-            self._masks.popitem(last=False)
         return mask
 
     def points(self, j: int, keep: bool = True) -> np.ndarray:
@@ -91,12 +92,11 @@ class SlabSurfaces:
         ``keep`` they stay cached until :meth:`keep_only` drops them."""
         if j in self._points:
             return self._points[j]
+        # planes outside the box count as outside, as in surface() of the whole crop
+        before = self._mask(j - 1)[-1].copy() if j > 0 else None
         core = self._mask(j)
-        plane = np.zeros((1, *core.shape[1:]), bool)
-        before = self._mask(j - 1)[-1:] if j > 0 else plane
-        after = self._mask(j + 1)[:1] if j + 1 < self.n_slabs else plane
-        border = surface(np.concatenate([before, core, after]))[1:-1]
-        found = np.argwhere(border).astype(np.int32)
+        after = self._mask(j + 1)[0] if j + 1 < self.n_slabs else None
+        found = np.argwhere(_slab_surface(core, before, after)).astype(np.int32)
         found[:, 0] += self.edges[j]
         if keep:
             self._points[j] = found
@@ -106,6 +106,29 @@ class SlabSurfaces:
         """Drop the cached points of the slabs outside ``lo..hi``."""
         for j in [j for j in self._points if not lo <= j <= hi]:
             del self._points[j]
+
+
+def _slab_surface(core: np.ndarray, before: np.ndarray | None, after: np.ndarray | None
+                  ) -> np.ndarray:
+    """The voxels of ``core`` (planes of a mask) with a 6-neighbour outside the mask, given
+    the mask's planes just before and after it (None: outside); what
+    :func:`~napari_xaimed.evaluation.distances.surface` finds in these planes of the whole
+    mask, with one slab-sized temporary."""
+    interior = core.copy()
+    interior[1:] &= core[:-1]
+    interior[:-1] &= core[1:]
+    for plane, end in ((before, 0), (after, -1)):
+        if plane is None:
+            interior[end] = False
+        else:
+            interior[end] &= plane
+    interior[:, 1:] &= core[:, :-1]
+    interior[:, :-1] &= core[:, 1:]
+    interior[:, [0, -1]] = False
+    interior[:, :, 1:] &= core[:, :, :-1]
+    interior[:, :, :-1] &= core[:, :, 1:]
+    interior[:, :, [0, -1]] = False
+    return np.logical_xor(core, interior, out=interior)  # interior lies within core
 
 
 class CountedDistances:
