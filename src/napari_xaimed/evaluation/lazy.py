@@ -6,8 +6,11 @@ count, bounding box and coordinate sums, and the intersection of every overlappi
 (reference, prediction) pair. From that :class:`~napari_xaimed.evaluation.overlap.OverlapTable`
 the matching, the counts, PQ/SQ/RQ and each group's Dice, IoU and RVD are computed by the
 in-memory code itself (:func:`~napari_xaimed.evaluation.panoptic.evaluate_class_steps`), so
-they are exactly equal; surface distances and clDice are computed on each group's bounding
-box crop (padded by one voxel, as in memory), read from the maps on demand.
+they are exactly equal. Surface distances (HD, HD95, ASSD, NSD) are measured slab by slab
+over each group's bounding box (padded by one voxel, as in memory) by
+:mod:`~napari_xaimed.evaluation.slab_distances`: the in-memory values, with a few slabs in
+memory however large the instance. clDice still reads the group's whole box crop (a boolean
+mask per side) for the skeletons: leave it out of ``metrics`` for organ-sized instances.
 
 Semantic maps (``instance_input=False``) get their instances from
 :func:`~napari_xaimed.segmentation.lazy.label_lazy` (the connected components the in-memory
@@ -49,7 +52,11 @@ class LazyCrops:
     """Crops of instances of two (lazy) maps from their bounding boxes, read on demand.
 
     Implements the ``Crops`` protocol of :mod:`~napari_xaimed.evaluation.footprints` for
-    compact numbers ``1..n`` that stand for the ids ``ref_ids`` / ``pred_ids`` of the maps.
+    compact numbers ``1..n`` that stand for the ids ``ref_ids`` / ``pred_ids`` of the maps,
+    and two methods that need no crop, which
+    :func:`~napari_xaimed.evaluation.panoptic.evaluate_class_steps` uses when crops offer
+    them: :meth:`distances` (slab by slab) and :meth:`group_centre`. ``slab``: planes per
+    slab of those distances (default: about :data:`SLAB_BYTES` of the box).
     """
 
     def __init__(self, reference: Any, prediction: Any, ref_ids: np.ndarray,
@@ -321,8 +328,10 @@ def evaluate_lazy(
     """:func:`~napari_xaimed.evaluation.evaluate` for label maps larger than memory.
 
     The same parameters and the same :class:`~napari_xaimed.evaluation.PanopticResult`
-    (counts, PQ/SQ/RQ, per-group Dice/IoU/RVD exactly; distances on each group's crop), from
-    one pass over the maps slab by slab; memory holds a slab and the per-instance tables.
+    (counts, PQ/SQ/RQ, per-group Dice/IoU/RVD exactly; surface distances slab by slab with
+    the in-memory values), from one pass over the maps slab by slab; memory holds a few slabs
+    and the per-instance tables. clDice reads each group's whole box crop: leave it out of
+    ``metrics`` for instances too large for one.
 
     Parameters
     ----------
@@ -333,7 +342,7 @@ def evaluate_lazy(
     connectivity, metrics, nsd_tolerance_mm
         As for :func:`~napari_xaimed.evaluation.evaluate`.
     slab : int, optional
-        Planes per slab.
+        Planes per slab (of the scan and of the surface distances).
     workdir : str or pathlib.Path, optional
         Semantic input: the folder in which the connected components are written (Zarr
         stores in a temporary subfolder, removed afterwards); default: the system's
