@@ -70,6 +70,8 @@ class SlabSurfaces:
         self.n_slabs = len(edges) - 1
         self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._points: dict[int, np.ndarray] = {}
+        self._trees: dict[int, cKDTree | None] = {}
+        self._borders: dict[int, np.ndarray] = {}
 
     def _mask(self, j: int) -> np.ndarray:
         """The mask of slab ``j``. The two last used are kept: a sweep in z that asks for
@@ -96,16 +98,39 @@ class SlabSurfaces:
         before = self._mask(j - 1)[-1].copy() if j > 0 else None
         core = self._mask(j)
         after = self._mask(j + 1)[0] if j + 1 < self.n_slabs else None
-        found = np.argwhere(_slab_surface(core, before, after)).astype(np.int32)
+        border = _slab_surface(core, before, after)
+        found = np.argwhere(border).astype(np.int32)
         found[:, 0] += self.edges[j]
         if keep:
-            self._points[j] = found
+            self._points[j], self._borders[j] = found, border
         return found
 
+    def on_surface(self, j: int, points: np.ndarray) -> np.ndarray:
+        """Whether each of ``points`` (box-relative, in slab ``j``) is a surface voxel here."""
+        if j not in self._borders:
+            self.points(j)
+        border = self._borders[j]
+        return border[points[:, 0] - self.edges[j], points[:, 1], points[:, 2]]
+
+    def tree(self, j: int, spacing: np.ndarray, keep: bool = True
+             ) -> tuple[np.ndarray, cKDTree | None]:
+        """Slab ``j``'s surface points and a k-d tree of them in mm (None when there are
+        none); cached like :meth:`points`."""
+        found = self.points(j, keep)
+        if j in self._trees:
+            return found, self._trees[j]
+        # unbalanced, uncompacted trees: built and queried about twice as fast here
+        tree = (cKDTree(found * spacing, balanced_tree=False, compact_nodes=False)
+                if len(found) else None)
+        if keep:
+            self._trees[j] = tree
+        return found, tree
+
     def keep_only(self, lo: int, hi: int) -> None:
-        """Drop the cached points of the slabs outside ``lo..hi``."""
-        for j in [j for j in self._points if not lo <= j <= hi]:
-            del self._points[j]
+        """Drop the cached points and trees of the slabs outside ``lo..hi``."""
+        for cache in (self._points, self._trees, self._borders):
+            for j in [j for j in cache if not lo <= j <= hi]:
+                del cache[j]
 
 
 def _slab_surface(core: np.ndarray, before: np.ndarray | None, after: np.ndarray | None
@@ -161,6 +186,10 @@ def nearest_offsets(points: np.ndarray, k: int, other: SlabSurfaces, spacing: np
     """Integer offsets from ``points`` (surface points of slab ``k``) to their nearest surface
     point of ``other`` (whose surface must not be empty).
 
+    Each slab of ``other`` has its own k-d tree; a window of slabs is looked up slab by slab,
+    keeping the nearest point, only for the points that a slab's z-gap does not rule out.
+    Looked up first: slab ``k`` alone, then windows of 1, 2, 4, ... slabs on either side.
+
     Parameters
     ----------
     points : numpy.ndarray
@@ -170,7 +199,8 @@ def nearest_offsets(points: np.ndarray, k: int, other: SlabSurfaces, spacing: np
     spacing : numpy.ndarray
         Voxel size in mm, ``(z, y, x)``.
     max_half : int
-        Widest window (slabs on either side) whose points are looked up at once.
+        Widest window (slabs on either side) looked up before the slabs beyond it are looked
+        up one at a time without caching.
 
     Returns
     -------
@@ -180,41 +210,49 @@ def nearest_offsets(points: np.ndarray, k: int, other: SlabSurfaces, spacing: np
     edges, n_slabs, sz = other.edges, other.n_slabs, float(spacing[0])
     offsets = np.zeros(points.shape, np.int64)
     best = np.full(len(points), np.inf)
-    todo = np.arange(len(points))
+    scaled = points * spacing
     z = points[:, 0].astype(np.int64)
-    half, lo, hi = 1, k, k
-    while len(todo):
-        lo, hi = max(k - half, 0), min(k + half, n_slabs - 1)
-        window = [other.points(j) for j in range(lo, hi + 1)]
-        found = np.concatenate(window)
-        if len(found):
-            distance, index = cKDTree(found * spacing).query(points[todo] * spacing)
-            best[todo] = distance
-            offsets[todo] = found[index].astype(np.int64) - points[todo]
-            # Every point outside the window lies at least this far along z.
-            below = (z[todo] - edges[lo] + 1) * sz if lo > 0 else np.inf
-            above = (edges[hi + 1] - z[todo]) * sz if hi < n_slabs - 1 else np.inf
-            todo = todo[distance > np.minimum(below, above)]
-        if (lo == 0 and hi == n_slabs - 1) or half >= max_half:
+
+    def look(j: int, ask: np.ndarray, keep: bool) -> None:
+        """Slab ``j``'s nearest points for ``ask`` where they are nearer than the best."""
+        ask = ask[_z_gaps(z[ask], int(edges[j]), int(edges[j + 1])) * sz < best[ask]]
+        if not len(ask):
+            return
+        found, tree = other.tree(j, spacing, keep)
+        if tree is None:
+            return
+        distance, index = tree.query(scaled[ask])
+        better = distance < best[ask]
+        ask, index = ask[better], index[better]
+        best[ask] = distance[better]
+        offsets[ask] = found[index].astype(np.int64) - points[ask]
+
+    # Points on both surfaces are at distance 0: no lookup (about half of a rough surface
+    # against a copy shifted by a voxel).
+    shared = other.on_surface(k, points)
+    best[shared] = 0.0
+    todo = np.flatnonzero(~shared)
+    look(k, todo, True)
+    lo = hi = k
+    half = 0
+    while True:
+        # Every point outside the window lies at least this far along z.
+        below = (z[todo] - edges[lo] + 1) * sz if lo > 0 else np.inf
+        above = (edges[hi + 1] - z[todo]) * sz if hi < n_slabs - 1 else np.inf
+        todo = todo[best[todo] > np.minimum(below, above)]
+        if not len(todo) or (lo == 0 and hi == n_slabs - 1) or half >= max_half:
             break
-        half *= 2
+        half = max(1, 2 * half)
+        wider_lo, wider_hi = max(k - half, 0), min(k + half, n_slabs - 1)
+        for j in (*range(wider_lo, lo), *range(hi + 1, wider_hi + 1)):
+            look(j, todo, True)
+        lo, hi = wider_lo, wider_hi
     if len(todo):
-        # The rest against each slab outside the window alone, nearest slabs first, only
-        # where the slab's z-gap can still beat the distance found.
-        outside = [j for j in range(n_slabs) if not lo <= j <= hi]
-        for j in sorted(outside, key=lambda j: abs(j - k)):
-            gap = _z_gaps(z[todo], int(edges[j]), int(edges[j + 1])) * sz
-            ask = todo[gap < best[todo]]
-            if not len(ask):
-                continue
-            found = other.points(j, keep=False)
-            if not len(found):
-                continue
-            distance, index = cKDTree(found * spacing).query(points[ask] * spacing)
-            better = distance < best[ask]
-            ask, index = ask[better], index[better]
-            best[ask] = distance[better]
-            offsets[ask] = found[index].astype(np.int64) - points[ask]
+        # The rest against each slab beyond the window, nearest slabs first, read and
+        # dropped one at a time.
+        beyond = [j for j in range(n_slabs) if not lo <= j <= hi]
+        for j in sorted(beyond, key=lambda j: abs(j - k)):
+            look(j, todo, False)
     return offsets
 
 
