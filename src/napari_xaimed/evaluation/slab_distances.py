@@ -8,22 +8,25 @@ slabs' masks and surface points are in memory at a time.
   the surface voxels of a slab are found with the last plane of the slab before and the first
   plane of the slab after it (planes outside the box count as outside), exactly the voxels
   :func:`~napari_xaimed.evaluation.distances.surface` finds on the whole crop.
-- **Nearest points** (:func:`nearest_offsets`): one slab's surface points of one side are
-  looked up in a :class:`scipy.spatial.cKDTree` of the other side's surface points in a window
-  of slabs around it. A found distance is the nearest one if it is no larger than the gap (in
-  mm along z) to the first plane outside the window; the others are looked up again in a
-  window twice as wide, up to :data:`MAX_HALF_WINDOW` slabs on either side, and the rest in
-  each remaining slab alone (only those slabs whose z-gap can still beat the distance found),
-  keeping the minimum.
+- **Nearest points** (:func:`nearest_offsets`): a point of one side's slab that is also on
+  the other side's surface is at 0; the others are looked up in a
+  :class:`scipy.spatial.cKDTree` of the other side's surface points in the same slab (one
+  tree per slab, kept while the sweep needs it). A found distance is the nearest one if it
+  is no larger than the gap (in mm along z) to the first plane outside the slabs looked up;
+  the others are looked up in the slabs of a window of 1, 2, 4, ... slabs on either side
+  (each slab only for the points its z-gap does not rule out), up to
+  :data:`MAX_HALF_WINDOW`, and the rest in each remaining slab, read and dropped one at a
+  time, keeping the minimum.
 - **Distances as counts**: each distance is recomputed from the integer voxel offset to its
   nearest point, so equal offsets give bitwise equal values, and kept as distinct values with
   their counts (:class:`CountedDistances`); HD, HD95 (numpy's linear percentile), ASSD and
   NSD follow exactly from the counts
   (:func:`~napari_xaimed.evaluation.distances.counted_distance_metrics`).
 
-Memory: a few slabs' masks (``(planes, y, x)`` booleans) and surface points, the window's
-tree, and the distinct distance values (at most the number of distinct offsets that occur,
-bounded by the box's extent, not its volume).
+Memory: a few slabs' masks (``(planes, y, x)`` booleans), their surface points and trees
+(up to ``2 * MAX_HALF_WINDOW + 1`` slabs while a window is widened), and the distinct distance
+values (no more than the distinct offsets that occur, bounded by the box's extent, not its
+volume).
 """
 
 from __future__ import annotations
