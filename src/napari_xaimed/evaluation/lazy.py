@@ -109,8 +109,9 @@ class LazyCrops:
         """
         box = self.box(refs, preds)
         plane = (box[1].stop - box[1].start) * (box[2].stop - box[2].start)
-        # planes per slab as for the masks (8 bytes a voxel), lined up with the z chunks
-        planes = self.slab or slab_size((box[0].stop - box[0].start, 1, plane), 8,
+        # planes per slab as for the masks (8 bytes a voxel), a multiple of the z chunks (the
+        # slabs are cut at multiples of it), so a small instance's box is mostly one slab
+        planes = self.slab or slab_size((self.shape[0], 1, plane), 8,
                                         chunks_of(self.reference), SLAB_BYTES)
         return slab_distance_metrics(
             self.reference, self.ref_ids[np.asarray(refs, np.int64) - 1], self.prediction,
