@@ -6,8 +6,11 @@ count, bounding box and coordinate sums, and the intersection of every overlappi
 (reference, prediction) pair. From that :class:`~napari_xaimed.evaluation.overlap.OverlapTable`
 the matching, the counts, PQ/SQ/RQ and each group's Dice, IoU and RVD are computed by the
 in-memory code itself (:func:`~napari_xaimed.evaluation.panoptic.evaluate_class_steps`), so
-they are exactly equal; surface distances and clDice are computed on each group's bounding
-box crop (padded by one voxel, as in memory), read from the maps on demand.
+they are exactly equal. Surface distances (HD, HD95, ASSD, NSD) are measured slab by slab
+over each group's bounding box (padded by one voxel, as in memory) by
+:mod:`~napari_xaimed.evaluation.slab_distances`: the in-memory values, with a few slabs in
+memory however large the instance. clDice still reads the group's whole box crop (a boolean
+mask per side) for the skeletons: leave it out of ``metrics`` for organ-sized instances.
 
 Semantic maps (``instance_input=False``) get their instances from
 :func:`~napari_xaimed.segmentation.lazy.label_lazy` (the connected components the in-memory
@@ -38,6 +41,7 @@ from napari_xaimed.evaluation.panoptic import (
     _class_values,
     evaluate_class_steps,
 )
+from napari_xaimed.evaluation.slab_distances import slab_distance_metrics
 from napari_xaimed.io_lazy import chunks_of, read_slab, slab_size, z_slabs
 
 #: Bytes of each map's voxels per slab by default.
@@ -48,28 +52,77 @@ class LazyCrops:
     """Crops of instances of two (lazy) maps from their bounding boxes, read on demand.
 
     Implements the ``Crops`` protocol of :mod:`~napari_xaimed.evaluation.footprints` for
-    compact numbers ``1..n`` that stand for the ids ``ref_ids`` / ``pred_ids`` of the maps.
+    compact numbers ``1..n`` that stand for the ids ``ref_ids`` / ``pred_ids`` of the maps,
+    and two methods that need no crop, which
+    :func:`~napari_xaimed.evaluation.panoptic.evaluate_class_steps` uses when crops offer
+    them: :meth:`distances` (slab by slab) and :meth:`group_centre`. ``slab``: planes per
+    slab of those distances (default: about :data:`SLAB_BYTES` of the box).
     """
 
     def __init__(self, reference: Any, prediction: Any, ref_ids: np.ndarray,
                  pred_ids: np.ndarray, ref_stats: dict[str, np.ndarray],
-                 pred_stats: dict[str, np.ndarray]):
+                 pred_stats: dict[str, np.ndarray], slab: int | None = None):
         self.reference, self.prediction = reference, prediction
         self.ref_ids, self.pred_ids = ref_ids, pred_ids
         self.ref_stats, self.pred_stats = ref_stats, pred_stats
         self.shape = tuple(int(n) for n in reference.shape)
+        self.slab = slab
 
-    def masks(self, refs: tuple[int, ...], preds: tuple[int, ...], pad: int = 1
-              ) -> tuple[Box, np.ndarray, np.ndarray]:
+    def box(self, refs: tuple[int, ...], preds: tuple[int, ...], pad: int = 1) -> Box:
+        """The joint bounding box of the given compact numbers, padded by ``pad`` voxels and
+        clipped to the volume (the box of :meth:`masks`)."""
         lows = [self.ref_stats["low"][r - 1] for r in refs]
         lows += [self.pred_stats["low"][p - 1] for p in preds]
         highs = [self.ref_stats["high"][r - 1] for r in refs]
         highs += [self.pred_stats["high"][p - 1] for p in preds]
         lo = np.maximum(np.min(lows, axis=0) - pad, 0)
         hi = np.minimum(np.max(highs, axis=0) + 1 + pad, self.shape)
-        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+    def masks(self, refs: tuple[int, ...], preds: tuple[int, ...], pad: int = 1
+              ) -> tuple[Box, np.ndarray, np.ndarray]:
+        box = self.box(refs, preds, pad)
         return (box, self._mask(self.reference, box, self.ref_ids, refs),
                 self._mask(self.prediction, box, self.pred_ids, preds))
+
+    def distances(self, refs: tuple[int, ...], preds: tuple[int, ...],
+                  spacing: tuple[float, float, float], nsd_tolerance_mm: float,
+                  wanted: tuple[str, ...]) -> dict[str, float]:
+        """The surface distance metrics of :meth:`masks`' two masks
+        (:func:`~napari_xaimed.evaluation.distances.distance_metrics`), slab by slab
+        (:func:`~napari_xaimed.evaluation.slab_distances.slab_distance_metrics`): memory
+        holds a few slabs of the box, not the box, so an organ-sized instance costs no more
+        than a small one.
+
+        Parameters
+        ----------
+        refs, preds : tuple of int
+            Compact numbers of the group's reference and prediction instances.
+        spacing : tuple of float
+        nsd_tolerance_mm : float
+        wanted : tuple of str
+            Among ``hd``, ``hd95``, ``hd95_directed``, ``assd``, ``nsd``.
+
+        Returns
+        -------
+        dict
+        """
+        box = self.box(refs, preds)
+        plane = (box[1].stop - box[1].start) * (box[2].stop - box[2].start)
+        # planes per slab as for the masks (8 bytes a voxel), a multiple of the z chunks (the
+        # slabs are cut at multiples of it), so a small instance's box is mostly one slab
+        planes = self.slab or slab_size((self.shape[0], 1, plane), 8,
+                                        chunks_of(self.reference), SLAB_BYTES)
+        return slab_distance_metrics(
+            self.reference, self.ref_ids[np.asarray(refs, np.int64) - 1], self.prediction,
+            self.pred_ids[np.asarray(preds, np.int64) - 1], box, spacing, nsd_tolerance_mm,
+            wanted, planes)
+
+    def group_centre(self, refs: tuple[int, ...]) -> np.ndarray:
+        """Centre of mass (voxel coordinates) of the union of the given compact reference
+        numbers, from the coordinate sums of the scan."""
+        index = np.asarray(refs, np.int64) - 1
+        return self.ref_stats["sums"][index].sum(axis=0) / self.ref_stats["sizes"][index].sum()
 
     def _mask(self, labels: Any, box: Box, ids: np.ndarray, numbers: tuple[int, ...]
               ) -> np.ndarray:
@@ -233,7 +286,8 @@ def scan_lazy(reference: Any, prediction: Any, selected: np.ndarray | None = Non
                          pair_ref=pair_ref.astype(np.int64),
                          pair_pred=pair_pred.astype(np.int64),
                          pair_inter=inter.astype(np.int64))
-    crops = LazyCrops(reference, prediction, ref_ids, pred_ids, ref_stats, pred_stats)
+    crops = LazyCrops(reference, prediction, ref_ids, pred_ids, ref_stats, pred_stats,
+                      slab=int(slab) if slab else None)
     return LabelScan(table=table, crops=crops, ref_ids=ref_ids, pred_ids=pred_ids,  # type: ignore[arg-type]
                      ref_values=np.concatenate([[0], ref_ids]),
                      pred_values=np.concatenate([[0], pred_ids]))
@@ -275,8 +329,10 @@ def evaluate_lazy(
     """:func:`~napari_xaimed.evaluation.evaluate` for label maps larger than memory.
 
     The same parameters and the same :class:`~napari_xaimed.evaluation.PanopticResult`
-    (counts, PQ/SQ/RQ, per-group Dice/IoU/RVD exactly; distances on each group's crop), from
-    one pass over the maps slab by slab; memory holds a slab and the per-instance tables.
+    (counts, PQ/SQ/RQ, per-group Dice/IoU/RVD exactly; surface distances slab by slab with
+    the in-memory values), from one pass over the maps slab by slab; memory holds a few slabs
+    and the per-instance tables. clDice reads each group's whole box crop: leave it out of
+    ``metrics`` for instances too large for one.
 
     Parameters
     ----------
@@ -287,7 +343,7 @@ def evaluate_lazy(
     connectivity, metrics, nsd_tolerance_mm
         As for :func:`~napari_xaimed.evaluation.evaluate`.
     slab : int, optional
-        Planes per slab.
+        Planes per slab (of the scan and of the surface distances).
     workdir : str or pathlib.Path, optional
         Semantic input: the folder in which the connected components are written (Zarr
         stores in a temporary subfolder, removed afterwards); default: the system's

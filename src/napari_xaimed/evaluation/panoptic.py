@@ -241,6 +241,9 @@ def evaluate_class_steps(
     accepted_set = set(counts.accepted)
     wanted = tuple(m for m in metrics if m != "cldice")
     centres, batched = None, {}
+    # Crops that measure distances slab by slab (lazy maps) need no masks for them; clDice
+    # still takes the group's whole crop.
+    slabbed = callable(getattr(crops, "distances", None))
     if isinstance(crops, VoxelCrops) and groups and (metrics or part_spec):
         centres = crops.reference_centres([g.refs for g in groups])
         if wanted:
@@ -267,22 +270,33 @@ def evaluate_class_steps(
         )
         if metrics or part_spec:
             parts_here = bool(part_spec) and accepted and semantic is not None
-            if parts_here or "cldice" in metrics or centres is None or (
-                    wanted and i not in batched):
+            if parts_here or "cldice" in metrics or (not slabbed and (
+                    centres is None or (wanted and i not in batched))):
                 box, ref_mask, pred_mask = crops.masks(group.refs, group.preds)
             if parts_here:
                 row.parts = part_scores(box, ref_mask, pred_mask, semantic[0], semantic[1],
                                         part_spec, match_metric)
                 row.part_aware_score = combined_score(group.score, row.parts)
-            values = batched.get(i) if i in batched else (
-                distance_metrics(ref_mask, pred_mask, spacing, nsd_tolerance_mm, wanted)
-                if wanted else {})
+            if i in batched:
+                values = batched[i]
+            elif wanted and slabbed:
+                values = crops.distances(group.refs, group.preds, spacing, nsd_tolerance_mm,
+                                         wanted)
+            elif wanted:
+                values = distance_metrics(ref_mask, pred_mask, spacing, nsd_tolerance_mm,
+                                          wanted)
+            else:
+                values = {}
             for key, value in values.items():
                 setattr(row, key, value)
             if "cldice" in metrics:
                 row.cldice = cldice(ref_mask, pred_mask)
-            center = (centres[i] if centres is not None
-                      else np.argwhere(ref_mask).mean(axis=0) + [s.start for s in box])
+            if centres is not None:
+                center = centres[i]
+            elif slabbed:
+                center = crops.group_centre(group.refs)
+            else:
+                center = np.argwhere(ref_mask).mean(axis=0) + [s.start for s in box]
             row.center_zyx = tuple(float(c) for c in center)
         rows.append(row)
     accepted_refs = {r for g in counts.accepted for r in g.refs}
