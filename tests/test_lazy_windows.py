@@ -186,3 +186,25 @@ def test_errors(net, volume, region, tmp_path):
     with pytest.raises(XaimedError, match="does not fit its input window"):
         _lazy(net, volume, "saliency", region=region, roi_size=(15, 15, 15),
               workdir=tmp_path)
+
+
+@pytest.mark.parametrize("blend,output", [("gaussian", "softmax"), ("constant", "sigmoid")])
+def test_segment_model_lazy_equals_segment_with_model(net, volume, blend, output, tmp_path):
+    import zarr
+
+    from napari_xaimed.segmentation import segment_model_lazy, segment_with_model
+
+    expected = segment_with_model(volume, net, roi_size=ROI, overlap=0.25, blend=blend,
+                                  output=output, device="cpu",
+                                  preprocessing={"scaling": "zscore"})
+    store = write_zarr(tmp_path / "ct.zarr", volume, spacing=(1.0, 1.0, 1.0),
+                       chunks=(4, 40, 40))
+    result = segment_model_lazy(zarr.open_group(str(store), mode="r")["0"], net,
+                                tmp_path / "labels.zarr", roi_size=ROI, overlap=0.25,
+                                blend=blend, output=output, device="cpu", slab=5,
+                                preprocessing={"scaling": "zscore"},
+                                probability_out=tmp_path / "p.zarr")
+    assert result.params["bands"] > 1
+    np.testing.assert_array_equal(result.labels.compute(), expected.labels)
+    probability = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["0"][:]
+    np.testing.assert_allclose(probability, expected.probability, atol=1e-5)

@@ -171,11 +171,13 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-def check_window_output(x: torch.Tensor, out: Any, channel: int | None) -> int:
-    """The model's output channels, after deep.py's checks that its output fits a window."""
+def check_window_output(x: torch.Tensor, out: Any, channel: int | None,
+                        output: str = "sigmoid") -> int:
+    """The model's output channels, after deep.py's checks that its output fits a window
+    (``output="softmax"`` also refuses a single channel)."""
     from napari_xaimed.segmentation.deep import _WindowRunner
 
-    runner = _WindowRunner(torch.nn.Identity(), x.device, None, "sigmoid", channel)
+    runner = _WindowRunner(torch.nn.Identity(), x.device, None, output, channel)
     runner._check(x, out)
     return int(out.shape[1])
 
@@ -349,6 +351,72 @@ def _scaler(prep: Any, offset: float, divisor: float) -> Callable[[np.ndarray], 
     return scale
 
 
+@dataclass
+class WindowSetup:
+    """A model ready to run on a lazy volume's windows (see :func:`prepare_windows`)."""
+
+    net: torch.nn.Module
+    grid: WindowGrid
+    read_input: PaddedReader
+    planes: int
+    channels: int
+    device: torch.device
+    roi: tuple[int, int, int]
+    sw: int
+    scale: Callable[[np.ndarray], np.ndarray]
+
+
+def prepare_windows(loaded: Any, volume: Any, prep: Any, *, roi_size: Any = None,
+                    overlap: float = 0.25, blend: str = "gaussian",
+                    sw_batch_size: int | None = None, device: str | torch.device = "auto",
+                    slab: int | None = None, output: str = "sigmoid",
+                    threshold: float = 0.5, channel: int | None = None) -> WindowSetup:
+    """The model on its device, MONAI's windows, the scaled padded reader and the model's
+    output channels (from a pass on the first window, checked as deep.py checks it)."""
+    from napari_xaimed.attribution.device import pick_device
+    from napari_xaimed.attribution.lazy import _scaling_stats
+    from napari_xaimed.io_lazy import chunks_of, slab_size
+    from napari_xaimed.segmentation.deep import (
+        _check_params,
+        _in_channels,
+        _three_sizes,
+        default_roi_size,
+    )
+
+    shape = tuple(int(n) for n in volume.shape)
+    _check_params(overlap, blend, output, threshold, channel, None, sw_batch_size)
+    dev = pick_device(device)
+    net = loaded.module.to(dev).eval()
+    in_channels = _in_channels(net)
+    if in_channels is not None and in_channels != 1:
+        raise XaimedError(f"the model takes {in_channels} input channels, but a volume gives "
+                          "one: use a model trained on single-channel volumes.")
+    roi = (_three_sizes(roi_size, "roi_size") if roi_size is not None
+           else default_roi_size(shape, prep))
+    grid = window_grid(shape, roi, float(overlap), blend, dev)
+    if slab is not None and int(slab) < 1:
+        raise XaimedError(f"slab must be a positive number of planes, got {slab}.")
+    planes = int(slab) if slab else slab_size(shape, np.dtype(volume.dtype).itemsize,
+                                              chunks_of(volume), 32 * 2**20)
+    offset, divisor = _scaling_stats(volume, prep, planes)
+    scale = _scaler(prep, offset, divisor)
+    read_input = PaddedReader(volume, grid, planes, scale, torch.float32, dev)
+    sw = int(sw_batch_size) if sw_batch_size else 1
+    s = grid.starts[0]
+    first = read_input(s[0], s[0] + roi[0])[None, None, :, s[1]:s[1] + roi[1],
+                                            s[2]:s[2] + roi[2]]
+    try:
+        with torch.no_grad():
+            probe_out = net(first)
+    except Exception as exc:  # noqa: BLE001 - the first window tells if the model fits
+        raise XaimedError(
+            f"the model does not accept a window of shape {tuple(first.shape)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Check that roi_size fits it "
+            "(a network that halves the size k times needs sizes divisible by 2^k).") from exc
+    channels = check_window_output(first, probe_out, channel, output)
+    return WindowSetup(net, grid, read_input, planes, channels, dev, roi, sw, scale)
+
+
 def attribute_windows(
     loaded: Any,
     volume: Any,
@@ -379,15 +447,8 @@ def attribute_windows(
     dict
         ``map`` (dask), ``channel``, ``score``, ``device`` and ``params`` (what was used).
     """
-    from napari_xaimed.attribution.device import auto_batch, pick_device
-    from napari_xaimed.attribution.lazy import _scaling_stats
-    from napari_xaimed.io_lazy import chunks_of, create_zarr, read_slab, read_zarr, slab_size
-    from napari_xaimed.segmentation.deep import (
-        _check_params,
-        _in_channels,
-        _three_sizes,
-        default_roi_size,
-    )
+    from napari_xaimed.attribution.device import auto_batch
+    from napari_xaimed.io_lazy import create_zarr, read_slab, read_zarr
 
     params = dict(params or {})
     shape = tuple(int(n) for n in volume.shape)
@@ -402,44 +463,21 @@ def attribute_windows(
             f"{method} is not available for sliding-window attribution of a volume larger "
             f"than memory ({why}): use one of {', '.join(WINDOW_METHODS)}, or explain a crop "
             "(volume[z0:z1]) in memory with attribute().")
-    _check_params(overlap, blend, "softmax", 0.5, None, None, sw_batch_size)
     baseline = params.get("baseline", "zeros")
     if method == "integrated_gradients" and baseline == "blurred":
         raise XaimedError("the blurred baseline needs the whole volume blurred: use "
                           "baseline='zeros', 'min' or a number lazily, or explain a crop in "
                           "memory with attribute().")
-    dev = pick_device(device)
-    net = loaded.module.to(dev).eval()
-    in_channels = _in_channels(net)
-    if in_channels is not None and in_channels != 1:
-        raise XaimedError(f"the model takes {in_channels} input channels, but a volume gives "
-                          "one: explain a model trained on single-channel volumes.")
-    roi = (_three_sizes(roi_size, "roi_size") if roi_size is not None
-           else default_roi_size(shape, prep))
-    grid = window_grid(shape, roi, float(overlap), blend, dev)
-    planes = int(slab) if slab else slab_size(shape, np.dtype(volume.dtype).itemsize,
-                                              chunks_of(volume), 32 * 2**20)
-    offset, divisor = _scaling_stats(volume, prep, planes)
-    scale = _scaler(prep, offset, divisor)
-    read_input = PaddedReader(volume, grid, planes, scale, torch.float32, dev)
-    sw = int(sw_batch_size) if sw_batch_size else 1
-    base_dir = Path(tempfile.mkdtemp(prefix="xaimed-windows-",
-                                     dir=None if workdir is None else str(workdir)))
-
-    # the first window tells the channels (and whether the output fits at all)
-    probe = read_input(grid.starts[0][0], grid.starts[0][0] + roi[0])
-    s = grid.starts[0]
-    first = probe[None, None, :, s[1]:s[1] + roi[1], s[2]:s[2] + roi[2]]
-    try:
-        with torch.no_grad():
-            probe_out = net(first)
-    except Exception as exc:  # noqa: BLE001 - the first window tells if the model fits
-        raise XaimedError(
-            f"the model does not accept a window of shape {tuple(first.shape)}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Check that roi_size fits it "
-            "(a network that halves the size k times needs sizes divisible by 2^k).") from exc
-    channels = check_window_output(first, probe_out, None)
-    del probe, probe_out
+    setup = prepare_windows(loaded, volume, prep, roi_size=roi_size, overlap=overlap,
+                            blend=blend, sw_batch_size=sw_batch_size, device=device,
+                            slab=slab)
+    net, grid, read_input, planes = setup.net, setup.grid, setup.read_input, setup.planes
+    channels, dev, roi, sw, scale = (setup.channels, setup.device, setup.roi, setup.sw,
+                                     setup.scale)
+    base_dir = None
+    if region is None or out is None:
+        base_dir = Path(tempfile.mkdtemp(prefix="xaimed-windows-",
+                                         dir=None if workdir is None else str(workdir)))
     channel = 1 if target is None and channels > 1 else int(target or 0)
     if not 0 <= channel < channels:
         raise XaimedError(f"target channel {channel} does not exist: the model has {channels} "
@@ -448,7 +486,7 @@ def attribute_windows(
     chunks = (z_chunk, min(shape[1], 512), min(shape[2], 512))
     region_info: dict[str, Any] = {}
     if region is None:
-        mask_path = base_dir / "region.zarr"
+        mask_path = base_dir / "region.zarr"  # type: ignore[operator]
         mask_store = create_zarr(mask_path, shape, np.uint8, spacing, chunks=chunks)
         count = 0
         for start, stop, logits in forward_bands(net, grid, read_input, sw):
@@ -489,7 +527,7 @@ def attribute_windows(
     step_batch = int(batch_size) if batch_size else max(1, auto_batch(
         math.prod(roi) * sw, dev, limit=steps))
     if out is None:
-        out = base_dir / "map.zarr"
+        out = base_dir / "map.zarr"  # type: ignore[operator]
     store = create_zarr(out, shape, np.float32, spacing, chunks=chunks, overwrite=overwrite,
                         metadata={"kind": "attribution", "method": method})
     finite, nonzero = True, False
