@@ -258,11 +258,12 @@ def gradient_bands(
     step_batch: int = 32,
     sw_batch_size: int = 1,
     progress: Callable[[int], None] | None = None,
-) -> Iterator[tuple[int, int, torch.Tensor] | float]:
+) -> Iterator[tuple[int, int, torch.Tensor] | dict[str, Any]]:
     """The attribution of ``T`` (see the module's docstring), band by band.
 
     Windows with no region voxel have a zero term and are skipped. Yields ``(start, stop,
-    map)`` for volume planes ``start:stop`` in order, and last the score ``T`` (a float).
+    map)`` for volume planes ``start:stop`` in order, and last a dict with the score ``T``
+    and the number of windows run.
     """
     from captum.attr._utils.approximation_methods import approximation_parameters
 
@@ -274,7 +275,7 @@ def gradient_bands(
     lo = hi = 0
     x = weight = grad = None
     score = 0.0
-    done = 0
+    done = run = 0
     for k, (sz, starts) in enumerate(bands):
         top = sz + rz
         if x is None or hi < top:
@@ -290,6 +291,7 @@ def gradient_bands(
             hi = top
         active = [s for s in starts
                   if bool(weight[s[0] - lo:s[0] - lo + rz, s[1]:s[1] + ry, s[2]:s[2] + rx].any())]
+        run += len(active)
         for batch in _batches(active, sw_batch_size):
             xs = _stack(x, lo, batch, grid.roi)[:, None]
             ws = _stack(weight, lo, batch, grid.roi) * grid.importance
@@ -337,7 +339,7 @@ def gradient_bands(
             yield start, stop, block
         x, weight, grad = x[finish - lo:], weight[finish - lo:], grad[finish - lo:]
         lo = finish
-    yield score
+    yield {"score": score, "windows_run": run}
 
 
 def _scaler(prep: Any, offset: float, divisor: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -531,13 +533,13 @@ def attribute_windows(
     store = create_zarr(out, shape, np.float32, spacing, chunks=chunks, overwrite=overwrite,
                         metadata={"kind": "attribution", "method": method})
     finite, nonzero = True, False
-    score = 0.0
+    score, windows_run = 0.0, 0
     for item in gradient_bands(net, grid, read_input, read_region, channel, method,
                                baseline=base_value, steps=steps,
                                step_batch=step_batch,
                                sw_batch_size=sw):
-        if isinstance(item, float):
-            score = item
+        if isinstance(item, dict):
+            score, windows_run = item["score"], item["windows_run"]
             continue
         start, stop, block = item
         finite = finite and bool(torch.isfinite(block).all())
@@ -550,7 +552,7 @@ def attribute_windows(
         raise XaimedError(f"{method} gave a map of zeros on this volume: the target's gradient "
                           "is zero everywhere. Pick another target or region.")
     used = {"roi_size": list(roi), "overlap": float(overlap), "blend": blend,
-            "sw_batch_size": sw, "windows": len(grid.starts),
+            "sw_batch_size": sw, "windows": len(grid.starts), "windows_run": windows_run,
             "bands": len(grid.bands()), "sigma_scale": SIGMA_SCALE,
             "padded_shape": list(grid.padded), "slab": planes, "channel": channel,
             "output_channels": channels, **region_info}
