@@ -245,7 +245,11 @@ def attribute_lazy(
     Attribution
         ``.map`` a dask array of the volume's shape (float32); ``params["lazy"]`` records the
         model-grid shape, and ``params["model_map"]`` is not kept (the small map is
-        ``.map``'s source); ``.seconds`` includes the slab passes.
+        ``.map``'s source); ``.seconds`` includes the slab passes. Segmentation models:
+        ``params["windows"]`` records the windows (``roi_size``, ``overlap``, ``blend``,
+        ``windows``, ``windows_run``, ``bands``, ``region_voxels``...), ``params["region"]``
+        ``"given mask"`` or ``"model prediction"``, ``.target`` the channel and ``.scores``
+        the target ``T``.
 
     Raises
     ------
