@@ -106,7 +106,8 @@ def test_window_of_the_volume_equals_in_memory_attribute(net, volume, region, tm
     small = volume[:16, :16, :16]
     mask = region[:16, :16, :16].copy()
     mask[4:8, 4:8, 4:8] = 1
-    for method, extra in (("saliency", {}), ("integrated_gradients", {"steps": 4})):
+    for method, extra in (("saliency", {}), ("integrated_gradients", {"steps": 4}),
+                          ("integrated_gradients", {"steps": 3, "baseline": "min"})):
         memory = attribute(net, small, method, region=mask, device="cpu",
                            preprocessing={"scaling": "zscore"}, **extra)
         lazy = _lazy(net, small, method, region=mask, roi_size=(16, 16, 16),
@@ -166,6 +167,8 @@ def test_errors(net, volume, region, tmp_path):
         _lazy(net, volume, "gradcam", region=region, **common)
     with pytest.raises(XaimedError, match="noisy copy"):
         _lazy(net, volume, "smoothgrad", region=region, **common)
+    with pytest.raises(XaimedError, match="blurred baseline"):
+        _lazy(net, volume, "integrated_gradients", region=region, baseline="blurred", **common)
     with pytest.raises(XaimedError, match="empty"):
         _lazy(net, volume, "saliency", region=np.zeros(SHAPE, np.uint8), **common)
     with pytest.raises(XaimedError, match="volume's shape"):
