@@ -182,6 +182,15 @@ def check_window_output(x: torch.Tensor, out: Any, channel: int | None,
     return int(out.shape[1])
 
 
+def _shift(buffers: Sequence[torch.Tensor], by: int, keep: int) -> None:
+    """Move rows ``by:by + keep`` of each buffer (along its plane axis, the third from the
+    end) to the front, plane by plane (forward, so no source plane is overwritten before it
+    is copied) and without allocating."""
+    for buffer in buffers:
+        for i in range(keep):
+            buffer[..., i, :, :].copy_(buffer[..., by + i, :, :])
+
+
 def forward_bands(
     net: torch.nn.Module,
     grid: WindowGrid,
@@ -191,49 +200,55 @@ def forward_bands(
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """The sliding-window model's blended logits, band by band.
 
+    The input, the weighted sum of the window outputs and the normaliser are kept for one
+    window's depth of planes (fixed buffers, filled a slab at a time); planes no later window
+    touches are finished and yielded.
+
     Yields
     ------
     (int, int, torch.Tensor)
         Volume planes ``start:stop`` and their logits ``(channels, stop - start, y, x)``;
         together the planes cover the volume once, in order.
     """
-    rz = grid.roi[0]
+    rz, ry, rx = grid.roi
+    step = read_input.slab
     bands = grid.bands()
-    lo = hi = 0
-    x = acc = norm = None
+    planes = (rz, *grid.padded[1:])
+    dev = grid.importance.device
+    x = torch.zeros(planes, dtype=torch.float32, device=dev)
+    norm = torch.zeros(planes, dtype=torch.float32, device=dev)
+    acc: torch.Tensor | None = None
+    lo = hi = bands[0][0]
     done = 0
     for k, (sz, starts) in enumerate(bands):
-        top = sz + rz
-        if x is None or hi < top:
-            fresh_x = read_input(hi if x is not None else sz, top)
-            fresh_n = grid.normaliser(hi if x is not None else sz, top)
-            if x is None:
-                lo = sz
-                x, norm = fresh_x, fresh_n
-            else:
-                x, norm = torch.cat([x, fresh_x]), torch.cat([norm, fresh_n])
-            hi = top
+        fresh = (hi, sz + rz)
+        for a in range(hi, sz + rz, step):
+            b = min(a + step, sz + rz)
+            x[a - lo:b - lo] = read_input(a, b)
+            norm[a - lo:b - lo] = grid.normaliser(a, b)
+        hi = sz + rz
         for batch in _batches(starts, sw_batch_size):
             with torch.no_grad():
-                out = net(_stack(x, lo, batch, grid.roi)[:, None])
+                out = net(_stack(x, lo, batch, grid.roi)[:, None]).float()
             if acc is None:
-                acc = torch.zeros((out.shape[1], hi - lo, *grid.padded[1:]),
-                                  dtype=torch.float32, device=x.device)
-            if acc.shape[1] < hi - lo:
-                acc = torch.cat([acc, acc.new_zeros((acc.shape[0], hi - lo - acc.shape[1],
-                                                     *grid.padded[1:]))], dim=1)
-            for (wz, wy, wx), o in zip(batch, out.float(), strict=True):
-                acc[:, wz - lo:wz - lo + rz, wy:wy + grid.roi[1],
-                    wx:wx + grid.roi[2]] += o * grid.importance
+                acc = torch.zeros((out.shape[1], *planes), dtype=torch.float32, device=dev)
+                fresh = (lo, hi)
+            if fresh[0] < fresh[1]:
+                acc[:, fresh[0] - lo:fresh[1] - lo] = 0
+                fresh = (0, 0)
+            for (wz, wy, wx), o in zip(batch, out, strict=True):
+                acc[:, wz - lo:wz - lo + rz, wy:wy + ry, wx:wx + rx] += o * grid.importance
             done += len(batch)
             if progress is not None:
                 progress(done)
         finish = bands[k + 1][0] if k + 1 < len(bands) else hi
-        blended = acc[:, :finish - lo] / norm[:finish - lo]
-        start, stop, block = _crop(blended, grid, lo, finish)
-        if stop > start:
-            yield start, stop, block
-        x, norm, acc = x[finish - lo:], norm[finish - lo:], acc[:, finish - lo:]
+        for a in range(lo, finish, step):
+            b = min(a + step, finish)
+            start, stop, block = _crop(acc[:, a - lo:b - lo] / norm[a - lo:b - lo], grid,  # type: ignore[index]
+                                       a, b)
+            if stop > start:
+                yield start, stop, block
+        _shift([x, norm, acc], finish - lo, hi - finish)  # type: ignore[list-item]
         lo = finish
 
 
@@ -261,9 +276,11 @@ def gradient_bands(
 ) -> Iterator[tuple[int, int, torch.Tensor] | dict[str, Any]]:
     """The attribution of ``T`` (see the module's docstring), band by band.
 
-    Windows with no region voxel have a zero term and are skipped. Yields ``(start, stop,
-    map)`` for volume planes ``start:stop`` in order, and last a dict with the score ``T``
-    and the number of windows run.
+    The input, the window weights ``R / N`` and the gradient are kept for one window's depth
+    of planes (fixed buffers, filled a slab at a time). Windows with no region voxel have a
+    zero term and are skipped. Yields ``(start, stop, map)`` for volume planes
+    ``start:stop`` in order, and last a dict with the score ``T`` and the number of windows
+    run.
     """
     from captum.attr._utils.approximation_methods import approximation_parameters
 
@@ -271,24 +288,24 @@ def gradient_bands(
         sizes_fn, alphas_fn = approximation_parameters("gausslegendre")
         sizes, alphas = sizes_fn(int(steps)), alphas_fn(int(steps))
     rz, ry, rx = grid.roi
+    step = read_input.slab
     bands = grid.bands()
-    lo = hi = 0
-    x = weight = grad = None
+    planes = (rz, *grid.padded[1:])
+    dev = grid.importance.device
+    x = torch.zeros(planes, dtype=torch.float32, device=dev)
+    weight = torch.zeros(planes, dtype=torch.float32, device=dev)
+    grad = torch.zeros(planes, dtype=torch.float32, device=dev)
+    lo = hi = bands[0][0]
     score = 0.0
     done = run = 0
     for k, (sz, starts) in enumerate(bands):
-        top = sz + rz
-        if x is None or hi < top:
-            first = hi if x is not None else sz
-            fresh_x = read_input(first, top)
-            fresh_w = read_region(first, top) / grid.normaliser(first, top)
-            fresh_g = torch.zeros_like(fresh_x)
-            if x is None:
-                lo, x, weight, grad = sz, fresh_x, fresh_w, fresh_g
-            else:
-                x, weight = torch.cat([x, fresh_x]), torch.cat([weight, fresh_w])
-                grad = torch.cat([grad, fresh_g])
-            hi = top
+        for a in range(hi, sz + rz, step):
+            b = min(a + step, sz + rz)
+            x[a - lo:b - lo] = read_input(a, b)
+            weight[a - lo:b - lo] = read_region(a, b)
+            weight[a - lo:b - lo] /= grid.normaliser(a, b)
+            grad[a - lo:b - lo] = 0
+        hi = sz + rz
         active = [s for s in starts
                   if bool(weight[s[0] - lo:s[0] - lo + rz, s[1]:s[1] + ry, s[2]:s[2] + rx].any())]
         run += len(active)
@@ -300,18 +317,18 @@ def gradient_bands(
                 base = baseline * valid  # MONAI pads every interpolated input with zeros
                 total = torch.zeros_like(xs)
                 for first in range(0, int(steps), int(step_batch)):
-                    a = torch.tensor(alphas[first:first + step_batch], dtype=xs.dtype,
-                                     device=xs.device)
-                    s = torch.tensor(sizes[first:first + step_batch], dtype=xs.dtype,
-                                     device=xs.device)
-                    n = len(a)
+                    a_k = torch.tensor(alphas[first:first + step_batch], dtype=xs.dtype,
+                                       device=xs.device)
+                    s_k = torch.tensor(sizes[first:first + step_batch], dtype=xs.dtype,
+                                       device=xs.device)
+                    n = len(a_k)
                     # (steps, windows, 1, z, y, x) -> one batch
-                    points = (base[None] + a.view(-1, 1, 1, 1, 1, 1) * (xs - base)[None])
+                    points = (base[None] + a_k.view(-1, 1, 1, 1, 1, 1) * (xs - base)[None])
                     points = points.reshape(-1, *xs.shape[1:]).requires_grad_(True)
                     out = net(points)
                     term = (out[:, channel].reshape(n, len(batch), rz, ry, rx) * ws[None])
                     g = torch.autograd.grad(term.sum(), points)[0]
-                    total += (g.reshape(n, *xs.shape) * s.view(-1, 1, 1, 1, 1, 1)).sum(0)
+                    total += (g.reshape(n, *xs.shape) * s_k.view(-1, 1, 1, 1, 1, 1)).sum(0)
                 with torch.no_grad():
                     score += float((net(xs)[:, channel] * ws).double().sum())
                 g = total
@@ -323,21 +340,24 @@ def gradient_bands(
                 score += float(term.detach().double())
             for (wz, wy, wx), gw in zip(batch, g[:, 0].detach(), strict=True):
                 grad[wz - lo:wz - lo + rz, wy:wy + ry, wx:wx + rx] += gw
+            del xs, ws, g, out
         done += len(starts)
         if progress is not None:
             progress(done)
         finish = bands[k + 1][0] if k + 1 < len(bands) else hi
-        g, xf = grad[:finish - lo], x[:finish - lo]
-        if method == "saliency":
-            result = g.abs()
-        elif method == "input_x_gradient":
-            result = xf * g
-        else:
-            result = (xf - baseline) * g
-        start, stop, block = _crop(result, grid, lo, finish)
-        if stop > start:
-            yield start, stop, block
-        x, weight, grad = x[finish - lo:], weight[finish - lo:], grad[finish - lo:]
+        for a in range(lo, finish, step):
+            b = min(a + step, finish)
+            g, xf = grad[a - lo:b - lo], x[a - lo:b - lo]
+            if method == "saliency":
+                result = g.abs()
+            elif method == "input_x_gradient":
+                result = xf * g
+            else:
+                result = (xf - baseline) * g
+            start, stop, block = _crop(result, grid, a, b)
+            if stop > start:
+                yield start, stop, block
+        _shift([x, weight, grad], finish - lo, hi - finish)
         lo = finish
     yield {"score": score, "windows_run": run}
 
