@@ -177,6 +177,9 @@ def test_errors(net, volume, region, tmp_path):
         _lazy(net, volume[0], "saliency", **common)
     with pytest.raises(XaimedError, match="3D"):
         _lazy(net, volume[None], "saliency", **common)
+    (tmp_path / "taken.zarr").mkdir()
+    with pytest.raises(XaimedError, match="already exists"):
+        _lazy(net, volume, "saliency", out=tmp_path / "taken.zarr", **common)
     with pytest.raises(XaimedError, match="channel 5"):
         _lazy(net, volume, "saliency", region=region, target=5, **common)
 

@@ -506,6 +506,11 @@ def attribute_windows(
                           "output channels.")
     z_chunk = min(shape[0], max(planes, 1))
     chunks = (z_chunk, min(shape[1], 512), min(shape[2], 512))
+    if out is None:
+        out = base_dir / "map.zarr"  # type: ignore[operator]
+    # created first: an existing store is refused before any window runs
+    store = create_zarr(out, shape, np.float32, spacing, chunks=chunks, overwrite=overwrite,
+                        metadata={"kind": "attribution", "method": method})
     region_info: dict[str, Any] = {}
     if region is None:
         mask_path = base_dir / "region.zarr"  # type: ignore[operator]
@@ -548,10 +553,6 @@ def attribute_windows(
     # IG: interpolation points per pass, over all windows of a batch
     step_batch = int(batch_size) if batch_size else max(1, auto_batch(
         math.prod(roi) * sw, dev, limit=steps))
-    if out is None:
-        out = base_dir / "map.zarr"  # type: ignore[operator]
-    store = create_zarr(out, shape, np.float32, spacing, chunks=chunks, overwrite=overwrite,
-                        metadata={"kind": "attribution", "method": method})
     finite, nonzero = True, False
     score, windows_run = 0.0, 0
     for item in gradient_bands(net, grid, read_input, read_region, channel, method,
