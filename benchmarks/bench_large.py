@@ -28,7 +28,11 @@ of at least 20 mm^3 (:func:`~napari_xaimed.segmentation.lazy.segment_lazy`, labe
 Affine registration of the volume to a copy shifted by (2, 0, 3) voxels (``registration``:
 :func:`~napari_xaimed.registration.lazy.register_lazy` on block-mean copies of at most 2**21
 voxels, the full-resolution warp written to ``DIR/warped.zarr``; its error is the recovered
-shift's distance from the true one, in mm). About 2 GB of disk at full size.
+shift's distance from the true one, in mm).
+``saliency_windows``: sliding-window saliency of a small MONAI UNet (untrained, seed 0) that
+takes the volume at its own size, windows 96^3, for the true lesions in 40 planes about the
+middle (the network runs on the windows that touch them; every plane is read and written).
+About 2 GB of disk at full size.
 """
 
 from __future__ import annotations
@@ -121,8 +125,10 @@ def run_one(job: str, shape: tuple[int, int, int], warm_up: bool = True) -> dict
 # -- --lazy: a volume larger than memory, read from a Zarr store slab by slab ----------------
 
 LAZY_JOBS = ("otsu_components", "evaluation", "evaluation_lesions", "saliency", "gradcam",
-             "registration")
+             "registration", "saliency_windows")
 SHIFT = (2, 0, 3)  # voxels: the registration job's moving image is the volume rolled by it
+#: saliency_windows: the region is the true lesions in this many planes about the middle
+WINDOW_REGION_PLANES = 40
 SPACING = (1.0, 0.7, 0.7)
 WARM_SHAPE = (40, 48, 48)
 
@@ -208,6 +214,8 @@ def run_lazy(job: str, workdir: Path, warm_up: bool = True) -> dict:
                      error_mm_max=float(error.max()),
                      ncc_before=result.coarse.metrics["ncc_before"],
                      ncc_after=result.coarse.metrics["ncc_after"], timings=result.timings)
+    elif job == "saliency_windows":
+        extra.update(_saliency_windows(volume, workdir))
     else:
         from napari_xaimed.attribution.lazy import attribute_lazy
         result = attribute_lazy("bundled", volume.data, job, target=1, spacing=volume.spacing,
@@ -217,6 +225,36 @@ def run_lazy(job: str, workdir: Path, warm_up: bool = True) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"job": job, "seconds": seconds, "above_baseline": max(0, peak - base),
             "volume_bytes": int(np.prod(volume.data.shape)) * 4, **extra}
+
+
+def _saliency_windows(volume, workdir: Path) -> dict:
+    """Sliding-window saliency of a small MONAI UNet (untrained, seed 0, windows 96^3,
+    overlap 0.25, gaussian) for the true lesions in :data:`WINDOW_REGION_PLANES` planes about
+    the middle: every plane is read and written, the network runs on the windows that touch
+    the region."""
+    import dask.array as da
+    import torch
+    from monai.networks.nets import UNet
+
+    from napari_xaimed.attribution.lazy import attribute_lazy
+    from napari_xaimed.io import read_volume
+
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(8, 16, 32),
+               strides=(2, 2), num_res_units=1).eval()
+    mask = read_volume(workdir / "lesion_mask.zarr").data
+    depth = mask.shape[0]
+    z0 = max(0, depth // 2 - WINDOW_REGION_PLANES // 2)
+    planes = da.arange(depth, chunks=mask.chunks[0])[:, None, None]
+    region = da.where((planes >= z0) & (planes < z0 + WINDOW_REGION_PLANES), mask, 0)
+    result = attribute_lazy(net, volume.data, "saliency", region=region, roi_size=96,
+                            overlap=0.25, blend="gaussian", spacing=volume.spacing,
+                            preprocessing={"scaling": "window", "window": (-160, 240)},
+                            out=workdir / "saliency_windows.zarr", overwrite=True)
+    windows = result.params["windows"]
+    return {"shape": list(result.map.shape), "windows": windows["windows"],
+            "windows_run": windows["windows_run"], "region_voxels": windows["region_voxels"],
+            "device": result.device}
 
 
 def _step(args: list[str]) -> subprocess.CompletedProcess:

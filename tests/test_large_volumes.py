@@ -388,10 +388,15 @@ def test_lazy_attribution_is_finite_on_the_grid_and_equals_attribute(lesion, met
     assert read_volume(tmp_path / "m.zarr").spacing == lesion.spacing
 
 
-def test_lazy_attribution_refuses_full_size_models_and_regions(lesion):
+def test_lazy_attribution_of_full_size_models_runs_sliding_windows(lesion, tmp_path):
+    """A model without input_size goes the sliding-window path (tests/test_lazy_windows.py
+    checks its numbers); a region on a classifier is refused."""
+    torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1))
-    with pytest.raises(XaimedError, match="resize their input.*sliding-window"):
-        attribute_lazy(net, lesion.image, "saliency")
+    result = attribute_lazy(net, lesion.image, "saliency", region=lesion.mask, device="cpu",
+                            roi_size=32, workdir=tmp_path)
+    assert result.map.shape == lesion.image.shape
+    assert result.params["lazy"]["sliding_window"] and result.params["region"] == "given mask"
     with pytest.raises(XaimedError, match="region"):
         attribute_lazy("bundled", lesion.image, "saliency", region=lesion.mask)
 

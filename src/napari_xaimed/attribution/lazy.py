@@ -18,10 +18,12 @@ classifier's 32^3) sees only a small volume, so the whole volume never needs to 
 The map equals the in-memory :func:`~napari_xaimed.attribution.attribute` map up to float
 rounding (the interpolation's sums run in another order).
 
-Not supported, with an :class:`~napari_xaimed.XaimedError` that says so: models that take the
-volume at its own size (no ``input_size``; e.g. segmentation networks run by sliding windows,
-whose attribution would need every window's gradients over the whole volume), and a
-``region`` for a segmentation target.
+Models that take the volume at its own size (no ``input_size``: segmentation networks such as
+MONAI's UNet) are explained as the sliding-window model that
+:func:`~napari_xaimed.segmentation.segment_with_model` runs, window band by window band, by
+:mod:`napari_xaimed.attribution.windows` (saliency, input x gradient, Integrated Gradients;
+a channel's summed logit in a region, by default where the model predicts it). A ``region``
+applies to those models only.
 """
 
 from __future__ import annotations
@@ -176,6 +178,11 @@ def attribute_lazy(
     out: str | Path | None = None,
     overwrite: bool = False,
     slab: int | None = None,
+    roi_size: int | tuple[int, int, int] | None = None,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    sw_batch_size: int | None = None,
+    workdir: str | Path | None = None,
     **kwargs: Any,
 ) -> Attribution:
     """:func:`~napari_xaimed.attribution.attribute` on a volume larger than memory.
@@ -183,6 +190,15 @@ def attribute_lazy(
     For models whose preprocessing resizes the volume (``input_size``): the volume is scaled
     and resized slab by slab (:func:`downsample_lazy`), explained in memory at the model's
     size, and the map resized back to the volume's grid lazily (:func:`upsample_lazy`).
+
+    For models that take the volume at its own size (segmentation networks): the
+    sliding-window model of ``sliding_window_inference(x, roi_size, sw_batch_size, model,
+    overlap, mode=blend)`` is explained window band by window band
+    (:func:`~napari_xaimed.attribution.windows.attribute_windows`), with bounded memory; the
+    target is ``target``'s (default 1, or 0 for one channel) summed logit inside ``region``
+    (default: where the sliding-window model predicts that channel, from a lazy forward pass).
+    Methods: ``saliency``, ``input_x_gradient``, ``integrated_gradients`` (baseline zeros,
+    min or a number).
 
     Parameters
     ----------
@@ -196,28 +212,51 @@ def attribute_lazy(
         The volume's voxel size in mm (for windows given in mm).
     preprocessing : dict or Preprocessing, optional
         Overrides of the model's, as for ``attribute``; ``input_size`` must remain set.
-    region : None
-        Not supported lazily.
+    region : array-like, optional
+        Segmentation models: a mask of the volume's shape (dask, zarr, numpy; nonzero = in).
     out : str or pathlib.Path, optional
         A Zarr store to write the map to, slab by slab (the map is then read from it).
+        Segmentation models always write one (default: ``map.zarr`` in a temporary folder
+        under ``workdir``).
     overwrite : bool
         Replace an existing ``out``.
     slab : int, optional
         Planes per slab.
+    roi_size : int or (int, int, int), optional
+        Segmentation models: the window (default as
+        :func:`~napari_xaimed.segmentation.segment_with_model`: 96, or smaller axes rounded
+        up to a multiple of 16).
+    overlap : float
+        Segmentation models: overlap of neighbouring windows, in [0, 1).
+    blend : {"gaussian", "constant"}
+        Segmentation models: MONAI's importance map (``mode``).
+    sw_batch_size : int, optional
+        Segmentation models: windows per pass (default 1).
+    workdir : str or pathlib.Path, optional
+        Segmentation models: where the temporary stores go (the map without ``out``, the
+        default region); the system's temporary folder by default. They are not deleted: the
+        returned map reads from them.
     **kwargs
-        Everything else ``attribute`` takes (``target``, ``device``, the method's parameters).
+        Everything else ``attribute`` takes (``target``, ``device``, the method's parameters;
+        for segmentation models ``batch_size`` = IG points per pass).
 
     Returns
     -------
     Attribution
         ``.map`` a dask array of the volume's shape (float32); ``params["lazy"]`` records the
         model-grid shape, and ``params["model_map"]`` is not kept (the small map is
-        ``.map``'s source); ``.seconds`` includes the slab passes.
+        ``.map``'s source); ``.seconds`` includes the slab passes. Segmentation models:
+        ``params["windows"]`` records the windows (``roi_size``, ``overlap``, ``blend``,
+        ``windows``, ``windows_run``, ``bands``, ``region_voxels``...), ``params["region"]``
+        ``"given mask"`` or ``"model prediction"``, ``.target`` the channel and ``.scores``
+        the target ``T``.
 
     Raises
     ------
     XaimedError
-        For a model that does not resize its input, a region, or a volume that is not 3D.
+        For a region given to a classifier, a volume that is not 3D, and for segmentation
+        models a method that windows cannot add up, a region of another shape or an empty
+        one, an output that does not fit the window.
     """
     import time
 
@@ -227,19 +266,17 @@ def attribute_lazy(
     shape = tuple(int(n) for n in volume.shape)
     if len(shape) != 3:
         raise XaimedError(f"volume must be a 3D (z, y, x) volume, got shape {shape}.")
-    if region is not None:
-        raise XaimedError("a region (segmentation target) is not supported on volumes larger "
-                          "than memory: explain a crop (volume[z0:z1]) in memory with "
-                          "attribute().")
     loaded = load_model(model)
     prep = loaded.preprocessing.overridden(preprocessing)
     if prep.input_size is None:
-        raise XaimedError(
-            "this model takes the volume at its own size (its preprocessing has no "
-            "input_size), so explaining it needs the whole volume in memory: lazy attribution "
-            "supports models that resize their input, not sliding-window attribution of "
-            "segmentation networks. Explain a crop (volume[z0:z1]) with attribute(), or set "
-            "preprocessing={'input_size': (z, y, x)} if the model accepts a resized volume.")
+        return _attribute_windows(loaded, volume, method, prep, started, spacing=spacing,
+                                  region=region, out=out, overwrite=overwrite, slab=slab,
+                                  roi_size=roi_size, overlap=overlap, blend=blend,
+                                  sw_batch_size=sw_batch_size, workdir=workdir, **kwargs)
+    if region is not None:
+        raise XaimedError("a region is a segmentation target, and this model resizes its "
+                          "input (a classifier): leave the region out, or explain a crop "
+                          "(volume[z0:z1]) in memory with attribute().")
     size = tuple(int(n) for n in prep.input_size)
     small = downsample_lazy(volume, size, prep, slab)
     spacing = as_spacing(spacing)
@@ -265,3 +302,35 @@ def attribute_lazy(
                        target=inner.target, params=params, scores=inner.scores,
                        seconds=time.perf_counter() - started, device=inner.device,
                        model=inner.model)
+
+
+def _attribute_windows(loaded: Any, volume: Any, method: str, prep: Preprocessing,
+                       started: float, *, spacing: Any, region: Any, out: Any,
+                       overwrite: bool, slab: int | None, roi_size: Any, overlap: float,
+                       blend: str, sw_batch_size: int | None, workdir: Any,
+                       target: int | None = None, device: Any = "auto",
+                       batch_size: int | None = None, seed: int = 0, **params: Any
+                       ) -> Attribution:
+    """:func:`attribute_lazy` for a model without ``input_size``: sliding windows."""
+    import time
+
+    from napari_xaimed.attribution.methods import METHODS, check_params
+    from napari_xaimed.attribution.windows import attribute_windows
+
+    params = check_params(method, params)
+    result = attribute_windows(
+        loaded, volume, method, prep=prep, spacing=as_spacing(spacing), region=region,
+        target=target, roi_size=roi_size, overlap=overlap, blend=blend,
+        sw_batch_size=sw_batch_size, device=device, batch_size=batch_size, out=out,
+        overwrite=overwrite, slab=slab, workdir=workdir, params=params)
+    used = result["params"]
+    record = {**params, "preprocessing": prep.to_dict(), "batch_size": batch_size,
+              "seed": seed, "target": "predicted" if target is None else "given",
+              "region": used.pop("region"), "channel": result["channel"],
+              "windows": used,
+              "lazy": {"volume_shape": [int(n) for n in volume.shape], "out": result["out"],
+                       "sliding_window": True}}
+    return Attribution(map=result["map"], method=method, signed=METHODS[method].signed,
+                       target=result["channel"], params=record, scores=[result["score"]],
+                       seconds=time.perf_counter() - started, device=result["device"],
+                       model=loaded.provenance())

@@ -6,7 +6,8 @@
 ``segment_with_model`` runs the user's model (MONAI sliding windows);
 ``parts_from_classes`` and ``core_parts`` build things with parts for part-aware evaluation;
 ``segment_lazy``, ``otsu_threshold_lazy`` and ``label_lazy`` do Otsu and components on volumes
-larger than memory, slab by slab (:mod:`~napari_xaimed.segmentation.lazy`).
+larger than memory, slab by slab, and ``segment_model_lazy`` a network's sliding windows, band
+by band (:mod:`~napari_xaimed.segmentation.lazy`).
 """
 
 from napari_xaimed.segmentation.deep import (
@@ -20,6 +21,7 @@ from napari_xaimed.segmentation.lazy import (
     label_lazy,
     otsu_threshold_lazy,
     segment_lazy,
+    segment_model_lazy,
 )
 from napari_xaimed.segmentation.parts import core_parts, parts_from_classes
 from napari_xaimed.segmentation.result import SegmentationResult
@@ -46,6 +48,7 @@ __all__ = [
     "parts_from_classes",
     "segment",
     "segment_lazy",
+    "segment_model_lazy",
     "segment_steps",
     "segment_with_model",
     "split_instances",

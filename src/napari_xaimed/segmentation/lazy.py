@@ -15,6 +15,10 @@ at a time. The results equal those of the in-memory functions on the whole volum
 - :func:`segment_lazy`: Otsu or a fixed threshold, then :func:`label_lazy`: the labels of
   :func:`~napari_xaimed.segmentation.segment` with ``"otsu"`` or ``"threshold"`` (``value=``).
 
+- :func:`segment_model_lazy`: a PyTorch/MONAI network by MONAI's sliding windows, band of
+  windows by band along z: the labels of :func:`~napari_xaimed.segmentation.segment_with_model`
+  (same windows, importance map and blending; no ``model_spacing`` resampling).
+
 The labels are written to an OME-Zarr store (uint32) and returned as a dask array over it.
 Smoothing, opening, hole filling, percentile thresholds and the watershed split look across
 the whole volume and are not done lazily: they raise an
@@ -507,4 +511,100 @@ def segment_lazy(
                          "seconds": seconds})
     return LazySegmentation(labels=da.from_zarr(array), path=Path(out), method=method,
                             threshold=float(threshold), n_instances=n, spacing=spacing,
+                            params=used, seconds=seconds)
+
+
+def segment_model_lazy(
+    volume: Any,
+    model: Any,
+    out: str | Path,
+    *,
+    spacing: tuple[float, float, float] | None = None,
+    roi_size: int | tuple[int, int, int] | None = None,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    sw_batch_size: int | None = None,
+    device: str = "auto",
+    output: str = "softmax",
+    threshold: float = 0.5,
+    channel: int | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    probability_out: str | Path | None = None,
+    origin: tuple[float, float, float] | None = None,
+    slab: int | None = None,
+    overwrite: bool = False,
+) -> LazySegmentation:
+    """Segment a volume larger than memory with a network, by sliding windows, to Zarr.
+
+    The labels (and probability) of :func:`~napari_xaimed.segmentation.segment_with_model`
+    with the same parameters: MONAI's windows and importance map, the blended logits of a
+    band of windows along z written as soon as no later window touches their planes, so
+    only a band of input planes and logits is in memory.
+
+    Parameters
+    ----------
+    volume : array-like
+        3D ``(z, y, x)``: dask, zarr, memory map or numpy.
+    model : torch.nn.Module, path or "bundled-segmenter"
+        As for :func:`~napari_xaimed.segmentation.segment_with_model`.
+    out : str or pathlib.Path
+        Zarr store for the labels (uint8).
+    spacing, roi_size, overlap, blend, sw_batch_size, device, output, threshold, channel
+        As for :func:`~napari_xaimed.segmentation.segment_with_model`.
+    preprocessing : dict, optional
+        Overrides of the model's intensity scaling (statistics taken slab by slab).
+    probability_out : str or pathlib.Path, optional
+        Zarr store for the foreground probability (float32), when wanted.
+    origin : tuple of float, optional
+    slab : int, optional
+        Planes read at a time.
+    overwrite : bool
+
+    Returns
+    -------
+    LazySegmentation
+        ``method="model"``, ``threshold`` the one used, ``n_instances`` 0 (labels are
+        classes), ``params`` with the windows.
+    """
+    import dask.array as da
+
+    from napari_xaimed import __version__
+    from napari_xaimed.attribution.models import load_model
+    from napari_xaimed.attribution.windows import forward_bands, prepare_windows
+    from napari_xaimed.segmentation.deep import _labels_and_probability
+
+    started = time.perf_counter()
+    shape = _check_3d(volume)
+    spacing = as_spacing(spacing)
+    loaded = load_model(model)
+    prep = loaded.preprocessing.overridden(preprocessing)
+    setup = prepare_windows(loaded, volume, prep, roi_size=roi_size, overlap=overlap,
+                            blend=blend, sw_batch_size=sw_batch_size, device=device,
+                            slab=slab, output=output, threshold=threshold, channel=channel)
+    planes = setup.planes
+    labels = _output(out, shape, np.uint8, spacing, origin, planes, overwrite)
+    probability = None
+    if probability_out is not None:
+        probability = create_zarr(probability_out, shape, np.float32, spacing, origin,
+                                  (planes, min(shape[1], 512), min(shape[2], 512)),
+                                  overwrite=overwrite)
+    for start, stop, logits in forward_bands(setup.net, setup.grid, setup.read_input,
+                                             setup.sw):
+        lab, prob = _labels_and_probability(logits[None], tuple(logits.shape[1:]), output,
+                                            float(threshold), channel)
+        labels[start:stop] = lab.cpu().numpy().astype(np.uint8)
+        if probability is not None:
+            probability[start:stop] = prob.float().cpu().numpy()
+    seconds = time.perf_counter() - started
+    used = {"method": "model", "roi_size": list(setup.roi), "overlap": float(overlap),
+            "blend": blend, "sw_batch_size": setup.sw, "output": output,
+            "threshold": float(threshold), "channel": channel,
+            "preprocessing": prep.to_dict(), "windows": len(setup.grid.starts),
+            "bands": len(setup.grid.bands()), "output_channels": setup.channels,
+            "slab": planes, "device": str(setup.device), "lazy": True}
+    set_provenance(out, {"kind": "segmentation", "params": used, "spacing": list(spacing),
+                         "model": loaded.provenance(), "version": __version__,
+                         "seconds": seconds})
+    return LazySegmentation(labels=da.from_zarr(labels), path=Path(out), method="model",
+                            threshold=float(threshold), n_instances=0, spacing=spacing,
                             params=used, seconds=seconds)
