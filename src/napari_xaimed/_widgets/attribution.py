@@ -181,28 +181,25 @@ class AttributionWidget(XaimedWidget):
             report_error(exc)
             return
         lazy = is_lazy(layer.data)
-        if lazy and self.region.value is not None:
-            report_error(XaimedError(
-                f"{layer.name!r} is read lazily (larger than memory): a region target is not "
-                "available for it. Clear the region, or load a crop into memory."))
-            return
         data = layer.data if lazy else np.asarray(layer.data)
+        # attribute_lazy explains a segmentation network's region by sliding windows and
+        # refuses a region for a classifier, as attribute does
         explain = attribute_lazy_steps if lazy else attribute_steps
         target = None if self.target.value == PREDICTED else int(self.target.value)
-        region = None if self.region.value is None else np.asarray(self.region.value.data)
+        region = None if self.region.value is None else (
+            self.region.value.data if lazy else np.asarray(self.region.value.data))
         device = self.device.value
         params = {m: self.method_params(m) for m in methods}
         spacing, translate = source_geometry(layer)
         name = layer.name
         # the image and the region (a segmentation model's target) as files or samples with
         # their SHA-256: what a rerun reads again
-        # (not for a lazy layer: hashing it would read the whole volume)
-        inputs = None if lazy else PendingInputs(image=layer, region=self.region.value)
+        # (PendingInputs does not hash a lazy layer: that would read the whole volume)
+        inputs = PendingInputs(image=layer, region=self.region.value)
 
         def steps():
             yield Progress(0, 100 * len(methods), "loading the model")
-            if inputs is not None:
-                inputs.complete()  # SHA-256 of the layers, off the GUI thread
+            inputs.complete()  # SHA-256 of the layers, off the GUI thread
             model = self._model(source)  # in the worker: a big file must not freeze napari
             results = []
             for i, method in enumerate(methods):

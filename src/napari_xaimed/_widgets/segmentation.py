@@ -122,7 +122,7 @@ class SegmentationWidget(XaimedWidget):
         self.job.run_button.clicked.connect(self.run)
         self.job.finished.connect(self._prewarm)
         self._probabilities: dict[str, list[str]] = {}  # source -> probability layers shown
-        # a lazy layer's Otsu threshold, kept between previews: (data id, method, classes, value)
+        # a lazy layer's Otsu threshold, kept between previews: (data, method, classes, value)
         self._lazy_thresholds: dict[tuple, float] = {}
         self._show_method_fields()
         self.reset_choices()
@@ -219,7 +219,9 @@ class SegmentationWidget(XaimedWidget):
         runs once per layer and class count (its threshold is kept for the next previews)."""
         method, params = self.method.value, self.params()
         data = layer.data
-        key = (id(data), method, params.get("classes"), params.get("value"))
+        # a dask array's name is a token of its graph: unlike id(), never reused by another
+        key = (getattr(data, "name", id(data)), method, params.get("classes"),
+               params.get("value"))
         known = self._lazy_thresholds.get(key)
 
         def steps():

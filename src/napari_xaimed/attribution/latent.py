@@ -158,7 +158,7 @@ def case_embedding(model: Any, volume: Any, *, layer: str | None = None,
     from napari_xaimed.io_lazy import is_lazy
 
     if is_lazy(volume):
-        volume, preprocessing = _model_input_lazy(model, volume, preprocessing)
+        model, volume, preprocessing = _model_input_lazy(model, volume, preprocessing)
     vol = as_volume(volume, "the volume")
     setup = _Setup(model, layer, preprocessing, device, vol)
     x = setup.batch([vol])
@@ -179,22 +179,24 @@ def case_embedding(model: Any, volume: Any, *, layer: str | None = None,
     return CaseEmbedding(vectors[0], gradients, scores, setup.layer)
 
 
-def _model_input_lazy(model: Any, volume: Any, preprocessing: Any) -> tuple[np.ndarray, Any]:
-    """A lazy volume as the model's input, read slab by slab, and the preprocessing that
-    leaves it as it is."""
+def _model_input_lazy(model: Any, volume: Any, preprocessing: Any
+                      ) -> tuple[Any, np.ndarray, Any]:
+    """The loaded model (loaded once), a lazy volume as its input, read slab by slab, and the
+    preprocessing that leaves that input as it is."""
     from napari_xaimed.attribution.lazy import downsample_lazy
     from napari_xaimed.attribution.models import load_model
 
     if len(volume.shape) != 3:
         raise XaimedError(f"the volume must be 3D (z, y, x), got shape {tuple(volume.shape)}.")
-    prep = load_model(model).preprocessing.overridden(preprocessing)
+    loaded = load_model(model)
+    prep = loaded.preprocessing.overridden(preprocessing)
     if prep.input_size is None:
         raise XaimedError(
             "this volume is read lazily (larger than memory) and the model takes volumes at "
             "their own size (no input_size): embed a crop (volume[z0:z1].compute()), or set "
             "preprocessing={'input_size': (z, y, x)} if the model accepts a resized volume.")
     small = downsample_lazy(volume, tuple(int(n) for n in prep.input_size), prep)
-    return small, {"scaling": "none", "input_size": None}
+    return loaded, small, {"scaling": "none", "input_size": None}
 
 
 def assemble(ids: Sequence[str], cases: Sequence[CaseEmbedding], *,

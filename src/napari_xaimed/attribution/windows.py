@@ -166,6 +166,12 @@ def _stack(buffer: torch.Tensor, lo: int, starts: Sequence[tuple[int, int, int]]
                         for sz, sy, sx in starts])
 
 
+def _spans(start: int, stop: int, step: int) -> Iterator[tuple[int, int]]:
+    """``(a, b)`` ranges of at most ``step`` planes covering ``start:stop``."""
+    for a in range(start, stop, step):
+        yield a, min(a + step, stop)
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -222,8 +228,7 @@ def forward_bands(
     done = 0
     for k, (sz, starts) in enumerate(bands):
         fresh = (hi, sz + rz)
-        for a in range(hi, sz + rz, step):
-            b = min(a + step, sz + rz)
+        for a, b in _spans(hi, sz + rz, step):
             x[a - lo:b - lo] = read_input(a, b)
             norm[a - lo:b - lo] = grid.normaliser(a, b)
         hi = sz + rz
@@ -242,8 +247,7 @@ def forward_bands(
             if progress is not None:
                 progress(done)
         finish = bands[k + 1][0] if k + 1 < len(bands) else hi
-        for a in range(lo, finish, step):
-            b = min(a + step, finish)
+        for a, b in _spans(lo, finish, step):
             start, stop, block = _crop(acc[:, a - lo:b - lo] / norm[a - lo:b - lo], grid,  # type: ignore[index]
                                        a, b)
             if stop > start:
@@ -299,8 +303,7 @@ def gradient_bands(
     score = 0.0
     done = run = 0
     for k, (sz, starts) in enumerate(bands):
-        for a in range(hi, sz + rz, step):
-            b = min(a + step, sz + rz)
+        for a, b in _spans(hi, sz + rz, step):
             x[a - lo:b - lo] = read_input(a, b)
             weight[a - lo:b - lo] = read_region(a, b)
             weight[a - lo:b - lo] /= grid.normaliser(a, b)
@@ -345,8 +348,7 @@ def gradient_bands(
         if progress is not None:
             progress(done)
         finish = bands[k + 1][0] if k + 1 < len(bands) else hi
-        for a in range(lo, finish, step):
-            b = min(a + step, finish)
+        for a, b in _spans(lo, finish, step):
             g, xf = grad[a - lo:b - lo], x[a - lo:b - lo]
             if method == "saliency":
                 result = g.abs()
