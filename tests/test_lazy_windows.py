@@ -192,6 +192,8 @@ def test_errors(net, volume, region, tmp_path):
     with pytest.raises(XaimedError, match="does not fit its input window"):
         _lazy(net, volume, "saliency", region=region, roi_size=(15, 15, 15),
               workdir=tmp_path)
+    # a run that failed after making its temporary folder leaves nothing behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.zarr"]
 
 
 @pytest.mark.parametrize("blend,output", [("gaussian", "softmax"), ("constant", "sigmoid")])

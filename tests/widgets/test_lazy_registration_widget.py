@@ -1,6 +1,7 @@
 """The registration and longitudinal widgets on lazy (dask-backed, larger-than-memory) layers."""
 
 import threading
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -95,8 +96,11 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
     count = len(viewer.layers)
     assert wait(qtbot, widget.job, widget.job.run_button.click) == "done"
     assert len(viewer.layers) == count  # a re-run replaces its outputs
-    assert viewer.layers["Warped [prior->current]"].metadata["xaimed"]["lazy"][
-        "warped_store"] != store
+    rerun_store = viewer.layers["Warped [prior->current]"].metadata["xaimed"]["lazy"][
+        "warped_store"]
+    assert rerun_store != store
+    # the first run's store went with the layer it backed; the rerun's is read by the layer
+    assert not Path(store).exists() and Path(rerun_store).exists()
 
     # carrying a layer along: at full resolution, lazily, on the fixed grid
     viewer.add_labels(da.from_array(pair.moving_labels, chunks=(8, -1, -1)),
@@ -109,6 +113,8 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
     assert carried.data.shape == SHAPE
     np.testing.assert_allclose(carried.translate, (1.0, 2.0, -3.0))
     assert set(np.unique(np.asarray(carried.data))) <= set(np.unique(pair.moving_labels))
+    carried_store = Path(carried.metadata["xaimed"]["params"]["store"])
+    assert carried_store.exists()
 
     from napari_xaimed import XaimedError
     from napari_xaimed._rerun import recompute
@@ -116,6 +122,8 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
     for layer in (warped, carried):  # not silently redone as a full-size registration
         with pytest.raises(XaimedError, match="downsampled copies"):
             recompute(viewer.layers[layer.name].metadata["xaimed"])
+    viewer.layers.remove(carried.name)
+    assert not carried_store.exists() and Path(rerun_store).exists()
 
 
 def test_longitudinal_on_lazy_layers_explains_downsampled_copies(qtbot, make_napari_viewer,

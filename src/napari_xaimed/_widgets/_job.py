@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Signal
@@ -20,6 +21,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress
+from napari_xaimed._widgets._scratch import release
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ class JobPanel(QWidget):
         self._steps: Generator[Progress, None, Any] | None = None
         self._stop = threading.Event()
         self._outcome = ""
+        self._scratch: Path | None = None
 
     @property
     def running(self) -> bool:
@@ -146,8 +149,14 @@ class JobPanel(QWidget):
         steps: Generator[Progress, None, Any],
         on_result: Callable[[Any, float], None],
         description: str,
+        scratch: Path | None = None,
     ) -> None:
-        """Run ``steps`` in a worker thread; call ``on_result(result, seconds)`` when it ends well."""
+        """Run ``steps`` in a worker thread; call ``on_result(result, seconds)`` when it ends well.
+
+        ``scratch``, a folder from :func:`~napari_xaimed._widgets._scratch.scratch_folder` that
+        the job fills, is deleted when the job fails or is cancelled (``on_result`` ties it to
+        the layers it shows).
+        """
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
@@ -155,6 +164,7 @@ class JobPanel(QWidget):
             return
         self._outcome = ""
         self._steps = steps
+        self._scratch = scratch
         started = time.perf_counter()
         self._stop = threading.Event()
         worker = create_worker(_drive, steps, self._stop, _start_thread=False,
@@ -237,6 +247,8 @@ class JobPanel(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self._outcome != "done":
+            release(self._scratch)  # a half-written store is not kept
             self.bar.setRange(0, 1)
             self.bar.setValue(0)
+        self._scratch = None
         self.finished.emit(self._outcome or "cancelled")

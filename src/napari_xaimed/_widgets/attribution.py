@@ -26,6 +26,7 @@ from napari_xaimed._widgets._base import (
     layer_picker,
 )
 from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed._widgets._scratch import keep_while_shown, scratch_folder
 from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
 from napari_xaimed.io_lazy import is_lazy
 
@@ -196,6 +197,9 @@ class AttributionWidget(XaimedWidget):
         # their SHA-256: what a rerun reads again
         # (PendingInputs does not hash a lazy layer: that would read the whole volume)
         inputs = PendingInputs(image=layer, region=self.region.value)
+        # a lazy map is written slab by slab into a store there, read by its dask layer
+        folder = scratch_folder("xaimed-attribution-") if lazy else None
+        where = {} if folder is None else {"workdir": folder}
 
         def steps():
             yield Progress(0, 100 * len(methods), "loading the model")
@@ -204,7 +208,7 @@ class AttributionWidget(XaimedWidget):
             results = []
             for i, method in enumerate(methods):
                 inner = explain(model, data, method, target=target, region=region,
-                                device=device, **params[method])
+                                device=device, **where, **params[method])
                 try:
                     while True:
                         try:
@@ -232,8 +236,10 @@ class AttributionWidget(XaimedWidget):
                             "target_index": result.target},
                     model=result.model, scores=result.scores,
                     inputs=None if inputs is None else inputs.records)
-                add_or_update(self.viewer, heatmap_layer(
+                shown = add_or_update(self.viewer, heatmap_layer(
                     result.map, output_name(title(result.method), name), spacing,
                     signed=result.signed, translate=translate, provenance=prov))
+                keep_while_shown(self.viewer, shown, folder)
 
-        self.job.start(steps(), done, f"Explaining {name} ({', '.join(methods)})")
+        self.job.start(steps(), done, f"Explaining {name} ({', '.join(methods)})",
+                       scratch=folder)

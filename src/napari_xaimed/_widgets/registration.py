@@ -17,7 +17,6 @@ scale and translate, so they overlay in world coordinates.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
+from napari_xaimed._widgets._scratch import keep_while_shown, scratch_folder
 from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
 from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
@@ -241,7 +241,7 @@ class RegistrationWidget(XaimedWidget):
             moving_labels=self.moving_labels.value, fixed_points=self.fixed_points.value,
             moving_points=self.moving_points.value)
         fixed_data, moving_data = fixed.data, moving.data
-        folder = Path(tempfile.mkdtemp(prefix="xaimed-registration-")) if lazy else None
+        folder = scratch_folder("xaimed-registration-") if lazy else None
 
         def steps():
             recorded.complete()  # hashing CT-sized layers: in the worker, not the GUI thread
@@ -256,17 +256,19 @@ class RegistrationWidget(XaimedWidget):
 
         def done(result: RegistrationResult | LazyRegistration, seconds: float) -> None:
             self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds,
-                              recorded.records)
+                              recorded.records, scratch=folder)
 
         how = (f", downsampled to at most {LAZY_MAX_VOXELS} voxels, warped slab by slab"
                if lazy else "")
         self.job.start(steps(), done,
-                       f"Registering {moving.name} to {fixed.name} ({transform}{how})")
+                       f"Registering {moving.name} to {fixed.name} ({transform}{how})",
+                       scratch=folder)
 
     def _show_result(self, result: RegistrationResult | LazyRegistration,
                      names: tuple[str, str], spacing: tuple[float, float, float],
                      translate: tuple[float, float, float], vector_step: int, grid_mm: float,
-                     seconds: float, inputs: dict[str, Any] | None = None) -> None:
+                     seconds: float, inputs: dict[str, Any] | None = None,
+                     scratch: Path | None = None) -> None:
         lazy = result if isinstance(result, LazyRegistration) else None
         coarse = result if lazy is None else lazy.coarse
         extra = {} if lazy is None else {
@@ -303,8 +305,8 @@ class RegistrationWidget(XaimedWidget):
             vectors_layer(vectors, lengths, output_name("Displacement", *names), spacing,
                           **geometry("displacement vectors")),
         ]
-        for layer in layers:
-            add_or_update(self.viewer, layer)
+        shown = [add_or_update(self.viewer, layer) for layer in layers]
+        keep_while_shown(self.viewer, shown[0], scratch)  # the lazy warped image's store
         if lazy is not None:
             from napari.utils.notifications import show_info
 
@@ -334,7 +336,7 @@ class RegistrationWidget(XaimedWidget):
         moving_name, fixed_name = self._sources
         registration = self._provenance  # the carried layer's provenance holds the whole
         carried = PendingInputs(layer=layer)  # registration, so a rerun can redo both
-        folder = (Path(tempfile.mkdtemp(prefix="xaimed-carried-"))
+        folder = (scratch_folder("xaimed-carried-")
                   if isinstance(result, LazyRegistration) else None)
 
         def steps():
@@ -355,11 +357,12 @@ class RegistrationWidget(XaimedWidget):
             name = output_name(layer.name, moving_name, fixed_name)
             kwargs = {"translate": result.fixed_origin, "provenance": prov}
             if is_labels:
-                add_or_update(self.viewer, labels_layer(warped, name, result.fixed_spacing,
-                                                        **kwargs))
+                shown = add_or_update(self.viewer, labels_layer(
+                    warped, name, result.fixed_spacing, **kwargs))
             else:
-                add_or_update(self.viewer, image_layer(
+                shown = add_or_update(self.viewer, image_layer(
                     warped, name, result.fixed_spacing, colormap=layer.colormap.name,
                     **kwargs))
+            keep_while_shown(self.viewer, shown, folder)
 
-        self.carry_job.start(steps(), done, f"Carrying {layer.name} along")
+        self.carry_job.start(steps(), done, f"Carrying {layer.name} along", scratch=folder)

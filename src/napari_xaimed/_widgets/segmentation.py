@@ -26,6 +26,7 @@ from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
+from napari_xaimed._widgets._scratch import keep_while_shown, scratch_folder
 from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
 from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
@@ -285,8 +286,6 @@ class SegmentationWidget(XaimedWidget):
                   translate: tuple[float, float, float]) -> None:
         """A dask-backed layer (a Zarr, a NIfTI larger than memory): segment it slab by slab
         into a Zarr store in a temporary folder and show the labels lazily over it."""
-        import tempfile
-
         from napari_xaimed.segmentation.lazy import segment_lazy
 
         if method not in ("otsu", "threshold"):
@@ -295,7 +294,7 @@ class SegmentationWidget(XaimedWidget):
                 f"'threshold' segment it slab by slab, not {method!r}. Pick one of them, or "
                 "load a crop into memory (viewer.add_image(layer.data[z0:z1].compute()))."))
             return
-        folder = Path(tempfile.mkdtemp(prefix="xaimed-labels-"))
+        folder = scratch_folder("xaimed-labels-")
 
         def steps():
             yield Progress(0, 1, f"{layer.name}: {method} slab by slab")
@@ -309,22 +308,26 @@ class SegmentationWidget(XaimedWidget):
                        "labels_store": str(lazy.path)},
                 spacing=lazy.spacing, kind="instances" if params.get("instances", True)
                 else "mask", seconds=lazy.seconds)
-            self._show_result(result, layer.name, spacing, translate, shown, seconds)
+            self._show_result(result, layer.name, spacing, translate, shown, seconds,
+                              scratch=folder)
 
-        self.job.start(steps(), done, f"Segmenting {layer.name} ({method}, slab by slab)")
+        self.job.start(steps(), done, f"Segmenting {layer.name} ({method}, slab by slab)",
+                       scratch=folder)
 
     def _show_result(self, result: SegmentationResult, source: str,
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],
                      params: dict[str, Any], seconds: float,
-                     inputs: dict[str, Any] | None = None) -> None:
+                     inputs: dict[str, Any] | None = None, scratch: Path | None = None) -> None:
         # facts apart, as the CLI keeps them: merged into params, the model's description
         # replaced the model parameter and the device found replaced "auto", so the
         # parameters no longer reran the segmentation
         prov = provenance("segmentation", sources=[source], seconds=seconds,
                           params={"method": result.method, **params}, facts=result.facts,
                           label_kind=result.kind, inputs=inputs)
-        add_or_update(self.viewer, labels_layer(result.labels, output_name("Segmentation", source),
-                                                spacing, translate=translate, provenance=prov))
+        shown = add_or_update(self.viewer, labels_layer(
+            result.labels, output_name("Segmentation", source), spacing, translate=translate,
+            provenance=prov))
+        keep_while_shown(self.viewer, shown, scratch)  # a lazy result reads its store there
         names = []
         if result.probabilities is not None:
             foreground = result.facts.get("probabilities") == "foreground"

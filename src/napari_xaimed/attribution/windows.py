@@ -31,6 +31,7 @@ and the noise would have to be one field across overlapping windows.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -502,83 +503,89 @@ def attribute_windows(
     if region is None or out is None:
         base_dir = Path(tempfile.mkdtemp(prefix="xaimed-windows-",
                                          dir=None if workdir is None else str(workdir)))
-    channel = 1 if target is None and channels > 1 else int(target or 0)
-    if not 0 <= channel < channels:
-        raise XaimedError(f"target channel {channel} does not exist: the model has {channels} "
-                          "output channels.")
-    z_chunk = min(shape[0], max(planes, 1))
-    chunks = (z_chunk, min(shape[1], 512), min(shape[2], 512))
-    if out is None:
-        out = base_dir / "map.zarr"  # type: ignore[operator]
-    # created first: an existing store is refused before any window runs
-    store = create_zarr(out, shape, np.float32, spacing, chunks=chunks, overwrite=overwrite,
-                        metadata={"kind": "attribution", "method": method})
-    region_info: dict[str, Any] = {}
-    if region is None:
-        mask_path = base_dir / "region.zarr"  # type: ignore[operator]
-        mask_store = create_zarr(mask_path, shape, np.uint8, spacing, chunks=chunks)
-        count = 0
-        for start, stop, logits in forward_bands(net, grid, read_input, sw):
-            mask = predicted_mask(logits, channel)
-            count += int(mask.sum())
-            mask_store[start:stop] = mask.cpu().numpy().astype(np.uint8)
-        if count == 0:
-            raise XaimedError(f"the model predicts no voxel of channel {channel} on this "
-                              "volume: give a region (a mask of the volume's shape) to explain.")
-        region = mask_store
-        region_info = {"region": "model prediction", "region_voxels": count,
-                       "region_store": str(mask_path)}
-    else:
-        if tuple(int(n) for n in np.shape(region)) != shape:
-            raise XaimedError(f"the region {tuple(np.shape(region))} must have the volume's "
-                              f"shape {shape}.")
-        count = 0
-        for start in range(0, shape[0], planes):
-            count += int(np.count_nonzero(read_slab(region, start, min(start + planes,
-                                                                        shape[0]))))
-        if count == 0:
-            raise XaimedError("the region is empty: draw or pick a non-empty mask.")
-        region_info = {"region": "given mask", "region_voxels": count}
-    read_region = PaddedReader(region, grid, planes,
-                               lambda block: (block != 0).astype(np.float32), torch.float32,
-                               dev)
-    if baseline == "min":
-        from napari_xaimed.segmentation.lazy import value_range
+    try:
+        channel = 1 if target is None and channels > 1 else int(target or 0)
+        if not 0 <= channel < channels:
+            raise XaimedError(f"target channel {channel} does not exist: the model has {channels} "
+                              "output channels.")
+        z_chunk = min(shape[0], max(planes, 1))
+        chunks = (z_chunk, min(shape[1], 512), min(shape[2], 512))
+        if out is None:
+            out = base_dir / "map.zarr"  # type: ignore[operator]
+        # created first: an existing store is refused before any window runs
+        store = create_zarr(out, shape, np.float32, spacing, chunks=chunks, overwrite=overwrite,
+                            metadata={"kind": "attribution", "method": method})
+        region_info: dict[str, Any] = {}
+        if region is None:
+            mask_path = base_dir / "region.zarr"  # type: ignore[operator]
+            mask_store = create_zarr(mask_path, shape, np.uint8, spacing, chunks=chunks)
+            count = 0
+            for start, stop, logits in forward_bands(net, grid, read_input, sw):
+                mask = predicted_mask(logits, channel)
+                count += int(mask.sum())
+                mask_store[start:stop] = mask.cpu().numpy().astype(np.uint8)
+            if count == 0:
+                raise XaimedError(f"the model predicts no voxel of channel {channel} on this "
+                                  "volume: give a region (a mask of the volume's shape) to "
+                                  "explain.")
+            region = mask_store
+            region_info = {"region": "model prediction", "region_voxels": count,
+                           "region_store": str(mask_path)}
+        else:
+            if tuple(int(n) for n in np.shape(region)) != shape:
+                raise XaimedError(f"the region {tuple(np.shape(region))} must have the volume's "
+                                  f"shape {shape}.")
+            count = 0
+            for start in range(0, shape[0], planes):
+                count += int(np.count_nonzero(read_slab(region, start, min(start + planes,
+                                                                            shape[0]))))
+            if count == 0:
+                raise XaimedError("the region is empty: draw or pick a non-empty mask.")
+            region_info = {"region": "given mask", "region_voxels": count}
+        read_region = PaddedReader(region, grid, planes,
+                                   lambda block: (block != 0).astype(np.float32), torch.float32,
+                                   dev)
+        if baseline == "min":
+            from napari_xaimed.segmentation.lazy import value_range
 
-        lo = float(value_range(volume, planes)[0])
-        base_value = float(scale(np.asarray([lo], np.float32))[0])
-    elif isinstance(baseline, int | float):
-        base_value = float(baseline)
-    else:
-        base_value = 0.0
-    steps = int(params.get("steps", 32))
-    # IG: interpolation points per pass, over all windows of a batch
-    step_batch = int(batch_size) if batch_size else max(1, auto_batch(
-        math.prod(roi) * sw, dev, limit=steps))
-    finite, nonzero = True, False
-    score, windows_run = 0.0, 0
-    for item in gradient_bands(net, grid, read_input, read_region, channel, method,
-                               baseline=base_value, steps=steps,
-                               step_batch=step_batch,
-                               sw_batch_size=sw):
-        if isinstance(item, dict):
-            score, windows_run = item["score"], item["windows_run"]
-            continue
-        start, stop, block = item
-        finite = finite and bool(torch.isfinite(block).all())
-        nonzero = nonzero or bool(block.any())
-        store[start:stop] = block.cpu().numpy()
-    if not finite:
-        raise XaimedError(f"{method} gave NaN or infinite values on this model: its scores or "
-                          "gradients overflow here. Try another baseline or method.")
-    if not nonzero:
-        raise XaimedError(f"{method} gave a map of zeros on this volume: the target's gradient "
-                          "is zero everywhere. Pick another target or region.")
-    used = {"roi_size": list(roi), "overlap": float(overlap), "blend": blend,
-            "sw_batch_size": sw, "windows": len(grid.starts), "windows_run": windows_run,
-            "bands": len(grid.bands()), "sigma_scale": SIGMA_SCALE,
-            "padded_shape": list(grid.padded), "slab": planes, "channel": channel,
-            "output_channels": channels, **region_info}
-    return {"map": read_zarr(out).data, "channel": channel, "score": score,
-            "device": str(dev), "params": used, "out": str(out)}
+            lo = float(value_range(volume, planes)[0])
+            base_value = float(scale(np.asarray([lo], np.float32))[0])
+        elif isinstance(baseline, int | float):
+            base_value = float(baseline)
+        else:
+            base_value = 0.0
+        steps = int(params.get("steps", 32))
+        # IG: interpolation points per pass, over all windows of a batch
+        step_batch = int(batch_size) if batch_size else max(1, auto_batch(
+            math.prod(roi) * sw, dev, limit=steps))
+        finite, nonzero = True, False
+        score, windows_run = 0.0, 0
+        for item in gradient_bands(net, grid, read_input, read_region, channel, method,
+                                   baseline=base_value, steps=steps,
+                                   step_batch=step_batch,
+                                   sw_batch_size=sw):
+            if isinstance(item, dict):
+                score, windows_run = item["score"], item["windows_run"]
+                continue
+            start, stop, block = item
+            finite = finite and bool(torch.isfinite(block).all())
+            nonzero = nonzero or bool(block.any())
+            store[start:stop] = block.cpu().numpy()
+        if not finite:
+            raise XaimedError(f"{method} gave NaN or infinite values on this model: its scores or "
+                              "gradients overflow here. Try another baseline or method.")
+        if not nonzero:
+            raise XaimedError(f"{method} gave a map of zeros on this volume: the target's gradient "
+                              "is zero everywhere. Pick another target or region.")
+        used = {"roi_size": list(roi), "overlap": float(overlap), "blend": blend,
+                "sw_batch_size": sw, "windows": len(grid.starts), "windows_run": windows_run,
+                "bands": len(grid.bands()), "sigma_scale": SIGMA_SCALE,
+                "padded_shape": list(grid.padded), "slab": planes, "channel": channel,
+                "output_channels": channels, **region_info}
+        return {"map": read_zarr(out).data, "channel": channel, "score": score,
+                "device": str(dev), "params": used, "out": str(out)}
+    except BaseException:  # a failed or cancelled run leaves no temporary stores behind
+        if base_dir is not None:
+            shutil.rmtree(base_dir, ignore_errors=True)
+        raise
 
