@@ -246,3 +246,28 @@ def test_explanation_checks(qtbot, make_napari_viewer, clean_tmp, tmp_path, chec
     latency = cancel_when(qtbot, widget, progressed(widget, 1))
     assert latency < LATENCY_S
     assert_nothing_changed(viewer, before, clean_tmp)
+
+
+def test_lazy_sliding_window_attribution(qtbot, make_napari_viewer, clean_tmp):
+    """A segmentation network on a dask layer: explained band by band, cancelled between
+    bands, its scratch folder and temporary stores removed."""
+    import dask.array as da
+
+    from napari_xaimed._widgets.attribution import AttributionWidget
+    from napari_xaimed.segmentation.lesion_segmenter import WEIGHTS
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0, 1, (128, 64, 64)).astype(np.float32)
+    viewer.add_image(da.from_array(volume, chunks=(16, -1, -1)), name="lazy ct")
+    widget = AttributionWidget(viewer)
+    widget.image.value = viewer.layers["lazy ct"]
+    widget.model_source.value = "file"
+    widget.model_file.value = WEIGHTS
+    widget.methods.value = ["integrated_gradients"]
+    widget.steps.value = 256
+    widget.device.value = "cpu"
+    before = {"lazy ct": volume}
+    latency = cancel_when(qtbot, widget, progressed(widget, 2))
+    assert latency < 5 * LATENCY_S  # a band of windows' IG steps is the unit of work
+    assert_nothing_changed(viewer, before, clean_tmp)

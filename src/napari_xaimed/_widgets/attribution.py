@@ -28,19 +28,11 @@ from napari_xaimed._widgets._base import (
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._scratch import keep_while_shown, scratch_folder
 from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
+from napari_xaimed.attribution.lazy import attribute_lazy_steps
 from napari_xaimed.io_lazy import is_lazy
 
 PREDICTED = "predicted class"
 MEAN_HEAD = "mean of heads"
-
-
-def attribute_lazy_steps(model: Any, volume: Any, method: str, *, region: Any = None,
-                         **kwargs: Any):
-    """:func:`~napari_xaimed.attribution.lazy.attribute_lazy` as steps (one, then the map)."""
-    from napari_xaimed.attribution.lazy import attribute_lazy
-
-    yield Progress(0, 1, f"{method}: resizing the volume slab by slab")
-    return attribute_lazy(model, volume, method, region=region, **kwargs)
 
 
 def title(method: str) -> str:

@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress, Steps, run_steps, within
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.attribution.models import load_model
 from napari_xaimed.attribution.preprocess import Preprocessing
-from napari_xaimed.attribution.run import Attribution, attribute
+from napari_xaimed.attribution.run import Attribution, attribute_steps
 from napari_xaimed.io_lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
 
 SLAB_BYTES = 32 * 2**20
@@ -88,6 +89,13 @@ def _scaling_stats(volume: Any, prep: Preprocessing, planes: int) -> tuple[float
 
 def downsample_lazy(volume: Any, size: tuple[int, int, int], prep: Preprocessing | None = None,
                     slab: int | None = None) -> np.ndarray:
+    """The model's input: :func:`downsample_lazy_steps` run to its end."""
+    return run_steps(downsample_lazy_steps(volume, size, prep, slab))
+
+
+def downsample_lazy_steps(volume: Any, size: tuple[int, int, int],
+                          prep: Preprocessing | None = None, slab: int | None = None
+                          ) -> Steps[np.ndarray]:
     """The model's input: the volume scaled as ``prep`` says and resized to ``size``.
 
     What :func:`~napari_xaimed.attribution.preprocess.to_input` gives in memory (trilinear,
@@ -113,6 +121,7 @@ def downsample_lazy(volume: Any, size: tuple[int, int, int], prep: Preprocessing
     shape = tuple(int(n) for n in volume.shape)
     planes = int(slab) if slab else slab_size(shape, np.dtype(volume.dtype).itemsize,
                                               chunks_of(volume), SLAB_BYTES)
+    yield Progress(0, shape[0], "intensity statistics")
     offset, divisor = _scaling_stats(volume, prep, planes)
     wz, wy, wx = (linear_weights(n, m) for n, m in zip(shape, size, strict=True))
     small = np.zeros(size, np.float64)
@@ -128,6 +137,7 @@ def downsample_lazy(volume: Any, size: tuple[int, int, int], prep: Preprocessing
         block = (block - np.float32(offset)) / np.float32(divisor)
         resized = np.einsum("yY,zYX,xX->zyx", wy, block.astype(np.float64), wx, optimize=True)
         small += np.tensordot(wz[:, inside], resized, axes=(1, 0))
+        yield Progress(stop, shape[0], f"planes {start}-{stop - 1} of {shape[0]}")
     return small.astype(np.float32)
 
 
@@ -167,24 +177,8 @@ def upsample_lazy(small: np.ndarray, shape: tuple[int, int, int],
                          dtype=np.float32, meta=np.zeros((0, 0, 0), np.float32))
 
 
-def attribute_lazy(
-    model: Any,
-    volume: Any,
-    method: str = "integrated_gradients",
-    *,
-    spacing: tuple[float, float, float] | None = None,
-    preprocessing: dict[str, Any] | Preprocessing | None = None,
-    region: Any = None,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    slab: int | None = None,
-    roi_size: int | tuple[int, int, int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    sw_batch_size: int | None = None,
-    workdir: str | Path | None = None,
-    **kwargs: Any,
-) -> Attribution:
+def attribute_lazy(model: Any, volume: Any, method: str = "integrated_gradients",
+                   **kwargs: Any) -> Attribution:
     """:func:`~napari_xaimed.attribution.attribute` on a volume larger than memory.
 
     For models whose preprocessing resizes the volume (``input_size``): the volume is scaled
@@ -258,6 +252,29 @@ def attribute_lazy(
         models a method that windows cannot add up, a region of another shape or an empty
         one, an output that does not fit the window.
     """
+    return run_steps(attribute_lazy_steps(model, volume, method, **kwargs))
+
+
+def attribute_lazy_steps(
+    model: Any,
+    volume: Any,
+    method: str = "integrated_gradients",
+    *,
+    spacing: tuple[float, float, float] | None = None,
+    preprocessing: dict[str, Any] | Preprocessing | None = None,
+    region: Any = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    slab: int | None = None,
+    roi_size: int | tuple[int, int, int] | None = None,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    sw_batch_size: int | None = None,
+    workdir: str | Path | None = None,
+    **kwargs: Any,
+) -> Steps[Attribution]:
+    """Generator form of :func:`attribute_lazy`: yields progress per slab read or band of
+    windows explained, returns the attribution (closing it, a cancel, stops between them)."""
     import time
 
     import dask.array as da
@@ -269,20 +286,22 @@ def attribute_lazy(
     loaded = load_model(model)
     prep = loaded.preprocessing.overridden(preprocessing)
     if prep.input_size is None:
-        return _attribute_windows(loaded, volume, method, prep, started, spacing=spacing,
-                                  region=region, out=out, overwrite=overwrite, slab=slab,
-                                  roi_size=roi_size, overlap=overlap, blend=blend,
-                                  sw_batch_size=sw_batch_size, workdir=workdir, **kwargs)
+        return (yield from _attribute_windows(
+            loaded, volume, method, prep, started, spacing=spacing, region=region, out=out,
+            overwrite=overwrite, slab=slab, roi_size=roi_size, overlap=overlap, blend=blend,
+            sw_batch_size=sw_batch_size, workdir=workdir, **kwargs))
     if region is not None:
         raise XaimedError("a region is a segmentation target, and this model resizes its "
                           "input (a classifier): leave the region out, or explain a crop "
                           "(volume[z0:z1]) in memory with attribute().")
     size = tuple(int(n) for n in prep.input_size)
-    small = downsample_lazy(volume, size, prep, slab)
+    small = yield from within(downsample_lazy_steps(volume, size, prep, slab), 0, 2,
+                              "reading the volume: ")
     spacing = as_spacing(spacing)
     model_spacing = tuple(s * n / m for s, n, m in zip(spacing, shape, size, strict=True))
-    inner = attribute(loaded, small, method, spacing=model_spacing,
-                      preprocessing={"scaling": "none", "input_size": None}, **kwargs)
+    inner = yield from within(attribute_steps(
+        loaded, small, method, spacing=model_spacing,
+        preprocessing={"scaling": "none", "input_size": None}, **kwargs), 1, 2)
     lazy_map = upsample_lazy(inner.map, shape)
     if out is not None:
         planes = int(slab) if slab else min(shape[0], 32)
@@ -310,15 +329,15 @@ def _attribute_windows(loaded: Any, volume: Any, method: str, prep: Preprocessin
                        blend: str, sw_batch_size: int | None, workdir: Any,
                        target: int | None = None, device: Any = "auto",
                        batch_size: int | None = None, seed: int = 0, **params: Any
-                       ) -> Attribution:
+                       ) -> Steps[Attribution]:
     """:func:`attribute_lazy` for a model without ``input_size``: sliding windows."""
     import time
 
     from napari_xaimed.attribution.methods import METHODS, check_params
-    from napari_xaimed.attribution.windows import attribute_windows
+    from napari_xaimed.attribution.windows import attribute_windows_steps
 
     params = check_params(method, params)
-    result = attribute_windows(
+    result = yield from attribute_windows_steps(
         loaded, volume, method, prep=prep, spacing=as_spacing(spacing), region=region,
         target=target, roi_size=roi_size, overlap=overlap, blend=blend,
         sw_batch_size=sw_batch_size, device=device, batch_size=batch_size, out=out,

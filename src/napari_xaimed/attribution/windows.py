@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress, Steps, run_steps
 
 #: Methods explained window by window (linear in the target).
 WINDOW_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
@@ -442,7 +443,13 @@ def prepare_windows(loaded: Any, volume: Any, prep: Any, *, roi_size: Any = None
     return WindowSetup(net, grid, read_input, planes, channels, dev, roi, sw, scale)
 
 
-def attribute_windows(
+def attribute_windows(loaded: Any, volume: Any, method: str, **kwargs: Any) -> dict[str, Any]:
+    """Sliding-window attribution (see the module's docstring): :func:`attribute_windows_steps`
+    run to its end."""
+    return run_steps(attribute_windows_steps(loaded, volume, method, **kwargs))
+
+
+def attribute_windows_steps(
     loaded: Any,
     volume: Any,
     method: str,
@@ -462,10 +469,12 @@ def attribute_windows(
     slab: int | None = None,
     workdir: str | Path | None = None,
     params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Steps[dict[str, Any]]:
     """Sliding-window attribution (see the module's docstring); the work behind
     :func:`~napari_xaimed.attribution.lazy.attribute_lazy` for models without
-    ``input_size``.
+    ``input_size``, as steps: one per plane band finished (the default region's forward pass,
+    then the attribution), so a widget shows progress and can cancel between bands (the
+    temporary stores are then removed).
 
     Returns
     -------
@@ -493,6 +502,7 @@ def attribute_windows(
         raise XaimedError("the blurred baseline needs the whole volume blurred: use "
                           "baseline='zeros', 'min' or a number lazily, or explain a crop in "
                           "memory with attribute().")
+    yield Progress(0, 1, "preparing the windows")
     setup = prepare_windows(loaded, volume, prep, roi_size=roi_size, overlap=overlap,
                             blend=blend, sw_batch_size=sw_batch_size, device=device,
                             slab=slab)
@@ -516,6 +526,8 @@ def attribute_windows(
         store = create_zarr(out, shape, np.float32, spacing, chunks=chunks, overwrite=overwrite,
                             metadata={"kind": "attribution", "method": method})
         region_info: dict[str, Any] = {}
+        depth = shape[0]
+        passes, done = (2 if region is None else 1) * depth, 0  # planes, over both passes
         if region is None:
             mask_path = base_dir / "region.zarr"  # type: ignore[operator]
             mask_store = create_zarr(mask_path, shape, np.uint8, spacing, chunks=chunks)
@@ -524,6 +536,9 @@ def attribute_windows(
                 mask = predicted_mask(logits, channel)
                 count += int(mask.sum())
                 mask_store[start:stop] = mask.cpu().numpy().astype(np.uint8)
+                done = stop
+                yield Progress(done, passes, f"model prediction: planes {start}-{stop - 1} "
+                               f"of {depth}")
             if count == 0:
                 raise XaimedError(f"the model predicts no voxel of channel {channel} on this "
                                   "volume: give a region (a mask of the volume's shape) to "
@@ -571,6 +586,8 @@ def attribute_windows(
             finite = finite and bool(torch.isfinite(block).all())
             nonzero = nonzero or bool(block.any())
             store[start:stop] = block.cpu().numpy()
+            yield Progress(min(done + stop, passes), passes,
+                           f"{method}: planes {start}-{stop - 1} of {depth}")
         if not finite:
             raise XaimedError(f"{method} gave NaN or infinite values on this model: its scores or "
                               "gradients overflow here. Try another baseline or method.")
