@@ -6,14 +6,6 @@ import pytest
 from napari_xaimed._widgets.attribution import AttributionWidget
 
 
-@pytest.fixture
-def viewer_with_lesion(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-xaimed", "lesion")
-    viewer.layers["lesion ct"].scale = (2.0, 1.0, 1.0)
-    return viewer
-
-
 def run_and_wait(qtbot, widget):
     with qtbot.waitSignal(widget.job.finished, timeout=60000) as blocker:
         widget.job.run_button.click()

@@ -15,14 +15,6 @@ def scratch(tmp_path, monkeypatch):
     return base
 
 
-@pytest.fixture
-def viewer_with_lesion(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-xaimed", "lesion")
-    viewer.layers["lesion ct"].scale = (2.0, 1.0, 1.0)
-    return viewer
-
-
 def folders(base, prefix):
     return sorted(base.glob(f"{prefix}*")) if base.exists() else []
 
