@@ -304,3 +304,37 @@ def test_huge_label_ids_are_matched_and_reported_as_they_are():
     assert (result.tp, result.fp, result.fn) == (2, 0, 0)
     ids = sorted(row.reference_ids[0] for row in result.rows)
     assert ids == [2**40, 2**41]
+
+
+def test_a_lazy_volume_too_big_for_memory_is_refused_before_it_is_read(monkeypatch):
+    """The in-memory functions read a dask input whole: above half the memory available they
+    refuse it, naming the lazy functions, before reading a voxel; numpy arrays and small dask
+    arrays are unaffected."""
+    import dask.array as da
+
+    from napari_xaimed import _validate
+
+    reads = []
+    source = np.zeros((32, 32, 32), np.float32)
+    source[8:16, 8:16, 8:16] = 1
+
+    def counted(block):
+        reads.append(block.size)
+        return block
+
+    volume = da.from_array(source, chunks=(8, 32, 32)).map_blocks(
+        counted, dtype=np.float32, meta=np.zeros((0, 0, 0), np.float32))
+    labels = (volume > 0).astype(np.int64)  # as many bytes as the volume
+    monkeypatch.setattr(_validate, "_available_memory", lambda: 2 * source.nbytes - 2)
+    calls = [lambda: segment(volume, "otsu"), lambda: evaluate(labels, labels),
+             lambda: attribute("bundled", volume, "saliency", device="cpu"),
+             lambda: register(volume, source, transform="Translation")]
+    for call in calls:
+        with pytest.raises(XaimedError, match=r"read lazily .*segment_lazy, evaluate_lazy, "
+                                              r"attribute_lazy, register_lazy"):
+            call()
+    assert reads == []
+    assert segment(source, "otsu").max() == 1  # numpy: never refused
+    monkeypatch.setattr(_validate, "_available_memory", lambda: 2 * source.nbytes)
+    assert segment(volume, "otsu").max() == 1  # fits: read as before
+    assert reads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -9,8 +10,55 @@ import numpy as np
 from napari_xaimed._errors import XaimedError
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory available now (None when the system does not say)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # psutil missing or failing: the POSIX page counts
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, OSError, ValueError):
+            return None
+
+
+def check_fits_in_memory(array: Any, name: str = "volume") -> None:
+    """Raise a :class:`XaimedError` when a chunked array read lazily is too big to read whole.
+
+    The in-memory functions read their inputs whole (and convert them to float). For a dask or
+    Zarr array larger than half the memory available now, that read would swap the machine or
+    get the process killed, losing a napari session's work; the error names the functions for
+    volumes larger than memory instead. numpy arrays (and memory maps) are not checked.
+
+    Parameters
+    ----------
+    array : array-like
+    name : str
+        What the array is, for the message.
+    """
+    if isinstance(array, np.ndarray) or not hasattr(array, "chunks"):
+        return
+    nbytes = int(getattr(array, "nbytes", 0) or 0)
+    available = _available_memory()
+    if available is None or nbytes <= available // 2:
+        return
+    shape = "×".join(str(int(n)) for n in getattr(array, "shape", ()))
+    raise XaimedError(
+        f"{name} is read lazily ({shape}, {_size(nbytes)}) and is larger than half the memory "
+        f"available ({_size(available)}): reading it whole would exhaust "
+        "memory. Use the functions for volumes larger than memory (segment_lazy, "
+        "evaluate_lazy, attribute_lazy, register_lazy, case_embedding), or a crop "
+        "(data[z0:z1]).")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
 def as_volume(array: Any, name: str = "volume", *, allow_nan: bool = False) -> np.ndarray:
     """Return ``array`` as a 3D numpy array or raise a :class:`XaimedError` that says why not."""
+    check_fits_in_memory(array, name)
     arr = np.asarray(array)
     if arr.ndim != 3:
         hint = (

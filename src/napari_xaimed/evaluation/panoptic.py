@@ -10,7 +10,7 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, in_background, run_steps, within
-from napari_xaimed._validate import as_spacing
+from napari_xaimed._validate import as_spacing, check_fits_in_memory
 from napari_xaimed.evaluation.distances import (
     cldice,
     distance_metrics,
@@ -160,6 +160,7 @@ class PanopticResult:
 
 
 def _check_labels(array: Any, name: str, signs: bool = True) -> np.ndarray:
+    check_fits_in_memory(array, name)
     arr = np.asarray(array)
     if arr.ndim != 3:
         raise XaimedError(f"{name} must be a 3D (z, y, x) label map, got shape {arr.shape}.")
