@@ -169,3 +169,47 @@ def test_segment_command_runs_a_model_and_writes_its_foreground_probability(tmp_
     assert probability.spacing == (2.0, 1.0, 1.0)
     assert (2 * (sample.mask & (labels.data > 0)).sum()
             / (sample.mask.sum() + (labels.data > 0).sum())) > 0.8
+
+
+def test_segment_command_on_a_zarr_runs_slab_by_slab_into_a_zarr(tmp_path, capsys):
+    """A Zarr input (or a NIfTI with --lazy) is segmented slab by slab into labels.zarr: the
+    labels of the in-memory segmentation, on the image's grid; what needs the whole volume is
+    refused with what to do."""
+    from napari_xaimed.io import write_volume
+    from napari_xaimed.io_lazy import write_zarr
+    from napari_xaimed.samples import lesion_volume
+    from napari_xaimed.segmentation import segment, segment_with_model
+
+    sample = lesion_volume(seed=2, spacing=(2.0, 1.0, 1.0))
+    write_zarr(tmp_path / "ct.zarr", sample.image, sample.spacing, origin=(5.0, -3.0, 1.0),
+               chunks=(8, 64, 64))
+    assert main(["segment", str(tmp_path / "ct.zarr"), "--out", str(tmp_path / "out"),
+                 "--method", "otsu", "--classes", "4", "--min-size-mm3", "20"]) == 0
+    assert "slab by slab" in capsys.readouterr().out
+    labels = read_volume(tmp_path / "out" / "labels.zarr")
+    assert labels.spacing == (2.0, 1.0, 1.0) and labels.translate == (5.0, -3.0, 1.0)
+    expected = segment(sample.image, "otsu", spacing=sample.spacing, classes=4,
+                       min_size_mm3=20.0)
+    np.testing.assert_array_equal(np.asarray(labels.data), expected)
+    prov = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    assert prov["facts"]["instances"] == int(expected.max())
+    assert prov["inputs"]["image"]["sha256"] is None  # not read whole to hash it
+    assert not list((tmp_path / "out").glob("*.nii*"))
+
+    write_volume(tmp_path / "ct.nii", sample.image, spacing=sample.spacing)
+    assert main(["segment", str(tmp_path / "ct.nii"), "--lazy", "--out", str(tmp_path / "m"),
+                 "--method", "model", "--roi-size", "32", "--overlap", "0.5"]) == 0
+    model = segment_with_model(sample.image, "bundled-segmenter", spacing=sample.spacing,
+                               roi_size=32, overlap=0.5)
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "m" / "labels.zarr").data),
+                                  model.labels)
+    np.testing.assert_allclose(
+        np.asarray(read_volume(tmp_path / "m" / "probability_foreground.zarr").data),
+        model.probability, atol=1e-5)
+
+    for options, words in ((["--method", "otsu", "--smoothing-mm", "1"], "not done lazily"),
+                           (["--method", "model", "--min-size-mm3", "5"], "min_size_mm3"),
+                           (["--method", "model", "--largest-component"], "components")):
+        code = main(["segment", str(tmp_path / "ct.zarr"), "--out", str(tmp_path / "x"),
+                     *options])
+        assert code == 2 and words in capsys.readouterr().err

@@ -10,7 +10,9 @@ the warped image, the displacement field, its Jacobian determinant, the folded v
 
 ``napari-xaimed segment IMAGE --method otsu --out DIR`` segments a NIfTI volume and writes the
 labels (with the image's affine), the class probability maps of kmeans/atropos and
-``segmentation.json`` (facts and provenance).
+``segmentation.json`` (facts and provenance). A Zarr store, or a NIfTI with ``--lazy``, is
+segmented slab by slab (Otsu, a threshold value, a model's sliding windows) into
+``labels.zarr``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from napari_xaimed import __version__
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import LayerTuple, error_layer, labels_layer, output_name
 from napari_xaimed._provenance import cli_inputs, provenance
+from napari_xaimed.io_lazy import is_lazy
 
 WIDGETS = ("Segmentation", "Panoptic evaluation", "Registration", "Attribution")
 DEMO_SEGMENTATION = {"classes": 4, "smoothing_mm": 1.0, "min_size_mm3": 20.0, "connectivity": 26}
@@ -274,7 +277,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from napari_xaimed.io import read_volume, write_volume
     from napari_xaimed.segmentation import segment_steps
 
-    image = read_volume(args.image)
+    image = read_volume(args.image, lazy=args.lazy)
     params: dict[str, Any] = {key: getattr(args, option) for option, key in
                               SEGMENT_OPTIONS.items() if getattr(args, option) is not None}
     for flag, key, value in ((args.fill_holes, "fill_holes", True),
@@ -285,6 +288,8 @@ def run_segment(args: argparse.Namespace) -> int:
             params[key] = value
     if params.get("roi_size") is not None and len(params["roi_size"]) == 1:
         params["roi_size"] = params["roi_size"][0]
+    if is_lazy(image.data) and args.method in LAZY_METHODS:
+        return _segment_lazy(args, image, params)
     mask = None if args.mask is None else read_volume(args.mask)
     if mask is not None:
         params["mask"] = mask.data
@@ -313,6 +318,56 @@ def run_segment(args: argparse.Namespace) -> int:
              f"{int(result.labels.max())} {'classes' if result.kind == 'classes' else 'label'}")
     print(f"napari-xaimed segment ({args.method}): {found} in {result.seconds:.1f} s; wrote "
           f"{len(written) + 1} files to {out}/")
+    return 0
+
+
+#: the methods a lazy input (a Zarr, or a NIfTI with --lazy) is segmented with slab by slab
+LAZY_METHODS = ("otsu", "threshold", "model")
+MODEL_LAZY_OPTIONS = {"roi_size", "overlap", "sw_batch_size", "device", "output", "threshold",
+                      "channel"}
+
+
+def _segment_lazy(args: argparse.Namespace, image: Any, params: dict[str, Any]) -> int:
+    """``segment`` on a volume opened lazily: slab by slab (Otsu, a threshold value) or by
+    bands of sliding windows (a model) into ``labels.zarr``, with bounded memory."""
+    from napari_xaimed.segmentation.lazy import segment_lazy, segment_model_lazy
+
+    if args.mask is not None:
+        raise XaimedError("--mask is for kmeans/atropos, which read the volume whole: leave it "
+                          "out for a volume opened lazily.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels_path = out / "labels.zarr"
+    geometry = {"spacing": image.spacing, "origin": image.translate, "overwrite": True}
+    if args.method == "model":
+        model = params.pop("model", "bundled-segmenter")
+        if "model_spacing" in params:
+            raise XaimedError("--model-spacing resamples the whole volume: it is not done "
+                              "lazily; leave it out, or segment a crop in memory.")
+        if params.pop("largest_component", False):
+            raise XaimedError("--largest-component needs the whole mask's components: it is "
+                              "not done lazily; leave it out, or segment a crop in memory.")
+        unused = set(params) - MODEL_LAZY_OPTIONS
+        if unused:
+            raise XaimedError(f"the model's lazy segmentation does not take "
+                              f"{', '.join(sorted(unused))}: leave them out.")
+        result = segment_model_lazy(
+            image.data, model, labels_path,
+            probability_out=out / "probability_foreground.zarr", **geometry, **params)
+    else:
+        result = segment_lazy(image.data, labels_path, args.method, **geometry, **params)
+    prov = provenance("segmentation", sources=[Path(args.image).name],
+                      params={"method": args.method, **result.params},
+                      seconds=result.seconds,
+                      facts={"threshold": result.threshold, "instances": result.n_instances,
+                             "labels_store": str(labels_path)},
+                      label_kind="instances" if args.method != "model" and
+                      params.get("instances", True) else "mask",
+                      inputs=cli_inputs(image=(args.image, image)))
+    (out / "segmentation.json").write_text(json.dumps(prov, indent=2, default=str))
+    found = (f"{result.n_instances} instances" if args.method != "model" else "labels")
+    print(f"napari-xaimed segment ({args.method}, slab by slab): {found} in "
+          f"{result.seconds:.1f} s; wrote {labels_path.name} and segmentation.json to {out}/")
     return 0
 
 
@@ -360,7 +415,12 @@ def _segment_parser(sub: Any) -> None:
 
     seg = sub.add_parser("segment", help="segment a NIfTI volume (threshold, Otsu, ANTs "
                          "classes, or a model by sliding windows)")
-    seg.add_argument("image", type=Path, help="volume to segment, .nii or .nii.gz")
+    seg.add_argument("image", type=Path, help="volume to segment: NIfTI, NRRD, MHA, a DICOM "
+                     "folder, or a Zarr store (read lazily)")
+    seg.add_argument("--lazy", action="store_true",
+                     help="open a NIfTI lazily (a volume larger than memory): otsu, threshold "
+                     "and model then run slab by slab and write labels.zarr (always so for "
+                     "a Zarr store)")
     seg.add_argument("--out", required=True, type=Path, help="folder for the outputs")
     seg.add_argument("--method", default="otsu", choices=sorted(METHODS),
                      help="segmentation method (default otsu)")
