@@ -213,3 +213,38 @@ def test_segment_command_on_a_zarr_runs_slab_by_slab_into_a_zarr(tmp_path, capsy
         code = main(["segment", str(tmp_path / "ct.zarr"), "--out", str(tmp_path / "x"),
                      *options])
         assert code == 2 and words in capsys.readouterr().err
+
+
+def test_register_command_on_zarr_stores_registers_downsampled_copies(tmp_path, capsys):
+    """Zarr inputs: ANTs on block-mean copies (--max-voxels), the moving image warped at full
+    resolution into warped.zarr, equal to register_lazy's; the field on the coarse grid."""
+    from napari_xaimed.io_lazy import write_zarr
+    from napari_xaimed.registration.lazy import register_lazy
+    from napari_xaimed.samples import longitudinal_pair
+
+    pair = longitudinal_pair((32, 48, 48), spacing=(1.5, 1.0, 1.0), seed=1)
+    origin = (1.0, 2.0, -3.0)
+    for name, data in (("fixed", pair.fixed), ("moving", pair.moving)):
+        write_zarr(tmp_path / f"{name}.zarr", data, pair.spacing, origin=origin,
+                   chunks=(8, 48, 48))
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "fixed.zarr"), str(tmp_path / "moving.zarr"),
+                 "--out", str(out), "--transform", "Affine",
+                 "--max-voxels", str(16 * 24 * 24)]) == 0
+    assert "downsampled by (2, 2, 2)" in capsys.readouterr().out
+    warped = read_volume(out / "warped.zarr")
+    assert warped.data.shape == pair.fixed.shape and warped.spacing == pair.spacing
+    assert warped.translate == origin
+    expected = register_lazy(read_volume(tmp_path / "fixed.zarr"),
+                             read_volume(tmp_path / "moving.zarr"), transform="Affine",
+                             seed=0, max_voxels=16 * 24 * 24, out=tmp_path / "expected.zarr")
+    np.testing.assert_allclose(np.asarray(warped.data), np.asarray(expected.warped),
+                               atol=1e-5)
+    field = read_volume(out / "displacement.nii.gz")
+    assert field.data.shape == (3, 16, 24, 24)
+    assert field.spacing == (3.0, 2.0, 2.0)
+    np.testing.assert_allclose(field.translate, np.add(origin, (0.75, 0.5, 0.5)))
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["result"]["fixed_factors"] == [2, 2, 2]
+    assert quality["result"]["metrics"]["ncc_after"] > quality["result"]["metrics"][
+        "ncc_before"]

@@ -6,7 +6,8 @@ layer to OUTDIR as NIfTI with its JSON provenance, plus ``summary.json``.
 
 ``napari-xaimed register FIXED MOVING --out DIR`` registers two NIfTI volumes with ANTs and writes
 the warped image, the displacement field, its Jacobian determinant, the folded voxels and
-``quality.json``.
+``quality.json``; with a Zarr input (or ``--lazy`` NIfTI) it registers block-mean copies and
+warps the moving image at full resolution into ``warped.zarr``.
 
 ``napari-xaimed segment IMAGE --method otsu --out DIR`` segments a NIfTI volume and writes the
 labels (with the image's affine), the class probability maps of kmeans/atropos and
@@ -208,11 +209,12 @@ def run_register(args: argparse.Namespace) -> int:
     from napari_xaimed.io import read_volume, write_volume
     from napari_xaimed.registration import register_steps
 
-    fixed, moving = read_volume(args.fixed), read_volume(args.moving)
+    fixed = read_volume(args.fixed, lazy=args.lazy)
+    moving = read_volume(args.moving, lazy=args.lazy)
     labels = {}
     for key in ("fixed_labels", "moving_labels"):
         path = getattr(args, key)
-        labels[key] = None if path is None else read_volume(path).data
+        labels[key] = None if path is None else read_volume(path, lazy=args.lazy).data
     params: dict[str, Any] = {}
     if args.iterations:
         params["iterations"] = tuple(int(v) for v in args.iterations.split(","))
@@ -227,6 +229,8 @@ def run_register(args: argparse.Namespace) -> int:
             print(f"  {step.message}", file=sys.stderr, flush=True)
             last[0] = step.message
 
+    if is_lazy(fixed.data) or is_lazy(moving.data):
+        return _register_lazy(args, fixed, moving, labels, params, report)
     result = run_steps(register_steps(
         fixed.data, moving.data, fixed_spacing=fixed.spacing, moving_spacing=moving.spacing,
         transform=args.transform, seed=None if args.seed < 0 else args.seed,
@@ -255,6 +259,50 @@ def run_register(args: argparse.Namespace) -> int:
     print(f"napari-xaimed register ({result.transform}): NCC {m['ncc_before']:.3f} -> "
           f"{m['ncc_after']:.3f}, folded {m['folded_percent']:.3f}% in {result.seconds:.1f} s; "
           f"wrote {len(written) + 1} files to {out}/")
+    return 0
+
+
+def _register_lazy(args: argparse.Namespace, fixed: Any, moving: Any, labels: dict[str, Any],
+                   params: dict[str, Any], report: Any) -> int:
+    """``register`` with a volume opened lazily: ANTs on block-mean copies, the moving image
+    warped at full resolution slab by slab into ``warped.zarr``; the field's outputs on the
+    coarse fixed grid (its affine keeps the fixed image's axes)."""
+    from napari_xaimed._progress import run_steps
+    from napari_xaimed.io import affine_from_grid, write_volume
+    from napari_xaimed.registration.lazy import register_lazy_steps
+
+    if args.keep_transforms:
+        raise XaimedError("--keep-transforms is not available for volumes opened lazily: the "
+                          "transforms are those of the downsampled copies. Leave it out.")
+    lazy = run_steps(register_lazy_steps(
+        fixed.data, moving.data, fixed_spacing=fixed.spacing, moving_spacing=moving.spacing,
+        fixed_origin=fixed.translate, moving_origin=moving.translate,
+        transform=args.transform, seed=None if args.seed < 0 else args.seed,
+        threads=args.threads, out=Path(args.out) / "warped.zarr", max_voxels=args.max_voxels,
+        **labels, **params), report)
+    result, out = lazy.coarse, Path(args.out)
+    sources = [Path(args.moving).name, Path(args.fixed).name]
+    prov = provenance("registration", sources=sources, params=result.params,
+                      seconds=lazy.seconds, metrics=result.metrics,
+                      lazy=lazy.to_dict(),
+                      inputs=cli_inputs(fixed=(args.fixed, fixed), moving=(args.moving, moving)))
+    affine = affine_from_grid(lazy.coarse_spacing, lazy.coarse_origin, template=fixed.affine)
+    written = write_volume(
+        out / "displacement.nii.gz", np.moveaxis(result.displacement, -1, 0), affine=affine,
+        metadata={**prov, "layout": "4th NIfTI axis = components (z, y, x) in mm of the "
+                  "pull-back displacement on the coarse fixed grid"})
+    written += write_volume(out / "jacobian.nii.gz", result.jacobian, affine=affine,
+                            metadata=prov)
+    written += write_volume(out / "folded.nii.gz", result.folded, affine=affine,
+                            is_label=True, metadata=prov)
+    (out / "quality.json").write_text(json.dumps(provenance(
+        "registration quality", sources=sources, params=result.params, seconds=lazy.seconds,
+        result=lazy.to_dict()), indent=2, default=str))
+    m = result.metrics
+    print(f"napari-xaimed register ({result.transform}, on copies downsampled by "
+          f"{lazy.moving_factors} and {lazy.fixed_factors}): NCC {m['ncc_before']:.3f} -> "
+          f"{m['ncc_after']:.3f} (coarse), in {lazy.seconds:.1f} s; wrote warped.zarr at full "
+          f"resolution and {len(written) + 1} files on the coarse grid to {out}/")
     return 0
 
 
@@ -384,8 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the sample data (default 0)")
     demo.add_argument("--screenshot", metavar="PNG", type=Path,
                       help="save a screenshot of the viewer with the widgets, then exit")
-    reg = sub.add_parser("register", help="register two NIfTI volumes with ANTs")
-    reg.add_argument("fixed", type=Path, help="fixed (reference) volume, .nii or .nii.gz")
+    reg = sub.add_parser("register", help="register two volumes with ANTs")
+    reg.add_argument("fixed", type=Path, help="fixed (reference) volume: NIfTI, NRRD, MHA, a "
+                     "DICOM folder, or a Zarr store (read lazily)")
     reg.add_argument("moving", type=Path, help="moving volume, aligned onto the fixed one")
     reg.add_argument("--out", required=True, type=Path, help="folder for the outputs")
     reg.add_argument("--transform", default="SyN",
@@ -398,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ITK threads (default 1 with a seed, all cores without)")
     reg.add_argument("--fixed-labels", type=Path, help="label map of the fixed volume (Dice)")
     reg.add_argument("--moving-labels", type=Path, help="label map of the moving volume (Dice)")
+    reg.add_argument("--lazy", action="store_true",
+                     help="open NIfTI inputs lazily (larger than memory): ANTs registers "
+                     "block-mean copies, the moving image is warped at full resolution into "
+                     "warped.zarr (always so when an input is a Zarr store)")
+    reg.add_argument("--max-voxels", type=int, default=2**24,
+                     help="lazy inputs: each downsampled copy has at most this many voxels "
+                     "(default 2^24, 256^3)")
     reg.add_argument("--keep-transforms", action="store_true",
                      help="also save ANTs' transform files (.mat, warp NIfTI) under OUT/transforms")
     _segment_parser(sub)
