@@ -179,8 +179,8 @@ class AttributionWidget(XaimedWidget):
         # refuses a region for a classifier, as attribute does
         explain = attribute_lazy_steps if lazy else attribute_steps
         target = None if self.target.value == PREDICTED else int(self.target.value)
-        region = None if self.region.value is None else (
-            self.region.value.data if lazy else np.asarray(self.region.value.data))
+        # as it is: a lazy region is read slab by slab, or in the worker by attribute
+        region = None if self.region.value is None else self.region.value.data
         device = self.device.value
         params = {m: self.method_params(m) for m in methods}
         spacing, translate = source_geometry(layer)
