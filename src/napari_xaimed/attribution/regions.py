@@ -30,35 +30,60 @@ REGION_COLUMNS = ("label", "name", "voxels", "volume_mm3", "sum", "mean", "posit
 
 def _heat(heatmap: Any, name: str = "heatmap") -> np.ndarray:
     heat = np.asarray(heatmap)
-    if heat.ndim != 3:
-        raise XaimedError(f"the {name} must be 3D (z, y, x), got shape {heat.shape}.")
-    if not np.issubdtype(heat.dtype, np.number) or np.issubdtype(heat.dtype, np.complexfloating):
-        raise XaimedError(f"the {name} must hold real numbers, got {heat.dtype}.")
+    _check_heat_type(heat.shape, heat.dtype, name)
     heat = heat.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(heat)):
+    _check_finite(bool(np.all(np.isfinite(heat))), name)
+    return heat
+
+
+def _check_heat_type(shape: tuple[int, ...], dtype: np.dtype, name: str = "heatmap") -> None:
+    if len(shape) != 3:
+        raise XaimedError(f"the {name} must be 3D (z, y, x), got shape {shape}.")
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise XaimedError(f"the {name} must hold real numbers, got {dtype}.")
+
+
+def _check_finite(finite: bool, name: str = "heatmap") -> None:
+    if not finite:
         raise XaimedError(f"the {name} holds NaN or infinite values: recompute it, or replace "
                           "them (np.nan_to_num) if they mark 'no relevance'.")
-    return heat
+
+
+def _check_labels_shape(shape: tuple[int, ...], heat_shape: tuple[int, ...]) -> None:
+    if shape != heat_shape:
+        raise XaimedError(f"the regions {shape} and the heatmap {heat_shape} differ in shape: "
+                          "resample the atlas onto the heatmap's grid (nearest neighbour), "
+                          "e.g. with registration's apply_transform.")
+
+
+def _labels_whole(lab: np.ndarray) -> bool:
+    """Whether labels of a float dtype hold whole finite numbers only (ints and bools do)."""
+    if np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool:
+        return True
+    return bool(np.all(np.isfinite(lab)) and not np.any(lab != np.round(lab)))
+
+
+def _check_whole(whole: bool, dtype: np.dtype) -> None:
+    if not whole:
+        raise XaimedError(f"the regions must be integer labels, got {dtype} values "
+                          "that are not whole numbers: pass a Labels layer.")
+
+
+def _check_label_range(lowest: float, any_region: bool) -> None:
+    if lowest < 0:
+        raise XaimedError("the regions hold negative labels: 0 is background, regions are "
+                          "1, 2, ...")
+    if not any_region:
+        raise XaimedError("the regions are empty (all 0): draw or pick an atlas with regions.")
 
 
 def _labels(labels: Any, shape: tuple[int, ...]) -> np.ndarray:
     lab = np.asarray(labels)
-    if lab.shape != shape:
-        raise XaimedError(f"the regions {lab.shape} and the heatmap {shape} differ in shape: "
-                          "resample the atlas onto the heatmap's grid (nearest neighbour), "
-                          "e.g. with registration's apply_transform.")
-    if not np.issubdtype(lab.dtype, np.integer) and lab.dtype != bool:
-        if not np.all(np.isfinite(lab)) or np.any(lab != np.round(lab)):
-            raise XaimedError(f"the regions must be integer labels, got {lab.dtype} values "
-                              "that are not whole numbers: pass a Labels layer.")
+    _check_labels_shape(lab.shape, shape)
+    _check_whole(_labels_whole(lab), lab.dtype)
+    if lab.dtype.kind not in "iu":  # whole floats and bools
         lab = lab.astype(np.int64)
-    if lab.dtype == bool:
-        lab = lab.astype(np.int64)
-    if lab.min() < 0:
-        raise XaimedError("the regions hold negative labels: 0 is background, regions are "
-                          "1, 2, ...")
-    if not lab.any():
-        raise XaimedError("the regions are empty (all 0): draw or pick an atlas with regions.")
+    _check_label_range(lab.min(), bool(lab.any()))
     return lab
 
 
