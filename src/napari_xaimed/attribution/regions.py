@@ -22,6 +22,7 @@ import pandas as pd
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.attribution.truth_metrics import auroc
+from napari_xaimed.io_lazy import is_lazy
 
 #: The columns of :func:`relevance_by_region`'s table, in order.
 REGION_COLUMNS = ("label", "name", "voxels", "volume_mm3", "sum", "mean", "positive_share",
@@ -110,7 +111,15 @@ def relevance_by_region(heatmap: Any, labels: Any, *, names: Mapping[int, str] |
         map has none), ``enrichment`` that share over the region's share of the voxels (1:
         no more than a map without information), ``rank`` 1 for the largest sum (ties share
         the lower rank).
+
+    A dask heatmap or label map (a volume larger than memory) is summarised slab by slab by
+    :func:`~napari_xaimed.attribution.truth_lazy.relevance_by_region_lazy`, with the same
+    table.
     """
+    if is_lazy(heatmap) or is_lazy(labels):
+        from napari_xaimed.attribution.truth_lazy import relevance_by_region_lazy
+
+        return relevance_by_region_lazy(heatmap, labels, names=names, spacing=spacing)
     heat = _heat(heatmap)
     lab = _labels(labels, heat.shape)
     voxel_mm3 = float(np.prod(as_spacing(spacing)))
@@ -126,8 +135,17 @@ def relevance_by_region(heatmap: Any, labels: Any, *, names: Mapping[int, str] |
     positive = np.bincount(index, weights=np.clip(weights, 0, None),
                            minlength=len(ids) + 1)[:-1]
     total_positive = float(np.clip(weights, 0, None).sum())
+    return _region_table(ids, counts, sums, positive, total_positive, heat.size, voxel_mm3,
+                         names)
+
+
+def _region_table(ids: np.ndarray, counts: np.ndarray, sums: np.ndarray, positive: np.ndarray,
+                  total_positive: float, size: int, voxel_mm3: float,
+                  names: Mapping[int, str] | None) -> pd.DataFrame:
+    """The table of :func:`relevance_by_region` from its per-region voxel counts and sums
+    (summed and positive relevance), the volume's positive relevance and voxel count."""
     share = positive / total_positive if total_positive > 0 else np.zeros_like(positive)
-    voxel_share = counts / heat.size
+    voxel_share = counts / size
     table = pd.DataFrame({
         "label": ids.astype(np.int64),
         "name": [(names or {}).get(int(i), str(int(i))) for i in ids],
@@ -193,8 +211,21 @@ def reference_agreement(heatmap: Any, reference: Any, *, mask: Any = None,
     Returns
     -------
     Agreement
+
+    Raises
+    ------
+    XaimedError
+        For a dask input (a volume larger than memory): the Spearman correlation ranks every
+        voxel at once, so compare on a crop held in memory.
     """
     from scipy.stats import pearsonr, spearmanr  # scipy.stats imports slowly: when used
+
+    if any(is_lazy(a) for a in (heatmap, reference, mask, regions)):
+        raise XaimedError(
+            "the heatmap or the reference is read lazily (larger than memory): the agreement "
+            "ranks every voxel at once, which is not done slab by slab. Compare on a crop in "
+            "memory (e.g. reference_agreement(heatmap[z0:z1].compute(), "
+            "reference[z0:z1].compute())).")
 
     heat = _heat(heatmap)
     ref = _heat(reference, "reference")

@@ -28,6 +28,7 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._validate import as_spacing
+from napari_xaimed.io_lazy import is_lazy
 
 
 def _check_shapes(heat_shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> None:
@@ -226,7 +227,16 @@ def _any_peak_hits(truth: np.ndarray, peaks: np.ndarray, reach: np.ndarray,
 def truth_scores(heatmap: Any, mask: Any, *, spacing: Any = None, tolerance_mm: float = 0.0,
                  k: int | float = 0.01) -> dict[str, float]:
     """All of the above at once: ``relevance_mass_accuracy``, ``relevance_rank_accuracy``,
-    ``auroc``, ``pointing_game`` (1.0 or 0.0) and ``top_k_precision``."""
+    ``auroc``, ``pointing_game`` (1.0 or 0.0) and ``top_k_precision``.
+
+    A dask heatmap or mask (a volume larger than memory) is scored slab by slab by
+    :func:`~napari_xaimed.attribution.truth_lazy.truth_scores_lazy`, with the same values;
+    the single metrics above read their inputs whole."""
+    if is_lazy(heatmap) or is_lazy(mask):
+        from napari_xaimed.attribution.truth_lazy import truth_scores_lazy
+
+        return truth_scores_lazy(heatmap, mask, spacing=spacing, tolerance_mm=tolerance_mm,
+                                 k=k)
     return {
         "relevance_mass_accuracy": relevance_mass_accuracy(heatmap, mask),
         "relevance_rank_accuracy": relevance_rank_accuracy(heatmap, mask),
