@@ -260,7 +260,8 @@ def relevance_by_region_steps(heatmap: Any, labels: Any, *,
                               slab: int | None = None) -> Steps[pd.DataFrame]:
     """:func:`relevance_by_region_lazy` as steps (one per slab), returning the table."""
     shape = tuple(int(n) for n in np.shape(heatmap))
-    _check_heat_type(shape, np.dtype(heatmap.dtype))
+    dtype = getattr(heatmap, "dtype", None)  # nested lists: read to learn it
+    _check_heat_type(shape, np.asarray(heatmap).dtype if dtype is None else np.dtype(dtype))
     _check_labels_shape(tuple(int(n) for n in np.shape(labels)), shape)
     voxel_mm3 = float(np.prod(as_spacing(spacing)))
     ids = np.empty(0, np.int64)
