@@ -129,3 +129,84 @@ def test_missing_inputs_are_notifications(qtbot, viewer, monkeypatch):
     widget.job.run_button.click()
     assert "at least two methods" in shown[-1]
     assert not widget.job.running
+
+
+def lazy_saliency(viewer):
+    """A dask heatmap over the lesion sample (ties: rounded, zero outside a box)."""
+    import dask.array as da
+
+    truth = viewer.layers["lesion truth"]
+    rng = np.random.default_rng(0)
+    heat = np.round(rng.random(truth.data.shape), 2).astype(np.float32)
+    heat[:, :, : heat.shape[2] // 2] = 0
+    heat[truth.data > 0] += 0.5
+    layer = viewer.add_image(da.from_array(heat, chunks=(3, *heat.shape[1:])),
+                             name="lazy saliency", scale=truth.scale)
+    return layer, heat
+
+
+def test_a_lazy_heatmap_is_scored_slab_by_slab_against_the_mask(qtbot, viewer):
+    from napari_xaimed.attribution import truth_scores
+
+    truth = viewer.layers["lesion truth"]
+    layer, heat = lazy_saliency(viewer)
+    widget = ExplanationWidget(viewer)
+    widget.check.value = "against mask"
+    widget.heatmap.value, widget.mask.value = layer, truth
+    widget.tolerance.value, widget.top_k.value = 3.0, 0.02
+    assert run_and_wait(qtbot, widget) == "done"
+    (row,) = widget.table.rows
+    want = truth_scores(heat, np.asarray(truth.data) != 0, spacing=tuple(truth.scale),
+                        tolerance_mm=3.0, k=0.02)
+    for key, value in want.items():
+        np.testing.assert_allclose(row[key], value, rtol=1e-12, err_msg=key)
+
+
+def test_a_lazy_heatmap_is_tabled_by_region_and_refused_with_a_reference(qtbot, viewer,
+                                                                         monkeypatch):
+    from napari_xaimed.attribution import relevance_by_region
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    truth = viewer.layers["lesion truth"]
+    layer, heat = lazy_saliency(viewer)
+    atlas = viewer.add_labels(np.where(truth.data > 0, 5, 1).astype(np.uint8), name="atlas",
+                              scale=truth.scale)
+    widget = ExplanationWidget(viewer)
+    widget.check.value = "by region"
+    widget.heatmap.value, widget.regions.value = layer, atlas
+    assert run_and_wait(qtbot, widget) == "done"
+    want = relevance_by_region(heat, atlas.data, spacing=tuple(truth.scale))
+    assert [r["label"] for r in widget.table.rows] == list(want["label"])
+    np.testing.assert_allclose([r["sum"] for r in widget.table.rows], want["sum"], rtol=1e-12)
+    assert widget.details.rows == []
+    viewer.add_image(heat, name="reference", scale=truth.scale)
+    widget.reference.value = viewer.layers["reference"]
+    widget.job.run_button.click()
+    assert "'lazy saliency' is read lazily (larger than memory)" in shown[-1]
+    assert "Leave the reference map empty" in shown[-1]
+    assert not widget.job.running
+
+
+def test_checks_that_run_the_model_refuse_a_lazy_layer(qtbot, viewer, monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    layer, _ = lazy_saliency(viewer)
+    names = [lay.name for lay in viewer.layers]
+    widget = ExplanationWidget(viewer)
+    widget.check.value = "deletion / insertion"
+    widget.image.value, widget.heatmap.value = viewer.layers["lesion ct"], layer
+    widget.job.run_button.click()
+    assert shown[-1].startswith("'lazy saliency' is read lazily (larger than memory): "
+                                "deletion and insertion run the model on the whole image")
+    assert "viewer.add_image(layer.data[z0:z1].compute())" in shown[-1]
+    assert not widget.job.running and widget.job.worker is None
+    for check in ("ensemble", "randomisation", "compare methods"):
+        widget.check.value = check
+        widget.image.value = layer
+        widget.dropout_passes.value = 2  # an ensemble of one model: no files needed
+        widget.methods.value = ["saliency", "gradcam"]
+        widget.job.run_button.click()
+        assert "'lazy saliency' is read lazily" in shown[-1], check
+        assert not widget.job.running
+    assert [lay.name for lay in viewer.layers] == names and widget.table.rows == []

@@ -12,6 +12,11 @@ One check at a time, each calling :mod:`napari_xaimed.attribution`:
   the aggregated rank and of every setting, and a plot of the ranks);
 - **by region**: a heatmap summarised per region of a Labels layer (an atlas), and its
   agreement with a reference map when one is picked (two tables).
+
+No layer's voxels are read on the GUI thread: the checks hand the layers' data to the worker.
+A lazy (dask) heatmap, mask or atlas is scored slab by slab there ("against mask", "by region"
+without a reference map); the checks that run the model on the whole image, or rank every
+voxel against a reference map, refuse lazy layers before they start.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from napari_xaimed.attribution import (
     relevance_by_region,
     truth_scores,
 )
+from napari_xaimed.attribution.truth_lazy import relevance_by_region_steps, truth_scores_steps
+from napari_xaimed.io_lazy import is_lazy
 
 CHECKS = ("against mask", "deletion / insertion", "ensemble", "randomisation",
           "compare methods", "by region")
@@ -141,12 +148,27 @@ class ExplanationWidget(XaimedWidget):
     def _target(self) -> int | None:
         return None if self.target.value == PREDICTED else int(self.target.value)
 
-    def _layer_data(self, key: str) -> np.ndarray:
+    def _layer(self, key: str) -> Any:
         layer = {"image": self.image, "heatmap": self.heatmap, "mask": self.mask,
                  "regions": self.regions, "reference": self.reference}[key].value
         if layer is None:
             raise XaimedError(f"Pick the {key} layer first.")
-        return np.asarray(layer.data)
+        return layer
+
+    def _in_memory(self, keys: tuple[str, ...], what: str) -> list[Any]:
+        """The data of the picked layers (not read: numpy for in-memory layers, to be read in
+        the worker); a lazy one is refused, since ``what`` needs the whole volume at once."""
+        data = []
+        for key in keys:
+            layer = self._layer(key)
+            if is_lazy(layer.data):
+                raise XaimedError(
+                    f"{layer.name!r} is read lazily (larger than memory): {what}, which is "
+                    "not done slab by slab. Load a crop into memory with "
+                    "viewer.add_image(layer.data[z0:z1].compute()) (the image and its "
+                    "heatmap alike) and check that.")
+            data.append(layer.data)
+        return data
 
     def run(self) -> None:
         """Start the chosen check in a worker."""
@@ -162,17 +184,22 @@ class ExplanationWidget(XaimedWidget):
             report_error(exc)
 
     def _against_mask(self) -> None:
-        heat, mask = self._layer_data("heatmap"), self._layer_data("mask") != 0
+        heat, mask = self._layer("heatmap").data, self._layer("mask").data
         check_same_grid(self.heatmap.value, self.mask.value)
         spacing, _ = source_geometry(self.heatmap.value)
         tolerance, k = self.tolerance.value, float(self.top_k.value)
         name = self.heatmap.value.name
+        lazy = is_lazy(heat) or is_lazy(mask)
 
         def steps():
             from napari_xaimed._progress import Progress
 
+            if lazy:  # slab by slab, a step per slab
+                return (yield from truth_scores_steps(heat, mask, spacing=spacing,
+                                                      tolerance_mm=tolerance, k=k))
             yield Progress(0, 1, "scoring the heatmap")
-            return truth_scores(heat, mask, spacing=spacing, tolerance_mm=tolerance, k=k)
+            return truth_scores(np.asarray(heat), np.asarray(mask) != 0, spacing=spacing,
+                                tolerance_mm=tolerance, k=k)
 
         def done(scores: dict[str, float], seconds: float) -> None:
             self.table.set_rows([{"heatmap": name, **scores}])
@@ -180,12 +207,22 @@ class ExplanationWidget(XaimedWidget):
         self.job.start(steps(), done, f"Scoring {name} against the mask")
 
     def _by_region(self) -> None:
-        heat, regions = self._layer_data("heatmap"), self._layer_data("regions")
+        heat, regions = self._layer("heatmap").data, self._layer("regions").data
         check_same_grid(self.heatmap.value, self.regions.value)
+        lazy = is_lazy(heat) or is_lazy(regions)
         reference = None
         if self.reference.value is not None:
             check_same_grid(self.heatmap.value, self.reference.value)
-            reference = self._layer_data("reference")
+            if lazy:
+                layer = self.heatmap.value if is_lazy(heat) else self.regions.value
+                raise XaimedError(
+                    f"{layer.name!r} is read lazily (larger than memory): the agreement with "
+                    "a reference map ranks every voxel at once, which is not done slab by "
+                    "slab. Leave the reference map empty for the table by region, or load a "
+                    "crop into memory with viewer.add_image(layer.data[z0:z1].compute()).")
+            heat, regions, reference = self._in_memory(
+                ("heatmap", "regions", "reference"),
+                "the agreement with a reference map ranks every voxel at once")
         spacing, _ = source_geometry(self.heatmap.value)
         names = region_names(self.regions.value)
         name = self.heatmap.value.name
@@ -193,10 +230,16 @@ class ExplanationWidget(XaimedWidget):
         def steps():
             from napari_xaimed._progress import Progress
 
+            if lazy:
+                table = yield from relevance_by_region_steps(heat, regions, names=names,
+                                                             spacing=spacing)
+                return table, None
             yield Progress(0, 1, "summarising the heatmap by region")
-            table = relevance_by_region(heat, regions, names=names, spacing=spacing)
+            heat_data, region_data = np.asarray(heat), np.asarray(regions)
+            table = relevance_by_region(heat_data, region_data, names=names, spacing=spacing)
             agreement = (None if reference is None else
-                         reference_agreement(heat, reference, regions=regions))
+                         reference_agreement(heat_data, np.asarray(reference),
+                                             regions=region_data))
             return table, agreement
 
         def done(result: tuple, seconds: float) -> None:
@@ -208,10 +251,12 @@ class ExplanationWidget(XaimedWidget):
         self.job.start(steps(), done, f"Relevance of {name} by region")
 
     def _curves(self) -> None:
-        volume, heat = self._layer_data("image"), self._layer_data("heatmap")
-        if heat.shape != volume.shape:
-            raise XaimedError(f"the heatmap {heat.shape} must lie on the image's grid "
-                              f"{volume.shape}: pick the heatmap made from this image.")
+        volume, heat = self._in_memory(("image", "heatmap"),
+                                       "deletion and insertion run the model on the whole "
+                                       "image")
+        if np.shape(heat) != np.shape(volume):
+            raise XaimedError(f"the heatmap {np.shape(heat)} must lie on the image's grid "
+                              f"{np.shape(volume)}: pick the heatmap made from this image.")
         check_same_grid(self.image.value, self.heatmap.value)
         spacing, _ = source_geometry(self.image.value)
         model, target = self._model(), self._target()
@@ -220,10 +265,11 @@ class ExplanationWidget(XaimedWidget):
         name = self.heatmap.value.name
 
         def steps():
-            deletion = yield from perturbation_curve_steps(model, volume, heat, "deletion",
-                                                           **kwargs)
-            insertion = yield from perturbation_curve_steps(model, volume, heat, "insertion",
-                                                            **kwargs)
+            image, relevance = np.asarray(volume), np.asarray(heat)
+            deletion = yield from perturbation_curve_steps(model, image, relevance,
+                                                           "deletion", **kwargs)
+            insertion = yield from perturbation_curve_steps(model, image, relevance,
+                                                            "insertion", **kwargs)
             return deletion, insertion
 
         def done(curves: tuple, seconds: float) -> None:
@@ -239,7 +285,8 @@ class ExplanationWidget(XaimedWidget):
         self.job.start(steps(), done, f"Deletion and insertion of {name}")
 
     def _ensemble(self) -> None:
-        volume = self._layer_data("image")
+        (volume,) = self._in_memory(("image",), "an ensemble runs the models on the whole "
+                                                "image")
         spacing, translate = source_geometry(self.image.value)
         passes = int(self.dropout_passes.value)
         if passes:
@@ -255,7 +302,7 @@ class ExplanationWidget(XaimedWidget):
 
         def steps():
             return (yield from ensemble_attribute_steps(
-                models, volume, method, dropout_passes=passes or None, target=target,
+                models, np.asarray(volume), method, dropout_passes=passes or None, target=target,
                 device=device, spacing=spacing))
 
         def done(result: Any, seconds: float) -> None:
@@ -279,14 +326,16 @@ class ExplanationWidget(XaimedWidget):
         self.job.start(steps(), done, f"Ensemble {method} on {image_name}")
 
     def _randomisation(self) -> None:
-        volume = self._layer_data("image")
+        (volume,) = self._in_memory(("image",), "the randomisation test runs the model on the "
+                                                "whole image")
         spacing, _ = source_geometry(self.image.value)
         model, method = self._model(), self.method.value
         target, device = self._target(), self.device.value
 
         def steps():
-            return (yield from randomisation_test_steps(model, volume, method, target=target,
-                                                        device=device, spacing=spacing))
+            return (yield from randomisation_test_steps(model, np.asarray(volume), method,
+                                                        target=target, device=device,
+                                                        spacing=spacing))
 
         def done(result: Any, seconds: float) -> None:
             rows = [{"randomised down to": layer, "spearman": s, "ssim": m}
@@ -301,18 +350,20 @@ class ExplanationWidget(XaimedWidget):
         self.job.start(steps(), done, f"Randomisation test of {method}")
 
     def _compare(self) -> None:
-        volume = self._layer_data("image")
         methods = list(self.methods.value)
         if len(methods) < 2:
             raise XaimedError("Pick at least two methods to compare.")
-        mask = None if self.mask.value is None else self._layer_data("mask") != 0
+        volume, *masks = self._in_memory(
+            ("image",) if self.mask.value is None else ("image", "mask"),
+            "comparing methods runs the model on the whole image")
         spacing, _ = source_geometry(self.image.value)
         model, target, device = self._model(), self._target(), self.device.value
 
         def steps():
-            return (yield from compare_methods_steps(model, volume, methods, mask=mask,
-                                                     target=target, spacing=spacing,
-                                                     device=device))
+            mask = np.asarray(masks[0]) != 0 if masks else None
+            return (yield from compare_methods_steps(model, np.asarray(volume), methods,
+                                                     mask=mask, target=target,
+                                                     spacing=spacing, device=device))
 
         def done(result: Any, seconds: float) -> None:
             summary = result.to_dataframe()

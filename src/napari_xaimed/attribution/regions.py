@@ -22,6 +22,7 @@ import pandas as pd
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.attribution.truth_metrics import auroc
+from napari_xaimed.io_lazy import is_lazy
 
 #: The columns of :func:`relevance_by_region`'s table, in order.
 REGION_COLUMNS = ("label", "name", "voxels", "volume_mm3", "sum", "mean", "positive_share",
@@ -30,35 +31,60 @@ REGION_COLUMNS = ("label", "name", "voxels", "volume_mm3", "sum", "mean", "posit
 
 def _heat(heatmap: Any, name: str = "heatmap") -> np.ndarray:
     heat = np.asarray(heatmap)
-    if heat.ndim != 3:
-        raise XaimedError(f"the {name} must be 3D (z, y, x), got shape {heat.shape}.")
-    if not np.issubdtype(heat.dtype, np.number) or np.issubdtype(heat.dtype, np.complexfloating):
-        raise XaimedError(f"the {name} must hold real numbers, got {heat.dtype}.")
+    _check_heat_type(heat.shape, heat.dtype, name)
     heat = heat.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(heat)):
+    _check_finite(bool(np.all(np.isfinite(heat))), name)
+    return heat
+
+
+def _check_heat_type(shape: tuple[int, ...], dtype: np.dtype, name: str = "heatmap") -> None:
+    if len(shape) != 3:
+        raise XaimedError(f"the {name} must be 3D (z, y, x), got shape {shape}.")
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise XaimedError(f"the {name} must hold real numbers, got {dtype}.")
+
+
+def _check_finite(finite: bool, name: str = "heatmap") -> None:
+    if not finite:
         raise XaimedError(f"the {name} holds NaN or infinite values: recompute it, or replace "
                           "them (np.nan_to_num) if they mark 'no relevance'.")
-    return heat
+
+
+def _check_labels_shape(shape: tuple[int, ...], heat_shape: tuple[int, ...]) -> None:
+    if shape != heat_shape:
+        raise XaimedError(f"the regions {shape} and the heatmap {heat_shape} differ in shape: "
+                          "resample the atlas onto the heatmap's grid (nearest neighbour), "
+                          "e.g. with registration's apply_transform.")
+
+
+def _labels_whole(lab: np.ndarray) -> bool:
+    """Whether labels of a float dtype hold whole finite numbers only (ints and bools do)."""
+    if np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool:
+        return True
+    return bool(np.all(np.isfinite(lab)) and not np.any(lab != np.round(lab)))
+
+
+def _check_whole(whole: bool, dtype: np.dtype) -> None:
+    if not whole:
+        raise XaimedError(f"the regions must be integer labels, got {dtype} values "
+                          "that are not whole numbers: pass a Labels layer.")
+
+
+def _check_label_range(lowest: float, any_region: bool) -> None:
+    if lowest < 0:
+        raise XaimedError("the regions hold negative labels: 0 is background, regions are "
+                          "1, 2, ...")
+    if not any_region:
+        raise XaimedError("the regions are empty (all 0): draw or pick an atlas with regions.")
 
 
 def _labels(labels: Any, shape: tuple[int, ...]) -> np.ndarray:
     lab = np.asarray(labels)
-    if lab.shape != shape:
-        raise XaimedError(f"the regions {lab.shape} and the heatmap {shape} differ in shape: "
-                          "resample the atlas onto the heatmap's grid (nearest neighbour), "
-                          "e.g. with registration's apply_transform.")
-    if not np.issubdtype(lab.dtype, np.integer) and lab.dtype != bool:
-        if not np.all(np.isfinite(lab)) or np.any(lab != np.round(lab)):
-            raise XaimedError(f"the regions must be integer labels, got {lab.dtype} values "
-                              "that are not whole numbers: pass a Labels layer.")
+    _check_labels_shape(lab.shape, shape)
+    _check_whole(_labels_whole(lab), lab.dtype)
+    if lab.dtype.kind not in "iu":  # whole floats and bools
         lab = lab.astype(np.int64)
-    if lab.dtype == bool:
-        lab = lab.astype(np.int64)
-    if lab.min() < 0:
-        raise XaimedError("the regions hold negative labels: 0 is background, regions are "
-                          "1, 2, ...")
-    if not lab.any():
-        raise XaimedError("the regions are empty (all 0): draw or pick an atlas with regions.")
+    _check_label_range(lab.min(), bool(lab.any()))
     return lab
 
 
@@ -85,7 +111,15 @@ def relevance_by_region(heatmap: Any, labels: Any, *, names: Mapping[int, str] |
         map has none), ``enrichment`` that share over the region's share of the voxels (1:
         no more than a map without information), ``rank`` 1 for the largest sum (ties share
         the lower rank).
+
+    A dask heatmap or label map (a volume larger than memory) is summarised slab by slab by
+    :func:`~napari_xaimed.attribution.truth_lazy.relevance_by_region_lazy`, with the same
+    table.
     """
+    if is_lazy(heatmap) or is_lazy(labels):
+        from napari_xaimed.attribution.truth_lazy import relevance_by_region_lazy
+
+        return relevance_by_region_lazy(heatmap, labels, names=names, spacing=spacing)
     heat = _heat(heatmap)
     lab = _labels(labels, heat.shape)
     voxel_mm3 = float(np.prod(as_spacing(spacing)))
@@ -101,8 +135,17 @@ def relevance_by_region(heatmap: Any, labels: Any, *, names: Mapping[int, str] |
     positive = np.bincount(index, weights=np.clip(weights, 0, None),
                            minlength=len(ids) + 1)[:-1]
     total_positive = float(np.clip(weights, 0, None).sum())
+    return _region_table(ids, counts, sums, positive, total_positive, heat.size, voxel_mm3,
+                         names)
+
+
+def _region_table(ids: np.ndarray, counts: np.ndarray, sums: np.ndarray, positive: np.ndarray,
+                  total_positive: float, size: int, voxel_mm3: float,
+                  names: Mapping[int, str] | None) -> pd.DataFrame:
+    """The table of :func:`relevance_by_region` from its per-region voxel counts and sums
+    (summed and positive relevance), the volume's positive relevance and voxel count."""
     share = positive / total_positive if total_positive > 0 else np.zeros_like(positive)
-    voxel_share = counts / heat.size
+    voxel_share = counts / size
     table = pd.DataFrame({
         "label": ids.astype(np.int64),
         "name": [(names or {}).get(int(i), str(int(i))) for i in ids],
@@ -168,8 +211,21 @@ def reference_agreement(heatmap: Any, reference: Any, *, mask: Any = None,
     Returns
     -------
     Agreement
+
+    Raises
+    ------
+    XaimedError
+        For a dask input (a volume larger than memory): the Spearman correlation ranks every
+        voxel at once, so compare on a crop held in memory.
     """
     from scipy.stats import pearsonr, spearmanr  # scipy.stats imports slowly: when used
+
+    if any(is_lazy(a) for a in (heatmap, reference, mask, regions)):
+        raise XaimedError(
+            "the heatmap or the reference is read lazily (larger than memory): the agreement "
+            "ranks every voxel at once, which is not done slab by slab. Compare on a crop in "
+            "memory (e.g. reference_agreement(heatmap[z0:z1].compute(), "
+            "reference[z0:z1].compute())).")
 
     heat = _heat(heatmap)
     ref = _heat(reference, "reference")

@@ -28,27 +28,40 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._validate import as_spacing
+from napari_xaimed.io_lazy import is_lazy
+
+
+def _check_shapes(heat_shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> None:
+    if len(heat_shape) != 3:
+        raise XaimedError(f"the heatmap must be 3D (z, y, x), got shape {heat_shape}.")
+    if mask_shape != heat_shape:
+        raise XaimedError(f"the mask {mask_shape} and the heatmap {heat_shape} differ in "
+                          "shape: resample one onto the other's grid first.")
+
+
+def _check_finite(finite: bool) -> None:
+    if not finite:
+        raise XaimedError("the heatmap holds NaN or infinite values: recompute it, or replace "
+                          "them (np.nan_to_num) if they mark 'no relevance'.")
+
+
+def _check_inside(n_inside: int, size: int, needs_outside: bool) -> None:
+    if n_inside == 0:
+        raise XaimedError("the mask is empty: nothing to compare the heatmap with.")
+    if needs_outside and n_inside == size:
+        raise XaimedError("the mask covers the whole volume: there is no outside to compare "
+                          "with.")
 
 
 def _check(heatmap: Any, mask: Any, *, needs_outside: bool = False
            ) -> tuple[np.ndarray, np.ndarray]:
     heat = np.asarray(heatmap)
     truth = np.asarray(mask)
-    if heat.ndim != 3:
-        raise XaimedError(f"the heatmap must be 3D (z, y, x), got shape {heat.shape}.")
-    if truth.shape != heat.shape:
-        raise XaimedError(f"the mask {truth.shape} and the heatmap {heat.shape} differ in "
-                          "shape: resample one onto the other's grid first.")
+    _check_shapes(heat.shape, truth.shape)
     heat = heat.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(heat)):
-        raise XaimedError("the heatmap holds NaN or infinite values: recompute it, or replace "
-                          "them (np.nan_to_num) if they mark 'no relevance'.")
+    _check_finite(bool(np.all(np.isfinite(heat))))
     truth = truth.astype(bool, copy=False) if truth.dtype != bool else truth
-    if not truth.any():
-        raise XaimedError("the mask is empty: nothing to compare the heatmap with.")
-    if needs_outside and truth.all():
-        raise XaimedError("the mask covers the whole volume: there is no outside to compare "
-                          "with.")
+    _check_inside(int(np.count_nonzero(truth)), truth.size, needs_outside)
     return heat, truth
 
 
@@ -90,17 +103,20 @@ def top_k_precision(heatmap: Any, mask: Any, k: int | float = 0.01) -> float:
         In [0, 1]; ties at the k-th value count with their share inside the mask.
     """
     heat, truth = _check(heatmap, mask)
-    n = heat.size
+    return _top_share(heat.ravel(), truth.ravel(), _top_count(k, heat.size))
+
+
+def _top_count(k: int | float, n: int) -> int:
+    """How many voxels ``k`` means in a volume of ``n``: a fraction (float) or a count."""
     if isinstance(k, float | np.floating):
         if not 0 < float(k) <= 1:
             raise XaimedError(f"k as a fraction of the voxels must lie in (0, 1], got {k}; "
                               "give an int for a number of voxels.")
-        count = max(1, int(round(float(k) * n)))
-    else:
-        count = int(k)
-        if not 1 <= count <= n:
-            raise XaimedError(f"k must be between 1 and the number of voxels ({n}), got {k}.")
-    return _top_share(heat.ravel(), truth.ravel(), count)
+        return max(1, int(round(float(k) * n)))
+    count = int(k)
+    if not 1 <= count <= n:
+        raise XaimedError(f"k must be between 1 and the number of voxels ({n}), got {k}.")
+    return count
 
 
 def _top_share(values: np.ndarray, inside: np.ndarray, count: int) -> float:
@@ -108,10 +124,15 @@ def _top_share(values: np.ndarray, inside: np.ndarray, count: int) -> float:
     cut = np.partition(values, values.size - count)[values.size - count]  # the count-th largest
     above = values > cut
     at = values == cut
-    n_above = int(np.count_nonzero(above))
-    hits = float(np.count_nonzero(above & inside))
-    n_at = int(np.count_nonzero(at))
-    hits += (count - n_above) * np.count_nonzero(at & inside) / n_at
+    return _cut_share(count, int(np.count_nonzero(above)),
+                      int(np.count_nonzero(above & inside)), int(np.count_nonzero(at)),
+                      int(np.count_nonzero(at & inside)))
+
+
+def _cut_share(count: int, n_above: int, hits_above: int, n_at: int, hits_at: int) -> float:
+    """:func:`_top_share` from its counts: voxels above the cut and at it, all and inside."""
+    hits = float(hits_above)
+    hits += (count - n_above) * hits_at / n_at
     return hits / count
 
 
@@ -168,17 +189,35 @@ def pointing_game(heatmap: Any, mask: Any, *, spacing: Any = None,
         zeros: the method found nothing) points nowhere, so it is False.
     """
     heat, truth = _check(heatmap, mask)
+    spacing_arr, reach = _reach(spacing, tolerance_mm)
+    if heat.min() == heat.max():  # every voxel would be a peak, so any mask would be "hit"
+        return False
+    return _any_peak_hits(truth, np.argwhere(heat == heat.max()), reach, spacing_arr,
+                          tolerance_mm)
+
+
+def _reach(spacing: Any, tolerance_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The spacing as an array and the tolerance in whole voxels per axis."""
     spacing_arr = np.asarray(as_spacing(spacing), dtype=np.float64)
     if not np.isfinite(tolerance_mm) or tolerance_mm < 0:
         raise XaimedError(f"tolerance_mm must be a number >= 0, got {tolerance_mm}.")
-    if heat.min() == heat.max():  # every voxel would be a peak, so any mask would be "hit"
-        return False
-    peaks = np.argwhere(heat == heat.max())
-    reach = np.floor(tolerance_mm / spacing_arr + 1e-9).astype(int)
+    return spacing_arr, np.floor(tolerance_mm / spacing_arr + 1e-9).astype(int)
+
+
+def _any_peak_hits(truth: np.ndarray, peaks: np.ndarray, reach: np.ndarray,
+                   spacing_arr: np.ndarray, tolerance_mm: float, z0: int = 0) -> bool:
+    """Whether a mask voxel lies within the tolerance of one of ``peaks`` (rows ``(z, y, x)``).
+
+    ``truth`` holds the mask's planes from ``z0`` on (all of them by default): at least those
+    within ``reach`` of the peaks, or up to the volume's end.
+    """
+    shape = np.array([z0 + truth.shape[0], *truth.shape[1:]])
+    shift = np.array([z0, 0, 0])
     for peak in peaks:
         lo = np.maximum(peak - reach, 0)
-        hi = np.minimum(peak + reach + 1, truth.shape)
-        near = np.argwhere(truth[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
+        hi = np.minimum(peak + reach + 1, shape)
+        near = np.argwhere(truth[tuple(slice(a, b) for a, b in zip(lo - shift, hi - shift,
+                                                                   strict=True))])
         if len(near) and np.min(np.sqrt((((near + lo - peak) * spacing_arr) ** 2).sum(1))) \
                 <= tolerance_mm + 1e-9:
             return True
@@ -188,7 +227,16 @@ def pointing_game(heatmap: Any, mask: Any, *, spacing: Any = None,
 def truth_scores(heatmap: Any, mask: Any, *, spacing: Any = None, tolerance_mm: float = 0.0,
                  k: int | float = 0.01) -> dict[str, float]:
     """All of the above at once: ``relevance_mass_accuracy``, ``relevance_rank_accuracy``,
-    ``auroc``, ``pointing_game`` (1.0 or 0.0) and ``top_k_precision``."""
+    ``auroc``, ``pointing_game`` (1.0 or 0.0) and ``top_k_precision``.
+
+    A dask heatmap or mask (a volume larger than memory) is scored slab by slab by
+    :func:`~napari_xaimed.attribution.truth_lazy.truth_scores_lazy`, with the same values;
+    the single metrics above read their inputs whole."""
+    if is_lazy(heatmap) or is_lazy(mask):
+        from napari_xaimed.attribution.truth_lazy import truth_scores_lazy
+
+        return truth_scores_lazy(heatmap, mask, spacing=spacing, tolerance_mm=tolerance_mm,
+                                 k=k)
     return {
         "relevance_mass_accuracy": relevance_mass_accuracy(heatmap, mask),
         "relevance_rank_accuracy": relevance_rank_accuracy(heatmap, mask),
