@@ -259,6 +259,46 @@ def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_
     assert "read lazily" in shown[-1] and len(viewer.layers) == count
 
 
+def test_a_lazy_layer_is_segmented_by_the_model_band_by_band(qtbot, make_napari_viewer,
+                                                              monkeypatch):
+    """The model on a dask layer: labels and foreground probability as dask layers over Zarr
+    stores, equal to the in-memory segmentation; what needs the whole volume is refused."""
+    import dask.array as da
+
+    from napari_xaimed.samples import lesion_volume
+    from napari_xaimed.segmentation import segment_with_model
+
+    sample = lesion_volume(shape=(40, 48, 48), spacing=(2.0, 1.0, 1.0), seed=3)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(sample.image, chunks=(8, -1, -1)), name="lazy ct",
+                     scale=(2.0, 1.0, 1.0), translate=(4.0, 0.0, -2.0))
+    widget = SegmentationWidget(viewer)
+    widget.image.value = viewer.layers["lazy ct"]
+    widget.method.value = "model"
+    widget.roi_size.value = 32
+    widget.overlap.value = 0.5
+    assert run_and_wait(qtbot, widget) == "done", widget.job.status.text()
+    labels = viewer.layers["Segmentation [lazy ct]"]
+    probability = viewer.layers["Foreground probability [lazy ct]"]
+    expected = segment_with_model(sample.image, "bundled-segmenter", spacing=(2.0, 1.0, 1.0),
+                                  roi_size=32, overlap=0.5)
+    for layer in (labels, probability):
+        assert isinstance(layer.data, da.Array)
+        np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
+        np.testing.assert_allclose(layer.translate, (4.0, 0.0, -2.0))
+    np.testing.assert_array_equal(np.asarray(labels.data), expected.labels)
+    np.testing.assert_allclose(np.asarray(probability.data), expected.probability, atol=1e-5)
+    assert probability.metadata["xaimed"]["kind"] == "foreground probability"
+
+    shown = []
+    monkeypatch.setattr("napari_xaimed._widgets.segmentation.report_error",
+                        lambda exc: shown.append(str(exc)))
+    widget.largest.value = True
+    count = len(viewer.layers)
+    widget.run()
+    assert "largest component" in shown[-1] and len(viewer.layers) == count
+
+
 def test_a_lazy_layer_previews_one_plane_in_a_worker(qtbot, make_napari_viewer, tmp_path):
     """Preview on a dask layer: Otsu's threshold from one slab-by-slab pass (then kept), the
     slice equal to the lazy segmentation's; a second preview reads only the chunk holding

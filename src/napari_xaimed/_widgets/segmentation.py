@@ -288,11 +288,15 @@ class SegmentationWidget(XaimedWidget):
         into a Zarr store in a temporary folder and show the labels lazily over it."""
         from napari_xaimed.segmentation.lazy import segment_lazy
 
+        if method == "model":
+            self._run_model_lazy(layer, data, params, shown, spacing, translate)
+            return
         if method not in ("otsu", "threshold"):
             report_error(XaimedError(
-                f"{layer.name!r} is read lazily (larger than memory): only 'otsu' and "
-                f"'threshold' segment it slab by slab, not {method!r}. Pick one of them, or "
-                "load a crop into memory (viewer.add_image(layer.data[z0:z1].compute()))."))
+                f"{layer.name!r} is read lazily (larger than memory): only 'otsu', "
+                f"'threshold' and 'model' segment it slab by slab, not {method!r}. Pick one of "
+                "them, or load a crop into memory "
+                "(viewer.add_image(layer.data[z0:z1].compute()))."))
             return
         folder = scratch_folder("xaimed-labels-")
 
@@ -312,6 +316,50 @@ class SegmentationWidget(XaimedWidget):
                               scratch=folder)
 
         self.job.start(steps(), done, f"Segmenting {layer.name} ({method}, slab by slab)",
+                       scratch=folder)
+
+    def _run_model_lazy(self, layer: Any, data: Any, params: dict[str, Any],
+                        shown: dict[str, Any], spacing: tuple[float, float, float],
+                        translate: tuple[float, float, float]) -> None:
+        """The model on a lazy layer: MONAI's sliding windows band by band
+        (:func:`~napari_xaimed.segmentation.lazy.segment_model_lazy_steps`) into Zarr stores,
+        shown as dask layers: the labels and the foreground probability."""
+        from napari_xaimed.segmentation.lazy import segment_model_lazy_steps
+
+        whole = {"largest_component": "keeping the largest component",
+                 "model_spacing": "resampling to the model's spacing",
+                 "smoothing_mm": "smoothing", "autocast": "mixed precision"}
+        for key, what in whole.items():
+            if params.get(key) not in (None, False, 0, 0.0):
+                report_error(XaimedError(
+                    f"{layer.name!r} is read lazily (larger than memory): {what} ({key}) is "
+                    "not done band by band. Turn it off, or load a crop into memory "
+                    "(viewer.add_image(layer.data[z0:z1].compute()))."))
+                return
+        kwargs = {k: v for k, v in params.items() if k not in whole}
+        model = kwargs.pop("model", None) or BUNDLED_SEGMENTER
+        folder = scratch_folder("xaimed-labels-")
+
+        def steps():
+            lazy = yield from segment_model_lazy_steps(
+                data, model, folder / "labels.zarr", spacing=spacing, origin=translate,
+                probability_out=folder / "probability.zarr", **kwargs)
+            from napari_xaimed.io_lazy import read_zarr
+
+            return lazy, read_zarr(folder / "probability.zarr").data
+
+        def done(outcome: tuple, seconds: float) -> None:
+            lazy, probability = outcome
+            result = SegmentationResult(
+                labels=lazy.labels, method="model", params=lazy.params,
+                facts={"probabilities": "foreground", "threshold": lazy.threshold,
+                       "labels_store": str(lazy.path)},
+                spacing=lazy.spacing, kind="classes", probabilities=[probability],
+                seconds=lazy.seconds)
+            self._show_result(result, layer.name, spacing, translate, shown, seconds,
+                              scratch=folder)
+
+        self.job.start(steps(), done, f"Segmenting {layer.name} (model, window band by band)",
                        scratch=folder)
 
     def _show_result(self, result: SegmentationResult, source: str,
@@ -335,10 +383,11 @@ class SegmentationWidget(XaimedWidget):
                 name = probability_name(k, source, foreground)
                 kind = {"kind": "foreground probability"} if foreground else {
                     "kind": "class probability", "class": k}
-                add_or_update(self.viewer, heatmap_layer(
+                heat = add_or_update(self.viewer, heatmap_layer(
                     probability, name, spacing, signed=False, translate=translate,
                     provenance={**prov, **kind}, contrast_limits=(0.0, 1.0),
                     visible=foreground))
+                keep_while_shown(self.viewer, heat, scratch)
                 names.append(name)
         for stale in set(self._probabilities.get(source, [])) - set(names):
             if stale in self.viewer.layers and "xaimed" in self.viewer.layers[stale].metadata:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.io_lazy import (
     chunks_of,
@@ -514,26 +515,8 @@ def segment_lazy(
                             params=used, seconds=seconds)
 
 
-def segment_model_lazy(
-    volume: Any,
-    model: Any,
-    out: str | Path,
-    *,
-    spacing: tuple[float, float, float] | None = None,
-    roi_size: int | tuple[int, int, int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    sw_batch_size: int | None = None,
-    device: str = "auto",
-    output: str = "softmax",
-    threshold: float = 0.5,
-    channel: int | None = None,
-    preprocessing: dict[str, Any] | None = None,
-    probability_out: str | Path | None = None,
-    origin: tuple[float, float, float] | None = None,
-    slab: int | None = None,
-    overwrite: bool = False,
-) -> LazySegmentation:
+def segment_model_lazy(volume: Any, model: Any, out: str | Path, **kwargs: Any
+                       ) -> LazySegmentation:
     """Segment a volume larger than memory with a network, by sliding windows, to Zarr.
 
     The labels (and probability) of :func:`~napari_xaimed.segmentation.segment_with_model`
@@ -566,6 +549,31 @@ def segment_model_lazy(
         ``method="model"``, ``threshold`` the one used, ``n_instances`` 0 (labels are
         classes), ``params`` with the windows.
     """
+    return run_steps(segment_model_lazy_steps(volume, model, out, **kwargs))
+
+
+def segment_model_lazy_steps(
+    volume: Any,
+    model: Any,
+    out: str | Path,
+    *,
+    spacing: tuple[float, float, float] | None = None,
+    roi_size: int | tuple[int, int, int] | None = None,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    sw_batch_size: int | None = None,
+    device: str = "auto",
+    output: str = "softmax",
+    threshold: float = 0.5,
+    channel: int | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    probability_out: str | Path | None = None,
+    origin: tuple[float, float, float] | None = None,
+    slab: int | None = None,
+    overwrite: bool = False,
+) -> Steps[LazySegmentation]:
+    """Generator form of :func:`segment_model_lazy`: a step per band of windows written, so
+    a widget shows progress and can cancel between bands."""
     import dask.array as da
 
     from napari_xaimed import __version__
@@ -588,6 +596,7 @@ def segment_model_lazy(
         probability = create_zarr(probability_out, shape, np.float32, spacing, origin,
                                   (planes, min(shape[1], 512), min(shape[2], 512)),
                                   overwrite=overwrite)
+    yield Progress(0, shape[0], f"{len(setup.grid.starts)} windows")
     for start, stop, logits in forward_bands(setup.net, setup.grid, setup.read_input,
                                              setup.sw):
         lab, prob = _labels_and_probability(logits[None], tuple(logits.shape[1:]), output,
@@ -595,6 +604,7 @@ def segment_model_lazy(
         labels[start:stop] = lab.cpu().numpy().astype(np.uint8)
         if probability is not None:
             probability[start:stop] = prob.float().cpu().numpy()
+        yield Progress(stop, shape[0], f"planes {start}-{stop - 1} of {shape[0]}")
     seconds = time.perf_counter() - started
     used = {"method": "model", "roi_size": list(setup.roi), "overlap": float(overlap),
             "blend": blend, "sw_batch_size": setup.sw, "output": output,
