@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tracemalloc
 
 import dask.array as da
 import numpy as np
@@ -176,7 +175,7 @@ def test_evaluate_lazy_rows_equal_evaluate(metrics):
     rows_equal(lazy, memory)
 
 
-def test_distances_of_a_box_sized_instance_hold_a_fraction_of_the_box():
+def test_distances_of_a_box_sized_instance_hold_a_fraction_of_the_box(traced_peak):
     """Traced peak allocations (numpy reports its buffers to tracemalloc) of the slab-by-slab
     distances of an instance whose box is the whole volume, read from Zarr a plane at a time,
     stay far below that box's boolean crop, which the in-memory path allocates twice over."""
@@ -190,15 +189,7 @@ def test_distances_of_a_box_sized_instance_hold_a_fraction_of_the_box():
     assert crops.box((1,), (1,)) == tuple(slice(0, n) for n in shape)
     box_bytes = ref.size  # one boolean crop
 
-    def peak(job):
-        job()  # caches and imports first
-        tracemalloc.start()
-        job()
-        found = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return found
-
-    slabbed = peak(lambda: crops.distances((1,), (1,), (1.0, 1.0, 1.0), 1.0, WANTED))
-    whole = peak(lambda: crops.masks((1,), (1,)))
+    slabbed = traced_peak(lambda: crops.distances((1,), (1,), (1.0, 1.0, 1.0), 1.0, WANTED))
+    whole = traced_peak(lambda: crops.masks((1,), (1,)))
     assert whole > 2 * box_bytes  # the measurement sees a whole crop
     assert slabbed < 0.2 * box_bytes  # about 0.11 measured

@@ -1,7 +1,6 @@
 """Explanation metrics slab by slab: the in-memory functions' values, errors and a bounded
 memory peak."""
 
-import tracemalloc
 
 import dask.array as da
 import numpy as np
@@ -158,7 +157,7 @@ def test_errors_are_the_in_memory_ones(case):
     assert message(lambda: truth_scores_lazy(lazy(heat), lazy(mask), slab=2, **kwargs)) == want
 
 
-def test_traced_peak_stays_far_below_the_volume():
+def test_traced_peak_stays_far_below_the_volume(traced_peak):
     """A 64x128x128 float32 heatmap read 8 planes at a time with a small mask: the traced
     peak (numpy reports its buffers to tracemalloc) stays far below the volume in float64,
     which the in-memory path allocates (and more: the float64 copy, then the ranks)."""
@@ -169,16 +168,8 @@ def test_traced_peak_stays_far_below_the_volume():
     volume_f64 = heat.size * 8
     heat_lazy, mask_lazy = lazy(heat, 8), lazy(mask, 8)
 
-    def peak(job):
-        job()  # caches and imports first
-        tracemalloc.start()
-        job()
-        found = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return found
-
-    slabbed = peak(lambda: truth_scores_lazy(heat_lazy, mask_lazy, k=0.001, slab=8))
-    whole = peak(lambda: truth_scores(heat, mask, k=0.001))
+    slabbed = traced_peak(lambda: truth_scores_lazy(heat_lazy, mask_lazy, k=0.001, slab=8))
+    whole = traced_peak(lambda: truth_scores(heat, mask, k=0.001))
     assert whole > volume_f64  # the measurement sees a whole float64 copy
     assert slabbed < 0.35 * volume_f64  # about 0.28 measured (whole: about 9.1)
 

@@ -33,12 +33,17 @@ def test_two_panels_unfreeze_only_when_both_ended_and_after_cancel(qtbot):
     qtbot.addWidget(first)
     qtbot.addWidget(second)
     seen = []
-    with qtbot.waitSignal(first.finished, timeout=10000) as ended:
-        first.start(_job(seen, steps=10**6), lambda result, seconds: None, "long")
-        qtbot.waitUntil(lambda: len(seen) > 2, timeout=10000)
-        with qtbot.waitSignal(second.finished, timeout=10000):
-            second.start(_job([]), lambda result, seconds: None, "short")
-        assert gc.get_freeze_count() > 0  # the first job still runs
-        first.cancel()
+    try:
+        with qtbot.waitSignal(first.finished, timeout=10000) as ended:
+            first.start(_job(seen, steps=10**6), lambda result, seconds: None, "long")
+            qtbot.waitUntil(lambda: len(seen) > 2, timeout=10000)
+            with qtbot.waitSignal(second.finished, timeout=10000):
+                second.start(_job([]), lambda result, seconds: None, "short")
+            assert gc.get_freeze_count() > 0  # the first job still runs
+            first.cancel()
+    finally:  # a failure above must not leave a million-step job flooding later tests
+        if first.running:
+            first.cancel()
+            qtbot.waitUntil(lambda: not first.running, timeout=10000)
     assert ended.args[0] == "cancelled"
     assert gc.get_freeze_count() == 0

@@ -213,16 +213,10 @@ class ExplanationWidget(XaimedWidget):
         reference = None
         if self.reference.value is not None:
             check_same_grid(self.heatmap.value, self.reference.value)
-            if lazy:
-                layer = self.heatmap.value if is_lazy(heat) else self.regions.value
-                raise XaimedError(
-                    f"{layer.name!r} is read lazily (larger than memory): the agreement with "
-                    "a reference map ranks every voxel at once, which is not done slab by "
-                    "slab. Leave the reference map empty for the table by region, or load a "
-                    "crop into memory with viewer.add_image(layer.data[z0:z1].compute()).")
             heat, regions, reference = self._in_memory(
                 ("heatmap", "regions", "reference"),
-                "the agreement with a reference map ranks every voxel at once")
+                "the agreement with a reference map ranks every voxel at once (Leave the "
+                "reference map empty for the table by region alone)")
         spacing, _ = source_geometry(self.heatmap.value)
         names = region_names(self.regions.value)
         name = self.heatmap.value.name
