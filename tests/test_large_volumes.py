@@ -19,6 +19,7 @@ import zarr
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from napari_xaimed import XaimedError
+from napari_xaimed._progress import run_steps
 from napari_xaimed.attribution import attribute
 from napari_xaimed.attribution.lazy import attribute_lazy, downsample_lazy, upsample_lazy
 from napari_xaimed.attribution.preprocess import Preprocessing, to_input
@@ -267,6 +268,46 @@ def test_segment_lazy_refuses_what_needs_the_whole_volume(tmp_path, lesion):
     with pytest.raises(XaimedError, match="already exists"):
         segment_lazy(volume, tmp_path / "kept.zarr")
     assert tree_digest(tmp_path / "kept.zarr") == before
+
+
+def test_segment_lazy_steps_report_every_slab_and_check_before_the_first(tmp_path, lesion):
+    """The step form: progress rises to its total through Otsu's two passes and the two
+    labelling passes (a step per slab each), ends with segment_lazy's labels; bad options
+    and an existing store are refused when it is called, before any voxel is read."""
+    from napari_xaimed.segmentation.lazy import segment_lazy_steps
+
+    volume = lesion.image
+    planes = 4
+    slabs = -(-volume.shape[0] // planes)
+    steps = segment_lazy_steps(volume, tmp_path / "a.zarr", "otsu", lesion.spacing, classes=3,
+                               slab=planes)
+    seen = []
+    result = run_steps(steps, seen.append)
+    assert len(seen) == 4 * slabs  # value range, histogram, components, numbering
+    fractions = [p.done / p.total for p in seen]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] < 0.25 < fractions[-1] < 1
+    assert seen[0].message.startswith("Otsu: value range")
+    expected = segment_lazy(volume, tmp_path / "b.zarr", "otsu", lesion.spacing, classes=3)
+    np.testing.assert_array_equal(result.labels.compute(), expected.labels.compute())
+    mask_steps = []
+    run_steps(segment_lazy_steps(volume, tmp_path / "m.zarr", "threshold", value=0.5,
+                                 instances=False, slab=planes), mask_steps.append)
+    assert len(mask_steps) == slabs and mask_steps[-1].message.startswith("mask")
+
+    class Untouchable(np.ndarray):
+        def __getitem__(self, key):
+            raise AssertionError("a voxel was read")
+
+    untouchable = volume.view(Untouchable)
+    for kwargs, message in (({"method": "threshold"}, "value="),
+                            ({"classes": 1}, "classes"),
+                            ({"connectivity": 5}, "connectivity"),
+                            ({"opening_mm": 1.0}, "opening")):
+        with pytest.raises(XaimedError, match=message):
+            segment_lazy_steps(untouchable, tmp_path / "c.zarr", **kwargs)
+    with pytest.raises(XaimedError, match="already exists"):
+        segment_lazy_steps(untouchable, tmp_path / "a.zarr")
+    assert not (tmp_path / "c.zarr").exists()
 
 
 # -- evaluation -------------------------------------------------------------------------------

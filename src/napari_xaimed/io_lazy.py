@@ -159,6 +159,19 @@ def write_zarr(
     return Path(path)
 
 
+def check_new_store(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse a store name that is not ``.zarr``, or one that exists unless ``overwrite``:
+    checked before a long job starts, not when it comes to write."""
+    path = Path(path)
+    if not is_zarr_path(path):
+        raise XaimedError(f"Cannot write {path.name!r} as Zarr: the store's name must end in "
+                          ".zarr (e.g. 'ct.zarr').")
+    if path.exists() and not overwrite:
+        raise XaimedError(f"{str(path)!r} already exists: pick another path, or pass "
+                          "overwrite=True to replace it.")
+    return path
+
+
 def create_zarr(
     path: str | Path,
     shape: Sequence[int],
@@ -182,13 +195,7 @@ def create_zarr(
 
     from napari_xaimed.io import grid_translate
 
-    path = Path(path)
-    if not is_zarr_path(path):
-        raise XaimedError(f"Cannot write {path.name!r} as Zarr: the store's name must end in "
-                          ".zarr (e.g. 'ct.zarr').")
-    if path.exists() and not overwrite:
-        raise XaimedError(f"{str(path)!r} already exists: pick another path, or pass "
-                          "overwrite=True to replace it.")
+    path = check_new_store(path, overwrite)
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise XaimedError(f"a Zarr volume must be 3D (z, y, x) and non-empty, got shape "

@@ -97,6 +97,24 @@ def test_segmentation_model_with_many_windows(qtbot, make_napari_viewer, clean_t
     assert "Segmentation [ct]" in viewer.layers
 
 
+def test_lazy_otsu_segmentation(qtbot, make_napari_viewer, clean_tmp):
+    """Otsu on a dask layer: a step per slab of each pass, cancelled between slabs, its
+    half-written labels store removed."""
+    import dask.array as da
+
+    from napari_xaimed._widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer()
+    volume = np.random.default_rng(2).normal(0, 1, (512, 256, 256)).astype(np.float32)
+    viewer.add_image(da.from_array(volume, chunks=(32, -1, -1)), name="lazy ct")
+    widget = SegmentationWidget(viewer)
+    widget.image.value = viewer.layers["lazy ct"]
+    widget.method.value = "otsu"
+    latency = cancel_when(qtbot, widget, progressed(widget, 2))
+    assert latency < LATENCY_S  # one slab of 128 planes is the unit of work
+    assert_nothing_changed(viewer, {"lazy ct": volume}, clean_tmp)
+
+
 def test_segmentation_atropos_kills_its_process(qtbot, make_napari_viewer, clean_tmp):
     from napari_xaimed._widgets.segmentation import SegmentationWidget
 

@@ -26,7 +26,7 @@ from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
-from napari_xaimed._widgets._scratch import keep_while_shown, scratch_folder
+from napari_xaimed._widgets._scratch import keep_while_shown, release, scratch_folder
 from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
 from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
@@ -286,7 +286,7 @@ class SegmentationWidget(XaimedWidget):
                   translate: tuple[float, float, float]) -> None:
         """A dask-backed layer (a Zarr, a NIfTI larger than memory): segment it slab by slab
         into a Zarr store in a temporary folder and show the labels lazily over it."""
-        from napari_xaimed.segmentation.lazy import segment_lazy
+        from napari_xaimed.segmentation.lazy import segment_lazy_steps
 
         if method == "model":
             self._run_model_lazy(layer, data, params, shown, spacing, translate)
@@ -299,11 +299,13 @@ class SegmentationWidget(XaimedWidget):
                 "(viewer.add_image(layer.data[z0:z1].compute()))."))
             return
         folder = scratch_folder("xaimed-labels-")
-
-        def steps():
-            yield Progress(0, 1, f"{layer.name}: {method} slab by slab")
-            return segment_lazy(data, folder / "labels.zarr", method, spacing,
-                                origin=translate, **params)
+        try:  # bad options are refused here, before the job starts
+            steps = segment_lazy_steps(data, folder / "labels.zarr", method, spacing,
+                                       origin=translate, **params)
+        except XaimedError as exc:
+            release(folder)
+            report_error(exc)
+            return
 
         def done(lazy: Any, seconds: float) -> None:
             result = SegmentationResult(
@@ -315,7 +317,7 @@ class SegmentationWidget(XaimedWidget):
             self._show_result(result, layer.name, spacing, translate, shown, seconds,
                               scratch=folder)
 
-        self.job.start(steps(), done, f"Segmenting {layer.name} ({method}, slab by slab)",
+        self.job.start(steps, done, f"Segmenting {layer.name} ({method}, slab by slab)",
                        scratch=folder)
 
     def _run_model_lazy(self, layer: Any, data: Any, params: dict[str, Any],

@@ -21,6 +21,7 @@ from napari_xaimed.segmentation.lazy import (
     label_lazy,
     otsu_threshold_lazy,
     segment_lazy,
+    segment_lazy_steps,
     segment_model_lazy,
 )
 from napari_xaimed.segmentation.parts import core_parts, parts_from_classes
@@ -48,6 +49,7 @@ __all__ = [
     "parts_from_classes",
     "segment",
     "segment_lazy",
+    "segment_lazy_steps",
     "segment_model_lazy",
     "segment_steps",
     "segment_with_model",

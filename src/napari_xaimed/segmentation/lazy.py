@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._progress import Progress, Steps, run_steps, within
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.io_lazy import (
+    check_new_store,
     chunks_of,
     create_zarr,
     read_slab,
@@ -111,12 +112,17 @@ def value_range(volume: Any, slab: int | None = None) -> tuple[Any, Any]:
     XaimedError
         If the volume holds NaN or infinite values.
     """
-    _check_3d(volume)
+    return run_steps(_value_range_steps(volume, slab))
+
+
+def _value_range_steps(volume: Any, slab: int | None) -> Steps[tuple[Any, Any]]:
+    shape = _check_3d(volume)
     planes = _planes(volume, slab)
     lo = hi = None
     bad = 0
-    for start, stop in z_slabs(volume.shape[0], planes):
+    for start, stop in z_slabs(shape[0], planes):
         block = read_slab(volume, start, stop)
+        yield Progress(stop, shape[0], f"value range: planes {start}-{stop - 1}")
         if np.issubdtype(block.dtype, np.floating):
             finite = np.isfinite(block)
             if not finite.all():
@@ -153,7 +159,13 @@ def histogram_lazy(volume: Any, nbins: int = 256, slab: int | None = None
     (numpy.ndarray, numpy.ndarray)
         Counts (int64) and bin centres.
     """
-    lo, hi = value_range(volume, slab)
+    return run_steps(_histogram_steps(volume, nbins, slab))
+
+
+def _histogram_steps(volume: Any, nbins: int, slab: int | None
+                     ) -> Steps[tuple[np.ndarray, np.ndarray]]:
+    """:func:`histogram_lazy` with a step per slab read (two passes: range, counts)."""
+    lo, hi = yield from within(_value_range_steps(volume, slab), 0, 2)
     planes = _planes(volume, slab)
     integer = np.issubdtype(np.dtype(volume.dtype), np.integer)
     if integer:
@@ -163,8 +175,10 @@ def histogram_lazy(volume: Any, nbins: int = 256, slab: int | None = None
     else:
         counts = np.zeros(int(nbins), np.int64)
         centers = None
-    for start, stop in z_slabs(volume.shape[0], planes):
+    depth = volume.shape[0]
+    for start, stop in z_slabs(depth, planes):
         block = read_slab(volume, start, stop)
+        yield Progress(depth + stop, 2 * depth, f"histogram: planes {start}-{stop - 1}")
         if integer:
             counts += np.bincount((block.astype(np.int64).ravel() - lo_i),
                                   minlength=counts.size)
@@ -212,11 +226,15 @@ def otsu_threshold_lazy(volume: Any, classes: int = 2, nbins: int = 256,
     >>> bool(otsu_threshold_lazy(v, slab=3) == threshold_otsu(v))
     True
     """
+    return run_steps(_otsu_steps(volume, classes, nbins, slab))
+
+
+def _otsu_steps(volume: Any, classes: int, nbins: int, slab: int | None) -> Steps[float]:
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
     if int(classes) != classes or classes < 2:
         raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
-    counts, centers = histogram_lazy(volume, nbins, slab)
+    counts, centers = yield from _histogram_steps(volume, nbins, slab)
     if np.count_nonzero(counts) < 2:
         raise XaimedError("The volume is constant, so no threshold separates anything: check "
                           "that the right layer is selected.")
@@ -255,8 +273,10 @@ def _boundary_pairs(above: np.ndarray, below: np.ndarray, connectivity: int) -> 
 
 def _label_slabs(read_mask: Callable[[int, int], np.ndarray], shape: tuple[int, int, int],
                  out: Any, planes: int, spacing: tuple[float, float, float],
-                 min_size_mm3: float, connectivity: int) -> int:
-    """Label a mask given slab by slab into the zarr array ``out``; returns the count."""
+                 min_size_mm3: float, connectivity: int) -> Steps[int]:
+    """Label a mask given slab by slab into the zarr array ``out``; returns the count.
+
+    A step per slab of each of its two passes (components, then final numbers)."""
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components as graph_components
 
@@ -265,7 +285,9 @@ def _label_slabs(read_mask: Callable[[int, int], np.ndarray], shape: tuple[int, 
     # pass 1: components per slab, provisional ids offset to be unique, written to ``out``;
     # the pairs of provisional ids that touch across slab boundaries; their sizes
     offset, sizes, edges, last = 0, [np.zeros(1, np.int64)], [], None
-    for start, stop in z_slabs(shape[0], planes):
+    depth = shape[0]
+    for start, stop in z_slabs(depth, planes):
+        yield Progress(start, 2 * depth, f"components: planes {start}-{stop - 1}")
         local, n = connected_components(read_mask(start, stop), connectivity)
         sizes.append(np.bincount(local.ravel(), minlength=n + 1)[1:].astype(np.int64))
         provisional = local.astype(_LABEL_DTYPE)
@@ -302,7 +324,8 @@ def _label_slabs(read_mask: Callable[[int, int], np.ndarray], shape: tuple[int, 
     lut = number[component]
     lut[0] = 0
     # pass 2: provisional ids to final ones, in place
-    for start, stop in z_slabs(shape[0], planes):
+    for start, stop in z_slabs(depth, planes):
+        yield Progress(depth + start, 2 * depth, f"numbering: planes {start}-{stop - 1}")
         out[start:stop] = lut[np.asarray(out[start:stop])]
     return int(len(order))
 
@@ -362,8 +385,8 @@ def label_lazy(
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
     planes = _planes(mask, slab)
     array = _output(out, shape, _LABEL_DTYPE, spacing, origin, planes, overwrite)
-    n = _label_slabs(lambda a, b: read_slab(mask, a, b) != 0, shape, array, planes, spacing,
-                     float(min_size_mm3), int(connectivity))
+    n = run_steps(_label_slabs(lambda a, b: read_slab(mask, a, b) != 0, shape, array, planes,
+                               spacing, float(min_size_mm3), int(connectivity)))
     return da.from_zarr(array), n
 
 
@@ -473,46 +496,96 @@ def segment_lazy(
         For an unknown or non-lazy method or parameter, a constant volume, or an existing
         ``out`` without ``overwrite``.
     """
-    import dask.array as da
+    return run_steps(segment_lazy_steps(
+        volume, out, method, spacing, classes=classes, value=value, instances=instances,
+        min_size_mm3=min_size_mm3, connectivity=connectivity, split=split, origin=origin,
+        slab=slab, overwrite=overwrite, **params))
 
-    from napari_xaimed import __version__
 
+def segment_lazy_steps(
+    volume: Any,
+    out: str | Path,
+    method: str = "otsu",
+    spacing: tuple[float, float, float] | None = None,
+    *,
+    classes: int = 2,
+    value: float | None = None,
+    instances: bool = True,
+    min_size_mm3: float = 0.0,
+    connectivity: int = 26,
+    split: str | None = None,
+    min_distance_mm: float | None = None,
+    origin: tuple[float, float, float] | None = None,
+    slab: int | None = None,
+    overwrite: bool = False,
+    **params: Any,
+) -> Steps[LazySegmentation]:
+    """Generator form of :func:`segment_lazy`: a step per slab read in each pass (Otsu's
+    value range and histogram, then the two labelling passes), so a widget shows progress
+    and can cancel between slabs. The arguments are checked before the first step."""
     started = time.perf_counter()
     shape = _check_3d(volume)
     spacing = as_spacing(spacing)
     check_lazy_method(method, params, split)
     if int(connectivity) not in _RANK:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
-    planes = _planes(volume, slab)
-    if method == "otsu":
-        threshold = otsu_threshold_lazy(volume, classes=classes, slab=planes)
+    if method == "otsu" and (int(classes) != classes or classes < 2):
+        raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
+    if method == "threshold" and value is None:
+        raise XaimedError("method 'threshold' needs value= (voxels strictly above it).")
+    check_new_store(out, overwrite)
+    used = {"method": method, "classes": classes, "value": value, "instances": instances,
+            "min_size_mm3": float(min_size_mm3), "connectivity": int(connectivity),
+            "slab": _planes(volume, slab), "lazy": True}
+    return _segment_lazy_passes(volume, out, spacing, shape, used, origin, overwrite, started)
+
+
+def _segment_lazy_passes(volume: Any, out: str | Path, spacing: tuple[float, float, float],
+                         shape: tuple[int, int, int], used: dict[str, Any], origin: Any,
+                         overwrite: bool, started: float) -> Steps[LazySegmentation]:
+    """The passes of :func:`segment_lazy_steps`, its arguments checked: Otsu's two (when
+    asked for), then the labelling's two or the mask's one."""
+    import dask.array as da
+
+    from napari_xaimed import __version__
+
+    planes = used["slab"]
+    otsu = used["method"] == "otsu"
+    parts = 2 if otsu else 1
+    if otsu:
+        threshold = yield from within(_otsu_steps(volume, used["classes"], 256, planes), 0,
+                                      parts, "Otsu: ")
     else:
-        if value is None:
-            raise XaimedError("method 'threshold' needs value= (voxels strictly above it).")
-        threshold = float(value)
+        threshold = float(used["value"])
 
     def read_mask(start: int, stop: int) -> np.ndarray:
         return read_slab(volume, start, stop) > threshold
 
-    dtype = _LABEL_DTYPE if instances else np.uint8
-    array = _output(out, shape, dtype, spacing, origin, planes, overwrite)
+    instances = used["instances"]
+    array = _output(out, shape, _LABEL_DTYPE if instances else np.uint8, spacing, origin,
+                    planes, overwrite)
     if instances:
-        n = _label_slabs(read_mask, shape, array, planes, spacing, float(min_size_mm3),
-                         int(connectivity))
+        writing = _label_slabs(read_mask, shape, array, planes, spacing,
+                               used["min_size_mm3"], used["connectivity"])
     else:
-        for start, stop in z_slabs(shape[0], planes):
-            array[start:stop] = read_mask(start, stop).astype(np.uint8)
-        n = 0
+        writing = _mask_slabs(read_mask, shape[0], array, planes)
+    n = yield from within(writing, parts - 1, parts)
     seconds = time.perf_counter() - started
-    used = {"method": method, "classes": classes, "value": value, "instances": instances,
-            "min_size_mm3": float(min_size_mm3), "connectivity": int(connectivity),
-            "slab": planes, "lazy": True}
     set_provenance(out, {"kind": "segmentation", "params": used, "threshold": threshold,
                          "instances": n, "spacing": list(spacing), "version": __version__,
                          "seconds": seconds})
-    return LazySegmentation(labels=da.from_zarr(array), path=Path(out), method=method,
+    return LazySegmentation(labels=da.from_zarr(array), path=Path(out), method=used["method"],
                             threshold=float(threshold), n_instances=n, spacing=spacing,
                             params=used, seconds=seconds)
+
+
+def _mask_slabs(read_mask: Callable[[int, int], np.ndarray], depth: int, out: Any,
+                planes: int) -> Steps[int]:
+    """Write the 0/1 mask slab by slab into ``out``; returns 0 (no instances)."""
+    for start, stop in z_slabs(depth, planes):
+        yield Progress(start, depth, f"mask: planes {start}-{stop - 1}")
+        out[start:stop] = read_mask(start, stop).astype(np.uint8)
+    return 0
 
 
 def segment_model_lazy(volume: Any, model: Any, out: str | Path, **kwargs: Any
