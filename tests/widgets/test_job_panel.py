@@ -1,6 +1,7 @@
 """JobPanel keeps the garbage collector's full passes short while jobs run, and always undoes it."""
 
 import gc
+import time
 
 from napari_xaimed._progress import Progress
 from napari_xaimed._widgets._job import JobPanel
@@ -13,6 +14,22 @@ def _job(seen, fail=False, steps=1):
     if fail:
         raise ValueError("broken on purpose")
     return 1
+
+
+def _endless(seen):
+    """A job that ends only when cancelled; each step waits a millisecond without the
+    interpreter lock, as a job's C code does (gc.get_freeze_count walks every frozen
+    object holding the lock: late in a long test session that starved the other threads)."""
+    while True:
+        seen.append(len(seen))
+        time.sleep(0.001)
+        yield Progress(len(seen), len(seen) + 1, "working")
+
+
+def _fast(steps):
+    for i in range(steps):
+        yield Progress(i, steps, "working")
+    return steps
 
 
 def test_objects_are_frozen_while_a_job_runs_and_unfrozen_after(qtbot):
@@ -35,15 +52,36 @@ def test_two_panels_unfreeze_only_when_both_ended_and_after_cancel(qtbot):
     seen = []
     try:
         with qtbot.waitSignal(first.finished, timeout=10000) as ended:
-            first.start(_job(seen, steps=10**6), lambda result, seconds: None, "long")
+            first.start(_endless(seen), lambda result, seconds: None, "long")
             qtbot.waitUntil(lambda: len(seen) > 2, timeout=10000)
             with qtbot.waitSignal(second.finished, timeout=10000):
                 second.start(_job([]), lambda result, seconds: None, "short")
             assert gc.get_freeze_count() > 0  # the first job still runs
             first.cancel()
-    finally:  # a failure above must not leave a million-step job flooding later tests
+    finally:  # a failure above must not leave an endless job running in later tests
         if first.running:
             first.cancel()
             qtbot.waitUntil(lambda: not first.running, timeout=10000)
     assert ended.args[0] == "cancelled"
     assert gc.get_freeze_count() == 0
+
+
+def test_fast_steps_reach_the_gui_thinned_out_and_the_last_one_always(qtbot):
+    """A job stepping every few microseconds sends the GUI thread a step at most every
+    PROGRESS_INTERVAL_S (each is a queued signal: a flood of them made the viewer lag and held
+    up other jobs' signals), and its last step always, so the bar ends where the job did."""
+    from napari_xaimed._widgets import _job as job_module
+
+    panel = JobPanel()
+    qtbot.addWidget(panel)
+    shown = []
+    handle = panel._on_progress
+    panel._on_progress = lambda step: (shown.append(step), handle(step))
+    steps = 200_000
+    with qtbot.waitSignal(panel.finished, timeout=60000) as ended:
+        panel.start(_fast(steps), lambda result, seconds: None, "fast")
+    assert ended.args[0] == "done"
+    assert shown[-1] == Progress(steps - 1, steps, "working")
+    assert len(shown) < steps / 100
+    assert panel.bar.value() == steps - 1 and panel.bar.maximum() == steps
+    assert job_module.PROGRESS_INTERVAL_S <= 0.05  # still a smooth bar

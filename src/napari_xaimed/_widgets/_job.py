@@ -66,19 +66,38 @@ class _Cancelled:
 CANCELLED = _Cancelled()
 
 
+#: Shortest time between two progress updates sent to the GUI thread.
+PROGRESS_INTERVAL_S = 0.02
+
+
 def _drive(steps: Generator[Progress, None, Any],
            stop: threading.Event) -> Generator[Progress, None, Any]:
     """Run ``steps``; once ``stop`` is set, close them at their next yield and return
     :data:`CANCELLED`. The close runs in the worker thread, where the steps ran: their cleanup
     may have to (the model segmentation's greenlet can only be unwound in its own thread;
-    unwound from the GUI thread it crashed the next run)."""
+    unwound from the GUI thread it crashed the next run).
+
+    Steps that come faster than :data:`PROGRESS_INTERVAL_S` are not passed on (the next one
+    passed on carries the newer count; the last one is always passed on): each is a queued
+    signal the GUI thread must handle, and a job stepping every few microseconds queued them
+    faster than the GUI handled them, so the viewer lagged and other jobs' signals waited
+    behind them. ``stop`` is still checked at every step."""
+    last = float("-inf")
+    held: Progress | None = None
     try:
         while True:
             try:
                 step = next(steps)
             except StopIteration as done:
+                if held is not None:
+                    yield held
                 return done.value
-            yield step
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL_S:
+                last, held = now, None
+                yield step
+            else:
+                held = step
             if stop.is_set():
                 return CANCELLED
     finally:
