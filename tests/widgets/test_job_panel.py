@@ -70,8 +70,6 @@ def test_fast_steps_reach_the_gui_thinned_out_and_the_last_one_always(qtbot):
     """A job stepping every few microseconds sends the GUI thread a step at most every
     PROGRESS_INTERVAL_S (each is a queued signal: a flood of them made the viewer lag and held
     up other jobs' signals), and its last step always, so the bar ends where the job did."""
-    from napari_xaimed._widgets import _job as job_module
-
     panel = JobPanel()
     qtbot.addWidget(panel)
     shown = []
@@ -84,4 +82,3 @@ def test_fast_steps_reach_the_gui_thinned_out_and_the_last_one_always(qtbot):
     assert shown[-1] == Progress(steps - 1, steps, "working")
     assert len(shown) < steps / 100
     assert panel.bar.value() == steps - 1 and panel.bar.maximum() == steps
-    assert job_module.PROGRESS_INTERVAL_S <= 0.05  # still a smooth bar

@@ -229,11 +229,15 @@ def otsu_threshold_lazy(volume: Any, classes: int = 2, nbins: int = 256,
     return run_steps(_otsu_steps(volume, classes, nbins, slab))
 
 
+def _check_classes(classes: int) -> None:
+    if int(classes) != classes or classes < 2:
+        raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
+
+
 def _otsu_steps(volume: Any, classes: int, nbins: int, slab: int | None) -> Steps[float]:
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
-    if int(classes) != classes or classes < 2:
-        raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
+    _check_classes(classes)
     counts, centers = yield from _histogram_steps(volume, nbins, slab)
     if np.count_nonzero(counts) < 2:
         raise XaimedError("The volume is constant, so no threshold separates anything: check "
@@ -428,24 +432,9 @@ def check_lazy_method(method: str, params: dict[str, Any], split: str | None = N
                           "or split a crop in memory with split_instances().")
 
 
-def segment_lazy(
-    volume: Any,
-    out: str | Path,
-    method: str = "otsu",
-    spacing: tuple[float, float, float] | None = None,
-    *,
-    classes: int = 2,
-    value: float | None = None,
-    instances: bool = True,
-    min_size_mm3: float = 0.0,
-    connectivity: int = 26,
-    split: str | None = None,
-    min_distance_mm: float | None = None,
-    origin: tuple[float, float, float] | None = None,
-    slab: int | None = None,
-    overwrite: bool = False,
-    **params: Any,
-) -> LazySegmentation:
+def segment_lazy(volume: Any, out: str | Path, method: str = "otsu",
+                 spacing: tuple[float, float, float] | None = None, **kwargs: Any
+                 ) -> LazySegmentation:
     """Segment a volume larger than memory into instance labels on disk, slab by slab.
 
     The labels of :func:`~napari_xaimed.segmentation.segment` with the same method and
@@ -496,10 +485,7 @@ def segment_lazy(
         For an unknown or non-lazy method or parameter, a constant volume, or an existing
         ``out`` without ``overwrite``.
     """
-    return run_steps(segment_lazy_steps(
-        volume, out, method, spacing, classes=classes, value=value, instances=instances,
-        min_size_mm3=min_size_mm3, connectivity=connectivity, split=split, origin=origin,
-        slab=slab, overwrite=overwrite, **params))
+    return run_steps(segment_lazy_steps(volume, out, method, spacing, **kwargs))
 
 
 def segment_lazy_steps(
@@ -529,8 +515,8 @@ def segment_lazy_steps(
     check_lazy_method(method, params, split)
     if int(connectivity) not in _RANK:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
-    if method == "otsu" and (int(classes) != classes or classes < 2):
-        raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
+    if method == "otsu":
+        _check_classes(classes)
     if method == "threshold" and value is None:
         raise XaimedError("method 'threshold' needs value= (voxels strictly above it).")
     check_new_store(out, overwrite)
