@@ -3,8 +3,9 @@
 Formats: NIfTI (``.nii``, ``.nii.gz``, through nibabel), NRRD (``.nrrd``, ``.nhdr``) and
 MetaImage (``.mha``, ``.mhd``) through SimpleITK (:mod:`napari_xaimed.io_itk`), and DICOM series
 (a folder, or one of its files; read only) through SimpleITK's GDCM reader
-(:mod:`napari_xaimed.io_dicom`). :func:`read_volume` and :func:`write_volume` pick the format
-from the suffix (a folder is DICOM).
+(:mod:`napari_xaimed.io_dicom`), enhanced multi-frame DICOM images and DICOM-SEG label maps
+through highdicom (:mod:`napari_xaimed.io_dicom_frames`). :func:`read_volume` and
+:func:`write_volume` pick the format from the suffix (a folder is DICOM).
 
 NIfTI stores voxels as ``(x, y, z[, t, ...])``; napari and numpy index ``(z, y, x)``. Reading
 reverses the axes (so a 4D ``(x, y, z, t)`` file becomes ``(t, z, y, x)``: the extra axis first),
@@ -68,6 +69,9 @@ class Volume:
         The JSON sidecar written beside the file (provenance), empty when there is none.
     path : pathlib.Path or None
         Where the volume was read from (the folder, for a DICOM series).
+    label_names : dict of int to str
+        Names of the label values of a label map, where the file says them (the segments of
+        a DICOM-SEG: ``{segment number: SegmentLabel}``); empty otherwise.
     """
 
     data: np.ndarray
@@ -76,6 +80,7 @@ class Volume:
     is_label: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    label_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def translate(self) -> tuple[float, float, float]:
@@ -159,7 +164,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def read_volume(path: str | Path, *, series: str | None = None, lazy: bool = False,
+def read_volume(path: str | Path, *, series: str | int | None = None, lazy: bool = False,
                 spacing: tuple[float, float, float] | None = None) -> Volume:
     """Read a volume into ``(z, y, x)`` order with its spacing and affine.
 
@@ -167,10 +172,14 @@ def read_volume(path: str | Path, *, series: str | None = None, lazy: bool = Fal
     ----------
     path : str or pathlib.Path
         A NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``,
-        ``.mhd``) file, a folder of DICOM files, one DICOM file (its series is read), or a
-        Zarr store (``.zarr``: always lazy, see :mod:`napari_xaimed.io_lazy`).
-    series : str, optional
-        DICOM only: the SeriesInstanceUID to read when the folder holds several series.
+        ``.mhd``) file, a folder of DICOM files, one DICOM file (its series is read; an
+        enhanced multi-frame image or a DICOM-SEG is read on its own), or a Zarr store
+        (``.zarr``: always lazy, see :mod:`napari_xaimed.io_lazy`).
+    series : str or int, optional
+        DICOM only: the series to read when the folder holds several, by SeriesInstanceUID or
+        by SeriesNumber (when no other series shares it). Without it such a folder is refused
+        with a list of its series; :func:`napari_xaimed.io_dicom.read_all_series` reads them
+        all.
     lazy : bool
         NIfTI: ``.data`` becomes a :class:`dask.array.Array` over the file (a memory map for
         ``.nii``) and nothing is loaded until a slab is computed, for volumes larger than
@@ -198,6 +207,7 @@ def read_volume(path: str | Path, *, series: str | None = None, lazy: bool = Fal
     --------
     >>> vol = read_volume("ct.nrrd")  # doctest: +SKIP
     >>> vol = read_volume("dicom/", series="1.2.840.1234")  # doctest: +SKIP
+    >>> vol = read_volume("dicom/", series=3)  # SeriesNumber 3  # doctest: +SKIP
     """
     from napari_xaimed.io_lazy import is_zarr_path, read_nifti_lazy, read_zarr
 
