@@ -145,3 +145,61 @@ def test_broken_inputs_give_clear_errors(tmp_path, nibabel_file):
         write_volume(tmp_path / "flat.nii.gz", np.zeros((4, 4)))
     with pytest.raises(XaimedError, match=".nii"):
         write_volume(tmp_path / "x.tif", np.zeros((4, 4, 4)))
+
+
+# --------------------------------------------------------------------- NIfTI spatial units
+
+UNIT_MM = {"micron": 1e-3, "meter": 1e3}
+
+
+def file_in_units(path, unit, zooms_xyz, origin):
+    """A NIfTI written by nibabel whose pixdim and origin are in ``unit`` (by hand)."""
+    xyz = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    affine = np.diag([*zooms_xyz, 1.0])
+    affine[:3, 3] = origin
+    img = nib.Nifti1Image(xyz, affine)
+    img.header.set_xyzt_units(xyz=unit)
+    nib.save(img, str(path))
+    return xyz
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize(("unit", "zooms", "origin"), [
+    ("micron", (500.0, 250.0, 2000.0), (1000.0, -2500.0, 30000.0)),
+    ("meter", (0.0005, 0.00025, 0.002), (0.001, -0.0025, 0.03)),
+])
+def test_micron_and_meter_files_read_in_mm(tmp_path, unit, zooms, origin, lazy):
+    import SimpleITK as sitk
+
+    path = tmp_path / f"{unit}.nii"
+    xyz = file_in_units(path, unit, zooms, origin)
+    vol = read_volume(path, lazy=lazy)
+    # hand: 500 um = 0.5 mm, 0.0005 m = 0.5 mm; (z, y, x) order
+    assert vol.spacing == pytest.approx((2.0, 0.25, 0.5))
+    np.testing.assert_allclose(vol.affine[:3, 3], (1.0, -2.5, 30.0))
+    np.testing.assert_allclose(vol.affine[:3, :3], np.diag([0.5, 0.25, 2.0]))
+    np.testing.assert_array_equal(np.asarray(vol.data), np.transpose(xyz))
+    # SimpleITK's NIfTI reader converts to mm too (origin in LPS)
+    image = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(image.GetSpacing(), vol.spacing[::-1])
+    np.testing.assert_allclose(image.GetOrigin(), vol.affine[:3, 3] * (-1, -1, 1))
+
+
+def test_unknown_units_stay_mm_and_writing_says_mm(tmp_path):
+    path = tmp_path / "unknown.nii"
+    file_in_units(path, "unknown", (0.5, 0.25, 2.0), (1.0, 2.0, 3.0))
+    vol = read_volume(path)
+    assert vol.spacing == pytest.approx((2.0, 0.25, 0.5))
+    np.testing.assert_allclose(vol.affine[:3, 3], (1.0, 2.0, 3.0))
+
+    micron = tmp_path / "micron.nii"
+    file_in_units(micron, "micron", (500.0, 250.0, 2000.0), (1000.0, 2000.0, 3000.0))
+    out = tmp_path / "copy.nii.gz"
+    write_volume(out, *(lambda v: (v.data, v.spacing, v.affine))(read_volume(micron)))
+    back = nib.load(str(out))
+    assert back.header.get_xyzt_units()[0] == "mm"
+    np.testing.assert_allclose(back.header.get_zooms(), (0.5, 0.25, 2.0))
+    np.testing.assert_allclose(back.affine[:3, 3], (1.0, 2.0, 3.0))
+    written = tmp_path / "fresh.nii.gz"
+    write_volume(written, np.zeros((2, 3, 4)), spacing=(1.0, 1.0, 1.0))
+    assert nib.load(str(written)).header.get_xyzt_units()[0] == "mm"

@@ -7,8 +7,11 @@ array and napari reads only the slices it shows. Every layer gets
 ``scale`` = spacing and ``translate`` = the world position of voxel ``(0, 0, 0)`` along the voxel
 axes (see :mod:`napari_xaimed.io`), so the same volume lands at the same place whatever its
 format. A DICOM folder with several series opens every series as its own layer, largest first,
-named ``"<folder> [<series description>]"``; a series that cannot be read (missing slices) is
-reported in a warning and the others still open.
+named ``"<folder> [<series description>]"`` (``series <number>`` when it has no description,
+with its modality added where two would read the same); a series that cannot be read (missing
+slices) is reported in a warning and the others still open. A DICOM-SEG opens as a Labels
+layer whose ``features`` table (``index``, ``name``) and ``metadata["segments"]`` name its
+segments; an enhanced multi-frame file opens as one volume.
 """
 
 from __future__ import annotations
@@ -42,9 +45,19 @@ def volume_layer(volume: Volume, name: str, **source: Any) -> LayerTuple:
     """The layer of a volume: Labels for label maps, Image otherwise, placed in mm.
 
     The file's affine (RAS, NIfTI convention) and where it came from ride along in
-    ``metadata["nifti"]`` so writing the layer back restores the orientation.
+    ``metadata["nifti"]`` so writing the layer back restores the orientation. Named label
+    values (:attr:`Volume.label_names`, the segments of a DICOM-SEG) become the Labels
+    layer's ``features`` (``index`` = label value, ``name``; row 0 the background), shown on
+    hover and in feature tables, and ``metadata["segments"]``.
     """
-    extra = {"nifti": {"path": str(volume.path), "affine": volume.affine.tolist(), **source}}
+    extra: dict[str, Any] = {
+        "nifti": {"path": str(volume.path), "affine": volume.affine.tolist(), **source}}
+    kwargs: dict[str, Any] = {}
+    if volume.is_label and volume.label_names:
+        values = sorted(volume.label_names)
+        extra["segments"] = {value: volume.label_names[value] for value in values}
+        kwargs["features"] = {"index": [0, *values],
+                              "name": ["background", *(volume.label_names[v] for v in values)]}
     make = labels_layer if volume.is_label else image_layer
     return make(
         volume.data,
@@ -53,6 +66,7 @@ def volume_layer(volume: Volume, name: str, **source: Any) -> LayerTuple:
         translate=volume.translate,
         provenance=volume.metadata or None,
         metadata=extra,
+        **kwargs,
     )
 
 
@@ -68,10 +82,21 @@ def read_volumes(path: str | list[str]) -> list[LayerTuple]:
         else:
             volume = read_volume(p, lazy=_large_nifti(p))
             kind = _format(volume)
-            # one .dcm file opens its whole series, named after the series' folder
-            name = Path(p).resolve().parent.name if kind == "dicom" else layer_name(p)
+            # one .dcm file opens its whole series, named after the series' folder (a
+            # multi-frame or SEG file is a volume of its own, named after the file)
+            name = layer_name(p)
+            if kind == "dicom":
+                whole = volume.path is not None and volume.path.is_dir()
+                name = Path(p).resolve().parent.name if whole else _dicom_stem(Path(p))
             layers.append(volume_layer(volume, name, format=kind))
     return layers
+
+
+def _dicom_stem(path: Path) -> str:
+    """``liver.dcm`` -> ``liver``; a DICOM file without a DICOM suffix keeps its name."""
+    from napari_xaimed.io_dicom import DICOM_SUFFIXES
+
+    return path.stem if path.suffix.lower() in DICOM_SUFFIXES else path.name
 
 
 def _large_nifti(path: str | Path) -> bool:
@@ -100,18 +125,19 @@ def _format(volume: Volume) -> str:
 def _dicom_layers(folder: Path) -> list[LayerTuple]:
     """One layer per readable series of a DICOM folder; refused series become warnings."""
     from napari_xaimed._errors import XaimedError
-    from napari_xaimed.io_dicom import read_all_series
+    from napari_xaimed.io_dicom import read_all_series, series_titles
 
     results = read_all_series(folder)
     name = folder.resolve().name
+    titles = series_titles([series for series, _ in results])
     layers = []
-    for series, outcome in results:
+    for (series, outcome), label in zip(results, titles, strict=True):
         if isinstance(outcome, XaimedError):
             if len(results) == 1:
                 raise outcome
             warnings.warn(f"Not opened: {outcome}", stacklevel=2)
             continue
-        title = name if len(results) == 1 else f"{name} [{series.label}]"
+        title = name if len(results) == 1 else f"{name} [{label}]"
         layers.append(volume_layer(outcome, title, format="dicom", series=series.uid))
     if not layers:
         raise XaimedError(

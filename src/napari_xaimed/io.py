@@ -3,12 +3,15 @@
 Formats: NIfTI (``.nii``, ``.nii.gz``, through nibabel), NRRD (``.nrrd``, ``.nhdr``) and
 MetaImage (``.mha``, ``.mhd``) through SimpleITK (:mod:`napari_xaimed.io_itk`), and DICOM series
 (a folder, or one of its files; read only) through SimpleITK's GDCM reader
-(:mod:`napari_xaimed.io_dicom`). :func:`read_volume` and :func:`write_volume` pick the format
-from the suffix (a folder is DICOM).
+(:mod:`napari_xaimed.io_dicom`), enhanced multi-frame DICOM images and DICOM-SEG label maps
+through highdicom (:mod:`napari_xaimed.io_dicom_frames`). :func:`read_volume` and
+:func:`write_volume` pick the format from the suffix (a folder is DICOM).
 
 NIfTI stores voxels as ``(x, y, z[, t, ...])``; napari and numpy index ``(z, y, x)``. Reading
 reverses the axes (so a 4D ``(x, y, z, t)`` file becomes ``(t, z, y, x)``: the extra axis first),
 and writing reverses them back, so a read-then-write round trip keeps voxels, spacing and affine.
+NIfTI lengths are read in the header's unit (``xyzt_units``: mm, micron or meter;
+``unknown`` taken as mm) and converted to mm, spacing and affine alike; files are written in mm.
 The other formats index their voxels the same way (``(i, j, k)`` = ``(x, y, z)``), so one
 phantom saved in any of them reads back as the same array.
 
@@ -66,6 +69,9 @@ class Volume:
         The JSON sidecar written beside the file (provenance), empty when there is none.
     path : pathlib.Path or None
         Where the volume was read from (the folder, for a DICOM series).
+    label_names : dict of int to str
+        Names of the label values of a label map, where the file says them (the segments of
+        a DICOM-SEG: ``{segment number: SegmentLabel}``); empty otherwise.
     """
 
     data: np.ndarray
@@ -74,6 +80,7 @@ class Volume:
     is_label: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    label_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def translate(self) -> tuple[float, float, float]:
@@ -157,7 +164,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def read_volume(path: str | Path, *, series: str | None = None, lazy: bool = False,
+def read_volume(path: str | Path, *, series: str | int | None = None, lazy: bool = False,
                 spacing: tuple[float, float, float] | None = None) -> Volume:
     """Read a volume into ``(z, y, x)`` order with its spacing and affine.
 
@@ -165,10 +172,14 @@ def read_volume(path: str | Path, *, series: str | None = None, lazy: bool = Fal
     ----------
     path : str or pathlib.Path
         A NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``,
-        ``.mhd``) file, a folder of DICOM files, one DICOM file (its series is read), or a
-        Zarr store (``.zarr``: always lazy, see :mod:`napari_xaimed.io_lazy`).
-    series : str, optional
-        DICOM only: the SeriesInstanceUID to read when the folder holds several series.
+        ``.mhd``) file, a folder of DICOM files, one DICOM file (its series is read; an
+        enhanced multi-frame image or a DICOM-SEG is read on its own), or a Zarr store
+        (``.zarr``: always lazy, see :mod:`napari_xaimed.io_lazy`).
+    series : str or int, optional
+        DICOM only: the series to read when the folder holds several, by SeriesInstanceUID or
+        by SeriesNumber (when no other series shares it). Without it such a folder is refused
+        with a list of its series; :func:`napari_xaimed.io_dicom.read_all_series` reads them
+        all.
     lazy : bool
         NIfTI: ``.data`` becomes a :class:`dask.array.Array` over the file (a memory map for
         ``.nii``) and nothing is loaded until a slab is computed, for volumes larger than
@@ -196,6 +207,7 @@ def read_volume(path: str | Path, *, series: str | None = None, lazy: bool = Fal
     --------
     >>> vol = read_volume("ct.nrrd")  # doctest: +SKIP
     >>> vol = read_volume("dicom/", series="1.2.840.1234")  # doctest: +SKIP
+    >>> vol = read_volume("dicom/", series=3)  # SeriesNumber 3  # doctest: +SKIP
     """
     from napari_xaimed.io_lazy import is_zarr_path, read_nifti_lazy, read_zarr
 
@@ -273,7 +285,8 @@ def volume_from_nifti(img: Any, name: str = "image", *, path: Path | None = None
     """A nibabel NIfTI image (on disk or in memory) as a :class:`Volume`.
 
     The conversion :func:`read_volume` applies to a NIfTI file: axes reversed to ``(z, y, x)``
-    (extra axes first), spacing from the header zooms in the same order, the affine as stored.
+    (extra axes first), spacing from the header zooms in the same order, the affine as stored;
+    both converted to mm from the header's spatial unit (see :func:`nifti_mm_per_unit`).
 
     Parameters
     ----------
@@ -291,7 +304,9 @@ def volume_from_nifti(img: Any, name: str = "image", *, path: Path | None = None
     """
     if raw is None:
         raw = np.asanyarray(img.dataobj)
+    to_mm = nifti_mm_per_unit(img.header)
     zooms = [float(z) for z in img.header.get_zooms()]
+    zooms = [z * to_mm for z in zooms[:3]] + zooms[3:]
     if raw.ndim < 2:
         raise XaimedError(f"{name!r} holds a {raw.ndim}D array: expected an image volume.")
     if raw.ndim == 2:  # a single slice: give it a z axis so it stays a volume
@@ -307,11 +322,45 @@ def volume_from_nifti(img: Any, name: str = "image", *, path: Path | None = None
     return Volume(
         data=data,
         spacing=spacing,  # type: ignore[arg-type]
-        affine=np.asarray(img.affine, dtype=float),
+        affine=nifti_affine_mm(img),
         is_label=bool(is_label),
         metadata=metadata,
         path=path,
     )
+
+
+#: Millimetres per NIfTI spatial unit, by nibabel's name of ``xyzt_units``' spatial part.
+NIFTI_MM_PER_UNIT = {"mm": 1.0, "micron": 1e-3, "meter": 1e3, "unknown": 1.0}
+
+
+def nifti_mm_per_unit(header: Any) -> float:
+    """Millimetres per spatial unit of a NIfTI header (``xyzt_units``).
+
+    NIfTI stores voxel sizes (``pixdim``) and world coordinates (qform, sform) in the unit its
+    header names: ``mm``, ``micron`` or ``meter``, so a microscopy file in micrometres reads
+    1000 times too large unless converted. ``unknown`` (code 0, what many writers leave) is
+    taken as mm, NIfTI's common practice and what ITK and FSL assume.
+
+    Parameters
+    ----------
+    header : nibabel.Nifti1Header or nibabel.Nifti2Header
+
+    Returns
+    -------
+    float
+        The factor that turns the header's lengths into mm: 1e-3 for micron, 1e3 for meter.
+    """
+    get_units = getattr(header, "get_xyzt_units", None)
+    unit = get_units()[0] if get_units is not None else "unknown"
+    return NIFTI_MM_PER_UNIT.get(unit, 1.0)
+
+
+def nifti_affine_mm(img: Any) -> np.ndarray:
+    """The voxel-to-world affine of a nibabel NIfTI image with world coordinates in mm: the
+    stored affine with its rows scaled by :func:`nifti_mm_per_unit` (voxel size and origin)."""
+    affine = np.asarray(img.affine, dtype=float).copy()
+    affine[:3] *= nifti_mm_per_unit(img.header)
+    return affine
 
 
 def _looks_like_labels(data: np.ndarray, name: str) -> bool:
@@ -445,6 +494,7 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, is_label: boo
     img = nib.Nifti1Image(np.transpose(_nifti_dtype(data)), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
+    img.header.set_xyzt_units(xyz="mm")  # spacing and affine here are always mm
     if is_label:
         img.header.set_intent("label")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,16 @@
 """DICOM series (a folder of slices) through SimpleITK's GDCM series reader.
 
-A folder may hold several series; each is told apart by its SeriesInstanceUID. Before the voxels
+The series of a folder are found and picked in :mod:`napari_xaimed.io_dicom_series` (by
+SeriesInstanceUID or SeriesNumber; its names are importable from here too). Before the voxels
 are read, the slices of a series are checked: one orientation, positions along one line
 (no gantry tilt), no duplicates and an even spacing, so a missing slice is refused by name
 instead of being stretched over (ITK only warns and averages the spacing).
+
+A series of one file is looked at first: an enhanced multi-frame image (Enhanced CT/MR/PET,
+frames placed by functional groups) or a DICOM-SEG is read through highdicom
+(:mod:`napari_xaimed.io_dicom_frames`); a classic single slice gets the z spacing of its header:
+SpacingBetweenSlices (0018,0088) when present, since it is the centre-to-centre distance a
+voxel grid's spacing means, else SliceThickness (0018,0050) (slices that abut), else 1 mm.
 
 The volume's geometry follows :mod:`napari_xaimed.io_itk` (LPS converted to the RAS affine that
 :class:`~napari_xaimed.io.Volume` holds for every format).
@@ -11,177 +18,49 @@ The volume's geometry follows :mod:`napari_xaimed.io_itk` (LPS converted to the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed.io_dicom_series import (  # noqa: F401 - also importable from here, as before
+    DICOM_SUFFIXES,
+    PROBE_FILES,
+    TAG_DESCRIPTION,
+    TAG_FRAMES,
+    TAG_MODALITY,
+    TAG_NUMBER,
+    TAG_ORIENTATION,
+    TAG_POSITION,
+    TAG_SERIES_UID,
+    TAG_SLICE_SPACING,
+    TAG_THICKNESS,
+    DicomSeries,
+    _tags,
+    is_dicom_file,
+    is_dicom_folder,
+    list_series,
+    select_series,
+    series_titles,
+)
 
 if TYPE_CHECKING:
     from napari_xaimed.io import Volume
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-TAG_SERIES_UID = "0020|000e"
-TAG_DESCRIPTION = "0008|103e"
-TAG_NUMBER = "0020|0011"
-TAG_POSITION = "0020|0032"
-TAG_ORIENTATION = "0020|0037"
 # Slice spacing may vary by this much (relative to the median spacing, and at least the absolute
 # floor in mm) before the series is refused: positions are written with limited decimals.
 SPACING_TOLERANCE = 0.01
 SPACING_FLOOR_MM = 0.01
 # Slices shifted within their plane by more than this (mm) are a tilted, non-orthogonal grid.
 LATERAL_TOLERANCE_MM = 0.1
-# How many files of a folder are looked at to decide whether it is a DICOM folder at all.
-PROBE_FILES = 32
 
 
-@dataclass(frozen=True)
-class DicomSeries:
-    """One series of a DICOM folder.
+def _vector(text: str, size: int, tag: str, path: Path, series_files: int = 1) -> np.ndarray:
+    if not text:  # absent: say what the file is (multi-frame, SEG, screenshot...)
+        from napari_xaimed.io_dicom_frames import unplaceable_error
 
-    Attributes
-    ----------
-    uid : str
-        SeriesInstanceUID (0020,000E), what ``read_volume(folder, series=...)`` takes.
-    description : str
-        SeriesDescription (0008,103E), may be empty.
-    number : str
-        SeriesNumber (0020,0011), may be empty.
-    files : tuple of pathlib.Path
-        Its slice files, as GDCM found them.
-    """
-
-    uid: str
-    description: str
-    number: str
-    files: tuple[Path, ...]
-
-    @property
-    def label(self) -> str:
-        """A short human name: the description, else ``series <number>``, else the UID."""
-        if self.description:
-            return self.description
-        return f"series {self.number}" if self.number else self.uid
-
-    def summary(self) -> str:
-        """``UID (description, N slices)`` for messages."""
-        what = self.description or "no description"
-        return f"{self.uid} ({what}, {len(self.files)} slice{'s' * (len(self.files) != 1)})"
-
-
-def is_dicom_file(path: str | Path) -> bool:
-    """Whether ``path`` is a DICOM file: a DICOM extension, or the ``DICM`` preamble marker."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    if path.name.lower().endswith(DICOM_SUFFIXES):
-        return True
-    try:
-        with path.open("rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def is_dicom_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a folder with DICOM files in it (the first files are probed)."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    files = (p for p in sorted(path.iterdir()) if p.is_file())
-    return any(is_dicom_file(p) for _, p in zip(range(PROBE_FILES), files, strict=False))
-
-
-def _tags(path: Path, keys: tuple[str, ...]) -> dict[str, str]:
-    """The values of some tags of one file ('' for absent ones), without reading pixels."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.SetImageIO("GDCMImageIO")
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise XaimedError(
-            f"Could not read the DICOM header of {path.name!r} ({str(exc).strip().splitlines()[-1]}"
-            "): the file may be truncated; remove it or copy the series again."
-        ) from exc
-    return {k: reader.GetMetaData(k).strip(" \x00") if reader.HasMetaDataKey(k) else ""
-            for k in keys}
-
-
-def list_series(folder: str | Path) -> list[DicomSeries]:
-    """The DICOM series in a folder (not its subfolders), largest first.
-
-    Parameters
-    ----------
-    folder : str or pathlib.Path
-        A folder of DICOM files.
-
-    Returns
-    -------
-    list of DicomSeries
-        One entry per SeriesInstanceUID, sorted by slice count (most first), then UID.
-    """
-    import SimpleITK as sitk
-
-    folder = Path(folder)
-    found = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
-        files = tuple(Path(f) for f in
-                      sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-        if not files:
-            continue
-        tags = _tags(files[0], (TAG_DESCRIPTION, TAG_NUMBER))
-        found.append(DicomSeries(uid=uid.strip(" \x00"), description=tags[TAG_DESCRIPTION],
-                                 number=tags[TAG_NUMBER], files=files))
-    return sorted(found, key=lambda s: (-len(s.files), s.uid))
-
-
-def select_series(folder: Path, series: str | None = None,
-                  file: Path | None = None) -> DicomSeries:
-    """The series to read: the only one, the one named by ``series``, or the one of ``file``.
-
-    Raises
-    ------
-    XaimedError
-        If the folder holds no series, the UID is not among them, or there are several and none
-        was picked (the message lists them with UID, description and slice count).
-    """
-    found = list_series(folder)
-    if not found:
-        raise XaimedError(
-            f"No DICOM series found in {str(folder)!r}: point to the folder that holds the "
-            "slice files (not a parent folder) and check that they are DICOM images."
-        )
-    listing = "\n".join(f"  {s.summary()}" for s in found)
-    if series is not None:
-        for candidate in found:
-            if candidate.uid == series.strip():
-                return candidate
-        raise XaimedError(
-            f"No series {series!r} in {str(folder)!r}; it holds:\n{listing}\n"
-            "Pass one of these SeriesInstanceUIDs as series=."
-        )
-    if file is not None:
-        for candidate in found:
-            if any(f.resolve() == file.resolve() for f in candidate.files):
-                return candidate
-    if len(found) == 1:
-        return found[0]
-    raise XaimedError(
-        f"{str(folder)!r} holds {len(found)} DICOM series:\n{listing}\n"
-        f"Pick one with read_volume(folder, series='<SeriesInstanceUID>') (e.g. "
-        f"series={found[0].uid!r}, the largest), or move each series into its own folder. "
-        "napari opens every series of the folder as its own layer."
-    )
-
-
-def _vector(text: str, size: int, tag: str, path: Path) -> np.ndarray:
+        raise unplaceable_error(path, series_files)
     try:
         values = np.array([float(v) for v in text.split("\\")], dtype=float)
     except ValueError:
@@ -195,8 +74,22 @@ def _vector(text: str, size: int, tag: str, path: Path) -> np.ndarray:
     return values
 
 
+def single_slice_spacing(spacing_between: str, thickness: str) -> float:
+    """The z spacing (mm) of a lone slice: SpacingBetweenSlices when given (the centre-to-centre
+    distance, what a grid's spacing is), else SliceThickness, else 1 mm."""
+    for text in (spacing_between, thickness):
+        try:
+            value = abs(float(text))
+        except ValueError:
+            continue
+        if np.isfinite(value) and value > 0:
+            return value
+    return 1.0
+
+
 def sorted_slices(series: DicomSeries) -> tuple[list[Path], float]:
-    """The slice files ordered along the slice normal, and their spacing in mm.
+    """The slice files ordered along the slice normal, and their spacing in mm (for one
+    file, from its header: see :func:`single_slice_spacing`).
 
     Raises
     ------
@@ -206,10 +99,11 @@ def sorted_slices(series: DicomSeries) -> tuple[list[Path], float]:
         names the gap and the files on either side).
     """
     geometry = []
+    count = len(series.files)
     for path in series.files:
-        tags = _tags(path, (TAG_POSITION, TAG_ORIENTATION))
-        geometry.append((path, _vector(tags[TAG_POSITION], 3, TAG_POSITION, path),
-                         _vector(tags[TAG_ORIENTATION], 6, TAG_ORIENTATION, path)))
+        tags = _tags(path, (TAG_POSITION, TAG_ORIENTATION, TAG_THICKNESS, TAG_SLICE_SPACING))
+        geometry.append((path, _vector(tags[TAG_POSITION], 3, TAG_POSITION, path, count),
+                         _vector(tags[TAG_ORIENTATION], 6, TAG_ORIENTATION, path, count)))
     orientation = geometry[0][2]
     for path, _, other in geometry[1:]:
         if not np.allclose(other, orientation, atol=1e-4):
@@ -235,7 +129,7 @@ def sorted_slices(series: DicomSeries) -> tuple[list[Path], float]:
             "import with 'acquisition geometry regularization', or dcm2niix)."
         )
     if len(files) == 1:
-        return files, 1.0
+        return files, single_slice_spacing(tags[TAG_SLICE_SPACING], tags[TAG_THICKNESS])
     gaps = np.diff(along)
     same = np.flatnonzero(gaps < SPACING_FLOOR_MM)
     if same.size:
@@ -265,11 +159,16 @@ def sorted_slices(series: DicomSeries) -> tuple[list[Path], float]:
 
 
 def read_series(series: DicomSeries) -> Volume:
-    """Read one checked series into a :class:`~napari_xaimed.io.Volume` (``(z, y, x)``)."""
+    """Read one checked series into a :class:`~napari_xaimed.io.Volume` (``(z, y, x)``): a
+    series of one enhanced multi-frame or SEG file through highdicom, others through GDCM."""
     import SimpleITK as sitk
 
     from napari_xaimed.io_itk import volume_from_image
 
+    if len(series.files) == 1:
+        special = read_multiframe(series.files[0], series.label)
+        if special is not None:
+            return special
     files, step = sorted_slices(series)
     folder = files[0].parent
     try:
@@ -286,27 +185,47 @@ def read_series(series: DicomSeries) -> Volume:
             f"({str(exc).strip().splitlines()[-1]}): a file may be truncated or compressed with "
             "a codec GDCM lacks; re-export the series uncompressed."
         ) from exc
-    if len(files) > 1:
+    if len(files) > 1 or (image.GetDimension() == 3 and image.GetSize()[2] == 1):
         spacing = list(image.GetSpacing())
-        spacing[2] = step  # the checked spacing between positions, not ITK's average
+        # the checked spacing between positions, not ITK's average; a lone slice's from its
+        # header (GDCM gives an MR slice 1 mm whatever its SliceThickness)
+        spacing[2] = step
         image.SetSpacing(spacing)
     return volume_from_image(image, folder, series.label)
 
 
-def read_dicom(path: str | Path, series: str | None = None) -> Volume:
+def read_multiframe(path: Path, name: str | None = None) -> Volume | None:
+    """A DICOM-SEG or enhanced multi-frame file read through highdicom; None for any other
+    file (a classic slice or legacy multi-frame: GDCM reads those)."""
+    from napari_xaimed import io_dicom_frames as frames
+
+    ds = frames.read_header(path)
+    if ds is None:
+        return None
+    if frames.is_segmentation(ds):
+        return frames.read_segmentation(path, name)
+    if frames.is_enhanced(ds):
+        return frames.read_enhanced(path, name)
+    return None
+
+
+def read_dicom(path: str | Path, series: str | int | None = None) -> Volume:
     """Read a DICOM series from its folder, or from one of its files.
 
     Parameters
     ----------
     path : str or pathlib.Path
-        A folder of DICOM files, or one DICOM file (its series is read from its folder).
-    series : str, optional
-        The SeriesInstanceUID to read when the folder holds several series.
+        A folder of DICOM files, or one DICOM file: its series is read from its folder; an
+        enhanced multi-frame or DICOM-SEG file is read on its own (it is a whole volume).
+    series : str or int, optional
+        The SeriesInstanceUID, or the SeriesNumber, of the series to read when the folder
+        holds several.
 
     Returns
     -------
     Volume
-        ``.path`` is the folder; ``.metadata`` is empty (DICOM carries no xaimed provenance).
+        ``.path`` is the folder (the file, for an enhanced multi-frame or SEG file);
+        ``.metadata`` is empty (DICOM carries no xaimed provenance).
 
     Raises
     ------
@@ -316,11 +235,24 @@ def read_dicom(path: str | Path, series: str | None = None) -> Volume:
     path = Path(path)
     if path.is_dir():
         return read_series(select_series(path, series))
+    if series is None:
+        whole = read_multiframe(path)
+        if whole is not None:
+            return whole
     return read_series(select_series(path.parent, series, file=path))
 
 
 def read_all_series(folder: str | Path) -> list[tuple[DicomSeries, Volume | XaimedError]]:
-    """Every series of a folder, read, or the error that refused it (for the napari reader)."""
+    """Every series of a folder, read, or the error that refused it.
+
+    What the napari reader opens (a layer per series); from a script, the way to read all the
+    series of a folder that :func:`~napari_xaimed.io.read_volume` refuses to choose among.
+
+    Returns
+    -------
+    list of (DicomSeries, Volume or XaimedError)
+        In :func:`list_series` order (largest first).
+    """
     found = list_series(folder)
     if not found:
         select_series(Path(folder))  # raises the 'no series' error

@@ -415,7 +415,9 @@ def _memory_map(img: Any) -> np.memmap | None:
 def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None):
     """Open a 3D NIfTI file lazily: a :class:`~napari_xaimed.io.Volume` over a dask array.
 
-    The header is read now; voxels only when a slab of the dask array is computed: through a
+    The header is read now (spacing and affine converted to mm from its spatial unit, as
+    :func:`~napari_xaimed.io.nifti_mm_per_unit` says); voxels only when a slab of the dask
+    array is computed: through a
     read-only memory map for an uncompressed, unscaled ``.nii``; otherwise through nibabel's
     array proxy, which reads (a ``.nii.gz``: decompresses up to) the slab asked for and applies
     the header's scaling.
@@ -438,7 +440,14 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     import dask.array as da
     import nibabel as nib
 
-    from napari_xaimed.io import _LABEL_NAME, Volume, read_sidecar, volume_stem
+    from napari_xaimed.io import (
+        _LABEL_NAME,
+        Volume,
+        nifti_affine_mm,
+        nifti_mm_per_unit,
+        read_sidecar,
+        volume_stem,
+    )
 
     path = Path(path)
     try:
@@ -454,7 +463,8 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     mapped = _memory_map(img)
     if mapped is not None:  # the file's (x, y, z) Fortran-order voxels seen as C-order (z, y, x)
         proxy = mapped.T
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    to_mm = nifti_mm_per_unit(img.header)  # micron and meter files read in mm too
+    zooms = [float(z) * to_mm for z in img.header.get_zooms()[:3]]
     header_spacing = tuple(z if z > 0 else 1.0 for z in reversed(zooms))
     used = as_spacing(spacing if spacing is not None else header_spacing)
     slab = slab_size(proxy.shape, proxy.dtype.itemsize)
@@ -464,7 +474,7 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     is_label = intent == "label" or bool(
         np.issubdtype(proxy.dtype, np.integer)
         and _LABEL_NAME.search(volume_stem(path.name).lower()))
-    affine = np.asarray(img.affine, dtype=float)
+    affine = nifti_affine_mm(img)
     if spacing is not None:  # the header's orientation, scaled to the given voxel size
         axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
         affine[:3, :3] = axes @ np.diag(used[::-1])
