@@ -159,7 +159,8 @@ def test_first_order_and_texture_against_scipy_and_skimage():
     values = image.ravel()
     assert f["mean"] == pytest.approx(values.mean()) and f["std"] == pytest.approx(values.std())
     assert f["skewness"] == pytest.approx(stats.skew(values))
-    assert f["kurtosis"] == pytest.approx(stats.kurtosis(values, fisher=False))
+    # IBSI's kurtosis (IPH6) is the excess kurtosis: Pearson's minus 3
+    assert f["kurtosis"] == pytest.approx(stats.kurtosis(values, fisher=True, bias=True))
     _, counts = np.unique(values, return_counts=True)
     assert f["entropy"] == pytest.approx(stats.entropy(counts, base=2))
     # one slice, one direction: scikit-image's 2D GLCM at distance 1, angle 0
@@ -173,6 +174,17 @@ def test_first_order_and_texture_against_scipy_and_skimage():
         graycoprops(p, "contrast")[0, 0])
     assert (ours / ours.sum() / (1 + (i - j) ** 2)).sum() == pytest.approx(
         graycoprops(p, "homogeneity")[0, 0])
+
+
+def test_kurtosis_is_the_excess_kurtosis_ibsi_defines():
+    # hand-computed: two values, half each: m4 / m2² = 1, excess kurtosis 1 - 3 = -2; a
+    # normal sample's is near 0 (Pearson's near 3)
+    image = np.zeros((2, 4, 4))
+    image[1] = 1.0
+    region = np.ones(image.shape, bool)
+    assert region_features(image, region)["kurtosis"] == pytest.approx(-2.0)
+    normal = np.random.default_rng(2).normal(size=(20, 20, 20))
+    assert abs(region_features(normal, np.ones(normal.shape, bool))["kurtosis"]) < 0.2
 
 
 def test_region_features_bad_input():

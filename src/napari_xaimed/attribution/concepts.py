@@ -6,6 +6,9 @@
   activations at a layer from those of a random set. The TCAV score is the share of the inputs
   whose target score rises along the CAV. Each concept is trained against several random sets
   and tested against random-versus-random CAVs with a two-sided t-test, as the paper does.
+  The CAVs (and the RCVs below) are fitted on standardised activations
+  (:mod:`~napari_xaimed.attribution.cav`), so an offset or a channel's scale does not change
+  the answer.
 - :func:`regression_concepts`: Regression Concept Vectors (Graziani et al. 2018): a continuous
   measure per volume (lesion volume, mean intensity, sphericity, texture: see
   :mod:`~napari_xaimed.attribution.radiomics`, or any column of a case list) is regressed on
@@ -19,7 +22,6 @@ feature map: see :func:`~napari_xaimed.attribution.network.cam_layer`).
 
 from __future__ import annotations
 
-import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +55,7 @@ class ConceptScore:
     scores : tuple of float
         Per run (one random set each).
     magnitude : float
-        Mean directional derivative along the CAV (Captum's magnitude score).
+        Mean directional derivative along the unit CAV (Captum's magnitude score).
     random_scores : tuple of float
         TCAV scores of random-versus-random CAVs, the null distribution.
     p_value : float
@@ -251,6 +253,8 @@ def tcav(model: Any, inputs: Sequence[Any], concepts: Mapping[str, Sequence[Any]
     from captum.concept import TCAV, Concept
     from scipy.stats import ttest_ind
 
+    from napari_xaimed.attribution.cav import StandardisedClassifier
+
     if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
         inputs = [inputs]
     inputs_v = [as_volume(v, f"input {i}") for i, v in enumerate(inputs)]
@@ -291,22 +295,12 @@ def tcav(model: Any, inputs: Sequence[Any], concepts: Mapping[str, Sequence[Any]
         randoms.append((a, b))
         experiments += [[made[name], a] for name in sets]
         experiments.append([b, a])
-    # Captum's default CAV classifier splits the examples with Python's global ``random``
-    # and trains scikit-learn's SGD with no random state (numpy's global generator). Seed
-    # both (and torch) for repeatable CAVs, and give the caller's random state back after.
-    numpy_state = np.random.get_state()  # noqa: NPY002 - what scikit-learn falls back on
-    python_state = random.getstate()
-    try:
-        np.random.seed(seed)  # noqa: NPY002
-        random.seed(seed)
-        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as folder:
-            torch.manual_seed(seed)
-            engine = TCAV(setup.module, [f"net.{n}" for n in names], model_id="xaimed",
-                          save_path=folder)
-            result = engine.interpret(x, experiments, target=chosen)
-    finally:
-        np.random.set_state(numpy_state)  # noqa: NPY002
-        random.setstate(python_state)
+    # Captum's default classifier fits the raw activations, and TCAV answered at random when
+    # they were not centred on zero: the CAVs are fitted on standardised activations instead
+    with tempfile.TemporaryDirectory() as folder:
+        engine = TCAV(setup.module, [f"net.{n}" for n in names], model_id="xaimed",
+                      classifier=StandardisedClassifier(seed), save_path=folder)
+        result = engine.interpret(x, experiments, target=chosen)
     out = []
     for name in names:
         key = f"net.{name}"
@@ -396,6 +390,8 @@ def regression_concepts(model: Any, volumes: Sequence[Any],
     from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold, cross_val_predict
 
+    from napari_xaimed.attribution.cav import activation_direction, standardise
+
     vols = [as_volume(v, f"volume {i}") for i, v in enumerate(volumes)]
     if len(vols) < 5:
         raise XaimedError(f"regression concepts need at least 5 volumes to fit and "
@@ -411,19 +407,16 @@ def regression_concepts(model: Any, volumes: Sequence[Any],
     x = setup.batch(vols)
     chosen, _ = setup.target(x, target)
     acts, grads = _activations_and_gradients(setup, x, chosen)
-    mean, std = acts.mean(axis=0), acts.std(axis=0)
-    std[std == 0] = 1.0
-    z = (acts - mean) / std
+    z, scaler = standardise(acts)
     rng = np.random.default_rng(seed)
     folds = KFold(n_splits=min(5, len(vols)), shuffle=True, random_state=seed)
 
     def relevance(values: np.ndarray) -> tuple[float, np.ndarray]:
         regression = Ridge(alpha=ridge).fit(z, values)
-        direction = regression.coef_ / std  # back to raw activation units
-        norm = float(np.linalg.norm(direction))
-        if norm == 0:
+        direction = activation_direction(regression.coef_, scaler.scale_)
+        if not direction.any():
             return 0.0, np.zeros(len(vols))
-        sens = grads @ (direction / norm)
+        sens = grads @ direction
         predicted_values = cross_val_predict(Ridge(alpha=ridge), z, values, cv=folds)
         r2 = max(0.0, float(r2_score(values, predicted_values)))
         spread = float(sens.std())

@@ -4,7 +4,7 @@
 Computed with numpy, scipy and scikit-image, following the definitions of the Image Biomarker
 Standardisation Initiative (IBSI) and pyradiomics (which does not build on every machine, so it
 is no dependency): shape (volume, surface area from a marching-cubes mesh, sphericity) and first
-order (mean, standard deviation, skewness, kurtosis, entropy of a fixed-bin histogram)
+order (mean, standard deviation, skewness, excess kurtosis, entropy of a fixed-bin histogram)
 intensity features in the region, and GLCM texture (contrast, homogeneity, correlation, energy)
 averaged over the 13 directions of the 3D neighbourhood.
 """
@@ -80,7 +80,9 @@ def region_features(volume: Any, mask: Any, *, spacing: Any = None, bins: int = 
         "mean": float(values.mean()),
         "std": float(values.std()),
         "skewness": 0.0 if constant else float(stats.skew(values)),
-        "kurtosis": 0.0 if constant else float(stats.kurtosis(values, fisher=False)),
+        # IBSI "Kurtosis" (IPH6) is the excess kurtosis: Pearson's minus 3, 0 for a normal
+        # distribution (pyradiomics reports Pearson's, 3 higher)
+        "kurtosis": 0.0 if constant else float(stats.kurtosis(values, fisher=True, bias=True)),
         "entropy": float(-(p * np.log2(p)).sum()),
     }
     grey = np.zeros(image.shape, np.int64)
