@@ -48,8 +48,8 @@ def within_tolerance(lengths: np.ndarray, tolerance_mm: float) -> np.ndarray:
     A tolerance of a whole number of voxels then counts the voxels at it as within, also when
     the tolerance is typed in decimals and the product rounds above it in float64
     (``3 * 0.8 = 2.4000000000000004 > 2.4``; spacings read from NIfTI are float32:
-    ``3 * float32(0.8) = 2.4000000358``). Lengths within half a float32 step (6e-8 of the
-    tolerance) above it count too; no two lattice lengths of a real grid are that close.
+    ``3 * float32(0.8) = 2.4000000358``). Lengths up to half a float32 step (6e-8 of the
+    tolerance) above it count too: below the precision of a spacing stored as float32.
     """
     return np.asarray(lengths, dtype=np.float64).astype(np.float32) <= np.float32(tolerance_mm)
 
