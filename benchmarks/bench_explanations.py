@@ -17,7 +17,8 @@ Columns (mean over the volumes):
 - mass: relevance mass accuracy (share of positive relevance inside the lesions; chance is
   the lesions' share of the volume, printed below the table);
 - auroc: the map as a voxel classifier of the lesion mask (chance 0.5);
-- point: pointing game with a 2 mm tolerance (share of volumes hit);
+- point: pointing game with a 2 mm tolerance (share of volumes hit; where voxels tie for the
+  maximum, each volume counts the share of the tied voxels near the lesions);
 - del: deletion area (blur baseline, sigma 5 mm, 20 steps; lower = more faithful);
 - ens: ensemble consistency, the mean Spearman correlation of the three models' maps;
 - rand: Spearman similarity of the map after the cascading randomisation of every layer

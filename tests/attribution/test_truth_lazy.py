@@ -102,12 +102,13 @@ def test_pointing_game_reaches_the_mask_across_slab_borders():
             got = truth_scores_lazy(lazy(heat), lazy(mask), spacing=spacing,
                                     tolerance_mm=tolerance, slab=slab)
             assert got["pointing_game"] == want["pointing_game"], (slab, spacing, tolerance)
-            assert got["pointing_game"] == float(tolerance >= 2 * spacing[0])
+            # one of the two tied peaks is near the mask: half a hit
+            assert got["pointing_game"] == 0.5 * (tolerance >= 2 * spacing[0])
     mask[:] = False
     mask[8, 4, 4] = True  # one plane after the second peak: the later slab's peak hits
     for tolerance in (1.0, 0.9):
         want = truth_scores(heat, mask, tolerance_mm=tolerance)["pointing_game"]
-        assert want == float(tolerance >= 1)
+        assert want == 0.5 * (tolerance >= 1)
         assert truth_scores_lazy(lazy(heat), lazy(mask), tolerance_mm=tolerance, slab=2)[
             "pointing_game"] == want
 

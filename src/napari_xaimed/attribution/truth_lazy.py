@@ -14,7 +14,8 @@ Memory: one slab of planes (of the heatmap in float64, and of the mask) at a tim
 - for the AUROC, the values of the smaller side (inside or outside the mask), sorted: each
   value of the other side is then placed among them by binary search, which counts the pairs
   it wins and ties (Mann-Whitney U, ties half, as the rank version);
-- for the pointing game, the mask's planes within the tolerance of a slab holding a peak.
+- for the pointing game, the mask's planes within the tolerance of a slab holding voxels tied
+  for the maximum (each slab's share of them near the mask is counted).
 
 So a small mask keeps memory near one slab; a mask of half the volume holds half its values
 (8 bytes each) for the AUROC. Three passes read the volume: sums, extremes and the top-k cut;
@@ -45,10 +46,10 @@ from napari_xaimed.attribution.regions import (
     _region_table,
 )
 from napari_xaimed.attribution.truth_metrics import (
-    _any_peak_hits,
     _check_inside,
     _check_shapes,
     _cut_share,
+    _peaks_near,
     _reach,
     _top_count,
 )
@@ -176,7 +177,7 @@ def truth_scores_steps(heatmap: Any, mask: Any, *, spacing: Any = None,
     cuts = {"rank": rank.value, "top_k": top_k.value}
     counts = {key: [0, 0, 0, 0] for key in cuts}  # above, above inside, at, at inside
     pairs = 0  # sum over the other side of (#held below) + (#held below or equal)
-    hit = False
+    n_peaks = n_hits = 0  # voxels holding the maximum, and those near the mask
     for item in slabs(2, "counting"):
         if isinstance(item, Progress):
             yield item
@@ -186,16 +187,19 @@ def truth_scores_steps(heatmap: Any, mask: Any, *, spacing: Any = None,
             counts[key] = [a + b for a, b in zip(counts[key], _cut_counts(heat, inside, cut),
                                                  strict=True)]
         pairs += _pairs(held, heat.ravel(), inside.ravel() != hold_inside)
-        if not hit and low != high:
-            peaks = np.argwhere(heat == high)
-            if len(peaks):
+        if low != high:
+            peaks = heat == high
+            found = int(np.count_nonzero(peaks))
+            if found:
                 lo = max(start - int(reach[0]), 0)
                 hi = min(stop + int(reach[0]), shape[0])
                 near = inside if (lo, hi) == (start, stop) else read_slab(mask, lo, hi).astype(
                     bool, copy=False)
-                hit = _any_peak_hits(near, peaks + np.array([start, 0, 0]), reach,
-                                     spacing_arr, tolerance_mm, z0=lo)
-                del near, peaks
+                n_peaks += found
+                n_hits += _peaks_near(peaks, near, reach, spacing_arr, tolerance_mm,
+                                      start=start, z0=lo)
+                del near
+            del peaks
         del item, heat, inside  # before the next slab is read
     # pairs won count twice and ties once: 2 U, an exact integer
     two_u = 2 * n_in * n_out - pairs if hold_inside else pairs
@@ -206,7 +210,7 @@ def truth_scores_steps(heatmap: Any, mask: Any, *, spacing: Any = None,
                                     else float(pos_in / pos_total)),
         "relevance_rank_accuracy": _cut_share(n_in, above, above_in, at, at_in),
         "auroc": float(two_u / (2 * n_in * n_out)),
-        "pointing_game": float(hit),
+        "pointing_game": n_hits / n_peaks if n_peaks else 0.0,  # 0: a constant map
         "top_k_precision": _cut_share(count_k, k_above, k_above_in, k_at, k_at_in),
     }
 
@@ -235,8 +239,8 @@ def truth_scores_lazy(heatmap: Any, mask: Any, *, spacing: Any = None,
     -------
     dict of str to float
         The keys and values of ``truth_scores``: ``relevance_mass_accuracy``,
-        ``relevance_rank_accuracy``, ``auroc``, ``pointing_game`` (1.0 or 0.0) and
-        ``top_k_precision``.
+        ``relevance_rank_accuracy``, ``auroc``, ``pointing_game`` (the share of the voxels
+        tied for the maximum within the tolerance of the mask) and ``top_k_precision``.
 
     Raises
     ------

@@ -12,11 +12,14 @@ A perfect map (relevance only inside the mask) scores 1 on each; a map with no i
 - :func:`auroc`: the heatmap as a voxel classifier of the mask (Mann-Whitney U, ties counted
   half). Chance: 0.5.
 - :func:`pointing_game`: whether the most relevant voxel lies in the mask, or within a tolerance
-  in mm of it (Zhang et al. 2018).
+  in mm of it (Zhang et al. 2018); with several voxels tied for the maximum, the share of them
+  that do.
 
 Ties are resolved without arbitrary order: where the top ``k`` voxels end inside a run of equal
 values, the run counts with the share of its voxels inside the mask (the expectation over all
-orders of the tied voxels), so a constant map scores exactly chance.
+orders of the tied voxels), so a constant map scores exactly chance. The pointing game takes
+the same expectation over the voxels tied for the maximum, so a blocky map (occlusion windows,
+supervoxels) does not score a hit because one voxel of its top block touches the mask.
 """
 
 from __future__ import annotations
@@ -170,8 +173,9 @@ def auroc(heatmap: Any, mask: Any) -> float:
 
 
 def pointing_game(heatmap: Any, mask: Any, *, spacing: Any = None,
-                  tolerance_mm: float = 0.0) -> bool:
-    """Whether the most relevant voxel hits the mask.
+                  tolerance_mm: float = 0.0) -> float:
+    """Whether the most relevant voxel hits the mask: the share of the voxels tied for the
+    maximum that do.
 
     Parameters
     ----------
@@ -183,17 +187,21 @@ def pointing_game(heatmap: Any, mask: Any, *, spacing: Any = None,
 
     Returns
     -------
-    bool
-        True when a voxel holding the map's maximum lies within the tolerance of the mask
-        (when several voxels tie for the maximum, any of them counts). A constant map (e.g. all
-        zeros: the method found nothing) points nowhere, so it is False.
+    float
+        1.0 when the voxel holding the map's maximum lies within the tolerance of the mask, 0.0
+        when not. When several voxels tie for the maximum, the share of them within the
+        tolerance: the expectation over which of them is "the" peak, as the top-k precision
+        shares its ties (an all-ones map with one zero voxel scores the share of its voxels
+        near the mask, not a hit). A constant map (e.g. all zeros: the method found nothing)
+        points nowhere: 0.0.
     """
     heat, truth = _check(heatmap, mask)
     spacing_arr, reach = _reach(spacing, tolerance_mm)
-    if heat.min() == heat.max():  # every voxel would be a peak, so any mask would be "hit"
-        return False
-    return _any_peak_hits(truth, np.argwhere(heat == heat.max()), reach, spacing_arr,
-                          tolerance_mm)
+    high = heat.max()
+    if heat.min() == high:
+        return 0.0
+    peaks = heat == high
+    return _peaks_near(peaks, truth, reach, spacing_arr, tolerance_mm) / np.count_nonzero(peaks)
 
 
 def _reach(spacing: Any, tolerance_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -204,30 +212,55 @@ def _reach(spacing: Any, tolerance_mm: float) -> tuple[np.ndarray, np.ndarray]:
     return spacing_arr, np.floor(tolerance_mm / spacing_arr + 1e-9).astype(int)
 
 
-def _any_peak_hits(truth: np.ndarray, peaks: np.ndarray, reach: np.ndarray,
-                   spacing_arr: np.ndarray, tolerance_mm: float, z0: int = 0) -> bool:
-    """Whether a mask voxel lies within the tolerance of one of ``peaks`` (rows ``(z, y, x)``).
+def _peaks_near(peaks: np.ndarray, truth: np.ndarray, reach: np.ndarray,
+                spacing_arr: np.ndarray, tolerance_mm: float, start: int = 0, z0: int = 0
+                ) -> int:
+    """How many of the ``peaks`` lie within the tolerance of a mask voxel.
 
-    ``truth`` holds the mask's planes from ``z0`` on (all of them by default): at least those
-    within ``reach`` of the peaks, or up to the volume's end.
+    ``peaks`` (boolean) holds the volume's planes from ``start`` on, ``truth`` the mask's
+    planes from ``z0`` on: at least those within ``reach`` of the peaks' planes, or up to the
+    volume's ends (all planes of both by default). Distances are lengths of integer voxel
+    offsets (:func:`~napari_xaimed.evaluation.lattice.nearest_offsets`), the nearest mask voxel
+    of a peak outside the mask being one of the mask's border voxels.
     """
-    shape = np.array([z0 + truth.shape[0], *truth.shape[1:]])
-    shift = np.array([z0, 0, 0])
-    for peak in peaks:
-        lo = np.maximum(peak - reach, 0)
-        hi = np.minimum(peak + reach + 1, shape)
-        near = np.argwhere(truth[tuple(slice(a, b) for a, b in zip(lo - shift, hi - shift,
-                                                                   strict=True))])
-        if len(near) and np.min(np.sqrt((((near + lo - peak) * spacing_arr) ** 2).sum(1))) \
-                <= tolerance_mm + 1e-9:
-            return True
-    return False
+    from napari_xaimed.evaluation.distances import surface
+    from napari_xaimed.evaluation.lattice import nearest_offsets
+
+    shift = start - z0  # a peak plane's index in ``truth``
+    own = truth[shift:shift + peaks.shape[0]]
+    hits = int(np.count_nonzero(peaks & own))
+    box = _box(truth)
+    if not reach.any() or box is None:  # no voxel but the peak itself lies within reach
+        return hits
+    # peaks outside the mask that may lie within reach of it: inside the mask's box + reach
+    lo = np.maximum(np.array([b.start for b in box]) - reach - [shift, 0, 0], 0)
+    hi = np.minimum(np.array([b.stop for b in box]) + reach - [shift, 0, 0], peaks.shape)
+    if np.any(hi <= lo):
+        return hits
+    near = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    away = np.argwhere(peaks[near] & ~own[near]) + lo + [shift, 0, 0]
+    if not len(away):
+        return hits
+    border = np.argwhere(surface(truth[box])) + [b.start for b in box]
+    lengths = nearest_offsets(away, border, spacing_arr)[1]
+    return hits + int(np.count_nonzero(lengths <= tolerance_mm + 1e-9))
+
+
+def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of a mask's voxels (None when it has none)."""
+    spans = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(hit):
+            return None
+        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(spans)
 
 
 def truth_scores(heatmap: Any, mask: Any, *, spacing: Any = None, tolerance_mm: float = 0.0,
                  k: int | float = 0.01) -> dict[str, float]:
     """All of the above at once: ``relevance_mass_accuracy``, ``relevance_rank_accuracy``,
-    ``auroc``, ``pointing_game`` (1.0 or 0.0) and ``top_k_precision``.
+    ``auroc``, ``pointing_game`` and ``top_k_precision``.
 
     A dask heatmap or mask (a volume larger than memory) is scored slab by slab by
     :func:`~napari_xaimed.attribution.truth_lazy.truth_scores_lazy`, with the same values;
@@ -241,7 +274,7 @@ def truth_scores(heatmap: Any, mask: Any, *, spacing: Any = None, tolerance_mm: 
         "relevance_mass_accuracy": relevance_mass_accuracy(heatmap, mask),
         "relevance_rank_accuracy": relevance_rank_accuracy(heatmap, mask),
         "auroc": auroc(heatmap, mask),
-        "pointing_game": float(pointing_game(heatmap, mask, spacing=spacing,
-                                             tolerance_mm=tolerance_mm)),
+        "pointing_game": pointing_game(heatmap, mask, spacing=spacing,
+                                       tolerance_mm=tolerance_mm),
         "top_k_precision": top_k_precision(heatmap, mask, k),
     }

@@ -2,9 +2,10 @@
 
 Surfaces are the mask voxels that a 6-neighbourhood erosion removes (Panoptica and MedPy use the
 same border); distances are Euclidean in mm from each surface voxel of one mask to the nearest
-surface voxel of the other, found by a k-d tree over the surface voxel centres in mm
-(``scipy.spatial.cKDTree``; the same values as ``scipy.ndimage.distance_transform_edt`` of the other
-surface with ``sampling=spacing``, and about twice as fast on the small crops evaluated here).
+surface voxel of the other, each the length of the integer voxel offset between them
+(:mod:`~napari_xaimed.evaluation.lattice`: the same value wherever the masks sit), the nearest
+found by a k-d tree over the surface voxel centres in mm (``scipy.spatial.cKDTree``; about twice
+as fast as ``scipy.ndimage.distance_transform_edt`` on the small crops evaluated here).
 The evaluation measures all pairs of single instances at once instead
 (:mod:`~napari_xaimed.evaluation.shells`, the same values, :func:`grouped_distance_metrics`); these
 per-crop functions serve merged groups, dense volumes and the Voronoi regions.
@@ -16,7 +17,10 @@ per-crop functions serve merged groups, dense volumes and the Voronoi regions.
 - **ASSD**: the mean of the two directed mean distances (Panoptica's definition).
 - **NSD** at a tolerance in mm: the share of both surfaces within the tolerance of the other,
   counted over surface voxels, ``(|S_p within tau| + |S_r within tau|) / (|S_p| + |S_r|)``
-  (Nikolov et al. 2021). Panoptica averages the two directed shares instead.
+  (Nikolov et al. 2021). Panoptica averages the two directed shares instead. A distance counts
+  as within when it is no larger in float32, as in MONAI's ``compute_surface_dice``
+  (:func:`~napari_xaimed.evaluation.lattice.within_tolerance`): a tolerance of a whole number
+  of voxels counts the voxels at it.
 - **clDice**: ``2 Tprec Tsens / (Tprec + Tsens)`` with ``Tprec = |skel(P) & R| / |skel(P)|`` and
   ``Tsens = |skel(R) & P| / |skel(R)|`` (Shit et al. 2021), skeletons by
   :func:`skimage.morphology.skeletonize`.
@@ -25,7 +29,8 @@ per-crop functions serve merged groups, dense volumes and the Voronoi regions.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from napari_xaimed.evaluation.lattice import nearest_offsets, within_tolerance
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
@@ -46,14 +51,26 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray,
                       spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) from each reference surface voxel to the prediction surface, and back.
 
-    Both masks must be non-empty. The arrays may be crops: only offsets between voxels count.
+    Both masks must be non-empty. The arrays may be crops: only offsets between voxels count
+    (each distance is the length of an integer offset, so the values do not depend on where
+    the masks sit in the crop).
     """
-    scale = np.asarray(spacing, dtype=np.float64)
-    ref_points = np.argwhere(surface(reference)) * scale
-    pred_points = np.argwhere(surface(prediction)) * scale
-    ref_to_pred = cKDTree(pred_points).query(ref_points)[0]
-    pred_to_ref = cKDTree(ref_points).query(pred_points)[0]
+    ref_surface, pred_surface = surface(reference), surface(prediction)
+    ref_points, pred_points = np.argwhere(ref_surface), np.argwhere(pred_surface)
+    ref_to_pred = _to_other(ref_points, pred_surface, pred_points, spacing)
+    pred_to_ref = _to_other(pred_points, ref_surface, ref_points, spacing)
     return ref_to_pred, pred_to_ref
+
+
+def _to_other(points: np.ndarray, other_surface: np.ndarray, other_points: np.ndarray,
+              spacing) -> np.ndarray:
+    """Distances from ``points`` to the nearest of ``other_points``; those on the other surface
+    too are at 0 without a lookup (often half of them for a good prediction)."""
+    out = np.zeros(len(points))
+    away = np.flatnonzero(~other_surface[tuple(points.T)])
+    if len(away):
+        out[away] = nearest_offsets(points[away], other_points, spacing)[1]
+    return out
 
 
 def distance_metrics(reference: np.ndarray, prediction: np.ndarray,
@@ -73,7 +90,8 @@ def distance_metrics(reference: np.ndarray, prediction: np.ndarray,
     if "assd" in wanted:
         out["assd"] = float((a.mean() + b.mean()) / 2)
     if "nsd" in wanted:
-        within = np.count_nonzero(a <= nsd_tolerance_mm) + np.count_nonzero(b <= nsd_tolerance_mm)
+        within = (np.count_nonzero(within_tolerance(a, nsd_tolerance_mm))
+                  + np.count_nonzero(within_tolerance(b, nsd_tolerance_mm)))
         out["nsd"] = float(within / (a.size + b.size))
     return out
 
@@ -133,8 +151,8 @@ def grouped_distance_metrics(ref_to_pred: np.ndarray, ref_group: np.ndarray,
         out["assd"] = (np.bincount(ref_group, ref_to_pred, n) / ref_n
                        + np.bincount(pred_group, pred_to_ref, n) / pred_n) / 2
     if "nsd" in wanted:
-        within = (np.bincount(ref_group, ref_to_pred <= nsd_tolerance_mm, n)
-                  + np.bincount(pred_group, pred_to_ref <= nsd_tolerance_mm, n))
+        within = (np.bincount(ref_group, within_tolerance(ref_to_pred, nsd_tolerance_mm), n)
+                  + np.bincount(pred_group, within_tolerance(pred_to_ref, nsd_tolerance_mm), n))
         out["nsd"] = within / (ref_n + pred_n)
     return out
 
@@ -201,7 +219,8 @@ def counted_distance_metrics(ref_to_pred: tuple[np.ndarray, np.ndarray],
     if "assd" in wanted:
         out["assd"] = float((np.dot(a, a_n) / a_n.sum() + np.dot(b, b_n) / b_n.sum()) / 2)
     if "nsd" in wanted:
-        within = a_n[a <= nsd_tolerance_mm].sum() + b_n[b <= nsd_tolerance_mm].sum()
+        within = (a_n[within_tolerance(a, nsd_tolerance_mm)].sum()
+                  + b_n[within_tolerance(b, nsd_tolerance_mm)].sum())
         out["nsd"] = float(within / (a_n.sum() + b_n.sum()))
     return out
 

@@ -13,7 +13,9 @@ voxel of its partner. Every shorter offset has been tried before it, so that len
 nearest distance, the same as the k-d tree gives. Points not settled inside the ellipsoid, or too
 near the volume's edge for the offsets to stay inside, are measured against all of their
 partner's surface (directly when they are few, else through a k-d tree), so the answer is exact
-for any shape.
+for any shape. Every distance is the length of an integer offset
+(:func:`~napari_xaimed.evaluation.lattice.offset_lengths`), so it does not depend on where the
+pair sits, and both ways give the same bits.
 
 Each step is one lookup per point: the partner surface voxels of a z-slab are marked with their
 instance's compact label in a small array, and a point has landed when the mark under it is its
@@ -29,7 +31,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from napari_xaimed.evaluation.lattice import nearest_offsets, offset_lengths
 
 # Offsets tried before the k-d tree takes over: those no longer (in mm) than this many of the
 # finest voxel sides (123 offsets on an isotropic grid).
@@ -42,9 +45,6 @@ SLABS = 8
 FEW = 32
 # Points handled per step where a step makes several temporaries per point.
 CHUNK = 1 << 14
-# Up to this many (query, target) pairs the points left by the shells are measured against all
-# their partner's surface voxels at once, which beats building a k-d tree for a few points.
-BRUTE_FORCE_PAIRS = 1 << 16
 
 
 def _strides(shape: tuple[int, ...]) -> np.ndarray:
@@ -89,7 +89,7 @@ def lattice_offsets(spacing: tuple[float, float, float], radius_mm: float
     reach = np.floor(radius_mm / spacing_arr + 1e-9).astype(int)
     axes = [np.arange(-r, r + 1) for r in reach]
     offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    lengths = np.sqrt(((offsets * spacing_arr) ** 2).sum(axis=1))
+    lengths = offset_lengths(offsets, spacing_arr)
     keep = lengths <= radius_mm + 1e-9
     order = np.argsort(lengths[keep], kind="stable")
     return offsets[keep][order], lengths[keep][order]
@@ -180,25 +180,15 @@ def nearest_partner_surface(
 
     left = np.flatnonzero(np.isnan(distance))
     if len(left):
-        scale = np.asarray(spacing, dtype=np.float64)
+        # The points the shells left, against all their partner's surface voxels (directly
+        # when they are few, else through a k-d tree), from integer voxel coordinates.
         order = left[np.argsort(partners[left], kind="stable")]
         labels, starts = np.unique(partners[order], return_index=True)
         for label, run in zip(labels, np.split(order, starts[1:]), strict=True):
-            target = np.stack(np.unravel_index(target_points[label], shape), 1) * scale
-            query = np.stack(np.unravel_index(points[run], shape), 1) * scale
-            distance[run] = _nearest(query, target)
+            target = np.stack(np.unravel_index(target_points[label], shape), 1)
+            query = np.stack(np.unravel_index(points[run], shape), 1)
+            distance[run] = nearest_offsets(query, target, spacing)[1]
     return distance
-
-
-def _nearest(query: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Distance from each query point to the nearest target point (both ``(n, 3)`` in mm):
-    all pairs at once when they are few (the points the shells left), else a k-d tree."""
-    if len(query) * len(target) > BRUTE_FORCE_PAIRS:
-        return cKDTree(target).query(query)[0]
-    squared = np.zeros((len(query), len(target)))
-    for axis in range(3):
-        squared += (query[:, axis, None] - target[None, :, axis]) ** 2
-    return np.sqrt(squared.min(axis=1))
 
 
 def _labelled_surface(target_points: list[np.ndarray | None]

@@ -17,8 +17,10 @@ slabs' masks and surface points are in memory at a time.
   (each slab only for the points its z-gap does not rule out), up to
   :data:`MAX_HALF_WINDOW`, and the rest in each remaining slab, read and dropped one at a
   time, keeping the minimum.
-- **Distances as counts**: each distance is recomputed from the integer voxel offset to its
-  nearest point, so equal offsets give bitwise equal values, and kept as distinct values with
+- **Distances as counts**: each distance is the length of the integer voxel offset to its
+  nearest point (:func:`~napari_xaimed.evaluation.lattice.nearest_offsets`: the least length,
+  ties of the tree's rounded distances resolved), so equal offsets give bitwise equal values,
+  the same as the in-memory paths give, and kept as distinct values with
   their counts (:class:`CountedDistances`); HD, HD95 (numpy's linear percentile), ASSD and
   NSD follow exactly from the counts
   (:func:`~napari_xaimed.evaluation.distances.counted_distance_metrics`).
@@ -38,6 +40,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from napari_xaimed.evaluation.distances import counted_distance_metrics, merge_counts
+from napari_xaimed.evaluation.lattice import nearest_offsets as lattice_nearest
+from napari_xaimed.evaluation.lattice import offset_lengths
 
 Box = tuple[slice, ...]
 
@@ -173,10 +177,9 @@ class CountedDistances:
 
 
 def offset_distances(offsets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Lengths in mm of integer voxel offsets ``(n, 3)``, one formula for every offset, so
-    equal offsets give bitwise equal lengths."""
-    scaled = offsets * spacing
-    return np.sqrt(scaled[:, 0] ** 2 + scaled[:, 1] ** 2 + scaled[:, 2] ** 2)
+    """Lengths in mm of integer voxel offsets ``(n, 3)``
+    (:func:`~napari_xaimed.evaluation.lattice.offset_lengths`, the formula of every path)."""
+    return offset_lengths(offsets, spacing)
 
 
 def _z_gaps(z: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -212,8 +215,9 @@ def nearest_offsets(points: np.ndarray, k: int, other: SlabSurfaces, spacing: np
     """
     edges, n_slabs, sz = other.edges, other.n_slabs, float(spacing[0])
     offsets = np.zeros(points.shape, np.int64)
+    # The least offset length found so far (lattice lengths: a slab beyond a z-gap of g planes
+    # holds no offset shorter than g * sz, the length of (g, 0, 0)).
     best = np.full(len(points), np.inf)
-    scaled = points * spacing
     z = points[:, 0].astype(np.int64)
 
     def look(j: int, ask: np.ndarray, keep: bool) -> None:
@@ -224,11 +228,11 @@ def nearest_offsets(points: np.ndarray, k: int, other: SlabSurfaces, spacing: np
         found, tree = other.tree(j, spacing, keep)
         if tree is None:
             return
-        distance, index = tree.query(scaled[ask])
-        better = distance < best[ask]
-        ask, index = ask[better], index[better]
-        best[ask] = distance[better]
-        offsets[ask] = found[index].astype(np.int64) - points[ask]
+        offset, length = lattice_nearest(points[ask], found, spacing, tree)
+        better = length < best[ask]
+        ask = ask[better]
+        best[ask] = length[better]
+        offsets[ask] = offset[better]
 
     # Points on both surfaces are at distance 0: no lookup (about half of a rough surface
     # against a copy shifted by a voxel).
