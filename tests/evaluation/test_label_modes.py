@@ -37,6 +37,7 @@ from napari_xaimed.evaluation import autc, evaluate, evaluate_lazy
 from napari_xaimed.evaluation.instances import (
     _value_components_scipy,
     class_instances,
+    label_values,
     value_components,
 )
 from napari_xaimed.evaluation.label_modes import MEAN_CLASS
@@ -320,3 +321,17 @@ def test_autc_passes_the_mode_through(mode):
             assert ours.counts[name][k] == (res.tp, res.fp, res.fn), (name, threshold)
             assert same(ours.curves[name]["pq"][k], res.pq), (name, threshold)
         assert same(ours.area[name]["pq"], t.get_autc("pq")), name
+
+
+def test_label_values_are_numpys_unique_values():
+    """Counted a chunk of 2^20 voxels at a time: values in later chunks, large ids, 0/1 maps."""
+    rng = np.random.default_rng(3)
+    maps = [np.zeros((8, 400, 400), np.uint16), np.zeros((8, 400, 400), np.int64),
+            (rng.random((30, 30, 30)) < 0.2).astype(bool), np.zeros((4, 4, 4), np.uint8)]
+    maps[0][7, 399, 390:] = [5, 9, 65535, 9, 5, 1, 2, 3, 4, 7]
+    maps[1][6, ::50, ::50] = rng.integers(1, 2**41, (8, 8))
+    for labels in maps:
+        expected = np.unique(labels)
+        np.testing.assert_array_equal(label_values(labels), expected[expected != 0])
+    both = np.unique(np.concatenate([np.unique(m) for m in maps[:2]]))
+    np.testing.assert_array_equal(label_values(*maps[:2]), both[both != 0])

@@ -173,20 +173,29 @@ def _value_components_scipy(labels: np.ndarray, connectivity: int) -> tuple[np.n
 
 
 def label_values(*maps: np.ndarray) -> np.ndarray:
-    """The sorted nonzero label values found in any of the given (non-negative) maps."""
-    found: list[np.ndarray] = []
+    """The sorted nonzero label values found in any of the given (non-negative) maps.
+
+    A 0/1 map costs one pass (its maximum); others are counted a chunk at a time, so no
+    temporary larger than a few MB is made."""
+    found: set[int] = set()
+    chunk = 1 << 20
     for labels in maps:
-        flat = labels.ravel()
-        if flat.size == 0:
+        flat = labels.reshape(-1)
+        hi = int(flat.max()) if flat.size else 0
+        if hi <= 1:
+            found.update([hi] if hi else [])
             continue
-        hi = int(flat.max())
-        if hi < 4 * flat.size + 2**16 and (flat.dtype.kind in "ub" or flat.min() >= 0):
-            found.append(np.flatnonzero(np.bincount(flat.astype(np.intp, copy=False),
-                                                    minlength=hi + 1)))
-        else:
-            found.append(np.unique(flat))
-    values = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
-    return values[values != 0].astype(np.int64)
+        small = hi < 2**20  # a table of counts no larger than the chunk
+        counts = np.zeros(hi + 1, np.int64) if small else None
+        for start in range(0, flat.size, chunk):
+            part = flat[start:start + chunk]
+            if small:
+                counts += np.bincount(part.astype(np.intp), minlength=hi + 1)
+            else:
+                found.update(np.unique(part[part != 0]).tolist())
+        if small:
+            found.update(np.flatnonzero(counts[1:]) + 1)
+    return np.asarray(sorted(int(v) for v in found if v != 0), np.int64)
 
 
 def class_instances(
