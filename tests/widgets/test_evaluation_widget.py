@@ -228,6 +228,15 @@ def test_label_values_are_classes_unless_asked(qtbot, widget):
     assert missed_row["class_name"] == "2"
     missed = viewer.layers["Missed [two pred]"]
     assert np.all(missed.data[ref == 2] != 0) and np.all(missed.data[ref == 1] == 0)
+    # both layers, one for all classes, are computed again from their provenance
+    from types import SimpleNamespace
+
+    from napari_xaimed._rerun import _evaluation
+
+    inputs = {"reference": SimpleNamespace(data=ref, spacing=(1.0, 1.0, 1.0)),
+              "prediction": SimpleNamespace(data=pred, spacing=(1.0, 1.0, 1.0))}
+    for layer in (viewer.layers["Errors [two pred]"], missed):
+        np.testing.assert_array_equal(layer.data, _evaluation(layer.metadata["xaimed"], inputs))
 
     widget.label_mode.value = "panoptica"
     assert run(qtbot, widget) == "done"

@@ -289,6 +289,7 @@ class EvaluationWidget(XaimedWidget):
             return evaluate_lazy(reference, prediction, spacing=spacing, **lazy_params)
 
         def done(result: Any, seconds: float) -> None:
+            self._missed = {}  # no missed layer for lazy layers: an older one is not this one's
             self.show(result, None)
             self.plot.plot([], {}, "no threshold curve for lazy layers")
 
