@@ -277,9 +277,15 @@ def test_inputs_are_left_as_they_were_after_an_error():
 # Inputs that look wrong but have a defined answer: no error, the documented result.
 
 def test_empty_prediction_scores_zero_with_every_reference_missed():
-    result = evaluate(LABELS, np.zeros_like(LABELS))["all"]
-    assert (result.tp, result.fp, result.fn) == (0, 0, 2)
-    assert result.pq == result.sq == result.rq == 0.0
+    # two label values, each its own class (they were merged into one class silently before)
+    result = evaluate(LABELS, np.zeros_like(LABELS))
+    assert list(result.classes) == ["1", "2"]
+    for c in result.classes.values():
+        assert (c.tp, c.fp, c.fn) == (0, 0, 1)
+        assert c.pq == c.sq == c.rq == 0.0
+    mean = result.mean_over_classes()
+    assert (mean["tp"], mean["fp"], mean["fn"]) == (0, 0, 2)
+    assert mean["pq"] == mean["sq"] == mean["rq"] == 0.0
 
 
 def test_empty_reference_and_prediction_give_nan_not_a_perfect_score():

@@ -200,6 +200,8 @@ def test_evaluation_provenance_reruns_the_error_map(qtbot, make_napari_viewer):
     np.testing.assert_array_equal(errors.data, recompute(prov))
     regions = viewer.layers["Voronoi regions [reference]"]
     np.testing.assert_array_equal(regions.data, recompute(regions.metadata["xaimed"]))
+    missed = viewer.layers["Missed [prediction]"]
+    np.testing.assert_array_equal(missed.data, recompute(missed.metadata["xaimed"]))
     reference, prediction = (viewer.layers[name] for name in prov["sources"])
     (c,) = evaluate(reference.data, prediction.data, spacing=tuple(reference.scale),
                     **prov["params"]).classes.values()

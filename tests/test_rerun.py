@@ -176,7 +176,7 @@ def test_widget_evaluation_maps_rerun(qtbot, make_napari_viewer, tmp_path, capsy
     widget.matching.value = "many_to_one"
     widget.voronoi.value = True
     run_widget(qtbot, widget.job)
-    for name in ("Errors [prediction]", "Voronoi regions [reference]"):
+    for name in ("Errors [prediction]", "Missed [prediction]", "Voronoi regions [reference]"):
         sidecar = save(viewer.layers[name], tmp_path)  # inputs: the sample, by its seed
         assert json.loads(sidecar.read_text())["inputs"]["reference"]["sample"]
         check(sidecar, capsys)

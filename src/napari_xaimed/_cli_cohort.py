@@ -49,6 +49,7 @@ def _common(parser: argparse.ArgumentParser, columns: str) -> None:
 def add_parsers(sub: Any) -> None:
     """Register the ``evaluate``, ``attribute`` and ``embed`` subcommands."""
     from napari_xaimed.evaluation import DISTANCE_METRICS, MATCHINGS
+    from napari_xaimed.evaluation.label_modes import LABEL_MODES
 
     ev = sub.add_parser("evaluate", help="panoptic evaluation of a cohort on Dask")
     _common(ev, "case_id,reference,prediction")
@@ -59,6 +60,11 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--classes", help="JSON (inline or .json file): {\"name\": [label values]}")
     ev.add_argument("--parts", help="JSON (inline or .json file): part-aware things and parts")
     ev.add_argument("--instance-input", action="store_true", help="labels are instance ids")
+    ev.add_argument("--label-mode", choices=list(LABEL_MODES),
+                    help="semantic maps with several label values: per_label (default: each "
+                    "value its own class, plus the mean over classes), panoptica (components "
+                    "of each value, matched across values as one class, as Panoptica) or "
+                    "merged (all values one foreground); --classes groups values instead")
     ev.add_argument("--connectivity", type=int, default=26, choices=[6, 18, 26])
     ev.add_argument("--voronoi", action="store_true", help="also Voronoi region metrics")
     ev.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm")
@@ -108,7 +114,7 @@ def _job(args: argparse.Namespace) -> Any:
         return EvaluationJob({
             "matching": args.matching, "assignment": args.assignment,
             "threshold": args.threshold, "match_metric": args.match_metric,
-            "classes": _json_arg(args.classes, "classes"),
+            "classes": _json_arg(args.classes, "classes"), "label_mode": args.label_mode,
             "parts": _json_arg(args.parts, "parts"), "instance_input": args.instance_input,
             "connectivity": args.connectivity, "voronoi": args.voronoi,
             "nsd_tolerance_mm": args.nsd_tolerance, "metrics": metrics})
@@ -152,6 +158,11 @@ def run_cohort_command(args: argparse.Namespace) -> int:
         if result.confounders is not None:
             print(result.confounders.to_string(index=False))
         print(result.summary.to_string(index=False))
+    if "label_mode" in getattr(result.cases, "columns", ()):
+        from napari_xaimed.evaluation.label_modes import describe_label_mode
+
+        for mode in result.cases["label_mode"].dropna().unique():
+            print(describe_label_mode({"label_mode": mode}))
     print(f"{len(cases)} cases: {result.ran} run, {result.skipped} already finished, "
           f"{result.failed} failed; tables in {args.out}/ ({result.seconds:.1f} s)")
     return 1 if result.failed else 0

@@ -242,3 +242,30 @@ def error_layer(
     colours = {None: "transparent", 0: "transparent", **ERROR_COLOURS}
     return labels_layer(data, name, spacing, translate=translate, provenance=provenance,
                         colormap=DirectLabelColormap(color_dict=colours))
+
+
+#: Outline colour of the missed references (the error map's FN colour).
+MISSED_COLOUR = ERROR_COLOURS[3]
+
+
+def missed_layer(
+    data: np.ndarray,
+    entries: Sequence[tuple[str, int]],
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> LayerTuple:
+    """The missed references (FN), every one in the error map's FN colour, drawn on top of the
+    error map (as an outline, set by the caller: ``contour`` is no layer argument), so a missed
+    reference under a prediction matched to another one shows; label ``k`` is ``entries[k-1]``
+    = ``(class, reference id)``, shown by napari's status bar."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    features = {"index": list(range(1, len(entries) + 1)),
+                "class": [c for c, _ in entries], "reference_id": [r for _, r in entries]}
+    return labels_layer(data, name, spacing, translate=translate, provenance=provenance,
+                        opacity=1.0, features=features,
+                        colormap=DirectLabelColormap(color_dict={None: MISSED_COLOUR,
+                                                                 0: "transparent"}))

@@ -8,8 +8,8 @@ computation; :func:`rerun` writes the result as NIfTI and, with ``check=True``, 
 the output already on disk.
 
 Kinds it recomputes: ``segmentation`` (labels) with its ``class probability`` and
-``foreground probability`` maps, ``panoptic evaluation`` (error map, Voronoi regions),
-``registration`` (warped, displacement, Jacobian, folded, warped grid),
+``foreground probability`` maps, ``panoptic evaluation`` (error map, missed references,
+Voronoi regions), ``registration`` (warped, displacement, Jacobian, folded, warped grid),
 ``registration-apply`` (a layer carried along), ``attribution`` (heatmaps) and
 ``longitudinal attribution`` (the change maps of a prior and a current scan).
 """
@@ -234,17 +234,24 @@ def _segmentation(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
 
 def _evaluation(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
     from napari_xaimed.evaluation import evaluate
+    from napari_xaimed.evaluation.errors import class_layers
 
     reference, prediction = _need(inputs, "reference", "prediction")
     result = evaluate(reference.data, prediction.data, spacing=reference.spacing,
                       keep_maps=True, **prov["params"])
     name = prov.get("class")
-    scores = result.classes[name] if name in result.classes else next(
-        iter(result.classes.values()))
     output = prov.get("output", "error_map")
-    if output not in ("error_map", "region_map"):
+    if output not in ("error_map", "missed_map", "region_map"):
         raise XaimedError(f"unknown evaluation output {output!r}.")
-    return getattr(scores, output)
+    if name is None and "class" in prov and output != "region_map":
+        members = list(result.classes.values())  # one layer for all classes (per label value)
+    else:
+        members = [result.classes[name] if name in result.classes else next(
+            iter(result.classes.values()))]
+    if output == "region_map":
+        return members[0].region_map
+    errors, missed, _ = class_layers(members)
+    return errors if output == "error_map" else missed
 
 
 def registration_result(prov: dict[str, Any], inputs: dict[str, Any]) -> Any:

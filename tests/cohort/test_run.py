@@ -183,3 +183,39 @@ def test_cli_evaluate_exit_code_and_bad_settings(client, cohort, tmp_path, capsy
     assert "threshold must lie in [0, 1]" in capsys.readouterr().err
     with pytest.raises(XaimedError, match="unknown method"):
         AttributionJob(methods=["nonsense"]).check()
+
+
+def test_evaluation_rows_and_cli_say_which_label_mode_ran(client, tmp_path, capsys):
+    """Issue 27 item 8: a multi-label semantic case is a class per label value (and their mean)
+    by default, one Panoptica-style class on request; every row and the command's output say
+    which mode ran."""
+    from napari_xaimed.cohort.cases import Case
+    from napari_xaimed.io import write_volume
+
+    ref = np.zeros((10, 14, 10), np.uint8)
+    ref[2:8, 2:8, 2:8] = 1
+    ref[2:8, 8:11, 2:8] = 2  # touches value 1
+    pred = np.zeros_like(ref)
+    pred[2:8, 2:8, 2:8] = 1  # value 2 missed
+    files = {"reference": tmp_path / "ref.nii.gz", "prediction": tmp_path / "pred.nii.gz"}
+    write_volume(files["reference"], ref, spacing=(2.0, 1.0, 1.0))
+    write_volume(files["prediction"], pred, spacing=(2.0, 1.0, 1.0))
+    case = Case("spine", files)
+    rows = EvaluationJob({"metrics": []}).run(case).rows
+    assert [(r["class"], r["tp"], r["fn"], r["label_mode"]) for r in rows] == [
+        ("1", 1, 0, "per_label"), ("2", 0, 1, "per_label"),
+        ("mean over classes", 1, 1, "per_label")]
+    (row,) = EvaluationJob({"metrics": [], "label_mode": "panoptica"}).run(case).rows
+    assert (row["class"], row["tp"], row["fn"], row["label_mode"]) == ("all", 1, 1, "panoptica")
+
+    (tmp_path / "cases.csv").write_text("case_id,reference,prediction\n"
+                                        "spine,ref.nii.gz,pred.nii.gz\n")
+    args = ["evaluate", "--cohort", str(tmp_path / "cases.csv"), "--scheduler",
+            client.scheduler.address, "--metrics", ""]
+    assert main([*args, "--out", str(tmp_path / "a"), "--label-mode", "panoptica"]) == 0
+    assert "Labels: Panoptica-compatible" in capsys.readouterr().out
+    assert list(pd.read_csv(tmp_path / "a" / "cases.csv")["label_mode"]) == ["panoptica"]
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "each label value is its own class (per_label)" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "b" / "cases.csv")
+    assert list(table["class"].astype(str)) == ["1", "2", "mean over classes"]

@@ -266,8 +266,14 @@ def test_huge_label_ids_evaluate_in_the_viewer(qtbot, make_napari_viewer, monkey
     with qtbot.waitSignal(widget.job.finished, timeout=60000) as blocker:
         widget.job.run_button.click()
     assert blocker.args[0] == "done" and not shown
-    (summary,) = widget.viewer.layers["Errors [prediction]"].metadata["xaimed"]["summary"]
-    assert (summary["tp"], summary["fp"], summary["fn"], summary["pq"]) == (2, 0, 0, 1.0)
+    # two label values, each its own class (they were merged into one class silently before)
+    summaries = widget.viewer.layers["Errors [prediction]"].metadata["xaimed"]["summary"]
+    assert [s["class"] for s in summaries] == [str(2**40), str(2**41)]
+    for summary in summaries:
+        assert (summary["tp"], summary["fp"], summary["fn"], summary["pq"]) == (1, 0, 0, 1.0)
+    mean = widget.summary.rows[-1]
+    assert (mean["class"], mean["tp"], mean["fp"], mean["fn"], mean["pq"]) == (
+        "mean over classes", 2, 0, 0, 1.0)
     np.testing.assert_array_equal(viewer.layers["reference"].data, huge)
 
 

@@ -164,3 +164,87 @@ def test_lazy_layers_are_evaluated_slab_by_slab_as_in_memory(qtbot, widget, monk
     widget.voronoi.value = True
     widget.run()
     assert "read lazily" in shown[-1] and not widget.job.running
+
+
+def test_missed_reference_under_a_matched_prediction_is_shown(qtbot, widget):
+    """Issue 27 item 9: reference B (id 9) is missed, and lies under prediction P, which is
+    matched to A: the error map paints P there, the missed layer shows B, and selecting B's
+    row shows B alone in it and centres the view on it."""
+    viewer = widget.viewer
+    ref = np.zeros((12, 22, 24), np.int32)
+    pred = np.zeros_like(ref)
+    ref[2:10, 2:10, 2:10] = 4        # A
+    ref[2:10, 12:14, 2:10] = 9       # B
+    pred[2:10, 2:14, 2:10] = 3       # P over A and B (IoU with A 512/768)
+    ref[2:6, 16:20, 12:16] = 12      # C, missed, uncovered
+    viewer.add_labels(ref, name="merged ref", scale=(2.0, 1.0, 1.0))
+    viewer.add_labels(pred, name="merged pred", scale=(2.0, 1.0, 1.0))
+    widget.reference.value = viewer.layers["merged ref"]
+    widget.prediction.value = viewer.layers["merged pred"]
+    widget.instance_input.value = True
+    assert run(qtbot, widget) == "done"
+    rows = widget.instances.rows
+    (missed_b,) = [r for r in rows if r["status"] == "missed (FN)" and r["reference_ids"] == (9,)]
+    errors, missed = viewer.layers["Errors [merged pred]"], viewer.layers["Missed [merged pred]"]
+    assert np.all(errors.data[ref == 9] == 1)  # P's TP paints B's voxels
+    assert missed.contour > 0 and missed.visible
+    label_b = int(missed.data[2, 12, 2])
+    assert label_b and np.all(missed.data[ref == 9] == label_b)
+    assert np.all(missed.data[ref == 12] != 0) and np.all(missed.data[ref == 4] == 0)
+    features = missed.features.set_index("index")
+    assert features.loc[label_b, "reference_id"] == 9  # shown in the status bar on hover
+
+    widget.instances.table.selectRow(rows.index(missed_b))
+    assert missed.visible and missed.show_selected_label and missed.selected_label == label_b
+    world = np.array([5.5 * 2.0, 12.5, 5.5])  # B's centre of mass in mm
+    np.testing.assert_allclose(viewer.scene.camera.center[-3:], world)
+    assert viewer.dims.point[0] == pytest.approx(world[0], abs=1.0)
+    (tp_row,) = [r for r in rows if r["status"] == "matched"]
+    widget.instances.table.selectRow(rows.index(tp_row))
+    assert not missed.show_selected_label  # every missed reference shown again
+
+
+def test_label_values_are_classes_unless_asked(qtbot, widget):
+    """Issue 27 item 8: a semantic map with several values gets a class per value and the mean
+    over them by default, Panoptica's matching across values on request, and says which ran."""
+    viewer = widget.viewer
+    ref = np.zeros((10, 14, 10), np.uint8)
+    ref[2:8, 2:8, 2:8] = 1
+    ref[2:8, 8:11, 2:8] = 2       # touches value 1
+    pred = np.zeros_like(ref)
+    pred[2:8, 2:8, 2:8] = 1       # value 2 missed
+    viewer.add_labels(ref, name="two ref")
+    viewer.add_labels(pred, name="two pred")
+    widget.reference.value = viewer.layers["two ref"]
+    widget.prediction.value = viewer.layers["two pred"]
+    assert not widget.label_mode.native.isHidden() and widget.label_mode.value == "per_label"
+    assert run(qtbot, widget) == "done"
+    assert [r["class"] for r in widget.summary.rows] == ["1", "2", "mean over classes"]
+    assert [r["fn"] for r in widget.summary.rows] == [0, 1, 1]
+    assert widget.summary.rows[-1]["pq"] == pytest.approx(0.5)
+    assert "per_label" in widget.mode_line.text()
+    assert "Errors [two pred]" in viewer.layers and "Errors 1 [two pred]" not in viewer.layers
+    (missed_row,) = [r for r in widget.instances.rows if r["status"] == "missed (FN)"]
+    assert missed_row["class_name"] == "2"
+    missed = viewer.layers["Missed [two pred]"]
+    assert np.all(missed.data[ref == 2] != 0) and np.all(missed.data[ref == 1] == 0)
+    # both layers, one for all classes, are computed again from their provenance
+    from types import SimpleNamespace
+
+    from napari_xaimed._rerun import _evaluation
+
+    inputs = {"reference": SimpleNamespace(data=ref, spacing=(1.0, 1.0, 1.0)),
+              "prediction": SimpleNamespace(data=pred, spacing=(1.0, 1.0, 1.0))}
+    for layer in (viewer.layers["Errors [two pred]"], missed):
+        np.testing.assert_array_equal(layer.data, _evaluation(layer.metadata["xaimed"], inputs))
+
+    widget.label_mode.value = "panoptica"
+    assert run(qtbot, widget) == "done"
+    (summary,) = widget.summary.rows
+    # the two values' components are two references; one matched, value 2's missed
+    assert (summary["class"], summary["tp"], summary["fn"]) == ("all", 1, 1)
+    assert "panoptica" in widget.mode_line.text()
+    assert widget.summary.rows and viewer.layers["Errors [two pred]"].metadata["xaimed"][
+        "params"]["label_mode"] == "panoptica"
+    widget.instance_input.value = True
+    assert widget.label_mode.native.isHidden() and widget.params()["label_mode"] is None

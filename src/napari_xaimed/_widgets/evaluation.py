@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
 from napari.layers import Labels
-from qtpy.QtWidgets import QTabWidget
+from qtpy.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._layers import (
     add_or_update,
     error_layer,
     labels_layer,
+    missed_layer,
     output_name,
     source_geometry,
 )
@@ -30,6 +31,8 @@ from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed._widgets.cohort import CohortPanel
 from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
+from napari_xaimed.evaluation.errors import class_layers
+from napari_xaimed.evaluation.label_modes import LABEL_MODES, describe_label_mode
 from napari_xaimed.io_lazy import is_lazy
 
 INSTANCE_COLUMNS = ["class_name", "status", "reference_ids", "prediction_ids", "accepted",
@@ -117,6 +120,12 @@ class EvaluationWidget(XaimedWidget):
         self.instance_input = CheckBox(text="labels are instance ids", value=False)
         self.connectivity = ComboBox(label="connectivity", choices=[6, 18, 26], value=26,
                                      tooltip="Of the connected components of semantic labels")
+        self.label_mode = ComboBox(
+            label="label values", choices=list(LABEL_MODES), value="per_label",
+            tooltip="Semantic maps with several label values: per_label = each value its own "
+            "class (and the mean over classes); panoptica = components of each value, matched "
+            "across values as one class (as Panoptica); merged = all values one foreground. "
+            "Classes (JSON) group values themselves.")
         self.matching = ComboBox(label="matching", choices=list(MATCHINGS), value="one_to_one")
         self.assignment = ComboBox(label="assignment", choices=["greedy", "optimal"])
         self.metric = ComboBox(label="match metric", choices=["iou", "dice"], value="iou")
@@ -126,7 +135,7 @@ class EvaluationWidget(XaimedWidget):
         self.voronoi = CheckBox(text="Voronoi regions", value=False)
         self.tolerance = FloatSpinBox(label="NSD tolerance (mm)", value=1.0, min=0.0, max=50.0)
         self.form.extend([self.reference, self.prediction, self.instance_input, self.connectivity,
-                          self.matching,
+                          self.label_mode, self.matching,
                           self.assignment, self.metric, self.threshold, self.classes, self.parts,
                           self.voronoi, self.tolerance])
         for picker in (self.reference, self.prediction):
@@ -140,9 +149,18 @@ class EvaluationWidget(XaimedWidget):
         self.regions = ResultTable("voronoi regions")
         self.plot = CurvePlot("matching threshold", "quality")
         self.instances.on_select(self.go_to)
+        self.mode_line = QLabel("")
+        self.mode_line.setWordWrap(True)
+        summary_tab = QWidget()
+        summary_layout = QVBoxLayout(summary_tab)
+        summary_layout.setContentsMargins(0, 0, 0, 0)
+        summary_layout.addWidget(self.mode_line)
+        summary_layout.addWidget(self.summary)
+        # (class, reference id) of each missed reference -> its layer and label there
+        self._missed: dict[tuple[str, int], tuple[Any, int]] = {}
         self.tabs = QTabWidget()
         self.cohort = CohortPanel(self)
-        for widget, title in ((self.summary, "Summary"), (self.instances, "Instances"),
+        for widget, title in ((summary_tab, "Summary"), (self.instances, "Instances"),
                               (self.plot, "AUTC"), (self.regions, "Regions"),
                               (self.cohort, "Cohort")):
             self.tabs.addTab(widget, title)
@@ -158,6 +176,7 @@ class EvaluationWidget(XaimedWidget):
     def _show_fields(self, *_: Any) -> None:
         self.assignment.visible = self.matching.value == "one_to_one"
         self.connectivity.visible = not self.instance_input.value
+        self.label_mode.visible = not self.instance_input.value
 
     def update_info(self, *_: Any) -> None:
         self.info.value = grid_check(self.reference.value, self.prediction.value)
@@ -172,6 +191,7 @@ class EvaluationWidget(XaimedWidget):
             "threshold": float(self.threshold.value),
             "instance_input": bool(self.instance_input.value),
             "connectivity": int(self.connectivity.value),
+            "label_mode": None if self.instance_input.value else self.label_mode.value,
             "classes": parse_json(self.classes.value, "classes"),
             "parts": parse_json(self.parts.value, "parts"),
             "voronoi": bool(self.voronoi.value),
@@ -199,7 +219,8 @@ class EvaluationWidget(XaimedWidget):
             return
         inputs = PendingInputs(reference=ref_layer, prediction=pred_layer)
         curve_args = {k: params[k] for k in ("matching", "assignment", "match_metric",
-                                             "instance_input", "classes", "connectivity")}
+                                             "instance_input", "classes", "connectivity",
+                                             "label_mode")}
 
         def steps():
             inputs.complete()  # SHA-256 of the layers, off the GUI thread
@@ -216,12 +237,29 @@ class EvaluationWidget(XaimedWidget):
                               params=params, seconds=seconds,
                               summary=[c.summary() for c in result.classes.values()],
                               inputs=inputs.records)
-            for name, c in result.classes.items():
-                suffix = "" if len(result.classes) == 1 else f" {name}"
+            self._missed = {}
+            # each label value its own class: one error map and one missed layer for all (a
+            # voxel has one value, so the classes do not overlap); other classes one each
+            together = result.params.get("label_mode") == "per_label"
+            groups = ([(None, list(result.classes.values()))] if together else
+                      [(name, [c]) for name, c in result.classes.items()])
+            for name, members in groups:
+                suffix = "" if name is None or len(result.classes) == 1 else f" {name}"
+                errors, missed, entries = class_layers(members)
                 add_or_update(self.viewer, error_layer(
-                    c.error_map, output_name(f"Errors{suffix}", pred_layer.name), spacing,
+                    errors, output_name(f"Errors{suffix}", pred_layer.name), spacing,
                     translate=translate,
                     provenance={**prov, "output": "error_map", "class": name}))
+                layer = add_or_update(self.viewer, missed_layer(
+                    missed, entries, output_name(f"Missed{suffix}", pred_layer.name), spacing,
+                    translate=translate,
+                    provenance={**prov, "output": "missed_map", "class": name}))
+                layer.contour = 1
+                layer.show_selected_label = False
+                self._missed.update({entry: (layer, k)
+                                     for k, entry in enumerate(entries, start=1)})
+            for name, c in result.classes.items():
+                suffix = "" if len(result.classes) == 1 else f" {name}"
                 if c.region_map is not None:
                     add_or_update(self.viewer, labels_layer(
                         c.region_map, output_name(f"Voronoi regions{suffix}", ref_layer.name),
@@ -251,6 +289,7 @@ class EvaluationWidget(XaimedWidget):
             return evaluate_lazy(reference, prediction, spacing=spacing, **lazy_params)
 
         def done(result: Any, seconds: float) -> None:
+            self._missed = {}  # no missed layer for lazy layers: an older one is not this one's
             self.show(result, None)
             self.plot.plot([], {}, "no threshold curve for lazy layers")
 
@@ -259,7 +298,8 @@ class EvaluationWidget(XaimedWidget):
 
     def show(self, result: Any, curves: Any) -> None:
         """Fill the tables and the plot from a result."""
-        self.summary.set_rows([c.summary() for c in result.classes.values()])
+        self.summary.set_rows(result.summary_rows())
+        self.mode_line.setText(describe_label_mode(result.params))
         spacing = result.params.get("spacing") or self._geometry[0]
         voxel_mm3 = float(np.prod(spacing))
         rows = [entry for c in result.classes.values() for entry in instance_rows(c, voxel_mm3)]
@@ -277,7 +317,9 @@ class EvaluationWidget(XaimedWidget):
 
     def go_to(self, row: dict[str, Any]) -> None:
         """Centre the viewer on an instance (the centroid of its reference instances, or of a
-        false-positive prediction, in world coordinates)."""
+        false-positive prediction, in world coordinates); a missed reference is also shown
+        alone in its missed layer (the other rows show them all again)."""
+        self._show_missed(row)
         center = row.get("center_zyx")
         if center is None or any(np.isnan(center)):
             return
@@ -288,3 +330,18 @@ class EvaluationWidget(XaimedWidget):
         point[lead:] = world
         self.viewer.dims.point = tuple(point)
         self.viewer.scene.camera.center = tuple(world)
+
+    def _show_missed(self, row: dict[str, Any]) -> None:
+        """Select a missed row's reference in its missed layer and show it alone there."""
+        found = None
+        if row.get("status") == MISSED and row.get("reference_ids"):
+            found = self._missed.get((row.get("class_name"), int(row["reference_ids"][0])))
+        for layer in {id(lay): lay for lay, _ in self._missed.values()}.values():
+            if layer not in self.viewer.layers:
+                continue
+            if found is not None and found[0] is layer:
+                layer.visible = True
+                layer.selected_label = found[1]
+                layer.show_selected_label = True
+            else:
+                layer.show_selected_label = False

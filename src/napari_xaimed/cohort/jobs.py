@@ -131,7 +131,10 @@ class EvaluationJob:
                               **self.params)
         except Exception as exc:  # a bad case is a row of the table, not the end of the run
             return CaseOutcome.failed(describe_failure(exc), time.perf_counter() - start)
-        rows = [c.summary() for c in result.classes.values()]
+        # which label mode ran (each label value its own class, Panoptica's, merged...), on
+        # every row, and the mean over classes where each value is its own class
+        mode = result.params.get("label_mode")
+        rows = [{**row, "label_mode": mode} for row in result.summary_rows()]
         instances = [_instance_row(r) for c in result.classes.values() for r in c.rows]
         return CaseOutcome(status="ok", rows=rows, instances=instances,
                            seconds=time.perf_counter() - start, worker=socket.gethostname())

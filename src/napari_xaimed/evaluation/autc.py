@@ -9,7 +9,9 @@ import numpy as np
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed.evaluation.footprints import scan
-from napari_xaimed.evaluation.panoptic import _class_values, check_pair, class_maps, match_table
+from napari_xaimed.evaluation.instances import label_values
+from napari_xaimed.evaluation.label_modes import label_plan
+from napari_xaimed.evaluation.panoptic import check_pair, class_maps, match_table
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
 
@@ -26,11 +28,12 @@ class AUTCResult:
     curves: dict[str, dict[str, np.ndarray]]
     area: dict[str, dict[str, float]]
     counts: dict[str, list[tuple[int, int, int]]]
+    label_mode: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds.tolist(),
                 "curves": {c: {m: v.tolist() for m, v in d.items()} for c, d in self.curves.items()},
-                "area": self.area, "counts": self.counts}
+                "area": self.area, "counts": self.counts, "label_mode": self.label_mode}
 
 
 def area_under(thresholds: np.ndarray, values: np.ndarray) -> float:
@@ -54,6 +57,7 @@ def autc(
     match_metric: str = "iou",
     instance_input: bool = False,
     classes: Any = None,
+    label_mode: str | None = None,
     assignment: str = "greedy",
     strict: bool = False,
     connectivity: int = 26,
@@ -69,12 +73,14 @@ def autc(
         As for :func:`~napari_xaimed.evaluation.evaluate`.
     thresholds : sequence of float, optional
         Sorted values in [0, 1]; default ``0, 0.1, ..., 1``.
-    matching, match_metric, instance_input, classes, assignment, strict, connectivity
-        As for :func:`~napari_xaimed.evaluation.evaluate`.
+    matching, match_metric, instance_input, classes, label_mode, assignment, strict, connectivity
+        As for :func:`~napari_xaimed.evaluation.evaluate` (the same classes: by default a curve
+        per label value of a semantic map).
 
     Returns
     -------
     AUTCResult
+        ``label_mode``: the mode that ran, as in ``evaluate``'s ``params``.
     """
     reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric,
                                        signs=not instance_input)
@@ -82,11 +88,14 @@ def autc(
     t = np.round(np.linspace(0.0, 1.0, 11), 12) if thresholds is None else np.asarray(thresholds, float)
     if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 1:
         raise XaimedError("thresholds must be at least two increasing values within [0, 1].")
+    plan = label_plan(label_mode, classes, instance_input=instance_input,
+                      values=lambda: label_values(reference, prediction))
     curves, areas, counts = {}, {}, {}
-    for name, values in _class_values(classes).items():
+    for name, values in plan.classes.items():
         ref_map, ref_ids, pred_map, pred_ids, scanned = class_maps(
             reference, prediction, values, instance_input=instance_input,
-            connectivity=connectivity, read_ids=instance_input)
+            connectivity=connectivity, read_ids=instance_input,
+            values_apart=plan.values_apart)
         table = (scanned.table if scanned is not None
                  else scan(ref_map, pred_map, len(ref_ids), len(pred_ids))[0])
         scores = table.scores(match_metric)
@@ -102,4 +111,5 @@ def autc(
         curves[name] = {"pq": np.array(pq), "sq": np.array(sq), "rq": np.array(rq)}
         areas[name] = {m: area_under(t, v) for m, v in curves[name].items()}
         counts[name] = cnt
-    return AUTCResult(thresholds=t, curves=curves, area=areas, counts=counts)
+    return AUTCResult(thresholds=t, curves=curves, area=areas, counts=counts,
+                      label_mode=plan.mode)

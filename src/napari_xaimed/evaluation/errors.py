@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,6 +11,7 @@ from napari_xaimed.evaluation.matching import Group
 
 if TYPE_CHECKING:
     from napari_xaimed.evaluation.footprints import VoxelCrops
+    from napari_xaimed.evaluation.panoptic import ClassResult
 
 #: Values of the error map and what they mean.
 ERROR_CODES = {1: "TP", 2: "FP", 3: "FN", 4: "merged fragment"}
@@ -62,3 +64,107 @@ def sparse_error_map(crops: VoxelCrops, pred_sizes: np.ndarray, n_ref: int,
                                  for k in missed])
         flat[voxels[flat[voxels] == 0]] = FN
     return out
+
+
+def _id_dtype(highest: int) -> type:
+    if highest < 2**16:
+        return np.uint16
+    return np.uint32 if highest < 2**32 else np.int64
+
+
+def missed_map(ref_map: np.ndarray, missed: list[int], ids: np.ndarray) -> np.ndarray:
+    """Every voxel of the missed (FN) references, by original id, whatever covers them.
+
+    The error map paints a voxel by the prediction first, so a missed reference under a
+    prediction matched to another reference shows that prediction's code there; this map
+    shows the reference itself.
+
+    Parameters
+    ----------
+    ref_map : numpy.ndarray
+        The compact reference map (numbers ``1..n``).
+    missed : list of int
+        Compact numbers of the missed references.
+    ids : numpy.ndarray
+        Original id of each compact number (``ids[0]`` = 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint16, uint32 or int64 (the smallest that holds the ids); 0 elsewhere.
+    """
+    highest = int(ids[missed].max()) if missed else 0
+    lut = np.zeros(len(ids), _id_dtype(highest))
+    lut[missed] = ids[missed]
+    return lut[ref_map]
+
+
+def sparse_missed_map(crops: VoxelCrops, missed: list[int], ids: np.ndarray) -> np.ndarray:
+    """:func:`missed_map` from the instances' voxel lists."""
+    highest = int(ids[missed].max()) if missed else 0
+    out = np.zeros(crops.shape, _id_dtype(highest))
+    flat = out.reshape(-1)
+    starts = crops.ref_starts
+    for k in missed:
+        flat[crops.ref_index[starts[k]:starts[k + 1]]] = ids[k]
+    return out
+
+
+def combine_error_maps(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """One error map of several classes whose prediction values are disjoint (each label value
+    its own class): every class's prediction codes first, then FN where none is."""
+    out = np.zeros(maps[0].shape, np.uint8)
+    for codes in maps:
+        painted = (codes != 0) & (codes != FN)
+        out[painted] = codes[painted]
+    for codes in maps:
+        out[(out == 0) & (codes == FN)] = FN
+    return out
+
+
+def combine_missed_maps(classes: Sequence[ClassResult]
+                        ) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """The missed references of several classes as one label map.
+
+    Label ``k`` (from 1) is the ``k``-th entry ``(class name, reference id)`` of the list
+    returned with it: classes in order, each class's ``missed_reference_ids`` in order.
+    Reference ids of different classes may be equal (component numbers); the labels are not.
+
+    Parameters
+    ----------
+    classes : sequence of ClassResult
+        Evaluated with ``keep_maps=True``.
+
+    Returns
+    -------
+    (numpy.ndarray, list of (str, int))
+    """
+    entries = [(c.name, int(rid)) for c in classes for rid in c.missed_reference_ids]
+    out = np.zeros(classes[0].missed_map.shape, _id_dtype(len(entries)))
+    flat, offset = out.reshape(-1), 0
+    for c in classes:
+        ids = np.asarray(c.missed_reference_ids, np.int64)
+        if ids.size:
+            where = np.flatnonzero(c.missed_map)
+            order = np.argsort(ids, kind="stable")
+            found = np.searchsorted(ids[order], c.missed_map.reshape(-1)[where])
+            flat[where] = offset + 1 + order[found]
+        offset += ids.size
+    return out, entries
+
+
+def class_layers(classes: Sequence[ClassResult]
+                 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int]]]:
+    """What the error layers show for some classes evaluated with ``keep_maps=True``.
+
+    Returns the error map (:func:`combine_error_maps` of the classes', or the one class's
+    own), the missed-reference labels and their ``(class, reference id)`` entries
+    (:func:`combine_missed_maps`). Every TP, FP and FN row of the classes' tables is in them
+    with its own category: TP and FP groups by their prediction voxels in the error map, each
+    missed reference by all its voxels in the missed labels (also where a prediction, matched
+    to another reference, covers it and the error map shows that prediction).
+    """
+    errors = (classes[0].error_map if len(classes) == 1
+              else combine_error_maps([c.error_map for c in classes]))
+    missed, entries = combine_missed_maps(classes)
+    return errors, missed, entries

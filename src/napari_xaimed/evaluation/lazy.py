@@ -32,13 +32,14 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import run_steps
 from napari_xaimed._validate import as_spacing
 from napari_xaimed.evaluation.footprints import Box, LabelScan
+from napari_xaimed.evaluation.instances import label_values
+from napari_xaimed.evaluation.label_modes import label_plan
 from napari_xaimed.evaluation.matching import check_matching
 from napari_xaimed.evaluation.overlap import OverlapTable
 from napari_xaimed.evaluation.panoptic import (
     DISTANCE_METRICS,
     MATCH_METRICS,
     PanopticResult,
-    _class_values,
     evaluate_class_steps,
 )
 from napari_xaimed.evaluation.slab_distances import slab_distance_metrics
@@ -294,17 +295,38 @@ def scan_lazy(reference: Any, prediction: Any, selected: np.ndarray | None = Non
 
 
 def _components(labels: Any, values: list[int] | None, out: Path, connectivity: int,
-                slab: int | None) -> Any:
-    """Connected components of the class's voxels of a semantic map, in a Zarr store."""
+                slab: int | None, values_apart: bool = False) -> Any:
+    """Connected components of the class's voxels of a semantic map, in a Zarr store
+    (``values_apart``: the components of each label value kept apart)."""
     import dask.array as da
 
     from napari_xaimed.segmentation.lazy import label_lazy
 
     lazy = labels if hasattr(labels, "map_blocks") else da.from_array(
         labels, chunks=(slab or max(1, int(labels.shape[0]) // 8), *labels.shape[1:]))
-    mask = lazy != 0 if values is None else da.isin(lazy, np.asarray(values))
-    components, _ = label_lazy(mask, out, connectivity=connectivity, slab=slab)
+    if values_apart:
+        mask = lazy if values is None else da.where(da.isin(lazy, np.asarray(values)), lazy, 0)
+    else:
+        mask = lazy != 0 if values is None else da.isin(lazy, np.asarray(values))
+    components, _ = label_lazy(mask, out, connectivity=connectivity, slab=slab,
+                               values_apart=values_apart)
     return components
+
+
+def label_values_lazy(reference: Any, prediction: Any, slab: int | None = None) -> np.ndarray:
+    """The sorted nonzero label values of two maps, slab by slab (negative labels refused)."""
+    found = [np.zeros(0, np.int64)]
+    for array, name in ((reference, "reference"), (prediction, "prediction")):
+        shape = tuple(int(n) for n in array.shape)
+        planes = int(slab) if slab else slab_size(shape, np.dtype(array.dtype).itemsize,
+                                                  chunks_of(array), SLAB_BYTES)
+        for start, stop in z_slabs(shape[0], planes):
+            block = read_slab(array, start, stop)
+            if np.issubdtype(block.dtype, np.signedinteger) and block.size and block.min() < 0:
+                raise XaimedError(f"{name} has negative labels ({block.min()}): labels must "
+                                  "be >= 0.")
+            found.append(label_values(block))
+    return np.unique(np.concatenate(found))
 
 
 def evaluate_lazy(
@@ -317,6 +339,7 @@ def evaluate_lazy(
     match_metric: str = "iou",
     instance_input: bool = False,
     classes: Any = None,
+    label_mode: str | None = None,
     assignment: str = "greedy",
     strict: bool = False,
     connectivity: int = 26,
@@ -339,9 +362,11 @@ def evaluate_lazy(
     reference, prediction : array-like
         3D integer label maps of one shape: dask (e.g. ``read_volume("ref.zarr").data``),
         zarr, memory map or numpy.
-    spacing, matching, threshold, match_metric, instance_input, classes, assignment, strict,
-    connectivity, metrics, nsd_tolerance_mm
-        As for :func:`~napari_xaimed.evaluation.evaluate`.
+    spacing, matching, threshold, match_metric, instance_input, classes, label_mode,
+    assignment, strict, connectivity, metrics, nsd_tolerance_mm
+        As for :func:`~napari_xaimed.evaluation.evaluate`; the default ``label_mode``
+        (each label value its own class) first reads the maps once, slab by slab, for the
+        label values present.
     slab : int, optional
         Planes per slab (of the scan and of the surface distances).
     workdir : str or pathlib.Path, optional
@@ -385,19 +410,21 @@ def evaluate_lazy(
     if unknown:
         raise XaimedError(f"unknown metrics {sorted(unknown)}: choose from {DISTANCE_METRICS}.")
     spacing = as_spacing(spacing)
+    plan = label_plan(label_mode, classes, instance_input=instance_input,
+                      values=lambda: label_values_lazy(reference, prediction, slab))
     params = {"spacing": spacing, "matching": matching, "threshold": float(threshold),
               "match_metric": match_metric, "instance_input": instance_input,
               "classes": classes, "assignment": assignment, "strict": strict,
               "connectivity": connectivity, "metrics": list(metrics),
               "nsd_tolerance_mm": nsd_tolerance_mm, "parts": None, "voronoi": False,
-              "lazy": True}
+              "label_mode": plan.mode, "label_values": plan.values, "lazy": True}
     # semantic input: components in a fresh folder (inside workdir), removed at the end
     temporary = None if instance_input else tempfile.TemporaryDirectory(
         prefix="xaimed-eval-", dir=None if workdir is None else str(workdir))
     folder = Path(temporary.name) if temporary is not None else Path(".")
     try:
         results = {}
-        for index, (name, values) in enumerate(_class_values(classes).items()):
+        for index, (name, values) in enumerate(plan.classes.items()):
             if instance_input:
                 selected = (None if values is None
                             else np.asarray(sorted(set(values)), np.int64))
@@ -405,9 +432,9 @@ def evaluate_lazy(
             else:
                 selected = None
                 ref_map = _components(reference, values, folder / f"reference-{index}.zarr",
-                                      connectivity, slab)
-                pred_map = _components(prediction, values,
-                                       folder / f"prediction-{index}.zarr", connectivity, slab)
+                                      connectivity, slab, plan.values_apart)
+                pred_map = _components(prediction, values, folder / f"prediction-{index}.zarr",
+                                       connectivity, slab, plan.values_apart)
             scanned = scan_lazy(ref_map, pred_map, selected, slab)
             results[name] = run_steps(evaluate_class_steps(
                 name, ref_map, scanned.ref_ids, pred_map, scanned.pred_ids, spacing=spacing,

@@ -16,9 +16,20 @@ from napari_xaimed.evaluation.distances import (
     distance_metrics,
     grouped_distance_metrics,
 )
-from napari_xaimed.evaluation.errors import error_map, sparse_error_map
+from napari_xaimed.evaluation.errors import (
+    error_map,
+    missed_map,
+    sparse_error_map,
+    sparse_missed_map,
+)
 from napari_xaimed.evaluation.footprints import LabelScan, VoxelCrops, scan, scan_labels
-from napari_xaimed.evaluation.instances import check_signs, class_instances, selected_values
+from napari_xaimed.evaluation.instances import (
+    check_signs,
+    class_instances,
+    label_values,
+    selected_values,
+)
+from napari_xaimed.evaluation.label_modes import label_plan, mean_over_classes
 from napari_xaimed.evaluation.matching import (
     Counts,
     check_matching,
@@ -73,6 +84,10 @@ class ClassResult:
     ``sq`` is the mean matching metric over TPs; ``pq = sq * rq``; ``rq = TP / (TP + FP/2 + FN/2)``.
     Conventions for empty inputs: both empty gives NaN for all three; one empty (or no TP) gives
     0 with the counts right. Distance means (``mean_hd95`` etc.) are NaN when there is no TP.
+
+    With ``keep_maps``: ``error_map`` (codes of :data:`~napari_xaimed.evaluation.errors.
+    ERROR_CODES`, prediction side first) and ``missed_map``, every voxel of each missed
+    reference (FN) holding its original id, also where a prediction covers it.
     """
 
     name: str
@@ -92,6 +107,7 @@ class ClassResult:
     false_positive_voxels: dict[int, int] = field(default_factory=dict)
     false_positive_centres: dict[int, tuple[float, float, float]] = field(default_factory=dict)
     error_map: np.ndarray | None = field(default=None, repr=False)
+    missed_map: np.ndarray | None = field(default=None, repr=False)
     part_sq: dict[str, float] = field(default_factory=dict)
     part_pq: dict[str, float] = field(default_factory=dict)
     part_aware_pq: float = math.nan
@@ -131,9 +147,25 @@ class PanopticResult:
     def __getitem__(self, name: str) -> ClassResult:
         return self.classes[name]
 
+    def mean_over_classes(self) -> dict[str, Any] | None:
+        """With ``label_mode="per_label"`` (each label value its own class): the summary row
+        over the classes (:func:`~napari_xaimed.evaluation.label_modes.mean_over_classes`:
+        counts summed, PQ/SQ/RQ and mean metrics averaged over classes); None otherwise."""
+        if self.params.get("label_mode") != "per_label" or len(self.classes) < 2:
+            return None
+        return mean_over_classes([c.summary() for c in self.classes.values()])
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One summary row per class, then the mean over classes where there is one."""
+        rows = [c.summary() for c in self.classes.values()]
+        mean = self.mean_over_classes()
+        return rows + ([mean] if mean is not None else [])
+
     def to_dict(self) -> dict[str, Any]:
+        mean = self.mean_over_classes()
         return {
             "params": self.params,
+            **({"mean_over_classes": mean} if mean is not None else {}),
             "classes": {
                 name: {**c.summary(), "rows": [asdict(r) for r in c.rows],
                        "missed_reference_ids": c.missed_reference_ids,
@@ -147,10 +179,11 @@ class PanopticResult:
         }
 
     def to_dataframe(self):
-        """One row per class: counts, PQ/SQ/RQ and mean per-instance metrics."""
+        """One row per class: counts, PQ/SQ/RQ and mean per-instance metrics; then, with
+        ``label_mode="per_label"``, the row ``"mean over classes"``."""
         import pandas as pd
 
-        return pd.DataFrame([c.summary() for c in self.classes.values()])
+        return pd.DataFrame(self.summary_rows())
 
     def instances_dataframe(self):
         """One row per matched group over all classes."""
@@ -197,21 +230,6 @@ def check_pair(reference: Any, prediction: Any, matching: str, assignment: str,
     if match_metric not in MATCH_METRICS:
         raise XaimedError(f"match_metric must be 'iou' or 'dice', got {match_metric!r}.")
     return reference, prediction
-
-
-def _class_values(classes: Any) -> dict[str, list[int] | None]:
-    if classes is None:
-        return {"all": None}
-    if isinstance(classes, dict):
-        out = {}
-        for name, values in classes.items():
-            vals = [values] if isinstance(values, int | np.integer) else list(values)
-            if not vals or any(int(v) <= 0 for v in vals):
-                raise XaimedError(f"class {name!r} needs positive label values, got {values!r}.")
-            out[str(name)] = [int(v) for v in vals]
-        return out
-    vals = [int(v) for v in classes]
-    return {str(v): [v] for v in vals}
 
 
 def evaluate_class_steps(
@@ -308,11 +326,15 @@ def evaluate_class_steps(
     missed_centres = crops.centres("reference", missed) if missed else np.zeros((0, 3))
     fp_centres = crops.centres("prediction", false_pos) if false_pos else np.zeros((0, 3))
     yield Progress(len(groups), len(groups), f"{name}: done")
-    errors = None
+    errors = missed_ids = None
     if keep_maps:
+        sparse = isinstance(crops, VoxelCrops)
         errors = (sparse_error_map(crops, table.pred_sizes, table.n_ref, counts.accepted)
-                  if isinstance(crops, VoxelCrops) else
+                  if sparse else
                   error_map(ref_map, pred_map, table.n_ref, table.n_pred, counts.accepted))
+        ids = np.asarray(ref_id, np.int64)
+        missed_ids = (sparse_missed_map(crops, missed, ids) if sparse
+                      else missed_map(ref_map, missed, ids))
     result = ClassResult(
         name=name, tp=counts.tp, fp=counts.fp, fn=counts.fn, pq=counts.pq, sq=counts.sq,
         rq=counts.rq, n_reference=table.n_ref, n_prediction=table.n_pred, rows=rows,
@@ -325,6 +347,7 @@ def evaluate_class_steps(
         false_positive_centres={pred_id[p]: _point(c)
                                 for p, c in zip(false_pos, fp_centres, strict=True)},
         error_map=errors,
+        missed_map=missed_ids,
     )
     if part_spec:
         _summarise_parts(result, part_spec)
@@ -384,7 +407,8 @@ def _summarise_parts(result: ClassResult, part_spec: dict[str, list[int]]) -> No
 
 
 def class_maps(reference: np.ndarray, prediction: np.ndarray, values: list[int] | None, *,
-               instance_input: bool, connectivity: int, read_ids: bool
+               instance_input: bool, connectivity: int, read_ids: bool,
+               values_apart: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, LabelScan | None]:
     """The maps, ids and (``read_ids``, for instance input) the :class:`LabelScan` of one class.
 
@@ -393,6 +417,7 @@ def class_maps(reference: np.ndarray, prediction: np.ndarray, values: list[int] 
     they are; when that does not apply (dense maps) or without it, compact maps are built
     (:func:`~napari_xaimed.evaluation.instances.class_instances`) and the scan is None.
     The maps' signs are checked here when ``read_ids`` (``check_pair(signs=False)``).
+    ``values_apart``: semantic input's components of each label value are kept apart.
     """
     if read_ids and instance_input:
         # contiguous, so the flat indices of the scan address the maps without copies later
@@ -404,9 +429,9 @@ def class_maps(reference: np.ndarray, prediction: np.ndarray, values: list[int] 
         check_signs(reference, "reference")
         check_signs(prediction, "prediction")
     ref_map, ref_ids = class_instances(reference, values, instance_input=instance_input,
-                                       connectivity=connectivity)
+                                       connectivity=connectivity, values_apart=values_apart)
     pred_map, pred_ids = class_instances(prediction, values, instance_input=instance_input,
-                                         connectivity=connectivity)
+                                         connectivity=connectivity, values_apart=values_apart)
     return ref_map, ref_ids, pred_map, pred_ids, None
 
 
@@ -434,6 +459,7 @@ def evaluate_steps(
     match_metric: str = "iou",
     instance_input: bool = False,
     classes: Any = None,
+    label_mode: str | None = None,
     parts: Any = None,
     voronoi: bool = False,
     assignment: str = "greedy",
@@ -458,20 +484,24 @@ def evaluate_steps(
     if part_specs and instance_input:
         raise XaimedError("part-aware evaluation reads things and parts from semantic label "
                           "maps: pass the semantic maps with instance_input=False.")
+    plan = label_plan(label_mode, classes, instance_input=instance_input,
+                      parts_only=bool(part_specs) and classes is None,
+                      values=lambda: label_values(reference, prediction))
     params = {"spacing": spacing, "matching": matching, "threshold": float(threshold),
               "match_metric": match_metric, "instance_input": instance_input,
               "classes": classes, "assignment": assignment, "strict": strict,
               "connectivity": connectivity, "metrics": list(metrics),
-              "nsd_tolerance_mm": nsd_tolerance_mm, "parts": parts, "voronoi": voronoi}
+              "nsd_tolerance_mm": nsd_tolerance_mm, "parts": parts, "voronoi": voronoi,
+              "label_mode": plan.mode, "label_values": plan.values}
     results = {}
-    class_values = _class_values(classes) if (classes is not None or not part_specs) else {}
-    jobs = [(name, values, None) for name, values in class_values.items()]
+    jobs = [(name, values, None) for name, values in plan.classes.items()]
     jobs += [(name, spec["thing"], spec["parts"]) for name, spec in part_specs.items()]
     for name, values, part_spec in jobs:
         yield Progress(0, 1, f"{name}: finding instances")
         ref_map, ref_ids, pred_map, pred_ids, scanned = class_maps(
             reference, prediction, values, instance_input=instance_input,
-            connectivity=connectivity, read_ids=read_ids)
+            connectivity=connectivity, read_ids=read_ids,
+            values_apart=plan.values_apart and part_spec is None)
         results[name] = yield from evaluate_class_steps(
             name, ref_map, ref_ids, pred_map, pred_ids, spacing=spacing, matching=matching,
             threshold=float(threshold), match_metric=match_metric, assignment=assignment,
@@ -499,7 +529,19 @@ def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> Pa
     instance_input : bool
     classes : dict, list or None
         ``{"lesion": [1, 2]}`` groups label values into evaluated classes; a list evaluates each
-        value as its own class; None evaluates all nonzero labels as one class ``"all"``.
+        value as its own class; None: as ``label_mode`` says.
+    label_mode : {"per_label", "panoptica", "merged"} or None
+        Semantic maps with several label values (see
+        :mod:`~napari_xaimed.evaluation.label_modes`): ``"per_label"`` (None, the default)
+        evaluates each value found as its own class (named by the value) and adds the mean
+        over classes (:meth:`PanopticResult.mean_over_classes`); ``"panoptica"`` keeps each
+        value's components apart and matches them across values as one class ``"all"``
+        (Panoptica's semantic evaluation without class groups); ``"merged"`` takes the
+        components of all nonzero voxels together (one class ``"all"``). With ``classes``
+        the groups are the classes and ``"panoptica"`` keeps their values' components apart.
+        A map pair with one nonzero value is one class ``"all"`` in every mode. Not for
+        instance input. ``params["label_mode"]`` of the result says which mode ran
+        (``"binary"`` and ``"instances"`` included).
     assignment : {"greedy", "optimal"}
         one_to_one only: greedy by descending score, or the maximum total score.
     connectivity : {6, 18, 26}
@@ -516,8 +558,10 @@ def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> Pa
         Also assign every voxel to its nearest reference instance (mm) and evaluate the
         prediction inside each region (``ClassResult.regions``).
     keep_maps : bool
-        Keep the error map (see :data:`~napari_xaimed.evaluation.errors.ERROR_CODES`) and the
-        Voronoi region map (original reference ids) on each class result, for display.
+        Keep the error map (see :data:`~napari_xaimed.evaluation.errors.ERROR_CODES`), the
+        missed-reference map (every voxel of each FN reference, by its original id, also
+        under a prediction) and the Voronoi region map (original reference ids) on each class
+        result, for display.
 
     Returns
     -------

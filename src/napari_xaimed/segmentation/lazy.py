@@ -252,8 +252,10 @@ def _otsu_steps(volume: Any, classes: int, nbins: int, slab: int | None) -> Step
 _RANK = {6: 1, 18: 2, 26: 3}
 
 
-def _boundary_pairs(above: np.ndarray, below: np.ndarray, connectivity: int) -> np.ndarray:
-    """``(n, 2)`` pairs of labels (nonzero) that touch across two consecutive planes."""
+def _boundary_pairs(above: np.ndarray, below: np.ndarray, connectivity: int,
+                    values: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``(n, 2)`` pairs of labels (nonzero) that touch across two consecutive planes; with
+    ``values`` (the two planes' label values) only where the values are equal."""
     if connectivity == 6:
         shifts = [(0, 0)]
     elif connectivity == 18:
@@ -266,6 +268,10 @@ def _boundary_pairs(above: np.ndarray, below: np.ndarray, connectivity: int) -> 
         a = above[max(0, -dy):ny - max(0, dy), max(0, -dx):nx - max(0, dx)]
         b = below[max(0, dy):ny - max(0, -dy), max(0, dx):nx - max(0, -dx)]
         both = (a > 0) & (b > 0)
+        if values is not None:
+            va = values[0][max(0, -dy):ny - max(0, dy), max(0, -dx):nx - max(0, dx)]
+            vb = values[1][max(0, dy):ny - max(0, -dy), max(0, dx):nx - max(0, -dx)]
+            both &= va == vb
         if both.any():
             found.append(np.stack([a[both], b[both]], axis=1).astype(np.int64))
     if not found:
@@ -277,14 +283,20 @@ def _boundary_pairs(above: np.ndarray, below: np.ndarray, connectivity: int) -> 
 
 def _label_slabs(read_mask: Callable[[int, int], np.ndarray], shape: tuple[int, int, int],
                  out: Any, planes: int, spacing: tuple[float, float, float],
-                 min_size_mm3: float, connectivity: int) -> Steps[int]:
+                 min_size_mm3: float, connectivity: int, values_apart: bool = False
+                 ) -> Steps[int]:
     """Label a mask given slab by slab into the zarr array ``out``; returns the count.
 
+    ``values_apart``: ``read_mask`` gives label values, whose components are kept apart
+    (:func:`~napari_xaimed.evaluation.instances.value_components`).
     A step per slab of each of its two passes (components, then final numbers)."""
     from scipy import sparse
     from scipy.sparse.csgraph import connected_components as graph_components
 
-    from napari_xaimed.evaluation.instances import connected_components
+    from napari_xaimed.evaluation.instances import connected_components, value_components
+
+    label = value_components if values_apart else connected_components
+    last_values = None
 
     # pass 1: components per slab, provisional ids offset to be unique, written to ``out``;
     # the pairs of provisional ids that touch across slab boundaries; their sizes
@@ -292,15 +304,21 @@ def _label_slabs(read_mask: Callable[[int, int], np.ndarray], shape: tuple[int, 
     depth = shape[0]
     for start, stop in z_slabs(depth, planes):
         yield Progress(start, 2 * depth, f"components: planes {start}-{stop - 1}")
-        local, n = connected_components(read_mask(start, stop), connectivity)
+        block = read_mask(start, stop)
+        local, n = label(block, connectivity)
+        # the values of the slab's first and last planes, to join components across slabs
+        ends = (block[0].copy(), block[-1].copy()) if values_apart else None
+        del block
         sizes.append(np.bincount(local.ravel(), minlength=n + 1)[1:].astype(np.int64))
         provisional = local.astype(_LABEL_DTYPE)
         del local
         if n:
             provisional[provisional > 0] += _LABEL_DTYPE(offset)
         if last is not None:
-            edges.append(_boundary_pairs(last, provisional[0], connectivity))
+            edges.append(_boundary_pairs(last, provisional[0], connectivity,
+                                         (last_values, ends[0]) if ends else None))
         last = provisional[-1].copy()
+        last_values = ends[1] if ends else None
         out[start:stop] = provisional
         del provisional
         offset += n
@@ -352,6 +370,7 @@ def label_lazy(
     origin: tuple[float, float, float] | None = None,
     slab: int | None = None,
     overwrite: bool = False,
+    values_apart: bool = False,
 ):
     """Connected components of a mask larger than memory, written to a Zarr store.
 
@@ -375,6 +394,10 @@ def label_lazy(
     slab : int, optional
         Planes per slab (default: about 32 MB of mask voxels, a multiple of its z chunk).
     overwrite : bool
+    values_apart : bool
+        ``mask`` holds label values whose components are kept apart: voxels of different
+        values never join one instance (as
+        :func:`~napari_xaimed.evaluation.instances.value_components` in memory).
 
     Returns
     -------
@@ -389,8 +412,14 @@ def label_lazy(
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
     planes = _planes(mask, slab)
     array = _output(out, shape, _LABEL_DTYPE, spacing, origin, planes, overwrite)
-    n = run_steps(_label_slabs(lambda a, b: read_slab(mask, a, b) != 0, shape, array, planes,
-                               spacing, float(min_size_mm3), int(connectivity)))
+    if values_apart:
+        def read(a: int, b: int) -> np.ndarray:
+            return read_slab(mask, a, b)
+    else:
+        def read(a: int, b: int) -> np.ndarray:
+            return read_slab(mask, a, b) != 0
+    n = run_steps(_label_slabs(read, shape, array, planes, spacing, float(min_size_mm3),
+                               int(connectivity), values_apart))
     return da.from_zarr(array), n
 
 
