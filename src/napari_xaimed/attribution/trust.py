@@ -6,8 +6,9 @@ importable callable, which is built only with ``trust=True``. A MONAI bundle's c
 (``json``/``yaml.safe_load``, its ``%`` macros expanded) and walked from ``network_def``,
 following its ``@`` references, before MONAI builds anything: every ``$`` expression on that
 path, every ``$import`` anywhere in the file (MONAI runs them all when it builds any item), a
-``_target_`` that is not a class of ``monai.networks.nets`` and a ``_mode_``/``_debug_`` that
-would start the debugger are code from the file, built only with ``trust=True``.
+``_target_`` that is not a class of ``monai.networks.nets``, a ``_mode_`` other than
+``"default"`` and a ``_debug_`` (it starts the debugger) are code from the file, built only with
+``trust=True``.
 """
 
 from __future__ import annotations
