@@ -331,7 +331,8 @@ def run_segment(args: argparse.Namespace) -> int:
     for flag, key, value in ((args.fill_holes, "fill_holes", True),
                              (args.no_instances, "instances", False),
                              (args.unseeded, "reproducible", False),
-                             (args.largest_component, "largest_component", True)):
+                             (args.largest_component, "largest_component", True),
+                             (args.trust, "trust", True)):
         if flag:
             params[key] = value
     if params.get("roi_size") is not None and len(params["roi_size"]) == 1:
@@ -372,7 +373,11 @@ def run_segment(args: argparse.Namespace) -> int:
 #: the methods a lazy input (a Zarr, or a NIfTI with --lazy) is segmented with slab by slab
 LAZY_METHODS = ("otsu", "threshold", "model")
 MODEL_LAZY_OPTIONS = {"roi_size", "overlap", "sw_batch_size", "device", "output", "threshold",
-                      "channel"}
+                      "channel", "trust"}
+#: help of ``--trust``, on every command that loads a model
+TRUST_HELP = ("run the code the model file names (a 'module:Class' network, a bundle's $ "
+              "expressions or _target_ outside monai.networks.nets): only for files you trust; "
+              "without it such a file is refused before any of it runs")
 
 
 def _segment_lazy(args: argparse.Namespace, image: Any, params: dict[str, Any]) -> int:
@@ -515,6 +520,7 @@ def _segment_parser(sub: Any) -> None:
                      help="model: keep only the largest connected component")
     seg.add_argument("--model-spacing", type=float, nargs=3,
                      help="model: the voxel size (mm) it was trained at; resampled and back")
+    seg.add_argument("--trust", action="store_true", help=f"model: {TRUST_HELP}")
 
 
 def main(argv: list[str] | None = None) -> int:

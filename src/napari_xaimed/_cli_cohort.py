@@ -48,6 +48,7 @@ def _common(parser: argparse.ArgumentParser, columns: str) -> None:
 
 def add_parsers(sub: Any) -> None:
     """Register the ``evaluate``, ``attribute`` and ``embed`` subcommands."""
+    from napari_xaimed._cli import TRUST_HELP
     from napari_xaimed.evaluation import DISTANCE_METRICS, MATCHINGS
     from napari_xaimed.evaluation.label_modes import LABEL_MODES
 
@@ -87,6 +88,7 @@ def add_parsers(sub: Any) -> None:
     at.add_argument("--tolerance-mm", type=float, default=0.0, help="pointing game tolerance")
     at.add_argument("--k", type=float, default=0.01,
                     help="top-k precision: share of voxels (<1) or count (default 0.01)")
+    at.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
     em = sub.add_parser("embed", help="a model's latent space over a cohort on Dask: "
                         "embeddings, projection, confounder scores")
@@ -99,6 +101,7 @@ def add_parsers(sub: Any) -> None:
                     help="metadata columns to score on the latent space, comma-separated")
     em.add_argument("--projection", default="pca", choices=["pca", "umap"])
     em.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+    em.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
 
 def _job(args: argparse.Namespace) -> Any:
@@ -108,7 +111,8 @@ def _job(args: argparse.Namespace) -> Any:
         return EmbeddingJob(model=args.model, layer=args.layer, target=args.target,
                             params={"device": args.device},
                             confounders=[c.strip() for c in args.confounders.split(",")
-                                         if c.strip()], projection=args.projection)
+                                         if c.strip()], projection=args.projection,
+                            trust=args.trust)
     if args.command == "evaluate":
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         return EvaluationJob({
@@ -131,7 +135,8 @@ def _job(args: argparse.Namespace) -> Any:
         params["batch_size"] = args.batch_size
     k = int(args.k) if args.k >= 1 else args.k
     return AttributionJob(model=args.model, methods=methods, params=params,
-                          method_params=method_params, tolerance_mm=args.tolerance_mm, k=k)
+                          method_params=method_params, tolerance_mm=args.tolerance_mm, k=k,
+                          trust=args.trust)
 
 
 def run_cohort_command(args: argparse.Namespace) -> int:

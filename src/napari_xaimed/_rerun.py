@@ -210,15 +210,20 @@ def _need(inputs: dict[str, Any], *roles: str) -> list[Any]:
 
 # ------------------------------------------------------------------------------ recompute
 
-def _segmentation(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
+def _segmentation(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> np.ndarray:
     from napari_xaimed._progress import run_steps
+    from napari_xaimed._rerun_model import recorded_model
     from napari_xaimed.segmentation import segment_steps
     from napari_xaimed.segmentation.run import method_params
 
     (image,) = _need(inputs, "image")
     params = dict(prov["params"])
     method = params.pop("method")
-    kwargs = {k: v for k, v in params.items() if k in method_params(method) and k != "mask"}
+    kwargs = {k: v for k, v in params.items()
+              if k in method_params(method) and k not in ("mask", "trust")}
+    if method == "model":  # loaded here: unchanged, and its code run only with trust
+        kwargs["model"] = recorded_model((prov.get("facts") or {}).get("model"), trust,
+                                         kwargs.get("model"))
     if "mask" in inputs:
         kwargs["mask"] = inputs["mask"].data
     elif params.get("mask") is not None:
@@ -299,7 +304,8 @@ def _carried(prov: dict[str, Any], inputs: dict[str, Any], base: Path | None) ->
     return result.apply(layer.data, prov["params"]["interpolation"])
 
 
-def _attribution(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
+def _attribution(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> np.ndarray:
+    from napari_xaimed._rerun_model import recorded_model
     from napari_xaimed.attribution import METHODS, attribute
 
     (image,) = _need(inputs, "image")
@@ -314,12 +320,9 @@ def _attribution(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
         kwargs["target"] = params["channel"]
     if params.get("region") == "given mask":
         kwargs["region"] = _need(inputs, "region")[0].data
-    model = prov["model"]
-    result = attribute(model["source"], image.data, method, device=prov.get("device", "auto"),
+    model = recorded_model(prov["model"], trust)
+    result = attribute(model, image.data, method, device=prov.get("device", "auto"),
                        **as_tuples(kwargs))
-    if model.get("sha256") and result.model.get("sha256") != model["sha256"]:
-        raise XaimedError(f"the model file {model['source']!r} has changed since the output was "
-                          "computed (its SHA-256 differs): restore the original model.")
     return result.map
 
 
@@ -329,7 +332,8 @@ LONGITUDINAL_OUTPUTS = {"current": "current", "carried prior": "carried_prior",
                         "feature change": "feature_change"}
 
 
-def _longitudinal(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
+def _longitudinal(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> np.ndarray:
+    from napari_xaimed._rerun_model import recorded_model
     from napari_xaimed.attribution import METHODS, explain_change
     from napari_xaimed.registration.params import TUNABLE
 
@@ -352,20 +356,18 @@ def _longitudinal(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
     output = prov.get("output", "change")
     if output not in LONGITUDINAL_OUTPUTS:
         raise XaimedError(f"unknown longitudinal output {output!r}.")
-    model = prov["model"]
-    result = explain_change(prior.data, current.data, model["source"], method=method,
+    model = recorded_model(prov["model"], trust)
+    result = explain_change(prior.data, current.data, model, method=method,
                             spacing=current.spacing, origin=current.origin,
                             prior_spacing=prior.spacing, prior_origin=prior.origin,
                             target=params["target"], layer=params["layer"],
                             device=prov.get("device", "auto"), **alignment,
                             **as_tuples(method_params))
-    if model.get("sha256") and result.params["model"].get("sha256") != model["sha256"]:
-        raise XaimedError(f"the model file {model['source']!r} has changed since the output was "
-                          "computed (its SHA-256 differs): restore the original model.")
     return getattr(result, LONGITUDINAL_OUTPUTS[output])
 
 
-def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "") -> np.ndarray:
+def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "",
+              trust: bool = False) -> np.ndarray:
     """Compute the output a provenance dict describes again, from its recorded inputs.
 
     Parameters
@@ -376,11 +378,14 @@ def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "") ->
         The folder of the provenance file: inputs named there are looked for in it too.
     name : str
         The output's file name, which says which output of a CLI registration it is.
+    trust : bool
+        Run the code the model file names (a record of a trusted load needs it again).
 
     Raises
     ------
     XaimedError
-        If an input is missing, was never saved, or has changed, or the kind cannot be rerun.
+        If an input or the model is missing, was never saved, or has changed, or the kind
+        cannot be rerun.
     """
     kind = prov.get("kind")
     if "lazy" in prov or "lazy" in (prov.get("registration") or {}):
@@ -395,7 +400,7 @@ def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "") ->
         role: resolve_input(role, record, base)
         for role, record in (prov.get("inputs") or {}).items()}
     if kind in ("segmentation", "class probability", "foreground probability"):
-        return _segmentation(prov, inputs)
+        return _segmentation(prov, inputs, trust)
     if kind == "panoptic evaluation":
         return _evaluation(prov, inputs)
     if kind == "registration":
@@ -403,9 +408,9 @@ def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "") ->
     if kind == "registration-apply":
         return _carried(prov, inputs, base)
     if kind == "attribution":
-        return _attribution(prov, inputs)
+        return _attribution(prov, inputs, trust)
     if kind == "longitudinal attribution":
-        return _longitudinal(prov, inputs)
+        return _longitudinal(prov, inputs, trust)
     if kind in ("sample", "truth"):
         return _sample_data({"name": name, "sample": {"kind": kind, "params": prov["params"]}})
     raise XaimedError(
@@ -428,7 +433,8 @@ def _paths(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def rerun(path: str | Path, out: str | Path | None = None, check: bool = False) -> RerunReport:
+def rerun(path: str | Path, out: str | Path | None = None, check: bool = False,
+          trust: bool = False) -> RerunReport:
     """Recompute the output whose provenance is ``path`` and write it to ``out``.
 
     Parameters
@@ -439,6 +445,9 @@ def rerun(path: str | Path, out: str | Path | None = None, check: bool = False) 
         Folder for the recomputed NIfTI (and its JSON); default ``rerun/`` beside the sidecar.
     check : bool
         Compare the recomputed output with the existing one, voxel for voxel.
+    trust : bool
+        Run the code the model file names (``--trust``): a record of a trusted load does not
+        carry that leave.
 
     Returns
     -------
@@ -458,7 +467,7 @@ def rerun(path: str | Path, out: str | Path | None = None, check: bool = False) 
         raise XaimedError(f"--check needs the output beside {side.name!r} "
                           f"({side.stem}.nii.gz): it is not there.")
     started = time.perf_counter()
-    data = np.asarray(recompute(prov, side.parent.resolve(), side.stem))
+    data = np.asarray(recompute(prov, side.parent.resolve(), side.stem, trust))
     seconds = time.perf_counter() - started
     folder = Path(out) if out is not None else side.parent / "rerun"
     target = folder / (original.name if original is not None else f"{side.stem}.nii.gz")
@@ -512,7 +521,7 @@ def _output_spacing(prov: dict[str, Any], data: np.ndarray) -> tuple[float, ...]
 def run_rerun(args: argparse.Namespace) -> int:
     """The ``rerun`` command: recompute, write, and with ``--check`` compare (exit 1 when the
     outputs differ)."""
-    report = rerun(args.provenance, args.out, args.check)
+    report = rerun(args.provenance, args.out, args.check, args.trust)
     print(f"napari-xaimed rerun: {report.line()}")
     return 0 if report.identical in (None, True) else 1
 
@@ -529,4 +538,7 @@ def add_parser(sub: Any) -> None:
                                    "the provenance file)")
     rerun_parser.add_argument("--check", action="store_true",
                               help="compare with the existing output: exit 1 unless identical")
+    from napari_xaimed._cli import TRUST_HELP
+
+    rerun_parser.add_argument("--trust", action="store_true", help=TRUST_HELP)
 

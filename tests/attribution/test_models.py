@@ -27,7 +27,7 @@ def test_torchscript_state_dict_and_monai_name_load_the_same_weights(tmp_path, t
         {"network": "napari_xaimed.attribution.lesion_model:LesionNet",
          "args": {"channels": [2, 3, 4], "classes": 3},
          "classes": ["a", "b", "c"], "preprocessing": {"scaling": "minmax"}}))
-    loaded = load_model(weights)
+    loaded = load_model(weights, trust=True)  # a "module:Class" network runs only trusted
     assert torch.allclose(loaded.module(x), net(x), atol=1e-6)
     assert loaded.classes == ["a", "b", "c"] and loaded.preprocessing.scaling == "minmax"
     assert len(loaded.sha256) == 64
@@ -54,7 +54,7 @@ def test_broken_and_mismatched_model_files_say_what_to_do(tmp_path):
         {"network": "napari_xaimed.attribution.lesion_model:LesionNet",
          "args": {"classes": 5}}))
     with pytest.raises(XaimedError, match="do not fit"):
-        load_model(weights)
+        load_model(weights, trust=True)
     weights.with_suffix(".json").write_text(json.dumps({"network": "NoSuchNet"}))
     with pytest.raises(XaimedError, match="not a MONAI network"):
         load_model(weights)

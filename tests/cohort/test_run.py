@@ -9,6 +9,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
+from monai.networks.nets import Classifier
 
 from napari_xaimed import XaimedError
 from napari_xaimed._cli import main
@@ -219,3 +220,58 @@ def test_evaluation_rows_and_cli_say_which_label_mode_ran(client, tmp_path, caps
     assert "each label value is its own class (per_label)" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "b" / "cases.csv")
     assert list(table["class"].astype(str)) == ["1", "2", "mean over classes"]
+
+
+class RegisteredClassifier(Classifier):
+    """A script's own network (here a MONAI one under another name); this module is shipped
+    to the workers by value, as a script's ``__main__`` would be."""
+
+
+def test_trust_and_registered_networks_travel_with_the_job(client, tmp_path, capsys,
+                                                           monkeypatch):
+    """A worker is another process: the leave to run a model file's code (--trust) and the
+    networks the script registered go to it with the job, and nothing runs without them."""
+    import json
+
+    import torch
+
+    from napari_xaimed.attribution import register_network
+    from napari_xaimed.attribution import trust as trust_module
+
+    csv = write_sample_cohort(tmp_path / "in", 2, kind="attribution", shape=(40, 40, 40))
+    args = {"in_shape": [1, 8, 8, 8], "classes": 2, "channels": [2, 4], "strides": [2, 2]}
+    torch.manual_seed(3)
+    weights = tmp_path / "clf.pt"
+    torch.save(Classifier(**args).state_dict(), weights)
+    sidecar = {"network": "monai.networks.nets.classifier:Classifier", "args": args,
+               "preprocessing": {"input_size": [8, 8, 8]}}
+    weights.with_suffix(".json").write_text(json.dumps(sidecar))
+    out = tmp_path / "out"
+    command = ["attribute", "--cohort", str(csv), "--out", str(out), "--method", "saliency",
+               "--model", str(weights), "--device", "cpu", "--scheduler",
+               client.scheduler.address]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "'monai.networks.nets.classifier:Classifier'" in err and "--trust" in err
+    assert not (out / "run.json").exists()  # refused before any case was sent out
+
+    assert main([*command, "--trust"]) == 0
+    assert set(pd.read_parquet(out / "cases.parquet")["status"]) == {"ok"}
+    image = read_volume(csv.parent / "case001_image.nii.gz")
+    direct = attribute(load_model(weights, trust=True), image.data, "saliency", device="cpu",
+                       spacing=image.spacing)
+    heatmap = read_volume(out / "outputs" / "case001" / "saliency.nii.gz")
+    np.testing.assert_allclose(heatmap.data, direct.map, rtol=1e-5, atol=1e-6)
+    assert heatmap.metadata["model"]["trusted"] is True
+
+    monkeypatch.setattr(trust_module, "_REGISTERED", {})
+    register_network("RegisteredClassifier", RegisteredClassifier)
+    weights.with_suffix(".json").write_text(json.dumps({**sidecar,
+                                                        "network": "RegisteredClassifier"}))
+    job = AttributionJob(model=str(weights), methods=["saliency"], params={"device": "cpu"})
+    result = run_cohort(job, read_cases(csv, job.required, job.optional), tmp_path / "out2",
+                        scheduler=client.scheduler.address)
+    assert result.failed == 0, pd.read_parquet(tmp_path / "out2" / "cases.parquet")["error"]
+    again = read_volume(tmp_path / "out2" / "outputs" / "case001" / "saliency.nii.gz")
+    np.testing.assert_allclose(again.data, direct.map, rtol=1e-5, atol=1e-6)
+    assert again.metadata["model"]["trusted"] is False

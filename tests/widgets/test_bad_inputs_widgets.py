@@ -120,7 +120,7 @@ def attribution(model_file: Callable[[Path], str] | None = None, target: str | N
             widget.region.value = viewer.layers["region"]
         if out_of_memory:
             monkeypatch.setattr(AttributionWidget, "_model",
-                                lambda self, source: load_model(OutOfMemory()))
+                                lambda self, source, *_: load_model(OutOfMemory()))
         return widget
     return setup
 

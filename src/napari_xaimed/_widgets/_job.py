@@ -19,7 +19,7 @@ from typing import Any
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._errors import UntrustedModelError, XaimedError
 from napari_xaimed._progress import Progress
 from napari_xaimed._widgets._scratch import release
 
@@ -127,7 +127,8 @@ class JobPanel(QWidget):
     Signals
     -------
     finished(str)
-        Emitted once per job with its outcome: ``"done"``, ``"failed"`` or ``"cancelled"``.
+        Emitted once per job with its outcome: ``"done"``, ``"failed"``, ``"cancelled"``, or
+        ``"untrusted"`` (a model file's code was refused; the user is asked next).
     """
 
     finished = Signal(str)
@@ -158,6 +159,8 @@ class JobPanel(QWidget):
         self._stop = threading.Event()
         self._outcome = ""
         self._scratch: Path | None = None
+        self._retry_trusted: Callable[[UntrustedModelError], None] | None = None
+        self._refused: UntrustedModelError | None = None
 
     @property
     def running(self) -> bool:
@@ -169,12 +172,17 @@ class JobPanel(QWidget):
         on_result: Callable[[Any, float], None],
         description: str,
         scratch: Path | None = None,
+        retry_trusted: Callable[[UntrustedModelError], None] | None = None,
     ) -> None:
         """Run ``steps`` in a worker thread; call ``on_result(result, seconds)`` when it ends well.
 
         ``scratch``, a folder from :func:`~napari_xaimed._widgets._scratch.scratch_folder` that
         the job fills, is deleted when the job fails or is cancelled (``on_result`` ties it to
-        the layers it shows).
+        the layers it shows). ``retry_trusted``: when the job fails because a model file names
+        code (:class:`~napari_xaimed._errors.UntrustedModelError`), the user is shown that code
+        (:func:`~napari_xaimed._widgets._trust.ask_trust`) and Yes calls it with the refusal
+        (it runs the job again, that file with ``trust=True``); No leaves everything as it
+        was.
         """
         from napari.qt.threading import create_worker
         from napari.utils import progress
@@ -184,6 +192,7 @@ class JobPanel(QWidget):
         self._outcome = ""
         self._steps = steps
         self._scratch = scratch
+        self._retry_trusted, self._refused = retry_trusted, None
         started = time.perf_counter()
         self._stop = threading.Event()
         worker = create_worker(_drive, steps, self._stop, _start_thread=False,
@@ -239,6 +248,10 @@ class JobPanel(QWidget):
                 pbar.set_description(step.message)
 
     def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, UntrustedModelError) and self._retry_trusted is not None:
+            self._outcome, self._refused = "untrusted", exc  # asked once the job has ended
+            self.status.setText(f"{Path(exc.source).name} names code to run: asking…")
+            return
         self._outcome = "failed"
         self.status.setText(f"Failed: {report_error(exc)}")
 
@@ -271,3 +284,13 @@ class JobPanel(QWidget):
             self.bar.setValue(0)
         self._scratch = None
         self.finished.emit(self._outcome or "cancelled")
+        refused, retry = self._refused, self._retry_trusted
+        self._refused = self._retry_trusted = None
+        if refused is not None and retry is not None:
+            from napari_xaimed._widgets import _trust
+
+            if _trust.ask_trust(self, refused):
+                retry(refused)
+            else:
+                self.status.setText(f"Not run: {Path(refused.source).name} was not trusted; "
+                                    "nothing was added.")

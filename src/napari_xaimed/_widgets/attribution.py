@@ -27,6 +27,7 @@ from napari_xaimed._widgets._base import (
 )
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._scratch import keep_while_shown, scratch_folder
+from napari_xaimed._widgets._trust import TrustedModels
 from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
 from napari_xaimed.attribution.lazy import attribute_lazy_steps
 from napari_xaimed.io_lazy import is_lazy
@@ -133,14 +134,15 @@ class AttributionWidget(XaimedWidget):
         self._layout.addWidget(self.explained.native)
         self.job.run_button.clicked.connect(self.run)
         self._models: dict[tuple[str, float], Any] = {}
+        self.trusted = TrustedModels()
         self._show_fields()
         self.reset_choices()
 
-    def _model(self, source: Any) -> Any:
+    def _model(self, source: Any, trust: bool = False) -> Any:
         """The loaded model, kept while its file is unchanged (its shape checks with it)."""
         key = (str(source), Path(source).stat().st_mtime if source != BUNDLED else 0.0)
         if key not in self._models:
-            self._models = {key: load_model(source)}
+            self._models = {key: load_model(source, trust=trust)}
         return self._models[key]
 
     def _show_fields(self, *_: Any) -> None:
@@ -192,11 +194,13 @@ class AttributionWidget(XaimedWidget):
         # a lazy map is written slab by slab into a store there, read by its dask layer
         folder = scratch_folder("xaimed-attribution-") if lazy else None
         where = {} if folder is None else {"workdir": folder}
+        trust = self.trusted.trusts(source)
 
         def steps():
             yield Progress(0, 100 * len(methods), "loading the model")
             inputs.complete()  # SHA-256 of the layers, off the GUI thread
-            model = self._model(source)  # in the worker: a big file must not freeze napari
+            # in the worker: a big file must not freeze napari
+            model = self._model(source, trust)
             results = []
             for i, method in enumerate(methods):
                 inner = explain(model, data, method, target=target, region=region,
@@ -234,4 +238,4 @@ class AttributionWidget(XaimedWidget):
                 keep_while_shown(self.viewer, shown, folder)
 
         self.job.start(steps(), done, f"Explaining {name} ({', '.join(methods)})",
-                       scratch=folder)
+                       scratch=folder, retry_trusted=self.trusted.retry(self.run))

@@ -39,6 +39,7 @@ from napari_xaimed._widgets._base import (
 )
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
+from napari_xaimed._widgets._trust import TrustedModels
 from napari_xaimed._widgets.attribution import PREDICTED, title
 from napari_xaimed.attribution import (
     BUNDLED,
@@ -114,6 +115,7 @@ class ExplanationWidget(XaimedWidget):
         self.model_source.changed.connect(self._show_fields)
         self.heatmap.changed.connect(self.update_info)
         self.job = JobPanel("Check")
+        self.trusted = TrustedModels()
         self._layout.addWidget(self.job)
         self.table = ResultTable("explanation check")
         self.details = ResultTable("settings")
@@ -144,6 +146,20 @@ class ExplanationWidget(XaimedWidget):
         if path is None or not Path(path).exists():
             raise XaimedError("Choose the model file (or the bundled model).")
         return str(path)
+
+    def _loader(self, models: Any) -> Any:
+        """A function that loads ``models`` (a source, or a list of files) in the worker,
+        each file whose code the user let run (as it is now) with ``trust=True``."""
+        from napari_xaimed.attribution import load_model
+
+        many = isinstance(models, list)
+        trust = {str(m): self.trusted.trusts(m) for m in (models if many else [models])}
+
+        def load() -> Any:
+            loaded = [load_model(m, trust=trust[str(m)]) for m in (models if many else [models])]
+            return loaded if many else loaded[0]
+
+        return load
 
     def _target(self) -> int | None:
         return None if self.target.value == PREDICTED else int(self.target.value)
@@ -253,12 +269,13 @@ class ExplanationWidget(XaimedWidget):
                               f"{np.shape(volume)}: pick the heatmap made from this image.")
         check_same_grid(self.image.value, self.heatmap.value)
         spacing, _ = source_geometry(self.image.value)
-        model, target = self._model(), self._target()
+        load, target = self._loader(self._model()), self._target()
         kwargs = dict(target=target, baseline=self.baseline.value, steps=self.steps.value,
                       spacing=spacing, device=self.device.value)
         name = self.heatmap.value.name
 
         def steps():
+            model = load()
             image, relevance = np.asarray(volume), np.asarray(heat)
             deletion = yield from perturbation_curve_steps(model, image, relevance,
                                                            "deletion", **kwargs)
@@ -276,7 +293,8 @@ class ExplanationWidget(XaimedWidget):
                                   "insertion area": insertion.area,
                                   "baseline": kwargs["baseline"], "steps": kwargs["steps"]}])
 
-        self.job.start(steps(), done, f"Deletion and insertion of {name}")
+        self.job.start(steps(), done, f"Deletion and insertion of {name}",
+                       retry_trusted=self.trusted.retry(self.run))
 
     def _ensemble(self) -> None:
         (volume,) = self._in_memory(("image",), "an ensemble runs the models on the whole "
@@ -293,10 +311,11 @@ class ExplanationWidget(XaimedWidget):
             models = files
         method, target, device = self.method.value, self._target(), self.device.value
         image_name = self.image.value.name
+        load = self._loader(models)
 
         def steps():
             return (yield from ensemble_attribute_steps(
-                models, np.asarray(volume), method, dropout_passes=passes or None, target=target,
+                load(), np.asarray(volume), method, dropout_passes=passes or None, target=target,
                 device=device, spacing=spacing))
 
         def done(result: Any, seconds: float) -> None:
@@ -317,17 +336,18 @@ class ExplanationWidget(XaimedWidget):
                 "mean spearman": result.consistency.mean_spearman,
                 "mean top-1% overlap": result.consistency.mean_top_overlap}])
 
-        self.job.start(steps(), done, f"Ensemble {method} on {image_name}")
+        self.job.start(steps(), done, f"Ensemble {method} on {image_name}",
+                       retry_trusted=self.trusted.retry(self.run))
 
     def _randomisation(self) -> None:
         (volume,) = self._in_memory(("image",), "the randomisation test runs the model on the "
                                                 "whole image")
         spacing, _ = source_geometry(self.image.value)
-        model, method = self._model(), self.method.value
+        load, method = self._loader(self._model()), self.method.value
         target, device = self._target(), self.device.value
 
         def steps():
-            return (yield from randomisation_test_steps(model, np.asarray(volume), method,
+            return (yield from randomisation_test_steps(load(), np.asarray(volume), method,
                                                         target=target, device=device,
                                                         spacing=spacing))
 
@@ -341,7 +361,8 @@ class ExplanationWidget(XaimedWidget):
                            title=f"{title(method)}: layers randomised from the top",
                            xlabel="layers randomised", ylabel="similarity", ylim=(-1, 1.02))
 
-        self.job.start(steps(), done, f"Randomisation test of {method}")
+        self.job.start(steps(), done, f"Randomisation test of {method}",
+                       retry_trusted=self.trusted.retry(self.run))
 
     def _compare(self) -> None:
         methods = list(self.methods.value)
@@ -351,11 +372,11 @@ class ExplanationWidget(XaimedWidget):
             ("image",) if self.mask.value is None else ("image", "mask"),
             "comparing methods runs the model on the whole image")
         spacing, _ = source_geometry(self.image.value)
-        model, target, device = self._model(), self._target(), self.device.value
+        load, target, device = self._loader(self._model()), self._target(), self.device.value
 
         def steps():
             mask = np.asarray(masks[0]) != 0 if masks else None
-            return (yield from compare_methods_steps(model, np.asarray(volume), methods,
+            return (yield from compare_methods_steps(load(), np.asarray(volume), methods,
                                                      mask=mask, target=target,
                                                      spacing=spacing, device=device))
 
@@ -369,7 +390,8 @@ class ExplanationWidget(XaimedWidget):
                            title="rank per evaluation setting (1 = best)",
                            xlabel="setting", ylabel="rank", ylim=(0.5, len(methods) + 0.5))
 
-        self.job.start(steps(), done, f"Comparing {', '.join(methods)}")
+        self.job.start(steps(), done, f"Comparing {', '.join(methods)}",
+                       retry_trusted=self.trusted.retry(self.run))
 
 
 def region_names(layer: Any) -> dict[int, str] | None:

@@ -20,6 +20,7 @@ from napari_xaimed._provenance import provenance
 from napari_xaimed._widgets._base import XaimedWidget, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
+from napari_xaimed._widgets._trust import TrustedModels
 from napari_xaimed._widgets.cohort import _records
 from napari_xaimed.io_lazy import is_lazy
 
@@ -143,8 +144,9 @@ class CasesWidget(XaimedWidget):
         self._out: Path | None = None
         self.latent: Any = None
         self.embeddings: Any = None
-        self._sha256 = ""
+        self._sha256: tuple[str, str | None] = ("", None)  # the run's weights and config
         self._highlight: list[int] = []
+        self.trusted = TrustedModels()
 
     def update_info(self) -> None:
         self.info.value = ("" if self.embeddings is None else
@@ -168,7 +170,8 @@ class CasesWidget(XaimedWidget):
                 raise XaimedError("Pick the case list (a CSV with case_id,image and any "
                                   "metadata columns).")
             out = self._folder()
-            job = EmbeddingJob(model=self.model.value.strip() or "bundled",
+            source = self.model.value.strip() or "bundled"
+            job = EmbeddingJob(model=source, trust=self.trusted.trusts(source),
                                layer=self.layer.value.strip() or None,
                                params={"device": "auto"},
                                confounders=[c.strip() for c in self.confounders.value.split(",")
@@ -190,7 +193,8 @@ class CasesWidget(XaimedWidget):
                               f"already finished, {result.failed} failed ({seconds:.1f} s); "
                               f"tables in {result.out}")
 
-        self.job.start(steps, done, f"Embedding {len(cases)} cases")
+        self.job.start(steps, done, f"Embedding {len(cases)} cases",
+                       retry_trusted=self.trusted.retry(self.run))
 
     def open_results(self, *_: Any) -> None:
         """Show the latent space an earlier run left in the output folder."""
@@ -212,7 +216,8 @@ class CasesWidget(XaimedWidget):
                               "it first.")
         self.embeddings = load_embeddings(out)
         self.latent = tables["latent"]
-        self._sha256 = tables["run"].get("params", {}).get("model_sha256", "")
+        params = tables["run"].get("params", {})
+        self._sha256 = (params.get("model_sha256", ""), params.get("model_config_sha256"))
         self._out = Path(out)
         self._highlight = []
         extra = [c for c in self.latent.columns if c not in ("case_id", "predicted")
@@ -290,11 +295,13 @@ class CasesWidget(XaimedWidget):
         data = layer.data if is_lazy(layer.data) else np.asarray(layer.data)
         embeddings = self.embeddings
         source, expected = self.model.value.strip() or "bundled", self._sha256
+        trust = self.trusted.trusts(source)
 
         def steps():
             yield Progress(0, 2, "loading the model")
-            model = load_model(source)
-            if expected and model.sha256 != expected:
+            model = load_model(source, trust=trust)
+            if (expected[0] and model.sha256 != expected[0]) or (
+                    expected[1] and model.config_sha256 != expected[1]):
                 raise XaimedError(f"the model {source!r} is not the one this latent space was "
                                   "made with: set the model field to that one.")
             yield Progress(1, 2, f"embedding {layer.name!r}")
@@ -310,7 +317,8 @@ class CasesWidget(XaimedWidget):
             self.note.setText(f"The {len(table)} cases nearest to {layer.name!r}: "
                               f"{', '.join(table['case_id'])} (ringed in red).")
 
-        self.job.start(steps(), done, f"Cases similar to {layer.name}")
+        self.job.start(steps(), done, f"Cases similar to {layer.name}",
+                       retry_trusted=self.trusted.retry(self.find_similar))
 
 
     def explain_concepts(self, *_: Any) -> None:
@@ -331,12 +339,13 @@ class CasesWidget(XaimedWidget):
             report_error(exc)
             return
         source, layer = self.model.value.strip() or "bundled", self.layer.value.strip()
+        trust = self.trusted.trusts(source)
 
         def steps():
             from napari_xaimed.attribution import load_model
 
             yield Progress(0, 2, "loading the model")
-            model = load_model(source)
+            model = load_model(source, trust=trust)
             yield Progress(1, 2, "reading the cases and fitting the concept vectors")
             return concepts_from_cases(model, csv, concept_column=column,
                                        measures=measures or None, layer=layer or None,
@@ -348,7 +357,8 @@ class CasesWidget(XaimedWidget):
             self.note.setText(f"Concepts of {csv.name} ({len(result.features)} cases, "
                               f"{seconds:.1f} s).")
 
-        self.job.start(steps(), done, f"Concepts of {csv.name}")
+        self.job.start(steps(), done, f"Concepts of {csv.name}",
+                       retry_trusted=self.trusted.retry(self.explain_concepts))
 
 
 def _image_type() -> type:

@@ -31,6 +31,7 @@ from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
+from napari_xaimed._widgets._trust import TrustedModels
 from napari_xaimed._widgets.attribution import PREDICTED, title
 from napari_xaimed._widgets.registration import parse_iterations
 from napari_xaimed.attribution import BUNDLED, METHODS, LongitudinalResult, load_model
@@ -91,6 +92,7 @@ class LongitudinalWidget(XaimedWidget):
         self.result: LongitudinalResult | None = None
         self._outputs: list[Any] = []
         self._models: dict[tuple[str, float], Any] = {}
+        self.trusted = TrustedModels()
         self._show_fields()
         self.reset_choices()
         images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
@@ -122,10 +124,10 @@ class LongitudinalWidget(XaimedWidget):
         return any(layer is not None and is_lazy(layer.data)
                    for layer in (self.prior.value, self.current.value))
 
-    def _model(self, source: Any) -> Any:
+    def _model(self, source: Any, trust: bool = False) -> Any:
         key = (str(source), Path(source).stat().st_mtime if source != BUNDLED else 0.0)
         if key not in self._models:
-            self._models = {key: load_model(source)}
+            self._models = {key: load_model(source, trust=trust)}
         return self._models[key]
 
     def run(self) -> None:
@@ -163,6 +165,7 @@ class LongitudinalWidget(XaimedWidget):
         names = (prior.name, current.name)
         recorded = PendingInputs(prior=prior, current=current)  # a lazy layer is not hashed
         coarse: dict[str, Any] = {}
+        trust = self.trusted.trusts(source)
 
         def steps():
             recorded.complete()  # SHA-256 of the layers, off the GUI thread
@@ -179,7 +182,7 @@ class LongitudinalWidget(XaimedWidget):
                 arrays = (small["prior"].data, small["current"].data)
             else:
                 arrays = (np.asarray(data[0]), np.asarray(data[1]))
-            model = self._model(source)
+            model = self._model(source, trust)
             return (yield from explain_change_steps(*arrays, model, **options))
 
         def done(result: LongitudinalResult, seconds: float) -> None:
@@ -194,7 +197,8 @@ class LongitudinalWidget(XaimedWidget):
 
         how = ", on downsampled copies" if lazy else ""
         self.job.start(steps(), done, f"Explaining the change {names[0]} -> {names[1]} "
-                                      f"({title(method)}, {alignment}{how})")
+                                      f"({title(method)}, {alignment}{how})",
+                       retry_trusted=self.trusted.retry(self.run))
 
     def _show(self, result: LongitudinalResult, names: tuple[str, str],
               spacing: tuple[float, float, float], translate: tuple[float, float, float],

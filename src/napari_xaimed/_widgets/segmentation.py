@@ -27,6 +27,7 @@ from napari_xaimed._provenance import PendingInputs, provenance
 from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._scratch import keep_while_shown, release, scratch_folder
+from napari_xaimed._widgets._trust import TrustedModels
 from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
 from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
@@ -125,6 +126,7 @@ class SegmentationWidget(XaimedWidget):
         self._probabilities: dict[str, list[str]] = {}  # source -> probability layers shown
         # a lazy layer's Otsu threshold, kept between previews: (data, method, classes, value)
         self._lazy_thresholds: dict[tuple, float] = {}
+        self.trusted = TrustedModels()
         self._show_method_fields()
         self.reset_choices()
 
@@ -263,10 +265,14 @@ class SegmentationWidget(XaimedWidget):
             return
         spacing, translate = source_geometry(layer)
         method, shown = self.method.value, self._plain_params()
+        retry = None
+        if method == "model":  # a file whose code the user let run before, as it is now
+            params["trust"] = self.trusted.trusts(params["model"])
+            retry = self.trusted.retry(self.run)
         # where the voxels came from (file or sample) and their SHA-256, for a rerun
         data = layer.data
         if is_lazy(data):
-            self._run_lazy(layer, data, method, params, shown, spacing, translate)
+            self._run_lazy(layer, data, method, params, shown, spacing, translate, retry)
             return
         inputs = PendingInputs(image=layer, mask=self.tissue_mask.value if "mask" in params
                                else None)
@@ -279,17 +285,18 @@ class SegmentationWidget(XaimedWidget):
             self._show_result(result, layer.name, spacing, translate, shown, seconds,
                               inputs.records)
 
-        self.job.start(steps(), done, f"Segmenting {layer.name} ({method})")
+        self.job.start(steps(), done, f"Segmenting {layer.name} ({method})",
+                       retry_trusted=retry)
 
     def _run_lazy(self, layer: Any, data: Any, method: str, params: dict[str, Any],
                   shown: dict[str, Any], spacing: tuple[float, float, float],
-                  translate: tuple[float, float, float]) -> None:
+                  translate: tuple[float, float, float], retry: Any = None) -> None:
         """A dask-backed layer (a Zarr, a NIfTI larger than memory): segment it slab by slab
         into a Zarr store in a temporary folder and show the labels lazily over it."""
         from napari_xaimed.segmentation.lazy import segment_lazy_steps
 
         if method == "model":
-            self._run_model_lazy(layer, data, params, shown, spacing, translate)
+            self._run_model_lazy(layer, data, params, shown, spacing, translate, retry)
             return
         if method not in ("otsu", "threshold"):
             report_error(XaimedError(
@@ -322,7 +329,7 @@ class SegmentationWidget(XaimedWidget):
 
     def _run_model_lazy(self, layer: Any, data: Any, params: dict[str, Any],
                         shown: dict[str, Any], spacing: tuple[float, float, float],
-                        translate: tuple[float, float, float]) -> None:
+                        translate: tuple[float, float, float], retry: Any = None) -> None:
         """The model on a lazy layer: MONAI's sliding windows band by band
         (:func:`~napari_xaimed.segmentation.lazy.segment_model_lazy_steps`) into Zarr stores,
         shown as dask layers: the labels and the foreground probability."""
@@ -362,7 +369,7 @@ class SegmentationWidget(XaimedWidget):
                               scratch=folder)
 
         self.job.start(steps(), done, f"Segmenting {layer.name} (model, window band by band)",
-                       scratch=folder)
+                       scratch=folder, retry_trusted=retry)
 
     def _show_result(self, result: SegmentationResult, source: str,
                      spacing: tuple[float, float, float], translate: tuple[float, float, float],

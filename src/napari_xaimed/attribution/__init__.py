@@ -2,11 +2,13 @@
 occlusion), mapped back onto the volume's grid.
 
 :func:`load_model` reads a module, TorchScript, a state dict with a config, a MONAI bundle or
-the bundled lesion classifier; :func:`attribute` explains one decision with one of
-:data:`METHODS`. Transformers are also explained from their attention
-(:func:`attention_map`: raw attention, attention rollout, gradient-weighted attention; also
-reached through :func:`attribute`). :func:`explain_change` explains how the evidence changed
-from a prior to a current scan (registration, carried heatmap, feature-level alignment).
+the bundled lesion classifier, and runs code a file names only with ``trust=True``
+(:func:`register_network` lets configs name a script's own network); :func:`attribute`
+explains one decision with one of :data:`METHODS`. Transformers are also explained from
+their attention (:func:`attention_map`: raw attention, attention rollout, gradient-weighted
+attention; also reached through :func:`attribute`). :func:`explain_change` explains how the
+evidence changed from a prior to a current scan (registration, carried heatmap,
+feature-level alignment).
 """
 
 from napari_xaimed.attribution.attention import (
@@ -69,6 +71,7 @@ from napari_xaimed.attribution.sanity import (
     randomisation_test,
     randomisation_test_steps,
 )
+from napari_xaimed.attribution.trust import register_network
 from napari_xaimed.attribution.truth_metrics import (
     auroc,
     pointing_game,
@@ -126,6 +129,7 @@ __all__ = [
     "rank_methods",
     "reference_agreement",
     "region_features",
+    "register_network",
     "regression_concepts",
     "relevance_by_region",
     "relevance_mass_accuracy",

@@ -188,7 +188,8 @@ def _members(models: Any, dropout_passes: int | None) -> list[Any]:
         kept = DropoutKept(loaded.module)
         return [LoadedModel(module=kept, preprocessing=loaded.preprocessing,
                             classes=loaded.classes, source=f"{loaded.source} (dropout kept on)",
-                            sha256=loaded.sha256)] * int(dropout_passes)
+                            sha256=loaded.sha256, config_sha256=loaded.config_sha256,
+                            trusted=loaded.trusted)] * int(dropout_passes)
     if not isinstance(models, list | tuple) or len(models) < 2:
         raise XaimedError("an ensemble needs at least two models (files or modules), or one "
                           "model with dropout_passes=N.")

@@ -4,8 +4,8 @@ It is trained on :func:`napari_xaimed.samples.lesion_volume` data by
 ``scripts/train_lesion_classifier.py`` (seeded, well under a minute on two CPU cores), and its
 weights ship in ``attribution/weights`` with a JSON config in the format
 :func:`~napari_xaimed.attribution.load_model` reads for any state dict: the network
-(``"module:Class"`` here; a MONAI network name works the same), its arguments and the
-preprocessing.
+(``"LesionNet"``, a network the package registers; a MONAI network name works the same),
+its arguments and the preprocessing.
 
 Three convolutions, two max-poolings, then a global max-pool and one linear layer: the last
 convolution keeps a 8^3 map of the 32^3 input, and the global pooling lets Grad-CAM point at
@@ -28,7 +28,7 @@ INPUT_SIZE = (32, 32, 32)
 # 64 mm field of view at 2 mm: the lesion sample's default 64^3 at 1 mm, resized by half
 SPACING = (2.0, 2.0, 2.0)
 CONFIG: dict[str, Any] = {
-    "network": "napari_xaimed.attribution.lesion_model:LesionNet",
+    "network": "LesionNet",
     "args": {"channels": [8, 16, 32], "classes": 2},
     "preprocessing": {"scaling": "zscore", "input_size": list(INPUT_SIZE)},
     "classes": ["no lesion", "lesion"],

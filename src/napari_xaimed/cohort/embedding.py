@@ -54,6 +54,8 @@ class EmbeddingJob:
         Metadata columns of the case list (age, sex, scanner...) to score on the latent space.
     projection : {"pca", "umap"}
         Of the scatter coordinates in ``latent.csv`` (UMAP needs ``umap-learn``).
+    trust : bool
+        Run the code the model file names (see :func:`napari_xaimed.attribution.load_model`).
     """
 
     model: str = "bundled"
@@ -62,7 +64,10 @@ class EmbeddingJob:
     params: dict[str, Any] = field(default_factory=dict)
     confounders: list[str] = field(default_factory=list)
     projection: str = "pca"
+    trust: bool = False
     model_sha256: str = ""
+    model_config_sha256: str | None = None
+    networks: dict[str, Any] = field(default_factory=dict, repr=False)
     kind: str = "embedding"
     required: tuple[str, ...] = ("image",)
     optional: tuple[str, ...] = ()
@@ -80,7 +85,11 @@ class EmbeddingJob:
                               "'umap'.")
         if self.target is not None and int(self.target) < 0:
             raise XaimedError(f"target must be a class index (0 or more), got {self.target}.")
-        self.model_sha256 = load_model(self.model).sha256
+        from napari_xaimed.attribution.trust import registered_networks
+
+        loaded = load_model(self.model, trust=self.trust)
+        self.model_sha256, self.model_config_sha256 = loaded.sha256, loaded.config_sha256
+        self.networks = registered_networks()
 
     def check_cases(self, cases: list[Case]) -> None:
         """Refuse confounder columns the case list does not have, before any case runs."""
@@ -90,7 +99,9 @@ class EmbeddingJob:
     def key_params(self) -> dict[str, Any]:
         # the projection and confounders are computed on the client from the stored
         # embeddings: changing them recomputes nothing per case
-        return {"model_sha256": self.model_sha256, "layer": self.layer, "target": self.target,
+        return {"model_sha256": self.model_sha256,
+                "model_config_sha256": self.model_config_sha256, "layer": self.layer,
+                "target": self.target,
                 "params": self.params}
 
     def run(self, case: Case) -> CaseOutcome:
@@ -100,7 +111,8 @@ class EmbeddingJob:
         start = time.perf_counter()
         try:
             image = _read_3d(case.files["image"], "image")
-            model = cached_model(self.model, self.model_sha256)
+            model = cached_model(self.model, f"{self.model_sha256}+{self.model_config_sha256}",
+                                 trust=self.trust, networks=self.networks)
             emb = case_embedding(model, image.data, layer=self.layer, target=self.target,
                                  **self.params)
         except Exception as exc:

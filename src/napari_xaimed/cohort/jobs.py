@@ -155,14 +155,19 @@ def _instance_row(row: Any) -> dict[str, Any]:
 _MODELS: dict[str, Any] = {}
 
 
-def cached_model(source: str, sha256: str) -> Any:
-    """The model ``source`` loaded once per worker process and file content (``sha256``)."""
-    from napari_xaimed.attribution import load_model
+def cached_model(source: str, sha256: str, *, trust: bool = False,
+                 networks: dict[str, Any] | None = None) -> Any:
+    """The model ``source`` loaded once per worker process and file content (``sha256``: of
+    the weights, and of the config after a ``+``); ``trust`` and the ``networks`` registered
+    where the job was made travel with the job, since a worker is another process."""
+    from napari_xaimed.attribution import load_model, register_network
 
-    key = f"{source}:{sha256}"
+    for name, cls in (networks or {}).items():
+        register_network(name, cls)
+    key = f"{source}:{sha256}:{trust}"
     if key not in _MODELS:
         _MODELS.clear()  # one model per worker at a time
-        _MODELS[key] = load_model(source)
+        _MODELS[key] = load_model(source, trust=trust)
     return _MODELS[key]
 
 
@@ -185,6 +190,8 @@ class AttributionJob:
         Per method, its own parameters (``{"occlusion": {"window": 8}}``).
     tolerance_mm, k : float
         Of the pointing game and top-k precision.
+    trust : bool
+        Run the code the model file names (see :func:`napari_xaimed.attribution.load_model`).
     """
 
     model: str = "bundled"
@@ -193,7 +200,10 @@ class AttributionJob:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     tolerance_mm: float = 0.0
     k: float = 0.01
+    trust: bool = False
     model_sha256: str = ""
+    model_config_sha256: str | None = None
+    networks: dict[str, Any] = field(default_factory=dict, repr=False)
     kind: str = "attribution"
     required: tuple[str, ...] = ("image",)
     optional: tuple[str, ...] = ("mask",)
@@ -212,16 +222,23 @@ class AttributionJob:
             raise XaimedError(f"a method is listed twice in {self.methods}.")
         for method in self.methods:
             check_params(method, self.method_params.get(method, {}))
-        loaded = load_model(self.model)
-        self.model_sha256 = loaded.sha256
+        from napari_xaimed.attribution.trust import registered_networks
+
+        loaded = load_model(self.model, trust=self.trust)
+        self.model_sha256, self.model_config_sha256 = loaded.sha256, loaded.config_sha256
+        self.networks = registered_networks()
 
     def key_params(self) -> dict[str, Any]:
-        return {"model_sha256": self.model_sha256, "methods": self.methods, "params": self.params,
+        return {"model_sha256": self.model_sha256,
+                "model_config_sha256": self.model_config_sha256,
+                "methods": self.methods, "params": self.params,
                 "method_params": self.method_params, "tolerance_mm": self.tolerance_mm,
                 "k": self.k}
 
     def _model(self) -> Any:
-        return cached_model(self.model, self.model_sha256)
+        return cached_model(self.model, f"{self.model_sha256}+{self.model_config_sha256}",
+                            trust=self.trust,
+                            networks=self.networks)
 
     def run(self, case: Case) -> CaseOutcome:
         """Explain one case with every method; never raises."""

@@ -48,7 +48,7 @@ REPORT_INTERVAL_S = 0.05
 # the keyword arguments of segment_with_model after the volume, for a method registry or a CLI
 MODEL_PARAMS = ("model", "spacing", "roi_size", "overlap", "blend", "sw_batch_size", "device",
                 "autocast", "output", "threshold", "channel", "largest_component",
-                "preprocessing", "model_spacing")
+                "preprocessing", "model_spacing", "trust")
 
 
 @dataclass
@@ -350,6 +350,7 @@ def model_segmentation_steps(
     largest_component: bool = False,
     preprocessing: dict[str, Any] | Preprocessing | None = None,
     model_spacing: Any = None,
+    trust: bool = False,
 ) -> Steps[ModelSegmentation]:
     """Generator form of :func:`segment_with_model`: yields :class:`Progress` in windows
     (total: windows + 2; preprocessing, windows done after the first batch and then at most
@@ -360,7 +361,7 @@ def model_segmentation_steps(
     volume = as_volume(volume, "volume")
     spacing = as_spacing(spacing)
     _check_params(overlap, blend, output, threshold, channel, autocast, sw_batch_size)
-    loaded: LoadedModel = load_model(model)
+    loaded: LoadedModel = load_model(model, trust=trust)
     prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
     module = loaded.module
@@ -465,6 +466,9 @@ def segment_with_model(volume: np.ndarray, model: Any, **params: Any) -> ModelSe
         The voxel size the model was trained at: the volume is resampled to it (trilinear)
         before the windows, and the probabilities back to the volume's grid before the labels
         are taken, so the outputs keep the volume's shape.
+    trust : bool
+        Run code the model file's config names (see
+        :func:`napari_xaimed.attribution.load_model`); without it such a file is refused.
 
     Returns
     -------

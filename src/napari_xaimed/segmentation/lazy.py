@@ -620,7 +620,7 @@ def segment_model_lazy(volume: Any, model: Any, out: str | Path, **kwargs: Any
         As for :func:`~napari_xaimed.segmentation.segment_with_model`.
     out : str or pathlib.Path
         Zarr store for the labels (uint8).
-    spacing, roi_size, overlap, blend, sw_batch_size, device, output, threshold, channel
+    spacing, roi_size, overlap, blend, sw_batch_size, device, output, threshold, channel, trust
         As for :func:`~napari_xaimed.segmentation.segment_with_model`.
     preprocessing : dict, optional
         Overrides of the model's intensity scaling (statistics taken slab by slab).
@@ -659,6 +659,7 @@ def segment_model_lazy_steps(
     origin: tuple[float, float, float] | None = None,
     slab: int | None = None,
     overwrite: bool = False,
+    trust: bool = False,
 ) -> Steps[LazySegmentation]:
     """Generator form of :func:`segment_model_lazy`: a step per band of windows written, so
     a widget shows progress and can cancel between bands."""
@@ -672,7 +673,7 @@ def segment_model_lazy_steps(
     started = time.perf_counter()
     shape = _check_3d(volume)
     spacing = as_spacing(spacing)
-    loaded = load_model(model)
+    loaded = load_model(model, trust=trust)
     prep = loaded.preprocessing.overridden(preprocessing)
     setup = prepare_windows(loaded, volume, prep, roi_size=roi_size, overlap=overlap,
                             blend=blend, sw_batch_size=sw_batch_size, device=device,

@@ -133,7 +133,7 @@ def method_defaults(method: str) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     for function in functions:
         for name, parameter in inspect.signature(function).parameters.items():
-            if (name in spec.params and name != "mask" and name not in defaults
+            if (name in spec.params and name not in ("mask", "trust") and name not in defaults
                     and parameter.default is not inspect.Parameter.empty):
                 defaults[name] = parameter.default
     return defaults
@@ -202,8 +202,10 @@ def segment_steps(
         else:
             labels, kind = mask.astype(np.uint8), "mask"
     yield Progress(4, 4, "done")
+    # trust is the caller's leave to run a model file's code, not a setting of the result:
+    # a rerun must be given it again
     used = {**method_defaults(method), "smoothing_mm": 0.0,
-            **{k: v for k, v in params.items() if k != "mask"}, **post}
+            **{k: v for k, v in params.items() if k not in ("mask", "trust")}, **post}
     if "mask" in params:
         used["mask"] = None if params["mask"] is None else "given"
     if "mrf" in facts and used.get("mrf") is None:  # the weight used, not None for "default"
@@ -240,7 +242,7 @@ def segment(
         - ``"model"`` (``model=`` a file, a module or ``"bundled-segmenter"``, the default;
           ``roi_size``, ``overlap``, ``blend``, ``sw_batch_size``, ``device``, ``autocast``,
           ``output``, ``threshold``, ``channel``, ``largest_component``, ``preprocessing``,
-          ``model_spacing``): the model's class labels by MONAI sliding-window inference
+          ``model_spacing``, ``trust``): the model's class labels by MONAI sliding-window inference
           (:func:`~napari_xaimed.segmentation.deep.model_segmentation_steps`);
           :func:`segment_steps` also returns its foreground probability.
     spacing : tuple of float, optional
