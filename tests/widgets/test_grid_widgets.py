@@ -116,3 +116,38 @@ def test_explanation_checks_accept_a_round_trip_pair(qtbot, viewer, files):
     assert [r["sum"] for r in widget.table.rows] == pytest.approx(list(table["sum"]))
     # the attribution widget's region check is the same one
     check_same_grid(heat, pred)
+
+
+def _refusal(qtbot, widget, monkeypatch) -> str:
+    shown: list[str] = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    widget.job.run_button.click()
+    qtbot.waitUntil(lambda: bool(shown), timeout=10000)
+    assert not widget.job.running  # refused before any work started
+    (message,) = shown
+    return message
+
+
+def test_registration_and_segmentation_refuse_labels_off_their_image(
+        qtbot, make_napari_viewer, monkeypatch):
+    from napari_xaimed._widgets.registration import RegistrationWidget
+    from napari_xaimed._widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(1).random((12, 12, 12)).astype(np.float32)
+    viewer.add_image(image, name="fixed")
+    viewer.add_image(image, name="moving", translate=(2.0, 0.0, 0.0))
+    viewer.add_labels((image > 0.5).astype(np.uint8), name="labels")  # on the fixed grid
+    widget = RegistrationWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.fixed.value, widget.moving.value = viewer.layers["fixed"], viewer.layers["moving"]
+    widget.moving_labels.value = viewer.layers["labels"]
+    message = _refusal(qtbot, widget, monkeypatch)
+    assert "'moving' and 'labels' do not overlay" in message
+    assert "(2.00, 0.00, 0.00) and (0.00, 0.00, 0.00) mm are 2 mm apart" in message
+
+    widget = SegmentationWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image.value, widget.method.value = viewer.layers["moving"], "kmeans"
+    widget.tissue_mask.value = viewer.layers["labels"]
+    assert "'moving' and 'labels' do not overlay" in _refusal(qtbot, widget, monkeypatch)
