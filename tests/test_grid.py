@@ -150,6 +150,24 @@ def test_shapes_and_layers_without_a_file_orientation():
         grid_difference(a, far)
 
 
+def test_a_layer_computed_in_the_viewer_overlays_its_file_layer(tmp_path):
+    """A file layer knows its orientation; a heatmap computed from it has only its scale and
+    translate: they are compared along the voxel axes, as napari draws both."""
+    from napari_xaimed._reader import read_volumes
+
+    path = write_nifti(tmp_path / "spine.nii.gz", spine_labels(), SPINE_AFFINE)
+    data, kwargs, _ = read_volumes(str(path))[0]
+    assert kwargs["metadata"]["nifti"]["affine"]
+    file_layer = Grid.from_affine(np.shape(data), np.asarray(kwargs["metadata"]["nifti"]["affine"]),
+                                  kwargs["scale"])
+    computed = Grid(np.shape(data), kwargs["scale"], kwargs["translate"])  # no orientation
+    # the file's origin is far from its translate (a turned and flipped grid) ...
+    assert np.linalg.norm(file_layer.origin - np.asarray(computed.translate)) > 100
+    assert same_grid(file_layer, computed)  # ... yet the two overlay in the viewer
+    moved = Grid(np.shape(data), kwargs["scale"], np.add(kwargs["translate"], (0, 0.3, 0)))
+    assert not same_grid(file_layer, moved)
+
+
 def test_orient_like_matches_nibabel_closest_canonical(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.random((7, 6, 5)).astype(np.float32)  # (i, j, k)

@@ -4,8 +4,9 @@
 four widgets docked; ``--headless OUTDIR`` does the same work without a window and writes every
 layer to OUTDIR as NIfTI with its JSON provenance, plus ``summary.json``.
 
-``napari-xaimed register FIXED MOVING --out DIR`` registers two NIfTI volumes with ANTs and writes
-the warped image, the displacement field, its Jacobian determinant, the folded voxels and
+``napari-xaimed register FIXED MOVING --out DIR`` registers two NIfTI volumes with ANTs (placed by
+their origins and orientations, see :mod:`napari_xaimed._cli_register`) and writes the warped
+image, the displacement field, its Jacobian determinant, the folded voxels and
 ``quality.json``; with a Zarr input (or ``--lazy`` NIfTI) it registers block-mean copies and
 warps the moving image at full resolution into ``warped.zarr``.
 

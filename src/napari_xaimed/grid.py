@@ -87,7 +87,7 @@ class Grid:
     @property
     def origin(self) -> np.ndarray:
         """World position (mm) of voxel ``(0, 0, 0)``: RAS ``(x, y, z)`` when the axes are
-        known, else the ``translate`` in ``(z, y, x)``."""
+        known, else the ``translate`` in ``(z, y, x)`` (the world as napari draws the layer)."""
         t = np.asarray(self.translate, dtype=float)
         return t if self.axes is None else self.axes @ t[::-1]
 
@@ -176,19 +176,22 @@ def grid_difference(first: Any, second: Any, names: tuple[str, str] | None = Non
         pa, pb = _pair(sa, sb)
         problems.append(f"spacing (z, y, x) {pa} and {pb} mm differ by up to {relative:.3g} "
                         f"relative (tolerance {SPACING_RTOL:g})")
-    if a.axes is not None and b.axes is not None:
+    both = a.axes is not None and b.axes is not None
+    if both:
         cosines = float(np.max(np.abs(a.axes - b.axes)))
         if cosines > DIRECTION_ATOL:
             pa, pb = _pair(a.axes.T, b.axes.T)
             problems.append(f"axis directions (unit x, y, z voxel axes in RAS, row by row) {pa} "
                             f"and {pb} differ by up to {cosines:.3g} (tolerance "
                             f"{DIRECTION_ATOL:g})")
-    oa, ob = a.origin, b.origin
+    # in the world when both orientations are known, else along the voxel axes (as napari
+    # draws them: a layer computed in the viewer has its source's translate, no orientation)
+    oa, ob = ((a.origin, b.origin) if both else
+              (np.asarray(a.translate, dtype=float), np.asarray(b.translate, dtype=float)))
     distance = float(np.linalg.norm(oa - ob))
     voxel = float(min(sa.min(), sb.min()))
     if distance > ORIGIN_VOXELS * voxel:
-        where = ("origin (x, y, z) RAS" if a.axes is not None and b.axes is not None else
-                 "origin (z, y, x; napari translate)")
+        where = "origin (x, y, z) RAS" if both else "origin (z, y, x; napari translate)"
         pa, pb = _pair(oa, ob)
         problems.append(f"{where} {pa} and {pb} mm are {distance:.3g} mm apart "
                         f"({distance / voxel:.3g} of a {voxel:g} mm voxel; tolerance "

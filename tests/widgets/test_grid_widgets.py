@@ -114,8 +114,13 @@ def test_explanation_checks_accept_a_round_trip_pair(qtbot, viewer, files):
     assert run(qtbot, widget) == "done"
     table = relevance_by_region(h.data, m.data, spacing=h.spacing)
     assert [r["sum"] for r in widget.table.rows] == pytest.approx(list(table["sum"]))
-    # the attribution widget's region check is the same one
+    # the attribution widget's region check is the same one; a heatmap computed in the
+    # viewer (scale and translate of its image, no file orientation) overlays the file layers
     check_same_grid(heat, pred)
+    computed = viewer.add_image(heat.data, name="computed", scale=heat.scale,
+                                translate=heat.translate)
+    check_same_grid(computed, pred)
+    check_same_grid(pred, computed)
 
 
 def _refusal(qtbot, widget, monkeypatch) -> str:
