@@ -141,8 +141,11 @@ def _pair(a: Any, b: Any) -> tuple[str, str]:
     """Both tuples with enough decimals that the numbers which differ look different."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     d = _decimals(a, b)
-    return tuple("(" + ", ".join(f"{v:.{d}f}" for v in values.ravel()) + ")"  # type: ignore[return-value]
-                 for values in (a, b))
+
+    def text(values: np.ndarray) -> str:
+        return "(" + ", ".join(f"{v:.{d}f}" for v in values.ravel()) + ")"
+
+    return text(a), text(b)
 
 
 def grid_difference(first: Any, second: Any, names: tuple[str, str] | None = None,
