@@ -4,8 +4,9 @@
 four widgets docked; ``--headless OUTDIR`` does the same work without a window and writes every
 layer to OUTDIR as NIfTI with its JSON provenance, plus ``summary.json``.
 
-``napari-xaimed register FIXED MOVING --out DIR`` registers two NIfTI volumes with ANTs and writes
-the warped image, the displacement field, its Jacobian determinant, the folded voxels and
+``napari-xaimed register FIXED MOVING --out DIR`` registers two NIfTI volumes with ANTs (placed by
+their origins and orientations, see :mod:`napari_xaimed._cli_register`) and writes the warped
+image, the displacement field, its Jacobian determinant, the folded voxels and
 ``quality.json``; with a Zarr input (or ``--lazy`` NIfTI) it registers block-mean copies and
 warps the moving image at full resolution into ``warped.zarr``.
 
@@ -205,16 +206,14 @@ def _lesion_slice(layers: list[LayerTuple]) -> float:
 
 def run_register(args: argparse.Namespace) -> int:
     """The ``register`` command: read, register, write (see the module docstring)."""
+    from napari_xaimed._cli_register import registration_geometry, registration_inputs
     from napari_xaimed._progress import run_steps
     from napari_xaimed.io import read_volume, write_volume
     from napari_xaimed.registration import register_steps
 
     fixed = read_volume(args.fixed, lazy=args.lazy)
-    moving = read_volume(args.moving, lazy=args.lazy)
-    labels = {}
-    for key in ("fixed_labels", "moving_labels"):
-        path = getattr(args, key)
-        labels[key] = None if path is None else read_volume(path, lazy=args.lazy).data
+    read_moving = read_volume(args.moving, lazy=args.lazy)
+    moving, ornt, labels = registration_geometry(args, fixed, read_moving)
     params: dict[str, Any] = {}
     if args.iterations:
         params["iterations"] = tuple(int(v) for v in args.iterations.split(","))
@@ -230,16 +229,18 @@ def run_register(args: argparse.Namespace) -> int:
             last[0] = step.message
 
     if is_lazy(fixed.data) or is_lazy(moving.data):
-        return _register_lazy(args, fixed, moving, labels, params, report)
+        return _register_lazy(args, fixed, moving, labels, params, report,
+                              registration_inputs(args, fixed, read_moving, moving, ornt))
     result = run_steps(register_steps(
         fixed.data, moving.data, fixed_spacing=fixed.spacing, moving_spacing=moving.spacing,
-        transform=args.transform, seed=None if args.seed < 0 else args.seed,
+        fixed_origin=fixed.translate, moving_origin=moving.translate, transform=args.transform,
+        seed=None if args.seed < 0 else args.seed,
         threads=args.threads, transforms_dir=out / "transforms" if args.keep_transforms else None,
         **labels, **params), report)
     sources = [Path(args.moving).name, Path(args.fixed).name]
     prov = provenance("registration", sources=sources, params=result.params,
                       seconds=result.seconds, metrics=result.metrics,
-                      inputs=cli_inputs(fixed=(args.fixed, fixed), moving=(args.moving, moving)))
+                      inputs=registration_inputs(args, fixed, read_moving, moving, ornt))
     written = []
     written += write_volume(out / "warped.nii.gz", result.warped, affine=fixed.affine,
                             metadata=prov)
@@ -263,7 +264,7 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def _register_lazy(args: argparse.Namespace, fixed: Any, moving: Any, labels: dict[str, Any],
-                   params: dict[str, Any], report: Any) -> int:
+                   params: dict[str, Any], report: Any, inputs: dict[str, Any]) -> int:
     """``register`` with a volume opened lazily: ANTs on block-mean copies, the moving image
     warped at full resolution slab by slab into ``warped.zarr``; the field's outputs on the
     coarse fixed grid (its affine keeps the fixed image's axes)."""
@@ -284,8 +285,7 @@ def _register_lazy(args: argparse.Namespace, fixed: Any, moving: Any, labels: di
     sources = [Path(args.moving).name, Path(args.fixed).name]
     prov = provenance("registration", sources=sources, params=result.params,
                       seconds=lazy.seconds, metrics=result.metrics,
-                      lazy=lazy.to_dict(),
-                      inputs=cli_inputs(fixed=(args.fixed, fixed), moving=(args.moving, moving)))
+                      lazy=lazy.to_dict(), inputs=inputs)
     affine = affine_from_grid(lazy.coarse_spacing, lazy.coarse_origin, template=fixed.affine)
     written = write_volume(
         out / "displacement.nii.gz", np.moveaxis(result.displacement, -1, 0), affine=affine,

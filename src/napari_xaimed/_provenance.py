@@ -133,14 +133,16 @@ def input_record(
 
 
 def file_input(path: str | Any, volume: Any) -> dict[str, Any]:
-    """:func:`input_record` of a NIfTI file read by ``io.read_volume`` (absolute path); a
-    volume opened lazily is not hashed (that would read it whole)."""
+    """:func:`input_record` of a NIfTI file read by ``io.read_volume`` (absolute path), with
+    its spacing and origin (napari ``translate``); a volume opened lazily is not hashed (that
+    would read it whole)."""
     from pathlib import Path
 
     from napari_xaimed.io_lazy import is_lazy
 
     return input_record(Path(path).name, volume.data, path=str(Path(path).resolve()),
-                        spacing=volume.spacing, sha256=not is_lazy(volume.data))
+                        spacing=volume.spacing, origin=volume.translate,
+                        sha256=not is_lazy(volume.data))
 
 
 def layer_input(layer: Any, *, sha256: bool = True) -> dict[str, Any] | None:

@@ -159,6 +159,10 @@ def resolve_input(role: str, record: dict[str, Any], base: Path | None = None) -
             f"input {role} {name!r} ({where}) has changed since the output was computed (its "
             "voxels' SHA-256 differs from the recorded one): restore the original input, or "
             "compute the output anew instead of rerunning it.")
+    if record.get("orientation") is not None:  # the file's axes were flipped or permuted
+        from napari_xaimed.grid import reorient  # (spacing and origin recorded as used)
+
+        data = reorient(data, (1.0, 1.0, 1.0), record["orientation"])[0]
     spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
     origin = None if origin is None else tuple(float(o) for o in origin)
     return Input(name=name, data=data, spacing=spacing, origin=origin)  # type: ignore[arg-type]

@@ -28,6 +28,8 @@ def test_register_adds_layers_on_the_fixed_grid_and_carries_labels(qtbot, viewer
     viewer = viewer_with_pair
     fixed, moving = viewer.layers["current"], viewer.layers["prior"]
     moving.translate = (1.0, 0.0, 0.0)  # a world offset the registration must respect
+    # ... and the prior's labels with it: labels off their image's grid are refused
+    viewer.layers["prior organs"].translate = (1.0, 0.0, 0.0)
     source = moving.data.copy()
     widget = RegistrationWidget(viewer)
     widget.fixed.value, widget.moving.value = fixed, moving

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, Label
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed import grid
 
 
 def layer_picker(viewer: Any, layer_type: type | tuple[type, ...], label: str,
@@ -36,23 +35,17 @@ def describe_layer(layer: Any) -> str:
 def check_same_grid(first: Any, second: Any) -> None:
     """Raise a :class:`XaimedError` when two layers of the same shape lie on different grids.
 
-    Arrays of one shape would be compared voxel by voxel, but with another ``scale`` or
-    ``translate`` the voxels do not overlay in the viewer, so the result would be silently wrong.
-    Layers of different shapes are left to the core functions, which name that problem.
+    Arrays of one shape would be compared voxel by voxel, but with another ``scale``,
+    ``translate`` or file orientation the voxels do not overlay, so the result would be silently
+    wrong. The package's one grid check (:func:`napari_xaimed.grid.check_same_grid`), with its
+    tolerances relative to the voxel size; layers of different shapes are left to the core
+    functions, which name that problem.
     """
-    if first is None or second is None or np.shape(first.data) != np.shape(second.data):
+    if first is None or second is None:
         return
-    if not (np.allclose(first.scale, second.scale, rtol=1e-6, atol=1e-9)
-            and np.allclose(first.translate, second.translate, rtol=1e-6, atol=1e-6)):
-        raise XaimedError(
-            f"{first.name!r} and {second.name!r} do not overlay: {describe_layer(first)} at "
-            f"{_position(first)} against {describe_layer(second)} at {_position(second)}. Give "
-            "them the same scale and translate (the voxel size and origin in mm), or resample "
-            "one onto the other's grid.")
-
-
-def _position(layer: Any) -> str:
-    return "(" + ", ".join(f"{t:g}" for t in layer.translate) + ") mm"
+    if grid.grid_of(first).shape != grid.grid_of(second).shape:
+        return
+    grid.check_same_grid(first, second)
 
 
 class XaimedWidget(QWidget):

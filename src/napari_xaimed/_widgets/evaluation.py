@@ -33,6 +33,7 @@ from napari_xaimed._widgets.cohort import CohortPanel
 from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
 from napari_xaimed.evaluation.errors import class_layers
 from napari_xaimed.evaluation.label_modes import LABEL_MODES, describe_label_mode
+from napari_xaimed.grid import grid_difference
 from napari_xaimed.io_lazy import is_lazy
 
 INSTANCE_COLUMNS = ["class_name", "status", "reference_ids", "prediction_ids", "accepted",
@@ -91,9 +92,9 @@ def grid_check(reference: Any, prediction: Any) -> str:
     if reference.data.shape != prediction.data.shape:
         return (f"Shapes differ ({reference.data.shape} vs {prediction.data.shape}): resample the "
                 "prediction onto the reference grid first.")
-    if not np.allclose(reference.scale, prediction.scale, rtol=1e-4):
-        return (f"Spacings differ ({tuple(reference.scale)} vs {tuple(prediction.scale)} mm): "
-                "they must be on the same grid.")
+    problem = grid_difference(reference, prediction)
+    if problem is not None:
+        return problem
     return f"Same grid: {describe_layer(reference)}."
 
 

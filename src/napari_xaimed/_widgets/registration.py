@@ -37,10 +37,16 @@ from napari_xaimed._layers import (
 )
 from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import PendingInputs, provenance
-from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._base import (
+    XaimedWidget,
+    check_same_grid,
+    describe_layer,
+    layer_picker,
+)
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import ResultTable
 from napari_xaimed._widgets._scratch import keep_while_shown, scratch_folder
+from napari_xaimed.grid import Grid
 from napari_xaimed.io_lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
 from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
@@ -221,6 +227,9 @@ class RegistrationWidget(XaimedWidget):
                                   "images.")
             params = self.params()
             inputs = self._inputs()
+            for image, picker in ((fixed, self.fixed_mask), (fixed, self.fixed_labels),
+                                  (moving, self.moving_mask), (moving, self.moving_labels)):
+                check_same_grid(image, picker.value)
         except XaimedError as exc:
             report_error(exc)
             return
@@ -326,6 +335,9 @@ class RegistrationWidget(XaimedWidget):
                 raise XaimedError("Register first: carrying along uses the last registration.")
             if layer is None:
                 raise XaimedError("Pick the Image or Labels layer to carry along.")
+            moving = f"the moving image {self._sources[0]!r}"
+            check_same_grid(Grid(result.moving_shape, result.moving_spacing,
+                                 result.moving_origin, name=moving), layer)
         except XaimedError as exc:
             report_error(exc)
             return

@@ -24,7 +24,12 @@ from napari_xaimed._layers import (
 )
 from napari_xaimed._progress import Progress
 from napari_xaimed._provenance import PendingInputs, provenance
-from napari_xaimed._widgets._base import XaimedWidget, describe_layer, layer_picker
+from napari_xaimed._widgets._base import (
+    XaimedWidget,
+    check_same_grid,
+    describe_layer,
+    layer_picker,
+)
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._scratch import keep_while_shown, release, scratch_folder
 from napari_xaimed._widgets._trust import TrustedModels
@@ -260,6 +265,8 @@ class SegmentationWidget(XaimedWidget):
         try:
             layer = self._layer()
             params = self.params()
+            if "mask" in params:
+                check_same_grid(layer, self.tissue_mask.value)
         except XaimedError as exc:
             report_error(exc)
             return

@@ -37,6 +37,7 @@ from napari_xaimed.attribution.models import LoadedModel, Scores, load_model
 from napari_xaimed.attribution.network import cam_layer, record_calls, refuse_scripted
 from napari_xaimed.attribution.preprocess import Preprocessing, to_input, to_volume_grid
 from napari_xaimed.attribution.run import Attribution, attribute_steps
+from napari_xaimed.grid import Grid, grid_difference
 from napari_xaimed.registration.fields import check_field, moving_index, resample
 
 Vec3 = tuple[float, float, float]
@@ -192,14 +193,22 @@ def _registration_geometry(registration: Any, current: np.ndarray, prior: np.nda
             raise XaimedError(
                 f"the registration's moving image had shape {registration.moving_shape}, the "
                 f"prior scan {prior.shape}: register this prior (moving) to the current scan.")
-        for key in ("spacing", "origin", "prior_spacing", "prior_origin"):
-            attr = {"spacing": "fixed_spacing", "origin": "fixed_origin",
-                    "prior_spacing": "moving_spacing", "prior_origin": "moving_origin"}[key]
-            if given[key] is not None and not np.allclose(given[key], getattr(registration,
-                                                                              attr)):
-                raise XaimedError(f"{key} {given[key]} differs from the registration's "
-                                  f"{attr} {getattr(registration, attr)}: leave it out or "
-                                  "register again on this grid.")
+        for scan, prefix, image in (("current", "", "fixed"), ("prior", "prior_", "moving")):
+            spacing, origin = given[f"{prefix}spacing"], given[f"{prefix}origin"]
+            if spacing is None and origin is None:
+                continue
+            registered = (getattr(registration, f"{image}_spacing"),
+                          getattr(registration, f"{image}_origin"))
+            shape = current.shape if scan == "current" else prior.shape
+            problem = grid_difference(
+                Grid(shape, *registered, name=f"the registration's {image} image"),
+                Grid(shape, registered[0] if spacing is None else as_spacing(spacing),
+                     registered[1] if origin is None else as_origin(origin),
+                     name=f"the {scan} scan ({prefix}spacing, {prefix}origin)"))
+            if problem is not None:
+                raise XaimedError(f"the {scan} scan's grid differs from the registration's "
+                                  f"{image} grid: {problem} Or leave {prefix}spacing and "
+                                  f"{prefix}origin out, or register again on this grid.")
         return {"displacement": registration.displacement,
                 "spacing": registration.fixed_spacing, "origin": registration.fixed_origin,
                 "prior_spacing": registration.moving_spacing,

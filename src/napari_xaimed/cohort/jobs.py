@@ -81,12 +81,12 @@ def _read_3d(path: Path, what: str):
 
 
 def _same_grid(first: Any, second: Any, names: tuple[str, str]) -> None:
-    if first.data.shape != second.data.shape:
-        raise XaimedError(f"{names[0]} {first.data.shape} and {names[1]} {second.data.shape} "
-                          "differ in shape: resample onto one grid first.")
-    if not np.allclose(first.spacing, second.spacing, rtol=1e-3):
-        raise XaimedError(f"{names[0]} spacing {first.spacing} mm and {names[1]} spacing "
-                          f"{second.spacing} mm differ: resample onto one grid first.")
+    """The package's one grid check on two files read as Volumes (their names in the
+    message)."""
+    from napari_xaimed.grid import check_same_grid
+
+    check_same_grid(first, second, (f"the {names[0]} {first.path.name}",
+                                    f"the {names[1]} {second.path.name}"))
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._validate import as_origin, as_spacing, as_volume
+from napari_xaimed.grid import Grid, same_grid
 from napari_xaimed.registration import ants_job
 from napari_xaimed.registration.fields import (
     displacement_vectors,
@@ -104,9 +105,11 @@ class RegistrationResult:
     def before(self, array: np.ndarray, interpolation: str = "linear") -> np.ndarray:
         """A moving-grid volume on the fixed grid with no registration (world coordinates)."""
         array = np.asarray(array)
-        if (array.shape == self.jacobian.shape and self.moving_spacing == self.fixed_spacing
-                and self.moving_origin == self.fixed_origin):
-            return array  # one grid: nothing to resample
+        shape = self.jacobian.shape
+        if array.shape == shape and same_grid(Grid(shape, self.fixed_spacing, self.fixed_origin),
+                                              Grid(shape, self.moving_spacing,
+                                                   self.moving_origin)):
+            return array  # one grid (within the tolerances of grid.py): nothing to resample
         return resample(np.asarray(array), self.jacobian.shape, None,
                         fixed_spacing=self.fixed_spacing, fixed_origin=self.fixed_origin,
                         moving_spacing=self.moving_spacing, moving_origin=self.moving_origin,
