@@ -192,7 +192,8 @@ def test_cohort_evaluation_accepts_the_round_trip_and_refuses_a_shift(spine_pair
     assert outcome.status == "ok", outcome.error
     ref, pred = read_volume(ref_path), read_volume(pred_path)
     direct = evaluate(ref.data, pred.data, spacing=ref.spacing, metrics=())
-    assert outcome.rows == [c.summary() for c in direct.classes.values()]
+    mode = direct.params["label_mode"]
+    assert outcome.rows == [{**row, "label_mode": mode} for row in direct.summary_rows()]
     moved = write_nifti(tmp_path / "moved.nii.gz", spine_labels(),
                         shifted(SPINE_AFFINE, dy=VOXEL / 2))
     refused = job.run(Case("moved", {"reference": ref_path, "prediction": moved}))
