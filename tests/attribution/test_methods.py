@@ -121,6 +121,25 @@ def test_feature_ablation_equals_captum_on_the_same_supervoxels(tiny, volume):
     np.testing.assert_allclose(ours.map, theirs[0, 0].numpy(), atol=1e-5)
 
 
+def test_kernel_shap_equals_captum_on_the_same_supervoxels_and_seed(tiny, volume):
+    from scipy import ndimage as ndi
+
+    from napari_xaimed.attribution.methods import supervoxels
+
+    volume = ndi.gaussian_filter(volume, 2)  # SLIC finds one supervoxel in plain noise
+    assert np.unique(supervoxels(volume, 12)).size > 2
+    ours = attribute(tiny, volume, "kernel_shap", target=TARGET, supervoxels=12, samples=20,
+                     batch_size=3, seed=5, device="cpu")
+    x = torch.from_numpy(volume)[None, None]
+    mask = torch.from_numpy(supervoxels(volume, 12))[None, None]
+    torch.manual_seed(5)
+    theirs = ca.KernelShap(tiny).attribute(x, baselines=0.0, target=TARGET, feature_mask=mask,
+                                           n_samples=20)
+    assert np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours.map, theirs[0, 0].numpy(), rtol=1e-4, atol=1e-6)
+    assert ours.signed
+
+
 def test_integrated_gradients_completeness(tiny, volume):
     ours = attribute(tiny, volume, "integrated_gradients", target=TARGET, steps=64,
                      device="cpu")

@@ -50,7 +50,8 @@ SEGMENTERS = ("UNet", "BasicUNet", "SegResNet", "AttentionUnet", "DynUNet", "UNE
 CHEAP = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 2},
          "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2},
          "gradient_shap": {"samples": 2}, "occlusion": {"window": 16, "stride": 16},
-         "feature_ablation": {"supervoxels": 8}, "shapley": {"supervoxels": 6, "samples": 1}}
+         "feature_ablation": {"supervoxels": 8}, "shapley": {"supervoxels": 6, "samples": 1},
+         "kernel_shap": {"supervoxels": 6, "samples": 8}}
 #: The refusals on the module (and state dict) route, with a phrase of their reason: LRP has
 #: no rule for normalisation, gating and smooth activations, and no conservation through
 #: residual additions and concatenations. Everything else gives a map.

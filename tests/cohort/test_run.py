@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from monai.networks.nets import Classifier
+from scipy import ndimage as ndi
 
 from napari_xaimed import XaimedError
 from napari_xaimed._cli import main
@@ -168,6 +169,15 @@ def test_attribution_cohort_writes_heatmaps_metrics_and_ranking(client, tmp_path
         assert row[metric] == pytest.approx(value, abs=1e-6)
     # each heatmap's JSON reruns it: same inputs (SHA-256), same map
     assert main(["rerun", str(out / "outputs" / "case001" / "saliency.json"), "--check"]) == 0
+    # relevance per structure of the mask, per case and method
+    structures = pd.read_csv(out / "structures.csv")
+    mine = structures[(structures["case_id"] == "case001") & (structures["method"] == "gradcam")]
+    comps, n = ndi.label(mask, structure=np.ones((3, 3, 3)))
+    assert len(mine) == n
+    biggest = np.argmax(np.bincount(comps.ravel())[1:]) + 1
+    row = mine.sort_values("voxels").iloc[-1]
+    assert row["voxels"] == np.count_nonzero(comps == biggest)
+    assert row["sum"] == pytest.approx(float(direct.map[comps == biggest].sum()), rel=1e-5)
     ranking = pd.read_csv(out / "ranking.csv")
     assert sorted(ranking["method"]) == ["gradcam", "saliency"]
     assert ranking["cases_won"].sum() == pytest.approx(3.0)

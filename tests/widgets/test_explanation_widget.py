@@ -63,6 +63,28 @@ def test_by_region_tables_the_heatmap_per_atlas_region(qtbot, viewer):
     assert agreement["region_pearson"] is None  # two regions: too few to correlate
 
 
+def test_by_structure_tables_each_predicted_structure(qtbot, viewer):
+    ct = viewer.layers["lesion ct"]  # scale (2, 1, 1)
+    heat = np.zeros(ct.data.shape, np.float32)
+    pred = np.zeros(ct.data.shape, np.uint8)
+    heat[10:12, 10:12, 10:12], pred[10:12, 10:12, 10:12] = 2.0, 1
+    heat[20:22, 30:32, 30:32], pred[20:22, 30:32, 30:32] = 1.0, 1
+    viewer.add_image(heat, name="boxes", scale=ct.scale)
+    viewer.add_labels(pred, name="prediction", scale=ct.scale)
+    widget = ExplanationWidget(viewer)
+    widget.check.value = "by structure"
+    widget.heatmap.value = viewer.layers["boxes"]
+    widget.structures.prediction.value = viewer.layers["prediction"]
+    widget.structures.margin.value = 1.0
+    assert run_and_wait(qtbot, widget) == "done"
+    first, second = widget.table.rows
+    voxel_mm3 = float(np.prod(ct.scale))  # (2, 1, 1): z neighbours lie 2 mm away
+    assert (first["sum"], first["mean"], first["volume_mm3"]) == (16.0, 2.0, 8 * voxel_mm3)
+    assert first["positive_share"] == pytest.approx(16 / 24)
+    assert first["around_voxels"] == 16 and second["sum"] == 8.0
+    assert len(widget.plot.axes.patches) == 4  # inside and around bars of two structures
+
+
 def test_deletion_and_insertion_curves_are_plotted(qtbot, viewer):
     ct = viewer.layers["lesion ct"]
     saliency = attribute("bundled", ct.data, "saliency", target=1).map

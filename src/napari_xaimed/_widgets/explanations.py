@@ -11,7 +11,9 @@ One check at a time, each calling :mod:`napari_xaimed.attribution`:
 - **compare methods**: several methods under a grid of evaluation settings, ranked (tables of
   the aggregated rank and of every setting, and a plot of the ranks);
 - **by region**: a heatmap summarised per region of a Labels layer (an atlas), and its
-  agreement with a reference map when one is picked (two tables).
+  agreement with a reference map when one is picked (two tables);
+- **by structure**: a heatmap summarised per predicted structure, inside and in a shell around
+  it (a table and a bar plot; see ``_by_structure``).
 
 No layer's voxels are read on the GUI thread: the checks hand the layers' data to the worker.
 A lazy (dask) heatmap, mask or atlas is scored slab by slab there ("against mask", "by region"
@@ -37,6 +39,7 @@ from napari_xaimed._widgets._base import (
     describe_layer,
     layer_picker,
 )
+from napari_xaimed._widgets._by_structure import StructureTool
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed._widgets._trust import TrustedModels
@@ -56,7 +59,7 @@ from napari_xaimed.attribution.truth_lazy import relevance_by_region_steps, trut
 from napari_xaimed.io_lazy import is_lazy
 
 CHECKS = ("against mask", "deletion / insertion", "ensemble", "randomisation",
-          "compare methods", "by region")
+          "compare methods", "by region", "by structure")
 # Which inputs each check reads (the others are hidden).
 FIELDS = {
     "against mask": ("heatmap", "mask", "tolerance", "top_k"),
@@ -66,6 +69,7 @@ FIELDS = {
     "randomisation": ("image", "model", "method", "target", "device"),
     "compare methods": ("image", "model", "mask", "methods", "target", "device"),
     "by region": ("heatmap", "regions", "reference"),
+    "by structure": ("heatmap", "prediction", "atlas", "margin"),
 }
 
 
@@ -110,6 +114,8 @@ class ExplanationWidget(XaimedWidget):
             "top_k": [self.top_k], "baseline": [self.baseline], "steps": [self.steps],
             "device": [self.device],
         }
+        self.structures = StructureTool(napari_viewer)  # "by structure"
+        self._fields.update(self.structures.fields)
         self.form.extend([self.check, *(w for ws in self._fields.values() for w in ws)])
         self.check.changed.connect(self._show_fields)
         self.model_source.changed.connect(self._show_fields)
@@ -194,7 +200,8 @@ class ExplanationWidget(XaimedWidget):
                    "ensemble": self._ensemble,
                    "randomisation": self._randomisation,
                    "compare methods": self._compare,
-                   "by region": self._by_region}[self.check.value]
+                   "by region": self._by_region,
+                   "by structure": lambda: self.structures.start(self)}[self.check.value]
             job()
         except XaimedError as exc:
             report_error(exc)

@@ -71,6 +71,10 @@ from napari_xaimed.attribution.sanity import (
     randomisation_test,
     randomisation_test_steps,
 )
+from napari_xaimed.attribution.structures import (
+    relevance_by_structure,
+    relevance_by_structure_region,
+)
 from napari_xaimed.attribution.trust import register_network
 from napari_xaimed.attribution.truth_metrics import (
     auroc,
@@ -132,6 +136,8 @@ __all__ = [
     "register_network",
     "regression_concepts",
     "relevance_by_region",
+    "relevance_by_structure",
+    "relevance_by_structure_region",
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
     "reliable_relevance",

@@ -69,6 +69,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "batched with progress)"),
     Method("shapley", True, {"supervoxels": 64, "samples": 8, "baseline": "zeros"},
            "Shapley value sampling over SLIC supervoxels (Captum)"),
+    Method("kernel_shap", True, {"supervoxels": 64, "samples": 64, "baseline": "zeros"},
+           "KernelSHAP over SLIC supervoxels (Captum KernelShap; sliding windows with a cache: "
+           "kernel_shap.kernel_shap_windows)"),
 )}
 BASELINES = ("zeros", "min", "blurred")
 # One gradient pass whose forward is the plain model's: the run's probe pass can be that
@@ -488,13 +491,19 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
         else:
             out = yield from occlusion_steps(lambda batch: pick(forward(batch)), x.detach(),
                                              window, stride, baseline, batch_size)
-    elif method in ("feature_ablation", "shapley"):
+    elif method in ("feature_ablation", "shapley", "kernel_shap"):
         mask = torch.from_numpy(supervoxels(volume, p["supervoxels"])).to(x.device)
         mask = mask[None, None].expand_as(x)
         base = _scalar_baseline(x, p["baseline"])
         if method == "feature_ablation":
             out = yield from _ablation(forward, x.detach(), target, mask[0, 0], base,
                                        batch_size)
+        elif method == "kernel_shap":  # one Captum call: one pass per sample
+            from napari_xaimed.attribution.kernel_shap import kernel_shap_captum
+
+            out = yield from stepped(lambda fwd: kernel_shap_captum(
+                fwd, x, base, target, mask, int(p["samples"]), batch_size),
+                forward, int(p["samples"]), method)
         else:  # Shapley sampling: one Captum call, stepped per batch of perturbations
             features = int(torch.unique(mask).numel())
 

@@ -299,8 +299,8 @@ def attribute_steps(
         forward_module = _Autocast(forward_module, dev, AUTOCAST[autocast])
     batch = int(batch_size) if batch_size else auto_batch(x.numel(), dev)
     # the model's input as an array (scaled, resized): only the supervoxel methods need it
-    scaled = (x[0, 0].detach().cpu().numpy() if method in ("feature_ablation", "shapley")
-              else None)
+    scaled = (x[0, 0].detach().cpu().numpy()
+              if method in ("feature_ablation", "shapley", "kernel_shap") else None)
     # voxel size of the model's input grid, for windows given in mm
     model_spacing = tuple(float(s) * n / m for s, n, m in
                           zip(as_spacing(spacing), volume.shape, x.shape[2:], strict=True))
@@ -356,6 +356,8 @@ _ZERO_REASONS = {
                         "supervoxels, another baseline or another method",
     "shapley": "no supervoxel changed the score; try more supervoxels, another baseline or "
                "another method",
+    "kernel_shap": "no supervoxel changed the score in the samples drawn; try more samples, "
+                   "more supervoxels, another baseline or another method",
 }
 
 

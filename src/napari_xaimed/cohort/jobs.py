@@ -192,6 +192,13 @@ class AttributionJob:
         Of the pointing game and top-k precision.
     trust : bool
         Run the code the model file names (see :func:`napari_xaimed.attribution.load_model`).
+    margin_mm : float
+        Width of the shell "around" each structure in the per-structure table.
+
+    The attribution job reads no prediction: with a mask, each of its structures (a connected
+    component of one mask value) gets a row per method of
+    :func:`~napari_xaimed.attribution.structures.relevance_by_structure` in the outcome's
+    ``instances`` (the cohort's ``structures.csv``).
     """
 
     model: str = "bundled"
@@ -201,6 +208,7 @@ class AttributionJob:
     tolerance_mm: float = 0.0
     k: float = 0.01
     trust: bool = False
+    margin_mm: float = 5.0
     model_sha256: str = ""
     model_config_sha256: str | None = None
     networks: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -233,7 +241,7 @@ class AttributionJob:
                 "model_config_sha256": self.model_config_sha256,
                 "methods": self.methods, "params": self.params,
                 "method_params": self.method_params, "tolerance_mm": self.tolerance_mm,
-                "k": self.k}
+                "k": self.k, "margin_mm": self.margin_mm}
 
     def _model(self) -> Any:
         return cached_model(self.model, f"{self.model_sha256}+{self.model_config_sha256}",
@@ -244,9 +252,10 @@ class AttributionJob:
         """Explain one case with every method; never raises."""
         from napari_xaimed._provenance import cli_inputs, provenance
         from napari_xaimed.attribution import attribute, truth_scores
+        from napari_xaimed.attribution.structures import relevance_by_structure
 
         start = time.perf_counter()
-        rows, outputs = [], []
+        rows, outputs, structures = [], [], []
         try:
             image = _read_3d(case.files["image"], "image")
             mask = None
@@ -254,6 +263,9 @@ class AttributionJob:
                 mask_volume = _read_3d(case.files["mask"], "mask")
                 _same_grid(image, mask_volume, ("image", "mask"))
                 mask = mask_volume.data > 0
+                # the mask's own values label its structures (whole numbers; else one label)
+                whole = np.array_equal(mask_volume.data, np.round(mask_volume.data))
+                labels = mask_volume.data.astype(np.int64) if whole else mask.astype(np.uint8)
                 if not mask.any():
                     raise XaimedError(f"the mask {case.files['mask'].name} is empty: the "
                                       "explanation metrics need the region the model should "
@@ -271,6 +283,9 @@ class AttributionJob:
                 if mask is not None:
                     row.update(truth_scores(result.map, mask, spacing=image.spacing,
                                             tolerance_mm=self.tolerance_mm, k=self.k))
+                    table = relevance_by_structure(result.map, labels, spacing=image.spacing,
+                                                   margin_mm=self.margin_mm)
+                    structures += [{"method": method, **r} for r in table.to_dict("records")]
                 rows.append(row)
                 # the widget's attribution provenance, so `napari-xaimed rerun` redoes it
                 meta = provenance(
@@ -285,5 +300,5 @@ class AttributionJob:
                                                   image.spacing, image.affine, meta))
         except Exception as exc:
             return CaseOutcome.failed(describe_failure(exc), time.perf_counter() - start)
-        return CaseOutcome(status="ok", rows=rows, outputs=outputs,
+        return CaseOutcome(status="ok", rows=rows, outputs=outputs, instances=structures,
                            seconds=time.perf_counter() - start, worker=socket.gethostname())

@@ -49,7 +49,8 @@ class CohortResult:
         Per case (and class, or method): ``case_id``, ``status`` (``ok``/``error``), ``error``,
         ``seconds`` and the metrics.
     instances : pandas.DataFrame or None
-        Evaluation: per matched instance.
+        Evaluation: per matched instance. Attribution with masks: per structure of the mask
+        and method, the relevance inside and around it (``structures.csv``).
     summary : pandas.DataFrame
         Per group (class or method) and metric: n, mean, median and bootstrap 95% interval.
     ranking : pandas.DataFrame or None
@@ -216,6 +217,11 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
         _write_tables(store, "instances", instances)
         summary = evaluation_summary(table, instances, seed=seed, resamples=resamples)
     else:
+        # with masks: relevance per structure of the mask, per case and method
+        instances = pd.DataFrame([row for case in cases
+                                  for row in _instances(case, records[case.case_id])])
+        if len(instances):
+            _write_tables(store, "structures", instances)
         summary = attribution_summary(table, seed=seed, resamples=resamples)
         ranking = attribution_ranking(table, list(TRUTH_METRICS), seed=seed,
                                       resamples=resamples)
