@@ -33,6 +33,10 @@ from napari_xaimed.evaluation.voronoi import region_rows_steps, voronoi_regions
 
 MATCH_METRICS = ("iou", "dice")
 DISTANCE_METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd", "cldice")
+# What evaluate computes unless told otherwise: every metric but clDice, which only means
+# something for tubular structures (vessels, airways, neurons) and whose skeletons cost most of
+# a call; ``metrics=(*DEFAULT_METRICS, "cldice")`` opts in.
+DEFAULT_METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd")
 
 
 @dataclass
@@ -439,7 +443,7 @@ def evaluate_steps(
     assignment: str = "greedy",
     strict: bool = False,
     connectivity: int = 26,
-    metrics: tuple[str, ...] | list[str] = DISTANCE_METRICS,
+    metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     nsd_tolerance_mm: float = 1.0,
     keep_maps: bool = False,
 ) -> Steps[PanopticResult]:
@@ -505,8 +509,11 @@ def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> Pa
     connectivity : {6, 18, 26}
         Of the connected components of semantic input.
     metrics : sequence of str
-        Distance metrics per TP (``hd``, ``hd95``, ``hd95_directed``, ``assd``, ``nsd``,
-        ``cldice``); Dice, IoU and RVD are always computed.
+        Distance metrics per matched group, from :data:`DISTANCE_METRICS` (``hd``, ``hd95``,
+        ``hd95_directed``, ``assd``, ``nsd``, ``cldice``); default :data:`DEFAULT_METRICS`:
+        all but clDice, which is opt-in (add ``"cldice"``): it only means something for
+        tubular structures (vessels, airways, neurons) and costs most of a call. A metric
+        left out is NaN in the rows. Dice, IoU and RVD are always computed.
     nsd_tolerance_mm : float
     parts : dict, optional
         Part-aware classes over semantic maps, e.g. ``{"tumor": {"thing": [1, 2, 3], "parts":
