@@ -104,8 +104,9 @@ def _line(f: np.ndarray, n: int, axis: int, coor: np.ndarray, sampling: np.ndarr
 
 @njit(cache=True, nogil=True)
 def nearest_sites(fg: np.ndarray, sampling: np.ndarray) -> np.ndarray:
-    """Flat index of every voxel's nearest nonzero voxel of ``fg`` (uint8, C order, at least
-    one nonzero voxel), Euclidean with voxel size ``sampling`` (float64, ``(z, y, x)``)."""
+    """Flat index (int32: fewer than 2**31 voxels) of every voxel's nearest nonzero voxel of
+    ``fg`` (uint8, C order, at least one nonzero voxel), Euclidean with voxel size
+    ``sampling`` (float64, ``(z, y, x)``)."""
     nz, ny, nx = fg.shape
     fz = np.empty((nz, ny, nx), np.int32)
     fy = np.empty((nz, ny, nx), np.int32)
@@ -127,8 +128,7 @@ def nearest_sites(fg: np.ndarray, sampling: np.ndarray) -> np.ndarray:
             else:
                 for k in range(ny):
                     fz[z, k, x] = -1
-    out = np.empty((nz, ny, nx), np.int64)
-    for z in range(nz):  # along x: rows
+    for z in range(nz):  # along x: rows, the answer written over fy (read into f first)
         coor[0] = z
         for y in range(ny):
             coor[1] = y
@@ -138,5 +138,5 @@ def nearest_sites(fg: np.ndarray, sampling: np.ndarray) -> np.ndarray:
             _line(f, nx, 2, coor, sampling, g, nearest)
             for k in range(nx):
                 s = nearest[k]
-                out[z, y, k] = (f[s, 0] * ny + f[s, 1]) * nx + f[s, 2]
-    return out
+                fy[z, y, k] = (f[s, 0] * ny + f[s, 1]) * nx + f[s, 2]
+    return fy
