@@ -290,7 +290,10 @@ def test_cldice_is_opt_in(monkeypatch):
         assert result.params["metrics"] == list(DEFAULT_METRICS)
         assert "cldice" not in result.params["metrics"]
         assert row.hd == pytest.approx(2.0) and row.nsd < 1.0  # the gap's faces, 2 voxels in
+        summary = result["all"].summary()  # no column of NaNs for what was not asked for
+        assert "mean_cldice" not in summary and summary["mean_hd"] == pytest.approx(2.0)
     asked = evaluate(tube, broken, instance_input=True, metrics=(*DEFAULT_METRICS, "cldice"))
     (row,) = asked["all"].rows
     assert calls and row.cldice == pytest.approx(reference_cldice(tube > 0, broken > 0))
     assert 0.8 < row.cldice < 1.0
+    assert asked["all"].summary()["mean_cldice"] == row.cldice

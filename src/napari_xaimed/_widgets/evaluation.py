@@ -266,9 +266,7 @@ class EvaluationWidget(XaimedWidget):
         """Fill the tables and the plot from a result."""
         # a metric that was not asked for (clDice by default) gets no column of NaNs
         unasked = {"cldice"} - set(result.params.get("metrics", DEFAULT_METRICS))
-        self.summary.set_rows([{k: v for k, v in c.summary().items()
-                                if k.removeprefix("mean_") not in unasked}
-                               for c in result.classes.values()])
+        self.summary.set_rows([c.summary() for c in result.classes.values()])
         spacing = result.params.get("spacing") or self._geometry[0]
         voxel_mm3 = float(np.prod(spacing))
         rows = [entry for c in result.classes.values() for entry in instance_rows(c, voxel_mm3)]

@@ -74,6 +74,9 @@ class ClassResult:
     ``false_positive_voxels``) and centres of mass in voxel coordinates ``(z, y, x)``
     (``missed_centres``, ``false_positive_centres``), keyed by the same ids.
 
+    ``metrics`` are the distance metrics computed for the rows (the others are NaN there and
+    left out of :meth:`summary`).
+
     ``sq`` is the mean matching metric over TPs; ``pq = sq * rq``; ``rq = TP / (TP + FP/2 + FN/2)``.
     Conventions for empty inputs: both empty gives NaN for all three; one empty (or no TP) gives
     0 with the counts right. Distance means (``mean_hd95`` etc.) are NaN when there is no TP.
@@ -101,6 +104,7 @@ class ClassResult:
     part_aware_pq: float = math.nan
     regions: list[dict[str, Any]] = field(default_factory=list)
     region_map: np.ndarray | None = field(default=None, repr=False)
+    metrics: tuple[str, ...] = DISTANCE_METRICS
 
     def mean(self, metric: str) -> float:
         """Mean of a per-instance metric over the accepted (TP) groups; NaN without TPs."""
@@ -112,7 +116,8 @@ class ClassResult:
         out = {"class": self.name, "tp": self.tp, "fp": self.fp, "fn": self.fn, "pq": self.pq,
                "sq": self.sq, "rq": self.rq, "n_reference": self.n_reference,
                "n_prediction": self.n_prediction}
-        for metric in ("dice", "iou", "rvd", *DISTANCE_METRICS):
+        # the distance metrics computed (``metrics``), not a NaN column for each one left out
+        for metric in ("dice", "iou", "rvd", *(m for m in DISTANCE_METRICS if m in self.metrics)):
             out[f"mean_{metric}"] = self.mean(metric)
         if self.part_sq:
             out["part_aware_pq"] = self.part_aware_pq
@@ -328,7 +333,7 @@ def evaluate_class_steps(
         false_positive_voxels={pred_id[p]: pred_voxels[p] for p in false_pos},
         false_positive_centres={pred_id[p]: _point(c)
                                 for p, c in zip(false_pos, fp_centres, strict=True)},
-        error_map=errors,
+        error_map=errors, metrics=tuple(metrics),
     )
     if part_spec:
         _summarise_parts(result, part_spec)
