@@ -7,7 +7,8 @@ that every pass reads contiguous rows or a single plane:
 - z: each column's nearest site is the nearer of the previous and next nonzero voxel (the
   previous one on a tie), found by one sweep up and one down through whole planes;
 - y and x: the lower envelope of the sites on each line (which keeps the sites whose Voronoi
-  cell meets the line), then each voxel's nearest site on it, plane by plane.
+  cell meets the line), then each voxel's nearest site on it; both inside one plane, done as
+  the sweep down reaches it, so only the sweeps touch the whole volume.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _column_sites(fg: np.ndarray, fz: np.ndarray) -> None:
-    """``fz``: the z of each voxel's nearest nonzero voxel in its column, -1 where none."""
+def _previous_sites(fg: np.ndarray, fz: np.ndarray) -> None:
+    """``fz``: the z of the nearest nonzero voxel at or below each voxel in its column, -1
+    where none."""
     nz, ny, nx = fg.shape
     for z in range(nz):
         for y in range(ny):
@@ -29,17 +31,6 @@ def _column_sites(fg: np.ndarray, fz: np.ndarray) -> None:
                     fz[z, y, x] = fz[z - 1, y, x]
                 else:
                     fz[z, y, x] = -1
-    following = np.full((ny, nx), -1, np.int32)
-    for z in range(nz - 1, -1, -1):
-        for y in range(ny):
-            for x in range(nx):
-                if fg[z, y, x]:
-                    following[y, x] = z
-                after = following[y, x]
-                if after >= 0:
-                    before = fz[z, y, x]
-                    if before < 0 or after - z < z - before:
-                        fz[z, y, x] = after
 
 
 @njit(cache=True, nogil=True)
@@ -106,37 +97,52 @@ def _line(f: np.ndarray, n: int, axis: int, coor: np.ndarray, sampling: np.ndarr
 def nearest_sites(fg: np.ndarray, sampling: np.ndarray) -> np.ndarray:
     """Flat index (int32: fewer than 2**31 voxels) of every voxel's nearest nonzero voxel of
     ``fg`` (uint8, C order, at least one nonzero voxel), Euclidean with voxel size
-    ``sampling`` (float64, ``(z, y, x)``)."""
+    ``sampling`` (float64, ``(z, y, x)``).
+
+    One sweep up the planes keeps each column's previous nonzero voxel; a sweep down keeps the
+    next one and finishes each plane as it passes: the nearer of the two (the previous one on
+    a tie), then the passes along y and x inside that plane, in plane-sized buffers; the
+    answer overwrites the plane's previous-voxel record. Four bytes a voxel besides ``fg``.
+    """
     nz, ny, nx = fg.shape
-    fz = np.empty((nz, ny, nx), np.int32)
-    fy = np.empty((nz, ny, nx), np.int32)
-    _column_sites(fg, fz)
+    out = np.empty((nz, ny, nx), np.int32)
+    _previous_sites(fg, out)
+    following = np.full((ny, nx), -1, np.int32)
+    pz = np.empty((ny, nx), np.int32)
+    py = np.empty((ny, nx), np.int32)
     longest = max(ny, nx)
     f = np.empty((longest, 3), np.int64)
     g = np.empty(longest, np.int64)
     nearest = np.empty(longest, np.int64)
     coor = np.zeros(3, np.int64)
-    for z in range(nz):  # along y: lines of one z-plane
+    for z in range(nz - 1, -1, -1):
         coor[0] = z
-        for x in range(nx):
+        for y in range(ny):  # along z: the nearer of the previous and the next nonzero voxel
+            for x in range(nx):
+                if fg[z, y, x]:
+                    following[y, x] = z
+                site = out[z, y, x]
+                after = following[y, x]
+                if after >= 0 and (site < 0 or after - z < z - site):
+                    site = after
+                pz[y, x] = site
+        for x in range(nx):  # along y
             coor[2] = x
             for k in range(ny):
-                f[k, 0], f[k, 1], f[k, 2] = fz[z, k, x], k, x
+                f[k, 0], f[k, 1], f[k, 2] = pz[k, x], k, x
             if _line(f, ny, 1, coor, sampling, g, nearest):
                 for k in range(ny):
-                    fz[z, k, x], fy[z, k, x] = f[nearest[k], 0], f[nearest[k], 1]
+                    pz[k, x], py[k, x] = f[nearest[k], 0], f[nearest[k], 1]
             else:
                 for k in range(ny):
-                    fz[z, k, x] = -1
-    for z in range(nz):  # along x: rows, the answer written over fy (read into f first)
-        coor[0] = z
-        for y in range(ny):
+                    pz[k, x] = -1
+        for y in range(ny):  # along x
             coor[1] = y
             for k in range(nx):
-                f[k, 0], f[k, 1], f[k, 2] = fz[z, y, k], fy[z, y, k], k
+                f[k, 0], f[k, 1], f[k, 2] = pz[y, k], py[y, k], k
             # every row has a site: each column with a nonzero voxel gave its plane one
             _line(f, nx, 2, coor, sampling, g, nearest)
             for k in range(nx):
                 s = nearest[k]
-                fy[z, y, k] = (f[s, 0] * ny + f[s, 1]) * nx + f[s, 2]
-    return fy
+                out[z, y, k] = (f[s, 0] * ny + f[s, 1]) * nx + f[s, 2]
+    return out

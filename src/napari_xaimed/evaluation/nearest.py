@@ -7,18 +7,21 @@ feature transform of Maurer, Qi and Raghavan (2003, IEEE TPAMI 25:265-270), one 
 in the order z, y, x, with the same arithmetic, so that at a voxel equidistant from two labels
 they pick the same one.
 
-Why not that scipy call itself: its cost grows faster than the volume (129 ns per voxel at
-128^3, 147 at 256^3, 165 at 384^3 on a 2-core machine), because it keeps the three coordinates
-of each voxel's feature in three separate volumes and walks them along every axis. Here:
+Why not that scipy call itself: its cost grows faster than the volume (110-130 ns per voxel
+at 128^3, 145-160 at 256^3, 165-180 at 384^3, CPU time on a shared 2-core machine), because it
+keeps the three coordinates of each voxel's feature in three separate volumes and walks the
+whole volume along every axis. Here:
 
 - below :data:`KERNEL_VOXELS` voxels, scipy's own transform with its feature array laid out as
   one 12-byte record per voxel, planes of constant x contiguous (the order in which scipy's
   recursion visits them): about half the time, the same numbers;
 - from :data:`KERNEL_VOXELS` on (or once the kernel is loaded in this process), a compiled
-  kernel (numba) that keeps every pass on contiguous rows or single planes: 31-38 ns per voxel
-  from 128^3 to 384^3, linear in the volume, in 9 bytes per voxel (scipy: 13). Loading numba
-  and the cached kernel costs about a second per process (the first use after installing also
-  compiles it, a few seconds more), which only pays off on large volumes.
+  kernel (numba, ``_nearest_kernel.py``) that sweeps the planes twice and does the passes
+  along y and x inside one plane at a time: 40 ns per voxel at 128^3, 44 at 256^3 on the same
+  machine (the passes' own work; 38-47 with the lookup around it), in 5 bytes per voxel
+  besides the labels (scipy: 13). Loading numba and the cached kernel costs about a second
+  per process (the first use after installing also compiles it, a few seconds more), which
+  only pays off on large volumes.
 """
 
 from __future__ import annotations
