@@ -7,8 +7,8 @@ feature transform of Maurer, Qi and Raghavan (2003, IEEE TPAMI 25:265-270), one 
 in the order z, y, x, with the same arithmetic, so that at a voxel equidistant from two labels
 they pick the same one.
 
-Why not that scipy call itself: its cost grows faster than the volume (110-130 ns per voxel
-at 128^3, 145-160 at 256^3, 165-180 at 384^3, CPU time on a shared 2-core machine), because it
+Why not that scipy call itself: its cost grows faster than the volume (110-136 ns per voxel
+at 128^3, 146-186 at 256^3, 165-180 at 384^3, CPU time on a shared 2-core machine), because it
 keeps the three coordinates of each voxel's feature in three separate volumes and walks the
 whole volume along every axis. Here:
 
@@ -17,11 +17,10 @@ whole volume along every axis. Here:
   recursion visits them): about half the time, the same numbers;
 - from :data:`KERNEL_VOXELS` on (or once the kernel is loaded in this process), a compiled
   kernel (numba, ``_nearest_kernel.py``) that sweeps the planes twice and does the passes
-  along y and x inside one plane at a time: 40 ns per voxel at 128^3, 44 at 256^3 on the same
-  machine (the passes' own work; 38-47 with the lookup around it), in 5 bytes per voxel
-  besides the labels (scipy: 13). Loading numba and the cached kernel costs about a second
-  per process (the first use after installing also compiles it, a few seconds more), which
-  only pays off on large volumes.
+  along y and x inside one plane at a time: 38-58 ns per voxel at 128^3 and 44-53 at 256^3
+  over several runs on the same machine, in 5 bytes per voxel besides the labels (scipy: 13).
+  Loading numba and the cached kernel costs about a second per process (the first use after
+  installing also compiles it, a few seconds more), which only pays off on large volumes.
 """
 
 from __future__ import annotations
