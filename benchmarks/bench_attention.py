@@ -13,6 +13,8 @@ in the region, ``backward()`` into the weights, as training would), best of the 
 the gradient-weighted one a backward pass to the first block's attention, the readout through
 all eight blocks, the map back onto the volume), and Captum-based ``gradcam`` through
 ``attribute`` for comparison (its default layer). Target: each at most 1.5x the reference pass.
+Each method runs back to back with a reference pass, ``--repeats`` pairs: times print as best
+(median, range), ratios as the ratio of the best times with the range over the pairs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 
 import numpy as np
 import torch
-from _timing import best
+from _timing import alternate, measure, ratio
 
 TARGET = 1.5
 
@@ -60,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch {torch.__version__}, monai {monai.__version__}, {torch.get_num_threads()} "
           f"threads, device {device}")
-    reference = best(forward_backward, args.repeats)
-    forward_s = best(forward, args.repeats)
-    print(f"SwinUNETR {args.size}^3: forward {forward_s:.2f} s, forward+backward "
-          f"{reference:.2f} s (best of {args.repeats})\n")
+    reference = measure(forward_backward, args.repeats)
+    forward_s = measure(forward, args.repeats)
+    print(f"SwinUNETR {args.size}^3: forward {forward_s.text(digits=2)}, forward+backward "
+          f"{reference.text(digits=2)}\n")
     runs = {
         "attention_rollout": lambda: attention_map(net, volume, "attention_rollout",
                                                    region=region, device=device),
@@ -72,15 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         "gradcam (Captum, attribute)": lambda: attribute(net, volume, "gradcam", region=region,
                                                          device=device),
     }
-    print(f"{'method':<32}{'seconds':>9}{'/ fwd+bwd':>11}  target <= {TARGET}x")
-    print("-" * 66)
+    print(f"{'method':<32}{'seconds (median, range)':>32}{'/ fwd+bwd (range)':>22}"
+          f"  target <= {TARGET}x")
+    print("-" * 100)
     worst = 0.0
     for label, run in runs.items():
-        seconds = best(run, args.repeats)
-        ratio = seconds / reference
-        worst = max(worst, ratio)
-        print(f"{label:<32}{seconds:>8.2f}s{ratio:>10.2f}x  "
-              f"{'ok' if ratio <= TARGET else 'SLOWER'}")
+        seconds, paired_reference = alternate(run, forward_backward, args.repeats)
+        over = ratio(seconds, paired_reference)
+        worst = max(worst, over.value)
+        text = (f"{seconds.best:.2f} s ({seconds.median:.2f}, {seconds.low:.2f}-"
+                f"{seconds.high:.2f})")
+        print(f"{label:<32}{text:>32}{over.text():>22}  "
+              f"{'ok' if over.value <= TARGET else 'SLOWER'}")
     return 0 if worst <= TARGET else 1
 
 

@@ -2,14 +2,15 @@
 plain sequential loop over the same cases (issue 9).
 
     python benchmarks/bench_cohort.py [--cases 24] [--size 112] [--kind evaluation|attribution]
-                                      [--voronoi]
+                                      [--voronoi] [--repeats 1]
 
 The sequential loop is what a script without the cohort mode does: for each case, read the
 files, evaluate (or explain) it and save its heatmaps, then write the table. The Dask runs do
 the same work plus hashing the inputs, writing per-case records and the summary. The cluster is
 started, and its workers' imports warmed, before the clock starts (the start-up time is printed
 on its own), as the loop's process is warmed by one case before its clock starts. Each run
-writes into a fresh folder, so nothing is skipped.
+writes into a fresh folder, so nothing is skipped. With ``--repeats N`` each run is made N
+times (into fresh folders): the rates come from the best, with the range beside them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _timing import Timing, ratio
 
 from napari_xaimed.cohort import AttributionJob, EvaluationJob, read_cases, run_cohort
 from napari_xaimed.cohort.sample import write_sample_cohort
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=24)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--kind", choices=["evaluation", "attribution"], default="evaluation")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each (default 1)")
     parser.add_argument("--voronoi", action="store_true",
                         help="evaluation: with Voronoi regions (a heavier case)")
     args = parser.parse_args()
@@ -80,18 +83,25 @@ def main() -> None:
             job.check()
         cases = read_cases(csv, job.required, job.optional)
         job.run(cases[0])  # warm this process's imports and caches for the loop
-        (tmp / "loop").mkdir()
-        loop = sequential(job, cases, tmp / "loop")
+        loops = []
+        for k in range(args.repeats):
+            (tmp / f"loop{k}").mkdir()
+            loops.append(sequential(job, cases, tmp / f"loop{k}"))
+        loop = Timing(loops)
         rates = {"sequential loop": (loop, None)}
         for workers in (1, 2):
-            rates[f"dask, {workers} worker{'s' * (workers > 1)}"] = on_cluster(
-                job, cases, tmp / f"out{workers}", workers)
-    print(f"{args.kind}{' + voronoi' * args.voronoi}: {args.cases} cases of {args.size}^3")
-    print("| run | seconds | cases/min | vs loop | cluster start (s) |")
-    print("|---|---|---|---|---|")
+            runs = [on_cluster(job, cases, tmp / f"out{workers}-{k}", workers)
+                    for k in range(args.repeats)]
+            rates[f"dask, {workers} worker{'s' * (workers > 1)}"] = (
+                Timing([r[0] for r in runs]), min(r[1] for r in runs))
+    print(f"{args.kind}{' + voronoi' * args.voronoi}: {args.cases} cases of {args.size}^3, "
+          f"best of {args.repeats} (range: every run)")
+    print("| run | seconds | range (s) | cases/min | vs loop | cluster start (s) |")
+    print("|---|---|---|---|---|---|")
     for name, (seconds, started) in rates.items():
-        print(f"| {name} | {seconds:.2f} | {args.cases / seconds * 60:.1f} | "
-              f"{loop / seconds:.2f}x | {'' if started is None else f'{started:.1f}'} |")
+        print(f"| {name} | {seconds.best:.2f} | {seconds.low:.2f}-{seconds.high:.2f} | "
+              f"{args.cases / seconds.best * 60:.1f} | {ratio(loop, seconds)} | "
+              f"{'' if started is None else f'{started:.1f}'} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Benchmark: our panoptic evaluation, AUTC, Voronoi and part-aware PQ against Panoptica.
 
 Run ``python benchmarks/bench_evaluation.py`` (128^3 and 256^3), with ``--quick`` (128^3 only) and
-with ``--cases voronoi,parts`` (any of plain, autc, voronoi, parts, instance; default all) to pick
-cases; ``--cases instance`` times instance-map input alone.
+with ``--cases voronoi,parts`` (any of plain, autc, voronoi, parts, instance, regions; default
+all) to pick cases; ``--cases instance`` times instance-map input alone.
 
 Inputs (seeded): reference = non-overlapping balls, radius 4-8 voxels (128^3: 50, 256^3: 300);
 prediction = each ball shifted by up to 1.5 voxels per axis (radius jittered), 10% missed, 5%
@@ -63,7 +63,16 @@ instance: the instance maps above (``instance_input=True``), one-to-one greedy a
           printed beside it, not added to it. Counts, PQ and the per-TP HD95/ASSD lists of
           every run (warm and cold) are compared with Panoptica's.
 
-Timings are the best of N runs (ours N=3; Panoptica N=3 at 128^3, N=1 at 256^3). Our peak
+regions : the Voronoi regions alone (``voronoi.voronoi_regions`` on the reference's 26-connected
+          components, 1 mm) against scipy's ``distance_transform_edt(return_indices=True)`` and a
+          lookup, which computed them before (the regions are checked equal); the 256^3 / 128^3
+          time ratio of each is printed at the end (8 = linear in the volume), and the
+          one-off cost of loading the compiled kernel in a fresh process (``nearest.py``).
+
+Timings are the best of N runs (ours N=3; Panoptica N=3 at 128^3, N=1 at 256^3), printed with
+their median and range; a ratio is the ratio of the best times with its range over the pairs of
+runs (the instance rows run ours and Panoptica back to back; elsewhere every run of one is set
+against every run of the other). Our peak
 memory is measured with tracemalloc (numpy allocations are traced) over a separate plain run,
 as a multiple of the two input volumes' bytes (2 x uint8 masks).
 """
@@ -79,10 +88,11 @@ from dataclasses import dataclass
 from unittest import mock
 
 import numpy as np
+from _timing import Timing, alternate, measure, ratio
 
 from napari_xaimed.evaluation import autc, evaluate
 
-CASES = ("plain", "autc", "voronoi", "parts", "instance")
+CASES = ("plain", "autc", "voronoi", "parts", "instance", "regions")
 THRESHOLDS = np.arange(1, 11) / 10  # 0.1 ... 1.0, the same floats as Panoptica's grid
 # plain/autc: least speed-up over Panoptica; memory: most peak / input bytes;
 # voronoi (256^3) and parts (128^3): most seconds of ours.
@@ -100,13 +110,14 @@ PARTS = {"thing": {"thing": [1, 2], "parts": {"core": [2]}}}
 
 @dataclass
 class Row:
-    """One table row. ``kind``: "ratio" (target = least panoptica/ours), "seconds" (target =
+    """One table row. ``kind``: "ratio" (target = least peer/ours), "seconds" (target =
     most seconds of ours; None for none) or "memory" (ours = peak bytes, theirs = input bytes).
-    ``theirs`` None: Panoptica not run, ``skipped`` says why."""
+    The peer is Panoptica, or for the regions rows scipy's EDT. ``theirs`` None: the peer not
+    run, ``skipped`` says why."""
 
     name: str
-    ours: float
-    theirs: float | None
+    ours: Timing | float
+    theirs: Timing | float | None
     kind: str
     target: float | None
     skipped: str = ""
@@ -214,13 +225,10 @@ def make_instance_inputs(size: int, n: int, seed: int) -> tuple[np.ndarray, np.n
     return reference, prediction
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def best_of(fn, repeats: int) -> tuple[Timing, object]:
+    """Every run's seconds (printed as best, median, range) and the last result."""
+    timing = measure(fn, repeats)
+    return timing, timing.result
 
 
 def panoptica_evaluator(instance_metrics):
@@ -384,13 +392,13 @@ def case_voronoi(ref, pred, size, panoptica_repeats, rows, run_panoptica: bool):
     t_bare, bare = best_of(lambda: ours_voronoi(ref, pred, metrics=()), 3)
     ours_dice = res.summary()["region_mean_dice"]
     print(f"  voronoi: ours {len(res.regions)} regions, mean per-region Dice {ours_dice:.6f}\n"
-          f"           ({t_ours:.3f} s with hd95+assd; {t_bare:.3f} s with metrics=(), "
+          f"           ({t_ours} with hd95+assd; {t_bare} with metrics=(), "
           f"{len(bare.regions)} regions)")
     target = TARGETS["voronoi"] if size >= 256 else None
     if not run_panoptica:
         print(f"           panoptica skipped (too slow): ~{PANOPTICA_VORONOI_256_S:.0f} s at "
               "256^3 in the field notes,\n           not measured in this run "
-              f"(~{PANOPTICA_VORONOI_256_S / t_ours:.0f}x ours)")
+              f"(~{PANOPTICA_VORONOI_256_S / t_ours.best:.0f}x ours)")
         rows.append(Row(f"voronoi {size}^3", t_ours, None, "seconds", target,
                         skipped="skipped (too slow)"))
         return
@@ -453,7 +461,8 @@ def cold_run(who: str, ref_path: str, pred_path: str, metrics: tuple[str, ...]) 
                              capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = min(runs, key=lambda r: r["first"])
-    return {**best, "import": min(r["import"] for r in runs)}
+    return {**best, "import": min(r["import"] for r in runs),
+            "firsts": Timing([r["first"] for r in runs])}
 
 
 def case_instance(size, n, seed, rows):
@@ -475,8 +484,9 @@ def case_instance(size, n, seed, rows):
             np.save(paths[0], ref)
             np.save(paths[1], pred)
             for kind, metrics in INSTANCE_METRICS.items():
-                t_ours, res = best_of(lambda r=ref, p=pred, m=metrics: ours(r, p, m), 3)
-                t_pan, pan = best_of(lambda r=ref, p=pred, m=metrics: panoptica(r, p, m), 3)
+                t_ours, t_pan = alternate(lambda r=ref, p=pred, m=metrics: ours(r, p, m),
+                                          lambda r=ref, p=pred, m=metrics: panoptica(r, p, m), 3)
+                res, pan = t_ours.result, t_pan.result
                 ours_sum, their_sum = summary(res, metrics, True), summary(pan, metrics, False)
                 cold_ours = cold_run("ours", *paths, metrics)
                 cold_pan = cold_run("panoptica", *paths, metrics)
@@ -488,12 +498,73 @@ def case_instance(size, n, seed, rows):
                       f"{cold_ours['import']:.2f} s, panoptica {cold_pan['import']:.2f} s")
                 rows.append(Row(f"inst {dtype} {kind} {size}^3", t_ours, t_pan, "ratio",
                                 target))
-                rows.append(Row(f"inst {dtype} {kind} cold {size}^3", cold_ours["first"],
-                                cold_pan["first"], "ratio", target))
+                rows.append(Row(f"inst {dtype} {kind} cold {size}^3", cold_ours["firsts"],
+                                cold_pan["firsts"], "ratio", target))
+
+
+def scipy_regions(ref_map):
+    """The Voronoi regions as scipy's feature transform gives them (the former code)."""
+    from scipy import ndimage as ndi
+
+    indices = ndi.distance_transform_edt(ref_map == 0, return_distances=False,
+                                         return_indices=True)
+    return ref_map[tuple(indices)]
+
+
+def kernel_load_seconds() -> float:
+    """Seconds a fresh process spends importing numba and loading the compiled kernel (from
+    its cache) before its first use (nearest.py's threshold is there for this)."""
+    import subprocess
+    import sys
+
+    code = ("import time, numpy as np; from napari_xaimed.evaluation.nearest import "
+            "nearest_labels; t = time.perf_counter(); nearest_labels(np.ones((2, 2, 2), "
+            "np.uint16), (1, 1, 1), kernel=True); print(time.perf_counter() - t)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # compiles
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True)
+    return float(out.stdout.split()[-1])
+
+
+def case_regions(ref, size, rows, scaling: dict):
+    from napari_xaimed.evaluation.instances import class_instances
+    from napari_xaimed.evaluation.nearest import nearest_labels
+    from napari_xaimed.evaluation.voronoi import voronoi_regions
+
+    ref_map, _ = class_instances(ref, None, instance_input=False, connectivity=26)
+    voronoi_regions(ref_map, (1.0, 1.0, 1.0))  # loads the kernel when this size takes it
+    t_ours, t_scipy = alternate(lambda: voronoi_regions(ref_map, (1.0, 1.0, 1.0)),
+                                lambda: scipy_regions(ref_map), 3)
+    # the compiled kernel at every size (ours takes it from 256^3 on, or once it is loaded)
+    t_kernel, t_scipy_k = alternate(  # (the warm-up loads the kernel)
+        lambda: nearest_labels(ref_map, (1.0, 1.0, 1.0), kernel=True),
+        lambda: scipy_regions(ref_map), 3, warmup=1)
+    same = (np.array_equal(t_ours.result, t_scipy.result)
+            and np.array_equal(t_kernel.result, t_scipy.result))
+    scaling[size] = (t_ours, t_scipy, t_kernel)
+    print(f"  regions: ours {t_ours}, scipy EDT {t_scipy} ({same_text(same)} regions);\n"
+          f"           compiled kernel {t_kernel}, scipy EDT {t_scipy_k}")
+    rows.append(Row(f"regions {size}^3", t_ours, t_scipy, "ratio", None))
+    rows.append(Row(f"regions kernel {size}^3", t_kernel, t_scipy_k, "ratio", None))
+
+
+def print_scaling(scaling: dict) -> None:
+    """The 256^3 / 128^3 time ratio of the regions, ours and scipy's (8x: linear)."""
+    if 128 not in scaling or 256 not in scaling:
+        return
+    (ours_128, scipy_128, kernel_128), (ours_256, scipy_256, kernel_256) = (scaling[128],
+                                                                            scaling[256])
+    print(f"\nVoronoi regions, 256^3 / 128^3 time (8x the voxels): ours "
+          f"{ratio(ours_256, ours_128).text(1)} (scipy laid out anew at 128^3, the kernel at "
+          f"256^3), compiled kernel {ratio(kernel_256, kernel_128).text(1)}, scipy EDT "
+          f"{ratio(scipy_256, scipy_128).text(1)}"
+          f"\n(best over best, range over every pair of runs); a fresh process loads the "
+          f"compiled kernel once in {kernel_load_seconds():.2f} s (256^3 and up, or once "
+          "loaded).")
 
 
 def run_size(size: int, n: int, seed: int, panoptica_repeats: int, cases: list[str],
-             rows: list, panoptica_voronoi: bool = True) -> None:
+             rows: list, panoptica_voronoi: bool = True, scaling: dict | None = None) -> None:
     t0 = time.perf_counter()
     ref, pred = make_inputs(size, n, seed)
     print(f"\n{size}^3, {n} reference instances (inputs made in {time.perf_counter() - t0:.1f} s)")
@@ -507,44 +578,64 @@ def run_size(size: int, n: int, seed: int, panoptica_repeats: int, cases: list[s
         case_parts(size, n, seed, panoptica_repeats, rows)
     if "instance" in cases:
         case_instance(size, n, seed, rows)
+    if "regions" in cases:
+        case_regions(ref, size, rows, {} if scaling is None else scaling)
 
 
 def print_table(rows: list[Row]) -> None:
-    head = f"{'case':<29}{'ours':>11}{'panoptica':>20}{'ratio':>9}{'target':>11}  met"
+    head = (f"{'case':<29}{'ours':>11}{'ours median, range':>26}{'peer':>20}{'ratio':>9}"
+            f"{'ratio range':>16}{'target':>11}  met")
     print("\n" + head + "\n" + "-" * len(head))
     for row in rows:
+        spread, between = "", ""
         if row.kind == "memory":
             multiple = row.ours / row.theirs
             cells = (f"{row.ours / 2**20:.1f} MB", f"inputs {row.theirs / 2**20:.1f} MB",
                      f"{multiple:.2f}x", f"<= {row.target:g}x",
                      "yes" if multiple <= row.target else "NO")
         else:
-            theirs = row.skipped if row.theirs is None else f"{row.theirs:.3f} s"
-            ratio = "-" if row.theirs is None else f"{row.theirs / row.ours:.1f}x"
+            ours = row.ours
+            if len(ours.seconds) > 1:
+                spread = f"{ours.median:.3f}, {ours.low:.3f}-{ours.high:.3f}"
+            theirs = row.skipped if row.theirs is None else f"{row.theirs.best:.3f} s"
+            faster = None if row.theirs is None else ratio(row.theirs, ours)
+            shown = "-" if faster is None else f"{faster.value:.1f}x"
+            if faster is not None and len(faster.pairs) > 1:
+                between = f"{faster.low:.1f}-{faster.high:.1f}x"
             if row.kind == "ratio" and row.target is None:
                 target, met = "-", None
             elif row.kind == "ratio":
                 target = f">= {row.target:g}x"
-                met = row.theirs is not None and row.theirs / row.ours >= row.target
+                met = faster is not None and faster.value >= row.target
             elif row.target is None:
                 target, met = "-", None
             else:
-                target, met = f"< {row.target:g} s", row.ours < row.target
-            cells = (f"{row.ours:.3f} s", theirs, ratio, target,
+                target, met = f"< {row.target:g} s", ours.best < row.target
+            cells = (f"{ours.best:.3f} s", theirs, shown, target,
                      "-" if met is None else "yes" if met else "NO")
-        print(f"{row.name:<29}{cells[0]:>11}{cells[1]:>20}{cells[2]:>9}{cells[3]:>11}  "
-              f"{cells[4]}")
-    print("ratio = panoptica s / ours s (best of 3 ours; Panoptica best of 3 at 128^3, 1 at "
-          "256^3).\nMemory: tracemalloc peak of one plain evaluation of ours / bytes of the "
-          "two uint8 input masks.\nautc: ours matches from one overlap table per threshold "
-          "(no distances); Panoptica re-runs\nmatching and instance evaluation (Dice, IoU) per "
-          "threshold after one connected-components pass.\ninst: instance maps (ids 1..3000); "
-          "cold = first call in a fresh process, best of 3 processes,\nimport not included "
-          "(printed above); counts = TP/FP/FN/PQ/Dice/IoU, hd95 = also HD95 and ASSD;\n"
-          "inst rows: best of 3 on both sides at every size.\nvoronoi: ours = plain matching "
-          "(HD95/ASSD per TP) + regions with Dice/IoU/HD95/ASSD; target on\nours at 256^3 "
-          "only. plain: ratio target at 256^3 only.\nparts: target on ours at 128^3; "
-          "Panoptica's definitions differ.")
+        print(f"{row.name:<29}{cells[0]:>11}{spread:>26}{cells[1]:>20}{cells[2]:>9}"
+              f"{between:>16}{cells[3]:>11}  {cells[4]}")
+    print("\n".join([
+        "ratio = peer s / ours s of the best runs (best of 3 ours; Panoptica best of 3 at "
+        "128^3, 1 at 256^3);",
+        "ratio range: over the pairs of runs; peer: Panoptica, for the regions rows scipy's "
+        "EDT.",
+        "Memory: tracemalloc peak of one plain evaluation of ours / bytes of the two uint8 "
+        "input masks.",
+        "autc: ours matches from one overlap table per threshold (no distances); Panoptica "
+        "re-runs",
+        "matching and instance evaluation (Dice, IoU) per threshold after one "
+        "connected-components pass.",
+        "inst: instance maps (ids 1..3000); cold = first call in a fresh process, best of 3 "
+        "processes,",
+        "import not included (printed above); counts = TP/FP/FN/PQ/Dice/IoU, hd95 = also HD95 "
+        "and ASSD;",
+        "inst rows: best of 3 on both sides at every size, run back to back.",
+        "voronoi: ours = plain matching (HD95/ASSD per TP) + regions with Dice/IoU/HD95/ASSD; "
+        "target on",
+        "ours at 256^3 only. plain: ratio target at 256^3 only.",
+        "parts: target on ours at 128^3; Panoptica's definitions differ.",
+    ]))
     if any(row.skipped for row in rows):
         print("skipped (too slow): Panoptica's Voronoi at 256^3 took "
               f"~{PANOPTICA_VORONOI_256_S:.0f} s in the field notes (not measured in this "
@@ -573,11 +664,14 @@ def main(argv=None) -> None:
     print(f"panoptica {version('panoptica')}, numpy {np.__version__}; cases: "
           f"{','.join(args.cases)}")
     rows: list[Row] = []
-    run_size(128, 50, seed=1, panoptica_repeats=3, cases=args.cases, rows=rows)
+    scaling: dict = {}
+    run_size(128, 50, seed=1, panoptica_repeats=3, cases=args.cases, rows=rows,
+             scaling=scaling)
     if not args.quick and set(args.cases) - {"parts"}:
         run_size(256, 300, seed=2, panoptica_repeats=1, cases=args.cases, rows=rows,
-                 panoptica_voronoi=not args.skip_panoptica_voronoi_256)
+                 panoptica_voronoi=not args.skip_panoptica_voronoi_256, scaling=scaling)
     print_table(rows)
+    print_scaling(scaling)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: a CT-sized volume (300 x 512 x 512) through every capability, with peak memory.
 
 Run ``python benchmarks/bench_large.py`` (``--shape 150 256 256`` for a quick look,
-``--cases registration`` for some jobs only).
+``--cases registration`` for some jobs only, ``--repeats 3`` for the spread of the times).
 
 The volume is synthetic and CT-like: a body ellipsoid in air with smooth texture and 40 bright
 lesions, float32, 0.7 x 0.7 x 1.0 mm voxels (314 MB at full size). Each job runs in its own
@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import Timing
 
 JOBS = ("segmentation", "evaluation", "registration", "saliency", "gradcam")
 
@@ -262,7 +263,26 @@ def _step(args: list[str]) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def main_lazy(shape: tuple[int, int, int], workdir: Path, jobs: list[str]) -> list[dict]:
+def _job_rows(job: str, args: list[str], repeats: int) -> dict | None:
+    """The job ``repeats`` times, each in its own process: the first run's row with every
+    run's seconds (``seconds``: the best) and the highest peak; None (said why) if one fails."""
+    runs = []
+    for _ in range(repeats):
+        out = _step(args)
+        if out.returncode:
+            print(f"  {job}: failed\n{out.stderr[-2000:]}", flush=True)
+            return None
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    seconds = Timing([r["seconds"] for r in runs])
+    row = {**runs[0], "seconds": seconds.best, "timing": seconds,
+           "above_baseline": max(r["above_baseline"] for r in runs)}
+    print(f"  {job}: {seconds.text(digits=1)}, peak +{row['above_baseline'] / 2**20:.0f} MB",
+          flush=True)
+    return row
+
+
+def main_lazy(shape: tuple[int, int, int], workdir: Path, jobs: list[str],
+              repeats: int = 1) -> list[dict]:
     """Write the stores (each step in its own process), then run each job in its own."""
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -284,14 +304,9 @@ def main_lazy(shape: tuple[int, int, int], workdir: Path, jobs: list[str]) -> li
             if out.returncode:
                 print(f"  evaluation inputs: failed\n{out.stderr[-2000:]}", flush=True)
                 continue
-        out = _step(["--one", job, "--lazy", "--workdir", str(workdir)])
-        if out.returncode:
-            print(f"  {job}: failed\n{out.stderr[-2000:]}", flush=True)
-            continue
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(f"  {job}: {row['seconds']:.1f} s, peak +{row['above_baseline'] / 2**20:.0f} MB",
-              flush=True)
+        row = _job_rows(job, ["--one", job, "--lazy", "--workdir", str(workdir)], repeats)
+        if row is not None:
+            rows.append(row)
     return rows
 
 
@@ -307,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         "slab by slab by the lazy segmentation, evaluation and attribution")
     parser.add_argument("--workdir", type=Path,
                         help="--lazy: folder for the Zarr stores (about 2 GB at full size)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each job, each in its own process (default 1)")
     parser.add_argument("--one", choices=JOBS + LAZY_JOBS, help=argparse.SUPPRESS)
     parser.add_argument("--step", choices=("write", "evaluation"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -329,28 +346,30 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row))
         return 0
     if args.lazy:
-        rows = main_lazy(shape, args.workdir, jobs)
+        rows = main_lazy(shape, args.workdir, jobs, args.repeats)
     else:
         rows = []
         for job in jobs:
-            out = _step(["--one", job, "--shape", *map(str, shape)])
-            if out.returncode:
-                print(f"  {job}: failed\n{out.stderr[-2000:]}", flush=True)
-                continue
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(f"  {job}: {row['seconds']:.1f} s, peak +{row['above_baseline'] / 2**20:.0f}"
-                  " MB", flush=True)
+            row = _job_rows(job, ["--one", job, "--shape", *map(str, shape)], args.repeats)
+            if row is not None:
+                rows.append(row)
     size = rows[0]["volume_bytes"] if rows else 0
     print(f"\nvolume {shape[0]}x{shape[1]}x{shape[2]} float32 = {size / 2**20:.0f} MB")
-    print(f"{'job':<17}{'seconds':>9}{'peak above baseline':>22}{'volumes':>9}  notes")
+    print(f"{'job':<17}{'seconds':>9}{'median, range':>18}{'peak above baseline':>22}"
+          f"{'volumes':>9}  notes")
     for row in rows:
         notes = {k: v for k, v in row.items()
-                 if k not in ("job", "seconds", "above_baseline", "volume_bytes")}
+                 if k not in ("job", "seconds", "timing", "above_baseline", "volume_bytes")}
         if "ants_peak_bytes" in notes:
             notes["ants_peak_bytes"] = f"{notes['ants_peak_bytes'] / 2**20:.0f} MB"
-        print(f"{row['job']:<17}{row['seconds']:>9.1f}{row['above_baseline'] / 2**20:>19.0f} MB"
+        timing = row["timing"]
+        spread = (f"{timing.median:.1f}, {timing.low:.1f}-{timing.high:.1f}"
+                  if len(timing.seconds) > 1 else "")
+        print(f"{row['job']:<17}{row['seconds']:>9.1f}{spread:>18}"
+              f"{row['above_baseline'] / 2**20:>19.0f} MB"
               f"{row['above_baseline'] / size:>9.2f}  {notes}")
+    print("seconds: the best of --repeats runs, each in its own process (median and range "
+          "beside it); peak: the highest.")
     return 0
 
 

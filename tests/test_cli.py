@@ -248,3 +248,18 @@ def test_register_command_on_zarr_stores_registers_downsampled_copies(tmp_path, 
     assert quality["result"]["fixed_factors"] == [2, 2, 2]
     assert quality["result"]["metrics"]["ncc_after"] > quality["result"]["metrics"][
         "ncc_before"]
+
+
+def test_cohort_evaluate_takes_cldice_on_request():
+    """`evaluate --cohort` computes the default metrics (no clDice) unless `--cldice` is given."""
+    from napari_xaimed._cli import build_parser
+    from napari_xaimed._cli_cohort import _job
+    from napari_xaimed.evaluation import DEFAULT_METRICS
+
+    base = ["evaluate", "--cohort", "cases.csv", "--out", "out"]
+    assert _job(build_parser().parse_args(base)).params["metrics"] == list(DEFAULT_METRICS)
+    assert "cldice" not in DEFAULT_METRICS
+    job = _job(build_parser().parse_args([*base, "--cldice"]))
+    assert job.params["metrics"] == [*DEFAULT_METRICS, "cldice"]
+    job = _job(build_parser().parse_args([*base, "--metrics", "hd95,cldice", "--cldice"]))
+    assert job.params["metrics"] == ["hd95", "cldice"]

@@ -23,7 +23,7 @@ from napari_xaimed._progress import run_steps
 from napari_xaimed.attribution import attribute
 from napari_xaimed.attribution.lazy import attribute_lazy, downsample_lazy, upsample_lazy
 from napari_xaimed.attribution.preprocess import Preprocessing, to_input
-from napari_xaimed.evaluation import evaluate
+from napari_xaimed.evaluation import DISTANCE_METRICS, evaluate
 from napari_xaimed.evaluation.lazy import evaluate_lazy
 from napari_xaimed.io import read_volume, write_volume
 from napari_xaimed.io_lazy import read_zarr, write_zarr
@@ -345,9 +345,9 @@ def pair():
 def test_lazy_evaluation_equals_evaluate_on_instances(pair, matching):
     reference = da.from_array(pair.reference, chunks=(5, 56, 52))
     lazy = evaluate_lazy(reference, pair.prediction, spacing=pair.spacing, matching=matching,
-                         instance_input=True, slab=5)
+                         instance_input=True, slab=5, metrics=DISTANCE_METRICS)
     memory = evaluate(pair.reference, pair.prediction, spacing=pair.spacing, matching=matching,
-                      instance_input=True)
+                      instance_input=True, metrics=DISTANCE_METRICS)
     assert memory["all"].tp > 0 and memory["all"].fp + memory["all"].fn > 0
     assert_same_result(lazy, memory)
 
@@ -356,9 +356,10 @@ def test_lazy_evaluation_equals_evaluate_on_semantic_classes(pair, tmp_path):
     classes = {"body": [1], "lesion": [1, 2]}
     lazy = evaluate_lazy(pair.reference_semantic, pair.prediction_semantic,
                          spacing=pair.spacing, classes=classes, match_metric="dice",
-                         threshold=0.3, slab=7, workdir=tmp_path)
+                         threshold=0.3, slab=7, workdir=tmp_path, metrics=DISTANCE_METRICS)
     memory = evaluate(pair.reference_semantic, pair.prediction_semantic, spacing=pair.spacing,
-                      classes=classes, match_metric="dice", threshold=0.3)
+                      classes=classes, match_metric="dice", threshold=0.3,
+                      metrics=DISTANCE_METRICS)
     assert_same_result(lazy, memory)
     assert list(tmp_path.iterdir()) == []  # the components' stores are cleaned up
 

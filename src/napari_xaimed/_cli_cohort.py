@@ -49,7 +49,7 @@ def _common(parser: argparse.ArgumentParser, columns: str) -> None:
 def add_parsers(sub: Any) -> None:
     """Register the ``evaluate``, ``attribute`` and ``embed`` subcommands."""
     from napari_xaimed._cli import TRUST_HELP
-    from napari_xaimed.evaluation import DISTANCE_METRICS, MATCHINGS
+    from napari_xaimed.evaluation import DEFAULT_METRICS, DISTANCE_METRICS, MATCHINGS
     from napari_xaimed.evaluation.label_modes import LABEL_MODES
 
     ev = sub.add_parser("evaluate", help="panoptic evaluation of a cohort on Dask")
@@ -69,9 +69,12 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--connectivity", type=int, default=26, choices=[6, 18, 26])
     ev.add_argument("--voronoi", action="store_true", help="also Voronoi region metrics")
     ev.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm")
-    ev.add_argument("--metrics", default=",".join(DISTANCE_METRICS),
-                    help="distance metrics, comma-separated (default: all of "
-                    f"{','.join(DISTANCE_METRICS)})")
+    ev.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                    help="distance metrics, comma-separated, from "
+                    f"{','.join(DISTANCE_METRICS)} (default: {','.join(DEFAULT_METRICS)})")
+    ev.add_argument("--cldice", action="store_true",
+                    help="also clDice (centreline Dice), for tubular structures: vessels, "
+                    "airways, neurons; meaningless on blob-like lesions, and the slowest metric")
 
     at = sub.add_parser("attribute", help="attribution maps of a model on a cohort on Dask")
     _common(at, "case_id,image (and optionally mask)")
@@ -115,6 +118,8 @@ def _job(args: argparse.Namespace) -> Any:
                             trust=args.trust)
     if args.command == "evaluate":
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        if args.cldice and "cldice" not in metrics:
+            metrics.append("cldice")
         return EvaluationJob({
             "matching": args.matching, "assignment": args.assignment,
             "threshold": args.threshold, "match_metric": args.match_metric,

@@ -259,3 +259,41 @@ def test_unmatched_instances_have_centres_and_sizes(monkeypatch, sparse):
     summary = evaluate(pair.reference, pair.prediction, instance_input=True,
                        metrics=()).to_dict()["classes"]["all"]
     assert summary["missed_centres"] == c.missed_centres
+
+
+def reference_cldice(reference, prediction):
+    """clDice as Shit et al. (2021) define it, on scikit-image skeletons."""
+    from skimage.morphology import skeletonize
+
+    s_ref, s_pred = skeletonize(reference), skeletonize(prediction)
+    precision = (s_pred & reference).sum() / s_pred.sum()
+    sensitivity = (s_ref & prediction).sum() / s_ref.sum()
+    return 2 * precision * sensitivity / (precision + sensitivity)
+
+
+def test_cldice_is_opt_in(monkeypatch):
+    """The defaults (in memory and lazy) compute HD, HD95, ASSD and NSD but never skeletonise:
+    clDice is NaN unless asked for, and asking gives the published formula's value."""
+    from napari_xaimed.evaluation import DEFAULT_METRICS, evaluate_lazy, panoptic
+
+    shape = (9, 9, 40)
+    tube = cube(shape, (3, 3, 2), (3, 3, 36), 4)
+    broken = tube.copy()
+    broken[:, :, 18:22] = 0  # a gap in the prediction: one instance id, two pieces
+    calls = []
+    real = panoptic.cldice
+    monkeypatch.setattr(panoptic, "cldice", lambda a, b: calls.append(1) or real(a, b))
+    for result in (evaluate(tube, broken, instance_input=True),
+                   evaluate_lazy(tube, broken, instance_input=True)):
+        (row,) = result["all"].rows
+        assert row.accepted and math.isnan(row.cldice) and not calls
+        assert result.params["metrics"] == list(DEFAULT_METRICS)
+        assert "cldice" not in result.params["metrics"]
+        assert row.hd == pytest.approx(2.0) and row.nsd < 1.0  # the gap's faces, 2 voxels in
+        summary = result["all"].summary()  # no column of NaNs for what was not asked for
+        assert "mean_cldice" not in summary and summary["mean_hd"] == pytest.approx(2.0)
+    asked = evaluate(tube, broken, instance_input=True, metrics=(*DEFAULT_METRICS, "cldice"))
+    (row,) = asked["all"].rows
+    assert calls and row.cldice == pytest.approx(reference_cldice(tube > 0, broken > 0))
+    assert 0.8 < row.cldice < 1.0
+    assert asked["all"].summary()["mean_cldice"] == row.cldice

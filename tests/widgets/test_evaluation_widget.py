@@ -93,6 +93,28 @@ def test_evaluates_and_shows_results(qtbot, widget, tmp_path):
     assert len(viewer.layers) == n_layers
 
 
+def test_cldice_is_a_checkbox_off_by_default(qtbot, widget):
+    """clDice only when `clDice (tubular structures)` is ticked: no column of NaNs otherwise."""
+    from napari_xaimed.evaluation import DEFAULT_METRICS
+
+    assert widget.cldice.value is False
+    assert widget.params()["metrics"] == list(DEFAULT_METRICS)
+    widget.instance_input.value = True
+    assert run(qtbot, widget) == "done"
+    assert "cldice" not in widget.instances.columns and "hd95" in widget.instances.columns
+    assert "mean_cldice" not in widget.summary.rows[0] and "mean_hd95" in widget.summary.rows[0]
+    widget.cldice.value = True
+    assert widget.params()["metrics"] == [*DEFAULT_METRICS, "cldice"]
+    assert run(qtbot, widget) == "done"
+    viewer = widget.viewer
+    expected = evaluate(viewer.layers["reference"].data, viewer.layers["prediction"].data,
+                        instance_input=True, spacing=(2.0, 1.0, 1.0), metrics=("cldice",))["all"]
+    shown = [r for r in widget.instances.rows if r["status"] in ("matched", "rejected")]
+    assert "cldice" in widget.instances.columns
+    np.testing.assert_allclose([r["cldice"] for r in shown], [r.cldice for r in expected.rows])
+    assert not np.isnan(widget.summary.rows[0]["mean_cldice"])
+
+
 def test_bad_json_is_a_notification(qtbot, widget, monkeypatch):
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)

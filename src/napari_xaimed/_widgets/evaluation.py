@@ -30,7 +30,7 @@ from napari_xaimed._widgets._base import (
 from napari_xaimed._widgets._job import JobPanel, report_error
 from napari_xaimed._widgets._results import CurvePlot, ResultTable
 from napari_xaimed._widgets.cohort import CohortPanel
-from napari_xaimed.evaluation import MATCHINGS, autc, evaluate_steps
+from napari_xaimed.evaluation import DEFAULT_METRICS, MATCHINGS, autc, evaluate_steps
 from napari_xaimed.evaluation.errors import class_layers
 from napari_xaimed.evaluation.label_modes import LABEL_MODES, describe_label_mode
 from napari_xaimed.grid import grid_difference
@@ -135,10 +135,14 @@ class EvaluationWidget(XaimedWidget):
         self.parts = LineEdit(label="parts (JSON)", value="")
         self.voronoi = CheckBox(text="Voronoi regions", value=False)
         self.tolerance = FloatSpinBox(label="NSD tolerance (mm)", value=1.0, min=0.0, max=50.0)
+        self.cldice = CheckBox(
+            text="clDice (tubular structures)", value=False,
+            tooltip="Centreline Dice from skeletons: for vessels, airways, neurons; meaningless "
+            "on blob-like lesions (NaN, 0 or 1) and the slowest metric, so off by default")
         self.form.extend([self.reference, self.prediction, self.instance_input, self.connectivity,
                           self.label_mode, self.matching,
                           self.assignment, self.metric, self.threshold, self.classes, self.parts,
-                          self.voronoi, self.tolerance])
+                          self.voronoi, self.tolerance, self.cldice])
         for picker in (self.reference, self.prediction):
             picker.changed.connect(self.update_info)
         self.matching.changed.connect(self._show_fields)
@@ -197,6 +201,7 @@ class EvaluationWidget(XaimedWidget):
             "parts": parse_json(self.parts.value, "parts"),
             "voronoi": bool(self.voronoi.value),
             "nsd_tolerance_mm": float(self.tolerance.value),
+            "metrics": [*DEFAULT_METRICS, *(["cldice"] if self.cldice.value else [])],
         }
 
     def run(self) -> None:
@@ -299,13 +304,16 @@ class EvaluationWidget(XaimedWidget):
 
     def show(self, result: Any, curves: Any) -> None:
         """Fill the tables and the plot from a result."""
+        # a metric that was not asked for (clDice by default) gets no column of NaNs
+        unasked = {"cldice"} - set(result.params.get("metrics", DEFAULT_METRICS))
         self.summary.set_rows(result.summary_rows())
         self.mode_line.setText(describe_label_mode(result.params))
         spacing = result.params.get("spacing") or self._geometry[0]
         voxel_mm3 = float(np.prod(spacing))
         rows = [entry for c in result.classes.values() for entry in instance_rows(c, voxel_mm3)]
         parts = sorted({k for r in rows for k in r if k.startswith("part ")})
-        self.instances.set_rows(rows, [*INSTANCE_COLUMNS, *parts])
+        self.instances.set_rows(rows, [*(c for c in INSTANCE_COLUMNS if c not in unasked),
+                                       *parts])
         self.regions.set_rows([{"class": n, **r} for n, c in result.classes.items()
                                for r in c.regions])
         if curves is not None:

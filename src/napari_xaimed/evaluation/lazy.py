@@ -37,6 +37,7 @@ from napari_xaimed.evaluation.label_modes import label_plan
 from napari_xaimed.evaluation.matching import check_matching
 from napari_xaimed.evaluation.overlap import OverlapTable
 from napari_xaimed.evaluation.panoptic import (
+    DEFAULT_METRICS,
     DISTANCE_METRICS,
     MATCH_METRICS,
     PanopticResult,
@@ -343,7 +344,7 @@ def evaluate_lazy(
     assignment: str = "greedy",
     strict: bool = False,
     connectivity: int = 26,
-    metrics: tuple[str, ...] | list[str] = DISTANCE_METRICS,
+    metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     nsd_tolerance_mm: float = 1.0,
     slab: int | None = None,
     workdir: str | Path | None = None,
@@ -354,8 +355,8 @@ def evaluate_lazy(
     The same parameters and the same :class:`~napari_xaimed.evaluation.PanopticResult`
     (counts, PQ/SQ/RQ, per-group Dice/IoU/RVD exactly; surface distances slab by slab with
     the in-memory values), from one pass over the maps slab by slab; memory holds a few slabs
-    and the per-instance tables. clDice reads each group's whole box crop: leave it out of
-    ``metrics`` for instances too large for one.
+    and the per-instance tables. clDice (opt-in, as in ``evaluate``) reads each group's whole
+    box crop: leave it out of ``metrics`` for instances too large for one.
 
     Parameters
     ----------

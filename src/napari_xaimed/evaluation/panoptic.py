@@ -44,6 +44,10 @@ from napari_xaimed.evaluation.voronoi import region_rows_steps, voronoi_regions
 
 MATCH_METRICS = ("iou", "dice")
 DISTANCE_METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd", "cldice")
+# What evaluate computes unless told otherwise: every metric but clDice, which only means
+# something for tubular structures (vessels, airways, neurons) and whose skeletons cost most of
+# a call; ``metrics=(*DEFAULT_METRICS, "cldice")`` opts in.
+DEFAULT_METRICS = ("hd", "hd95", "hd95_directed", "assd", "nsd")
 
 
 @dataclass
@@ -81,6 +85,9 @@ class ClassResult:
     ``false_positive_voxels``) and centres of mass in voxel coordinates ``(z, y, x)``
     (``missed_centres``, ``false_positive_centres``), keyed by the same ids.
 
+    ``metrics`` are the distance metrics computed for the rows (the others are NaN there and
+    left out of :meth:`summary`).
+
     ``sq`` is the mean matching metric over TPs; ``pq = sq * rq``; ``rq = TP / (TP + FP/2 + FN/2)``.
     Conventions for empty inputs: both empty gives NaN for all three; one empty (or no TP) gives
     0 with the counts right. Distance means (``mean_hd95`` etc.) are NaN when there is no TP.
@@ -113,6 +120,7 @@ class ClassResult:
     part_aware_pq: float = math.nan
     regions: list[dict[str, Any]] = field(default_factory=list)
     region_map: np.ndarray | None = field(default=None, repr=False)
+    metrics: tuple[str, ...] = DISTANCE_METRICS
 
     def mean(self, metric: str) -> float:
         """Mean of a per-instance metric over the accepted (TP) groups; NaN without TPs."""
@@ -124,7 +132,8 @@ class ClassResult:
         out = {"class": self.name, "tp": self.tp, "fp": self.fp, "fn": self.fn, "pq": self.pq,
                "sq": self.sq, "rq": self.rq, "n_reference": self.n_reference,
                "n_prediction": self.n_prediction}
-        for metric in ("dice", "iou", "rvd", *DISTANCE_METRICS):
+        # the distance metrics computed (``metrics``), not a NaN column for each one left out
+        for metric in ("dice", "iou", "rvd", *(m for m in DISTANCE_METRICS if m in self.metrics)):
             out[f"mean_{metric}"] = self.mean(metric)
         if self.part_sq:
             out["part_aware_pq"] = self.part_aware_pq
@@ -346,7 +355,7 @@ def evaluate_class_steps(
         false_positive_voxels={pred_id[p]: pred_voxels[p] for p in false_pos},
         false_positive_centres={pred_id[p]: _point(c)
                                 for p, c in zip(false_pos, fp_centres, strict=True)},
-        error_map=errors,
+        error_map=errors, metrics=tuple(metrics),
         missed_map=missed_ids,
     )
     if part_spec:
@@ -465,7 +474,7 @@ def evaluate_steps(
     assignment: str = "greedy",
     strict: bool = False,
     connectivity: int = 26,
-    metrics: tuple[str, ...] | list[str] = DISTANCE_METRICS,
+    metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     nsd_tolerance_mm: float = 1.0,
     keep_maps: bool = False,
 ) -> Steps[PanopticResult]:
@@ -547,8 +556,11 @@ def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> Pa
     connectivity : {6, 18, 26}
         Of the connected components of semantic input.
     metrics : sequence of str
-        Distance metrics per TP (``hd``, ``hd95``, ``hd95_directed``, ``assd``, ``nsd``,
-        ``cldice``); Dice, IoU and RVD are always computed.
+        Distance metrics per matched group, from :data:`DISTANCE_METRICS` (``hd``, ``hd95``,
+        ``hd95_directed``, ``assd``, ``nsd``, ``cldice``); default :data:`DEFAULT_METRICS`:
+        all but clDice, which is opt-in (add ``"cldice"``): it only means something for
+        tubular structures (vessels, airways, neurons) and costs most of a call. A metric
+        left out is NaN in the rows. Dice, IoU and RVD are always computed.
     nsd_tolerance_mm : float
     parts : dict, optional
         Part-aware classes over semantic maps, e.g. ``{"tumor": {"thing": [1, 2, 3], "parts":

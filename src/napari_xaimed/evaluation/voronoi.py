@@ -10,18 +10,19 @@ from scipy import ndimage as ndi
 
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed.evaluation.distances import distance_metrics
+from napari_xaimed.evaluation.nearest import nearest_labels
 from napari_xaimed.evaluation.overlap import pair_score
 
 REGIONS_PER_STEP = 50
 
 
 def voronoi_regions(ref_map: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Compact reference numbers of the nearest reference instance, for every voxel."""
+    """Compact reference numbers of the nearest reference instance, for every voxel (the
+    nearest reference voxel's number, in mm; ties as scipy's exact feature transform breaks
+    them, see :func:`~napari_xaimed.evaluation.nearest.nearest_labels`)."""
     if not ref_map.any():
         return np.zeros_like(ref_map)
-    indices = ndi.distance_transform_edt(ref_map == 0, sampling=spacing, return_distances=False,
-                                         return_indices=True)
-    return ref_map[tuple(indices)]
+    return nearest_labels(ref_map, spacing)
 
 
 def region_rows(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndarray,
