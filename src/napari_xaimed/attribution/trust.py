@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,12 +75,18 @@ def registered_networks() -> dict[str, Callable[..., torch.nn.Module]]:
     return dict(_REGISTERED)
 
 
-def monai_network(name: str) -> type | None:
-    """The ``torch.nn.Module`` class ``monai.networks.nets.<name>``, or None."""
+def monai_network(name: str) -> Callable[..., torch.nn.Module] | None:
+    """The ``torch.nn.Module`` class ``monai.networks.nets.<name>``, or one of MONAI's own
+    factory functions there (``resnet18``, ``densenet121``...), or None."""
     import monai.networks.nets as nets
 
     cls = getattr(nets, name, None) if name.isidentifier() else None
-    return cls if isinstance(cls, type) and issubclass(cls, torch.nn.Module) else None
+    if isinstance(cls, type):
+        return cls if issubclass(cls, torch.nn.Module) else None
+    # a factory function counts only when MONAI itself defines it (not a name imported there)
+    if inspect.isfunction(cls) and cls.__module__.startswith("monai.networks.nets."):
+        return cls
+    return None
 
 
 def network_class(name: Any, *, trust: bool, source: str) -> Callable[..., torch.nn.Module]:
