@@ -23,7 +23,7 @@ from typing import Any
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._provenance import _plain
-from napari_xaimed.cohort.cases import Case
+from napari_xaimed.cohort.cases import Case, check_case_ids
 from napari_xaimed.cohort.jobs import CaseOutcome, describe_failure
 from napari_xaimed.cohort.store import CohortStore, case_key, write_json_atomic
 from napari_xaimed.cohort.summary import (
@@ -182,6 +182,7 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
     import pandas as pd
 
     start = time.perf_counter()
+    check_case_ids(cases)  # cases built in a script, not read by read_cases
     job.check()
     if hasattr(job, "check_cases"):
         job.check_cases(cases)
