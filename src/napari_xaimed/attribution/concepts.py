@@ -19,7 +19,6 @@ feature map: see :func:`~napari_xaimed.attribution.network.cam_layer`).
 
 from __future__ import annotations
 
-import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed._rng import seeded
 from napari_xaimed._validate import as_volume
 from napari_xaimed.attribution.device import pick_device
 from napari_xaimed.attribution.models import Scores, load_model
@@ -292,21 +292,13 @@ def tcav(model: Any, inputs: Sequence[Any], concepts: Mapping[str, Sequence[Any]
         experiments += [[made[name], a] for name in sets]
         experiments.append([b, a])
     # Captum's default CAV classifier splits the examples with Python's global ``random``
-    # and trains scikit-learn's SGD with no random state (numpy's global generator). Seed
-    # both (and torch) for repeatable CAVs, and give the caller's random state back after.
-    numpy_state = np.random.get_state()  # noqa: NPY002 - what scikit-learn falls back on
-    python_state = random.getstate()
-    try:
-        np.random.seed(seed)  # noqa: NPY002
-        random.seed(seed)
-        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as folder:
-            torch.manual_seed(seed)
-            engine = TCAV(setup.module, [f"net.{n}" for n in names], model_id="xaimed",
-                          save_path=folder)
-            result = engine.interpret(x, experiments, target=chosen)
-    finally:
-        np.random.set_state(numpy_state)  # noqa: NPY002
-        random.setstate(python_state)
+    # and trains scikit-learn's SGD with no random state (numpy's global generator): run it
+    # with those (and torch's) seeded, under the lock that keeps other jobs' draws out, and
+    # give the caller's random state back after.
+    with seeded(seed, x.device), tempfile.TemporaryDirectory() as folder:
+        engine = TCAV(setup.module, [f"net.{n}" for n in names], model_id="xaimed",
+                      save_path=folder)
+        result = engine.interpret(x, experiments, target=chosen)
     out = []
     for name in names:
         key = f"net.{name}"
