@@ -3,6 +3,11 @@ input_size), checked against autograd through MONAI's own sliding_window_inferen
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -194,6 +199,52 @@ def test_errors(net, volume, region, tmp_path):
               workdir=tmp_path)
     # a run that failed after making its temporary folder leaves nothing behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.zarr"]
+
+
+def test_a_run_with_out_leaves_nothing_in_the_temporary_folder(net, volume, tmp_path,
+                                                               monkeypatch):
+    """The default region's store is this run's scratch: with ``out`` given, nothing stays."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    result = _lazy(net, volume, "saliency", roi_size=ROI, out=tmp_path / "map.zarr")
+    assert list(scratch.iterdir()) == []
+    assert result.params["region"] == "model prediction"
+    assert result.params["lazy"]["temporary"] is None
+    assert float(result.map.sum().compute()) > 0  # the map reads from out
+
+
+def test_without_out_only_the_map_store_stays_and_goes_when_python_exits(tmp_path):
+    """Without ``out`` the returned map reads a store in the temporary folder: that store, and
+    nothing else, stays while Python runs, and is gone once it exits."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    script = f"""
+import json, os, numpy as np, torch
+from monai.networks.nets import UNet
+from napari_xaimed.attribution.lazy import attribute_lazy
+torch.manual_seed(0)
+net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,),
+           num_res_units=0).eval()
+volume = np.random.default_rng(0).normal(size={SHAPE}).astype(np.float32)
+result = attribute_lazy(net, volume, "saliency", roi_size={ROI}, device="cpu",
+                        preprocessing={{"scaling": "none"}})
+tmp = os.environ["TMPDIR"]
+left = {{name: sorted(os.listdir(os.path.join(tmp, name))) for name in os.listdir(tmp)}}
+print(json.dumps({{"left": left, "folder": result.params["lazy"].get("temporary"),
+                   "out": result.params["lazy"]["out"], "sum": float(result.map.sum())}}))
+"""
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(seen["left"].values()) == [["map.zarr"]]  # the region's store went with the run
+    assert list(scratch.iterdir()) == []  # and the map's went when Python exited
+    assert seen["folder"] == str(scratch / next(iter(seen["left"])))  # said in provenance
+    assert seen["out"] == os.path.join(seen["folder"], "map.zarr") and seen["sum"] > 0
 
 
 @pytest.mark.parametrize("blend,output", [("gaussian", "softmax"), ("constant", "sigmoid")])

@@ -37,8 +37,13 @@ def _common(parser: argparse.ArgumentParser, columns: str) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder; rerunning into it skips finished cases")
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="an existing Dask scheduler (e.g. tcp://host:8786); default: a "
-                        "local cluster")
+                        help="an existing Dask scheduler (e.g. tls://host:8786; tcp:// trusts "
+                        "everyone on its network); default: a local cluster on 127.0.0.1")
+    parser.add_argument("--tls-ca-file", metavar="PEM",
+                        help="TLS to the scheduler: the certificate authority's certificate")
+    parser.add_argument("--tls-cert", metavar="PEM", help="TLS: this client's certificate")
+    parser.add_argument("--tls-key", metavar="PEM",
+                        help="TLS: this client's private key (if not in --tls-cert)")
     parser.add_argument("--workers", type=int,
                         help="local cluster: worker processes (default: one per core)")
     parser.add_argument("--seed", type=int, default=0,
@@ -144,6 +149,18 @@ def _job(args: argparse.Namespace) -> Any:
                           trust=args.trust)
 
 
+def _security(args: argparse.Namespace) -> Any:
+    """A ``distributed.Security`` from ``--tls-*``, or None (Dask's configuration)."""
+    if not (args.tls_ca_file or args.tls_cert or args.tls_key):
+        return None
+    if not (args.tls_ca_file and args.tls_cert):
+        raise XaimedError("TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the key "
+                          "is in the certificate file).")
+    from napari_xaimed.cohort import tls_security
+
+    return tls_security(args.tls_ca_file, args.tls_cert, args.tls_key)
+
+
 def run_cohort_command(args: argparse.Namespace) -> int:
     """Run a cohort; exit 0 when every case succeeded, 1 when some failed (see the table)."""
     from napari_xaimed.cohort import read_cases, run_cohort
@@ -158,7 +175,8 @@ def run_cohort_command(args: argparse.Namespace) -> int:
             print(f"[{step.done}/{step.total}] {step.message}", file=sys.stderr, flush=True)
 
     result = run_cohort(job, cases, args.out, scheduler=args.scheduler, workers=args.workers,
-                        seed=args.seed, resamples=args.resamples, callback=report)
+                        seed=args.seed, resamples=args.resamples, callback=report,
+                        security=_security(args))
     import pandas as pd
 
     with pd.option_context("display.width", 120, "display.max_columns", 12,

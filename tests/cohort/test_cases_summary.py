@@ -10,11 +10,14 @@ from scipy import stats
 
 from napari_xaimed import XaimedError
 from napari_xaimed.cohort import (
+    Case,
+    EvaluationJob,
     attribution_ranking,
     bootstrap_mean_ci,
     describe,
     evaluation_summary,
     read_cases,
+    run_cohort,
 )
 
 
@@ -44,6 +47,27 @@ def test_case_list_resolves_relative_paths_and_keeps_optional_cells(tmp_path):
 def test_case_list_errors_say_what_to_fix(tmp_path, text, message):
     with pytest.raises(XaimedError, match=re.escape(message)):
         read_cases(_csv(tmp_path, text), ("reference", "prediction"))
+
+
+def test_case_ids_that_differ_only_in_letter_case_are_refused_naming_both(tmp_path):
+    # On macOS and Windows (case-insensitive by default) cases/Case01.json and cases/case01.json
+    # are one file: the second case would overwrite the first's record and heatmaps.
+    path = _csv(tmp_path, "case_id,reference,prediction\nCase01,r.nii,p.nii\n"
+                "b,r.nii,p.nii\ncase01,r2.nii,p2.nii\n")
+    with pytest.raises(XaimedError, match=r"line 4: case ids 'Case01' and 'case01' differ only "
+                       r"in letter case .*case-insensitive file system.*rename one"):
+        read_cases(path, ("reference", "prediction"))
+    # the Angstrom sign and A-ring are one file name where names are compared normalised (macOS)
+    path = _csv(tmp_path, "case_id,reference,prediction\n\u212b-1,r.nii,p.nii\n"
+                "\u00c5-1,r2.nii,p2.nii\n")
+    with pytest.raises(XaimedError, match="differ only in letter case"):
+        read_cases(path, ("reference", "prediction"))
+    # cases built in a script are checked by the run, before any cluster starts or file is read
+    cases = [Case("LIVER-7", {"reference": tmp_path / "r", "prediction": tmp_path / "p"}),
+             Case("liver-7", {"reference": tmp_path / "r", "prediction": tmp_path / "p"})]
+    with pytest.raises(XaimedError, match="'LIVER-7' and 'liver-7' differ only in letter case"):
+        run_cohort(EvaluationJob(), cases, tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
 
 
 def test_bootstrap_interval_agrees_with_scipy():

@@ -231,6 +231,21 @@ def test_affine_levels_reach_ants(tmp_path, capfd):
     assert "number of levels = 2" in log and "number of levels = 4" not in log
 
 
+def test_the_child_imports_nothing_from_the_launch_folder(tmp_path, monkeypatch):
+    """python -m puts the working folder first on sys.path: a numpy.py where napari was started
+    must not run in the ANTs child (it would run with the user's rights, unasked)."""
+    marker = tmp_path / "launch-folder-code-ran"
+    (tmp_path / "numpy.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise ImportError('not the real numpy')\n")
+    monkeypatch.chdir(tmp_path)
+    spawned_module._drop_warm()  # a child started earlier was started from another folder
+    fixed, moving = blobs((4, 4, 4), shift_mm=(0, 2, 0)), blobs((4, 4, 4))
+    result = register(fixed, moving, fixed_spacing=(4, 4, 4), moving_spacing=(4, 4, 4),
+                      transform="Translation", iterations=(5, 0))
+    assert not marker.exists()
+    assert np.isfinite(result.displacement).all()
+
+
 def test_a_child_that_cannot_start_says_why(tmp_path, monkeypatch):
     # an interpreter that cannot import the package: the child dies before it has a job folder
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))

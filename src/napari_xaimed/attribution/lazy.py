@@ -211,7 +211,9 @@ def attribute_lazy(model: Any, volume: Any, method: str = "integrated_gradients"
     out : str or pathlib.Path, optional
         A Zarr store to write the map to, slab by slab (the map is then read from it).
         Segmentation models always write one (default: ``map.zarr`` in a temporary folder
-        under ``workdir``).
+        ``xaimed-windows-*`` under ``workdir``, which ``.map`` reads: it is removed when Python
+        exits, and its path is ``params["lazy"]["temporary"]``; pass ``out`` to keep the map,
+        or delete the folder once done with ``.map`` to free the disk sooner).
     overwrite : bool
         Replace an existing ``out``.
     slab : int, optional
@@ -228,8 +230,8 @@ def attribute_lazy(model: Any, volume: Any, method: str = "integrated_gradients"
         Segmentation models: windows per pass (default 1).
     workdir : str or pathlib.Path, optional
         Segmentation models: where the temporary stores go (the map without ``out``, the
-        default region); the system's temporary folder by default. They are not deleted: the
-        returned map reads from them.
+        default region); the system's temporary folder by default. The region's store is
+        removed when the run ends, the map's as said under ``out``.
     **kwargs
         Everything else ``attribute`` takes (``target``, ``device``, the method's parameters;
         for segmentation models ``batch_size`` = IG points per pass).
@@ -348,7 +350,7 @@ def _attribute_windows(loaded: Any, volume: Any, method: str, prep: Preprocessin
               "region": used.pop("region"), "channel": result["channel"],
               "windows": used,
               "lazy": {"volume_shape": [int(n) for n in volume.shape], "out": result["out"],
-                       "sliding_window": True}}
+                       "temporary": result["temporary"], "sliding_window": True}}
     return Attribution(map=result["map"], method=method, signed=METHODS[method].signed,
                        target=result["channel"], params=record, scores=[result["score"]],
                        seconds=time.perf_counter() - started, device=result["device"],

@@ -24,9 +24,11 @@ import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
+from napari_xaimed._rng import isolated_steps
 from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.network import inner_name
+from napari_xaimed.attribution.noise import gradient_shap, noise_tunnel
 from napari_xaimed.attribution.occlusion import occlusion_steps
 from napari_xaimed.attribution.stepped import stepped
 
@@ -49,9 +51,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("smoothgrad", False, {"samples": 16, "noise": 0.1},
            "mean |gradient| over noisy copies; noise as a fraction of the intensity range"),
     Method("smoothgrad_sq", False, {"samples": 16, "noise": 0.1},
-           "mean squared gradient over noisy copies (Captum NoiseTunnel)"),
+           "mean squared gradient over noisy copies (Captum NoiseTunnel's definition)"),
     Method("vargrad", False, {"samples": 16, "noise": 0.1},
-           "variance of the gradient over noisy copies (Captum NoiseTunnel)"),
+           "variance of |gradient| over noisy copies (Captum NoiseTunnel's definition)"),
     Method("guided_backprop", True, {}, "guided backpropagation (Captum; needs nn.ReLU)"),
     Method("deeplift", True, {"baseline": "zeros"}, "DeepLift (Captum)"),
     Method("gradient_shap", True, {"samples": 16, "noise": 0.1, "baseline": "zeros"},
@@ -239,26 +241,19 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
     gradients already made on ``x`` (methods in :data:`PRIMABLE`; ignored by the others).
     """
     yield Progress(0, 1, f"{method}: running")
-    # SmoothGrad and GradientSHAP draw noise from torch, GradientSHAP its mixing coefficients
-    # from numpy: seed both, and give the caller's random state back afterwards.
-    numpy_state = np.random.get_state()  # noqa: NPY002 - Captum uses the legacy global RNG
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    try:
-        while True:
-            try:
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(seed)
-                    np.random.seed(seed)  # noqa: NPY002
-                    out = yield from _run(method, model, forward, x, target, params, volume,
-                                          batch_size, primed)
-                break
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-                # Captum's batched methods (IG steps, noise samples, ablations): halve and redo
-                batch_size = halved_batch(exc, batch_size, x.device)
-                yield Progress(0, 1, f"{method}: out of memory, retrying with batch "
-                                     f"{batch_size}")
-    finally:
-        np.random.set_state(numpy_state)  # noqa: NPY002
+    while True:
+        try:
+            # Our own draws come from generators of this run; anything the model or Captum
+            # draws from the process-wide generators (dropout kept on) from a state of this
+            # run's own, so a concurrent job cannot move the map (see napari_xaimed._rng).
+            out = yield from isolated_steps(
+                _run(method, model, forward, x, target, params, volume, batch_size, primed,
+                     seed), seed, x.device)
+            break
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            # Captum's batched methods (IG steps, noise samples, ablations): halve and redo
+            batch_size = halved_batch(exc, batch_size, x.device)
+            yield Progress(0, 1, f"{method}: out of memory, retrying with batch {batch_size}")
     yield Progress(1, 1, f"{method}: done")
     return out.detach()
 
@@ -282,90 +277,6 @@ def _integrated_gradients(ca: Any, forward: Callable, x: torch.Tensor, target: i
         total = part if total is None else total + part
         yield Progress(stop, steps, f"integrated_gradients: {stop} of {steps} steps")
     return total
-
-
-def _noise_means(ca: Any, forward: Callable, x: torch.Tensor, target: int | None,
-                 method: str, samples: int, noise: float, batch_size: int
-                 ) -> Steps[torch.Tensor]:
-    """Captum's SmoothGrad (mean |gradient|) or SmoothGrad-squared over noisy copies, one
-    batch of samples per call: the noise is drawn in the same order as one NoiseTunnel call
-    with ``nt_samples_batch_size``, and the batch means are weighted into the mean."""
-    spread = float((x.max() - x.min()).detach()) or 1.0
-    tunnel = ca.NoiseTunnel(ca.Saliency(forward))
-    total = None
-    for start in range(0, samples, batch_size):
-        n = min(batch_size, samples - start)
-        part = tunnel.attribute(x, nt_type=method, nt_samples=n, nt_samples_batch_size=n,
-                                stdevs=noise * spread, target=target,
-                                abs=method == "smoothgrad") * (n / samples)
-        total = part if total is None else total + part
-        yield Progress(start + n, samples, f"{method}: {start + n} of {samples} samples")
-    return total
-
-
-def _gradient_shap(forward: Callable, x: torch.Tensor, target: int | None,
-                   baselines: torch.Tensor, samples: int, noise: float, batch_size: int
-                   ) -> Steps[torch.Tensor]:
-    """Captum's GradientSHAP, one batch of samples per forward pass, with progress per batch.
-
-    Captum's ``GradientShap`` is one NoiseTunnel call over all samples, with no batch size:
-    for each sample it picks a baseline from the distribution ``baselines`` (numpy), adds
-    Gaussian noise to the input (torch), draws a mixing coefficient ``alpha ~ U(0, 1)`` (numpy),
-    and averages ``(x' - b) * grad f(alpha x' + (1 - alpha) b)`` over the samples, ``x'`` the
-    noisy input. The random numbers are drawn here up front, in Captum's order and shapes, so
-    the result is Captum's for the same seeds whatever the batch size; the batches then only
-    split the gradient passes, which hold the memory. The noise takes ``samples`` input
-    volumes; Captum's single call holds several times that.
-
-    Parameters
-    ----------
-    forward : callable
-        The model as Captum sees it.
-    x : torch.Tensor
-        The input, ``(1, C, z, y, x)``.
-    target : int or None
-        The class to explain (None for a forward that returns one score per volume).
-    baselines : torch.Tensor
-        The baseline distribution, ``(k, C, z, y, x)``.
-    samples : int
-        Samples (gradient passes) in all.
-    noise : float
-        Standard deviation of the input noise, as a fraction of the input's range.
-    batch_size : int
-        Samples per forward pass.
-
-    Returns
-    -------
-    torch.Tensor
-        The attribution, ``(1, C, z, y, x)``.
-    """
-    from captum._utils.gradient import compute_gradients
-
-    spread = float((x.max() - x.min()).detach()) or 1.0
-    with torch.no_grad():
-        x = x.detach()
-        # NoiseTunnel._expand_partial, then _add_noise_to_input, then InputBaselineXGradient
-        picks = np.random.choice(baselines.shape[0], samples).tolist()  # noqa: NPY002
-        stdev = torch.tensor(noise * spread, device=x.device)
-        shape = (samples, *x.shape[1:])
-        noise_all = torch.normal(0, stdev.expand(shape))
-        alphas = torch.tensor(np.random.uniform(0.0, 1.0, samples),  # noqa: NPY002
-                              device=x.device, dtype=x.dtype)
-    total = None
-    for start in range(0, samples, batch_size):
-        stop = min(start + batch_size, samples)
-        with torch.no_grad():
-            noisy = x + noise_all[start:stop]
-            base = baselines[picks[start:stop]]
-            alpha = alphas[start:stop].view(-1, *([1] * (x.ndim - 1)))
-            scaled = alpha * noisy + (1.0 - alpha) * base
-        grads = compute_gradients(forward, (scaled.requires_grad_(),), target)[0]
-        with torch.no_grad():
-            part = ((noisy - base) * grads).sum(dim=0, keepdim=True)
-        total = part if total is None else total + part
-        del grads, scaled, noisy, base
-        yield Progress(stop, samples, f"gradient_shap: {stop} of {samples} samples")
-    return total * 1 / samples
 
 
 def _ablation(forward: Callable, x: torch.Tensor, target: int | None, labels: torch.Tensor,
@@ -411,7 +322,7 @@ def _primed_gradcam(primed: Primed, target: int | None) -> torch.Tensor:
 
 def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
          x: torch.Tensor, target: int | None, params: dict[str, Any], volume: np.ndarray | None,
-         batch_size: int, primed: Primed | None = None) -> Steps[torch.Tensor]:
+         batch_size: int, primed: Primed | None = None, seed: int = 0) -> Steps[torch.Tensor]:
     import captum.attr as ca
 
     plain = forward
@@ -428,17 +339,9 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
         out = yield from _integrated_gradients(ca, forward, x, target,
                                                baseline_tensor(x, p["baseline"]),
                                                int(p["steps"]), batch_size)
-    elif method in ("smoothgrad", "smoothgrad_sq"):
-        out = yield from _noise_means(ca, forward, x, target, method, int(p["samples"]),
-                                      float(p["noise"]), batch_size)
-    elif method == "vargrad":  # a variance: one Captum call, stepped per batch of samples
-        spread = float((x.max() - x.min()).detach()) or 1.0
-        out = yield from stepped(
-            lambda fwd: ca.NoiseTunnel(ca.Saliency(fwd)).attribute(
-                x, nt_type=method, nt_samples=int(p["samples"]),
-                nt_samples_batch_size=batch_size, stdevs=float(p["noise"]) * spread,
-                target=target),
-            forward, int(p["samples"]), method)
+    elif method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        out = yield from noise_tunnel(forward, x, target, method, int(p["samples"]),
+                                      float(p["noise"]), batch_size, seed)
     elif method == "guided_backprop":
         out = ca.GuidedBackprop(model).attribute(x, target=target)
     elif method == "deeplift":
@@ -447,8 +350,8 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
     elif method == "gradient_shap":
         base = baseline_tensor(x, p["baseline"])
         base = base if isinstance(base, torch.Tensor) else torch.full_like(x, base)
-        out = yield from _gradient_shap(forward, x, target, base, int(p["samples"]),
-                                        float(p["noise"]), batch_size)
+        out = yield from gradient_shap(forward, x, target, base, int(p["samples"]),
+                                       float(p["noise"]), batch_size, seed)
     elif method in ("gradcam", "guided_gradcam"):
         layer = p["cam_layer"]  # resolved by the caller (see network.cam_layer)
         if method == "gradcam":
@@ -507,9 +410,15 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
         else:  # Shapley sampling: one Captum call, stepped per batch of perturbations
             features = int(torch.unique(mask).numel())
 
+            orders = torch.Generator().manual_seed(seed)  # Captum draws on the CPU
+
             def shapley(fwd: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                sampling = ca.ShapleyValueSampling(fwd)
+                # Captum's permutations (torch.randperm per sample), from this run's generator
+                sampling.permutation_generator = lambda n, k: (
+                    torch.randperm(n, generator=orders).tolist() for _ in range(k))
                 with torch.no_grad():
-                    return ca.ShapleyValueSampling(fwd).attribute(
+                    return sampling.attribute(
                         x.detach(), baselines=base, target=target, feature_mask=mask,
                         n_samples=int(p["samples"]), perturbations_per_eval=batch_size)
 

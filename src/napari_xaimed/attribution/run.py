@@ -11,6 +11,7 @@ import torch
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._rng import seeded_call
 from napari_xaimed._validate import as_spacing, as_volume
 from napari_xaimed.attribution.device import auto_batch, forward_error, pick_device
 from napari_xaimed.attribution.methods import (
@@ -114,18 +115,19 @@ def _probe(module: torch.nn.Module, x: torch.Tensor, grad: bool = False) -> torc
 
 
 def _primed_probe(module: torch.nn.Module, network: torch.nn.Module, x: torch.Tensor,
-                  method: str, params: dict[str, Any], seed: int) -> Primed:
+                  method: str, params: dict[str, Any], seed: int) -> Steps[Primed]:
     """The probe pass with gradients on, kept for ``method`` (one of ``PRIMABLE``); for Grad-CAM
     with the layer chosen in that pass (:func:`~napari_xaimed.attribution.network.cam_layer`)
     and its output there. ``module`` runs ``network`` (the user's model). Run under the seed
     :func:`run_method` gives the method's own pass, so a stochastic model (dropout kept on)
     draws what it would there."""
     xg = x.detach().clone().requires_grad_(True)
-    with recording(network, keep=True) if method == "gradcam" else _nothing() as record:
-        with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda"
-                                   else []):
-            torch.manual_seed(seed)
-            out = _probe(module, xg, grad=True)
+
+    def probe() -> tuple[torch.Tensor, Any]:
+        with recording(network, keep=True) if method == "gradcam" else _nothing() as record:
+            return _probe(module, xg, grad=True), record
+
+    out, record = yield from seeded_call(probe, seed, x.device)
     if record is None:
         return Primed(xg, out)
     name, layer = cam_layer(record, params["layer"], dict(network.named_modules()))
@@ -240,10 +242,10 @@ def attribute_steps(
         if method in PRIMABLE and autocast is None and region is None:
             # a single-pass gradient method: the check is its forward pass (graph kept), so
             # the model runs once, not twice
-            primed = _primed_probe(module, network, x, method, params, seed)
+            primed = yield from _primed_probe(module, network, x, method, params, seed)
             out = primed.output
-        else:
-            out = _probe(module, x)
+        else:  # seeded: a stochastic model's check repeats with its seed
+            out = yield from seeded_call(lambda: _probe(module, x), seed, x.device)
         if out.ndim == 2:
             loaded.checked[key] = int(out.shape[1])
         elif primed is not None:  # a segmentation model: its score is another forward

@@ -22,6 +22,7 @@ import torch
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps, within
+from napari_xaimed._rng import seeded
 from napari_xaimed.attribution.ensembles import map_consistency
 from napari_xaimed.attribution.models import LoadedModel, load_model
 from napari_xaimed.attribution.run import attribute_steps
@@ -67,8 +68,8 @@ def parameter_layers(module: torch.nn.Module) -> list[str]:
 def randomise_layer(layer: torch.nn.Module, seed: int) -> None:
     """Re-initialise a layer's own parameters in place: its ``reset_parameters`` when it has
     one, else normal noise with each parameter's own spread."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    device = next(layer.parameters(recurse=False), torch.empty(0)).device
+    with seeded(seed, device):  # reset_parameters draws from torch's global generator
         if hasattr(layer, "reset_parameters"):
             layer.reset_parameters()
             return

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._tempstores import make_folder, remove_at_exit
 
 #: Methods explained window by window (linear in the target).
 WINDOW_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
@@ -473,13 +473,19 @@ def attribute_windows_steps(
     """Sliding-window attribution (see the module's docstring); the work behind
     :func:`~napari_xaimed.attribution.lazy.attribute_lazy` for models without
     ``input_size``, as steps: one per plane band finished (the default region's forward pass,
-    then the attribution), so a widget shows progress and can cancel between bands (the
-    temporary stores are then removed).
+    then the attribution), so a widget shows progress and can cancel between bands.
+
+    The default region's store is removed when the run ends, and so is everything else in the
+    temporary folder (``xaimed-windows-*`` under ``workdir``), except, without ``out``, the
+    map's own store, which the returned dask array reads: it stays until Python exits (or
+    until the caller deletes ``temporary``).
 
     Returns
     -------
     dict
-        ``map`` (dask), ``channel``, ``score``, ``device`` and ``params`` (what was used).
+        ``map`` (dask), ``channel``, ``score``, ``device``, ``params`` (what was used), ``out``
+        (the map's store) and ``temporary`` (the folder holding it without ``out``, else
+        None).
     """
     from napari_xaimed.attribution.device import auto_batch
     from napari_xaimed.io_lazy import create_zarr, read_slab, read_zarr
@@ -511,8 +517,8 @@ def attribute_windows_steps(
                                      setup.scale)
     base_dir = None
     if region is None or out is None:
-        base_dir = Path(tempfile.mkdtemp(prefix="xaimed-windows-",
-                                         dir=None if workdir is None else str(workdir)))
+        base_dir = make_folder("xaimed-windows-", workdir)
+    keep_map = out is None  # the returned map reads its store in base_dir
     try:
         channel = 1 if target is None and channels > 1 else int(target or 0)
         if not 0 <= channel < channels:
@@ -544,8 +550,7 @@ def attribute_windows_steps(
                                   "volume: give a region (a mask of the volume's shape) to "
                                   "explain.")
             region = mask_store
-            region_info = {"region": "model prediction", "region_voxels": count,
-                           "region_store": str(mask_path)}
+            region_info = {"region": "model prediction", "region_voxels": count}
         else:
             if tuple(int(n) for n in np.shape(region)) != shape:
                 raise XaimedError(f"the region {tuple(np.shape(region))} must have the volume's "
@@ -599,10 +604,19 @@ def attribute_windows_steps(
                 "bands": len(grid.bands()), "sigma_scale": SIGMA_SCALE,
                 "padded_shape": list(grid.padded), "slab": planes, "channel": channel,
                 "output_channels": channels, **region_info}
-        return {"map": read_zarr(out).data, "channel": channel, "score": score,
-                "device": str(dev), "params": used, "out": str(out)}
+        result = {"map": read_zarr(out).data, "channel": channel, "score": score,
+                  "device": str(dev), "params": used, "out": str(out),
+                  "temporary": str(base_dir) if keep_map else None}
     except BaseException:  # a failed or cancelled run leaves no temporary stores behind
         if base_dir is not None:
             shutil.rmtree(base_dir, ignore_errors=True)
         raise
+    if base_dir is not None:
+        # the default region served this run only; the map stays while it may be read
+        shutil.rmtree(base_dir / "region.zarr", ignore_errors=True)
+        if keep_map:
+            remove_at_exit(base_dir)
+        else:
+            shutil.rmtree(base_dir, ignore_errors=True)
+    return result
 

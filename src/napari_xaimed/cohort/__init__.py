@@ -16,6 +16,7 @@ from napari_xaimed.cohort.runner import (
     load_result,
     run_cohort,
     run_cohort_steps,
+    tls_security,
 )
 from napari_xaimed.cohort.summary import (
     attribution_ranking,
@@ -46,4 +47,5 @@ __all__ = [
     "read_cases",
     "run_cohort",
     "run_cohort_steps",
+    "tls_security",
 ]

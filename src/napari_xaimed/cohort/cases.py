@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,39 @@ def file_stem(case_id: str) -> str:
     return re.sub(r"[^\w.-]", "_", case_id).lstrip(".") or "_"
 
 
+def file_key(case_id: str) -> str:
+    """What a case id's files are called on a case-insensitive file system (macOS and Windows by
+    default; macOS also compares names in one Unicode form): two ids with one key share files."""
+    return unicodedata.normalize("NFC", file_stem(case_id)).casefold()
+
+
+def _clash(case_id: str, other: str) -> str:
+    """Why ``case_id`` cannot sit beside ``other`` (ids with the same :func:`file_key`)."""
+    if case_id == other:
+        return f"case id {case_id!r} is listed twice"
+    if file_stem(case_id) == file_stem(other):
+        return f"case id {case_id!r} gives the same file name as {other!r}"
+    return (f"case ids {other!r} and {case_id!r} differ only in letter case (or Unicode "
+            "form): on a case-insensitive file system (macOS, Windows) they would share output "
+            "files; rename one")
+
+
+def check_case_ids(cases: list[Case]) -> None:
+    """Refuse cases whose ids would share output files.
+
+    Raises
+    ------
+    XaimedError
+        Two ids that are equal, give the same file name, or differ only in letter case.
+    """
+    seen: dict[str, str] = {}
+    for case in cases:
+        key = file_key(case.case_id)
+        if key in seen:
+            raise XaimedError(_clash(case.case_id, seen[key]) + ": case ids must be unique.")
+        seen[key] = case.case_id
+
+
 def read_cases(path: str | Path, required: tuple[str, ...],
                optional: tuple[str, ...] = ()) -> list[Case]:
     """Read a case list.
@@ -67,8 +101,8 @@ def read_cases(path: str | Path, required: tuple[str, ...],
     ------
     XaimedError
         A missing file or column, an empty or duplicated case id, or ids that become the same
-        file name. A case whose input file does not exist is *not* an error here: it fails on its
-        own in the run, and the others go on.
+        file name (letter case ignored, as macOS and Windows do). A case whose input file does not
+        exist is *not* an error here: it fails on its own in the run, and the others go on.
     """
     path = Path(path)
     if not path.is_file():
@@ -90,13 +124,11 @@ def read_cases(path: str | Path, required: tuple[str, ...],
         case_id = row.get(ID_COLUMN, "")
         if not case_id:
             raise XaimedError(f"{path.name} line {line}: the case_id is empty.")
-        stem = file_stem(case_id)
-        if stem in seen:
-            raise XaimedError(
-                f"{path.name} line {line}: case id {case_id!r} "
-                + ("is listed twice" if seen[stem] == case_id else
-                   f"gives the same file name as {seen[stem]!r}") + ": case ids must be unique.")
-        seen[stem] = case_id
+        key = file_key(case_id)
+        if key in seen:
+            raise XaimedError(f"{path.name} line {line}: {_clash(case_id, seen[key])}: case ids "
+                              "must be unique.")
+        seen[key] = case_id
         files = {}
         for column in (*required, *optional):
             value = row.get(column, "")

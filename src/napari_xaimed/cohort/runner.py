@@ -23,7 +23,7 @@ from typing import Any
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._provenance import _plain
-from napari_xaimed.cohort.cases import Case
+from napari_xaimed.cohort.cases import Case, check_case_ids
 from napari_xaimed.cohort.jobs import CaseOutcome, describe_failure
 from napari_xaimed.cohort.store import CohortStore, case_key, write_json_atomic
 from napari_xaimed.cohort.summary import (
@@ -78,23 +78,65 @@ class CohortResult:
     confounders: Any = None
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def tls_security(ca_file: str | Path, cert: str | Path, key: str | Path | None = None) -> Any:
+    """A ``distributed.Security`` that requires TLS, from PEM files (the CLI's ``--tls-*``).
+
+    Parameters
+    ----------
+    ca_file : str or pathlib.Path
+        The certificate authority that signed the scheduler's and workers' certificates.
+    cert, key : str or pathlib.Path
+        This client's certificate and private key (``key`` may be omitted when the key is
+        appended to the certificate file).
+
+    Returns
+    -------
+    distributed.Security
+    """
+    from distributed import Security
+
+    files = {"--tls-ca-file": ca_file, "--tls-cert": cert, "--tls-key": key}
+    for flag, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise XaimedError(f"{flag}: no file {str(path)!r}; give the PEM file's path.")
+    return Security(require_encryption=True, tls_ca_file=str(ca_file),
+                    tls_client_cert=str(cert), tls_client_key=str(key) if key else None)
+
+
 @contextlib.contextmanager
-def cohort_client(scheduler: Any = None, workers: int | None = None) -> Iterator[Any]:
+def cohort_client(scheduler: Any = None, workers: int | None = None, *,
+                  security: Any = None) -> Iterator[Any]:
     """A ``distributed.Client``: the given one, one connected to ``scheduler`` (an address
-    such as ``tcp://10.0.0.5:8786``), or one of a new local cluster with ``workers`` processes
+    such as ``tls://10.0.0.5:8786``), or one of a new local cluster with ``workers`` processes
     (default: one per core) of one thread each. Clients and clusters made here are closed on
-    exit."""
-    from distributed import Client, LocalCluster
+    exit.
+
+    A local cluster's scheduler, workers and dashboard listen on 127.0.0.1 only. A remote
+    scheduler is reached as its address says: over ``tcp://`` anyone on that network can submit
+    work to it, so use ``tls://`` with ``security`` (a ``distributed.Security``, e.g. from
+    :func:`tls_security`; default: Dask's configuration) unless the network is trusted.
+    """
+    from distributed import Client, LocalCluster, Security
 
     if isinstance(scheduler, Client):
         yield scheduler
         return
     if scheduler:
+        if str(scheduler).startswith("tls://") and not (
+                security or Security()).get_connection_args("client").get("ssl_context"):
+            raise XaimedError(f"the Dask scheduler at {scheduler!r} speaks TLS but no "
+                              "credentials were given: pass security= (tls_security(...)) or "
+                              "--tls-ca-file/--tls-cert/--tls-key, or set them in Dask's "
+                              "configuration (distributed.comm.tls).")
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout="20s", security=security)
         except (OSError, TimeoutError) as exc:
             raise XaimedError(f"could not reach the Dask scheduler at {scheduler!r} ({exc}): "
-                              "check the address and that the scheduler runs.") from exc
+                              "check the address, that the scheduler runs and, for tls://, "
+                              "the certificates.") from exc
         try:
             yield client
         finally:
@@ -103,9 +145,11 @@ def cohort_client(scheduler: Any = None, workers: int | None = None) -> Iterator
     n = int(workers or os.cpu_count() or 1)
     if n < 1:
         raise XaimedError(f"workers must be at least 1, got {workers}.")
-    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=dashboard, silence_logs=logging.ERROR)
+    # distributed binds an address without a host (":0", its default ":8787") to every interface
+    dashboard = f"{LOOPBACK}:0" if importlib.util.find_spec("bokeh") else None
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host=LOOPBACK,
+                           dashboard_address=dashboard, security=security,
+                           silence_logs=logging.ERROR)
     try:
         client = Client(cluster)
         try:
@@ -132,13 +176,14 @@ def _write_tables(store: CohortStore, name: str, frame: Any) -> None:
 
 
 def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler: Any = None,
-                     workers: int | None = None, seed: int = 0,
-                     resamples: int = 2000) -> Steps[CohortResult]:
+                     workers: int | None = None, seed: int = 0, resamples: int = 2000,
+                     security: Any = None) -> Steps[CohortResult]:
     """Generator form of :func:`run_cohort` (yields progress, returns the result); closing it
     cancels the cases not yet finished and keeps those that are."""
     import pandas as pd
 
     start = time.perf_counter()
+    check_case_ids(cases)  # cases built in a script, not read by read_cases
     job.check()
     if hasattr(job, "check_cases"):
         job.check_cases(cases)
@@ -170,7 +215,7 @@ def run_cohort_steps(job: Any, cases: list[Case], out: str | Path, *, scheduler:
         from distributed import wait
 
         yield Progress(done, total, f"starting Dask ({skipped} cases already finished)")
-        with cohort_client(scheduler, workers) as client:
+        with cohort_client(scheduler, workers, security=security) as client:
             run_id = uuid.uuid4().hex[:8]
             futures = {client.submit(job.run, case, key=f"{job.kind}-{case.stem}-{run_id}",
                                      pure=False, retries=1): case for case in todo}
@@ -274,7 +319,7 @@ def _store(store: CohortStore, case: Case, key: str, outcome: CaseOutcome) -> No
 
 def run_cohort(job: Any, cases: list[Case], out: str | Path, *, scheduler: Any = None,
                workers: int | None = None, seed: int = 0, resamples: int = 2000,
-               callback: Any = None) -> CohortResult:
+               callback: Any = None, security: Any = None) -> CohortResult:
     """Run ``job`` over ``cases`` on Dask and write the tables and summary to ``out``.
 
     Parameters
@@ -286,20 +331,25 @@ def run_cohort(job: Any, cases: list[Case], out: str | Path, *, scheduler: Any =
         Output folder; running again into it skips the cases already finished with the same
         inputs and parameters.
     scheduler : str or distributed.Client, optional
-        An existing cluster (scheduler address or client). Default: a local cluster.
+        An existing cluster (scheduler address or client). Default: a local cluster, listening
+        on 127.0.0.1 only.
     workers : int, optional
         Workers of the local cluster (default: one per core).
     seed, resamples : int
         Of the bootstrap intervals.
     callback : callable, optional
         Called with each :class:`~napari_xaimed._progress.Progress`.
+    security : distributed.Security, optional
+        TLS credentials for a ``tls://`` scheduler (see :func:`tls_security`) or a local cluster
+        that must encrypt; default: Dask's configuration.
 
     Returns
     -------
     CohortResult
     """
     return run_steps(run_cohort_steps(job, cases, out, scheduler=scheduler, workers=workers,
-                                      seed=seed, resamples=resamples), callback)
+                                      seed=seed, resamples=resamples, security=security),
+                     callback)
 
 
 def load_result(out: str | Path) -> dict[str, Any]:

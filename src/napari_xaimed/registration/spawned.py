@@ -2,8 +2,8 @@
 
 ANTs holds the GIL for a whole registration, so a worker thread in napari's process would
 freeze the Qt event loop, and a thread cannot be stopped halfway. A new interpreter
-(``python -m napari_xaimed.registration.spawned``, not a fork, which would copy Qt's state) runs
-it instead. ``multiprocessing``'s spawn would re-import the caller's ``__main__``, which breaks
+(``python -P -m napari_xaimed.registration.spawned``, not a fork, which would copy Qt's state)
+runs it instead. ``multiprocessing``'s spawn would re-import the caller's ``__main__``, which breaks
 every script without an ``if __name__ == "__main__"`` guard; a plain subprocess has no such trap.
 
 Protocol: the child imports a *preload* module (for ANTs: ~2-3 s), then reads one JSON line on
@@ -95,8 +95,11 @@ def _start(preload: str, environment: dict[str, Any]) -> subprocess.Popen:
     # What the child writes before it has a job folder (an interpreter that cannot import the
     # package, say) lands here, so a failure to start can be told from running out of memory.
     errors = tempfile.TemporaryFile()
+    # -P: ``-m`` would otherwise put the working folder first on sys.path, and a numpy.py (or
+    # any module's namesake) in the folder napari was launched from would run in the child.
+    # Not -I, which would also drop PYTHONPATH and the user site, where the package may live.
     process = subprocess.Popen(
-        [sys.executable, "-m", "napari_xaimed.registration.spawned", preload],
+        [sys.executable, "-P", "-m", "napari_xaimed.registration.spawned", preload],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
     process.early_errors = errors  # type: ignore[attr-defined]
     return process
