@@ -19,6 +19,13 @@ Methods: saliency, Integrated Gradients (32 steps), SmoothGrad (16 samples), Gra
 samples, zero baseline; Captum's ``GradientShap`` has no batch size and runs all samples in one
 pass, ours runs them ``BATCH`` at a time), Grad-CAM (last Conv3d), occlusion. Times are the best
 of 3 (occlusion: 1). ``--methods`` runs only some of them.
+
+The CAM family (Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM, Ablation-CAM, Eigen-CAM)
+runs at ``--cam-size`` (default 128^3) against its floor only: Captum has none of them, and
+pytorch-grad-cam's 3D support is Grad-CAM alone. Passes: the gradient variants one forward +
+backward; Eigen-CAM one forward; Score-CAM and Ablation-CAM one forward plus one per channel of
+the layer (the last convolution's 32: 33 forwards), ``BATCH`` per call. ``--cams-only`` skips
+the other rows.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch.nn.functional as F
 from _timing import best
 
 from napari_xaimed.attribution import attribute
+from napari_xaimed.attribution.cams import CAMS, GRADIENT_CAMS
 from napari_xaimed.attribution.device import pick_device
 from napari_xaimed.attribution.lesion_model import LesionNet
 from napari_xaimed.samples import lesion_volume
@@ -125,6 +133,40 @@ CASES = [
 ]
 
 
+def cam_passes(method: str, channels: int) -> tuple[int, str]:
+    if method in GRADIENT_CAMS:
+        return 1, "fb"
+    return (1, "f") if method == "eigencam" else (1 + channels, "f")
+
+
+def run_cams(size: int, device: torch.device, rows: list,
+             methods: list[str] | None = None) -> None:
+    """Each CAM variant at ``size``^3 against its floor; the passes it recorded are checked
+    against the count the floor assumes."""
+    torch.manual_seed(0)
+    model = LesionNet().eval().to(device)
+    sample = lesion_volume(shape=(size,) * 3, spacing=(64 / size,) * 3, n_lesions=2, seed=1)
+    volume = sample.image
+    x = torch.from_numpy(volume)[None, None].to(device)
+    t_f, t_fb = pass_times(model, x)
+    channels = model.features[-2].out_channels
+    print(f"\nCAM family, {size}^3 on {device}: one forward {1000 * t_f:.1f} ms, "
+          f"forward+backward {1000 * t_fb:.1f} ms, layer of {channels} channels", flush=True)
+    for method in CAMS:
+        if methods and method not in methods:
+            continue
+        n, kind = cam_passes(method, channels)
+        floor = n * (t_fb if kind == "fb" else t_f)
+        results: list = []
+        ours = best(lambda m=method, kept=results: kept.append(attribute(
+            model, volume, m, target=TARGET, device=str(device), batch_size=BATCH)), 3)
+        assert results[-1].params["passes"]["forward"] == n, results[-1].params["passes"]
+        rows.append((size, method, ours, None, floor, n, None))
+        print(f"  {method}: ours {ours:.3f} s, floor {floor:.3f} s ({n} "
+              f"{'forward+backward' if kind == 'fb' else 'forward'} passes) -> "
+              f"{ours / floor:.2f}x floor", flush=True)
+
+
 def run_size(size: int, device: torch.device, rows: list,
              methods: list[str] | None = None) -> None:
     torch.manual_seed(0)
@@ -160,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--methods", nargs="+", metavar="METHOD",
                         help="only these methods (default: all)")
+    parser.add_argument("--cam-size", type=int, default=128,
+                        help="volume size of the CAM family's rows (default 128)")
+    parser.add_argument("--cams-only", action="store_true", help="only the CAM family's rows")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     import captum
@@ -168,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, captum {captum.__version__}, monai {monai.__version__}, "
           f"{torch.get_num_threads()} threads, batch {BATCH}")
     rows: list = []
-    for size in ([64] if args.quick else [64, 96]):
-        run_size(size, device, rows, args.methods)
+    if not args.cams_only:
+        for size in ([64] if args.quick else [64, 96]):
+            run_size(size, device, rows, args.methods)
+    run_cams(args.cam_size, device, rows, args.methods)
     print()
     print(f"{'case':<44}{'ours':>9}{'Captum':>9}{'floor':>9}{'/floor':>8}{'MONAI':>9}"
           f"{'MONAI/ours':>11}  met")
@@ -180,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         if monai_s is not None:
             ok = ok and monai_s / ours >= MONAI_TARGET
             monai_text, ratio_text = f"{monai_s:.2f} s", f"{monai_s / ours:.1f}x"
-        print(f"{f'{size}^3 {label}':<44}{ours:>7.3f} s{theirs:>7.3f} s{floor:>7.3f} s"
+        theirs_text = "-" if theirs is None else f"{theirs:.3f} s"
+        print(f"{f'{size}^3 {label}':<44}{ours:>7.3f} s{theirs_text:>9}{floor:>7.3f} s"
               f"{ours / floor:>7.2f}x{monai_text:>9}{ratio_text:>11}  {'yes' if ok else 'NO'}")
     print(f"targets: ours <= {FLOOR_TARGET}x the floor (passes x one pass at the best batch "
           f"size); occlusion >= {MONAI_TARGET}x faster than MONAI's OcclusionSensitivity.")
