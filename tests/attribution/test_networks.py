@@ -84,6 +84,9 @@ MAP_OR_REFUSED = {
     # (CHEAP) raises the score on this volume: negative weights, no positive part (all 512
     # give a map, in 513 passes)
     ("DenseNet121", "ablationcam"): "map of zeros",
+    # its head is a 1x1x1 convolution: HiResCAM on the layer before it is the channel's logit
+    # (less its bias) inside the lesion, negative there for these random weights
+    ("SwinUNETR", "hirescam"): "map of zeros",
 }
 
 
