@@ -3,7 +3,9 @@
 Accepted: a ``torch.nn.Module``; a TorchScript file; a state dict (``.pt``/``.pth``) with a JSON
 config beside it (``<file>.json``: a MONAI network name or ``"module:Class"``, its arguments,
 the preprocessing and class names); a MONAI bundle folder (``configs/inference.json`` with a
-``network_def``, weights in ``models/model.pt``); or ``"bundled"``, the lesion classifier that
+``network_def``, weights in ``models/model.pt``); a trained nnU-Net v2 result folder
+(``plans.json``, ``dataset.json``, ``fold_k/checkpoint_final.pth``: see
+:mod:`napari_xaimed.attribution.nnunet`); or ``"bundled"``, the lesion classifier that
 ships with the package, or ``"bundled-segmenter"``, the lesion segmentation network.
 """
 
@@ -128,7 +130,9 @@ def _from_bundle(folder: Path) -> LoadedModel:
     return LoadedModel(module.eval(), Preprocessing(), [], str(folder), file_sha256(weights))
 
 
-def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
+def load_model(model: Any, config: dict[str, Any] | None = None, *, folds: Any = None,
+               checkpoint: str = "checkpoint_final.pth", device: Any = "auto",
+               trust: bool = False) -> LoadedModel:
     """Load a model to explain (see the module docstring for what is accepted).
 
     Parameters
@@ -138,6 +142,12 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
     config : dict, optional
         For a state dict: the config instead of the JSON file beside it; for a module or a
         TorchScript file: ``preprocessing`` and ``classes``.
+    folds, checkpoint, device : optional
+        For an nnU-Net result folder: the folds to ensemble (default all present), the
+        checkpoint file name and the device its predictor runs on.
+    trust : bool
+        nnU-Net: allow checkpoints that need full unpickling and network classes outside
+        ``dynamic_network_architectures`` (code named by the files).
 
     Returns
     -------
@@ -164,6 +174,10 @@ def load_model(model: Any, config: dict[str, Any] | None = None) -> LoadedModel:
     if not path.exists():
         raise XaimedError(f"model file {path} does not exist.")
     if path.is_dir():
+        from napari_xaimed.attribution.nnunet import is_nnunet_folder, load_nnunet
+
+        if is_nnunet_folder(path):
+            return load_nnunet(path, folds, checkpoint, device, trust)
         return _from_bundle(path)
     sidecar = path.with_suffix(".json")
     if config is None and sidecar.exists():
