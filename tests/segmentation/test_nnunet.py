@@ -174,3 +174,105 @@ def test_monai_settings_are_refused(folder: Path, image_file: Path) -> None:
     with pytest.raises(XaimedError, match="overlap cannot be set"):
         segment(_image(image_file), "model", spacing=SPACING_ZYX, model=str(folder),
                 overlap=0.5)
+
+
+def test_widget_segments_with_an_nnunet_folder(qtbot, make_napari_viewer, folder: Path,
+                                               image_file: Path) -> None:
+    from napari_xaimed._widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_image(image_file), name="ct", scale=SPACING_ZYX,
+                     translate=(7.25, 30.0, -12.5))
+    widget = SegmentationWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image.value = viewer.layers["ct"]
+    widget.method.value = "model"
+    widget.model_source.value = "folder"
+    widget.model_folder.value = folder
+    widget.device.value = "cpu"
+    with qtbot.waitSignal(widget.job.finished, timeout=600000) as blocker:
+        widget.job.run_button.click()
+    assert blocker.args[0] == "done", widget.job.status.text()
+    labels = viewer.layers["Segmentation [ct]"]
+    np.testing.assert_array_equal(labels.data, _reference(folder, image_file, (0, 1)))
+    np.testing.assert_allclose(labels.scale, SPACING_ZYX)
+    np.testing.assert_allclose(labels.translate, (7.25, 30.0, -12.5))
+
+
+# -- attribution ---------------------------------------------------------------------------------
+
+def _nnunet_logits(folder: Path, volume: np.ndarray) -> tuple[torch.Tensor, dict]:
+    """nnU-Net's own sliding-window logits of fold 0 on its preprocessed volume."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(folder), (0,), "checkpoint_final.pth")
+    data, _, props = predictor.plans_manager.get_preprocessor(
+        predictor.configuration_manager).run_case_npy(
+        volume[None], None, {"spacing": list(SPACING_ZYX)}, predictor.plans_manager,
+        predictor.configuration_manager, predictor.dataset_json)
+    logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(data).float())
+    return logits.float(), props
+
+
+def test_sliding_logits_are_nnunets(folder: Path, image_file: Path) -> None:
+    from napari_xaimed.attribution.nnunet_explain import SlidingLogits
+
+    volume = _image(image_file)
+    expected, _ = _nnunet_logits(folder, volume)
+    loaded = load_model(folder, folds=0, device="cpu")
+    from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+
+    predictor = loaded.predictor
+    data = next(PreprocessAdapterFromNpy(
+        [volume[None]], [None], [{"spacing": list(SPACING_ZYX)}], [None],
+        predictor.plans_manager, predictor.dataset_json, predictor.configuration_manager,
+        num_threads_in_multithreaded=1))["data"]
+    with torch.no_grad():
+        ours = SlidingLogits(loaded, loaded.module)(data[None].float())[0]
+    # nnU-Net accumulates in float16: agree to its precision
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "integrated_gradients",
+                                    "smoothgrad", "gradcam", "guided_backprop", "deeplift"])
+def test_attribution_of_a_label_on_the_image_grid(folder: Path, image_file: Path,
+                                                  method: str) -> None:
+    from napari_xaimed.attribution import attribute
+
+    volume = _image(image_file)
+    loaded = load_model(folder, folds=0, device="cpu")
+    params = {"n_steps": 4} if method == "integrated_gradients" else \
+        {"nt_samples": 2} if method == "smoothgrad" else {}
+    try:
+        result = attribute(loaded, volume, method, target=1, spacing=SPACING_ZYX, **params)
+    except XaimedError as exc:  # a stated refusal is allowed, not a crash
+        assert str(exc)
+        return
+    assert result.map.shape == volume.shape
+    assert np.isfinite(result.map).all() and np.abs(result.map).max() > 0
+    assert result.params["nnunet"]["class"] == "bright"
+
+
+def test_attribution_of_one_structure_matches_a_drawn_region(folder: Path,
+                                                             image_file: Path) -> None:
+    """structure=1 is the largest connected structure of the class in nnU-Net's labels: the
+    same map as drawing exactly that structure as the region."""
+    import cc3d
+
+    from napari_xaimed.attribution import attribute
+
+    volume = _image(image_file)
+    labels = _reference(folder, image_file, (0,))
+    components = cc3d.connected_components(labels == 1, connectivity=26)
+    sizes = np.bincount(components.ravel())[1:]
+    largest = components == int(np.argmax(sizes)) + 1
+    loaded = load_model(folder, folds=0, device="cpu")
+    by_structure = attribute(loaded, volume, "saliency", target=1, structure=1,
+                             spacing=SPACING_ZYX)
+    by_region = attribute(loaded, volume, "saliency", target=1, region=largest,
+                          spacing=SPACING_ZYX)
+    np.testing.assert_allclose(by_structure.map, by_region.map, rtol=1e-5, atol=1e-8)
+    assert by_structure.params["structure_voxels"] == int(largest.sum())
+    with pytest.raises(XaimedError, match="structure 99 does not exist"):
+        attribute(loaded, volume, "saliency", target=1, structure=99, spacing=SPACING_ZYX)
