@@ -192,6 +192,18 @@ def nnunet_attribute_steps(model: NnUNetModel, volume: np.ndarray, method: str, 
         if hasattr(sub, "inplace"):
             sub.inplace = False
     sliding = SlidingLogits(model, network.eval(), mirroring=mirroring)
+    if method in ("gradcam", "guided_gradcam"):
+        padded = [max(g, p) for g, p in zip(grid, sliding.patch, strict=True)]
+        calls = len(predictor._internal_get_sliding_window_slicers(tuple(padded))) * (
+            len(sliding.mirrors) + 1)
+        if calls > 1:
+            raise XaimedError(
+                f"{method} needs one feature map of a layer over the whole input, but "
+                f"nnU-Net's prediction runs the network {calls} times here (windows of "
+                f"{sliding.patch} on the preprocessed {grid} grid"
+                f"{', mirrored' if sliding.mirrors else ''}), each with its own map. Use a "
+                "gradient method (saliency, integrated_gradients, smoothgrad), or pass "
+                "mirroring=False on an image whose preprocessed grid fits one patch.")
     target_spacing = [float(s) for s in predictor.configuration_manager.spacing]
     result = yield from attribute_steps(sliding, data[0].numpy(), method, target=channel,
                                         region=pre_region, spacing=target_spacing, **kwargs)
