@@ -70,13 +70,13 @@ def _require_nnunet() -> None:
 
 
 def _load_checkpoint(path: Path, trust: bool) -> dict[str, Any]:
-    globals_ = [np.dtype, type(np.dtype(np.float32)), type(np.dtype(np.float64))]
-    with contextlib.suppress(AttributeError):
-        globals_.append(np.core.multiarray.scalar)  # numpy < 2
-    with contextlib.suppress(AttributeError, ImportError):
+    # the training log holds numpy scalars: their reconstructor and dtypes, nothing else
+    globals_ = [np.dtype, *(type(np.dtype(t)) for t in (np.float32, np.float64, np.int64))]
+    try:
         from numpy._core.multiarray import scalar
-
-        globals_.append(scalar)
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    globals_.append(scalar)
     try:
         with torch.serialization.safe_globals(globals_):
             return torch.load(path, map_location="cpu", weights_only=True)
