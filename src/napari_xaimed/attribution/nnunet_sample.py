@@ -76,7 +76,8 @@ def synthetic_case(seed: int, shape: Sequence[int] = (24, 48, 48)) -> tuple[np.n
     labels = np.zeros(shape, np.uint8)
     for label, value in ((1, 300.0), (2, 120.0)):
         centre = [rng.uniform(0.3 * n, 0.7 * n) for n in shape]
-        radius = rng.uniform(4.0, 7.0)
+        # large blobs (4-10% of the case each): a few short epochs learn them
+        radius = rng.uniform(10.0, 14.0)
         # spacing-aware radius: z voxels are about twice as long
         dist = np.sqrt(((z - centre[0]) * 2.0) ** 2 + (y - centre[1]) ** 2
                        + (x - centre[2]) ** 2)
