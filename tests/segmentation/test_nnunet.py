@@ -119,8 +119,9 @@ def test_missing_file_is_named(folder: Path, tmp_path: Path) -> None:
 def test_fold_that_does_not_exist(folder: Path) -> None:
     with pytest.raises(XaimedError, match=r"fold 7 does not exist.*fold_0, fold_1"):
         load_model(folder, folds=7)
+    # fold 1 (made from fold 0) holds only checkpoint_final.pth
     with pytest.raises(XaimedError, match=r"no checkpoint_best\.pth.*checkpoint_final\.pth"):
-        load_model(folder, folds=0, checkpoint="checkpoint_best.pth")
+        load_model(folder, folds=1, checkpoint="checkpoint_best.pth")
 
 
 def test_checkpoint_of_another_version(folder: Path, tmp_path: Path) -> None:
