@@ -73,13 +73,13 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def alternate(ours, theirs, device: torch.device
+def alternate(ours, theirs, device: torch.device, repeats: int = REPEATS
               ) -> tuple[float, float, float, object, object]:
     """Best times of each and the median ratio of back-to-back pairs (robust to the load
     drifting during the run), with the last outputs."""
     ours(), theirs()  # warm-up
     ours_s, theirs_s = [], []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         t, mine = timed(ours, device)
         ours_s.append(t)
         t, other = timed(theirs, device)
@@ -141,7 +141,8 @@ def run_size(size: int, device: torch.device, rows: list) -> None:
 NNUNET_TARGET = 1.10
 
 
-def run_nnunet(folder: str, device: torch.device) -> tuple[float, float, float]:
+def run_nnunet(folder: str, device: torch.device, repeats: int = REPEATS
+               ) -> tuple[float, float, float]:
     """``segment_with_model`` on an nnU-Net result folder against ``nnUNetPredictor``'s
     ``predict_single_npy_array`` on the same array and spacing (both: nnU-Net's
     preprocessing, windows, mirroring, folds and resampling back). Returns the best times and
@@ -169,7 +170,7 @@ def run_nnunet(folder: str, device: torch.device) -> tuple[float, float, float]:
     def theirs():
         return predictor.predict_single_npy_array(image[None], {"spacing": spacing})
 
-    ours_s, theirs_s, paired, mine, other = alternate(ours, theirs, device)
+    ours_s, theirs_s, paired, mine, other = alternate(ours, theirs, device, repeats)
     same = bool(np.array_equal(mine.labels, other))
     print(f"\nnnU-Net {folder} folds {loaded.folds}, image {image.shape} at {spacing} mm on "
           f"{device}: ours {ours_s:.3f} s, nnUNetPredictor {theirs_s:.3f} s, best ratio "
@@ -186,10 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also (with --nnunet-only: only) compare an nnU-Net v2 result "
                              "folder against nnUNetPredictor; 'tiny' builds a small one")
     parser.add_argument("--nnunet-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="pairs timed per case")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     if args.nnunet:
-        run_nnunet(args.nnunet, device)
+        run_nnunet(args.nnunet, device, args.repeats)
         if args.nnunet_only:
             return 0
     import monai
