@@ -18,8 +18,8 @@ alternating ours and MONAI's, best of 7, so both see the same machine load:
 
 ``--nnunet FOLDER`` (or ``tiny``, built by nnU-Net's planning and a short training) adds
 ``segment_with_model`` on an nnU-Net v2 result folder against ``nnUNetPredictor``'s
-``predict_single_npy_array`` on the same 40x128x128 image (target: at most 10% longer,
-paired ratio), and checks the labels are equal.
+``predict_single_npy_array`` on the same image (``--nnunet-shape``, default 40x128x128;
+target: at most 10% longer, paired ratio), and checks the labels are equal.
 
 Throughput is volume voxels per second. Target: ours takes at most 5% longer, judged on the
 median of the ratios of back-to-back pairs (a shared machine's load drifts within a run; the
@@ -141,8 +141,8 @@ def run_size(size: int, device: torch.device, rows: list) -> None:
 NNUNET_TARGET = 1.10
 
 
-def run_nnunet(folder: str, device: torch.device, repeats: int = REPEATS
-               ) -> tuple[float, float, float]:
+def run_nnunet(folder: str, device: torch.device, repeats: int = REPEATS,
+               shape: tuple[int, int, int] = (40, 128, 128)) -> tuple[float, float, float]:
     """``segment_with_model`` on an nnU-Net result folder against ``nnUNetPredictor``'s
     ``predict_single_npy_array`` on the same array and spacing (both: nnU-Net's
     preprocessing, windows, mirroring, folds and resampling back). Returns the best times and
@@ -157,7 +157,7 @@ def run_nnunet(folder: str, device: torch.device, repeats: int = REPEATS
         started = time.perf_counter()
         folder = str(build_tiny_nnunet(tempfile.mkdtemp(prefix="bench-nnunet-")))
         print(f"built the tiny nnU-Net folder in {time.perf_counter() - started:.0f} s")
-    image, _ = synthetic_case(7, shape=(40, 128, 128))
+    image, _ = synthetic_case(7, shape=shape)
     spacing = (2.0, 0.9, 0.9)
     loaded = load_model(folder, device=str(device))
     predictor = nnUNetPredictor(device=device, allow_tqdm=False)
@@ -188,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                              "folder against nnUNetPredictor; 'tiny' builds a small one")
     parser.add_argument("--nnunet-only", action="store_true")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="pairs timed per case")
+    parser.add_argument("--nnunet-shape", type=int, nargs=3, default=(40, 128, 128),
+                        metavar=("Z", "Y", "X"), help="the nnU-Net comparison's image size")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     if args.nnunet:
-        run_nnunet(args.nnunet, device, args.repeats)
+        run_nnunet(args.nnunet, device, args.repeats, tuple(args.nnunet_shape))
         if args.nnunet_only:
             return 0
     import monai
