@@ -14,6 +14,10 @@ sampling's permutations) come from generators local to the job (``torch.Generato
   job's own global-generator state, saved again when the step yields. Two jobs interleaved,
   in two threads or in one, each draw the numbers a lone run with their seed draws; the lock
   is held only while a step runs, never across a yield.
+
+The lock serialises the jobs that hold it, so it is taken only where the process-wide
+generators are drawn from (:func:`draws_globally`): a model that draws in its forward pass, or
+a method whose third-party code does; other jobs run side by side, untouched.
 """
 
 from __future__ import annotations
@@ -36,6 +40,34 @@ RNG_LOCK = threading.RLock()
 #: While another job's step holds the lock, a waiting job yields this often (so it can be
 #: cancelled).
 WAIT_S = 0.1
+
+
+#: Methods whose third-party code draws from the process-wide generators (Captum's KernelShap).
+GLOBAL_DRAWING_METHODS = frozenset({"kernel_shap"})
+
+
+def model_draws(model: Any) -> bool:
+    """Whether running ``model`` may draw from the process-wide generators: a module with a
+    submodule in training mode (dropout, stochastic depth) or one that turns such layers on in
+    its forward pass (``draws_random = True``, e.g. kept-on dropout); a class with
+    ``draws_random = False`` (a wrapper that only calls its children) is judged by its
+    children. Anything that is not a ``torch.nn.Module`` counts as drawing."""
+    if not isinstance(model, torch.nn.Module):
+        return True
+    return any(_draws(m) for m in model.modules())
+
+
+def _draws(module: torch.nn.Module) -> bool:
+    # ``draws_random`` set on a class says it outright: True for kept-on dropout, False for
+    # the plugin's own wrappers (created in training mode, they draw nothing themselves)
+    flag = getattr(module, "draws_random", None)
+    return module.training if flag is None else bool(flag)
+
+
+def draws_globally(method: str, model: Any) -> bool:
+    """Whether ``method`` on ``model`` draws from the process-wide generators, so that its
+    steps must run under :func:`isolated_steps`."""
+    return method in GLOBAL_DRAWING_METHODS or model_draws(model)
 
 
 def _device(device: Any) -> torch.device | None:
@@ -90,12 +122,16 @@ def seeded(seed: int, device: Any = None) -> Iterator[None]:
             _restore(saved, device)
 
 
-def isolated_steps(steps: Steps[T], seed: int, device: Any = None) -> Steps[T]:
+def isolated_steps(steps: Steps[T], seed: int, device: Any = None, *,
+                   needed: bool = True) -> Steps[T]:
     """Run the step generator ``steps`` with process-wide generators of its own, seeded with
     ``seed``: each step (from one yield to the next) runs under :data:`RNG_LOCK` with the
     job's generator states put in place, which are saved again, and the caller's given back,
     before the step's progress is passed on. Returns what ``steps`` returns; closing this
-    generator closes ``steps``."""
+    generator closes ``steps``. ``needed=False`` (nothing in ``steps`` draws from the
+    process-wide generators, see :func:`draws_globally`): ``steps`` runs as it is, no lock."""
+    if not needed:
+        return (yield from steps)
     device = _device(device)
     own: tuple[Any, ...] | None = None
     last = Progress(0, 1, "waiting for another job")
@@ -137,11 +173,13 @@ def isolated_steps(steps: Steps[T], seed: int, device: Any = None) -> Steps[T]:
         steps.close()
 
 
-def seeded_call(func: Callable[[], T], seed: int, device: Any = None) -> Steps[T]:
+def seeded_call(func: Callable[[], T], seed: int, device: Any = None, *,
+                needed: bool = True) -> Steps[T]:
     """``func()`` with the process-wide generators seeded with ``seed``, as a step generator
-    (it yields only while another thread's job holds :data:`RNG_LOCK`)."""
+    (it yields only while another thread's job holds :data:`RNG_LOCK`); ``needed=False``:
+    just ``func()``, as for :func:`isolated_steps`."""
     def call() -> Steps[T]:
         return func()
         yield  # a generator: isolated_steps runs it as one step
 
-    return (yield from isolated_steps(call(), seed, device))
+    return (yield from isolated_steps(call(), seed, device, needed=needed))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed.attribution import attribute_steps
+from napari_xaimed.attribution import attribute, attribute_steps
 from napari_xaimed.attribution.ensembles import DropoutKept
 from napari_xaimed.attribution.methods import supervoxels
 
@@ -214,3 +214,38 @@ def test_a_job_waiting_for_another_threads_draws_can_be_cancelled():
         drawn = stop.value
     torch.manual_seed(0)
     assert torch.equal(drawn, torch.rand(3))  # once free, it draws its seed's numbers
+
+
+def test_a_job_whose_model_draws_nothing_runs_beside_a_job_holding_the_generators(tiny, volume):
+    """The lock serialises only jobs that draw from the process-wide generators: a saliency
+    map of a model in evaluation mode is made while another job holds them, never waiting."""
+    from napari_xaimed._progress import Progress
+    from napari_xaimed._rng import seeded
+
+    inside, release = threading.Event(), threading.Event()
+
+    def other_job():
+        with seeded(5):  # e.g. TCAV of a model with dropout kept on
+            inside.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=other_job)
+    holder.start()
+    try:
+        assert inside.wait(30)
+        steps = attribute_steps(tiny, volume, "saliency", target=TARGET, seed=0, device="cpu")
+        messages = []
+        try:
+            while True:
+                item = next(steps)
+                if isinstance(item, Progress):
+                    messages.append(item.message)
+                assert len(messages) < 1000, messages[-3:]  # waiting for the lock: never ends
+        except StopIteration as stop:
+            result = stop.value
+    finally:
+        release.set()
+        holder.join(30)
+    assert not any("waiting" in m for m in messages), messages
+    alone = attribute(tiny, volume, "saliency", target=TARGET, seed=0, device="cpu")
+    np.testing.assert_array_equal(result.map, alone.map)

@@ -22,6 +22,7 @@ feature map: see :func:`~napari_xaimed.attribution.network.cam_layer`).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed._rng import seeded
+from napari_xaimed._rng import model_draws, seeded
 from napari_xaimed._validate import as_volume
 from napari_xaimed.attribution.device import pick_device
 from napari_xaimed.attribution.models import Scores, load_model
@@ -298,9 +299,10 @@ def tcav(model: Any, inputs: Sequence[Any], concepts: Mapping[str, Sequence[Any]
         experiments.append([b, a])
     # Captum's default classifier fits the raw activations, and TCAV answered at random when
     # they were not centred on zero: the CAVs are fitted on standardised activations instead
-    # (a classifier seeded locally). Captum's own draws run under the seeding lock, so other
-    # jobs' draws stay out, and the caller's random state is given back after.
-    with seeded(seed, x.device), tempfile.TemporaryDirectory() as folder:
+    # (a classifier seeded locally). A model that draws (dropout kept on) runs under the
+    # seeding lock, so other jobs' draws stay out, and the caller's state is given back after.
+    held = seeded(seed, x.device) if model_draws(setup.module) else contextlib.nullcontext()
+    with held, tempfile.TemporaryDirectory() as folder:
         engine = TCAV(setup.module, [f"net.{n}" for n in names], model_id="xaimed",
                       classifier=StandardisedClassifier(seed), save_path=folder)
         result = engine.interpret(x, experiments, target=chosen)

@@ -128,6 +128,9 @@ class DropoutKept(torch.nn.Module):
     """A model whose dropout layers stay on in evaluation mode (Monte Carlo dropout): every
     forward pass draws new dropout masks."""
 
+    #: its forward pass draws from torch's process-wide generator (see napari_xaimed._rng)
+    draws_random = True
+
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model

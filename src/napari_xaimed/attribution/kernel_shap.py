@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed._rng import seeded
 from napari_xaimed.attribution.windows import window_grid
 
 
@@ -245,9 +246,9 @@ def kernel_shap_windows(network: torch.nn.Module, volume: Any, region: Any, *,
         features = slic(crop[0, 0].cpu().numpy(), supervoxels)
     _check_features(int(np.unique(features).size))
     feature_mask = torch.as_tensor(features, device=x.device)[None, None].expand_as(crop)
-    with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda"
-                               else []):
-        torch.manual_seed(int(seed))
+    # Captum's KernelShap draws its coalitions from torch's process-wide generator: seeded
+    # under the lock other jobs' draws respect (napari_xaimed._rng)
+    with seeded(int(seed), x.device):
         values = KernelShap(score).attribute(crop, baselines=float(baseline),
                                              feature_mask=feature_mask,
                                              n_samples=int(samples),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
-from napari_xaimed._rng import isolated_steps
+from napari_xaimed._rng import draws_globally, isolated_steps
 from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.network import inner_name
@@ -248,7 +248,7 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
             # run's own, so a concurrent job cannot move the map (see napari_xaimed._rng).
             out = yield from isolated_steps(
                 _run(method, model, forward, x, target, params, volume, batch_size, primed,
-                     seed), seed, x.device)
+                     seed), seed, x.device, needed=draws_globally(method, model))
             break
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             # Captum's batched methods (IG steps, noise samples, ablations): halve and redo

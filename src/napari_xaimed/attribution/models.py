@@ -268,6 +268,8 @@ class Scores(torch.nn.Module):
     """The model's scores: its output, or the first element of an output tuple (MONAI's ViT
     returns ``(logits, hidden_states)``)."""
 
+    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+
     def __init__(self, net: torch.nn.Module):
         super().__init__()
         self.net = net

@@ -130,6 +130,8 @@ class PerCall(nn.Module):
     restarts at every forward pass of the model (a pre-hook on the root calls
     :meth:`restart`)."""
 
+    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+
     def __init__(self, module: nn.Module, n: int):
         super().__init__()
         self.uses = nn.ModuleList(copy.deepcopy(module) for _ in range(n))

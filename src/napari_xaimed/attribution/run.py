@@ -11,7 +11,7 @@ import torch
 
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._rng import seeded_call
+from napari_xaimed._rng import model_draws, seeded_call
 from napari_xaimed._validate import as_spacing, as_volume
 from napari_xaimed.attribution.device import auto_batch, forward_error, pick_device
 from napari_xaimed.attribution.methods import (
@@ -77,6 +77,8 @@ class RegionScore(torch.nn.Module):
     """A segmentation model seen as one score per volume: the summed logit of ``channel``
     inside ``region`` (a mask on the model's output grid)."""
 
+    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+
     def __init__(self, model: torch.nn.Module, channel: int, region: torch.Tensor):
         super().__init__()
         self.model, self.channel = model, channel
@@ -88,6 +90,8 @@ class RegionScore(torch.nn.Module):
 
 
 class _Autocast(torch.nn.Module):
+    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
         super().__init__()
         self.model, self.device_type, self.dtype = model, device.type, dtype
@@ -127,7 +131,7 @@ def _primed_probe(module: torch.nn.Module, network: torch.nn.Module, x: torch.Te
         with recording(network, keep=True) if method == "gradcam" else _nothing() as record:
             return _probe(module, xg, grad=True), record
 
-    out, record = yield from seeded_call(probe, seed, x.device)
+    out, record = yield from seeded_call(probe, seed, x.device, needed=model_draws(module))
     if record is None:
         return Primed(xg, out)
     name, layer = cam_layer(record, params["layer"], dict(network.named_modules()))
@@ -245,7 +249,8 @@ def attribute_steps(
             primed = yield from _primed_probe(module, network, x, method, params, seed)
             out = primed.output
         else:  # seeded: a stochastic model's check repeats with its seed
-            out = yield from seeded_call(lambda: _probe(module, x), seed, x.device)
+            out = yield from seeded_call(lambda: _probe(module, x), seed, x.device,
+                                         needed=model_draws(module))
         if out.ndim == 2:
             loaded.checked[key] = int(out.shape[1])
         elif primed is not None:  # a segmentation model: its score is another forward
