@@ -25,6 +25,15 @@ some of them, ``--size`` one size of your choice.
 A method that ``attribute`` refuses (an ``XaimedError``: with these random weights Grad-CAM's
 last layer may hold no positive evidence for the target, a map of zeros, which ``attribute``
 refuses with the reason) is a row of the table with the reason, and the benchmark goes on.
+
+The CAM family (Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM, Ablation-CAM, Eigen-CAM)
+runs at ``--cam-size`` (default 128^3) against its floor only: Captum has none of them, and
+pytorch-grad-cam's 3D support is Grad-CAM alone. Passes: the gradient variants one forward +
+backward; Eigen-CAM one forward; Score-CAM and Ablation-CAM one forward plus one per channel of
+the layer (the last convolution's 32: 33 forwards), ``BATCH`` per call. The network is the
+bundled classifier with its trained weights. The gradient variants' floor counts a backward
+pass to the input, with weight gradients; theirs stops at the layer and computes none, so they
+can run below it. ``--cams-only`` skips the other rows.
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ from _timing import alternate, best, measure, ratio
 
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution import attribute
+from napari_xaimed.attribution.cams import CAMS, GRADIENT_CAMS
 from napari_xaimed.attribution.device import pick_device
-from napari_xaimed.attribution.lesion_model import LesionNet
+from napari_xaimed.attribution.lesion_model import WEIGHTS, LesionNet
 from napari_xaimed.samples import lesion_volume
 
 FLOOR_TARGET = 1.2
@@ -132,6 +142,52 @@ CASES = [
 ]
 
 
+def cam_passes(method: str, channels: int) -> tuple[int, str]:
+    if method in GRADIENT_CAMS:
+        return 1, "fb"
+    return (1, "f") if method == "eigencam" else (1 + channels, "f")
+
+
+def run_cams(size: int, device: torch.device, rows: list,
+             methods: list[str] | None = None) -> None:
+    """Each CAM variant at ``size``^3 against its floor; the passes it recorded are checked
+    against the count the floor assumes. The bundled classifier's trained weights (on the
+    full-size volume, no resizing): with random ones Ablation-CAM's weights can all be
+    negative, and its map is refused as zeros."""
+    model = LesionNet().eval()
+    model.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
+    model = model.to(device)
+    sample = lesion_volume(shape=(size,) * 3, spacing=(64 / size,) * 3, n_lesions=2, seed=1)
+    volume = sample.image
+    x = torch.from_numpy(volume)[None, None].to(device)
+    t_f, t_fb = pass_times(model, x)
+
+    def single() -> None:
+        with torch.no_grad():
+            model(x)
+
+    # a map from one pass cannot batch: the forward of one volume alone, for comparison
+    t_single = best(single, 3)
+    channels = model.features[-2].out_channels
+    print(f"\nCAM family, {size}^3 on {device}: one forward {1000 * t_f:.1f} ms, "
+          f"forward+backward {1000 * t_fb:.1f} ms (best batch), one volume's forward alone "
+          f"{1000 * t_single:.1f} ms, layer of {channels} channels", flush=True)
+    for method in CAMS:
+        if methods and method not in methods:
+            continue
+        n, kind = cam_passes(method, channels)
+        floor = n * (t_fb if kind == "fb" else t_f)
+        results: list = []
+        ours = measure(lambda m=method, kept=results: kept.append(attribute(
+            model, volume, m, target=TARGET, device=str(device), batch_size=BATCH)), 3)
+        assert results[-1].params["passes"]["forward"] == n, results[-1].params["passes"]
+        rows.append((size, method, ours, None, floor, n, None, ""))
+        alone = f", {ours.best / t_single:.2f}x one volume's forward" if n == 1 else ""
+        print(f"  {method}: ours {ours}, floor {floor:.3f} s ({n} "
+              f"{'forward+backward' if kind == 'fb' else 'forward'} passes) -> "
+              f"{ratio(ours, floor)} floor{alone}", flush=True)
+
+
 def run_size(size: int, device: torch.device, rows: list,
              methods: list[str] | None = None) -> None:
     torch.manual_seed(0)
@@ -201,7 +257,9 @@ def print_table(rows: list) -> None:
         ours_text = (f"{ours.best:.3f} s ({ours.median:.3f}, "
                      f"{ours.low:.3f}-{ours.high:.3f})" if len(ours.seconds) > 1
                      else f"{ours.best:.3f} s")
-        print(f"{case:<44}{ours_text:>32}{theirs.best:>9.3f} s{ratio(theirs, ours).text():>20}"
+        theirs_text = "-" if theirs is None else f"{theirs.best:.3f} s"
+        vs_theirs = "-" if theirs is None else ratio(theirs, ours).text()
+        print(f"{case:<44}{ours_text:>32}{theirs_text:>11}{vs_theirs:>20}"
               f"{floor:>9.3f} s{to_floor.text():>20}{monai_text:>18}  {'yes' if ok else 'NO'}")
     print(f"targets: ours <= {FLOOR_TARGET}x the floor (passes x one pass at the best batch "
           f"size); occlusion >= {MONAI_TARGET}x faster than MONAI's OcclusionSensitivity.\n"
@@ -215,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--methods", nargs="+", metavar="METHOD",
                         help="only these methods (default: all)")
+    parser.add_argument("--cam-size", type=int, default=128,
+                        help="volume size of the CAM family's rows (default 128)")
+    parser.add_argument("--cams-only", action="store_true", help="only the CAM family's rows")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     import captum
@@ -223,8 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, captum {captum.__version__}, monai {monai.__version__}, "
           f"{torch.get_num_threads()} threads, batch {BATCH}")
     rows: list = []
-    for size in ([args.size] if args.size else [64] if args.quick else [64, 96]):
-        run_size(size, device, rows, args.methods)
+    if not args.cams_only:
+        for size in ([args.size] if args.size else [64] if args.quick else [64, 96]):
+            run_size(size, device, rows, args.methods)
+    run_cams(args.cam_size, device, rows, args.methods)
     print_table(rows)
     return 0
 

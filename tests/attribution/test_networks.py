@@ -51,7 +51,9 @@ CHEAP = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 2},
          "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2},
          "gradient_shap": {"samples": 2}, "occlusion": {"window": 16, "stride": 16},
          "feature_ablation": {"supervoxels": 8}, "shapley": {"supervoxels": 6, "samples": 1},
-         "kernel_shap": {"supervoxels": 6, "samples": 8}}
+         "kernel_shap": {"supervoxels": 6, "samples": 8},
+         # one pass per channel: 4 of DenseNet121's 512 at 32^3 (the others weigh 0)
+         "scorecam": {"channels": 4}, "ablationcam": {"channels": 4}}
 #: The refusals on the module (and state dict) route, with a phrase of their reason: LRP has
 #: no rule for normalisation, gating and smooth activations, and no conservation through
 #: residual additions and concatenations. Everything else gives a map.
@@ -79,6 +81,13 @@ REFUSED.update({(name, method): "no self-attention blocks" for name in NETWORKS
 MAP_OR_REFUSED = {
     ("EfficientNetBN", "gradcam"): "map of zeros",
     ("EfficientNetBN", "guided_gradcam"): "map of zeros",
+    # its layer's output goes below zero, and zeroing the 4 most active of its 512 channels
+    # (CHEAP) raises the score on this volume: negative weights, no positive part (all 512
+    # give a map, in 513 passes)
+    ("DenseNet121", "ablationcam"): "map of zeros",
+    # its head is a 1x1x1 convolution: HiResCAM on the layer before it is the channel's logit
+    # (less its bias) inside the lesion, negative there for these random weights
+    ("SwinUNETR", "hirescam"): "map of zeros",
 }
 
 

@@ -285,3 +285,37 @@ def test_trust_and_registered_networks_travel_with_the_job(client, tmp_path, cap
     again = read_volume(tmp_path / "out2" / "outputs" / "case001" / "saliency.nii.gz")
     np.testing.assert_allclose(again.data, direct.map, rtol=1e-5, atol=1e-6)
     assert again.metadata["model"]["trusted"] is False
+
+
+def test_attribution_job_takes_the_cam_family_and_writes_attributes_maps(tmp_path):
+    """Every CAM variant, with its own parameters, through the cohort job as a worker runs it
+    (no cluster needed): each heatmap is the map ``attribute`` gives, with what it cost
+    (``passes``) in its JSON."""
+    import json
+
+    methods = ["gradcam_pp", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam",
+               "eigencam"]
+    csv = write_sample_cohort(tmp_path / "in", 1, kind="attribution", shape=(32, 32, 32))
+    (case,) = read_cases(csv, ("image",), ("mask",))
+    job = AttributionJob(methods=methods, params={"device": "cpu"},
+                         method_params={"scorecam": {"channels": 8}})
+    job.check()
+    outcome = job.run(case)
+    assert outcome.status == "ok", outcome.error
+    assert [row["method"] for row in outcome.rows] == methods
+    image = read_volume(case.files["image"])
+    for method, output in zip(methods, outcome.outputs, strict=True):
+        folder = tmp_path / "out" / method
+        folder.mkdir(parents=True)
+        for name, data in output.files.items():
+            (folder / name).write_bytes(data)
+        written = read_volume(folder / f"{method}.nii.gz")
+        direct = attribute(load_model("bundled"), image.data, method, device="cpu",
+                           spacing=image.spacing, **job.method_params.get(method, {}))
+        np.testing.assert_allclose(written.data, direct.map, rtol=1e-5, atol=1e-7,
+                                   err_msg=method)
+        meta = json.loads((folder / f"{method}.json").read_text())
+        assert meta["params"]["passes"] == direct.params["passes"]
+    with pytest.raises(XaimedError, match="channels must be at least 1"):
+        AttributionJob(methods=["ablationcam"], method_params={"ablationcam": {"channels": 0}}
+                       ).check()

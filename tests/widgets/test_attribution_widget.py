@@ -47,6 +47,39 @@ def test_each_method_becomes_a_heatmap_over_the_image(qtbot, viewer_with_lesion)
     assert len(viewer.layers) == n_layers
 
 
+CAM_TITLES = {"gradcam_pp": "Grad-CAM++", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM",
+              "layercam": "LayerCAM", "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
+              "eigencam": "Eigen-CAM"}
+
+
+def test_the_cam_family_is_in_the_method_list_and_each_becomes_a_heatmap(qtbot,
+                                                                         viewer_with_lesion):
+    """Every CAM variant is offered, named as its paper names it, and gives the map
+    ``attribute`` gives, with the passes it cost in the layer's provenance."""
+    from napari_xaimed._rerun import recompute
+    from napari_xaimed.attribution import attribute
+
+    viewer = viewer_with_lesion
+    widget = AttributionWidget(viewer)
+    assert set(CAM_TITLES) <= set(widget.methods.choices)
+    widget.image.value = viewer.layers["lesion ct"]
+    widget.methods.value = list(CAM_TITLES)
+    widget.device.value = "cpu"
+    assert run_and_wait(qtbot, widget) == "done"
+    for method, name in CAM_TITLES.items():
+        layer = viewer.layers[f"{name} [lesion ct]"]
+        assert layer.colormap.name == "inferno" and layer.data.shape == (
+            viewer.layers["lesion ct"].data.shape)
+        params = layer.metadata["xaimed"]["params"]
+        assert params["method"] == method and params["passes"]["forward"] >= 1
+    score = viewer.layers["Score-CAM [lesion ct]"]
+    direct = attribute("bundled", viewer.layers["lesion ct"].data, "scorecam", device="cpu")
+    np.testing.assert_allclose(score.data, direct.map, rtol=1e-5, atol=1e-7)
+    # 1 + 32 channels of the bundled model's last convolution
+    assert score.metadata["xaimed"]["params"]["passes"]["forward"] == 33
+    np.testing.assert_allclose(recompute(score.metadata["xaimed"]), score.data, rtol=1e-6)
+
+
 def test_missing_model_file_and_no_method_are_notifications(qtbot, viewer_with_lesion,
                                                              monkeypatch):
     shown = []

@@ -41,7 +41,9 @@ def title(method: str) -> str:
     special = {"gradcam": "Grad-CAM", "guided_gradcam": "Guided Grad-CAM", "lrp": "LRP",
                "smoothgrad": "SmoothGrad", "smoothgrad_sq": "SmoothGrad squared",
                "vargrad": "VarGrad", "deeplift": "DeepLift", "gradient_shap": "GradientSHAP",
-               "attention_gradcam": "Attention Grad-CAM"}
+               "attention_gradcam": "Attention Grad-CAM", "gradcam_pp": "Grad-CAM++",
+               "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM", "layercam": "LayerCAM",
+               "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM", "eigencam": "Eigen-CAM"}
     return special.get(method, method.replace("_", " ").title().replace(" X ", " x "))
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps
 from napari_xaimed._rng import draws_globally, isolated_steps
+from napari_xaimed.attribution.cams import CAMS, cam_steps
 from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.network import inner_name
@@ -61,6 +62,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("gradcam", False, {"layer": None}, "Grad-CAM on a layer (default: the last spatial "
            "feature map), upsampled trilinearly (Captum LayerGradCam)"),
     Method("guided_gradcam", True, {"layer": None}, "Guided Grad-CAM (Captum)"),
+    *(Method(name, False, dict(params), text) for name, (params, text) in CAMS.items()),
     Method("lrp", True, {}, "layer-wise relevance propagation, epsilon rule (Captum LRP)"),
     Method("occlusion", True, {"window": 8, "stride": 8, "unit": "voxels",
                                "baseline": "zeros", "incremental": True},
@@ -77,8 +79,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 BASELINES = ("zeros", "min", "blurred")
 # One gradient pass whose forward is the plain model's: the run's probe pass can be that
-# forward (see :class:`Primed`) instead of an extra one.
-PRIMABLE = ("saliency", "input_x_gradient", "gradcam")
+# forward (see :class:`Primed`) instead of an extra one. The CAMs take their layer's output
+# (and the score) from it, the gradient-free ones from a probe run without gradients.
+PRIMABLE = ("saliency", "input_x_gradient", "gradcam", *CAMS)
+#: Methods that weigh the channels of one layer (``layer`` parameter, default the last
+#: spatial feature map).
+CAM_LAYER_METHODS = ("gradcam", "guided_gradcam", *CAMS)
 
 
 @dataclass
@@ -130,6 +136,9 @@ def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     for key in ("steps", "samples", "supervoxels"):
         if key in out and int(out[key]) < 1:
             raise XaimedError(f"{key} must be at least 1, got {out[key]}.")
+    if out.get("channels") is not None and int(out["channels"]) < 1:
+        raise XaimedError(f"channels must be at least 1 (or None for all), got "
+                          f"{out['channels']}.")
     if "noise" in out and not float(out["noise"]) >= 0:
         raise XaimedError(f"noise must be >= 0 (a fraction of the intensity range), got "
                           f"{out['noise']}.")
@@ -326,6 +335,10 @@ def _run(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor], 
     import captum.attr as ca
 
     plain = forward
+    if method in CAMS:  # the CAM family (attribution/cams.py) takes the probe pass itself
+        passes = params.setdefault("passes", {})
+        return (yield from cam_steps(method, forward, params["cam_layer"], x, target,
+                                     batch_size, primed, passes, params.get("channels")))
     if method in PRIMABLE and primed is not None and not primed.used:
         x, forward = primed.x, primed.forward(forward)  # Captum backpropagates from it
     else:

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from napari_xaimed._errors import XaimedError
+from napari_xaimed.attribution.cams import CAMS
 
 #: Methods that hook the model's modules (and so need a plain ``nn.Module``).
-HOOKED = ("guided_backprop", "deeplift", "gradcam", "guided_gradcam", "lrp")
+HOOKED = ("guided_backprop", "deeplift", "gradcam", "guided_gradcam", "lrp", *CAMS)
 #: Of those, the ones whose hooks keep state per module and so need one module per call.
 PER_CALL = ("guided_backprop", "deeplift", "guided_gradcam", "lrp")
 

@@ -13,8 +13,10 @@ from napari_xaimed._errors import XaimedError
 from napari_xaimed._progress import Progress, Steps, run_steps
 from napari_xaimed._rng import model_draws, seeded_call
 from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed.attribution.cams import CAMS, FORWARD_CAMS
 from napari_xaimed.attribution.device import auto_batch, forward_error, pick_device
 from napari_xaimed.attribution.methods import (
+    CAM_LAYER_METHODS,
     METHODS,
     PRIMABLE,
     Primed,
@@ -120,16 +122,18 @@ def _probe(module: torch.nn.Module, x: torch.Tensor, grad: bool = False) -> torc
 
 def _primed_probe(module: torch.nn.Module, network: torch.nn.Module, x: torch.Tensor,
                   method: str, params: dict[str, Any], seed: int) -> Steps[Primed]:
-    """The probe pass with gradients on, kept for ``method`` (one of ``PRIMABLE``); for Grad-CAM
-    with the layer chosen in that pass (:func:`~napari_xaimed.attribution.network.cam_layer`)
-    and its output there. ``module`` runs ``network`` (the user's model). Run under the seed
-    :func:`run_method` gives the method's own pass, so a stochastic model (dropout kept on)
-    draws what it would there."""
+    """The probe pass with gradients on, kept for ``method`` (one of ``PRIMABLE``); for the CAM
+    methods with the layer chosen in that pass
+    (:func:`~napari_xaimed.attribution.network.cam_layer`) and its output there, and without
+    gradients for the CAMs that need none. ``module`` runs ``network`` (the user's model). Run
+    under the seed :func:`run_method` gives the method's own pass, so a stochastic model
+    (dropout kept on) draws what it would there."""
     xg = x.detach().clone().requires_grad_(True)
+    cam = method in CAM_LAYER_METHODS
 
     def probe() -> tuple[torch.Tensor, Any]:
-        with recording(network, keep=True) if method == "gradcam" else _nothing() as record:
-            return _probe(module, xg, grad=True), record
+        with recording(network, keep=True) if cam else _nothing() as record:
+            return _probe(module, xg, grad=method not in FORWARD_CAMS), record
 
     out, record = yield from seeded_call(probe, seed, x.device, needed=model_draws(module))
     if record is None:
@@ -153,7 +157,7 @@ def _hook_ready(method: str, run_model: torch.nn.Module, network: torch.nn.Modul
                 x: torch.Tensor, primed: Primed | None, layer: str | None,
                 chosen_layers: dict[tuple[Any, ...], str]
                 ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
-    """The model a hook-based method runs on, and for Grad-CAM the layer module (for
+    """The model a hook-based method runs on, and for the CAM methods the layer module (for
     :func:`run_method`) and what was chosen (for the record).
 
     A model that calls a module twice per pass gets one copy per call
@@ -162,7 +166,7 @@ def _hook_ready(method: str, run_model: torch.nn.Module, network: torch.nn.Modul
     shape, device and the layer asked for (so a checked model needs no extra pass)."""
     chosen: dict[str, Any] = {}
     name = None
-    if method in ("gradcam", "guided_gradcam"):
+    if method in CAM_LAYER_METHODS:
         key = (tuple(x.shape), str(x.device), layer)
         if primed is not None and primed.layer_name is not None:
             name = primed.layer_name
@@ -316,11 +320,11 @@ def attribute_steps(
         run_model, extra, layer_info = _hook_ready(method, run_model, network, x, primed,
                                                    params.get("layer"), loaded.cam_layers)
     hook = module.register_forward_hook(capture) if out is None else None
+    run_params = {**params, "model_spacing": model_spacing, **extra}
     try:
         attribution = yield from run_method(method, run_model, forward_module, x, chosen,
-                                            {**params, "model_spacing": model_spacing,
-                                             **extra},
-                                            scaled, batch, seed=seed, primed=primed)
+                                            run_params, scaled, batch, seed=seed,
+                                            primed=primed)
     except XaimedError:
         raise
     except Exception:
@@ -336,6 +340,8 @@ def attribute_steps(
             with torch.no_grad():
                 captured.append(module(x).detach()[0])
         scores = [float(v) for v in captured[0].float().cpu()]
+    if "passes" in run_params:  # what the map cost, in volumes through the network
+        layer_info["passes"] = run_params["passes"]
     _check_map(attribution, method, layer_info.get("layer"))
     result_map = _to_grid(attribution, volume.shape)
     if dev.type == "cuda":
@@ -357,6 +363,9 @@ _ZERO_REASONS = {
                "Name another layer (layer='...') or pick another method",
     "guided_gradcam": "Grad-CAM's part is zero everywhere on this layer: name another layer "
                       "(layer='...') or pick another method",
+    **{cam: "the layer's weighted channels are negative everywhere, and the map keeps only the "
+            "positive part: the layer holds no evidence for this target here. Name another "
+            "layer (layer='...') or pick another method" for cam in CAMS},
     "occlusion": "no window changed the score: the model is insensitive to windows of this "
                  "size here; try larger windows or another method",
     "feature_ablation": "setting no supervoxel to the baseline changed the score; try more "
