@@ -114,8 +114,9 @@ def _grouped_percentile(values: np.ndarray, groups: np.ndarray, n: int, q: float
     out = np.full(n, np.nan)
     has = sizes > 0
     quantile = q / 100
-    # numpy's virtual index and interpolation, step for step, so the values are identical.
-    virtual = sizes[has] * quantile + (1 - quantile) - 1
+    # numpy's virtual index of method="linear", (n - 1) q, and its interpolation, step for
+    # step, so the values are identical to np.percentile's.
+    virtual = (sizes[has] - 1) * quantile
     below = np.floor(virtual)
     gamma = virtual - below
     below = below.astype(np.int64)
@@ -124,6 +125,21 @@ def _grouped_percentile(values: np.ndarray, groups: np.ndarray, n: int, q: float
     b = ordered[starts[has] + above]
     diff = b - a
     out[has] = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+    return out
+
+
+def _grouped_mean(values: np.ndarray, groups: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``values[groups == g].mean()`` for every group ``g`` (NaN for an empty one), summed as
+    ``ndarray.mean`` sums (pairwise, in the values' order), so the means are the bits that
+    :func:`distance_metrics` gives on each group's crop; a sum by ``np.bincount`` runs left to
+    right and can differ in the last bits."""
+    if len(groups) and np.any(groups[1:] < groups[:-1]):
+        order = np.argsort(groups, kind="stable")
+        values = values[order]
+    ends = np.cumsum(sizes)
+    out = np.full(len(sizes), np.nan)
+    for g in np.flatnonzero(sizes).tolist():
+        out[g] = values[ends[g] - sizes[g]:ends[g]].mean()
     return out
 
 
@@ -148,8 +164,8 @@ def grouped_distance_metrics(ref_to_pred: np.ndarray, ref_group: np.ndarray,
         out["hd95_directed"] = np.maximum(_grouped_percentile(ref_to_pred, ref_group, n, 95),
                                           _grouped_percentile(pred_to_ref, pred_group, n, 95))
     if "assd" in wanted:
-        out["assd"] = (np.bincount(ref_group, ref_to_pred, n) / ref_n
-                       + np.bincount(pred_group, pred_to_ref, n) / pred_n) / 2
+        out["assd"] = (_grouped_mean(ref_to_pred, ref_group, ref_n)
+                       + _grouped_mean(pred_to_ref, pred_group, pred_n)) / 2
     if "nsd" in wanted:
         within = (np.bincount(ref_group, within_tolerance(ref_to_pred, nsd_tolerance_mm), n)
                   + np.bincount(pred_group, within_tolerance(pred_to_ref, nsd_tolerance_mm), n))
@@ -177,8 +193,7 @@ def percentile_from_counts(values: np.ndarray, counts: np.ndarray, q: float) -> 
     Notes
     -----
     numpy's steps for ``method="linear"``: virtual index ``(n - 1) * q / 100`` and its
-    interpolation. (:func:`_grouped_percentile` writes the index as ``n q + (1 - q) - 1``, the
-    same number up to an ulp, so it can differ from numpy in the last bit.)
+    interpolation, as :func:`_grouped_percentile` takes them.
     """
     n = int(np.sum(counts))
     if n == 0:
