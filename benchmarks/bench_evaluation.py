@@ -565,7 +565,7 @@ def case_vscale(rows) -> None:
         grow = f", x{ratio(t, timings[-1]).text(1)} the size below" if timings else ""
         print(f"  {size}^3 ({n} balls, {len(res.regions)} regions): {t}{grow}")
         timings.append(t)
-        rows.append(Row(f"voronoi default {size}^3", t, None, "seconds", None, skipped="-"))
+        rows.append(Row(f"voronoi default {size}^3", t, None, "seconds", None))
 
 
 def scipy_regions(ref_map):
