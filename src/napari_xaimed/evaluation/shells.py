@@ -40,6 +40,9 @@ SHELL_RADIUS_VOXELS = 3.0
 # z-slabs searched one after the other: the surface flags take about 1/SLABS of a byte per voxel
 # (each side, the two sides run at once).
 SLABS = 8
+# ... but no slab's flags below this many bytes: on a small volume every slab repeats the
+# whole sequence of offsets, whose numpy calls then cost more than the flags save.
+SLAB_BYTES = 1 << 22
 # The shells stop when fewer points than this are left: a k-d tree over their partners' surfaces
 # is then cheaper than the offsets still to try.
 FEW = 32
@@ -115,8 +118,9 @@ def nearest_partner_surface(
         nobody's partner).
     spacing : tuple of float
     slabs : int
-        The volume is searched in this many z-slabs, so the labels of partner surface voxels
-        take a slab's worth of small integers (plus the search's reach), not the volume's.
+        The volume is searched in up to this many z-slabs (fewer where a slab's labels would
+        take less than :data:`SLAB_BYTES`), so the labels of partner surface voxels take a
+        slab's worth of small integers (plus the search's reach), not the volume's.
 
     Returns
     -------
@@ -130,7 +134,9 @@ def nearest_partner_surface(
     reach = np.abs(offsets).max(axis=0)
     distance = np.full(len(points), np.nan)
 
-    thickness = -(-shape[0] // max(1, int(slabs)))
+    label_bytes = 1 if len(target_points) < 2**8 else 2 if len(target_points) < 2**16 else 4
+    slabs = min(max(1, int(slabs)), -(-shape[0] * plane * label_bytes // SLAB_BYTES))
+    thickness = -(-shape[0] // slabs)
     n_slabs = -(-shape[0] // thickness)
     # Each point's slab, or n_slabs for points too near the volume's edge for the offsets.
     slab_of = np.empty(len(points), np.int32)
