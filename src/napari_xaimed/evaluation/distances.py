@@ -7,8 +7,8 @@ surface voxel of the other, each the length of the integer voxel offset between 
 found by a k-d tree over the surface voxel centres in mm (``scipy.spatial.cKDTree``; about twice
 as fast as ``scipy.ndimage.distance_transform_edt`` on the small crops evaluated here).
 The evaluation measures all pairs of single instances at once instead
-(:mod:`~napari_xaimed.evaluation.shells`, the same values, :func:`grouped_distance_metrics`); these
-per-crop functions serve merged groups, dense volumes and the Voronoi regions.
+(:mod:`~napari_xaimed.evaluation.shells`, the same values, :func:`grouped_distance_metrics`), and
+so the Voronoi regions; these per-crop functions serve merged groups and dense volumes.
 
 - **HD**: the larger of the two directed maxima.
 - **HD95**: the 95th percentile of the *pooled* distances of both directions (Panoptica's
