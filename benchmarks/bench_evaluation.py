@@ -698,7 +698,9 @@ def print_table(rows: list[Row]) -> None:
         "processes,",
         "import not included (printed above); counts = TP/FP/FN/PQ/Dice/IoU, hd95 = also HD95 "
         "and ASSD;",
-        "inst rows: best of 3 on both sides at every size, run back to back.",
+        "inst and default rows: best of 3 on both sides at every size, run back to back;",
+        "default rows: both sides on their defaults (ours all distance metrics but clDice, "
+        "Panoptica DSC/IOU/ASSD/RVD).",
         "voronoi: ours = plain matching (HD95/ASSD per TP) + regions with Dice/IoU/HD95/ASSD; "
         "target on",
         "ours at 256^3 only. plain: ratio target at 256^3 only.",
