@@ -601,7 +601,7 @@ def case_regions(ref, size, rows, scaling: dict):
     voronoi_regions(ref_map, (1.0, 1.0, 1.0))  # loads the kernel when this size takes it
     t_ours, t_scipy = alternate(lambda: voronoi_regions(ref_map, (1.0, 1.0, 1.0)),
                                 lambda: scipy_regions(ref_map), 3)
-    # the compiled kernel at every size (ours takes it from 256^3 on, or once it is loaded)
+    # the compiled kernel at every size (ours takes it from 256^3 on, whatever ran before)
     t_kernel, t_scipy_k = alternate(  # (the warm-up loads the kernel)
         lambda: nearest_labels(ref_map, (1.0, 1.0, 1.0), kernel=True),
         lambda: scipy_regions(ref_map), 3, warmup=1)
@@ -625,8 +625,7 @@ def print_scaling(scaling: dict) -> None:
           f"256^3), compiled kernel {ratio(kernel_256, kernel_128).text(1)}, scipy EDT "
           f"{ratio(scipy_256, scipy_128).text(1)}"
           f"\n(best over best, range over every pair of runs); a fresh process loads the "
-          f"compiled kernel once in {kernel_load_seconds():.2f} s (256^3 and up, or once "
-          "loaded).")
+          f"compiled kernel once in {kernel_load_seconds():.2f} s (256^3 and up).")
 
 
 def run_size(size: int, n: int, seed: int, panoptica_repeats: int, cases: list[str],
