@@ -135,3 +135,23 @@ def test_every_docs_page_is_in_the_nav():
     listed = set(walk(config["nav"]))
     pages = {p.relative_to(DOCS).as_posix() for p in PAGES}
     assert pages - listed == set()
+
+
+def test_cli_page_lists_every_option():
+    import contextlib
+    import io
+    from importlib.metadata import entry_points
+
+    main = entry_points(group="console_scripts")["napari-xaimed"].load()
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
+    commands = ["demo", "register", "segment", "rerun", "evaluate", "attribute", "embed"]
+    assert set(sections) == set(commands)
+    for command in commands:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            main([command, "--help"])
+        options = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", out.getvalue()))
+        assert options, command
+        missing = sorted(o for o in options if o not in sections[command])
+        assert not missing, f"docs/cli.md, {command}: {missing}"
