@@ -1,9 +1,9 @@
 """The documentation's code examples run, so what the docs show stays true.
 
-Every fenced ```python block of ``docs/**/*.md`` runs, page by page: a page's blocks in order,
-in one fresh namespace, in an empty temporary folder (files an example writes land there). A
-block that cannot run here (it needs a display, a GPU, a file only the user has, or a long run)
-is preceded by ``<!-- no-test: why -->``, reason required; those stay few.
+Every fenced ```python block of ``docs/**/*.md`` and of the README runs, page by page: a page's
+blocks in order, in one fresh namespace, in an empty temporary folder (files an example writes
+land there). A block that cannot run here (it needs a display, a GPU, a file only the user has,
+or a long run) is preceded by ``<!-- no-test: why -->``, reason required; those stay few.
 
 The README's first two commands are the demo and the test command that CI runs (.ci/run reads
 the one between the ``<!-- tests -->`` markers); the test command builds the docs strictly.
@@ -58,12 +58,15 @@ def blocks(page: Path) -> list[Block]:
 
 
 PAGES = sorted(DOCS.rglob("*.md"))
-RUN_PAGES = [p for p in PAGES if any(b.lang == "python" and b.no_test is None for b in blocks(p))]
+# the README's example runs too: it is the first code a visitor copies
+RUN_PAGES = [p for p in [*PAGES, ROOT / "README.md"]
+             if any(b.lang == "python" and b.no_test is None for b in blocks(p))]
 
 
 def test_docs_have_examples_to_run():
     # a renamed folder or a changed fence style must not make this file test nothing
     assert len(RUN_PAGES) >= 10, [p.relative_to(ROOT).as_posix() for p in RUN_PAGES]
+    assert ROOT / "README.md" in RUN_PAGES
 
 
 def test_opt_outs_are_few_and_say_why():
@@ -74,7 +77,7 @@ def test_opt_outs_are_few_and_say_why():
     assert len(skipped) <= MAX_NO_TEST, [f"{b.page.name}:{b.line}" for b in skipped]
 
 
-@pytest.mark.parametrize("page", RUN_PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
+@pytest.mark.parametrize("page", RUN_PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_page_examples_run(page: Path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
