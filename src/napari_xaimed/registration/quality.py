@@ -105,15 +105,17 @@ def _bin(values: np.ndarray, bins: int, lo: float | None = None, hi: float | Non
 
 def dice_per_label(reference: np.ndarray, other: np.ndarray) -> dict[int, float]:
     """Dice of each nonzero label of ``reference`` with the same label in ``other``."""
+    # here, not at the top: the evaluation package's import (0.6 s of scipy) is paid only by
+    # the one figure that needs it, not by every ``import napari_xaimed.registration``
+    from napari_xaimed.evaluation.overlap import mask_dice
+
     if reference.shape != other.shape:
         raise XaimedError(f"label maps differ in shape: {reference.shape} vs {other.shape}.")
     out = {}
     for label in np.unique(reference):
         if label == 0:
             continue
-        r, o = reference == label, other == label
-        out[int(label)] = float(2.0 * np.count_nonzero(r & o) /
-                                (np.count_nonzero(r) + np.count_nonzero(o)))
+        out[int(label)] = mask_dice(reference == label, other == label)
     return out
 
 
