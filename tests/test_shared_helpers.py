@@ -27,3 +27,15 @@ def test_mask_dice_empty_and_shape():
     assert mask_dice(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0
     with pytest.raises(XaimedError, match="differ in shape"):
         mask_dice(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+def test_z_slabs_cover_the_depth_in_order():
+    from napari_xaimed.io_lazy import slab_size, z_slabs
+
+    assert list(z_slabs(10, 4)) == [(0, 4), (4, 8), (8, 10)]
+    assert list(z_slabs(3, 5)) == [(0, 3)]
+    # 12 voxels a plane, about 25 voxels a slab: 2 planes (never fewer than one)
+    assert slab_size((10, 3, 4), 1, budget=25) == 2
+    assert slab_size((10, 3, 4), 1, budget=5) == 1
+    # an empty volume has no slab (its slab size is 0)
+    assert list(z_slabs(0, slab_size((0, 3, 4), 1, budget=25))) == []

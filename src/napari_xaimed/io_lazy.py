@@ -65,7 +65,12 @@ def slab_size(shape: Sequence[int], itemsize: int, chunks: Sequence[int] | None 
 
 
 def z_slabs(depth: int, slab: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` of consecutive slabs of ``slab`` planes covering ``0..depth``."""
+    """``(start, stop)`` of consecutive slabs of ``slab`` planes covering ``0..depth`` (at
+    least one plane each: the ``slab_size`` of an empty volume, 0, gives no slab).
+
+    ``slice(start, stop)`` of each, for numpy indexing, is ``itertools.starmap(slice, ...)``.
+    """
+    slab = max(1, int(slab))
     for start in range(0, depth, slab):
         yield start, min(start + slab, depth)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from napari_xaimed._errors import XaimedError
-from napari_xaimed.registration.fields import z_slabs
+from napari_xaimed.io_lazy import slab_size, z_slabs
 
 # Voxels per chunk of the float64 work: the figures of a CT-sized pair (512 x 512 x 300) go
 # through z-slabs instead of whole-volume float64 copies (2.4 GB each).
@@ -23,7 +23,8 @@ def _slabs(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None
     if a.ndim == 0:
         a, b = a.reshape(1), b.reshape(1)
         mask = None if mask is None else mask.reshape(1)
-    for zs in z_slabs(a.shape[0], a[:1].size, CHUNK_VOXELS):
+    for start, stop in z_slabs(a.shape[0], slab_size(a.shape, 1, budget=CHUNK_VOXELS)):
+        zs = slice(start, stop)
         if mask is None:
             yield a[zs].ravel(), b[zs].ravel()
         else:
