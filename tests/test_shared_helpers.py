@@ -39,3 +39,35 @@ def test_z_slabs_cover_the_depth_in_order():
     assert slab_size((10, 3, 4), 1, budget=5) == 1
     # an empty volume has no slab (its slab size is 0)
     assert list(z_slabs(0, slab_size((0, 3, 4), 1, budget=25))) == []
+
+
+@pytest.mark.parametrize("classes", [1, 0, 2.5, -3])
+def test_otsu_classes_check_refuses(classes):
+    from napari_xaimed.segmentation import otsu_threshold, otsu_threshold_lazy
+    from napari_xaimed.segmentation.threshold import check_otsu_classes
+
+    volume = np.arange(64, dtype=np.float32).reshape(4, 4, 4)
+    for call in (lambda: check_otsu_classes(classes),
+                 lambda: otsu_threshold(volume, classes=classes),
+                 lambda: otsu_threshold_lazy(volume, classes=classes)):
+        with pytest.raises(XaimedError, match="whole number of 2 or more for Otsu"):
+            call()
+
+
+def test_otsu_classes_check_accepts_whole_numbers():
+    from napari_xaimed.segmentation.threshold import check_otsu_classes
+
+    for classes in (2, 3, 4.0):
+        check_otsu_classes(classes)
+
+
+def test_sample_instances_are_scipy_26_components():
+    from scipy import ndimage as ndi
+
+    from napari_xaimed.samples import connected_instances
+
+    mask = np.random.default_rng(3).random((12, 13, 14)) > 0.7
+    labels, n = connected_instances(mask)
+    expected, n_expected = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    assert n == n_expected
+    np.testing.assert_array_equal(labels, expected)
