@@ -83,9 +83,9 @@ class XaimedWidget(QWidget):
             raise XaimedError(f"Choose the model file (or {bundled_name}).")
         return str(path)
 
-    def cached_model(self, source: str, trust: bool = False) -> Any:
+    def _model(self, source: str, trust: bool = False) -> Any:
         """The loaded model of ``source`` (a :meth:`chosen_model`), kept while its file is
-        unchanged (one at a time: its shape checks are kept with it)."""
+        unchanged (one at a time: its shape checks are kept with it). Called in the worker."""
         from napari_xaimed.attribution.models import BUNDLED, BUNDLED_SEGMENTER, load_model
 
         bundled = source in (BUNDLED, BUNDLED_SEGMENTER)

@@ -191,7 +191,7 @@ class AttributionWidget(XaimedWidget):
             yield Progress(0, 100 * len(methods), "loading the model")
             inputs.complete()  # SHA-256 of the layers, off the GUI thread
             # in the worker: a big file must not freeze napari
-            model = self.cached_model(source, trust)
+            model = self._model(source, trust)
             results = []
             for i, method in enumerate(methods):
                 inner = explain(model, data, method, target=target, region=region,

@@ -172,7 +172,7 @@ class LongitudinalWidget(XaimedWidget):
                 arrays = (small["prior"].data, small["current"].data)
             else:
                 arrays = (np.asarray(data[0]), np.asarray(data[1]))
-            model = self.cached_model(source, trust)
+            model = self._model(source, trust)
             return (yield from explain_change_steps(*arrays, model, **options))
 
         def done(result: LongitudinalResult, seconds: float) -> None:
