@@ -71,3 +71,34 @@ def test_sample_instances_are_scipy_26_components():
     expected, n_expected = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
     assert n == n_expected
     np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize(("unit", "factor"), [("mm", 1.0), ("micron", 1e-3), ("meter", 1e3),
+                                              ("unknown", 1.0)])
+def test_nifti_zooms_mm_converts_the_spatial_three_only(unit, factor):
+    import nibabel as nib
+
+    from napari_xaimed.io import nifti_zooms_mm
+
+    img = nib.Nifti1Image(np.zeros((2, 3, 4, 5), np.float32), np.eye(4))
+    img.header.set_zooms((2.0, 3.0, 4.0, 0.5))  # x, y, z and a repetition time
+    img.header.set_xyzt_units(xyz=unit, t="sec")
+    assert nifti_zooms_mm(img.header) == pytest.approx([2.0 * factor, 3.0 * factor,
+                                                        4.0 * factor, 0.5])
+
+
+def test_timing_and_ratio_share_one_spread(monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    timing = importlib.import_module("_timing")
+    seconds = timing.Timing([0.004, 0.001, 0.0025])
+    assert (seconds.median, seconds.low, seconds.high) == (0.0025, 0.001, 0.004)
+    assert seconds.spread(1, scale=1000, unit=" ms") == "1.0-4.0 ms"
+    assert seconds.spread(4, median=True) == "0.0025, 0.0010-0.0040"
+    ratio = timing.Ratio(2.0, [1.5, 3.0, 2.0, 2.5])
+    assert (ratio.median, ratio.low, ratio.high) == (2.25, 1.5, 3.0)
+    assert ratio.spread(2, unit="x") == "1.50-3.00x"
+    assert str(ratio) == "2.00x (1.50-3.00x)"
+    assert isinstance(seconds, timing.Spread) and isinstance(ratio, timing.Spread)
