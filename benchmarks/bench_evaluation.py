@@ -663,12 +663,12 @@ def print_table(rows: list[Row]) -> None:
         else:
             ours = row.ours
             if len(ours.seconds) > 1:
-                spread = f"{ours.median:.3f}, {ours.low:.3f}-{ours.high:.3f}"
+                spread = ours.spread(3, median=True)
             theirs = row.skipped if row.theirs is None else f"{row.theirs.best:.3f} s"
             faster = None if row.theirs is None else ratio(row.theirs, ours)
             shown = "-" if faster is None else f"{faster.value:.1f}x"
             if faster is not None and len(faster.pairs) > 1:
-                between = f"{faster.low:.1f}-{faster.high:.1f}x"
+                between = faster.spread(1, unit="x")
             if row.kind == "ratio" and row.target is None:
                 target, met = "-", None
             elif row.kind == "ratio":

@@ -40,13 +40,6 @@ DEMO_SEGMENTATION = {"classes": 4, "smoothing_mm": 1.0, "min_size_mm3": 20.0, "c
 DEMO_EVALUATION = {"matching": "many_to_one", "threshold": 0.3}
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two masks (1.0 when both are empty)."""
-    a, b = a != 0, b != 0
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 DEMO_ATTRIBUTION = {"integrated_gradients": {"steps": 32}, "gradcam": {}}
 
 
@@ -82,6 +75,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     from napari_xaimed import samples
     from napari_xaimed._sample_data import lesion_layers, longitudinal_layers, panoptic_layers
     from napari_xaimed.evaluation import evaluate
+    from napari_xaimed.evaluation.overlap import mask_dice
     from napari_xaimed.segmentation import segment
 
     lesion = samples.lesion_volume(seed=seed)
@@ -115,7 +109,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
         "seed": seed,
         "lesions_true": int(lesion.lesions.max()),
         "lesions_found": int(labels.max()),
-        "lesion_dice": round(dice(labels, lesion.lesions), 4),
+        "lesion_dice": round(mask_dice(labels, lesion.lesions), 4),
         "segmentation_seconds": round(seconds, 3),
         "panoptic": {k: scores.summary()[k] for k in ("tp", "fp", "fn", "pq", "sq", "rq")},
         "lesion_classifier": explained,
@@ -123,8 +117,13 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     return layers, summary
 
 
-def file_stem(name: str) -> str:
-    """A layer name as a file name: ``"Segmentation [lesion ct]"`` -> ``"segmentation_lesion_ct"``."""
+def layer_file_stem(name: str) -> str:
+    """A layer name as the stem of the file it is written to: lower case, each run of other
+    characters one ``_`` (``"Segmentation [lesion ct]"`` -> ``"segmentation_lesion_ct"``).
+
+    Not :func:`napari_xaimed.cohort.cases.case_file_stem`, which keeps a case id's case and
+    characters so that distinct ids stay distinct files.
+    """
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "layer"
 
 
@@ -135,7 +134,7 @@ def write_layers(layers: list[LayerTuple], outdir: Path) -> list[Path]:
     writers = {"image": write_image, "labels": write_labels}
     written: list[Path] = []
     for data, kwargs, layer_type in layers:
-        path = outdir / f"{file_stem(kwargs['name'])}.nii.gz"
+        path = outdir / f"{layer_file_stem(kwargs['name'])}.nii.gz"
         written += [Path(p) for p in writers[layer_type](str(path), data, kwargs)]
     return written
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from napari_xaimed.attribution.preprocess import Preprocessing, scale_intensity
+from napari_xaimed.evaluation.overlap import mask_dice as dice
 
 WEIGHTS = Path(__file__).parent / "weights" / "lesion_segmenter.pt"
 # the lesion sample's default geometry, which the network is trained on
@@ -115,13 +116,6 @@ def train(n_volumes: int = 24, steps: int = 400, batch: int = 4, seed: int = 0
               "final_loss": round(float(np.mean(losses[-10:])), 4),
               "seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__}
     return model, record
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two masks (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def held_out_dice(model: Any, seeds: list[int]) -> float:
