@@ -1,9 +1,11 @@
 """nnU-Net v2 result folders: loading, segmentation identical to nnUNetPredictor's, errors.
 
-The folder is built once per module by nnU-Net's own planning and a short seeded training
-(:func:`napari_xaimed.attribution.nnunet_sample.build_tiny_nnunet`, about a minute on two free
-cores); a second fold is the trained one with seeded noise on its weights. The reference is
-nnU-Net's own ``nnUNetPredictor`` initialised from the folder the way nnU-Net does it.
+The folder is built once per module by nnU-Net's own planning and preprocessing and a short
+seeded training (:func:`napari_xaimed.attribution.nnunet_sample.build_tiny_nnunet`: 16x32x32
+cases, so nnU-Net plans a 16x32x32 patch; a network of 4 to 32 features); a second fold is the
+trained one with seeded noise on its weights. The reference is nnU-Net's own
+``nnUNetPredictor`` initialised from the folder the way nnU-Net does it, computed once per set
+of folds.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    image, _ = synthetic_case(99, shape=(20, 52, 40))
+    # on nnU-Net's grid (2 x 0.9 x 0.9 mm) 15 x 40 x 44 voxels: padded to the patch along z,
+    # 2 x 2 overlapping windows in-plane
+    image, _ = synthetic_case(99, shape=(12, 52, 36))
     itk = sitk.GetImageFromArray(image)
     itk.SetSpacing(SPACING_ZYX[::-1])
     itk.SetOrigin(ORIGIN_XYZ)
@@ -54,15 +58,26 @@ def image_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+_REFERENCES: dict[tuple[str, str, tuple[int, ...]], np.ndarray] = {}
+
+
 def _reference(folder: Path, image_file: Path, folds: tuple[int, ...]) -> np.ndarray:
-    """nnUNetPredictor's labels for the image, initialised by nnU-Net from the folder."""
+    """nnUNetPredictor's labels for the image, initialised by nnU-Net from the folder (computed
+    once per folder, image and folds: a read-only copy)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(folder), folds, "checkpoint_final.pth")
-    itk = sitk.ReadImage(str(image_file))
-    array = sitk.GetArrayFromImage(itk).astype(np.float32)
-    return predictor.predict_single_npy_array(array[None], {"spacing": itk.GetSpacing()[::-1]})
+    key = (str(folder), str(image_file), tuple(folds))
+    if key not in _REFERENCES:
+        predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(folder), folds,
+                                                       "checkpoint_final.pth")
+        itk = sitk.ReadImage(str(image_file))
+        array = sitk.GetArrayFromImage(itk).astype(np.float32)
+        labels = predictor.predict_single_npy_array(array[None],
+                                                    {"spacing": itk.GetSpacing()[::-1]})
+        labels.flags.writeable = False
+        _REFERENCES[key] = labels
+    return _REFERENCES[key]
 
 
 def _image(image_file: Path) -> np.ndarray:
@@ -279,9 +294,9 @@ def test_attribution_of_one_structure_matches_a_drawn_region(folder: Path,
     largest = components == int(np.argmax(sizes)) + 1
     loaded = load_model(folder, folds=0, device="cpu")
     by_structure = attribute(loaded, volume, "saliency", target=1, structure=1,
-                             spacing=SPACING_ZYX)
+                             spacing=SPACING_ZYX, mirroring=False)
     by_region = attribute(loaded, volume, "saliency", target=1, region=largest,
-                          spacing=SPACING_ZYX)
+                          spacing=SPACING_ZYX, mirroring=False)
     np.testing.assert_allclose(by_structure.map, by_region.map, rtol=1e-5, atol=1e-8)
     assert by_structure.params["structure_voxels"] == int(largest.sum())
     with pytest.raises(XaimedError, match="structure 99 does not exist"):
