@@ -24,6 +24,7 @@ import SimpleITK as sitk
 import torch
 
 from napari_xaimed import XaimedError
+from napari_xaimed._errors import UntrustedModelError
 from napari_xaimed.attribution import load_model
 from napari_xaimed.attribution.nnunet import NnUNetModel
 from napari_xaimed.attribution.nnunet_sample import build_tiny_nnunet, synthetic_case
@@ -163,7 +164,8 @@ def test_untrusted_network_class_is_refused(folder: Path, tmp_path: Path) -> Non
     plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = \
         "os.system"
     (other / "plans.json").write_text(json.dumps(plans))
-    with pytest.raises(XaimedError, match=r"'os\.system'.*trust=True"):
+    # the same refusal as other models' (the widget asks whether to trust the folder)
+    with pytest.raises(UntrustedModelError, match=r"'os\.system'.*trust=True"):
         load_model(other, folds=0)
 
 
@@ -173,8 +175,9 @@ def test_checkpoint_needing_full_unpickling_is_refused(folder: Path, tmp_path: P
     state = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=False)
     state["extra"] = Path("/")  # any class outside the weights-only allow list
     torch.save(state, other / "fold_0" / "checkpoint_final.pth")
-    with pytest.raises(XaimedError, match="trust=True"):
+    with pytest.raises(UntrustedModelError, match="trust=True") as refused:
         load_model(other, folds=0)
+    assert refused.value.model == str(other)
     assert isinstance(load_model(other, folds=0, trust=True), NnUNetModel)
 
 

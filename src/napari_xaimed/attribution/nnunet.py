@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._errors import UntrustedModelError, XaimedError
 from napari_xaimed._progress import Progress, Steps
 from napari_xaimed._provenance import file_sha256
 from napari_xaimed.attribution.models import LoadedModel
@@ -81,20 +81,18 @@ def _load_checkpoint(path: Path, trust: bool) -> dict[str, Any]:
         with torch.serialization.safe_globals(globals_):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        if not trust:
-            raise XaimedError(
-                f"{path} cannot be read as weights only: {str(exc).splitlines()[0][:300]}. It "
-                "holds objects that unpickling would construct by running code; if you trust "
-                "its source, load it with trust=True.") from exc
+        if not trust:  # an UntrustedModelError: the widget asks, as for other models
+            raise UntrustedModelError(str(path), [
+                "objects that unpickling would construct by running code (it cannot be read "
+                f"as weights only: {str(exc).splitlines()[0][:300]})"]) from exc
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _check_trusted(name: str, what: str, trust: bool) -> None:
     if not trust and not name.startswith(TRUSTED_MODULES):
-        raise XaimedError(
-            f"plans.json names {what} {name!r}, outside dynamic_network_architectures and "
-            "torch.nn: loading would import and run that module. If you trust the folder, "
-            "load it with trust=True.")
+        raise UntrustedModelError("plans.json", [
+            f"{what} {name!r}, outside dynamic_network_architectures and torch.nn (loading "
+            "would import and run its module)"])
 
 
 def _folds(folder: Path, folds: Sequence[int | str] | int | str | None,
