@@ -7,8 +7,8 @@ trained for a few short epochs of ``nnUNetTrainer`` on the CPU with fixed seeds.
 downloaded. The cases are small (16x32x32), so nnU-Net plans a small patch and a shallow
 network, and the plans are narrowed to 4 base features: training runs in one thread (for so
 small a network a second one gains little, and under a loaded machine OpenMP's waiting
-between threads made it ten times slower). nnU-Net reads its folders from environment variables when it is imported, so
-planning and training run in a child process.
+between threads made it ten times slower). nnU-Net reads its folders from environment
+variables when it is imported, so planning and training run in a child process.
 
 Extra folds (``extra_folds``) are copies of the trained fold with its weights moved by seeded
 noise: different networks of the same architecture, enough to test fold ensembling without
