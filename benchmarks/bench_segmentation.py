@@ -16,6 +16,11 @@ alternating ours and MONAI's, best of 7, so both see the same machine load:
   against the same steps by hand around MONAI: the same scaling, the call, then the cheapest
   torch post-processing to the same outputs (P(lesion) = sigmoid(l1 - l0), labels l1 > l0).
 
+``--nnunet FOLDER`` (or ``tiny``, built by nnU-Net's planning and a short training) adds
+``segment_with_model`` on an nnU-Net v2 result folder against ``nnUNetPredictor``'s
+``predict_single_npy_array`` on the same image (``--nnunet-shape``, default 40x128x128;
+target: at most 10% longer, paired ratio), and checks the labels are equal.
+
 Throughput is volume voxels per second. Target: ours takes at most 5% longer, judged on the
 median of the ratios of back-to-back pairs (a shared machine's load drifts within a run; the
 ratio of the best times is printed too).
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -118,12 +124,67 @@ def run_size(size: int, device: torch.device, rows: list) -> None:
               f"{diff:.1e}, labels equal {100 * same:.2f}%", flush=True)
 
 
+NNUNET_TARGET = 1.10
+
+
+def run_nnunet(folder: str, device: torch.device, repeats: int = REPEATS,
+               shape: tuple[int, int, int] = (40, 128, 128)) -> tuple[Timing, Timing, Ratio]:
+    """``segment_with_model`` on an nnU-Net result folder against ``nnUNetPredictor``'s
+    ``predict_single_npy_array`` on the same array and spacing (both: nnU-Net's
+    preprocessing, windows, mirroring, folds and resampling back). Returns both timings and
+    the ratio ours/theirs."""
+    import tempfile
+
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from napari_xaimed.attribution.nnunet_sample import build_tiny_nnunet, synthetic_case
+
+    if folder == "tiny":
+        started = time.perf_counter()
+        folder = str(build_tiny_nnunet(tempfile.mkdtemp(prefix="bench-nnunet-")))
+        print(f"built the tiny nnU-Net folder in {time.perf_counter() - started:.0f} s")
+    image, _ = synthetic_case(7, shape=shape)
+    spacing = (2.0, 0.9, 0.9)
+    loaded = load_model(folder, device=str(device))
+    predictor = nnUNetPredictor(device=device, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(folder, tuple(loaded.folds),
+                                                   loaded.checkpoint)
+
+    def ours():
+        return segment_with_model(image, loaded, spacing=spacing)
+
+    def theirs():
+        return predictor.predict_single_npy_array(image[None], {"spacing": spacing})
+
+    mine, other = alternate(ours, theirs, repeats, warmup=1)
+    paired = ratio(mine, other)
+    same = bool(np.array_equal(mine.result.labels, other.result))
+    print(f"\nnnU-Net {folder} folds {loaded.folds}, image {image.shape} at {spacing} mm on "
+          f"{device}, {torch.get_num_threads()} threads:\n  ours {mine}\n  nnUNetPredictor "
+          f"{other}\n  paired ratio {paired.median:.3f} ({paired.low:.3f}-{paired.high:.3f}), "
+          f"best ratio {paired.value:.3f} (target <= {NNUNET_TARGET}: "
+          f"{'yes' if paired.median <= NNUNET_TARGET else 'NO'}); labels equal: {same}",
+          flush=True)
+    return mine, other, paired
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128^3 only")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--nnunet", metavar="FOLDER",
+                        help="also (with --nnunet-only: only) compare an nnU-Net v2 result "
+                             "folder against nnUNetPredictor; 'tiny' builds a small one")
+    parser.add_argument("--nnunet-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="pairs timed per case")
+    parser.add_argument("--nnunet-shape", type=int, nargs=3, default=(40, 128, 128),
+                        metavar=("Z", "Y", "X"), help="the nnU-Net comparison's image size")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    if args.nnunet:
+        run_nnunet(args.nnunet, device, args.repeats, tuple(args.nnunet_shape))
+        if args.nnunet_only:
+            return 0
     import monai
 
     print(f"torch {torch.__version__}, monai {monai.__version__}, "

@@ -68,19 +68,22 @@ class XaimedWidget(QWidget):
 
     def chosen_model(self, bundled: str, bundled_name: str = "the bundled model") -> str:
         """The model the form names: ``bundled`` when its ``model_source`` drop-down says so,
-        else the path in its ``model_file`` field.
+        the path in its ``model_folder`` field when it says ``"folder"`` (an nnU-Net result
+        or a MONAI bundle), else the path in its ``model_file`` field.
 
         Raises
         ------
         XaimedError
-            When the file field is empty or names nothing that exists.
+            When the field is empty or names nothing that exists.
         """
         if self.model_source.value == bundled:
             return bundled
-        path = self.model_file.value
+        folder = self.model_source.value == "folder"
+        path = (self.model_folder if folder else self.model_file).value
         # an empty file field reads as Path("."), the working folder, which exists
         if path is None or str(path) in ("", ".") or not Path(path).exists():
-            raise XaimedError(f"Choose the model file (or {bundled_name}).")
+            raise XaimedError(f"Choose the model {'folder' if folder else 'file'} (or "
+                              f"{bundled_name}).")
         return str(path)
 
     def _model(self, source: str, trust: bool = False) -> Any:

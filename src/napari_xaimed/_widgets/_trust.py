@@ -59,7 +59,7 @@ class TrustedModels:
     refused and asked about again."""
 
     def __init__(self) -> None:
-        self._digests: dict[str, str] = {}
+        self._digests: dict[str, str | bool] = {}
 
     @staticmethod
     def _key(source: Any) -> str | None:
@@ -75,8 +75,9 @@ class TrustedModels:
 
     def add(self, source: Any, config_sha256: str | None) -> None:
         key = self._key(source)
-        if key is not None and config_sha256:
-            self._digests[key] = config_sha256
+        if key is not None:
+            # no digest (an nnU-Net folder's checkpoint or plans): the folder as it is
+            self._digests[key] = config_sha256 or True
 
     def retry(self, run: Any) -> Any:
         """What the job panel calls on Yes with the refusal: trust its model file's config as

@@ -84,11 +84,15 @@ class SegmentationWidget(XaimedWidget):
                               value=NO_SPLIT)
         self.min_distance = FloatSpinBox(label="min distance (mm)", value=5.0, min=0.1,
                                          max=500.0, step=0.5)
-        self.model_source = ComboBox(label="model", choices=[BUNDLED_SEGMENTER, "file"],
+        self.model_source = ComboBox(label="model",
+                                     choices=[BUNDLED_SEGMENTER, "file", "folder"],
                                      value=BUNDLED_SEGMENTER)
         self.model_file = FileEdit(label="model file", mode="r",
                                    tooltip="TorchScript, or a state dict with <name>.json "
-                                           "beside it, or a MONAI bundle folder")
+                                           "beside it")
+        self.model_folder = FileEdit(label="model folder", mode="d",
+                                     tooltip="a MONAI bundle, or a trained nnU-Net v2 result "
+                                             "folder (plans.json, dataset.json, fold_k/)")
         self.roi_size = SpinBox(label="window (voxels, 0 = auto)", value=0, min=0, max=1024)
         self.overlap = FloatSpinBox(label="window overlap", value=0.25, min=0.0, max=0.95,
                                     step=0.05)
@@ -116,7 +120,7 @@ class SegmentationWidget(XaimedWidget):
             "device": self.device,
         }
         self.form.extend([self.image, self.method, self.threshold_by, *self._fields.values(),
-                          self.model_file, self.preview_button])
+                          self.model_file, self.model_folder, self.preview_button])
         for widget in (self.method, self.threshold_by, self.split, self.instances,
                        self.model_source, self.output):
             widget.changed.connect(self._show_method_fields)
@@ -160,6 +164,7 @@ class SegmentationWidget(XaimedWidget):
         self.min_distance.visible = labelled and self.split.value == "watershed"
         self.preview_button.visible = METHODS[method].cheap
         self.model_file.visible = method == "model" and self.model_source.value == "file"
+        self.model_folder.visible = method == "model" and self.model_source.value == "folder"
         self.model_threshold.visible = method == "model" and self.output.value == "sigmoid"
 
     def update_info(self, *_: Any) -> None:

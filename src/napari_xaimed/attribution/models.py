@@ -4,7 +4,9 @@ Accepted: a ``torch.nn.Module``; a TorchScript file; a state dict (``.pt``/``.pt
 config beside it (``<file>.json``: a MONAI network name, a name registered with
 :func:`~napari_xaimed.attribution.trust.register_network` or ``"module:Class"``, its arguments,
 the preprocessing and class names); a MONAI bundle folder (``configs/inference.json`` with a
-``network_def``, weights in ``models/model.pt``); or ``"bundled"``, the lesion classifier that
+``network_def``, weights in ``models/model.pt``); a trained nnU-Net v2 result folder
+(``plans.json``, ``dataset.json``, ``fold_k/checkpoint_final.pth``: see
+:mod:`napari_xaimed.attribution.nnunet`); or ``"bundled"``, the lesion classifier that
 ships with the package, or ``"bundled-segmenter"``, the lesion segmentation network.
 
 What loading runs: weights are read with ``torch.load(weights_only=True)`` (tensors only, no
@@ -215,7 +217,8 @@ def _from_bundle(folder: Path, trust: bool | str, expect: Mapping[str, str | Non
     return LoadedModel(module.eval(), Preprocessing(), [], str(folder), sha, digest, trusted)
 
 
-def load_model(model: Any, config: dict[str, Any] | None = None, *,
+def load_model(model: Any, config: dict[str, Any] | None = None, *, folds: Any = None,
+               checkpoint: str = "checkpoint_final.pth", device: Any = "auto",
                trust: bool | str = False,
                expect: Mapping[str, str | None] | None = None) -> LoadedModel:
     """Load a model to explain (see the module docstring for what is accepted).
@@ -227,6 +230,9 @@ def load_model(model: Any, config: dict[str, Any] | None = None, *,
     config : dict, optional
         For a state dict: the config instead of the JSON file beside it; for a module or a
         TorchScript file: ``preprocessing`` and ``classes``.
+    folds, checkpoint, device : optional
+        For an nnU-Net result folder: the folds to ensemble (default all present), the
+        checkpoint file name and the device its predictor runs on.
     trust : bool
         Run the code a config or bundle names (``"module:Class"``, ``$`` expressions,
         ``_target_`` outside ``monai.networks.nets``). Only for files you trust: that code can
@@ -240,6 +246,8 @@ def load_model(model: Any, config: dict[str, Any] | None = None, *,
     expect : dict, optional
         The ``sha256`` (weights) and ``config_sha256`` a provenance record holds: a model whose
         files changed since is refused before anything is built from it (a rerun).
+        nnU-Net: a checkpoint that needs full unpickling, or a network class outside
+        ``dynamic_network_architectures`` (code the folder names), is refused without it.
 
     Returns
     -------
@@ -266,15 +274,20 @@ def load_model(model: Any, config: dict[str, Any] | None = None, *,
     if not path.exists():
         raise XaimedError(f"model file {path} does not exist.")
     try:
-        return _from_file(path, config, trust, dict(expect or {}))
+        return _from_file(path, config, trust, dict(expect or {}),
+                          (folds, checkpoint, device))
     except UntrustedModelError as exc:
         exc.model = str(path)  # what a widget asks the user about and loads again
         raise
 
 
 def _from_file(path: Path, config: dict[str, Any] | None, trust: bool | str,
-               expect: Mapping[str, str | None]) -> LoadedModel:
+               expect: Mapping[str, str | None], nnunet: tuple[Any, str, Any]) -> LoadedModel:
     if path.is_dir():
+        from napari_xaimed.attribution.nnunet import is_nnunet_folder, load_nnunet
+
+        if is_nnunet_folder(path):
+            return load_nnunet(path, *nnunet, bool(trust))
         return _from_bundle(path, trust, expect)
     sidecar = path.with_suffix(".json")
     source = f"the config given for {path}"

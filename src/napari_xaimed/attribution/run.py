@@ -224,6 +224,16 @@ def attribute_steps(
     started = time.perf_counter()
     volume = as_volume(volume, "volume")
     loaded: LoadedModel = load_model(model)
+    from napari_xaimed.attribution.nnunet import NnUNetModel
+
+    if isinstance(loaded, NnUNetModel):  # through nnU-Net's preprocessing and windows
+        from napari_xaimed.attribution.nnunet_explain import nnunet_attribute_steps
+
+        nn_only = {k: params.pop(k) for k in ("structure", "fold", "mirroring") if k in params}
+        return (yield from nnunet_attribute_steps(
+            loaded, volume, method, target=target, region=region, device=device,
+            preprocessing=preprocessing, batch_size=batch_size, autocast=autocast, seed=seed,
+            spacing=spacing, **nn_only, **params))
     params = check_params(method, params)
     if autocast not in AUTOCAST:
         raise XaimedError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")

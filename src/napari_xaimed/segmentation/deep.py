@@ -361,7 +361,17 @@ def model_segmentation_steps(
     volume = as_volume(volume, "volume")
     spacing = as_spacing(spacing)
     _check_params(overlap, blend, output, threshold, channel, autocast, sw_batch_size)
-    loaded: LoadedModel = load_model(model, trust=trust)
+    loaded: LoadedModel = load_model(model, device=device, trust=trust)
+    from napari_xaimed.attribution.nnunet import NnUNetModel
+
+    if isinstance(loaded, NnUNetModel):
+        from napari_xaimed.segmentation.nnunet_run import nnunet_model_steps
+
+        return (yield from nnunet_model_steps(
+            volume, loaded, spacing, channel=channel, largest_component=largest_component,
+            started=started, roi_size=roi_size, overlap=overlap, blend=blend,
+            sw_batch_size=sw_batch_size, autocast=autocast, output=output,
+            threshold=threshold, preprocessing=preprocessing, model_spacing=model_spacing))
     prep = loaded.preprocessing.overridden(preprocessing)
     dev = pick_device(device)
     module = loaded.module
