@@ -47,7 +47,7 @@ from napari_xaimed.attribution import (
     rank_methods,
     relevance_mass_accuracy,
 )
-from napari_xaimed.attribution.lesion_model import (
+from napari_xaimed.models.lesion_classifier import (
     CONFIG,
     accuracy,
     fit,

@@ -30,7 +30,7 @@ except ImportError:  # run from a checkout that is not installed: use its source
     # ANTs runs in spawned processes, which must find the sources too
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
-from napari_xaimed._cli import dice  # noqa: E402 - after the sources are on the path
+from napari_xaimed.cli.main import dice  # noqa: E402 - after the sources are on the path
 
 WINDOW = (1400, 900)
 DOCK_WIDTH = 560

@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from napari_xaimed.attribution import lesion_model
+from napari_xaimed.models import lesion_classifier as lesion_model
 
 
 def main() -> None:

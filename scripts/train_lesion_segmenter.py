@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from napari_xaimed.segmentation import lesion_segmenter
+from napari_xaimed.models import lesion_segmenter
 
 HELD_OUT = list(range(90_000, 90_020))
 

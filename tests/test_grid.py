@@ -12,11 +12,11 @@ import pytest
 import SimpleITK as sitk
 
 from napari_xaimed import XaimedError
-from napari_xaimed._cli import main
+from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import EvaluationJob
 from napari_xaimed.cohort.cases import Case
-from napari_xaimed.grid import Grid, check_same_grid, grid_difference, orient_like, same_grid
 from napari_xaimed.io import read_volume
+from napari_xaimed.io.grid import Grid, check_same_grid, grid_difference, orient_like, same_grid
 
 # Panoptica's spine pair: 0.586 x 0.586 x 3.3 mm, voxel i along -y, j along -z, k along +x
 # (RAS); the prediction's origin 0.00064 mm off along y and z after its file round trip.
@@ -153,7 +153,7 @@ def test_shapes_and_layers_without_a_file_orientation():
 def test_a_layer_computed_in_the_viewer_overlays_its_file_layer(tmp_path):
     """A file layer knows its orientation; a heatmap computed from it has only its scale and
     translate: they are compared along the voxel axes, as napari draws both."""
-    from napari_xaimed._reader import read_volumes
+    from napari_xaimed.viewer.reader import read_volumes
 
     path = write_nifti(tmp_path / "spine.nii.gz", spine_labels(), SPINE_AFFINE)
     data, kwargs, _ = read_volumes(str(path))[0]

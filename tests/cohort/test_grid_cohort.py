@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_xaimed._cli import main
+from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import AttributionJob
 from napari_xaimed.cohort.cases import Case
 from napari_xaimed.evaluation import evaluate

@@ -8,12 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_xaimed._widgets._base import check_same_grid
-from napari_xaimed._widgets.evaluation import EvaluationWidget, grid_check
-from napari_xaimed._widgets.explanations import ExplanationWidget
 from napari_xaimed.attribution import relevance_by_region, truth_scores
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.io import read_volume
+from napari_xaimed.viewer.widgets._base import check_same_grid
+from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget, grid_check
+from napari_xaimed.viewer.widgets.explanations import ExplanationWidget
 
 # the spine pair's affine (RAS, voxel i along -y, j along -z, k along +x; 0.586 x 0.586 x 3.3)
 AFFINE = np.array([[0.0, 0.0, 3.3, -12.2353515625],
@@ -135,8 +135,8 @@ def _refusal(qtbot, widget, monkeypatch) -> str:
 
 def test_registration_and_segmentation_refuse_labels_off_their_image(
         qtbot, make_napari_viewer, monkeypatch):
-    from napari_xaimed._widgets.registration import RegistrationWidget
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.registration import RegistrationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     image = np.random.default_rng(1).random((12, 12, 12)).astype(np.float32)

@@ -16,29 +16,50 @@ from napari_xaimed.attribution.attention import (
     attention_map,
     attention_map_steps,
 )
-from napari_xaimed.attribution.concepts import (
+from napari_xaimed.attribution.lazy import attribute_lazy
+from napari_xaimed.attribution.methods import METHODS
+from napari_xaimed.attribution.run import Attribution, attribute, attribute_steps
+from napari_xaimed.concepts import (
     CaseConcepts,
     RCVResult,
     TCAVResult,
+    case_features,
     concepts_from_cases,
+    region_features,
     regression_concepts,
     tcav,
 )
-from napari_xaimed.attribution.ensembles import (
+from napari_xaimed.explanations import (
+    Agreement,
+    Curve,
     EnsembleAttribution,
     MapConsistency,
+    RandomisationResult,
+    RankingResult,
+    auroc,
+    compare_methods,
+    compare_methods_steps,
+    deletion_curve,
     ensemble_attribute,
     ensemble_attribute_steps,
-    map_consistency,
-    reliable_relevance,
-)
-from napari_xaimed.attribution.faithfulness import (
-    Curve,
-    deletion_curve,
     insertion_curve,
+    map_consistency,
     perturbation_curve_steps,
+    pointing_game,
+    randomisation_test,
+    randomisation_test_steps,
+    rank_methods,
+    reference_agreement,
+    relevance_by_region,
+    relevance_by_structure,
+    relevance_by_structure_region,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    reliable_relevance,
+    top_k_precision,
+    truth_scores,
 )
-from napari_xaimed.attribution.latent import (
+from napari_xaimed.latent import (
     CaseEmbedding,
     Embeddings,
     assemble,
@@ -48,42 +69,8 @@ from napari_xaimed.attribution.latent import (
     project,
     similar_cases,
 )
-from napari_xaimed.attribution.lazy import attribute_lazy
-from napari_xaimed.attribution.longitudinal import LongitudinalResult, explain_change
-from napari_xaimed.attribution.methods import METHODS
-from napari_xaimed.attribution.models import BUNDLED, LoadedModel, load_model
-from napari_xaimed.attribution.preprocess import Preprocessing
-from napari_xaimed.attribution.radiomics import case_features, region_features
-from napari_xaimed.attribution.ranking import (
-    RankingResult,
-    compare_methods,
-    compare_methods_steps,
-    rank_methods,
-)
-from napari_xaimed.attribution.regions import (
-    Agreement,
-    reference_agreement,
-    relevance_by_region,
-)
-from napari_xaimed.attribution.run import Attribution, attribute, attribute_steps
-from napari_xaimed.attribution.sanity import (
-    RandomisationResult,
-    randomisation_test,
-    randomisation_test_steps,
-)
-from napari_xaimed.attribution.structures import (
-    relevance_by_structure,
-    relevance_by_structure_region,
-)
-from napari_xaimed.attribution.trust import register_network
-from napari_xaimed.attribution.truth_metrics import (
-    auroc,
-    pointing_game,
-    relevance_mass_accuracy,
-    relevance_rank_accuracy,
-    top_k_precision,
-    truth_scores,
-)
+from napari_xaimed.longitudinal import LongitudinalResult, explain_change
+from napari_xaimed.models import BUNDLED, LoadedModel, Preprocessing, load_model, register_network
 
 __all__ = [
     "ATTENTION_METHODS",

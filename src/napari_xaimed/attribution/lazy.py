@@ -21,7 +21,7 @@ rounding (the interpolation's sums run in another order).
 Models that take the volume at its own size (no ``input_size``: segmentation networks such as
 MONAI's UNet) are explained as the sliding-window model that
 :func:`~napari_xaimed.segmentation.segment_with_model` runs, window band by window band, by
-:mod:`napari_xaimed.attribution.windows` (saliency, input x gradient, Integrated Gradients;
+:mod:`napari_xaimed.models.windows` (saliency, input x gradient, Integrated Gradients;
 a channel's summed logit in a region, by default where the model predicts it). A ``region``
 applies to those models only.
 """
@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps, within
-from napari_xaimed._validate import as_spacing
-from napari_xaimed.attribution.models import load_model
-from napari_xaimed.attribution.preprocess import Preprocessing
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.validate import as_spacing
 from napari_xaimed.attribution.run import Attribution, attribute_steps
-from napari_xaimed.io_lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
+from napari_xaimed.io.lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
+from napari_xaimed.models.loading import load_model
+from napari_xaimed.models.preprocess import Preprocessing
 
 SLAB_BYTES = 32 * 2**20
 
@@ -98,7 +98,7 @@ def downsample_lazy_steps(volume: Any, size: tuple[int, int, int],
                           ) -> Steps[np.ndarray]:
     """The model's input: the volume scaled as ``prep`` says and resized to ``size``.
 
-    What :func:`~napari_xaimed.attribution.preprocess.to_input` gives in memory (trilinear,
+    What :func:`~napari_xaimed.models.preprocess.to_input` gives in memory (trilinear,
     ``align_corners=False``), reading only the planes the resize needs, a slab at a time.
 
     Parameters
@@ -188,7 +188,7 @@ def attribute_lazy(model: Any, volume: Any, method: str = "integrated_gradients"
     For models that take the volume at its own size (segmentation networks): the
     sliding-window model of ``sliding_window_inference(x, roi_size, sw_batch_size, model,
     overlap, mode=blend)`` is explained window band by window band
-    (:func:`~napari_xaimed.attribution.windows.attribute_windows`), with bounded memory; the
+    (:func:`~napari_xaimed.models.windows.attribute_windows`), with bounded memory; the
     target is ``target``'s (default 1, or 0 for one channel) summed logit inside ``region``
     (default: where the sliding-window model predicts that channel, from a lazy forward pass).
     Methods: ``saliency``, ``input_x_gradient``, ``integrated_gradients`` (baseline zeros,
@@ -311,7 +311,7 @@ def attribute_lazy_steps(
                    spacing, overwrite=overwrite, slab=planes,
                    chunks=(planes, min(shape[1], 512), min(shape[2], 512)),
                    metadata={"kind": "attribution", "method": method})
-        from napari_xaimed.io_lazy import read_zarr
+        from napari_xaimed.io.lazy import read_zarr
 
         lazy_map = read_zarr(out).data
     else:
@@ -336,7 +336,7 @@ def _attribute_windows(loaded: Any, volume: Any, method: str, prep: Preprocessin
     import time
 
     from napari_xaimed.attribution.methods import METHODS, check_params
-    from napari_xaimed.attribution.windows import attribute_windows_steps
+    from napari_xaimed.models.windows import attribute_windows_steps
 
     params = check_params(method, params)
     result = yield from attribute_windows_steps(

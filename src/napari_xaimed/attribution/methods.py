@@ -22,16 +22,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed._rng import draws_globally, isolated_steps
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps
+from napari_xaimed._core.rng import draws_globally, isolated_steps
+from napari_xaimed._core.stepped import stepped
 from napari_xaimed.attribution.cams import CAMS, cam_steps
-from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
-from napari_xaimed.attribution.network import inner_name
 from napari_xaimed.attribution.noise import gradient_shap, noise_tunnel
 from napari_xaimed.attribution.occlusion import occlusion_steps
-from napari_xaimed.attribution.stepped import stepped
+from napari_xaimed.models.device import halved_batch
+from napari_xaimed.models.network import inner_name
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
         try:
             # Our own draws come from generators of this run; anything the model or Captum
             # draws from the process-wide generators (dropout kept on) from a state of this
-            # run's own, so a concurrent job cannot move the map (see napari_xaimed._rng).
+            # run's own, so a concurrent job cannot move the map (see napari_xaimed._core.rng).
             out = yield from isolated_steps(
                 _run(method, model, forward, x, target, params, volume, batch_size, primed,
                      seed), seed, x.device, needed=draws_globally(method, model))

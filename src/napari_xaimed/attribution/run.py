@@ -9,12 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._rng import model_draws, seeded_call
-from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.rng import model_draws, seeded_call
+from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.attribution.cams import CAMS, FORWARD_CAMS
-from napari_xaimed.attribution.device import auto_batch, forward_error, pick_device
 from napari_xaimed.attribution.methods import (
     CAM_LAYER_METHODS,
     METHODS,
@@ -23,8 +22,9 @@ from napari_xaimed.attribution.methods import (
     check_params,
     run_method,
 )
-from napari_xaimed.attribution.models import LoadedModel, Scores, load_model
-from napari_xaimed.attribution.network import (
+from napari_xaimed.models.device import auto_batch, forward_error, pick_device
+from napari_xaimed.models.loading import LoadedModel, Scores, load_model
+from napari_xaimed.models.network import (
     HOOKED,
     PER_CALL,
     cam_layer,
@@ -34,8 +34,8 @@ from napari_xaimed.attribution.network import (
     submodule,
     untangled,
 )
-from napari_xaimed.attribution.preprocess import Preprocessing, to_input
-from napari_xaimed.attribution.preprocess import to_volume_grid as _to_grid
+from napari_xaimed.models.preprocess import Preprocessing, to_input
+from napari_xaimed.models.preprocess import to_volume_grid as _to_grid
 
 AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -79,7 +79,7 @@ class RegionScore(torch.nn.Module):
     """A segmentation model seen as one score per volume: the summed logit of ``channel``
     inside ``region`` (a mask on the model's output grid)."""
 
-    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+    draws_random = False  # it only calls its children (see napari_xaimed._core.rng)
 
     def __init__(self, model: torch.nn.Module, channel: int, region: torch.Tensor):
         super().__init__()
@@ -92,7 +92,7 @@ class RegionScore(torch.nn.Module):
 
 
 class _Autocast(torch.nn.Module):
-    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+    draws_random = False  # it only calls its children (see napari_xaimed._core.rng)
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
         super().__init__()
@@ -124,7 +124,7 @@ def _primed_probe(module: torch.nn.Module, network: torch.nn.Module, x: torch.Te
                   method: str, params: dict[str, Any], seed: int) -> Steps[Primed]:
     """The probe pass with gradients on, kept for ``method`` (one of ``PRIMABLE``); for the CAM
     methods with the layer chosen in that pass
-    (:func:`~napari_xaimed.attribution.network.cam_layer`) and its output there, and without
+    (:func:`~napari_xaimed.models.network.cam_layer`) and its output there, and without
     gradients for the CAMs that need none. ``module`` runs ``network`` (the user's model). Run
     under the seed :func:`run_method` gives the method's own pass, so a stochastic model
     (dropout kept on) draws what it would there."""
@@ -161,7 +161,7 @@ def _hook_ready(method: str, run_model: torch.nn.Module, network: torch.nn.Modul
     :func:`run_method`) and what was chosen (for the record).
 
     A model that calls a module twice per pass gets one copy per call
-    (:func:`~napari_xaimed.attribution.network.untangled`); Grad-CAM's layer defaults to the
+    (:func:`~napari_xaimed.models.network.untangled`); Grad-CAM's layer defaults to the
     last spatial feature map of a pass on this input, remembered in ``chosen_layers`` by input
     shape, device and the layer asked for (so a checked model needs no extra pass)."""
     chosen: dict[str, Any] = {}

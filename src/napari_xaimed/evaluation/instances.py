@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 _CONNECTIVITY = {6: 1, 18: 2, 26: 3}
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, in_background, run_steps, within
-from napari_xaimed._validate import as_spacing, check_fits_in_memory
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, in_background, run_steps, within
+from napari_xaimed._core.validate import as_spacing, check_fits_in_memory
 from napari_xaimed.evaluation.distances import (
     cldice,
     distance_metrics,

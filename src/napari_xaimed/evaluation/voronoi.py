@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed.evaluation.distances import distance_metrics
 from napari_xaimed.evaluation.nearest import nearest_labels
 from napari_xaimed.evaluation.overlap import pair_score

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 Vec3 = tuple[float, float, float]
 INTERPOLATIONS = ("linear", "nearest", "label")

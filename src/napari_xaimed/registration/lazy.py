@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps, within
-from napari_xaimed._validate import as_origin, as_spacing
-from napari_xaimed.io_lazy import SLAB_BYTES, create_zarr, is_lazy, read_slab, z_slabs
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.validate import as_origin, as_spacing
+from napari_xaimed.io.lazy import SLAB_BYTES, create_zarr, is_lazy, read_slab, z_slabs
 from napari_xaimed.registration.fields import INTERPOLATIONS, _label_vote, moving_index
 from napari_xaimed.registration.run import RegistrationResult, register_steps
 

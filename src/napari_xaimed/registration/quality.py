@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.registration.fields import z_slabs
 
 # Voxels per chunk of the float64 work: the figures of a CT-sized pair (512 x 512 x 300) go

@@ -7,7 +7,7 @@ model's preprocessing says (and resampled to ``model_spacing`` when given), and
 ``monai.inferers.sliding_window_inference`` runs the windows.
 
 MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs under
-:func:`napari_xaimed.attribution.stepped.stepped` (the same greenlet hand-over the attribution
+:func:`napari_xaimed._core.stepped.stepped` (the same greenlet hand-over the attribution
 methods use): after a window batch the predictor switches back to the step generator, so the
 progress is exact and closing the generator (a cancel) stops the inference right after the
 batch it reported. Batches finished within :data:`REPORT_INTERVAL_S` of the last report run on
@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._validate import as_spacing, as_volume
-from napari_xaimed.attribution.device import halved_batch, is_out_of_memory, pick_device
-from napari_xaimed.attribution.models import LoadedModel, load_model
-from napari_xaimed.attribution.preprocess import Preprocessing, scale_intensity
-from napari_xaimed.attribution.stepped import stepped
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.stepped import stepped
+from napari_xaimed._core.validate import as_spacing, as_volume
+from napari_xaimed.models.device import halved_batch, is_out_of_memory, pick_device
+from napari_xaimed.models.loading import LoadedModel, load_model
+from napari_xaimed.models.preprocess import Preprocessing, scale_intensity
 
 BLENDS = ("gaussian", "constant")
 OUTPUTS = ("softmax", "sigmoid")
@@ -86,7 +86,7 @@ class ModelSegmentation:
 
     def provenance(self, sources: Sequence[str] = ()) -> dict[str, Any]:
         """The ``metadata["xaimed"]`` dict for the labels and probability layers."""
-        from napari_xaimed._provenance import provenance
+        from napari_xaimed._core.provenance import provenance
 
         return provenance("segmentation", sources=sources, params={"method": "model",
                                                                    **self.params},
@@ -328,7 +328,7 @@ def _auto_sw_batch(roi_size: tuple[int, ...], windows: int, device: torch.device
     step keeps cancel quick), up to 8 on a GPU as its free memory allows."""
     if device.type == "cpu":
         return 1
-    from napari_xaimed.attribution.device import auto_batch
+    from napari_xaimed.models.device import auto_batch
 
     return max(1, min(windows, auto_batch(math.prod(roi_size), device, limit=8)))
 

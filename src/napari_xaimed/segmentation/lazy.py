@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps, within
-from napari_xaimed._validate import as_spacing
-from napari_xaimed.io_lazy import (
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.validate import as_spacing
+from napari_xaimed.io.lazy import (
     check_new_store,
     chunks_of,
     create_zarr,
@@ -666,8 +666,8 @@ def segment_model_lazy_steps(
     import dask.array as da
 
     from napari_xaimed import __version__
-    from napari_xaimed.attribution.models import load_model
-    from napari_xaimed.attribution.windows import forward_bands, prepare_windows
+    from napari_xaimed.models.loading import load_model
+    from napari_xaimed.models.windows import forward_bands, prepare_windows
     from napari_xaimed.segmentation.deep import _labels_and_probability
 
     started = time.perf_counter()

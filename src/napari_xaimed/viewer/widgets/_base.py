@@ -1,0 +1,72 @@
+"""What every dock widget shares: the viewer, a form of inputs that follows the layer list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, Label
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from napari_xaimed.io import grid
+
+
+def layer_picker(viewer: Any, layer_type: type | tuple[type, ...], label: str,
+                 nullable: bool = False) -> ComboBox:
+    """A drop-down of the viewer's layers of the given type(s), refreshed by
+    :meth:`XaimedWidget.reset_choices`; ``nullable`` lets it be left empty (optional inputs)."""
+
+    def choices(_widget: Any) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, layer_type)]
+
+    if nullable:
+        return ComboBox(label=label, choices=choices, nullable=True, value=None)
+    return ComboBox(label=label, choices=choices, nullable=False)
+
+
+def describe_layer(layer: Any) -> str:
+    """``"64×64×64 voxels at 1.00×1.00×1.50 mm"`` for a layer, from its data shape and scale."""
+    if layer is None:
+        return "no layer"
+    shape = "×".join(str(n) for n in layer.data.shape)
+    scale = "×".join(f"{s:.2f}" for s in layer.scale)
+    return f"{shape} voxels at {scale} mm"
+
+
+def check_same_grid(first: Any, second: Any) -> None:
+    """Raise a :class:`XaimedError` when two layers of the same shape lie on different grids.
+
+    Arrays of one shape would be compared voxel by voxel, but with another ``scale``,
+    ``translate`` or file orientation the voxels do not overlay, so the result would be silently
+    wrong. The package's one grid check (:func:`napari_xaimed.io.grid.check_same_grid`), with its
+    tolerances relative to the voxel size; layers of different shapes are left to the core
+    functions, which name that problem.
+    """
+    if first is None or second is None:
+        return
+    if grid.grid_of(first).shape != grid.grid_of(second).shape:
+        return
+    grid.check_same_grid(first, second)
+
+
+class XaimedWidget(QWidget):
+    """Base of the dock widgets: holds the viewer and a magicgui form whose layer lists stay current."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.form = Container(labels=True)
+        self.info = Label(value="")
+        self._layout = QVBoxLayout(self)
+        self._layout.addWidget(self.form.native)
+        self._layout.addWidget(self.info.native)
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self.reset_choices)
+
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the layer drop-downs (napari also calls this when layers change)."""
+        self.form.reset_choices()
+        self.update_info()
+
+    def update_info(self) -> None:
+        """Refresh the info line under the form; subclasses say what their inputs look like."""
