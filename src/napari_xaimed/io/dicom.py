@@ -46,7 +46,7 @@ from napari_xaimed.io.dicom_series import (  # noqa: F401 - also importable from
 )
 
 if TYPE_CHECKING:
-    from napari_xaimed.io import Volume
+    from napari_xaimed.io.volume import Volume
 
 # Slice spacing may vary by this much (relative to the median spacing, and at least the absolute
 # floor in mm) before the series is refused: positions are written with limited decimals.

@@ -31,7 +31,7 @@ from napari_xaimed._core.errors import XaimedError
 if TYPE_CHECKING:
     import highdicom as hd
 
-    from napari_xaimed.io import Volume
+    from napari_xaimed.io.volume import Volume
 
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 # Plane geometry an enhanced file needs, by the functional group that holds it.
@@ -239,8 +239,8 @@ def _to_volume(volume: hd.Volume, data: np.ndarray, path: Path, name: str, *,
                is_label: bool, label_names: dict[int, str] | None = None) -> Volume:
     """A highdicom volume (axes slice, row, column; LPS) as a :class:`Volume` (z, y, x; RAS)
     whose z axis points along the slice normal, like a classic series read here."""
-    from napari_xaimed.io import Volume
     from napari_xaimed.io.itk import LPS_TO_RAS, check_orthogonal
+    from napari_xaimed.io.volume import Volume
 
     hd_affine = np.array(volume.affine, dtype=float)
     normal = np.cross(hd_affine[:3, 2], hd_affine[:3, 1])  # row direction x column direction

@@ -76,7 +76,7 @@ class Grid:
                     spacing: Sequence[float] | None = None) -> Grid:
         """The grid of a NIfTI-convention (RAS, ``(i, j, k)`` = ``(x, y, z)``) affine; the
         spacing from the affine's column lengths unless given (a file's header zooms)."""
-        from napari_xaimed.io import grid_translate
+        from napari_xaimed.io.volume import grid_translate
 
         affine = np.asarray(affine, dtype=float)
         lengths = np.linalg.norm(affine[:3, :3], axis=0)

@@ -22,7 +22,7 @@ from napari_xaimed._core.errors import XaimedError
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
-    from napari_xaimed.io import Volume
+    from napari_xaimed.io.volume import Volume
 
 # NRRD and MetaImage have no NIfTI-like intent code: this key in the header marks a label map.
 INTENT_KEY = "xaimed_intent"
@@ -89,7 +89,7 @@ def volume_from_image(image: sitk.Image, path: Path, name: str) -> Volume:
     """
     import SimpleITK as sitk
 
-    from napari_xaimed.io import Volume, _looks_like_labels, read_sidecar
+    from napari_xaimed.io.volume import Volume, _looks_like_labels, read_sidecar
 
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)

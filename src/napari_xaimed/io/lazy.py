@@ -193,7 +193,7 @@ def create_zarr(
     """
     import zarr
 
-    from napari_xaimed.io import grid_translate
+    from napari_xaimed.io.volume import grid_translate
 
     path = check_new_store(path, overwrite)
     shape = tuple(int(n) for n in shape)
@@ -239,7 +239,7 @@ def set_provenance(path: str | Path, metadata: dict[str, Any]) -> None:
 
 
 def _json_ready(metadata: dict[str, Any]) -> dict[str, Any]:
-    from napari_xaimed.io import to_json
+    from napari_xaimed.io.volume import to_json
 
     try:
         return json.loads(to_json(metadata))
@@ -289,7 +289,7 @@ def read_zarr(path: str | Path, *, spacing: Sequence[float] | None = None,
     import dask.array as da
     import zarr
 
-    from napari_xaimed.io import _LABEL_NAME, Volume, affine_from_grid, volume_stem
+    from napari_xaimed.io.volume import _LABEL_NAME, Volume, affine_from_grid, volume_stem
 
     path = Path(path)
     if not path.exists():
@@ -440,14 +440,8 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     import dask.array as da
     import nibabel as nib
 
-    from napari_xaimed.io import (
-        _LABEL_NAME,
-        Volume,
-        nifti_affine_mm,
-        nifti_mm_per_unit,
-        read_sidecar,
-        volume_stem,
-    )
+    from napari_xaimed.io.nifti import nifti_affine_mm, nifti_mm_per_unit
+    from napari_xaimed.io.volume import _LABEL_NAME, Volume, read_sidecar, volume_stem
 
     path = Path(path)
     try:
