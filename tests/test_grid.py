@@ -14,8 +14,8 @@ import SimpleITK as sitk
 from napari_xaimed import XaimedError
 from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import EvaluationJob
-from napari_xaimed.cohort.cases import Case
 from napari_xaimed.io import read_volume
+from napari_xaimed.io.cases import Case
 from napari_xaimed.io.grid import Grid, check_same_grid, grid_difference, orient_like, same_grid
 
 # Panoptica's spine pair: 0.586 x 0.586 x 3.3 mm, voxel i along -y, j along -z, k along +x

@@ -12,9 +12,9 @@ import pytest
 
 from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import AttributionJob
-from napari_xaimed.cohort.cases import Case
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.io import read_volume
+from napari_xaimed.io.cases import Case
 
 AFFINE = np.array([[0.0, 0.0, 3.3, -12.2353515625],
                    [-0.58594, 0.0, 0.0, 153.2694091796875],

@@ -200,8 +200,8 @@ def test_evaluation_rows_and_cli_say_which_label_mode_ran(client, tmp_path, caps
     """Issue 27 item 8: a multi-label semantic case is a class per label value (and their mean)
     by default, one Panoptica-style class on request; every row and the command's output say
     which mode ran."""
-    from napari_xaimed.cohort.cases import Case
     from napari_xaimed.io import write_volume
+    from napari_xaimed.io.cases import Case
 
     ref = np.zeros((10, 14, 10), np.uint8)
     ref[2:8, 2:8, 2:8] = 1

@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 
 from napari_xaimed import XaimedError
 from napari_xaimed.models.lesion_classifier import LesionNet
-from napari_xaimed.models.lesion_segmenter import WEIGHTS, dice
+from napari_xaimed.models.lesion_segmenter import WEIGHTS
 from napari_xaimed.samples import lesion_volume
 from napari_xaimed.segmentation import deep
 from napari_xaimed.segmentation.deep import (
@@ -20,6 +20,7 @@ from napari_xaimed.segmentation.deep import (
     segment_with_model,
     window_count,
 )
+from napari_xaimed.training.segmenter import dice
 
 
 def pointwise(out_channels: int = 2, seed: int = 0) -> torch.nn.Module:

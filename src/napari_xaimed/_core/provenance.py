@@ -138,7 +138,7 @@ def file_input(path: str | Any, volume: Any) -> dict[str, Any]:
     would read it whole)."""
     from pathlib import Path
 
-    from napari_xaimed.io.lazy import is_lazy
+    from napari_xaimed._core.arrays import is_lazy
 
     return input_record(Path(path).name, volume.data, path=str(Path(path).resolve()),
                         spacing=volume.spacing, origin=volume.translate,
@@ -181,7 +181,7 @@ class PendingInputs:
     """
 
     def __init__(self, **layers: Any) -> None:
-        from napari_xaimed.io.lazy import is_lazy
+        from napari_xaimed._core.arrays import is_lazy
 
         self.records: dict[str, Any] = {}
         self._arrays: dict[str, Any] = {}

@@ -63,7 +63,7 @@ from napari_xaimed.attribution.attention_capture import (
     readable,
 )
 from napari_xaimed.attribution.methods import METHODS, Method
-from napari_xaimed.attribution.run import Attribution
+from napari_xaimed.attribution.result import Attribution
 from napari_xaimed.models.device import forward_error, pick_device
 from napari_xaimed.models.loading import LoadedModel, Scores, load_model
 from napari_xaimed.models.network import is_scripted

@@ -241,7 +241,7 @@ def kernel_shap_windows(network: torch.nn.Module, volume: Any, region: Any, *,
     if kind == "grid":
         features = grid_supervoxels(crop.shape[2:], supervoxels)
     else:
-        from napari_xaimed.attribution.methods import supervoxels as slic
+        from napari_xaimed.attribution.supervoxels import supervoxels as slic
 
         features = slic(crop[0, 0].cpu().numpy(), supervoxels)
     _check_features(int(np.unique(features).size))

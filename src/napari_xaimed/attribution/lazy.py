@@ -36,10 +36,11 @@ import numpy as np
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps, within
 from napari_xaimed._core.validate import as_spacing
-from napari_xaimed.attribution.run import Attribution, attribute_steps
+from napari_xaimed.attribution.result import Attribution
+from napari_xaimed.attribution.run import attribute_steps
 from napari_xaimed.io.lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
 from napari_xaimed.models.loading import load_model
-from napari_xaimed.models.preprocess import Preprocessing
+from napari_xaimed.models.preprocess import Preprocessing, _scaling_stats
 
 SLAB_BYTES = 32 * 2**20
 
@@ -57,34 +58,6 @@ def linear_weights(n_in: int, n_out: int) -> np.ndarray:
     np.add.at(weights, (np.arange(n_out), low), 1.0 - frac)
     np.add.at(weights, (np.arange(n_out), high), frac)
     return weights
-
-
-def _scaling_stats(volume: Any, prep: Preprocessing, planes: int) -> tuple[float, float]:
-    """``(offset, divisor)`` of the scaling: ``(x - offset) / divisor`` (after the window's
-    clip), from slab-by-slab passes; ``(0, 1)`` for no scaling."""
-    depth = int(volume.shape[0])
-    if prep.scaling == "zscore":
-        total, count = 0.0, 0
-        for start, stop in z_slabs(depth, planes):
-            block = read_slab(volume, start, stop).astype(np.float32, copy=False)
-            total += float(block.sum(dtype=np.float64))
-            count += block.size
-        mean = total / count
-        squares = 0.0
-        for start, stop in z_slabs(depth, planes):
-            block = read_slab(volume, start, stop).astype(np.float64)
-            squares += float(((block - mean) ** 2).sum())
-        std = float(np.sqrt(squares / count))
-        return mean, std if std > 0 else 1.0
-    if prep.scaling == "minmax":
-        from napari_xaimed.segmentation.lazy import value_range
-
-        lo, hi = (float(v) for v in value_range(volume, planes))
-        return lo, (hi - lo if hi > lo else 1.0)
-    if prep.scaling == "window":
-        lo, hi = prep.window  # type: ignore[misc]
-        return float(lo), float(hi - lo)
-    return 0.0, 1.0
 
 
 def downsample_lazy(volume: Any, size: tuple[int, int, int], prep: Preprocessing | None = None,

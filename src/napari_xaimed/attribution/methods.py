@@ -30,6 +30,7 @@ from napari_xaimed.attribution.cams import CAMS, cam_steps
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
 from napari_xaimed.attribution.noise import gradient_shap, noise_tunnel
 from napari_xaimed.attribution.occlusion import occlusion_steps
+from napari_xaimed.attribution.supervoxels import supervoxels
 from napari_xaimed.models.device import halved_batch
 from napari_xaimed.models.network import inner_name
 
@@ -176,15 +177,6 @@ def _triple(value: Any, name: str, cast: Callable = int) -> tuple:
     if len(values) != 3:
         raise XaimedError(f"{name} must be one number or three (z, y, x), got {value!r}.")
     return tuple(cast(v) for v in values)
-
-
-def supervoxels(volume: np.ndarray, n: int) -> np.ndarray:
-    """SLIC supervoxels of a 3D volume (labels from 0), as a feature mask."""
-    from skimage.segmentation import slic
-
-    labels = slic(volume.astype(np.float64), n_segments=int(n), compactness=0.1,
-                  channel_axis=None, start_label=0)
-    return labels
 
 
 LRP_EPSILON_TYPES = (torch.nn.Conv3d, torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool3d,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed._core.rng import model_draws, seeded_call
 from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.attribution.cams import CAMS, FORWARD_CAMS
+from napari_xaimed.attribution.hooked import HOOKED, PER_CALL, refuse_scripted
 from napari_xaimed.attribution.methods import (
     CAM_LAYER_METHODS,
     METHODS,
@@ -22,15 +22,13 @@ from napari_xaimed.attribution.methods import (
     check_params,
     run_method,
 )
+from napari_xaimed.attribution.result import Attribution
 from napari_xaimed.models.device import auto_batch, forward_error, pick_device
 from napari_xaimed.models.loading import LoadedModel, Scores, load_model
 from napari_xaimed.models.network import (
-    HOOKED,
-    PER_CALL,
     cam_layer,
     record_calls,
     recording,
-    refuse_scripted,
     submodule,
     untangled,
 )
@@ -38,41 +36,6 @@ from napari_xaimed.models.preprocess import Preprocessing, to_input
 from napari_xaimed.models.preprocess import to_volume_grid as _to_grid
 
 AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Attribution:
-    """One attribution map on the volume's grid and how it was made.
-
-    Attributes
-    ----------
-    map : numpy.ndarray
-        float32, the volume's shape.
-    method : str
-    signed : bool
-        Whether the map's sign means something (diverging colormap) or not.
-    target : int or None
-        The explained class (classifier) or channel (segmentation model).
-    params : dict
-        The method's parameters, the preprocessing and the target details.
-    scores : list of float
-        The model's output for the volume (class scores; for a region target, the summed
-        logit).
-    seconds : float
-    device : str
-    model : dict
-        Source and SHA-256 of the model.
-    """
-
-    map: np.ndarray
-    method: str
-    signed: bool
-    target: int | None
-    params: dict[str, Any] = field(default_factory=dict)
-    scores: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    device: str = "cpu"
-    model: dict[str, Any] = field(default_factory=dict)
 
 
 class RegionScore(torch.nn.Module):

@@ -53,7 +53,7 @@ def _common(parser: argparse.ArgumentParser, columns: str) -> None:
 
 def add_parsers(sub: Any) -> None:
     """Register the ``evaluate``, ``attribute`` and ``embed`` subcommands."""
-    from napari_xaimed.cli.main import TRUST_HELP
+    from napari_xaimed.cli._common import TRUST_HELP
     from napari_xaimed.evaluation import DEFAULT_METRICS, DISTANCE_METRICS, MATCHINGS
     from napari_xaimed.evaluation.label_modes import LABEL_MODES
 

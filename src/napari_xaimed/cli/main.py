@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from napari_xaimed import __version__
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.provenance import cli_inputs, provenance
+from napari_xaimed.cli._common import TRUST_HELP, file_stem
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.viewer.layers import LayerTuple, error_layer, labels_layer, output_name
 
@@ -121,11 +121,6 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
         "lesion_classifier": explained,
     }
     return layers, summary
-
-
-def file_stem(name: str) -> str:
-    """A layer name as a file name: ``"Segmentation [lesion ct]"`` -> ``"segmentation_lesion_ct"``."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "layer"
 
 
 def write_layers(layers: list[LayerTuple], outdir: Path) -> list[Path]:
@@ -374,10 +369,6 @@ def run_segment(args: argparse.Namespace) -> int:
 LAZY_METHODS = ("otsu", "threshold", "model")
 MODEL_LAZY_OPTIONS = {"roi_size", "overlap", "sw_batch_size", "device", "output", "threshold",
                       "channel", "trust"}
-#: help of ``--trust``, on every command that loads a model
-TRUST_HELP = ("run the code the model file names (a 'module:Class' network, a bundle's $ "
-              "expressions or _target_ outside monai.networks.nets): only for files you trust; "
-              "without it such a file is refused before any of it runs")
 
 
 def _segment_lazy(args: argparse.Namespace, image: Any, params: dict[str, Any]) -> int:

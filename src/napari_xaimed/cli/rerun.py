@@ -169,7 +169,7 @@ def resolve_input(role: str, record: dict[str, Any], base: Path | None = None) -
 
 
 def _legacy_file(name: str, base: Path | None) -> Path | None:
-    from napari_xaimed.cli.main import file_stem
+    from napari_xaimed.cli._common import file_stem
 
     candidates = [name] if is_nifti_path(name) else [
         f"{file_stem(name)}.nii.gz", f"{name}.nii.gz", f"{name}.nii", f"{file_stem(name)}.nii"]
@@ -542,7 +542,7 @@ def add_parser(sub: Any) -> None:
                                    "the provenance file)")
     rerun_parser.add_argument("--check", action="store_true",
                               help="compare with the existing output: exit 1 unless identical")
-    from napari_xaimed.cli.main import TRUST_HELP
+    from napari_xaimed.cli._common import TRUST_HELP
 
     rerun_parser.add_argument("--trust", action="store_true", help=TRUST_HELP)
 

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed.cohort.cases import Case, case_metadata
 from napari_xaimed.cohort.jobs import (
     CaseOutcome,
     OutputFiles,
@@ -30,6 +29,7 @@ from napari_xaimed.cohort.jobs import (
     cached_model,
     describe_failure,
 )
+from napari_xaimed.io.cases import Case, case_metadata
 
 EMBEDDING_FILE = "embedding.npz"
 PROJECTIONS = ("pca", "umap")

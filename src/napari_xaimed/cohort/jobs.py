@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed.cohort.cases import Case
+from napari_xaimed.io.cases import Case
 
 
 @dataclass

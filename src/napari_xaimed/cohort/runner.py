@@ -23,7 +23,6 @@ from typing import Any
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed._core.provenance import _plain
-from napari_xaimed.cohort.cases import Case, check_case_ids
 from napari_xaimed.cohort.jobs import CaseOutcome, describe_failure
 from napari_xaimed.cohort.store import CohortStore, case_key, write_json_atomic
 from napari_xaimed.cohort.summary import (
@@ -32,6 +31,7 @@ from napari_xaimed.cohort.summary import (
     embedding_summary,
     evaluation_summary,
 )
+from napari_xaimed.io.cases import Case, check_case_ids
 
 TRUTH_METRICS = ("relevance_mass_accuracy", "relevance_rank_accuracy", "auroc", "pointing_game",
                  "top_k_precision")

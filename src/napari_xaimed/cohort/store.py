@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_xaimed._core.provenance import _plain, file_sha256
-from napari_xaimed.cohort.cases import Case
+from napari_xaimed.io.cases import Case
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

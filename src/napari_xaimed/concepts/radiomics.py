@@ -162,7 +162,7 @@ def case_features(case_list: Any, *, image: str = "image", mask: str = "mask",
     ----------
     case_list : str or pathlib.Path
         The cohort CSV (``case_id`` and file columns; see
-        :func:`napari_xaimed.cohort.cases.read_cases`).
+        :func:`napari_xaimed.io.cases.read_cases`).
     image, mask : str
         The file columns of the image and of the region (e.g. a lesion mask).
     bins : int
@@ -176,8 +176,8 @@ def case_features(case_list: Any, *, image: str = "image", mask: str = "mask",
     features : pandas.DataFrame
         One row per case, indexed by ``case_id``, in mm from each file's own spacing.
     """
-    from napari_xaimed.cohort.cases import read_cases
     from napari_xaimed.io import read_volume
+    from napari_xaimed.io.cases import read_cases
 
     volumes, rows = [], []
     for case in read_cases(case_list, (image, mask)):

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.rng import model_draws, seeded
 from napari_xaimed._core.validate import as_volume
+from napari_xaimed.attribution.hooked import refuse_scripted
 from napari_xaimed.models.device import pick_device
 from napari_xaimed.models.loading import Scores, load_model
-from napari_xaimed.models.network import cam_layer, record_calls, refuse_scripted
+from napari_xaimed.models.network import cam_layer, record_calls
 from napari_xaimed.models.preprocess import to_input
 
 #: Fewest examples per concept (and per random set) a linear CAV is trained on.
@@ -507,9 +508,9 @@ def concepts_from_cases(model: Any, case_list: Any, *, concept_column: str | Non
     -------
     CaseConcepts
     """
-    from napari_xaimed.cohort.cases import case_metadata, read_cases
     from napari_xaimed.concepts.radiomics import FEATURES, case_features
     from napari_xaimed.io import read_volume
+    from napari_xaimed.io.cases import case_metadata, read_cases
 
     if not concept_column and not measures:
         raise XaimedError("name a concept column (TCAV) or measures (regression concept "

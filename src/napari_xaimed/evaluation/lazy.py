@@ -301,7 +301,7 @@ def _components(labels: Any, values: list[int] | None, out: Path, connectivity: 
     (``values_apart``: the components of each label value kept apart)."""
     import dask.array as da
 
-    from napari_xaimed.segmentation.lazy import label_lazy
+    from napari_xaimed.components.lazy import label_lazy
 
     lazy = labels if hasattr(labels, "map_blocks") else da.from_array(
         labels, chunks=(slab or max(1, int(labels.shape[0]) // 8), *labels.shape[1:]))

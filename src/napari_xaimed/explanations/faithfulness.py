@@ -34,7 +34,7 @@ from scipy.integrate import trapezoid
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed._core.validate import as_spacing, as_volume
-from napari_xaimed.attribution.methods import supervoxels as slic_supervoxels
+from napari_xaimed.attribution.supervoxels import supervoxels as slic_supervoxels
 from napari_xaimed.models.device import (
     auto_batch,
     forward_error,

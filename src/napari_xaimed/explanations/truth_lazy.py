@@ -36,7 +36,7 @@ import pandas as pd
 
 from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed._core.validate import as_spacing
-from napari_xaimed.explanations.regions import (
+from napari_xaimed.explanations.region_table import (
     _check_finite,
     _check_heat_type,
     _check_label_range,
@@ -45,7 +45,7 @@ from napari_xaimed.explanations.regions import (
     _labels_whole,
     _region_table,
 )
-from napari_xaimed.explanations.truth_metrics import (
+from napari_xaimed.explanations.truth_core import (
     _check_inside,
     _check_shapes,
     _cut_share,

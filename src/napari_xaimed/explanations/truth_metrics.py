@@ -30,30 +30,21 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed._core.validate import as_spacing
+from napari_xaimed.explanations.truth_core import (
+    _check_inside,
+    _check_shapes,
+    _cut_share,
+    _peaks_near,
+    _reach,
+    _top_count,
+)
 from napari_xaimed.io.lazy import is_lazy
-
-
-def _check_shapes(heat_shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> None:
-    if len(heat_shape) != 3:
-        raise XaimedError(f"the heatmap must be 3D (z, y, x), got shape {heat_shape}.")
-    if mask_shape != heat_shape:
-        raise XaimedError(f"the mask {mask_shape} and the heatmap {heat_shape} differ in "
-                          "shape: resample one onto the other's grid first.")
 
 
 def _check_finite(finite: bool) -> None:
     if not finite:
         raise XaimedError("the heatmap holds NaN or infinite values: recompute it, or replace "
                           "them (np.nan_to_num) if they mark 'no relevance'.")
-
-
-def _check_inside(n_inside: int, size: int, needs_outside: bool) -> None:
-    if n_inside == 0:
-        raise XaimedError("the mask is empty: nothing to compare the heatmap with.")
-    if needs_outside and n_inside == size:
-        raise XaimedError("the mask covers the whole volume: there is no outside to compare "
-                          "with.")
 
 
 def _check(heatmap: Any, mask: Any, *, needs_outside: bool = False
@@ -109,19 +100,6 @@ def top_k_precision(heatmap: Any, mask: Any, k: int | float = 0.01) -> float:
     return _top_share(heat.ravel(), truth.ravel(), _top_count(k, heat.size))
 
 
-def _top_count(k: int | float, n: int) -> int:
-    """How many voxels ``k`` means in a volume of ``n``: a fraction (float) or a count."""
-    if isinstance(k, float | np.floating):
-        if not 0 < float(k) <= 1:
-            raise XaimedError(f"k as a fraction of the voxels must lie in (0, 1], got {k}; "
-                              "give an int for a number of voxels.")
-        return max(1, int(round(float(k) * n)))
-    count = int(k)
-    if not 1 <= count <= n:
-        raise XaimedError(f"k must be between 1 and the number of voxels ({n}), got {k}.")
-    return count
-
-
 def _top_share(values: np.ndarray, inside: np.ndarray, count: int) -> float:
     """Share inside of the ``count`` largest values, ties at the cut shared out."""
     cut = np.partition(values, values.size - count)[values.size - count]  # the count-th largest
@@ -130,13 +108,6 @@ def _top_share(values: np.ndarray, inside: np.ndarray, count: int) -> float:
     return _cut_share(count, int(np.count_nonzero(above)),
                       int(np.count_nonzero(above & inside)), int(np.count_nonzero(at)),
                       int(np.count_nonzero(at & inside)))
-
-
-def _cut_share(count: int, n_above: int, hits_above: int, n_at: int, hits_at: int) -> float:
-    """:func:`_top_share` from its counts: voxels above the cut and at it, all and inside."""
-    hits = float(hits_above)
-    hits += (count - n_above) * hits_at / n_at
-    return hits / count
 
 
 def relevance_rank_accuracy(heatmap: Any, mask: Any) -> float:
@@ -202,59 +173,6 @@ def pointing_game(heatmap: Any, mask: Any, *, spacing: Any = None,
         return 0.0
     peaks = heat == high
     return _peaks_near(peaks, truth, reach, spacing_arr, tolerance_mm) / np.count_nonzero(peaks)
-
-
-def _reach(spacing: Any, tolerance_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """The spacing as an array and the tolerance in whole voxels per axis."""
-    spacing_arr = np.asarray(as_spacing(spacing), dtype=np.float64)
-    if not np.isfinite(tolerance_mm) or tolerance_mm < 0:
-        raise XaimedError(f"tolerance_mm must be a number >= 0, got {tolerance_mm}.")
-    return spacing_arr, np.floor(tolerance_mm / spacing_arr + 1e-9).astype(int)
-
-
-def _peaks_near(peaks: np.ndarray, truth: np.ndarray, reach: np.ndarray,
-                spacing_arr: np.ndarray, tolerance_mm: float, start: int = 0, z0: int = 0
-                ) -> int:
-    """How many of the ``peaks`` lie within the tolerance of a mask voxel.
-
-    ``peaks`` (boolean) holds the volume's planes from ``start`` on, ``truth`` the mask's
-    planes from ``z0`` on: at least those within ``reach`` of the peaks' planes, or up to the
-    volume's ends (all planes of both by default). Distances are lengths of integer voxel
-    offsets (:func:`~napari_xaimed.evaluation.lattice.nearest_offsets`), the nearest mask voxel
-    of a peak outside the mask being one of the mask's border voxels.
-    """
-    from napari_xaimed.evaluation.distances import surface
-    from napari_xaimed.evaluation.lattice import nearest_offsets
-
-    shift = start - z0  # a peak plane's index in ``truth``
-    own = truth[shift:shift + peaks.shape[0]]
-    hits = int(np.count_nonzero(peaks & own))
-    box = _box(truth)
-    if not reach.any() or box is None:  # no voxel but the peak itself lies within reach
-        return hits
-    # peaks outside the mask that may lie within reach of it: inside the mask's box + reach
-    lo = np.maximum(np.array([b.start for b in box]) - reach - [shift, 0, 0], 0)
-    hi = np.minimum(np.array([b.stop for b in box]) + reach - [shift, 0, 0], peaks.shape)
-    if np.any(hi <= lo):
-        return hits
-    near = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    away = np.argwhere(peaks[near] & ~own[near]) + lo + [shift, 0, 0]
-    if not len(away):
-        return hits
-    border = np.argwhere(surface(truth[box])) + [b.start for b in box]
-    lengths = nearest_offsets(away, border, spacing_arr)[1]
-    return hits + int(np.count_nonzero(lengths <= tolerance_mm + 1e-9))
-
-
-def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of a mask's voxels (None when it has none)."""
-    spans = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if not len(hit):
-            return None
-        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(spans)
 
 
 def truth_scores(heatmap: Any, mask: Any, *, spacing: Any = None, tolerance_mm: float = 0.0,

@@ -28,7 +28,7 @@ layer back restores it.
 """
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed.io.files import read_volume, write_volume
+from napari_xaimed.io.files import is_volume_path, read_volume, write_volume
 from napari_xaimed.io.lazy import is_lazy, read_zarr, write_zarr
 from napari_xaimed.io.nifti import (
     NIFTI_MM_PER_UNIT,
@@ -45,7 +45,6 @@ from napari_xaimed.io.volume import (
     affine_from_grid,
     grid_translate,
     is_nifti_path,
-    is_volume_path,
     read_sidecar,
     sidecar_path,
     to_json,

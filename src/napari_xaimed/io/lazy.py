@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_xaimed._core.arrays import is_lazy
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.validate import as_origin, as_spacing
 
@@ -46,11 +47,6 @@ _UNIT_MM = {"millimeter": 1.0, "mm": 1.0, "micrometer": 1e-3, "micron": 1e-3, "u
 def is_zarr_path(path: str | Path) -> bool:
     """Whether ``path`` names a Zarr store by its suffix (``.zarr``, ``.ome.zarr``)."""
     return str(path).lower().rstrip("/\\").endswith(ZARR_SUFFIXES)
-
-
-def is_lazy(array: Any) -> bool:
-    """Whether ``array`` is a lazy (dask) array rather than one held in memory."""
-    return hasattr(array, "dask") and hasattr(array, "compute")
 
 
 def slab_size(shape: Sequence[int], itemsize: int, chunks: Sequence[int] | None = None,

@@ -90,16 +90,6 @@ def affine_from_grid(spacing: tuple[float, ...], translate: tuple[float, ...],
     return affine
 
 
-def is_volume_path(path: str | Path) -> bool:
-    """Whether :func:`read_volume` reads ``path``: a file of a known suffix, a DICOM file, or a
-    folder of DICOM files."""
-    from napari_xaimed.io.dicom import is_dicom_file, is_dicom_folder
-    from napari_xaimed.io.lazy import is_zarr_path
-
-    return (str(path).lower().endswith(VOLUME_SUFFIXES) or is_zarr_path(path)
-            or is_dicom_folder(path) or is_dicom_file(path))
-
-
 def is_nifti_path(path: str | Path) -> bool:
     """Return whether ``path`` names a NIfTI file by its extension."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)

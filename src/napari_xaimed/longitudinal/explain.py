@@ -31,12 +31,13 @@ from scipy import ndimage as ndi
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps, within
 from napari_xaimed._core.validate import as_origin, as_spacing, as_volume
+from napari_xaimed.attribution.hooked import refuse_scripted
 from napari_xaimed.attribution.methods import METHODS
 from napari_xaimed.attribution.run import Attribution, attribute_steps
 from napari_xaimed.io.grid import Grid, grid_difference
 from napari_xaimed.models.device import pick_device
 from napari_xaimed.models.loading import LoadedModel, Scores, load_model
-from napari_xaimed.models.network import cam_layer, record_calls, refuse_scripted
+from napari_xaimed.models.network import cam_layer, record_calls
 from napari_xaimed.models.preprocess import Preprocessing, to_input, to_volume_grid
 from napari_xaimed.registration.fields import check_field, moving_index, resample
 

@@ -213,12 +213,9 @@ def load_model(model: Any, config: dict[str, Any] | None = None, *,
                            checked=_CHECKS.setdefault(model, {}),
                            cam_layers=_CAM_LAYERS.setdefault(model, {}))
     if model in (BUNDLED, BUNDLED_SEGMENTER):
-        if model == BUNDLED:
-            from napari_xaimed.models.lesion_classifier import WEIGHTS
-        else:
-            from napari_xaimed.models.lesion_segmenter import WEIGHTS
+        from napari_xaimed.models.bundled import CLASSIFIER_WEIGHTS, SEGMENTER_WEIGHTS
 
-        loaded = load_model(WEIGHTS)
+        loaded = load_model(CLASSIFIER_WEIGHTS if model == BUNDLED else SEGMENTER_WEIGHTS)
         loaded.source = model
         return loaded
     path = Path(model)

@@ -6,7 +6,7 @@ module called twice in one pass (MONAI reuses one activation module inside a res
 e.g. ``resnet18``, ``SegResNet``, ``DynUNet``) breaks them: DeepLift raises, the others can
 give a wrong map without a word. :func:`untangled` gives a copy of the model in which every
 such module is one copy per call. TorchScript models run without module hooks at all, so the
-hook-based methods are refused on them (:func:`refuse_scripted`) instead of silently returning
+hook-based methods are refused on them (:func:`~napari_xaimed.attribution.hooked.refuse_scripted`) instead of silently returning
 a plain gradient. :func:`cam_layer` picks the Grad-CAM layer: the last spatial feature map.
 """
 
@@ -23,12 +23,6 @@ import torch
 from torch import nn
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed.attribution.cams import CAMS
-
-#: Methods that hook the model's modules (and so need a plain ``nn.Module``).
-HOOKED = ("guided_backprop", "deeplift", "gradcam", "guided_gradcam", "lrp", *CAMS)
-#: Of those, the ones whose hooks keep state per module and so need one module per call.
-PER_CALL = ("guided_backprop", "deeplift", "guided_gradcam", "lrp")
 
 
 @dataclass
@@ -112,17 +106,6 @@ def record_calls(model: nn.Module, x: torch.Tensor, forward: nn.Module | None = 
 def is_scripted(model: nn.Module) -> bool:
     """Whether the model is, or contains, a TorchScript module."""
     return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
-
-
-def refuse_scripted(method: str, model: nn.Module) -> None:
-    """A clear error for a hook-based method on a TorchScript model."""
-    if method in HOOKED and is_scripted(model):
-        raise XaimedError(
-            f"{method} needs hooks on the model's layers, and a TorchScript model runs "
-            "without them (its map would silently be another method's): pass the network as "
-            "a torch.nn.Module, or as a state dict with a JSON config naming the network "
-            "(load_model), or pick a gradient or perturbation method (saliency, "
-            "integrated_gradients, occlusion ...).")
 
 
 class PerCall(nn.Module):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.io.lazy import read_slab, z_slabs
 
 SCALINGS = ("none", "zscore", "minmax", "window")
 
@@ -110,3 +111,31 @@ def to_volume_grid(attribution: torch.Tensor, shape: tuple[int, ...]) -> np.ndar
     if tuple(attr.shape[2:]) != tuple(shape):
         attr = F.interpolate(attr, size=tuple(shape), mode="trilinear", align_corners=False)
     return attr[0, 0].cpu().numpy().astype(np.float32)
+
+
+def _scaling_stats(volume: Any, prep: Preprocessing, planes: int) -> tuple[float, float]:
+    """``(offset, divisor)`` of the scaling: ``(x - offset) / divisor`` (after the window's
+    clip), from slab-by-slab passes; ``(0, 1)`` for no scaling."""
+    depth = int(volume.shape[0])
+    if prep.scaling == "zscore":
+        total, count = 0.0, 0
+        for start, stop in z_slabs(depth, planes):
+            block = read_slab(volume, start, stop).astype(np.float32, copy=False)
+            total += float(block.sum(dtype=np.float64))
+            count += block.size
+        mean = total / count
+        squares = 0.0
+        for start, stop in z_slabs(depth, planes):
+            block = read_slab(volume, start, stop).astype(np.float64)
+            squares += float(((block - mean) ** 2).sum())
+        std = float(np.sqrt(squares / count))
+        return mean, std if std > 0 else 1.0
+    if prep.scaling == "minmax":
+        from napari_xaimed.io.slab_stats import value_range
+
+        lo, hi = (float(v) for v in value_range(volume, planes))
+        return lo, (hi - lo if hi > lo else 1.0)
+    if prep.scaling == "window":
+        lo, hi = prep.window  # type: ignore[misc]
+        return float(lo), float(hi - lo)
+    return 0.0, 1.0

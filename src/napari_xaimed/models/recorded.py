@@ -34,7 +34,7 @@ def recorded_model(record: dict[str, Any] | None, trust: bool = False,
         If the weights or the config changed, or the record says its model ran the file's
         code and ``trust`` is not given.
     """
-    from napari_xaimed.attribution import load_model
+    from napari_xaimed.models.loading import load_model
 
     record = record or {}
     source = record.get("source") or source

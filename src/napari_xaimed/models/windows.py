@@ -183,7 +183,7 @@ def check_window_output(x: torch.Tensor, out: Any, channel: int | None,
                         output: str = "sigmoid") -> int:
     """The model's output channels, after deep.py's checks that its output fits a window
     (``output="softmax"`` also refuses a single channel)."""
-    from napari_xaimed.segmentation.deep import _WindowRunner
+    from napari_xaimed.models.sliding import _WindowRunner
 
     runner = _WindowRunner(torch.nn.Identity(), x.device, None, output, channel)
     runner._check(x, out)
@@ -399,10 +399,10 @@ def prepare_windows(loaded: Any, volume: Any, prep: Any, *, roi_size: Any = None
                     threshold: float = 0.5, channel: int | None = None) -> WindowSetup:
     """The model on its device, MONAI's windows, the scaled padded reader and the model's
     output channels (from a pass on the first window, checked as deep.py checks it)."""
-    from napari_xaimed.attribution.lazy import _scaling_stats
     from napari_xaimed.io.lazy import chunks_of, slab_size
     from napari_xaimed.models.device import pick_device
-    from napari_xaimed.segmentation.deep import (
+    from napari_xaimed.models.preprocess import _scaling_stats
+    from napari_xaimed.models.sliding import (
         _check_params,
         _in_channels,
         _three_sizes,
@@ -566,7 +566,7 @@ def attribute_windows_steps(
                                    lambda block: (block != 0).astype(np.float32), torch.float32,
                                    dev)
         if baseline == "min":
-            from napari_xaimed.segmentation.lazy import value_range
+            from napari_xaimed.io.slab_stats import value_range
 
             lo = float(value_range(volume, planes)[0])
             base_value = float(scale(np.asarray([lo], np.float32))[0])

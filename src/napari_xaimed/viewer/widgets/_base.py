@@ -70,3 +70,14 @@ class XaimedWidget(QWidget):
 
     def update_info(self) -> None:
         """Refresh the info line under the form; subclasses say what their inputs look like."""
+
+
+def region_names(layer: Any) -> dict[int, str] | None:
+    """Region names from a Labels layer's features (columns ``index`` or ``label``, and
+    ``name``), as atlas readers set them; None when it has none."""
+    features = getattr(layer, "features", None)
+    if features is None or "name" not in getattr(features, "columns", ()):
+        return None
+    key = next((c for c in ("label", "index") if c in features.columns), None)
+    ids = features[key] if key else features.index
+    return {int(i): str(n) for i, n in zip(ids, features["name"], strict=True)}

@@ -13,7 +13,7 @@ from napari.layers import Labels
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.explanations.structures import relevance_by_structure
 from napari_xaimed.viewer.layers import source_geometry
-from napari_xaimed.viewer.widgets._base import check_same_grid, layer_picker
+from napari_xaimed.viewer.widgets._base import check_same_grid, layer_picker, region_names
 
 
 class StructureTool:
@@ -31,8 +31,6 @@ class StructureTool:
 
     def start(self, widget: Any) -> None:
         """Summarise ``widget``'s heatmap per structure of the prediction, in its worker."""
-        from napari_xaimed.viewer.widgets.explanations import region_names
-
         heat_layer, pred_layer = widget.heatmap.value, self.prediction.value
         if heat_layer is None or pred_layer is None:
             raise XaimedError("Pick the heatmap and the prediction (a Labels layer) first.")

@@ -138,8 +138,8 @@ class CohortPanel(QWidget):
 
     def open_case(self, row: dict[str, Any]) -> None:
         """Open the selected case's reference and prediction and evaluate it (error layers)."""
-        from napari_xaimed.cohort.cases import Case
         from napari_xaimed.cohort.store import CohortStore
+        from napari_xaimed.io.cases import Case
 
         if self._out is None or self.job.running or self.owner.job.running:
             return

@@ -51,6 +51,7 @@ from napari_xaimed.viewer.widgets._base import (
     check_same_grid,
     describe_layer,
     layer_picker,
+    region_names,
 )
 from napari_xaimed.viewer.widgets._by_structure import StructureTool
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
@@ -401,12 +402,3 @@ class ExplanationWidget(XaimedWidget):
                        retry_trusted=self.trusted.retry(self.run))
 
 
-def region_names(layer: Any) -> dict[int, str] | None:
-    """Region names from a Labels layer's features (columns ``index`` or ``label``, and
-    ``name``), as atlas readers set them; None when it has none."""
-    features = getattr(layer, "features", None)
-    if features is None or "name" not in getattr(features, "columns", ()):
-        return None
-    key = next((c for c in ("label", "index") if c in features.columns), None)
-    ids = features[key] if key else features.index
-    return {int(i): str(n) for i, n in zip(ids, features["name"], strict=True)}

@@ -246,8 +246,8 @@ class CasesWidget(XaimedWidget):
 
     def open_case(self, index: int) -> None:
         """Open the image of the case at ``index`` of the scatter as a layer."""
-        from napari_xaimed.cohort.cases import Case
         from napari_xaimed.cohort.store import CohortStore
+        from napari_xaimed.io.cases import Case
 
         if self._out is None or self.job.running:
             return

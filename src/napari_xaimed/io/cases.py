@@ -1,4 +1,4 @@
-"""The cohort's case list: a CSV with one row per case, its id, its input files and any other
+"""Case lists: a CSV with one row per case, its id, its input files and any other
 columns (age, sex, scanner...) as the case's metadata."""
 
 from __future__ import annotations
