@@ -271,3 +271,28 @@ def test_widget_longitudinal_change_reruns(qtbot, make_napari_viewer, tmp_path, 
     assert prov["params"]["registration"]["source"] == "registered here"
     for layer in (change, viewer.layers["Feature change [prior->current]"]):
         check(save(layer, tmp_path), capsys)
+
+
+def test_a_trusted_rerun_of_an_edited_config_runs_none_of_its_code(tmp_path):
+    """A record of a trusted load, rerun with trust after the config was edited to run other
+    code: refused as changed before the network is built, so that code never runs."""
+    import torch
+    from monai.networks.nets import UNet
+
+    from napari_xaimed.attribution import load_model
+    from napari_xaimed.models.recorded import recorded_model
+
+    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
+            "strides": [2], "num_res_units": 0}
+    weights = tmp_path / "unet.pt"
+    torch.save(UNet(**args).state_dict(), weights)
+    weights.with_suffix(".json").write_text(json.dumps(
+        {"network": "monai.networks.nets.unet:UNet", "args": args}))
+    record = load_model(weights, trust=True).provenance()
+    assert recorded_model(record, trust=True).trusted
+    marker = tmp_path / "ran"
+    weights.with_suffix(".json").write_text(json.dumps(
+        {"network": "subprocess:run", "args": {"args": ["touch", str(marker)]}}))
+    with pytest.raises(XaimedError, match="has changed since the output was computed"):
+        recorded_model(record, trust=True)
+    assert not marker.exists()

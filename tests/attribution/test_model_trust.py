@@ -218,3 +218,73 @@ def test_the_config_hash_tells_the_same_weights_in_another_architecture_apart(tm
         {"network_def": {"_target_": "UNet", **other}}))
     edited = load_model(folder)
     assert edited.sha256 == first.sha256 and edited.config_sha256 != first.config_sha256
+
+
+# ------------------------------------------------------------- trust as the config was shown
+
+def _marker_config(marker: Path, args: dict) -> dict:
+    """A config naming ``subprocess:run`` with ``touch``: ``marker`` exists once its code ran."""
+    return {"network": "subprocess:run", "args": {"args": ["touch", str(marker)], **args}}
+
+
+def test_trust_given_as_the_reviewed_config_runs_only_that_config(tmp_path):
+    """Trust given as the SHA-256 of the config the user reviewed (what a widget's Yes
+    passes) runs nothing once the config was edited after the review: it is refused again,
+    with the new config's digest, and the marker its code would write is not written."""
+    import pickle
+
+    reviewed = tmp_path / "reviewed"
+    weights = _state_dict(tmp_path, _unet(), _marker_config(reviewed, {}))
+    with pytest.raises(UntrustedModelError) as refused:
+        load_model(weights)
+    digest = refused.value.config_sha256
+    assert digest == trust_module.config_sha256(json.loads(weights.with_suffix(".json")
+                                                           .read_text()))
+    again = pickle.loads(pickle.dumps(refused.value))  # a Dask worker's refusal travels so
+    assert (again.found, again.model, again.config_sha256, str(again)) == (
+        refused.value.found, refused.value.model, digest, str(refused.value))
+
+    edited = tmp_path / "edited"  # the file changes between the dialog and the load
+    weights.with_suffix(".json").write_text(json.dumps(_marker_config(edited, {})))
+    with pytest.raises(UntrustedModelError) as refused_again:
+        load_model(weights, trust=digest)
+    assert not edited.exists() and not reviewed.exists()
+    assert refused_again.value.config_sha256 not in (None, digest)
+
+    weights.with_suffix(".json").write_text(json.dumps(_marker_config(reviewed, {})))
+    with pytest.raises(XaimedError, match="not a torch.nn.Module"):
+        load_model(weights, trust=digest)  # the reviewed config: its code runs
+    assert reviewed.exists() and not edited.exists()
+
+
+def test_expected_hashes_refuse_a_changed_model_before_its_code_runs(tmp_path):
+    """A rerun's recorded hashes are checked as the files are read: a config (or weights)
+    changed since is refused before the network is built, even with trust."""
+    marker = tmp_path / "ran"
+    net = _unet()
+    weights = _state_dict(tmp_path, net, {"network": "UNet", "args": UNET})
+    recorded = load_model(weights)
+    expect = {"sha256": recorded.sha256, "config_sha256": recorded.config_sha256}
+    assert load_model(weights, expect=expect).sha256 == recorded.sha256
+
+    weights.with_suffix(".json").write_text(json.dumps(_marker_config(marker, {})))
+    with pytest.raises(XaimedError, match="SHA-256 of its config .* differs"):
+        load_model(weights, trust=True, expect=expect)
+    assert not marker.exists()
+
+    weights.with_suffix(".json").write_text(json.dumps({"network": "UNet", "args": UNET}))
+    torch.manual_seed(9)
+    torch.save(UNet(**UNET).state_dict(), weights)  # other weights, same architecture
+    with pytest.raises(XaimedError, match="SHA-256 of its weights differs"):
+        load_model(weights, expect=expect)
+
+    folder = _bundle(tmp_path / "bundle", {"network_def": {"_target_": "UNet", **UNET}}, net)
+    loaded = load_model(folder)
+    side_effect = f"$open(r'{marker}', 'w').close() or [4, 8]"
+    (folder / "configs" / "inference.json").write_text(json.dumps(
+        {"widths": side_effect, "network_def": {"_target_": "UNet", **UNET,
+                                                "channels": "@widths"}}))
+    with pytest.raises(XaimedError, match="SHA-256 of its config"):
+        load_model(folder, trust=True, expect={"sha256": loaded.sha256,
+                                               "config_sha256": loaded.config_sha256})
+    assert not marker.exists()

@@ -105,3 +105,35 @@ def test_no_leaves_everything_and_yes_loads_the_file_trusted(qtbot, viewer_with_
     weights.with_suffix(".json").write_text(json.dumps({**config, "classes": ["bg", "fg"]}))
     answers.append(False)
     assert _click(qtbot, widget) == "untrusted" and len(asked) == 3
+
+
+def test_yes_trusts_the_config_the_dialog_showed_not_one_edited_meanwhile(
+        qtbot, viewer_with_lesion, tmp_path, monkeypatch):
+    """The config is edited while the dialog is open (or between the dialog and the load):
+    Yes lets the listed code run, not the new code, which is refused and asked about again;
+    the new code's marker is never written and no layer is added."""
+    weights = _model_file(tmp_path)
+    viewer = viewer_with_lesion
+    widget = _widget(viewer, weights)
+    qtbot.addWidget(widget)
+    marker = tmp_path / "ran"
+    asked: list[str] = []
+
+    def answer(parent, text):
+        asked.append(text)
+        if len(asked) == 1:  # the file changes while the user reads the first dialog
+            weights.with_suffix(".json").write_text(json.dumps(
+                {"network": "subprocess:run", "args": {"args": ["touch", str(marker)]}}))
+            return True
+        return False
+
+    monkeypatch.setattr(_trust, "confirm", answer)
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda *a: None)
+    layers = [layer.name for layer in viewer.layers]
+    assert _click(qtbot, widget) == "untrusted"
+    with qtbot.waitSignal(widget.job.finished, timeout=60000) as blocker:
+        pass  # the retry after Yes: refused again, since the config is not the one shown
+    assert blocker.args[0] == "untrusted", widget.job.status.text()
+    assert len(asked) == 2 and "'subprocess:run'" in asked[1]
+    assert not marker.exists()
+    assert [layer.name for layer in viewer.layers] == layers

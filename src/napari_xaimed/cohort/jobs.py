@@ -158,8 +158,10 @@ _MODELS: dict[str, Any] = {}
 def cached_model(source: str, sha256: str, *, trust: bool = False,
                  networks: dict[str, Any] | None = None) -> Any:
     """The model ``source`` loaded once per worker process and file content (``sha256``: of
-    the weights, and of the config after a ``+``); ``trust`` and the ``networks`` registered
-    where the job was made travel with the job, since a worker is another process."""
+    the weights, and of the config after a ``+``, as the job's check found them); ``trust``
+    and the ``networks`` registered where the job was made travel with the job, since a
+    worker is another process. A file changed since the check is refused before anything is
+    built from it: the code ``trust`` lets run is the code that was checked."""
     from napari_xaimed.attribution import load_model, register_network
 
     for name, cls in (networks or {}).items():
@@ -167,7 +169,10 @@ def cached_model(source: str, sha256: str, *, trust: bool = False,
     key = f"{source}:{sha256}:{trust}"
     if key not in _MODELS:
         _MODELS.clear()  # one model per worker at a time
-        _MODELS[key] = load_model(source, trust=trust)
+        weights, _, config = sha256.partition("+")
+        expect = {"sha256": weights or None,
+                  "config_sha256": None if config in ("", "None") else config}
+        _MODELS[key] = load_model(source, trust=trust, expect=expect)
     return _MODELS[key]
 
 

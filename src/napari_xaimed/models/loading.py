@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,24 +123,52 @@ def _load_state(module: torch.nn.Module, state: Any, weights: Path, what: str) -
                           f"{str(exc).splitlines()[0]}") from exc
 
 
-def _from_config(weights: Path, config: dict[str, Any], trust: bool, source: str
-                 ) -> LoadedModel:
+def _from_config(weights: Path, config: dict[str, Any], trust: bool | str, source: str,
+                 expect: Mapping[str, str | None]) -> LoadedModel:
     if "network" not in config:
         raise XaimedError(f"the config beside {weights.name} needs a 'network' (a MONAI network "
                           "name or 'module:Class') and its 'args'.")
-    module = build_network(config["network"], config.get("args", {}), trust=trust,
-                           source=source)
+    digest = config_sha256(config)
+    _expected(expect, "config_sha256", digest, weights)
+    sha = file_sha256(weights)
+    _expected(expect, "sha256", sha, weights)
+    try:
+        module = build_network(config["network"], config.get("args", {}),
+                               trust=_trusts(trust, digest), source=source)
+    except UntrustedModelError as exc:
+        exc.config_sha256 = digest
+        raise
     state = _read_state(weights)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
                                                                       dict):
         state = state["state_dict"]
     _load_state(module, state, weights, f"{config['network']} with these arguments")
     return LoadedModel(module.eval(), Preprocessing.from_dict(config.get("preprocessing")),
-                       list(config.get("classes", [])), str(weights), file_sha256(weights),
-                       config_sha256(config), names_code(config["network"]))
+                       list(config.get("classes", [])), str(weights), sha, digest,
+                       names_code(config["network"]))
 
 
-def _from_bundle(folder: Path, trust: bool) -> LoadedModel:
+def _trusts(trust: bool | str, digest: str) -> bool:
+    """``trust`` as a yes or no for the config whose SHA-256 is ``digest``: a digest given as
+    ``trust`` (the config the user reviewed) trusts that config only."""
+    return trust == digest if isinstance(trust, str) else bool(trust)
+
+
+def _expected(expect: Mapping[str, str | None], key: str, actual: str | None,
+              source: Any) -> None:
+    """Refuse a model whose weights (``key="sha256"``) or config (``"config_sha256"``) are no
+    longer the ones ``expect`` records, before anything is built from it."""
+    wanted = expect.get(key)
+    if wanted and actual != wanted:
+        what = "weights" if key == "sha256" else "config (the architecture and preprocessing)"
+        raise XaimedError(
+            f"the model file {str(source)!r} has changed since the output was computed (the "
+            f"SHA-256 of its {what} differs): restore the original model, or compute the "
+            "output anew.")
+
+
+def _from_bundle(folder: Path, trust: bool | str, expect: Mapping[str, str | None]
+                 ) -> LoadedModel:
     config_path = model_config_file(folder)
     weights = folder / "models" / "model.pt"
     if config_path is None or not weights.exists():
@@ -159,8 +188,15 @@ def _from_bundle(folder: Path, trust: bool) -> LoadedModel:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken config file
         raise XaimedError(f"cannot read the bundle's {config_path.name}: {exc}.") from exc
-    trusted = check_trusted(str(config_path), bundle_code(parser), trust)
     digest = config_sha256({k: v for k, v in parser.get().items() if k != "bundle_root"})
+    _expected(expect, "config_sha256", digest, folder)
+    sha = file_sha256(weights)
+    _expected(expect, "sha256", sha, folder)
+    try:
+        trusted = check_trusted(str(config_path), bundle_code(parser), _trusts(trust, digest))
+    except UntrustedModelError as exc:
+        exc.config_sha256 = digest
+        raise
     try:
         # from the resolver directly: get_parsed_content would parse (and expand macros)
         # again, past what was checked
@@ -176,12 +212,12 @@ def _from_bundle(folder: Path, trust: bool) -> LoadedModel:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     _load_state(module, state, weights, "the bundle's network_def")
-    return LoadedModel(module.eval(), Preprocessing(), [], str(folder), file_sha256(weights),
-                       digest, trusted)
+    return LoadedModel(module.eval(), Preprocessing(), [], str(folder), sha, digest, trusted)
 
 
 def load_model(model: Any, config: dict[str, Any] | None = None, *,
-               trust: bool = False) -> LoadedModel:
+               trust: bool | str = False,
+               expect: Mapping[str, str | None] | None = None) -> LoadedModel:
     """Load a model to explain (see the module docstring for what is accepted).
 
     Parameters
@@ -198,7 +234,12 @@ def load_model(model: Any, config: dict[str, Any] | None = None, *,
         (:class:`~napari_xaimed._core.errors.UntrustedModelError` names each callable and
         expression) before anything from it runs. Functions that take a model path
         (``attribute``, ``segment`` ...) load it untrusted: pass them
-        ``load_model(path, trust=True)`` instead of the path.
+        ``load_model(path, trust=True)`` instead of the path. A string: the SHA-256 of the
+        config whose code you reviewed (``UntrustedModelError.config_sha256``); its code runs
+        only if the config is still that one, otherwise it is refused again.
+    expect : dict, optional
+        The ``sha256`` (weights) and ``config_sha256`` a provenance record holds: a model whose
+        files changed since is refused before anything is built from it (a rerun).
 
     Returns
     -------
@@ -215,28 +256,34 @@ def load_model(model: Any, config: dict[str, Any] | None = None, *,
     if model in (BUNDLED, BUNDLED_SEGMENTER):
         from napari_xaimed.models.bundled import CLASSIFIER_WEIGHTS, SEGMENTER_WEIGHTS
 
-        loaded = load_model(CLASSIFIER_WEIGHTS if model == BUNDLED else SEGMENTER_WEIGHTS)
+        loaded = load_model(CLASSIFIER_WEIGHTS if model == BUNDLED else SEGMENTER_WEIGHTS,
+                            expect=expect)
         loaded.source = model
         return loaded
     path = Path(model)
     if not path.exists():
         raise XaimedError(f"model file {path} does not exist.")
     try:
-        return _from_file(path, config, trust)
+        return _from_file(path, config, trust, dict(expect or {}))
     except UntrustedModelError as exc:
         exc.model = str(path)  # what a widget asks the user about and loads again
         raise
 
 
-def _from_file(path: Path, config: dict[str, Any] | None, trust: bool) -> LoadedModel:
+def _from_file(path: Path, config: dict[str, Any] | None, trust: bool | str,
+               expect: Mapping[str, str | None]) -> LoadedModel:
     if path.is_dir():
-        return _from_bundle(path, trust)
+        return _from_bundle(path, trust, expect)
     sidecar = path.with_suffix(".json")
     source = f"the config given for {path}"
     if config is None and sidecar.exists():
         config, source = _read_sidecar(sidecar), str(sidecar)
     if config is not None and "network" in config:
-        return _from_config(path, config, trust, source)
+        return _from_config(path, config, trust, source, expect)
+    digest = None if config is None else config_sha256(config)
+    _expected(expect, "config_sha256", digest, path)
+    sha = file_sha256(path)
+    _expected(expect, "sha256", sha, path)
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
@@ -245,8 +292,7 @@ def _from_file(path: Path, config: dict[str, Any] | None, trust: bool) -> Loaded
             f"model with torch.jit.save, or put a JSON beside it ({sidecar.name}) naming the "
             f"network and its arguments. ({type(exc).__name__})") from exc
     return LoadedModel(module.eval(), Preprocessing.from_dict((config or {}).get(
-        "preprocessing")), list((config or {}).get("classes", [])), str(path),
-        file_sha256(path), None if config is None else config_sha256(config))
+        "preprocessing")), list((config or {}).get("classes", [])), str(path), sha, digest)
 
 
 def _read_sidecar(sidecar: Path) -> dict[str, Any]:

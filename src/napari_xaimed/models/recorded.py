@@ -31,8 +31,8 @@ def recorded_model(record: dict[str, Any] | None, trust: bool = False,
     Raises
     ------
     XaimedError
-        If the weights or the config changed, or the record says its model ran the file's
-        code and ``trust`` is not given.
+        If the weights or the config changed (found before anything is built from them), or
+        the record says its model ran the file's code and ``trust`` is not given.
     """
     from napari_xaimed.models.loading import load_model
 
@@ -46,12 +46,6 @@ def recorded_model(record: dict[str, Any] | None, trust: bool = False,
             f"this output was computed with {source!r}, whose config names code that ran "
             "because it was trusted: a rerun runs that code again only if you trust the file "
             "again; pass --trust (rerun(..., trust=True)).")
-    loaded = load_model(source, trust=trust)
-    for key, what in (("sha256", "weights"), ("config_sha256", "config (the architecture "
-                                                                "and preprocessing)")):
-        if record.get(key) and getattr(loaded, key) != record[key]:
-            raise XaimedError(
-                f"the model file {source!r} has changed since the output was computed (the "
-                f"SHA-256 of its {what} differs): restore the original model, or compute the "
-                "output anew.")
-    return loaded
+    # the recorded hashes are checked as the files are read, before anything is built
+    return load_model(source, trust=trust, expect={"sha256": record.get("sha256"),
+                                                   "config_sha256": record.get("config_sha256")})

@@ -235,7 +235,7 @@ def model_segmentation_steps(
     largest_component: bool = False,
     preprocessing: dict[str, Any] | Preprocessing | None = None,
     model_spacing: Any = None,
-    trust: bool = False,
+    trust: bool | str = False,
 ) -> Steps[ModelSegmentation]:
     """Generator form of :func:`segment_with_model`: yields :class:`Progress` in windows
     (total: windows + 2; preprocessing, windows done after the first batch and then at most
@@ -351,7 +351,7 @@ def segment_with_model(volume: np.ndarray, model: Any, **params: Any) -> ModelSe
         The voxel size the model was trained at: the volume is resampled to it (trilinear)
         before the windows, and the probabilities back to the volume's grid before the labels
         are taken, so the outputs keep the volume's shape.
-    trust : bool
+    trust : bool or str
         Run code the model file's config names (see
         :func:`napari_xaimed.attribution.load_model`); without it such a file is refused.
 

@@ -3,8 +3,9 @@
 Loading a file that names code (a ``"module:Class"`` network, a bundle's ``$`` expressions or
 foreign ``_target_``) is refused with an :class:`~napari_xaimed._core.errors.UntrustedModelError`
 listing each callable and expression. The job panel then asks with :func:`ask_trust`, a dialog
-that shows that list; Yes loads the file again with ``trust=True`` (and the widget keeps that
-answer for the file while its config is unchanged), No leaves everything as it was.
+that shows that list; Yes loads the file again trusting the config as the dialog showed it
+(``trust=`` its SHA-256: a config edited after the dialog is refused and asked about again),
+No leaves everything as it was.
 
 :func:`confirm` is the one place the answer comes from: tests replace it.
 """
@@ -54,38 +55,35 @@ def ask_trust(parent: Any, error: UntrustedModelError) -> bool:
 
 class TrustedModels:
     """The model files a user said Yes for in this widget, each with the SHA-256 of the
-    config that names the code: an edited config is asked about again."""
+    config whose code the dialog listed: that config's code runs, and an edited config is
+    refused and asked about again."""
 
     def __init__(self) -> None:
-        self._keys: set[tuple[str, str]] = set()
+        self._digests: dict[str, str] = {}
 
     @staticmethod
-    def _key(source: Any) -> tuple[str, str] | None:
-        from napari_xaimed._core.provenance import file_sha256
-        from napari_xaimed.models.trust import model_config_file
-
+    def _key(source: Any) -> str | None:
         if source is None or not Path(str(source)).exists():
             return None
-        config = model_config_file(Path(str(source)))
-        return (str(Path(str(source)).resolve()),
-                "" if config is None else file_sha256(config))
+        return str(Path(str(source)).resolve())
 
-    def trusts(self, source: Any) -> bool:
-        """Whether the user said Yes for ``source`` as it is now."""
+    def trusts(self, source: Any) -> bool | str:
+        """What to pass ``load_model`` as ``trust`` for ``source``: the SHA-256 of the config
+        the user said Yes for (its code runs only while the config is that one), or False."""
         key = self._key(source)
-        return key is not None and key in self._keys
+        return self._digests.get(key, False) if key is not None else False
 
-    def add(self, source: Any) -> None:
+    def add(self, source: Any, config_sha256: str | None) -> None:
         key = self._key(source)
-        if key is not None:
-            self._keys.add(key)
+        if key is not None and config_sha256:
+            self._digests[key] = config_sha256
 
     def retry(self, run: Any) -> Any:
-        """What the job panel calls on Yes with the refusal: trust its model file and
-        ``run`` again."""
+        """What the job panel calls on Yes with the refusal: trust its model file's config as
+        the dialog showed it and ``run`` again."""
 
         def again(error: UntrustedModelError) -> None:
-            self.add(error.model)
+            self.add(error.model, error.config_sha256)
             run()
 
         return again
