@@ -1,5 +1,5 @@
 """Radiomics-style features of a region, for regression concept vectors
-(:func:`napari_xaimed.concepts.tcav.regression_concepts`).
+(:func:`napari_xaimed.concepts.rcv.regression_concepts`).
 
 Computed with numpy, scipy and scikit-image, following the definitions of the Image Biomarker
 Standardisation Initiative (IBSI) and pyradiomics (which does not build on every machine, so it
@@ -172,7 +172,7 @@ def case_features(case_list: Any, *, image: str = "image", mask: str = "mask",
     -------
     volumes : list of numpy.ndarray
         The images, in the list's order (for
-        :func:`~napari_xaimed.concepts.tcav.regression_concepts`).
+        :func:`~napari_xaimed.concepts.rcv.regression_concepts`).
     features : pandas.DataFrame
         One row per case, indexed by ``case_id``, in mm from each file's own spacing.
     """
