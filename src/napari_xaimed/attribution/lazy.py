@@ -161,7 +161,7 @@ def attribute_lazy(model: Any, volume: Any, method: str = "integrated_gradients"
     For models that take the volume at its own size (segmentation networks): the
     sliding-window model of ``sliding_window_inference(x, roi_size, sw_batch_size, model,
     overlap, mode=blend)`` is explained window band by window band
-    (:func:`~napari_xaimed.models.windows.attribute_windows`), with bounded memory; the
+    (:func:`~napari_xaimed.attribution.windows.attribute_windows`), with bounded memory; the
     target is ``target``'s (default 1, or 0 for one channel) summed logit inside ``region``
     (default: where the sliding-window model predicts that channel, from a lazy forward pass).
     Methods: ``saliency``, ``input_x_gradient``, ``integrated_gradients`` (baseline zeros,
@@ -309,7 +309,7 @@ def _attribute_windows(loaded: Any, volume: Any, method: str, prep: Preprocessin
     import time
 
     from napari_xaimed.attribution.methods import METHODS, check_params
-    from napari_xaimed.models.windows import attribute_windows_steps
+    from napari_xaimed.attribution.windows import attribute_windows_steps
 
     params = check_params(method, params)
     result = yield from attribute_windows_steps(
