@@ -23,28 +23,46 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+class Spread:
+    """The median and range of repeated values (a :class:`Timing`'s seconds, a
+    :class:`Ratio`'s pairs), and the one way the scripts write that range."""
+
+    def values(self) -> list[float]:
+        raise NotImplementedError
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values())
+
+    @property
+    def low(self) -> float:
+        return min(self.values())
+
+    @property
+    def high(self) -> float:
+        return max(self.values())
+
+    def spread(self, digits: int = 3, scale: float = 1.0, unit: str = "",
+               median: bool = False) -> str:
+        """``low-high`` (each times ``scale``, ``digits`` decimals) followed by ``unit``;
+        ``median=True`` puts ``median, `` before it."""
+        text = f"{self.low * scale:.{digits}f}-{self.high * scale:.{digits}f}{unit}"
+        return f"{self.median * scale:.{digits}f}, {text}" if median else text
+
+
 @dataclass
-class Timing:
+class Timing(Spread):
     """Seconds of each repeat of one measurement, and the last call's result."""
 
     seconds: list[float]
     result: Any = field(default=None, repr=False)
 
+    def values(self) -> list[float]:
+        return self.seconds
+
     @property
     def best(self) -> float:
         return min(self.seconds)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def low(self) -> float:
-        return min(self.seconds)
-
-    @property
-    def high(self) -> float:
-        return max(self.seconds)
 
     def __str__(self) -> str:
         return self.text()
@@ -53,9 +71,8 @@ class Timing:
         """``best unit (median m, low-high, n=N)``; one repeat: just the time."""
         if len(self.seconds) == 1:
             return f"{self.best * scale:.{digits}f} {unit} (n=1)"
-        return (f"{self.best * scale:.{digits}f} {unit} (median {self.median * scale:.{digits}f},"
-                f" {self.low * scale:.{digits}f}-{self.high * scale:.{digits}f}, "
-                f"n={len(self.seconds)})")
+        return (f"{self.best * scale:.{digits}f} {unit} (median "
+                f"{self.spread(digits, scale, median=True)}, n={len(self.seconds)})")
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -100,7 +117,7 @@ def alternate(first: Callable[[], Any], second: Callable[[], Any], repeats: int,
 
 
 @dataclass
-class Ratio:
+class Ratio(Spread):
     """``numerator / denominator`` of two timings: the ratio of the best times, the median and
     the range over pairs (repeat i with repeat i when both have as many repeats, measured
     back to back; otherwise every repeat of one with every repeat of the other)."""
@@ -108,17 +125,8 @@ class Ratio:
     value: float
     pairs: list[float]
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.pairs)
-
-    @property
-    def low(self) -> float:
-        return min(self.pairs)
-
-    @property
-    def high(self) -> float:
-        return max(self.pairs)
+    def values(self) -> list[float]:
+        return self.pairs
 
     def __str__(self) -> str:
         return self.text()
@@ -126,7 +134,7 @@ class Ratio:
     def text(self, digits: int = 2) -> str:
         if len(self.pairs) == 1:
             return f"{self.value:.{digits}f}x"
-        return f"{self.value:.{digits}f}x ({self.low:.{digits}f}-{self.high:.{digits}f}x)"
+        return f"{self.value:.{digits}f}x ({self.spread(digits, unit='x')})"
 
 
 def ratio(numerator: Timing | Sequence[float] | float,

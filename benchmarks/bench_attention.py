@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds, paired_reference = alternate(run, forward_backward, args.repeats)
         over = ratio(seconds, paired_reference)
         worst = max(worst, over.value)
-        text = (f"{seconds.best:.2f} s ({seconds.median:.2f}, {seconds.low:.2f}-"
-                f"{seconds.high:.2f})")
+        text = f"{seconds.best:.2f} s ({seconds.spread(2, median=True)})"
         print(f"{label:<32}{text:>32}{over.text():>22}  "
               f"{'ok' if over.value <= TARGET else 'SLOWER'}")
     return 0 if worst <= TARGET else 1

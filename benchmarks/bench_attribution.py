@@ -254,9 +254,8 @@ def print_table(rows: list) -> None:
             faster = ratio(monai, ours)
             ok = ok and faster.value >= MONAI_TARGET
             monai_text = faster.text(1)
-        ours_text = (f"{ours.best:.3f} s ({ours.median:.3f}, "
-                     f"{ours.low:.3f}-{ours.high:.3f})" if len(ours.seconds) > 1
-                     else f"{ours.best:.3f} s")
+        ours_text = (f"{ours.best:.3f} s ({ours.spread(3, median=True)})"
+                     if len(ours.seconds) > 1 else f"{ours.best:.3f} s")
         theirs_text = "-" if theirs is None else f"{theirs.best:.3f} s"
         vs_theirs = "-" if theirs is None else ratio(theirs, ours).text()
         print(f"{case:<44}{ours_text:>32}{theirs_text:>11}{vs_theirs:>20}"

@@ -99,7 +99,7 @@ def main() -> None:
     print("| run | seconds | range (s) | cases/min | vs loop | cluster start (s) |")
     print("|---|---|---|---|---|---|")
     for name, (seconds, started) in rates.items():
-        print(f"| {name} | {seconds.best:.2f} | {seconds.low:.2f}-{seconds.high:.2f} | "
+        print(f"| {name} | {seconds.best:.2f} | {seconds.spread(2)} | "
               f"{args.cases / seconds.best * 60:.1f} | {ratio(loop, seconds)} | "
               f"{'' if started is None else f'{started:.1f}'} |")
 

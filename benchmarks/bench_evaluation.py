@@ -63,6 +63,19 @@ instance: the instance maps above (``instance_input=True``), one-to-one greedy a
           printed beside it, not added to it. Counts, PQ and the per-TP HD95/ASSD lists of
           every run (warm and cold) are compared with Panoptica's.
 
+defaults: both sides on their defaults (issue 31): ours ``evaluate(ref, pred)`` (HD, HD95,
+          directed HD95, ASSD and NSD per TP) and with ``instance_input=True``; Panoptica
+          ``Panoptica_Evaluator`` with what its input type needs and nothing else: binary
+          (SEMANTIC) input ``instance_approximator=ConnectedComponentsInstanceApproximator()``,
+          instance ids UNMATCHED_INSTANCE; ``instance_matcher=NaiveThresholdMatching()``
+          (IoU >= 0.5) on both, its default instance metrics (DSC, IOU, ASSD, RVD) and global
+          DSC. Binary input: the plain case's masks; instance input: the instance case's
+          uint16 maps. Best of 3, ours and Panoptica alternating; counts, PQ and the per-TP
+          ASSD lists compared. Target: >= 10x at 128^3 and 256^3.
+vscale  : ``evaluate(ref, pred, voronoi=True)`` on defaults (binary input) at 64^3, 128^3 and
+          256^3 (7, 50, 300 balls), best of 3, and the time ratio of each size to the one
+          below (8 = linear in the volume).
+
 regions : the Voronoi regions alone (``voronoi.voronoi_regions`` on the reference's 26-connected
           components, 1 mm) against scipy's ``distance_transform_edt(return_indices=True)`` and a
           lookup, which computed them before (the regions are checked equal); the 256^3 / 128^3
@@ -92,12 +105,14 @@ from _timing import Timing, alternate, measure, ratio
 
 from napari_xaimed.evaluation import autc, evaluate
 
-CASES = ("plain", "autc", "voronoi", "parts", "instance", "regions")
+CASES = ("plain", "autc", "voronoi", "parts", "instance", "regions", "defaults", "vscale")
 THRESHOLDS = np.arange(1, 11) / 10  # 0.1 ... 1.0, the same floats as Panoptica's grid
 # plain/autc: least speed-up over Panoptica; memory: most peak / input bytes;
 # voronoi (256^3) and parts (128^3): most seconds of ours.
 TARGETS = {"plain": 10.0, "autc": 20.0, "memory": 3.0, "voronoi": 5.0, "parts": 1.0,
-           "instance": 10.0}
+           "instance": 10.0, "defaults": 10.0}
+# Voronoi scaling case: sizes and reference balls (about the same density as 128^3 / 50).
+VSCALE = ((64, 7), (128, 50), (256, 300))
 INSTANCE_MAX_ID = 3000
 INSTANCE_METRICS = {"counts": (), "hd95": ("hd95", "assd")}  # Panoptica: DSC, IOU + these
 COLD_PROCESSES = 3
@@ -502,6 +517,57 @@ def case_instance(size, n, seed, rows):
                                 cold_pan["firsts"], "ratio", target))
 
 
+def panoptica_default_evaluator(instance_input: bool):
+    """Panoptica on its defaults, with only what its input type requires (see docstring)."""
+    from panoptica import (
+        ConnectedComponentsInstanceApproximator,
+        InputType,
+        NaiveThresholdMatching,
+        Panoptica_Evaluator,
+    )
+
+    if instance_input:
+        return Panoptica_Evaluator(expected_input=InputType.UNMATCHED_INSTANCE,
+                                   instance_matcher=NaiveThresholdMatching())
+    return Panoptica_Evaluator(expected_input=InputType.SEMANTIC,
+                               instance_approximator=ConnectedComponentsInstanceApproximator(),
+                               instance_matcher=NaiveThresholdMatching())
+
+
+def case_defaults(ref, pred, size, n, seed, rows):
+    from cold_evaluation import summary
+
+    inputs = {"binary": (ref, pred, False), "instance": (*make_instance_inputs(size, n, seed),
+                                                         True)}
+    for kind, (r, p, instance_input) in inputs.items():
+        evaluator = panoptica_default_evaluator(instance_input)
+        t_ours, t_pan = alternate(
+            lambda r=r, p=p, i=instance_input: evaluate(r, p, instance_input=i)["all"],
+            quiet(lambda r=r, p=p, e=evaluator: e.evaluate(p, r)["ungrouped"]), 3)
+        res, pan = t_ours.result, t_pan.result
+        same = same_summary(summary(res, ("assd",), True), summary(pan, ("assd",), False))
+        print(f"  defaults {kind:>8}: TP/FP/FN {res.tp}/{res.fp}/{res.fn} PQ {res.pq:.6f}, "
+              f"per-TP ASSD vs panoptica ({same_text(same)});\n"
+              f"           ours {t_ours}, panoptica {t_pan}, ratio {ratio(t_pan, t_ours)}")
+        rows.append(Row(f"default {kind} {size}^3", t_ours, t_pan, "ratio",
+                        TARGETS["defaults"]))
+
+
+def case_vscale(rows) -> None:
+    """Voronoi on defaults at 64^3, 128^3 and 256^3 and the growth from size to size."""
+    print("\nVoronoi on defaults, evaluate(ref, pred, voronoi=True), binary input")
+    timings = []
+    for size, n in VSCALE:
+        ref, pred = make_inputs(size, n, seed=1)
+        evaluate(ref, pred, voronoi=True)  # the kernel loaded, where the size takes it
+        t = measure(lambda r=ref, p=pred: evaluate(r, p, voronoi=True), 3)
+        res = t.result["all"]
+        grow = f", x{ratio(t, timings[-1]).text(1)} the size below" if timings else ""
+        print(f"  {size}^3 ({n} balls, {len(res.regions)} regions): {t}{grow}")
+        timings.append(t)
+        rows.append(Row(f"voronoi default {size}^3", t, None, "seconds", None))
+
+
 def scipy_regions(ref_map):
     """The Voronoi regions as scipy's feature transform gives them (the former code)."""
     from scipy import ndimage as ndi
@@ -535,7 +601,7 @@ def case_regions(ref, size, rows, scaling: dict):
     voronoi_regions(ref_map, (1.0, 1.0, 1.0))  # loads the kernel when this size takes it
     t_ours, t_scipy = alternate(lambda: voronoi_regions(ref_map, (1.0, 1.0, 1.0)),
                                 lambda: scipy_regions(ref_map), 3)
-    # the compiled kernel at every size (ours takes it from 256^3 on, or once it is loaded)
+    # the compiled kernel at every size (ours takes it from 256^3 on, whatever ran before)
     t_kernel, t_scipy_k = alternate(  # (the warm-up loads the kernel)
         lambda: nearest_labels(ref_map, (1.0, 1.0, 1.0), kernel=True),
         lambda: scipy_regions(ref_map), 3, warmup=1)
@@ -559,8 +625,7 @@ def print_scaling(scaling: dict) -> None:
           f"256^3), compiled kernel {ratio(kernel_256, kernel_128).text(1)}, scipy EDT "
           f"{ratio(scipy_256, scipy_128).text(1)}"
           f"\n(best over best, range over every pair of runs); a fresh process loads the "
-          f"compiled kernel once in {kernel_load_seconds():.2f} s (256^3 and up, or once "
-          "loaded).")
+          f"compiled kernel once in {kernel_load_seconds():.2f} s (256^3 and up).")
 
 
 def run_size(size: int, n: int, seed: int, panoptica_repeats: int, cases: list[str],
@@ -580,6 +645,8 @@ def run_size(size: int, n: int, seed: int, panoptica_repeats: int, cases: list[s
         case_instance(size, n, seed, rows)
     if "regions" in cases:
         case_regions(ref, size, rows, {} if scaling is None else scaling)
+    if "defaults" in cases:
+        case_defaults(ref, pred, size, n, seed, rows)
 
 
 def print_table(rows: list[Row]) -> None:
@@ -596,12 +663,12 @@ def print_table(rows: list[Row]) -> None:
         else:
             ours = row.ours
             if len(ours.seconds) > 1:
-                spread = f"{ours.median:.3f}, {ours.low:.3f}-{ours.high:.3f}"
+                spread = ours.spread(3, median=True)
             theirs = row.skipped if row.theirs is None else f"{row.theirs.best:.3f} s"
             faster = None if row.theirs is None else ratio(row.theirs, ours)
             shown = "-" if faster is None else f"{faster.value:.1f}x"
             if faster is not None and len(faster.pairs) > 1:
-                between = f"{faster.low:.1f}-{faster.high:.1f}x"
+                between = faster.spread(1, unit="x")
             if row.kind == "ratio" and row.target is None:
                 target, met = "-", None
             elif row.kind == "ratio":
@@ -630,7 +697,9 @@ def print_table(rows: list[Row]) -> None:
         "processes,",
         "import not included (printed above); counts = TP/FP/FN/PQ/Dice/IoU, hd95 = also HD95 "
         "and ASSD;",
-        "inst rows: best of 3 on both sides at every size, run back to back.",
+        "inst and default rows: best of 3 on both sides at every size, run back to back;",
+        "default rows: both sides on their defaults (ours all distance metrics but clDice, "
+        "Panoptica DSC/IOU/ASSD/RVD).",
         "voronoi: ours = plain matching (HD95/ASSD per TP) + regions with Dice/IoU/HD95/ASSD; "
         "target on",
         "ours at 256^3 only. plain: ratio target at 256^3 only.",
@@ -667,9 +736,11 @@ def main(argv=None) -> None:
     scaling: dict = {}
     run_size(128, 50, seed=1, panoptica_repeats=3, cases=args.cases, rows=rows,
              scaling=scaling)
-    if not args.quick and set(args.cases) - {"parts"}:
+    if not args.quick and set(args.cases) - {"parts", "vscale"}:
         run_size(256, 300, seed=2, panoptica_repeats=1, cases=args.cases, rows=rows,
                  panoptica_voronoi=not args.skip_panoptica_voronoi_256, scaling=scaling)
+    if "vscale" in args.cases:
+        case_vscale(rows)
     print_table(rows)
     print_scaling(scaling)
 

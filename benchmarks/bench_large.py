@@ -363,8 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if "ants_peak_bytes" in notes:
             notes["ants_peak_bytes"] = f"{notes['ants_peak_bytes'] / 2**20:.0f} MB"
         timing = row["timing"]
-        spread = (f"{timing.median:.1f}, {timing.low:.1f}-{timing.high:.1f}"
-                  if len(timing.seconds) > 1 else "")
+        spread = timing.spread(1, median=True) if len(timing.seconds) > 1 else ""
         print(f"{row['job']:<17}{row['seconds']:>9.1f}{spread:>18}"
               f"{row['above_baseline'] / 2**20:>19.0f} MB"
               f"{row['above_baseline'] / size:>9.2f}  {notes}")

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * 94)
     for name, first, gaps, seconds, status in rows:
         met = "yes" if gaps.high < GAP_TARGET_S and status == "done" else "NO"
-        spread = f"{1000 * gaps.low:.0f}-{1000 * gaps.high:.0f} ms"
+        spread = gaps.spread(0, scale=1000, unit=" ms")
         print(f"{name:<40}{1000 * gaps.high:>10.0f} ms{spread:>14}{seconds.median:>7.1f} s"
               f"{1000 * first:>9.0f} ms  {met}")
     from napari_xaimed.viewer.widgets import _job

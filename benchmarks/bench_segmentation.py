@@ -106,7 +106,7 @@ def run_size(size: int, device: torch.device, rows: list) -> None:
         diff = float((ours_s.result - monai_s.result).abs().max())
         rows.append((case, "windows", ours_s, monai_s, paired, volume.size))
         print(f"  {case}\n    windows:    ours {ours_s}, MONAI {monai_s}, paired ratio "
-              f"{paired.median:.3f} ({paired.low:.3f}-{paired.high:.3f}); max |logit "
+              f"{paired.median:.3f} ({paired.spread(3)}); max |logit "
               f"difference| {diff:.1e}", flush=True)
         ours_s, monai_s, paired = compare(our_call, monai_call)
         mine, theirs = ours_s.result, monai_s.result
@@ -114,7 +114,7 @@ def run_size(size: int, device: torch.device, rows: list) -> None:
         same = float(np.mean(mine.labels == theirs[0]))
         rows.append((case, "whole call", ours_s, monai_s, paired, volume.size))
         print(f"    whole call: ours {ours_s}, MONAI {monai_s}, paired ratio "
-              f"{paired.median:.3f} ({paired.low:.3f}-{paired.high:.3f}); max |p difference| "
+              f"{paired.median:.3f} ({paired.spread(3)}); max |p difference| "
               f"{diff:.1e}, labels equal {100 * same:.2f}%", flush=True)
 
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case:<54}{what:<12}{ours_s.best:>8.3f}{monai_s.best:>8.3f}"
               f"{voxels / ours_s.best / 1e6:>8.2f}{voxels / monai_s.best / 1e6:>8.2f}"
               f"{paired.value:>7.3f}{paired.median:>8.3f}"
-              f"{f'{paired.low:.3f}-{paired.high:.3f}':>14}  "
+              f"{paired.spread(3):>14}  "
               f"{'yes' if paired.median <= TARGET else 'NO'}")
     print(f"target: ours <= {TARGET}x MONAI's time with the same settings (our wrapper adds "
           "under 5%), judged on the paired ratio: the median of ours/MONAI over back-to-back "

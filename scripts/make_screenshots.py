@@ -30,7 +30,7 @@ except ImportError:  # run from a checkout that is not installed: use its source
     # ANTs runs in spawned processes, which must find the sources too
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
-from napari_xaimed.cli.main import dice  # noqa: E402 - after the sources are on the path
+from napari_xaimed.evaluation.overlap import mask_dice  # noqa: E402 - after the sources are on the path
 
 WINDOW = (1400, 900)
 DOCK_WIDTH = 560
@@ -160,7 +160,7 @@ def segmentation() -> Any:
     seconds = run_job(widget.job)
     out = viewer.layers["Segmentation [lesion ct]"]
     n_found = len(np.unique(out.data)) - 1
-    overlap = dice(out.data, viewer.layers["lesion truth"].data)
+    overlap = mask_dice(out.data, viewer.layers["lesion truth"].data)
     print(f"  segmentation: {n_found} lesions found, Dice {overlap:.3f} ({seconds:.1f} s)")
     show_truth(viewer)
     viewer.layers.selection.active = out

@@ -1,7 +1,7 @@
 """The bad-input table: every input a user can get wrong gives a :class:`XaimedError` whose
 message names the problem and the fix, never a raw ValueError/IndexError/RuntimeError.
 
-Each case is one row of the README's "What happens with bad input" table. Registration cases
+Each case is one row of the "Errors" table in docs/conventions.md. Registration cases
 fail before ANTs runs, so the suite stays fast.
 """
 

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from _spine import SPINE_AFFINE, VOXEL, shifted, spine_labels, write_nifti
 
 from napari_xaimed import XaimedError
 from napari_xaimed.cli.main import main
@@ -17,37 +18,6 @@ from napari_xaimed.cohort import EvaluationJob
 from napari_xaimed.io import read_volume
 from napari_xaimed.io.cases import Case
 from napari_xaimed.io.grid import Grid, check_same_grid, grid_difference, orient_like, same_grid
-
-# Panoptica's spine pair: 0.586 x 0.586 x 3.3 mm, voxel i along -y, j along -z, k along +x
-# (RAS); the prediction's origin 0.00064 mm off along y and z after its file round trip.
-SPINE_AFFINE = np.array([[0.0, 0.0, 3.3, -12.2353515625],
-                         [-0.58594, 0.0, 0.0, 153.2694091796875],
-                         [0.0, -0.58594, 0.0, 202.25729370117188],
-                         [0.0, 0.0, 0.0, 1.0]])
-VOXEL = 0.58594
-
-
-def spine_labels(shape=(24, 20, 6)) -> np.ndarray:
-    """Three 'vertebrae' (labels 1-3) and a prediction-like copy, in NIfTI (i, j, k) order."""
-    data = np.zeros(shape, np.uint8)
-    for label, j in enumerate((3, 9, 15), start=1):
-        data[6:18, j:j + 4, 1:5] = label
-    return data
-
-
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
-    """A NIfTI with exactly this affine as its sform and qform (nibabel, float32 header)."""
-    img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, str(path))
-    return path
-
-
-def shifted(affine: np.ndarray, dx=0.0, dy=0.0, dz=0.0) -> np.ndarray:
-    out = affine.copy()
-    out[:3, 3] += (dx, dy, dz)
-    return out
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _nets import DropNet
 
 from napari_xaimed import samples
 from napari_xaimed.attribution import attribute, ensemble_attribute
@@ -116,17 +117,6 @@ def test_noise_methods_follow_their_seed(lesion):
     assert not np.array_equal(one.map, other.map)
 
 
-class DropNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, 8, 3, padding=1)
-        self.drop = torch.nn.Dropout(0.5)
-        self.head = torch.nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(torch.relu(self.conv(x))).mean(dim=(2, 3, 4)))
-
-
 def test_ensembles_twice(lesion, tmp_path):
     members = []
     for name in ("a", "b"):
@@ -139,7 +129,7 @@ def test_ensembles_twice(lesion, tmp_path):
     np.testing.assert_array_equal(runs[1].std, runs[0].std)
 
     torch.manual_seed(0)
-    model = DropNet().eval()
+    model = DropNet(classes=2).eval()
     volume = lesion.image[::2, ::2, ::2]
     runs = [ensemble_attribute(model, volume, "saliency", dropout_passes=3, target=1,
                                device="cpu") for _ in range(2)]

@@ -123,12 +123,12 @@ def run_widget(qtbot, job) -> None:
 
 def save(layer, folder: Path) -> Path:
     """Save a layer with the plugin's writer, as File > Save would; return its sidecar."""
-    from napari_xaimed.cli.main import file_stem
+    from napari_xaimed.cli.main import layer_file_stem
     from napari_xaimed.viewer.writer import write_image, write_labels
 
     data, meta, kind = layer.as_layer_data_tuple()
     writer = write_labels if kind == "labels" else write_image
-    written = writer(str(folder / f"{file_stem(layer.name)}.nii.gz"), data, meta)
+    written = writer(str(folder / f"{layer_file_stem(layer.name)}.nii.gz"), data, meta)
     return Path(written[1])
 
 

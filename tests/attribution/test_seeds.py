@@ -8,6 +8,7 @@ import captum.attr as ca
 import numpy as np
 import pytest
 import torch
+from _nets import DropNet
 
 from napari_xaimed.attribution import attribute, attribute_steps
 from napari_xaimed.attribution.methods import supervoxels
@@ -146,20 +147,6 @@ def test_two_seeded_smoothgrad_jobs_in_two_threads_each_give_their_seeds_map(tin
         expected = captum_map("smoothgrad", tiny, volume, seed, samples, 1)
         np.testing.assert_allclose(results[seed].map, expected, rtol=1e-6,
                                    atol=1e-6 * np.abs(expected).max())
-
-
-class DropNet(torch.nn.Module):
-    """A classifier with dropout: kept on, every forward pass draws new masks from torch's
-    global generator, which no local generator can replace."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, 8, 3, padding=1)
-        self.drop = torch.nn.Dropout(0.5)
-        self.head = torch.nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(torch.relu(self.conv(x))).mean(dim=(2, 3, 4)))
 
 
 @pytest.mark.parametrize("where", ["one thread", "two threads"])

@@ -3,40 +3,18 @@ differ by float noise after a file round trip (Panoptica's spine pair: 0.00064 m
 evaluated; a prediction half a voxel off is a failed case that says which numbers differ, and
 so is an image and mask of an attribution cohort (issue 27, item 7)."""
 
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from _spine import spine_labels as labels
+from _spine import write_spine as write
 
 from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import AttributionJob
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.io import read_volume
 from napari_xaimed.io.cases import Case
-
-AFFINE = np.array([[0.0, 0.0, 3.3, -12.2353515625],
-                   [-0.58594, 0.0, 0.0, 153.2694091796875],
-                   [0.0, -0.58594, 0.0, 202.25729370117188],
-                   [0.0, 0.0, 0.0, 1.0]])
-
-
-def write(path: Path, data: np.ndarray, dy: float = 0.0, dz: float = 0.0) -> Path:
-    affine = AFFINE.copy()
-    affine[1:3, 3] += (dy, dz)
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    nib.save(img, str(path))
-    return path
-
-
-def labels() -> np.ndarray:
-    data = np.zeros((24, 20, 6), np.uint8)
-    for label, j in enumerate((3, 9, 15), start=1):
-        data[6:18, j:j + 4, 1:5] = label
-    return data
 
 
 def test_cli_evaluate_accepts_a_round_trip_and_refuses_half_a_voxel(client, tmp_path, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_xaimed.evaluation import nearest
+from napari_xaimed.evaluation import evaluate, nearest
 from napari_xaimed.evaluation.nearest import nearest_labels
 from napari_xaimed.evaluation.voronoi import voronoi_regions
 
@@ -100,3 +100,76 @@ def test_large_volumes_take_the_kernel(monkeypatch):
     assert loads
     np.testing.assert_array_equal(voronoi_regions(np.zeros((3, 3, 3), np.uint16), (1, 1, 1)),
                                   np.zeros((3, 3, 3)))
+
+
+def test_path_choice_does_not_depend_on_history(monkeypatch):
+    """A small volume takes scipy also after a large one loaded the kernel in this process."""
+    real = nearest._load_kernel
+    real()  # as after a large volume
+    loads = []
+    monkeypatch.setattr(nearest, "_load_kernel", lambda: loads.append(1) or real())
+    labels = np.zeros((10, 12, 14), np.uint16)
+    labels[2, 3, 4], labels[7, 9, 10] = 1, 2
+    np.testing.assert_array_equal(voronoi_regions(labels, (1.0, 1.0, 1.0)),
+                                  scipy_regions(labels, (1.0, 1.0, 1.0)))
+    assert not loads
+
+
+def surface_lengths(source, target, spacing):
+    """Per surface voxel of ``source`` (C order), the least length in mm of its integer offset
+    to a surface voxel of ``target``; surfaces by scipy's erosion with a cross, the outside of
+    the volume counting as background."""
+    cross = ndi.generate_binary_structure(3, 1)
+    a = np.argwhere(source & ~ndi.binary_erosion(source, cross, border_value=0))
+    b = np.argwhere(target & ~ndi.binary_erosion(target, cross, border_value=0))
+    offsets = b[None, :, :] - a[:, None, :]
+    squared = np.zeros(offsets.shape[:2])
+    for axis in range(3):
+        squared += (offsets[..., axis] * spacing[axis]) ** 2
+    return np.sqrt(squared.min(axis=1))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_region_rows_equal_a_brute_force_per_region(dense):
+    """Every region's distance metrics from its masks built anew (regions by scipy's feature
+    transform, all offsets measured), whether the region rows are measured all at once (sparse
+    foreground) or crop by crop (dense)."""
+    rng = np.random.default_rng(11)
+    spacing = (1.5, 1.0, 0.8)
+    shape = (18, 20, 22)
+    ref = random_instances(rng, shape, 9)
+    pred = np.zeros(shape, np.int32)
+    for k, value in enumerate(np.unique(ref)[1:]):  # each shifted a little, some missed
+        if k % 4 == 3:
+            continue
+        pred[np.roll(ref == value, tuple(rng.integers(-1, 2, 3)), axis=(0, 1, 2))] = k + 1
+    pred[2:5, 15:19, 1:4] = 50  # a false positive inside some region
+    if dense:
+        pred[9:, :, :] = np.where(pred[9:, :, :] == 0, 60, pred[9:, :, :])
+    fg_share = max(np.count_nonzero(ref), np.count_nonzero(pred)) / ref.size
+    assert (fg_share > 0.125) == dense  # the evaluation's sparse/dense switch
+    wanted = ("hd", "hd95", "hd95_directed", "assd", "nsd")
+    result = evaluate(ref, pred, instance_input=True, voronoi=True, spacing=spacing,
+                      metrics=wanted, nsd_tolerance_mm=1.2)["all"]
+    regions = scipy_regions(ref, spacing)
+    rows = {row["reference_id"]: row for row in result.regions}
+    assert sorted(rows) == np.unique(ref)[1:].tolist()
+    measured = 0
+    for value, row in rows.items():
+        ref_mask, pred_mask = ref == value, (pred > 0) & (regions == value)
+        assert row["prediction_voxels"] == np.count_nonzero(pred_mask)
+        if not pred_mask.any():
+            assert all(np.isnan(row[m]) for m in wanted)
+            continue
+        a = surface_lengths(ref_mask, pred_mask, spacing)
+        b = surface_lengths(pred_mask, ref_mask, spacing)
+        pooled = np.concatenate([a, b])
+        expected = {"hd": max(a.max(), b.max()), "hd95": np.percentile(pooled, 95),
+                    "hd95_directed": max(np.percentile(a, 95), np.percentile(b, 95)),
+                    "assd": (a.mean() + b.mean()) / 2,
+                    "nsd": np.count_nonzero(pooled.astype(np.float32) <= np.float32(1.2))
+                    / pooled.size}
+        for m in wanted:
+            assert row[m] == expected[m], (value, m)
+        measured += 1
+    assert measured >= 5

@@ -2,11 +2,10 @@
 round trip (Panoptica's spine pair: 0.00064 mm, 0.0011 of a voxel) are evaluated and checked;
 half a voxel is still refused, with the numbers that differ (issue 27, item 7)."""
 
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+from _spine import spine_labels, write_spine
 
 from napari_xaimed.attribution import relevance_by_region, truth_scores
 from napari_xaimed.evaluation import evaluate
@@ -15,36 +14,18 @@ from napari_xaimed.viewer.widgets._base import check_same_grid
 from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget, grid_check
 from napari_xaimed.viewer.widgets.explanations import ExplanationWidget
 
-# the spine pair's affine (RAS, voxel i along -y, j along -z, k along +x; 0.586 x 0.586 x 3.3)
-AFFINE = np.array([[0.0, 0.0, 3.3, -12.2353515625],
-                   [-0.58594, 0.0, 0.0, 153.2694091796875],
-                   [0.0, -0.58594, 0.0, 202.25729370117188],
-                   [0.0, 0.0, 0.0, 1.0]])
-
-
-def write(path: Path, data: np.ndarray, dy: float = 0.0, dz: float = 0.0) -> str:
-    affine = AFFINE.copy()
-    affine[1:3, 3] += (dy, dz)
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    nib.save(img, str(path))
-    return str(path)
-
 
 @pytest.fixture
 def files(tmp_path):
     """Reference, a prediction 0.00064 mm off (one grid), one half a voxel off, a heatmap."""
-    labels = np.zeros((24, 20, 6), np.uint8)  # NIfTI (i, j, k)
-    for label, j in enumerate((3, 9, 15), start=1):
-        labels[6:18, j:j + 4, 1:5] = label
+    labels = spine_labels()  # NIfTI (i, j, k)
     prediction = labels.copy()
     prediction[6:9, 3:7, 1:5] = 0
     heat = np.random.default_rng(0).random(labels.shape).astype(np.float32) + (labels > 0)
-    return {"ref": write(tmp_path / "ref.nii.gz", labels),
-            "pred": write(tmp_path / "pred.nii.gz", prediction, -0.00064, -0.00064),
-            "moved": write(tmp_path / "moved.nii.gz", prediction, 0.58594 / 2),
-            "heat": write(tmp_path / "heat.nii.gz", heat)}
+    return {"ref": str(write_spine(tmp_path / "ref.nii.gz", labels)),
+            "pred": str(write_spine(tmp_path / "pred.nii.gz", prediction, -0.00064, -0.00064)),
+            "moved": str(write_spine(tmp_path / "moved.nii.gz", prediction, 0.58594 / 2)),
+            "heat": str(write_spine(tmp_path / "heat.nii.gz", heat))}
 
 
 @pytest.fixture

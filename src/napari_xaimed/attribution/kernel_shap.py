@@ -77,6 +77,7 @@ class CachedWindowScore:
                 self.weights.append(weight)
         self.windows, self.active = len(grid.starts), len(self.starts)
         self.window_passes = 0
+        self._work: torch.Tensor | None = None
         # where each active window meets the box, in crop coordinates (None: it does not)
         self.overlaps = [self._overlap(start) for start in self.starts]
         self.crop = x[(slice(None), slice(None), *self.box)].detach().clone()
@@ -118,9 +119,16 @@ class CachedWindowScore:
                     if sl is not None and bool(changed[sl].any())]
                 terms = self.terms.clone()
                 if redo:
-                    volume = self.x.clone()
-                    volume[(0, slice(None), *self._padded_box())] = crop
-                    terms[redo] = self._terms([volume] * len(redo), redo)
+                    # the sample written into one working copy of the volume and taken out
+                    # again: a copy of the box per sample, not of the whole volume
+                    if self._work is None:
+                        self._work = self.x.clone()
+                    box = (0, slice(None), *self._padded_box())
+                    self._work[box] = crop
+                    try:
+                        terms[redo] = self._terms([self._work] * len(redo), redo)
+                    finally:
+                        self._work[box] = self.x[box]
                 scores.append(terms.sum())
         return torch.stack(scores).to(crops.dtype)
 

@@ -37,7 +37,7 @@ def noise_tunnel(forward: Callable, x: torch.Tensor, target: int | None, method:
         n = min(batch_size, samples - start)
         with torch.no_grad():
             shape = (n * x.shape[0], *x.shape[1:])
-            stdev = torch.tensor(noise * spread, device=x.device).repeat(shape)
+            stdev = torch.tensor(noise * spread, device=x.device).expand(shape)
             noisy = x.detach().repeat_interleave(n, dim=0) + torch.normal(
                 0, stdev, generator=generator)
         part = saliency.attribute(noisy.requires_grad_(), target=target,

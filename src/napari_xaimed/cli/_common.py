@@ -5,8 +5,13 @@ from __future__ import annotations
 import re
 
 
-def file_stem(name: str) -> str:
-    """A layer name as a file name: ``"Segmentation [lesion ct]"`` -> ``"segmentation_lesion_ct"``."""
+def layer_file_stem(name: str) -> str:
+    """A layer name as the stem of the file it is written to: lower case, each run of other
+    characters one ``_`` (``"Segmentation [lesion ct]"`` -> ``"segmentation_lesion_ct"``).
+
+    Not :func:`napari_xaimed.io.cases.case_file_stem`, which keeps a case id's case and
+    characters so that distinct ids stay distinct files.
+    """
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "layer"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from napari_xaimed import __version__
 from napari_xaimed._core.provenance import provenance
-from napari_xaimed.cli._common import file_stem
+from napari_xaimed.cli._common import layer_file_stem
 from napari_xaimed.viewer.layers import LayerTuple, error_layer, labels_layer, output_name
 
 WIDGETS = ("Segmentation", "Panoptic evaluation", "Registration", "Attribution")
@@ -22,13 +22,6 @@ DEMO_SEGMENTATION = {"classes": 4, "smoothing_mm": 1.0, "min_size_mm3": 20.0, "c
 
 
 DEMO_EVALUATION = {"matching": "many_to_one", "threshold": 0.3}
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two masks (1.0 when both are empty)."""
-    a, b = a != 0, b != 0
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 DEMO_ATTRIBUTION = {"integrated_gradients": {"steps": 32}, "gradcam": {}}
@@ -64,6 +57,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     Returns the layers (as napari LayerDataTuples) and a summary of what was found.
     """
     from napari_xaimed import samples
+    from napari_xaimed.components.overlap import mask_dice
     from napari_xaimed.evaluation import evaluate
     from napari_xaimed.segmentation import segment
     from napari_xaimed.viewer.sample_data import lesion_layers, longitudinal_layers, panoptic_layers
@@ -99,7 +93,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
         "seed": seed,
         "lesions_true": int(lesion.lesions.max()),
         "lesions_found": int(labels.max()),
-        "lesion_dice": round(dice(labels, lesion.lesions), 4),
+        "lesion_dice": round(mask_dice(labels, lesion.lesions), 4),
         "segmentation_seconds": round(seconds, 3),
         "panoptic": {k: scores.summary()[k] for k in ("tp", "fp", "fn", "pq", "sq", "rq")},
         "lesion_classifier": explained,
@@ -114,7 +108,7 @@ def write_layers(layers: list[LayerTuple], outdir: Path) -> list[Path]:
     writers = {"image": write_image, "labels": write_labels}
     written: list[Path] = []
     for data, kwargs, layer_type in layers:
-        path = outdir / f"{file_stem(kwargs['name'])}.nii.gz"
+        path = outdir / f"{layer_file_stem(kwargs['name'])}.nii.gz"
         written += [Path(p) for p in writers[layer_type](str(path), data, kwargs)]
     return written
 

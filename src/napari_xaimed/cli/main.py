@@ -26,8 +26,8 @@ from pathlib import Path
 
 from napari_xaimed import __version__
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed.cli._common import TRUST_HELP, file_stem  # noqa: F401 - file_stem: also here
-from napari_xaimed.cli.demo import dice, run_demo  # noqa: F401 - dice: also here, as before
+from napari_xaimed.cli._common import TRUST_HELP, layer_file_stem  # noqa: F401
+from napari_xaimed.cli.demo import run_demo
 from napari_xaimed.cli.register import run_register
 from napari_xaimed.cli.segment import _segment_parser, run_segment
 

@@ -118,10 +118,11 @@ def resolve_input(role: str, record: dict[str, Any], base: Path | None = None) -
 
 
 def _legacy_file(name: str, base: Path | None) -> Path | None:
-    from napari_xaimed.cli._common import file_stem
+    from napari_xaimed.cli._common import layer_file_stem
 
     candidates = [name] if is_nifti_path(name) else [
-        f"{file_stem(name)}.nii.gz", f"{name}.nii.gz", f"{name}.nii", f"{file_stem(name)}.nii"]
+        f"{layer_file_stem(name)}.nii.gz", f"{name}.nii.gz", f"{name}.nii",
+        f"{layer_file_stem(name)}.nii"]
     folders = [base, base.parent] if base is not None else []
     for folder in [*folders, Path.cwd()]:
         for candidate in candidates:

@@ -200,6 +200,8 @@ class AttributionJob:
     margin_mm : float
         Width of the shell "around" each structure in the per-structure table.
 
+    Notes
+    -----
     The attribution job reads no prediction: with a mask, each of its structures (a connected
     component of one mask value) gets a row per method of
     :func:`~napari_xaimed.explanations.structures.relevance_by_structure` in the outcome's

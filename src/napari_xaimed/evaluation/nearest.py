@@ -15,12 +15,15 @@ whole volume along every axis. Here:
 - below :data:`KERNEL_VOXELS` voxels, scipy's own transform with its feature array laid out as
   one 12-byte record per voxel, planes of constant x contiguous (the order in which scipy's
   recursion visits them): about half the time, the same numbers;
-- from :data:`KERNEL_VOXELS` on (or once the kernel is loaded in this process), a compiled
+- from :data:`KERNEL_VOXELS` on, a compiled
   kernel (numba, ``_nearest_kernel.py``) that sweeps the planes twice and does the passes
   along y and x inside one plane at a time: 38-58 ns per voxel at 128^3 and 44-53 at 256^3
   over several runs on the same machine, in 5 bytes per voxel besides the labels (scipy: 13).
   Loading numba and the cached kernel costs about a second per process (the first use after
   installing also compiles it, a few seconds more), which only pays off on large volumes.
+
+The choice depends on the volume's size alone, never on what ran before in the process, so a
+call costs the same whether or not an earlier one loaded the kernel (both give the same regions).
 """
 
 from __future__ import annotations
@@ -48,8 +51,7 @@ def nearest_labels(labels: np.ndarray, spacing: tuple[float, float, float],
         Voxel size in mm, ``(z, y, x)``.
     kernel : bool, optional
         Force the compiled kernel (True) or scipy (False); by default the kernel from
-        :data:`KERNEL_VOXELS` voxels on, or whenever it is already loaded (scipy from 2**31
-        voxels on, either way).
+        :data:`KERNEL_VOXELS` voxels on (scipy from 2**31 voxels on, either way).
 
     Returns
     -------
@@ -57,7 +59,7 @@ def nearest_labels(labels: np.ndarray, spacing: tuple[float, float, float],
         Same shape and dtype as ``labels``.
     """
     if kernel is None:
-        kernel = labels.size >= KERNEL_VOXELS or _kernel is not None
+        kernel = labels.size >= KERNEL_VOXELS
     sampling = np.asarray(spacing, np.float64)
     if kernel and labels.size < 2**31:  # the kernel's flat indices are int32
         flat = _load_kernel()(np.ascontiguousarray(labels != 0).view(np.uint8), sampling)

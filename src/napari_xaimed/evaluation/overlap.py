@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_xaimed.components.overlap import mask_dice  # noqa: F401 - also importable here
+
 # Below this many (n_ref + 1) * (n_pred + 1) cells a dense bincount is faster than sorting.
 _DENSE_CELLS = 2_000_000
 

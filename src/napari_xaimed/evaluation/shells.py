@@ -40,6 +40,9 @@ SHELL_RADIUS_VOXELS = 3.0
 # z-slabs searched one after the other: the surface flags take about 1/SLABS of a byte per voxel
 # (each side, the two sides run at once).
 SLABS = 8
+# ... but no slab's flags below this many bytes: on a small volume every slab repeats the
+# whole sequence of offsets, whose numpy calls then cost more than the flags save.
+SLAB_BYTES = 1 << 22
 # The shells stop when fewer points than this are left: a k-d tree over their partners' surfaces
 # is then cheaper than the offsets still to try.
 FEW = 32
@@ -115,8 +118,9 @@ def nearest_partner_surface(
         nobody's partner).
     spacing : tuple of float
     slabs : int
-        The volume is searched in this many z-slabs, so the labels of partner surface voxels
-        take a slab's worth of small integers (plus the search's reach), not the volume's.
+        The volume is searched in up to this many z-slabs (fewer where a slab's labels would
+        take less than :data:`SLAB_BYTES`), so the labels of partner surface voxels take a
+        slab's worth of small integers (plus the search's reach), not the volume's.
 
     Returns
     -------
@@ -130,7 +134,9 @@ def nearest_partner_surface(
     reach = np.abs(offsets).max(axis=0)
     distance = np.full(len(points), np.nan)
 
-    thickness = -(-shape[0] // max(1, int(slabs)))
+    label_bytes = 1 if len(target_points) < 2**8 else 2 if len(target_points) < 2**16 else 4
+    slabs = min(max(1, int(slabs)), -(-shape[0] * plane * label_bytes // SLAB_BYTES))
+    thickness = -(-shape[0] // slabs)
     n_slabs = -(-shape[0] // thickness)
     # Each point's slab, or n_slabs for points too near the volume's edge for the offsets.
     slab_of = np.empty(len(points), np.int32)
@@ -144,7 +150,7 @@ def nearest_partner_surface(
     by_slab = np.argsort(slab_of.astype(np.uint16) if n_slabs < 2**16 else slab_of,
                          kind="stable")  # a radix sort
     slab_starts = np.searchsorted(slab_of[by_slab], np.arange(n_slabs + 1))
-    surface, surface_label = _labelled_surface(target_points)
+    surface, surface_label, plane_starts = _labelled_surface(target_points, plane, shape[0])
     partners = partners.astype(surface_label.dtype)
     settled = np.iinfo(surface_label.dtype).max  # no instance has it (labels are fewer)
     # One buffer for every slab: the marks of the last slab are cleared, not the buffer.
@@ -156,8 +162,9 @@ def nearest_partner_surface(
         # The partner surface voxels in the slab and the search's reach around it, each
         # marked with its instance's label: one lookup tells "on my partner's surface".
         z0, z1 = k * thickness, min((k + 1) * thickness, shape[0])
-        lo, hi = int(max(z0 - reach[0], 0) * plane), int(min(z1 + reach[0], shape[0]) * plane)
-        first, last = np.searchsorted(surface, lo), np.searchsorted(surface, hi)
+        z_lo, z_hi = int(max(z0 - reach[0], 0)), int(min(z1 + reach[0], shape[0]))
+        lo = z_lo * plane
+        first, last = plane_starts[z_lo], plane_starts[z_hi]
         marked = surface[first:last] - lo
         marks[marked] = surface_label[first:last]
         where, partner = points[active] - lo, partners[active]
@@ -191,19 +198,24 @@ def nearest_partner_surface(
     return distance
 
 
-def _labelled_surface(target_points: list[np.ndarray | None]
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """All partner surface voxels in increasing order and the label of each (the smallest
-    unsigned dtype that holds the labels)."""
+def _labelled_surface(target_points: list[np.ndarray | None], plane: int, n_planes: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All partner surface voxels ordered by z-plane, the label of each (the smallest
+    unsigned dtype that holds the labels), and where each plane's voxels start
+    (``n_planes + 1`` entries). Within a plane the order does not matter (each voxel is
+    marked once), so a radix sort by plane does instead of a sort of the indices."""
     labels = [k for k, v in enumerate(target_points) if v is not None]
     dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if len(target_points) < 2**(
         8 * np.dtype(t).itemsize))  # below its largest value, kept for settled points
     if not labels:
-        return np.zeros(0, np.int64), np.zeros(0, dtype)
+        return np.zeros(0, np.int64), np.zeros(0, dtype), np.zeros(n_planes + 1, np.int64)
     voxels = np.concatenate([target_points[k] for k in labels])
     owner = np.repeat(np.asarray(labels, dtype), [len(target_points[k]) for k in labels])
-    order = np.argsort(voxels)  # each voxel once: no ties to keep in order
-    return voxels[order], owner[order]
+    z = voxels // plane
+    order = np.argsort(z.astype(np.uint16) if n_planes <= 2**16 else z, kind="stable")
+    plane_starts = np.zeros(n_planes + 1, np.int64)
+    np.cumsum(np.bincount(z, minlength=n_planes), out=plane_starts[1:])
+    return voxels[order], owner[order], plane_starts
 
 
 def _surfaces(label_map: np.ndarray, index: np.ndarray, starts: np.ndarray,

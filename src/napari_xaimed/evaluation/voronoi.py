@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_xaimed._core.progress import Progress, Steps, run_steps
-from napari_xaimed.evaluation.distances import distance_metrics
+from napari_xaimed.evaluation.distances import distance_metrics, grouped_distance_metrics
+from napari_xaimed.evaluation.footprints import VoxelCrops, scan
 from napari_xaimed.evaluation.nearest import nearest_labels
 from napari_xaimed.evaluation.overlap import pair_score
+from napari_xaimed.evaluation.shells import pair_surface_distances
 
 REGIONS_PER_STEP = 50
 
@@ -23,6 +24,36 @@ def voronoi_regions(ref_map: np.ndarray, spacing: tuple[float, float, float]) ->
     if not ref_map.any():
         return np.zeros_like(ref_map)
     return nearest_labels(ref_map, spacing)
+
+
+def region_distances(ref_map: np.ndarray, pred_region: np.ndarray, n_ref: int,
+                     regions: np.ndarray, spacing: tuple[float, float, float],
+                     nsd_tolerance_mm: float, wanted: tuple[str, ...]
+                     ) -> dict[int, dict[str, float]]:
+    """Distance metrics of reference ``r`` against the prediction inside its region, for every
+    ``r`` of ``regions`` (each with prediction voxels in its region).
+
+    ``pred_region`` holds each prediction voxel's region number (0 elsewhere), so reference
+    ``r`` and the "instance" ``r`` of ``pred_region`` form one pair: where the foreground is
+    sparse, all pairs are measured at once from their voxel lists
+    (:func:`~napari_xaimed.evaluation.shells.pair_surface_distances`, the values of
+    :func:`~napari_xaimed.evaluation.distances.distance_metrics` on each pair's crop), so the
+    cost follows the surfaces, not the regions' boxes; else crop by crop.
+    """
+    _, crops = scan(ref_map, pred_region, n_ref, n_ref)
+    regions = np.asarray(regions, np.int64)
+    if isinstance(crops, VoxelCrops):
+        a, a_pair, b, b_pair = pair_surface_distances(ref_map, pred_region, crops, regions,
+                                                      regions, spacing)
+        table = grouped_distance_metrics(a, a_pair, b, b_pair, len(regions), nsd_tolerance_mm,
+                                         wanted)
+        return {int(r): {m: float(table[m][j]) for m in wanted}
+                for j, r in enumerate(regions.tolist())}
+    out = {}
+    for r in regions.tolist():
+        _, ref_mask, pred_mask = crops.masks((r,), (r,))
+        out[r] = distance_metrics(ref_mask, pred_mask, spacing, nsd_tolerance_mm, wanted)
+    return out
 
 
 def region_rows(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndarray,
@@ -52,9 +83,13 @@ def region_rows_steps(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndar
     for key in keys.tolist():
         preds_of.setdefault(key // (len(pred_ids) + 1), []).append(
             int(pred_ids[key % (len(pred_ids) + 1) - 1]))
-    wanted = [m for m in metrics if m in ("hd", "hd95", "hd95_directed", "assd", "nsd")]
-    pred_boxes = ndi.find_objects(np.where(pred_fg, region, 0), max_label=n_ref) if wanted else []
-    ref_boxes = ndi.find_objects(ref_map, max_label=n_ref) if wanted else []
+    wanted = tuple(m for m in metrics if m in ("hd", "hd95", "hd95_directed", "assd", "nsd"))
+    distances: dict[int, dict[str, float]] = {}
+    if wanted and pred_sizes[1:].any():
+        yield Progress(0, n_ref, "region distances")
+        distances = region_distances(ref_map, np.where(pred_fg, region, 0), n_ref,
+                                     np.flatnonzero(pred_sizes[1:]) + 1, spacing,
+                                     nsd_tolerance_mm, wanted)
     rows = []
     for r in range(1, n_ref + 1):
         if r % REGIONS_PER_STEP == 1:
@@ -68,15 +103,6 @@ def region_rows_steps(ref_map: np.ndarray, pred_map: np.ndarray, region: np.ndar
             "iou": float(pair_score(inter[r], ref_sizes[r], pred_sizes[r], "iou")),
         }
         for m in wanted:
-            row[m] = float("nan")
-        if wanted and pred_sizes[r] > 0:
-            boxes = [b for b in (ref_boxes[r - 1], pred_boxes[r - 1]) if b is not None]
-            box = tuple(slice(max(min(b[a].start for b in boxes) - 1, 0),
-                              min(max(b[a].stop for b in boxes) + 1, ref_map.shape[a]))
-                        for a in range(3))
-            ref_mask = ref_map[box] == r
-            pred_mask = pred_fg[box] & (region[box] == r)
-            row.update(distance_metrics(ref_mask, pred_mask, spacing, nsd_tolerance_mm,
-                                        tuple(wanted)))
+            row[m] = distances[r][m] if r in distances else float("nan")
         rows.append(row)
     return rows

@@ -16,7 +16,7 @@ prediction).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,21 +34,25 @@ STRUCTURE_COLUMNS = ("label", "structure", "voxels", "volume_mm3", "sum", "mean"
 _RANK = {6: 1, 18: 2, 26: 3}
 
 
-def _structures(prediction: np.ndarray, connectivity: int
-                ) -> list[tuple[int, int, np.ndarray]]:
-    """``(label, structure number within the label, voxel mask)`` for each component."""
+def _structures(prediction: np.ndarray, connectivity: int, margin_mm: float,
+                spacing: tuple[float, ...]
+                ) -> Iterator[tuple[int, int, tuple[slice, ...], np.ndarray]]:
+    """``(label, structure number within the label, box, voxel mask in the box)`` for each
+    component; the box is its bounding box grown by the margin (the shell cannot reach
+    further), so the work per structure scales with its size, not the volume's."""
     rank = _RANK.get(int(connectivity))
     if rank is None:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
-    out = []
+    structure = ndi.generate_binary_structure(3, rank)
+    grow = [int(np.ceil(margin_mm / s)) for s in spacing]
     for value in np.unique(prediction):
         if value == 0:
             continue
-        comps, n = ndi.label(prediction == value,
-                             structure=ndi.generate_binary_structure(3, rank))
-        for k in range(1, n + 1):
-            out.append((int(value), k, comps == k))
-    return out
+        comps, _ = ndi.label(prediction == value, structure=structure)
+        for k, tight in enumerate(ndi.find_objects(comps), start=1):
+            box = tuple(slice(max(0, sl.start - g), min(n, sl.stop + g))
+                        for sl, g, n in zip(tight, grow, prediction.shape, strict=True))
+            yield int(value), k, box, comps[box] == k
 
 
 def relevance_by_structure(heatmap: Any, prediction: Any, *, spacing: Any = None,
@@ -95,25 +99,25 @@ def relevance_by_structure(heatmap: Any, prediction: Any, *, spacing: Any = None
     total_positive = float(positive.sum())
     foreground = pred > 0
     rows = []
-    for value, number, inside in _structures(pred, connectivity):
+    for value, number, box, inside in _structures(pred, connectivity, float(margin_mm),
+                                                  spacing):
         # distance in mm from the structure; the shell is background within the margin
-        box = _box(inside, margin_mm, spacing)
-        dist = ndi.distance_transform_edt(~inside[box], sampling=spacing)
-        shell = np.zeros_like(inside)
-        shell[box] = (dist <= float(margin_mm)) & ~foreground[box]
+        dist = ndi.distance_transform_edt(~inside, sampling=spacing)
+        shell = (dist <= float(margin_mm)) & ~foreground[box]
+        heat_box = heat[box]
         n_in, n_out = int(inside.sum()), int(shell.sum())
-        s_in, s_out = float(heat[inside].sum()), float(heat[shell].sum())
+        s_in, s_out = float(heat_box[inside].sum()), float(heat_box[shell].sum())
         mean_in = s_in / n_in
         mean_out = s_out / n_out if n_out else float("nan")
         region, region_name = 0, ""
         if atlas is not None:
-            counts = np.bincount(atlas[inside].ravel())
+            counts = np.bincount(atlas[box][inside].ravel())
             region = int(np.argmax(counts))
             region_name = (names or {}).get(region, str(region)) if region else ""
         rows.append({
             "label": value, "structure": number, "voxels": n_in,
             "volume_mm3": n_in * voxel_mm3, "sum": s_in, "mean": mean_in,
-            "positive_share": float(positive[inside].sum()) / total_positive
+            "positive_share": float(positive[box][inside].sum()) / total_positive
             if total_positive > 0 else 0.0,
             "around_voxels": n_out, "around_sum": s_out, "around_mean": mean_out,
             "inside_around_ratio": mean_in / mean_out if n_out and mean_out != 0
@@ -127,14 +131,6 @@ def _prediction(prediction: Any, shape: tuple[int, ...]) -> np.ndarray:
         raise XaimedError("the prediction is empty (all 0): there is no structure to "
                           "summarise; explain a case where the network predicts something.")
     return _labels(prediction, shape)
-
-
-def _box(inside: np.ndarray, margin_mm: float, spacing: tuple[float, ...]) -> tuple[slice, ...]:
-    """The structure's bounding box grown by the margin (the shell cannot reach further)."""
-    coords = np.nonzero(inside)
-    return tuple(slice(max(0, int(c.min()) - int(np.ceil(margin_mm / s))),
-                       min(n, int(c.max()) + int(np.ceil(margin_mm / s)) + 1))
-                 for c, s, n in zip(coords, spacing, inside.shape, strict=True))
 
 
 def relevance_by_structure_region(heatmap: Any, prediction: Any, regions: Any, *,

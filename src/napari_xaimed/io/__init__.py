@@ -34,6 +34,7 @@ from napari_xaimed.io.nifti import (
     NIFTI_MM_PER_UNIT,
     nifti_affine_mm,
     nifti_mm_per_unit,
+    nifti_zooms_mm,
     volume_from_nifti,
 )
 from napari_xaimed.io.volume import (
@@ -66,6 +67,7 @@ __all__ = [
     "is_volume_path",
     "nifti_affine_mm",
     "nifti_mm_per_unit",
+    "nifti_zooms_mm",
     "read_sidecar",
     "read_volume",
     "read_zarr",

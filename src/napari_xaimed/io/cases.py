@@ -36,25 +36,27 @@ class Case:
     def stem(self) -> str:
         """The case id as a file name (characters other than letters, digits, ``._-`` become
         ``_``)."""
-        return file_stem(self.case_id)
+        return case_file_stem(self.case_id)
 
 
-def file_stem(case_id: str) -> str:
-    """``case_id`` as a safe file name."""
+def case_file_stem(case_id: str) -> str:
+    """``case_id`` as the stem of its files: each character other than a word character, ``.``
+    or ``-`` becomes ``_`` and leading dots go; case is kept (not
+    :func:`napari_xaimed.cli._common.layer_file_stem`, the lower-case name of a written layer)."""
     return re.sub(r"[^\w.-]", "_", case_id).lstrip(".") or "_"
 
 
 def file_key(case_id: str) -> str:
     """What a case id's files are called on a case-insensitive file system (macOS and Windows by
     default; macOS also compares names in one Unicode form): two ids with one key share files."""
-    return unicodedata.normalize("NFC", file_stem(case_id)).casefold()
+    return unicodedata.normalize("NFC", case_file_stem(case_id)).casefold()
 
 
 def _clash(case_id: str, other: str) -> str:
     """Why ``case_id`` cannot sit beside ``other`` (ids with the same :func:`file_key`)."""
     if case_id == other:
         return f"case id {case_id!r} is listed twice"
-    if file_stem(case_id) == file_stem(other):
+    if case_file_stem(case_id) == case_file_stem(other):
         return f"case id {case_id!r} gives the same file name as {other!r}"
     return (f"case ids {other!r} and {case_id!r} differ only in letter case (or Unicode "
             "form): on a case-insensitive file system (macOS, Windows) they would share output "

@@ -61,7 +61,12 @@ def slab_size(shape: Sequence[int], itemsize: int, chunks: Sequence[int] | None 
 
 
 def z_slabs(depth: int, slab: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` of consecutive slabs of ``slab`` planes covering ``0..depth``."""
+    """``(start, stop)`` of consecutive slabs of ``slab`` planes covering ``0..depth`` (at
+    least one plane each: the ``slab_size`` of an empty volume, 0, gives no slab).
+
+    ``slice(start, stop)`` of each, for numpy indexing, is ``itertools.starmap(slice, ...)``.
+    """
+    slab = max(1, int(slab))
     for start in range(0, depth, slab):
         yield start, min(start + slab, depth)
 
@@ -436,7 +441,7 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     import dask.array as da
     import nibabel as nib
 
-    from napari_xaimed.io.nifti import nifti_affine_mm, nifti_mm_per_unit
+    from napari_xaimed.io.nifti import nifti_affine_mm, nifti_zooms_mm
     from napari_xaimed.io.volume import _LABEL_NAME, Volume, read_sidecar, volume_stem
 
     path = Path(path)
@@ -453,8 +458,7 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     mapped = _memory_map(img)
     if mapped is not None:  # the file's (x, y, z) Fortran-order voxels seen as C-order (z, y, x)
         proxy = mapped.T
-    to_mm = nifti_mm_per_unit(img.header)  # micron and meter files read in mm too
-    zooms = [float(z) * to_mm for z in img.header.get_zooms()[:3]]
+    zooms = nifti_zooms_mm(img.header)[:3]  # micron and meter files read in mm too
     header_spacing = tuple(z if z > 0 else 1.0 for z in reversed(zooms))
     used = as_spacing(spacing if spacing is not None else header_spacing)
     slab = slab_size(proxy.shape, proxy.dtype.itemsize)

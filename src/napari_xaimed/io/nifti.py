@@ -50,9 +50,7 @@ def volume_from_nifti(img: Any, name: str = "image", *, path: Path | None = None
     """
     if raw is None:
         raw = np.asanyarray(img.dataobj)
-    to_mm = nifti_mm_per_unit(img.header)
-    zooms = [float(z) for z in img.header.get_zooms()]
-    zooms = [z * to_mm for z in zooms[:3]] + zooms[3:]
+    zooms = nifti_zooms_mm(img.header)
     if raw.ndim < 2:
         raise XaimedError(f"{name!r} holds a {raw.ndim}D array: expected an image volume.")
     if raw.ndim == 2:  # a single slice: give it a z axis so it stays a volume
@@ -99,6 +97,14 @@ def nifti_mm_per_unit(header: Any) -> float:
     get_units = getattr(header, "get_xyzt_units", None)
     unit = get_units()[0] if get_units is not None else "unknown"
     return NIFTI_MM_PER_UNIT.get(unit, 1.0)
+
+
+def nifti_zooms_mm(header: Any) -> list[float]:
+    """The voxel sizes of a NIfTI header in its axis order ``(x, y, z, ...)``, the spatial
+    three in mm (:func:`nifti_mm_per_unit`) and any further ones (time) as stored."""
+    to_mm = nifti_mm_per_unit(header)
+    zooms = [float(z) for z in header.get_zooms()]
+    return [z * to_mm for z in zooms[:3]] + zooms[3:]
 
 
 def nifti_affine_mm(img: Any) -> np.ndarray:

@@ -9,22 +9,17 @@ position of voxel ``(0, 0, 0)``), as napari's ``scale`` and ``translate``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import starmap
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.io.lazy import slab_size, z_slabs
 
 Vec3 = tuple[float, float, float]
 INTERPOLATIONS = ("linear", "nearest", "label")
 _CHUNK_VOXELS = 1_000_000  # resampling works through z-slabs of about this many voxels
-
-
-def z_slabs(depth: int, plane: int, voxels: int) -> list[slice]:
-    """Slices along z of at least one plane and about ``voxels`` voxels each: how every
-    whole-volume computation here stays within a slab's worth of temporaries."""
-    step = max(1, voxels // max(1, plane))
-    return [slice(start, min(start + step, depth)) for start in range(0, depth, step)]
 
 
 def check_field(displacement: np.ndarray) -> np.ndarray:
@@ -33,7 +28,8 @@ def check_field(displacement: np.ndarray) -> np.ndarray:
     field = np.asarray(displacement)
     if field.ndim != 4 or field.shape[-1] != 3:
         raise XaimedError(f"a displacement field has shape (z, y, x, 3), got {field.shape}.")
-    for zs in z_slabs(field.shape[0], field.shape[1] * field.shape[2], _CHUNK_VOXELS):
+    planes = slab_size(field.shape[:3], 1, budget=_CHUNK_VOXELS)
+    for zs in starmap(slice, z_slabs(field.shape[0], planes)):
         if not np.isfinite(field[zs]).all():
             raise XaimedError("the displacement field holds NaN or infinite values.")
     return field
@@ -54,13 +50,12 @@ def jacobian_determinant(displacement: np.ndarray, spacing: Sequence[float]) -> 
     """
     field = check_field(displacement)
     spacing = tuple(float(s) for s in spacing)
-    depth, plane = field.shape[0], field.shape[1] * field.shape[2]
+    depth = field.shape[0]
     out = np.empty(field.shape[:3], np.float32)
     # Slabs with a one-slice halo: the nine float64 derivatives of a whole CT volume would take
     # 9 x 8 bytes per voxel (5.7 GB at 512 x 512 x 300). The halo makes the z differences
     # central inside the volume, so every slab gives exactly the whole volume's values.
-    for zs in z_slabs(depth, plane, SLAB_VOXELS):
-        z0, z1 = zs.start, zs.stop
+    for z0, z1 in z_slabs(depth, slab_size(field.shape[:3], 1, budget=SLAB_VOXELS)):
         lo, hi = max(z0 - 1, 0), min(z1 + 1, depth)
         out[z0:z1] = _determinant(field[lo:hi], spacing, slice(z0 - lo, z1 - lo))
     return out
@@ -103,7 +98,8 @@ def jacobian_summary(jacobian: np.ndarray, mask: np.ndarray | None = None) -> di
     if jacobian.ndim == 0:
         jacobian = jacobian.reshape(1)
     mask = None if mask is None else np.asarray(mask, bool).reshape(jacobian.shape)
-    slabs = z_slabs(jacobian.shape[0], jacobian[:1].size, _CHUNK_VOXELS)
+    planes = slab_size(jacobian.shape, 1, budget=_CHUNK_VOXELS)
+    slabs = list(starmap(slice, z_slabs(jacobian.shape[0], planes)))
 
     def values(zs: slice) -> np.ndarray:
         return jacobian[zs].ravel() if mask is None else jacobian[zs][mask[zs]]
@@ -233,7 +229,8 @@ def resample(array: np.ndarray, fixed_shape: tuple[int, int, int],
     else:
         source = array
         out = np.empty(fixed_shape, array.dtype)
-    for zs in z_slabs(fixed_shape[0], fixed_shape[1] * fixed_shape[2], _CHUNK_VOXELS):
+    planes = slab_size(fixed_shape, 1, budget=_CHUNK_VOXELS)
+    for zs in starmap(slice, z_slabs(fixed_shape[0], planes)):
         coords = moving_index(displacement, fixed_shape, zs, fixed_spacing, fixed_origin,
                                moving_spacing, moving_origin)
         if interpolation == "label":
@@ -307,7 +304,8 @@ def warped_grid(displacement: np.ndarray, spacing: Vec3, origin: Vec3 = (0.0, 0.
     half = 0.5 * (line_mm if line_mm is not None else max(min(spacing[a] for a in axes), 1e-6))
     out = np.zeros(field.shape[:3], np.uint8)
     # z-slabs: the float64 positions of a whole CT-sized field would be 630 MB per temporary
-    for zs in z_slabs(field.shape[0], field.shape[1] * field.shape[2], _CHUNK_VOXELS):
+    planes = slab_size(field.shape[:3], 1, budget=_CHUNK_VOXELS)
+    for zs in starmap(slice, z_slabs(field.shape[0], planes)):
         on_line = np.zeros(out[zs].shape, bool)
         for axis in axes:
             shape = [1, 1, 1]

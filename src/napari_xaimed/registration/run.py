@@ -18,6 +18,7 @@ from napari_xaimed._core.spawned import prewarm as _prewarm
 from napari_xaimed._core.spawned import run_spawned
 from napari_xaimed._core.validate import as_origin, as_spacing, as_volume
 from napari_xaimed.io.grid import Grid, same_grid
+from napari_xaimed.io.lazy import slab_size, z_slabs
 from napari_xaimed.registration import ants_job
 from napari_xaimed.registration.fields import (
     displacement_vectors,
@@ -26,7 +27,6 @@ from napari_xaimed.registration.fields import (
     resample,
     sample_field,
     warped_grid,
-    z_slabs,
 )
 from napari_xaimed.registration.params import (
     DEFORMABLE,
@@ -223,8 +223,8 @@ def _save_float32(path: Path, array: np.ndarray) -> None:
         np.lib.format.write_array_header_1_0(
             out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                   "fortran_order": False, "shape": array.shape})
-        for zs in z_slabs(array.shape[0], array[:1].size, 4_000_000):
-            out.write(np.ascontiguousarray(array[zs], np.float32).tobytes())
+        for start, stop in z_slabs(array.shape[0], slab_size(array.shape, 1, budget=4_000_000)):
+            out.write(np.ascontiguousarray(array[start:stop], np.float32).tobytes())
 
 
 def _check_overlap(fixed_shape, fixed_spacing, fixed_origin, moving_shape, moving_spacing,

@@ -60,6 +60,7 @@ from napari_xaimed.io.slab_stats import (  # noqa: F401 - value_range and histog
     histogram_lazy,
     value_range,
 )
+from napari_xaimed.segmentation.threshold import check_otsu_classes
 
 #: Bytes of input voxels per slab by default (the temporaries are a few times this).
 SLAB_BYTES = 32 * 2**20
@@ -133,15 +134,10 @@ def otsu_threshold_lazy(volume: Any, classes: int = 2, nbins: int = 256,
     return run_steps(_otsu_steps(volume, classes, nbins, slab))
 
 
-def _check_classes(classes: int) -> None:
-    if int(classes) != classes or classes < 2:
-        raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
-
-
 def _otsu_steps(volume: Any, classes: int, nbins: int, slab: int | None) -> Steps[float]:
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
-    _check_classes(classes)
+    check_otsu_classes(classes)
     counts, centers = yield from _histogram_steps(volume, nbins, slab)
     if np.count_nonzero(counts) < 2:
         raise XaimedError("The volume is constant, so no threshold separates anything: check "
@@ -275,7 +271,7 @@ def segment_lazy_steps(
     if int(connectivity) not in _RANK:
         raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
     if method == "otsu":
-        _check_classes(classes)
+        check_otsu_classes(classes)
     if method == "threshold" and value is None:
         raise XaimedError("method 'threshold' needs value= (voxels strictly above it).")
     check_new_store(out, overwrite)

@@ -36,6 +36,12 @@ def _check(volume: np.ndarray, classes: int) -> None:
             "The volume is constant, so no threshold separates anything: check that the right "
             "layer is selected."
         )
+    check_otsu_classes(classes)
+
+
+def check_otsu_classes(classes: int) -> None:
+    """Raise :class:`XaimedError` unless ``classes`` (Otsu's number of classes) is a whole
+    number of 2 or more; shared by the in-memory and the slab-wise (lazy) Otsu."""
     if int(classes) != classes or classes < 2:
         raise XaimedError(f"classes must be a whole number of 2 or more for Otsu, got {classes}.")
 

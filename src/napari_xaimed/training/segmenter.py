@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_xaimed.components.overlap import mask_dice as dice
 from napari_xaimed.models.lesion_segmenter import CONFIG, PATCH, SHAPE, SPACING, build
 from napari_xaimed.models.preprocess import Preprocessing, scale_intensity
 
@@ -83,13 +84,6 @@ def train(n_volumes: int = 24, steps: int = 400, batch: int = 4, seed: int = 0
               "final_loss": round(float(np.mean(losses[-10:])), 4),
               "seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__}
     return model, record
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two masks (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def held_out_dice(model: Any, seeds: list[int]) -> float:

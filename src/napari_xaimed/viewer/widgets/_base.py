@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import ComboBox, Container, Label
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.io import grid
 
 
@@ -59,9 +61,38 @@ class XaimedWidget(QWidget):
         self._layout = QVBoxLayout(self)
         self._layout.addWidget(self.form.native)
         self._layout.addWidget(self.info.native)
+        self._models: dict[tuple[str, float], Any] = {}
         events = napari_viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self.reset_choices)
+
+    def chosen_model(self, bundled: str, bundled_name: str = "the bundled model") -> str:
+        """The model the form names: ``bundled`` when its ``model_source`` drop-down says so,
+        else the path in its ``model_file`` field.
+
+        Raises
+        ------
+        XaimedError
+            When the file field is empty or names nothing that exists.
+        """
+        if self.model_source.value == bundled:
+            return bundled
+        path = self.model_file.value
+        # an empty file field reads as Path("."), the working folder, which exists
+        if path is None or str(path) in ("", ".") or not Path(path).exists():
+            raise XaimedError(f"Choose the model file (or {bundled_name}).")
+        return str(path)
+
+    def _model(self, source: str, trust: bool = False) -> Any:
+        """The loaded model of ``source`` (a :meth:`chosen_model`), kept while its file is
+        unchanged (one at a time: its shape checks are kept with it). Called in the worker."""
+        from napari_xaimed.attribution.models import BUNDLED, BUNDLED_SEGMENTER, load_model
+
+        bundled = source in (BUNDLED, BUNDLED_SEGMENTER)
+        key = (str(source), 0.0 if bundled else Path(source).stat().st_mtime)
+        if key not in self._models:
+            self._models = {key: load_model(source, trust=trust)}
+        return self._models[key]
 
     def reset_choices(self, *_: Any) -> None:
         """Refresh the layer drop-downs (napari also calls this when layers change)."""

@@ -8,7 +8,6 @@ unsigned ones sequential), with provenance including the model's SHA-256.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from napari.layers import Image, Labels
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress
 from napari_xaimed._core.provenance import PendingInputs, provenance
-from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps, load_model
+from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps
 from napari_xaimed.attribution.lazy import attribute_lazy_steps
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, output_name, source_geometry
@@ -135,17 +134,9 @@ class AttributionWidget(XaimedWidget):
         self.explained.native.setWordWrap(True)
         self._layout.addWidget(self.explained.native)
         self.job.run_button.clicked.connect(self.run)
-        self._models: dict[tuple[str, float], Any] = {}
         self.trusted = TrustedModels()
         self._show_fields()
         self.reset_choices()
-
-    def _model(self, source: Any, trust: bool = False) -> Any:
-        """The loaded model, kept while its file is unchanged (its shape checks with it)."""
-        key = (str(source), Path(source).stat().st_mtime if source != BUNDLED else 0.0)
-        if key not in self._models:
-            self._models = {key: load_model(source, trust=trust)}
-        return self._models[key]
 
     def _show_fields(self, *_: Any) -> None:
         self.model_file.visible = self.model_source.value == "file"
@@ -170,9 +161,7 @@ class AttributionWidget(XaimedWidget):
             methods = list(self.methods.value)
             if not methods:
                 raise XaimedError("Pick at least one method.")
-            source = BUNDLED if self.model_source.value == BUNDLED else self.model_file.value
-            if source != BUNDLED and (source is None or not Path(source).exists()):
-                raise XaimedError("Choose the model file (or the bundled model).")
+            source = self.chosen_model(BUNDLED)
             check_same_grid(layer, self.region.value)
         except XaimedError as exc:
             report_error(exc)

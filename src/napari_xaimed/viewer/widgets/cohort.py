@@ -30,6 +30,40 @@ def _records(frame: Any) -> list[dict[str, Any]]:
             for row in frame.astype(object).where(frame.notna(), None).to_dict("records")]
 
 
+def output_folder(value: Any, what: str) -> Path:
+    """The output folder a form's field names, or a :class:`XaimedError` asking for one (an
+    empty field reads as ``"."``, the working folder); ``what`` says whose tables it holds."""
+    out = Path(str(value))
+    if not str(value).strip() or out in (Path("."), Path("")):
+        raise XaimedError(f"Pick an output folder for {what}.")
+    return out
+
+
+def recorded_files(out: Path, case_id: str, roles: tuple[str, ...], what: str
+                   ) -> dict[str, str]:
+    """The files a cohort run in ``out`` recorded for ``case_id`` in each of ``roles``, or a
+    :class:`XaimedError` naming ``what`` is missing."""
+    from napari_xaimed.cohort.store import CohortStore
+    from napari_xaimed.io.cases import Case
+
+    files = (CohortStore(out).record(Case(case_id)) or {}).get("files", {})
+    if not all(files.get(role) for role in roles):
+        raise XaimedError(f"No {what} recorded for case {case_id!r}.")
+    return {role: files[role] for role in roles}
+
+
+def read_case_steps(case_id: str, files: dict[str, str]) -> Any:
+    """Steps (for a :class:`JobPanel`) that read each of a case's ``files`` in turn; they
+    return the volumes in the order of ``files``."""
+    from napari_xaimed.io import read_volume
+
+    volumes = []
+    for i, (role, path) in enumerate(files.items()):
+        yield Progress(i, len(files), f"{case_id}: reading the {role}")
+        volumes.append(read_volume(path))
+    return tuple(volumes)
+
+
 class CohortPanel(QWidget):
     """Run the evaluation widget's settings over a case list (CSV) on a Dask cluster.
 
@@ -86,9 +120,7 @@ class CohortPanel(QWidget):
             csv = Path(str(self.csv.value))
             if not str(self.csv.value).strip() or not csv.is_file():
                 raise XaimedError("Pick the case list (a CSV with case_id,reference,prediction).")
-            out = Path(str(self.out.value))
-            if not str(self.out.value).strip() or out in (Path("."), Path("")):
-                raise XaimedError("Pick an output folder for the cohort's tables.")
+            out = output_folder(self.out.value, "the cohort's tables")
             job = EvaluationJob(self.owner.params())
             cases = read_cases(csv, job.required, job.optional)
         except XaimedError as exc:
@@ -112,11 +144,12 @@ class CohortPanel(QWidget):
         from napari_xaimed.cohort import load_result
 
         try:
-            tables = load_result(Path(str(self.out.value)))
+            out = output_folder(self.out.value, "the cohort's tables")
+            tables = load_result(out)
         except XaimedError as exc:
             report_error(exc)
             return
-        self._out = Path(str(self.out.value))
+        self._out = out
         self.show(tables["cases"], tables["summary"])
         self.note.setText(f"Results of {self._out} ({len(tables['cases'])} rows).")
 
@@ -138,26 +171,15 @@ class CohortPanel(QWidget):
 
     def open_case(self, row: dict[str, Any]) -> None:
         """Open the selected case's reference and prediction and evaluate it (error layers)."""
-        from napari_xaimed.cohort.store import CohortStore
-        from napari_xaimed.io.cases import Case
-
         if self._out is None or self.job.running or self.owner.job.running:
             return
         case_id = str(row.get("case_id", ""))
-        record = CohortStore(self._out).record(Case(case_id)) or {}
-        files = record.get("files", {})
-        if not {"reference", "prediction"} <= set(files):
-            report_error(XaimedError(f"No input files recorded for case {case_id!r}."))
+        try:
+            files = recorded_files(self._out, case_id, ("reference", "prediction"),
+                                   "input files")
+        except XaimedError as exc:
+            report_error(exc)
             return
-
-        def steps():
-            from napari_xaimed.io import read_volume
-
-            yield Progress(0, 2, f"{case_id}: reading the reference")
-            reference = read_volume(files["reference"])
-            yield Progress(1, 2, f"{case_id}: reading the prediction")
-            prediction = read_volume(files["prediction"])
-            return reference, prediction
 
         def done(volumes: tuple, seconds: float) -> None:
             viewer = self.owner.viewer
@@ -175,6 +197,6 @@ class CohortPanel(QWidget):
             self.owner.run()
 
         try:
-            self.job.start(steps(), done, f"Opening {case_id}")
+            self.job.start(read_case_steps(case_id, files), done, f"Opening {case_id}")
         except Exception as exc:  # pragma: no cover - a worker that cannot start
             report_error(exc)

@@ -23,7 +23,6 @@ voxel against a reference map, refuse lazy layers before they start.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,14 +144,6 @@ class ExplanationWidget(XaimedWidget):
     def update_info(self, *_: Any) -> None:
         self.info.value = describe_layer(self.heatmap.value if "heatmap" in FIELDS.get(
             self.check.value, ()) else self.image.value)
-
-    def _model(self) -> Any:
-        if self.model_source.value == BUNDLED:
-            return BUNDLED
-        path = self.model_file.value
-        if path is None or not Path(path).exists():
-            raise XaimedError("Choose the model file (or the bundled model).")
-        return str(path)
 
     def _loader(self, models: Any) -> Any:
         """A function that loads ``models`` (a source, or a list of files) in the worker,
@@ -277,7 +268,7 @@ class ExplanationWidget(XaimedWidget):
                               f"{np.shape(volume)}: pick the heatmap made from this image.")
         check_same_grid(self.image.value, self.heatmap.value)
         spacing, _ = source_geometry(self.image.value)
-        load, target = self._loader(self._model()), self._target()
+        load, target = self._loader(self.chosen_model(BUNDLED)), self._target()
         kwargs = dict(target=target, baseline=self.baseline.value, steps=self.steps.value,
                       spacing=spacing, device=self.device.value)
         name = self.heatmap.value.name
@@ -310,7 +301,7 @@ class ExplanationWidget(XaimedWidget):
         spacing, translate = source_geometry(self.image.value)
         passes = int(self.dropout_passes.value)
         if passes:
-            models: Any = self._model()
+            models: Any = self.chosen_model(BUNDLED)
         else:
             files = [str(f) for f in (self.members.value or ()) if str(f) not in ("", ".")]
             if len(files) < 2:
@@ -351,7 +342,7 @@ class ExplanationWidget(XaimedWidget):
         (volume,) = self._in_memory(("image",), "the randomisation test runs the model on the "
                                                 "whole image")
         spacing, _ = source_geometry(self.image.value)
-        load, method = self._loader(self._model()), self.method.value
+        load, method = self._loader(self.chosen_model(BUNDLED)), self.method.value
         target, device = self._target(), self.device.value
 
         def steps():
@@ -380,7 +371,8 @@ class ExplanationWidget(XaimedWidget):
             ("image",) if self.mask.value is None else ("image", "mask"),
             "comparing methods runs the model on the whole image")
         spacing, _ = source_geometry(self.image.value)
-        load, target, device = self._loader(self._model()), self._target(), self.device.value
+        load = self._loader(self.chosen_model(BUNDLED))
+        target, device = self._target(), self.device.value
 
         def steps():
             mask = np.asarray(masks[0]) != 0 if masks else None

@@ -22,7 +22,12 @@ from napari_xaimed.viewer.widgets._base import XaimedWidget, layer_picker
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._results import ResultTable
 from napari_xaimed.viewer.widgets._trust import TrustedModels
-from napari_xaimed.viewer.widgets.cohort import _records
+from napari_xaimed.viewer.widgets.cohort import (
+    _records,
+    output_folder,
+    read_case_steps,
+    recorded_files,
+)
 
 CASE_LAYER = "Case image"
 NO_COLOUR = "predicted class"
@@ -155,10 +160,7 @@ class CasesWidget(XaimedWidget):
                            f"{self.embeddings.target}")
 
     def _folder(self) -> Path:
-        out = Path(str(self.out.value))
-        if not str(self.out.value).strip() or out in (Path("."), Path("")):
-            raise XaimedError("Pick an output folder for the latent space's tables.")
-        return out
+        return output_folder(self.out.value, "the latent space's tables")
 
     def run(self) -> None:
         """Embed every case of the list in a worker thread, on Dask."""
@@ -246,25 +248,17 @@ class CasesWidget(XaimedWidget):
 
     def open_case(self, index: int) -> None:
         """Open the image of the case at ``index`` of the scatter as a layer."""
-        from napari_xaimed.cohort.store import CohortStore
-        from napari_xaimed.io.cases import Case
-
         if self._out is None or self.job.running:
             return
         case_id = str(self.latent["case_id"].iloc[index])
-        record = CohortStore(self._out).record(Case(case_id)) or {}
-        path = record.get("files", {}).get("image")
-        if not path:
-            report_error(XaimedError(f"No image recorded for case {case_id!r}."))
+        try:
+            files = recorded_files(self._out, case_id, ("image",), "image")
+        except XaimedError as exc:
+            report_error(exc)
             return
 
-        def steps():
-            from napari_xaimed.io import read_volume
-
-            yield Progress(0, 1, f"{case_id}: reading the image")
-            return read_volume(path)
-
-        def done(volume: Any, seconds: float) -> None:
+        def done(volumes: tuple, seconds: float) -> None:
+            (volume,) = volumes
             prov = provenance("cohort case", sources=[str(volume.path)], case_id=case_id,
                               role="image")
             add_or_update(self.viewer, image_layer(volume.data, CASE_LAYER, volume.spacing,
@@ -272,7 +266,7 @@ class CasesWidget(XaimedWidget):
                                                    provenance=prov))
             self.note.setText(f"Showing {case_id}.")
 
-        self.job.start(steps(), done, f"Opening {case_id}")
+        self.job.start(read_case_steps(case_id, files), done, f"Opening {case_id}")
 
     def find_similar(self, *_: Any) -> None:
         """Embed the chosen image with the run's model and layer; list its nearest cases."""

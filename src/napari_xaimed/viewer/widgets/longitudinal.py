@@ -16,7 +16,6 @@ world coordinates.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from napari.utils.notifications import show_info
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress
 from napari_xaimed._core.provenance import PendingInputs, provenance
-from napari_xaimed.attribution import BUNDLED, METHODS, LongitudinalResult, load_model
+from napari_xaimed.attribution import BUNDLED, METHODS, LongitudinalResult
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.longitudinal.explain import explain_change_steps
 from napari_xaimed.registration import TRANSFORMS, prewarm
@@ -91,7 +90,6 @@ class LongitudinalWidget(XaimedWidget):
         self._layout.addWidget(self.channels)
         self.result: LongitudinalResult | None = None
         self._outputs: list[Any] = []
-        self._models: dict[tuple[str, float], Any] = {}
         self.trusted = TrustedModels()
         self._show_fields()
         self.reset_choices()
@@ -124,12 +122,6 @@ class LongitudinalWidget(XaimedWidget):
         return any(layer is not None and is_lazy(layer.data)
                    for layer in (self.prior.value, self.current.value))
 
-    def _model(self, source: Any, trust: bool = False) -> Any:
-        key = (str(source), Path(source).stat().st_mtime if source != BUNDLED else 0.0)
-        if key not in self._models:
-            self._models = {key: load_model(source, trust=trust)}
-        return self._models[key]
-
     def run(self) -> None:
         """Register (ANTs in its own process), explain both scans, add the change layers."""
         prior, current = self.prior.value, self.current.value
@@ -138,9 +130,7 @@ class LongitudinalWidget(XaimedWidget):
                 raise XaimedError("Pick a prior and a current Image layer.")
             if prior is current:
                 raise XaimedError("Prior and current are the same layer: pick two scans.")
-            source = BUNDLED if self.model_source.value == BUNDLED else self.model_file.value
-            if source != BUNDLED and (source is None or not Path(source).exists()):
-                raise XaimedError("Choose the model file (or the bundled model).")
+            source = self.chosen_model(BUNDLED)
             iterations = parse_iterations(self.iterations.value)
         except XaimedError as exc:
             report_error(exc)

@@ -174,7 +174,7 @@ class SegmentationWidget(XaimedWidget):
             if widget is None:  # not offered in the form (scripts can pass it)
                 continue
             if name == "model":
-                params[name] = self._model_choice()
+                params[name] = self.chosen_model(BUNDLED_SEGMENTER, "the bundled segmenter")
             elif name in ("roi_size", "sw_batch_size"):
                 params[name] = widget.value or None  # 0: chosen from the model and memory
             elif name == "threshold" and self.output.value != "sigmoid":
@@ -188,14 +188,6 @@ class SegmentationWidget(XaimedWidget):
         if method == "threshold":
             params.pop("percentile" if self.threshold_by.value == "value" else "value")
         return params
-
-    def _model_choice(self) -> str:
-        if self.model_source.value == BUNDLED_SEGMENTER:
-            return BUNDLED_SEGMENTER
-        path = self.model_file.value
-        if path is None or not Path(path).exists() or str(path) in ("", "."):
-            raise XaimedError("Choose the model file (or the bundled segmenter).")
-        return str(path)
 
     def _layer(self) -> Any:
         layer = self.image.value
