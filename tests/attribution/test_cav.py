@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from napari_xaimed.concepts.cav import StandardisedClassifier
+from napari_xaimed.concepts.directional import tcav
 from napari_xaimed.concepts.rcv import regression_concepts
-from napari_xaimed.concepts.tcav import tcav
 
 SMALL = (8, 8, 8)
 NO_SCALING = {"scaling": "none"}

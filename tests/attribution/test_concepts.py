@@ -8,9 +8,9 @@ import torch
 from skimage.feature import graycomatrix, graycoprops
 
 from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.concepts.directional import tcav
 from napari_xaimed.concepts.radiomics import FEATURES, glcm, region_features
 from napari_xaimed.concepts.rcv import regression_concepts
-from napari_xaimed.concepts.tcav import tcav
 
 SHAPE = (12, 12, 12)
 NO_SCALING = {"scaling": "none"}

@@ -2,13 +2,13 @@
 features that serve as concepts.
 """
 
+from napari_xaimed.concepts.directional import TCAVResult, tcav
 from napari_xaimed.concepts.from_cases import CaseConcepts, concepts_from_cases
 from napari_xaimed.concepts.radiomics import (
     case_features,
     region_features,
 )
 from napari_xaimed.concepts.rcv import RCVResult, regression_concepts
-from napari_xaimed.concepts.tcav import TCAVResult, tcav
 
 __all__ = [
     "CaseConcepts",

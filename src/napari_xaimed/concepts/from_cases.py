@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed.concepts.rcv import RCVResult, regression_concepts
-from napari_xaimed.concepts.tcav import (
+from napari_xaimed.concepts.directional import (
     TCAVResult,
     tcav,
 )
+from napari_xaimed.concepts.rcv import RCVResult, regression_concepts
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.validate import as_volume
-from napari_xaimed.concepts.tcav import (
+from napari_xaimed.concepts.directional import (
     _activations_and_gradients,
     _Setup,
 )

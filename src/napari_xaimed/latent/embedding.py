@@ -25,7 +25,7 @@ import pandas as pd
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.validate import as_volume
-from napari_xaimed.concepts.tcav import _activations_and_gradients, _Setup
+from napari_xaimed.concepts.directional import _activations_and_gradients, _Setup
 
 
 @dataclass(frozen=True)
