@@ -86,7 +86,7 @@ class XaimedWidget(QWidget):
     def _model(self, source: str, trust: bool = False) -> Any:
         """The loaded model of ``source`` (a :meth:`chosen_model`), kept while its file is
         unchanged (one at a time: its shape checks are kept with it). Called in the worker."""
-        from napari_xaimed.attribution.models import BUNDLED, BUNDLED_SEGMENTER, load_model
+        from napari_xaimed.models.loading import BUNDLED, BUNDLED_SEGMENTER, load_model
 
         bundled = source in (BUNDLED, BUNDLED_SEGMENTER)
         key = (str(source), 0.0 if bundled else Path(source).stat().st_mtime)
