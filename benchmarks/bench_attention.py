@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.networks.nets import SwinUNETR
 
     from napari_xaimed.attribution import attention_map, attribute
-    from napari_xaimed.attribution.device import pick_device
+    from napari_xaimed.models.device import pick_device
     from napari_xaimed.samples import lesion_volume
 
     device = pick_device(args.device)

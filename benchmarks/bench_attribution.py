@@ -49,8 +49,8 @@ from _timing import alternate, best, measure, ratio
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution import attribute
 from napari_xaimed.attribution.cams import CAMS, GRADIENT_CAMS
-from napari_xaimed.attribution.device import pick_device
-from napari_xaimed.attribution.lesion_model import WEIGHTS, LesionNet
+from napari_xaimed.models.device import pick_device
+from napari_xaimed.models.lesion_classifier import WEIGHTS, LesionNet
 from napari_xaimed.samples import lesion_volume
 
 FLOOR_TARGET = 1.2

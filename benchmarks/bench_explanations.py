@@ -47,15 +47,9 @@ from napari_xaimed.attribution import (
     rank_methods,
     relevance_mass_accuracy,
 )
-from napari_xaimed.attribution.lesion_model import (
-    CONFIG,
-    accuracy,
-    fit,
-    inputs,
-    sample_batch,
-    train,
-)
+from napari_xaimed.models.lesion_classifier import CONFIG
 from napari_xaimed.samples import lesion_volume
+from napari_xaimed.training.classifier import accuracy, fit, inputs, sample_batch, train
 
 QUICK_METHODS = ["saliency", "smoothgrad", "integrated_gradients", "gradcam", "lrp"]
 # On the ViT: the attention family, and beside it the methods that need no rule per layer

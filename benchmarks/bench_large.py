@@ -136,7 +136,7 @@ WARM_SHAPE = (40, 48, 48)
 
 def write_ct_zarr(path: Path, shape: tuple[int, int, int], planes: int = 32) -> None:
     """:func:`ct_volume` written to an OME-Zarr store a slab of planes at a time."""
-    from napari_xaimed.io_lazy import create_zarr
+    from napari_xaimed.io.lazy import create_zarr
 
     array = create_zarr(path, shape, np.float32, SPACING, chunks=(planes, 256, 256),
                         overwrite=True)
@@ -158,7 +158,7 @@ def prepare_evaluation(workdir: Path) -> None:
     import dask.array as da
 
     from napari_xaimed.io import read_volume
-    from napari_xaimed.io_lazy import write_zarr
+    from napari_xaimed.io.lazy import write_zarr
     from napari_xaimed.segmentation.lazy import label_lazy, segment_lazy
 
     if not (workdir / "labels.zarr").exists():

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from napari_xaimed._progress import run_steps
+from napari_xaimed._core.progress import run_steps
 from napari_xaimed.registration import register
 from napari_xaimed.registration.quality import dice_per_label
 from napari_xaimed.samples import TISSUE_NAMES, mni152, mni152_deformed

@@ -78,7 +78,7 @@ TINY_STEPS = 200_000
 def tiny_steps(n: int):
     """A job that only reports progress, as fast as it can: what the panel's thinning of
     progress updates (``PROGRESS_INTERVAL_S``) is for."""
-    from napari_xaimed._progress import Progress
+    from napari_xaimed._core.progress import Progress
 
     for i in range(n):
         yield Progress(i, n, "step")
@@ -92,7 +92,7 @@ def longest_gap(make_steps) -> tuple[float, float, str]:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_xaimed._widgets._job import JobPanel
+    from napari_xaimed.viewer.widgets._job import JobPanel
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     panel = JobPanel("Run")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari.qt.threading  # noqa: F401 - loaded in any napari session before a widget runs
     import napari.utils  # noqa: F401
 
-    import napari_xaimed._widgets  # noqa: F401 - what docking a widget loads
+    import napari_xaimed.viewer.widgets  # noqa: F401 - what docking a widget loads
     rows = []
     for name, make in jobs(args.size):
         first, _, _ = longest_gap(make)  # first run: pays the imports of this capability
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         spread = gaps.spread(0, scale=1000, unit=" ms")
         print(f"{name:<40}{1000 * gaps.high:>10.0f} ms{spread:>14}{seconds.median:>7.1f} s"
               f"{1000 * first:>9.0f} ms  {met}")
-    from napari_xaimed._widgets import _job
+    from napari_xaimed.viewer.widgets import _job
 
     kept, _job.PROGRESS_INTERVAL_S = _job.PROGRESS_INTERVAL_S, 0.0
     try:  # the same job with every step sent to the GUI thread, as before the thinning

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from _timing import Ratio, Timing, alternate, ratio
 
-from napari_xaimed._progress import run_steps
+from napari_xaimed._core.progress import run_steps
 from napari_xaimed.attribution import load_model
-from napari_xaimed.attribution.device import pick_device
-from napari_xaimed.attribution.preprocess import scale_intensity
+from napari_xaimed.models.device import pick_device
+from napari_xaimed.models.preprocess import scale_intensity
 from napari_xaimed.samples import lesion_volume
 from napari_xaimed.segmentation.deep import (
     segment_with_model,
@@ -137,7 +137,7 @@ def run_nnunet(folder: str, device: torch.device, repeats: int = REPEATS,
 
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from napari_xaimed.attribution.nnunet_sample import build_tiny_nnunet, synthetic_case
+    from napari_xaimed.training.nnunet_sample import build_tiny_nnunet, synthetic_case
 
     if folder == "tiny":
         started = time.perf_counter()

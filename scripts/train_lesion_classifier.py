@@ -13,7 +13,8 @@ import json
 
 import torch
 
-from napari_xaimed.attribution import lesion_model
+from napari_xaimed.models import lesion_classifier as lesion_model
+from napari_xaimed.training import classifier as training
 
 
 def main() -> None:
@@ -23,8 +24,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, record = lesion_model.train(args.n_train, args.epochs, args.seed)
-    record["held_out_accuracy"] = lesion_model.accuracy(model, list(range(90_000, 90_200)))
+    model, record = training.train(args.n_train, args.epochs, args.seed)
+    record["held_out_accuracy"] = training.accuracy(model, list(range(90_000, 90_200)))
     path = lesion_model.WEIGHTS
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)

@@ -14,7 +14,8 @@ import json
 
 import torch
 
-from napari_xaimed.segmentation import lesion_segmenter
+from napari_xaimed.models import lesion_segmenter
+from napari_xaimed.training import segmenter as training
 
 HELD_OUT = list(range(90_000, 90_020))
 
@@ -26,8 +27,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    model, record = lesion_segmenter.train(args.n_volumes, args.steps, args.batch, args.seed)
-    record["held_out_dice"] = round(lesion_segmenter.held_out_dice(model, HELD_OUT), 4)
+    model, record = training.train(args.n_volumes, args.steps, args.batch, args.seed)
+    record["held_out_dice"] = round(training.held_out_dice(model, HELD_OUT), 4)
     record["held_out_seeds"] = [HELD_OUT[0], HELD_OUT[-1]]
     path = lesion_segmenter.WEIGHTS
     path.parent.mkdir(parents=True, exist_ok=True)

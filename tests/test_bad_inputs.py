@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from napari_xaimed import io, samples
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.attribution import (
     attribute,
     deletion_curve,
@@ -318,7 +318,7 @@ def test_a_lazy_volume_too_big_for_memory_is_refused_before_it_is_read(monkeypat
     arrays are unaffected."""
     import dask.array as da
 
-    from napari_xaimed import _validate
+    from napari_xaimed._core import validate as _validate
 
     reads = []
     source = np.zeros((32, 32, 32), np.float32)

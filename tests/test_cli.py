@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from napari_xaimed._cli import main
+from napari_xaimed.cli.main import main
 from napari_xaimed.io import read_volume
 
 
@@ -176,7 +176,7 @@ def test_segment_command_on_a_zarr_runs_slab_by_slab_into_a_zarr(tmp_path, capsy
     labels of the in-memory segmentation, on the image's grid; what needs the whole volume is
     refused with what to do."""
     from napari_xaimed.io import write_volume
-    from napari_xaimed.io_lazy import write_zarr
+    from napari_xaimed.io.lazy import write_zarr
     from napari_xaimed.samples import lesion_volume
     from napari_xaimed.segmentation import segment, segment_with_model
 
@@ -218,7 +218,7 @@ def test_segment_command_on_a_zarr_runs_slab_by_slab_into_a_zarr(tmp_path, capsy
 def test_register_command_on_zarr_stores_registers_downsampled_copies(tmp_path, capsys):
     """Zarr inputs: ANTs on block-mean copies (--max-voxels), the moving image warped at full
     resolution into warped.zarr, equal to register_lazy's; the field on the coarse grid."""
-    from napari_xaimed.io_lazy import write_zarr
+    from napari_xaimed.io.lazy import write_zarr
     from napari_xaimed.registration.lazy import register_lazy
     from napari_xaimed.samples import longitudinal_pair
 
@@ -252,8 +252,8 @@ def test_register_command_on_zarr_stores_registers_downsampled_copies(tmp_path, 
 
 def test_cohort_evaluate_takes_cldice_on_request():
     """`evaluate --cohort` computes the default metrics (no clDice) unless `--cldice` is given."""
-    from napari_xaimed._cli import build_parser
-    from napari_xaimed._cli_cohort import _job
+    from napari_xaimed.cli.cohort import _job
+    from napari_xaimed.cli.main import build_parser
     from napari_xaimed.evaluation import DEFAULT_METRICS
 
     base = ["evaluate", "--cohort", "cases.csv", "--out", "out"]

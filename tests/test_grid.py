@@ -13,11 +13,11 @@ import SimpleITK as sitk
 from _spine import SPINE_AFFINE, VOXEL, shifted, spine_labels, write_nifti
 
 from napari_xaimed import XaimedError
-from napari_xaimed._cli import main
+from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import EvaluationJob
-from napari_xaimed.cohort.cases import Case
-from napari_xaimed.grid import Grid, check_same_grid, grid_difference, orient_like, same_grid
 from napari_xaimed.io import read_volume
+from napari_xaimed.io.cases import Case
+from napari_xaimed.io.grid import Grid, check_same_grid, grid_difference, orient_like, same_grid
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_shapes_and_layers_without_a_file_orientation():
 def test_a_layer_computed_in_the_viewer_overlays_its_file_layer(tmp_path):
     """A file layer knows its orientation; a heatmap computed from it has only its scale and
     translate: they are compared along the voxel axes, as napari draws both."""
-    from napari_xaimed._reader import read_volumes
+    from napari_xaimed.viewer.reader import read_volumes
 
     path = write_nifti(tmp_path / "spine.nii.gz", spine_labels(), SPINE_AFFINE)
     data, kwargs, _ = read_volumes(str(path))[0]

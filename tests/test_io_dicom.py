@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 
 from napari_xaimed import XaimedError
 from napari_xaimed.io import read_volume
-from napari_xaimed.io_dicom import read_all_series
+from napari_xaimed.io.dicom import read_all_series
 
 LPS = np.array([-1.0, -1.0, 1.0])  # RAS <-> LPS, per coordinate
 

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from napari_xaimed import XaimedError
 from napari_xaimed.io import read_volume, write_volume
-from napari_xaimed.io_dicom import list_series
+from napari_xaimed.io.dicom import list_series
 
 FLIP = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS
 SHAPE = (6, 7, 8)  # (z, y, x)
@@ -321,7 +321,7 @@ def test_bad_files_and_folders_give_clear_errors(tmp_path):
 # ------------------------------------------------------------------------- napari reader/writer
 
 def test_get_reader_takes_volume_files_and_dicom_folders_only(formats, tmp_path):
-    from napari_xaimed._reader import get_reader
+    from napari_xaimed.viewer.reader import get_reader
 
     for key, path in formats.items():
         assert get_reader(str(path)) is not None, key

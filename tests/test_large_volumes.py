@@ -19,14 +19,14 @@ import zarr
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
 from napari_xaimed import XaimedError
-from napari_xaimed._progress import run_steps
+from napari_xaimed._core.progress import run_steps
 from napari_xaimed.attribution import attribute
 from napari_xaimed.attribution.lazy import attribute_lazy, downsample_lazy, upsample_lazy
-from napari_xaimed.attribution.preprocess import Preprocessing, to_input
 from napari_xaimed.evaluation import DISTANCE_METRICS, evaluate
 from napari_xaimed.evaluation.lazy import evaluate_lazy
 from napari_xaimed.io import read_volume, write_volume
-from napari_xaimed.io_lazy import read_zarr, write_zarr
+from napari_xaimed.io.lazy import read_zarr, write_zarr
+from napari_xaimed.models.preprocess import Preprocessing, to_input
 from napari_xaimed.samples import lesion_volume, panoptic_pair
 from napari_xaimed.segmentation import segment, split_instances
 from napari_xaimed.segmentation.lazy import label_lazy, otsu_threshold_lazy, segment_lazy
@@ -158,7 +158,7 @@ def test_lazy_is_refused_for_formats_without_it(tmp_path):
 
 
 def test_reader_opens_zarr_and_large_nifti_as_dask(tmp_path, monkeypatch):
-    from napari_xaimed import _reader
+    from napari_xaimed.viewer import reader as _reader
 
     data = np.random.default_rng(3).normal(size=(8, 9, 10)).astype(np.float32)
     write_zarr(tmp_path / "ct.zarr", data, spacing=(2.0, 0.5, 0.5), origin=(4.0, 0.0, 1.0))

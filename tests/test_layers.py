@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from napari_xaimed._layers import heatmap_layer, image_layer, labels_layer, output_name
-from napari_xaimed._provenance import provenance
+from napari_xaimed._core.provenance import provenance
+from napari_xaimed.viewer.layers import heatmap_layer, image_layer, labels_layer, output_name
 
 
 def test_heatmaps_follow_the_colour_conventions():

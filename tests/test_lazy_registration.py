@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_xaimed import XaimedError
-from napari_xaimed.io_lazy import read_zarr, write_zarr
+from napari_xaimed.io.lazy import read_zarr, write_zarr
 from napari_xaimed.registration import RegistrationResult
 from napari_xaimed.registration.fields import jacobian_determinant
 from napari_xaimed.registration.lazy import (

@@ -15,7 +15,7 @@ import torch
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution import attribute
 from napari_xaimed.attribution.lazy import attribute_lazy
-from napari_xaimed.io_lazy import write_zarr
+from napari_xaimed.io.lazy import write_zarr
 
 SHAPE = (24, 40, 40)
 ROI = (16, 16, 16)

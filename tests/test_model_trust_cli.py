@@ -13,11 +13,11 @@ import torch
 from monai.networks.nets import Classifier, UNet
 
 from napari_xaimed import samples
-from napari_xaimed._cli import main
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._provenance import cli_inputs, provenance
-from napari_xaimed._rerun import rerun
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.provenance import cli_inputs, provenance
 from napari_xaimed.attribution import attribute, load_model
+from napari_xaimed.cli.main import main
+from napari_xaimed.cli.rerun import rerun
 from napari_xaimed.io import read_volume, write_volume
 from napari_xaimed.segmentation import segment_with_model
 

@@ -58,11 +58,13 @@ def test_wheel_contains_the_manifest(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         shipped = zf.read("napari_xaimed/napari.yaml")
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
-        weights = zf.read("napari_xaimed/attribution/weights/lesion_classifier.pt")
-        config = zf.read("napari_xaimed/attribution/weights/lesion_classifier.json")
+        weights = zf.read("napari_xaimed/models/weights/lesion_classifier.pt")
+        config = zf.read("napari_xaimed/models/weights/lesion_classifier.json")
+        segmenter = zf.read("napari_xaimed/models/weights/lesion_segmenter.pt")
     # the bundled model travels with the package, byte for byte
-    source = ROOT / "src" / "napari_xaimed" / "attribution" / "weights"
+    source = ROOT / "src" / "napari_xaimed" / "models" / "weights"
     assert weights == (source / "lesion_classifier.pt").read_bytes()
+    assert segmenter == (source / "lesion_segmenter.pt").read_bytes()
     assert config == (source / "lesion_classifier.json").read_bytes()
     assert shipped == (ROOT / "napari.yaml").read_bytes()
     assert b"napari-xaimed = napari_xaimed:napari.yaml" in entry_points

@@ -136,8 +136,8 @@ def test_missing_nilearn_names_the_extra(monkeypatch):
 
 
 def test_outputs_computed_on_the_sample_can_be_rerun():
-    from napari_xaimed import _rerun
-    from napari_xaimed._sample_data import mni152_layers
+    from napari_xaimed.cli import rerun as _rerun
+    from napari_xaimed.viewer.sample_data import mni152_layers
 
     for data, kwargs, _ in mni152_layers(4):
         prov = kwargs["metadata"]["xaimed"]

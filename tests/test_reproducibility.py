@@ -1,6 +1,6 @@
 """Seeded runs give bit-identical outputs twice in a row, and an output's provenance
 (``metadata["xaimed"]``) holds every parameter and input needed to compute it again, bit for
-bit: the provenance tests recompute through ``napari_xaimed._rerun.recompute``, the code behind
+bit: the provenance tests recompute through ``napari_xaimed.cli.rerun.recompute``, the code behind
 ``napari-xaimed rerun``."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from _nets import DropNet
 
 from napari_xaimed import samples
-from napari_xaimed._rerun import accepted, recompute
 from napari_xaimed.attribution import attribute, ensemble_attribute
-from napari_xaimed.attribution.lesion_model import WEIGHTS
+from napari_xaimed.cli.rerun import accepted, recompute
 from napari_xaimed.evaluation import autc, evaluate
+from napari_xaimed.models.lesion_classifier import WEIGHTS
 from napari_xaimed.registration import register
 from napari_xaimed.registration.params import TUNABLE
 from napari_xaimed.registration.run import register_steps
@@ -148,7 +148,7 @@ def run_widget(qtbot, widget) -> None:
 
 @pytest.mark.parametrize("method", ["otsu", "model"])
 def test_segmentation_provenance_reruns_it(qtbot, make_napari_viewer, method):
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "lesion")
@@ -173,7 +173,7 @@ def test_segmentation_provenance_reruns_it(qtbot, make_napari_viewer, method):
 
 
 def test_evaluation_provenance_reruns_the_error_map(qtbot, make_napari_viewer):
-    from napari_xaimed._widgets.evaluation import EvaluationWidget
+    from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "panoptic")
@@ -199,7 +199,7 @@ def test_evaluation_provenance_reruns_the_error_map(qtbot, make_napari_viewer):
 
 
 def test_registration_provenance_reruns_it(qtbot, make_napari_viewer):
-    from napari_xaimed._widgets.registration import RegistrationWidget
+    from napari_xaimed.viewer.widgets.registration import RegistrationWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "longitudinal")
@@ -217,7 +217,7 @@ def test_registration_provenance_reruns_it(qtbot, make_napari_viewer):
 
 
 def test_attribution_provenance_reruns_it(qtbot, make_napari_viewer):
-    from napari_xaimed._widgets.attribution import AttributionWidget
+    from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "lesion")
@@ -245,7 +245,7 @@ def cli_provenance(nifti) -> dict[str, Any]:
 @pytest.mark.parametrize("argv", [["--method", "otsu", "--smoothing-mm", "1"],
                                   ["--method", "model", "--device", "cpu"]])
 def test_cli_segmentation_provenance_reruns_it(lesion, tmp_path, argv):
-    from napari_xaimed._cli import main
+    from napari_xaimed.cli.main import main
     from napari_xaimed.io import read_volume, write_volume
 
     write_volume(tmp_path / "ct.nii.gz", lesion.image, spacing=lesion.spacing)
@@ -261,7 +261,7 @@ def test_cli_segmentation_provenance_reruns_it(lesion, tmp_path, argv):
 
 
 def test_cli_registration_provenance_reruns_it(pair, tmp_path):
-    from napari_xaimed._cli import main
+    from napari_xaimed.cli.main import main
     from napari_xaimed.io import read_volume, write_volume
 
     write_volume(tmp_path / "prior.nii.gz", pair.moving, spacing=pair.spacing)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from napari_xaimed import samples
-from napari_xaimed._cli import main
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._provenance import array_sha256
-from napari_xaimed._rerun import rerun
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.provenance import array_sha256
+from napari_xaimed.cli.main import main
+from napari_xaimed.cli.rerun import rerun
 from napari_xaimed.io import read_volume, write_volume
 
 
@@ -123,8 +123,8 @@ def run_widget(qtbot, job) -> None:
 
 def save(layer, folder: Path) -> Path:
     """Save a layer with the plugin's writer, as File > Save would; return its sidecar."""
-    from napari_xaimed._cli import layer_file_stem
-    from napari_xaimed._writer import write_image, write_labels
+    from napari_xaimed.cli.main import layer_file_stem
+    from napari_xaimed.viewer.writer import write_image, write_labels
 
     data, meta, kind = layer.as_layer_data_tuple()
     writer = write_labels if kind == "labels" else write_image
@@ -134,7 +134,7 @@ def save(layer, folder: Path) -> Path:
 
 def test_widget_segmentation_of_a_file_reruns(qtbot, make_napari_viewer, ct, tmp_path,
                                                capsys):
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     (source,) = viewer.open(str(ct), plugin="napari-xaimed")
@@ -152,7 +152,7 @@ def test_widget_segmentation_of_a_file_reruns(qtbot, make_napari_viewer, ct, tmp
 
 
 def test_pending_inputs_hash_later_and_skip_points(make_napari_viewer):
-    from napari_xaimed._provenance import PendingInputs
+    from napari_xaimed._core.provenance import PendingInputs
 
     viewer = make_napari_viewer()
     image = viewer.add_image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), name="img")
@@ -165,7 +165,7 @@ def test_pending_inputs_hash_later_and_skip_points(make_napari_viewer):
 
 
 def test_widget_evaluation_maps_rerun(qtbot, make_napari_viewer, tmp_path, capsys):
-    from napari_xaimed._widgets.evaluation import EvaluationWidget
+    from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "panoptic")
@@ -184,7 +184,7 @@ def test_widget_evaluation_maps_rerun(qtbot, make_napari_viewer, tmp_path, capsy
 
 def test_widget_registration_with_a_mask_and_a_carried_layer_reruns(
         qtbot, make_napari_viewer, tmp_path, capsys):
-    from napari_xaimed._widgets.registration import RegistrationWidget
+    from napari_xaimed.viewer.widgets.registration import RegistrationWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "longitudinal")
@@ -206,7 +206,7 @@ def test_widget_registration_with_a_mask_and_a_carried_layer_reruns(
 
 
 def test_widget_attribution_reruns(qtbot, make_napari_viewer, ct, tmp_path, capsys):
-    from napari_xaimed._widgets.attribution import AttributionWidget
+    from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
     viewer = make_napari_viewer()
     (source,) = viewer.open(str(ct), plugin="napari-xaimed")
@@ -225,7 +225,7 @@ def test_attribution_region_is_recorded_and_reruns(qtbot, make_napari_viewer, tm
     an input of the provenance, so the rerun explains the same region."""
     import torch
 
-    from napari_xaimed._widgets.attribution import AttributionWidget
+    from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1))
@@ -256,7 +256,7 @@ def test_attribution_region_is_recorded_and_reruns(qtbot, make_napari_viewer, tm
 
 
 def test_widget_longitudinal_change_reruns(qtbot, make_napari_viewer, tmp_path, capsys):
-    from napari_xaimed._widgets.longitudinal import LongitudinalWidget
+    from napari_xaimed.viewer.widgets.longitudinal import LongitudinalWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "longitudinal")
@@ -279,8 +279,8 @@ def test_a_trusted_rerun_of_an_edited_config_runs_none_of_its_code(tmp_path):
     import torch
     from monai.networks.nets import UNet
 
-    from napari_xaimed._rerun_model import recorded_model
     from napari_xaimed.attribution import load_model
+    from napari_xaimed.models.recorded import recorded_model
 
     args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
             "strides": [2], "num_res_units": 0}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_xaimed import samples
-from napari_xaimed._provenance import provenance
+from napari_xaimed._core.provenance import provenance
 from napari_xaimed.attribution import attribute
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.io import write_volume

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import dice as scipy_dice_dissimilarity
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.evaluation.overlap import mask_dice
 
 
@@ -30,7 +30,7 @@ def test_mask_dice_empty_and_shape():
 
 
 def test_z_slabs_cover_the_depth_in_order():
-    from napari_xaimed.io_lazy import slab_size, z_slabs
+    from napari_xaimed.io.lazy import slab_size, z_slabs
 
     assert list(z_slabs(10, 4)) == [(0, 4), (4, 8), (8, 10)]
     assert list(z_slabs(3, 5)) == [(0, 3)]

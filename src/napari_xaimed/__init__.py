@@ -5,7 +5,7 @@ napari or Qt. The capabilities live in the subpackages (``io``, ``samples``, ``s
 ``evaluation``, ``registration``, ``attribution``), each usable from scripts without a viewer.
 """
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 __version__ = "0.1.0"
 

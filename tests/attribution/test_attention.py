@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.networks.nets import UNETR, SwinUNETR, ViT
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.attribution import METHODS, attention_map, attribute, load_model
 
 SIZE = 32

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.attribution import METHODS, attribute
 from napari_xaimed.attribution.cams import CAMS, GRADIENT_CAMS
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from napari_xaimed.attribution.cav import StandardisedClassifier
-from napari_xaimed.attribution.concepts import regression_concepts, tcav
+from napari_xaimed.concepts.cav import StandardisedClassifier
+from napari_xaimed.concepts.directional import tcav
+from napari_xaimed.concepts.rcv import regression_concepts
 
 SMALL = (8, 8, 8)
 NO_SCALING = {"scaling": "none"}

@@ -7,9 +7,10 @@ import pytest
 import torch
 from skimage.feature import graycomatrix, graycoprops
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.attribution.concepts import regression_concepts, tcav
-from napari_xaimed.attribution.radiomics import FEATURES, glcm, region_features
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.concepts.directional import tcav
+from napari_xaimed.concepts.radiomics import FEATURES, glcm, region_features
+from napari_xaimed.concepts.rcv import regression_concepts
 
 SHAPE = (12, 12, 12)
 NO_SCALING = {"scaling": "none"}
@@ -195,8 +196,8 @@ def test_region_features_bad_input():
 
 
 def test_case_features_from_a_cohort_case_list(tmp_path):
-    from napari_xaimed.attribution.radiomics import case_features
     from napari_xaimed.cohort.sample import write_sample_cohort
+    from napari_xaimed.concepts.radiomics import case_features
     from napari_xaimed.io import read_volume
 
     path = write_sample_cohort(tmp_path, 3, kind="attribution", shape=(24, 24, 24),
@@ -253,7 +254,7 @@ def _case_list(folder, concept_of):
 
 
 def test_concepts_from_a_case_list_equal_the_in_memory_ones(tmp_path):
-    from napari_xaimed.attribution.concepts import concepts_from_cases
+    from napari_xaimed.concepts.from_cases import concepts_from_cases
     from napari_xaimed.io import read_volume
 
     path = _case_list(tmp_path, ["bright"] * 5 + [""] * 11)
@@ -279,7 +280,7 @@ def test_concepts_from_a_case_list_equal_the_in_memory_ones(tmp_path):
 
 
 def test_concepts_from_a_case_list_refuse_what_they_cannot_use(tmp_path):
-    from napari_xaimed.attribution.concepts import concepts_from_cases
+    from napari_xaimed.concepts.from_cases import concepts_from_cases
 
     path = _case_list(tmp_path, ["bright"] + [""] * 7)
     model = Brightness().eval()

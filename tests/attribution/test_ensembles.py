@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.attribution import (
     attribute,
     ensemble_attribute,

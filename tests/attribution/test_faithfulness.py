@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.attribution import attribute, deletion_curve, faithfulness, insertion_curve
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.attribution import attribute, deletion_curve, insertion_curve
+from napari_xaimed.explanations import faithfulness
 
 
 class BoxSum(torch.nn.Module):

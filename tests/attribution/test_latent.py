@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.attribution.latent import (
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.latent.embedding import (
     assemble,
     case_embedding,
     confounder_scores,

@@ -8,7 +8,7 @@ from scipy import ndimage as ndi
 
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution import explain_change
-from napari_xaimed.attribution.longitudinal import feature_grid, field_on_grid, warp_features
+from napari_xaimed.longitudinal.explain import feature_grid, field_on_grid, warp_features
 from napari_xaimed.registration import RegistrationResult
 from napari_xaimed.samples import longitudinal_pair
 

@@ -14,9 +14,9 @@ import torch
 from monai.networks.nets import Classifier, UNet
 
 from napari_xaimed import XaimedError
-from napari_xaimed._errors import UntrustedModelError
+from napari_xaimed._core.errors import UntrustedModelError
 from napari_xaimed.attribution import load_model, register_network
-from napari_xaimed.attribution import trust as trust_module
+from napari_xaimed.models import trust as trust_module
 
 UNET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
         "strides": [2], "num_res_units": 0, "act": "RELU"}

@@ -8,7 +8,7 @@ import torch
 
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution import attribute, load_model
-from napari_xaimed.attribution.lesion_model import WEIGHTS, LesionNet
+from napari_xaimed.models.lesion_classifier import WEIGHTS, LesionNet
 from napari_xaimed.samples import lesion_volume
 
 

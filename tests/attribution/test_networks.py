@@ -10,12 +10,12 @@ import pytest
 import torch
 from monai.networks import nets
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.attribution import ATTENTION_METHODS, attribute
+from napari_xaimed.attribution.hooked import HOOKED
 from napari_xaimed.attribution.incremental import split_model
 from napari_xaimed.attribution.methods import METHODS
-from napari_xaimed.attribution.models import load_model
-from napari_xaimed.attribution.network import HOOKED
+from napari_xaimed.models.loading import load_model
 from napari_xaimed.samples import lesion_volume
 
 SIZE = 32

@@ -9,8 +9,8 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from napari_xaimed.attribution import pointing_game, rank_methods, truth_scores
-from napari_xaimed.attribution.ranking import _score
-from napari_xaimed.attribution.truth_lazy import truth_scores_lazy
+from napari_xaimed.explanations.ranking import _score
+from napari_xaimed.explanations.truth_lazy import truth_scores_lazy
 
 
 def cube_mask(shape=(4, 5, 6)):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.attribution import compare_methods, rank_methods
 
 SETTINGS = [{"metric": "deletion", "baseline": "blur"}, {"metric": "insertion"},

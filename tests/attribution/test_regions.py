@@ -6,8 +6,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.attribution.regions import (
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.explanations.regions import (
     REGION_COLUMNS,
     reference_agreement,
     relevance_by_region,

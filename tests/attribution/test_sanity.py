@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.attribution import load_model, randomisation_test
-from napari_xaimed.attribution.sanity import map_ssim, parameter_layers
+from napari_xaimed.explanations.sanity import map_ssim, parameter_layers
 
 
 def test_layers_are_randomised_from_the_output_down(tiny):

@@ -11,8 +11,8 @@ import torch
 from _nets import DropNet
 
 from napari_xaimed.attribution import attribute, attribute_steps
-from napari_xaimed.attribution.ensembles import DropoutKept
 from napari_xaimed.attribution.methods import supervoxels
+from napari_xaimed.explanations.ensembles import DropoutKept
 
 TARGET = 2
 SEEDS = (0, 1)
@@ -170,8 +170,8 @@ def test_a_model_that_draws_dropout_masks_gives_each_seeds_map_beside_another_jo
 def test_a_job_waiting_for_another_threads_draws_can_be_cancelled():
     """While another thread's job is inside a step with the global generators, a job waits by
     yielding progress (a chance to cancel) instead of blocking its worker."""
-    from napari_xaimed._progress import Progress
-    from napari_xaimed._rng import seeded, seeded_call
+    from napari_xaimed._core.progress import Progress
+    from napari_xaimed._core.rng import seeded, seeded_call
 
     inside, release = threading.Event(), threading.Event()
 
@@ -206,8 +206,8 @@ def test_a_job_waiting_for_another_threads_draws_can_be_cancelled():
 def test_a_job_whose_model_draws_nothing_runs_beside_a_job_holding_the_generators(tiny, volume):
     """The lock serialises only jobs that draw from the process-wide generators: a saliency
     map of a model in evaluation mode is made while another job holds them, never waiting."""
-    from napari_xaimed._progress import Progress
-    from napari_xaimed._rng import seeded
+    from napari_xaimed._core.progress import Progress
+    from napari_xaimed._core.rng import seeded
 
     inside, release = threading.Event(), threading.Event()
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed._progress import Progress, run_steps
+from napari_xaimed._core.progress import Progress, run_steps
+from napari_xaimed._core.stepped import stepped
 from napari_xaimed.attribution import attribute, attribute_steps
-from napari_xaimed.attribution.stepped import stepped
 
 
 class Counting(torch.nn.Module):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_xaimed import XaimedError
-from napari_xaimed.attribution.structures import (
+from napari_xaimed.explanations.structures import (
     STRUCTURE_COLUMNS,
     relevance_by_structure,
     relevance_by_structure_region,

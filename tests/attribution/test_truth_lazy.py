@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import zarr
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress
 from napari_xaimed.attribution import reference_agreement, relevance_by_region, truth_scores
-from napari_xaimed.attribution.truth_lazy import (
+from napari_xaimed.explanations.truth_lazy import (
     relevance_by_region_lazy,
     truth_scores_lazy,
     truth_scores_steps,

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from napari_xaimed import XaimedError
-from napari_xaimed._cli import main
 from napari_xaimed.attribution import confounder_scores, embed, load_model
+from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import (
     EmbeddingJob,
     case_metadata,

@@ -10,11 +10,11 @@ import pytest
 from _spine import spine_labels as labels
 from _spine import write_spine as write
 
-from napari_xaimed._cli import main
+from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import AttributionJob
-from napari_xaimed.cohort.cases import Case
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.io import read_volume
+from napari_xaimed.io.cases import Case
 
 
 def test_cli_evaluate_accepts_a_round_trip_and_refuses_half_a_voxel(client, tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 from distributed import LocalCluster, Security
 
 from napari_xaimed import XaimedError
-from napari_xaimed._cli import main
+from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import (
     EvaluationJob,
     cohort_client,

@@ -13,8 +13,8 @@ from monai.networks.nets import Classifier
 from scipy import ndimage as ndi
 
 from napari_xaimed import XaimedError
-from napari_xaimed._cli import main
 from napari_xaimed.attribution import attribute, load_model, truth_scores
+from napari_xaimed.cli.main import main
 from napari_xaimed.cohort import (
     AttributionJob,
     EvaluationJob,
@@ -200,8 +200,8 @@ def test_evaluation_rows_and_cli_say_which_label_mode_ran(client, tmp_path, caps
     """Issue 27 item 8: a multi-label semantic case is a class per label value (and their mean)
     by default, one Panoptica-style class on request; every row and the command's output say
     which mode ran."""
-    from napari_xaimed.cohort.cases import Case
     from napari_xaimed.io import write_volume
+    from napari_xaimed.io.cases import Case
 
     ref = np.zeros((10, 14, 10), np.uint8)
     ref[2:8, 2:8, 2:8] = 1
@@ -246,7 +246,7 @@ def test_trust_and_registered_networks_travel_with_the_job(client, tmp_path, cap
     import torch
 
     from napari_xaimed.attribution import register_network
-    from napari_xaimed.attribution import trust as trust_module
+    from napari_xaimed.models import trust as trust_module
 
     csv = write_sample_cohort(tmp_path / "in", 2, kind="attribution", shape=(40, 40, 40))
     args = {"in_shape": [1, 8, 8, 8], "classes": 2, "channels": [2, 4], "strides": [2, 2]}

@@ -33,9 +33,9 @@ from panoptica.utils.segmentation_class import SegmentationClassGroups
 from panoptica.utils.speed_toggles import PanopticaSpeedToggles
 
 from napari_xaimed import XaimedError
+from napari_xaimed.components.memory import _value_components_scipy
 from napari_xaimed.evaluation import autc, evaluate, evaluate_lazy
 from napari_xaimed.evaluation.instances import (
-    _value_components_scipy,
     class_instances,
     label_values,
     value_components,

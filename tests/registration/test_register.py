@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from napari_xaimed import XaimedError
+from napari_xaimed._core import spawned as spawned_module
+from napari_xaimed._core.spawned import run_spawned
 from napari_xaimed.registration import register, register_steps
-from napari_xaimed.registration import spawned as spawned_module
-from napari_xaimed.registration.spawned import run_spawned
 from napari_xaimed.samples import longitudinal_pair
 
 

@@ -5,7 +5,7 @@ import pytest
 from skimage.filters import threshold_multiotsu
 
 from napari_xaimed import XaimedError, samples
-from napari_xaimed._progress import run_steps
+from napari_xaimed._core.progress import run_steps
 from napari_xaimed.segmentation import (
     METHODS,
     method_params,

@@ -11,7 +11,8 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_xaimed import XaimedError
-from napari_xaimed.attribution.lesion_model import LesionNet
+from napari_xaimed.models.lesion_classifier import LesionNet
+from napari_xaimed.models.lesion_segmenter import WEIGHTS
 from napari_xaimed.samples import lesion_volume
 from napari_xaimed.segmentation import deep
 from napari_xaimed.segmentation.deep import (
@@ -19,7 +20,7 @@ from napari_xaimed.segmentation.deep import (
     segment_with_model,
     window_count,
 )
-from napari_xaimed.segmentation.lesion_segmenter import WEIGHTS, dice
+from napari_xaimed.training.segmenter import dice
 
 
 def pointwise(out_channels: int = 2, seed: int = 0) -> torch.nn.Module:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import run_steps
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import run_steps
 from napari_xaimed.samples import lesion_volume
 from napari_xaimed.segmentation import segment, segment_steps, segment_with_model
 

@@ -1,7 +1,7 @@
 """nnU-Net v2 result folders: loading, segmentation identical to nnUNetPredictor's, errors.
 
 The folder is built once per module by nnU-Net's own planning and preprocessing and a short
-seeded training (:func:`napari_xaimed.attribution.nnunet_sample.build_tiny_nnunet`: 16x32x32
+seeded training (:func:`napari_xaimed.training.nnunet_sample.build_tiny_nnunet`: 16x32x32
 cases, so nnU-Net plans a 16x32x32 patch; a network of 4 to 32 features); a second fold is the
 trained one with seeded noise on its weights. The reference is nnU-Net's own
 ``nnUNetPredictor`` initialised from the folder the way nnU-Net does it, computed once per set
@@ -27,9 +27,9 @@ from napari_xaimed import XaimedError
 from napari_xaimed._errors import UntrustedModelError
 from napari_xaimed.attribution import load_model
 from napari_xaimed.attribution.methods import CAM_LAYER_METHODS
-from napari_xaimed.attribution.nnunet import NnUNetModel
-from napari_xaimed.attribution.nnunet_sample import build_tiny_nnunet, synthetic_case
+from napari_xaimed.models.nnunet import NnUNetModel
 from napari_xaimed.segmentation import segment
+from napari_xaimed.training.nnunet_sample import build_tiny_nnunet, synthetic_case
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def test_fold_ensemble_equals_nnunet_predictor(folder: Path, image_file: Path) -
 def test_cli_segment_matches_predictor_on_the_image_grid(folder: Path, image_file: Path,
                                                         tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "napari_xaimed._cli", "segment",
+    done = subprocess.run([sys.executable, "-m", "napari_xaimed.cli.main", "segment",
                            str(image_file), "--method", "model", "--model", str(folder),
                            "--device", "cpu", "--out", str(out)],
                           capture_output=True, text=True, timeout=900, check=False)
@@ -214,7 +214,7 @@ def test_monai_settings_are_refused(folder: Path, image_file: Path) -> None:
 
 def test_widget_segments_with_an_nnunet_folder(qtbot, make_napari_viewer, folder: Path,
                                                image_file: Path) -> None:
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(_image(image_file), name="ct", scale=SPACING_ZYX,

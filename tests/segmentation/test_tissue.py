@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_xaimed import XaimedError
-from napari_xaimed._progress import run_steps
+from napari_xaimed._core.progress import run_steps
 from napari_xaimed.segmentation import segment, segment_steps
 
 SPACING = (2.0, 1.0, 1.0)
@@ -111,7 +111,7 @@ def test_cancel_kills_the_ants_process_and_removes_its_folder():
     import glob
     import tempfile
 
-    from napari_xaimed.registration import spawned
+    from napari_xaimed._core import spawned
 
     image, _, _ = phantom()
     before = set(glob.glob(f"{tempfile.gettempdir()}/xaimed-atropos-*"))

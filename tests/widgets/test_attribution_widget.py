@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_xaimed._widgets.attribution import AttributionWidget
+from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
 
 def run_and_wait(qtbot, widget):
@@ -56,8 +56,8 @@ def test_the_cam_family_is_in_the_method_list_and_each_becomes_a_heatmap(qtbot,
                                                                          viewer_with_lesion):
     """Every CAM variant is offered, named as its paper names it, and gives the map
     ``attribute`` gives, with the passes it cost in the layer's provenance."""
-    from napari_xaimed._rerun import recompute
     from napari_xaimed.attribution import attribute
+    from napari_xaimed.cli.rerun import recompute
 
     viewer = viewer_with_lesion
     widget = AttributionWidget(viewer)
@@ -97,8 +97,8 @@ def test_missing_model_file_and_no_method_are_notifications(qtbot, viewer_with_l
 
 
 def test_explained_text_for_a_segmentation_region_and_a_chosen_class():
-    from napari_xaimed._widgets.attribution import explained
     from napari_xaimed.attribution.run import Attribution
+    from napari_xaimed.viewer.widgets.attribution import explained
 
     seg = Attribution(map=np.zeros((2, 2, 2), np.float32), method="saliency", signed=False,
                       target=1, params={"region": "given mask", "channel": 1,
@@ -142,7 +142,7 @@ def test_attention_rollout_of_a_transformer_file_is_a_heatmap(qtbot, viewer_with
     params = rollout.metadata["xaimed"]["params"]
     assert params["block"] == 0 and params["head"] == 1 and params["patch_grid"] == [4, 4, 4]
     # the provenance is enough to compute the same map again (napari-xaimed rerun)
-    from napari_xaimed._rerun import recompute
+    from napari_xaimed.cli.rerun import recompute
 
     np.testing.assert_array_equal(recompute(rollout.metadata["xaimed"]), rollout.data)
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xaimed._progress import Progress
-from napari_xaimed._widgets.attribution import AttributionWidget
-from napari_xaimed._widgets.evaluation import EvaluationWidget
-from napari_xaimed._widgets.explanations import ExplanationWidget
-from napari_xaimed._widgets.longitudinal import IDENTITY, LongitudinalWidget
-from napari_xaimed._widgets.registration import RegistrationWidget
-from napari_xaimed._widgets.segmentation import SegmentationWidget
+from napari_xaimed._core.progress import Progress
 from napari_xaimed.attribution import load_model
+from napari_xaimed.viewer.widgets.attribution import AttributionWidget
+from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget
+from napari_xaimed.viewer.widgets.explanations import ExplanationWidget
+from napari_xaimed.viewer.widgets.longitudinal import IDENTITY, LongitudinalWidget
+from napari_xaimed.viewer.widgets.registration import RegistrationWidget
+from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
 RNG = np.random.default_rng(3)
 VOLUME = RNG.random((16, 24, 24)).astype(np.float32)
@@ -288,7 +288,7 @@ def test_a_cancelled_run_is_not_an_error_and_adds_nothing(qtbot, make_napari_vie
             yield Progress(i + 1, 200, "working")
         return None
 
-    monkeypatch.setattr("napari_xaimed._widgets.segmentation.segment_steps", slow)
+    monkeypatch.setattr("napari_xaimed.viewer.widgets.segmentation.segment_steps", slow)
     viewer = make_napari_viewer()
     widget = seg_image(VOLUME)(viewer, Path("."), monkeypatch)
     qtbot.addWidget(widget)

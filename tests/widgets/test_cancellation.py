@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from napari_xaimed.registration import spawned
+from napari_xaimed._core import spawned
 
 # Cancel acts at the job's next step; a second covers a step plus the Qt round trip.
 LATENCY_S = 1.0
@@ -73,7 +73,7 @@ def blobs(shape: tuple[int, int, int], n: int, seed: int) -> np.ndarray:
 
 
 def test_segmentation_model_with_many_windows(qtbot, make_napari_viewer, clean_tmp):
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def test_lazy_otsu_segmentation(qtbot, make_napari_viewer, clean_tmp):
     half-written labels store removed."""
     import dask.array as da
 
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     volume = np.random.default_rng(2).normal(0, 1, (512, 256, 256)).astype(np.float32)
@@ -116,7 +116,7 @@ def test_lazy_otsu_segmentation(qtbot, make_napari_viewer, clean_tmp):
 
 
 def test_segmentation_atropos_kills_its_process(qtbot, make_napari_viewer, clean_tmp):
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(1)
@@ -143,7 +143,7 @@ def test_segmentation_atropos_kills_its_process(qtbot, make_napari_viewer, clean
 
 
 def test_evaluation_of_large_label_volumes(qtbot, make_napari_viewer, clean_tmp):
-    from napari_xaimed._widgets.evaluation import EvaluationWidget
+    from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget
 
     viewer = make_napari_viewer()
     reference = blobs((192, 192, 192), 3000, seed=0)  # about 4 s of matching and distances
@@ -163,7 +163,7 @@ def test_evaluation_of_large_label_volumes(qtbot, make_napari_viewer, clean_tmp)
 
 
 def test_registration_syn_kills_ants(qtbot, make_napari_viewer, clean_tmp):
-    from napari_xaimed._widgets.registration import RegistrationWidget
+    from napari_xaimed.viewer.widgets.registration import RegistrationWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "longitudinal")
@@ -188,7 +188,7 @@ def test_registration_syn_kills_ants(qtbot, make_napari_viewer, clean_tmp):
 
 
 def test_longitudinal_registration_kills_ants(qtbot, make_napari_viewer, clean_tmp):
-    from napari_xaimed._widgets.longitudinal import LongitudinalWidget
+    from napari_xaimed.viewer.widgets.longitudinal import LongitudinalWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "longitudinal")
@@ -217,7 +217,7 @@ def test_longitudinal_registration_kills_ants(qtbot, make_napari_viewer, clean_t
     ("smoothgrad", {"samples": 256}),
 ])
 def test_attribution(qtbot, make_napari_viewer, clean_tmp, method, settings):
-    from napari_xaimed._widgets.attribution import AttributionWidget
+    from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-xaimed", "lesion")
@@ -236,8 +236,8 @@ def test_attribution(qtbot, make_napari_viewer, clean_tmp, method, settings):
 @pytest.mark.parametrize("check", ["ensemble", "randomisation", "compare methods",
                                    "deletion / insertion"])
 def test_explanation_checks(qtbot, make_napari_viewer, clean_tmp, tmp_path, check):
-    from napari_xaimed._widgets.explanations import ExplanationWidget
-    from napari_xaimed.attribution.lesion_model import WEIGHTS
+    from napari_xaimed.models.lesion_classifier import WEIGHTS
+    from napari_xaimed.viewer.widgets.explanations import ExplanationWidget
 
     members = []
     for name in ("a", "b", "c"):  # the bundled model has no dropout: an ensemble of files
@@ -271,8 +271,8 @@ def test_lazy_sliding_window_attribution(qtbot, make_napari_viewer, clean_tmp):
     bands, its scratch folder and temporary stores removed."""
     import dask.array as da
 
-    from napari_xaimed._widgets.attribution import AttributionWidget
-    from napari_xaimed.segmentation.lesion_segmenter import WEIGHTS
+    from napari_xaimed.models.lesion_segmenter import WEIGHTS
+    from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)

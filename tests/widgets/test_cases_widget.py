@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from matplotlib.backend_bases import MouseEvent
 
-from napari_xaimed._widgets.latent import CASE_LAYER, CasesWidget
 from napari_xaimed.attribution import embed, load_model, similar_cases
 from napari_xaimed.cohort.sample import write_sample_cohort
 from napari_xaimed.io import read_volume
+from napari_xaimed.viewer.widgets.latent import CASE_LAYER, CasesWidget
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_cases_widget_embeds_opens_a_case_and_finds_similar_ones(qtbot, widget, 
 def test_cases_widget_refuses_missing_columns_and_other_runs(qtbot, widget, tmp_path,
                                                             monkeypatch):
     shown = []
-    monkeypatch.setattr("napari_xaimed._widgets.latent.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets.latent.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.confounders.value = "sex"
     widget.run()

@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from napari_xaimed._widgets.evaluation import EvaluationWidget
 from napari_xaimed.cohort.sample import write_sample_cohort
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.io import read_volume
+from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget
 
 PARTS = '{"lesion": {"thing": [1, 2], "parts": {"core": [2]}}}'
 

@@ -1,6 +1,6 @@
 """`napari-xaimed demo` with a window: samples loaded, results added, the four widgets docked."""
 
-from napari_xaimed._cli import main
+from napari_xaimed.cli.main import main
 
 
 def test_demo_window_screenshot(tmp_path, qapp):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_xaimed._widgets.evaluation import EvaluationWidget
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.samples import panoptic_pair
+from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def test_lazy_layers_are_evaluated_slab_by_slab_as_in_memory(qtbot, widget, monk
     assert len(viewer.layers) == count  # no error layer over a lazy map
 
     shown = []
-    monkeypatch.setattr("napari_xaimed._widgets.evaluation.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets.evaluation.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.voronoi.value = True
     widget.run()
@@ -253,7 +253,7 @@ def test_label_values_are_classes_unless_asked(qtbot, widget):
     # both layers, one for all classes, are computed again from their provenance
     from types import SimpleNamespace
 
-    from napari_xaimed._rerun import _evaluation
+    from napari_xaimed.cli.rerun import _evaluation
 
     inputs = {"reference": SimpleNamespace(data=ref, spacing=(1.0, 1.0, 1.0)),
               "prediction": SimpleNamespace(data=pred, spacing=(1.0, 1.0, 1.0))}

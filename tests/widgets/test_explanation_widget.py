@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_xaimed._widgets.explanations import ExplanationWidget
 from napari_xaimed.attribution import attribute
-from napari_xaimed.attribution.lesion_model import WEIGHTS
+from napari_xaimed.models.lesion_classifier import WEIGHTS
+from napari_xaimed.viewer.widgets.explanations import ExplanationWidget
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from _spine import spine_labels, write_spine
 
-from napari_xaimed._widgets._base import check_same_grid
-from napari_xaimed._widgets.evaluation import EvaluationWidget, grid_check
-from napari_xaimed._widgets.explanations import ExplanationWidget
 from napari_xaimed.attribution import relevance_by_region, truth_scores
 from napari_xaimed.evaluation import evaluate
 from napari_xaimed.io import read_volume
+from napari_xaimed.viewer.widgets._base import check_same_grid
+from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget, grid_check
+from napari_xaimed.viewer.widgets.explanations import ExplanationWidget
 
 
 @pytest.fixture
@@ -116,8 +116,8 @@ def _refusal(qtbot, widget, monkeypatch) -> str:
 
 def test_registration_and_segmentation_refuse_labels_off_their_image(
         qtbot, make_napari_viewer, monkeypatch):
-    from napari_xaimed._widgets.registration import RegistrationWidget
-    from napari_xaimed._widgets.segmentation import SegmentationWidget
+    from napari_xaimed.viewer.widgets.registration import RegistrationWidget
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     image = np.random.default_rng(1).random((12, 12, 12)).astype(np.float32)

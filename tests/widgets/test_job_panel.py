@@ -3,8 +3,8 @@
 import gc
 import time
 
-from napari_xaimed._progress import Progress
-from napari_xaimed._widgets._job import JobPanel
+from napari_xaimed._core.progress import Progress
+from napari_xaimed.viewer.widgets._job import JobPanel
 
 
 def _job(seen, fail=False, steps=1):

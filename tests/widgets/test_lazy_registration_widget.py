@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_xaimed.io_lazy import is_lazy
+from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.samples import longitudinal_pair
 
 SHAPE, SPACING = (32, 48, 48), (1.5, 1.0, 1.0)
@@ -49,7 +49,7 @@ def wait(qtbot, panel, click, timeout=120000):
 
 def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napari_viewer,
                                                                 pair, monkeypatch):
-    from napari_xaimed._widgets import registration as module
+    from napari_xaimed.viewer.widgets import registration as module
 
     monkeypatch.setattr(module, "LAZY_MAX_VOXELS", 16 * 24 * 24)  # factors (2, 2, 2)
     viewer = make_napari_viewer()
@@ -117,7 +117,7 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
     assert carried_store.exists()
 
     from napari_xaimed import XaimedError
-    from napari_xaimed._rerun import recompute
+    from napari_xaimed.cli.rerun import recompute
 
     for layer in (warped, carried):  # not silently redone as a full-size registration
         with pytest.raises(XaimedError, match="downsampled copies"):
@@ -128,7 +128,7 @@ def test_registration_of_lazy_layers_runs_on_downsampled_copies(qtbot, make_napa
 
 def test_longitudinal_on_lazy_layers_explains_downsampled_copies(qtbot, make_napari_viewer,
                                                                  pair, monkeypatch):
-    from napari_xaimed._widgets import longitudinal as module
+    from napari_xaimed.viewer.widgets import longitudinal as module
 
     monkeypatch.setattr(module, "LAZY_MAX_VOXELS", 16 * 24 * 24)  # factors (2, 2, 2)
     shown = []

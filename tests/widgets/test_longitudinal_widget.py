@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from napari_xaimed._widgets.longitudinal import IDENTITY, LongitudinalWidget
 from napari_xaimed.samples import longitudinal_pair
+from napari_xaimed.viewer.widgets.longitudinal import IDENTITY, LongitudinalWidget
 
 WHATS = ("current", "carried", "change", "change normalised")
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from monai.networks.nets import UNet
 
-from napari_xaimed._errors import UntrustedModelError
-from napari_xaimed._widgets import _trust
-from napari_xaimed._widgets.segmentation import SegmentationWidget
+from napari_xaimed._core.errors import UntrustedModelError
+from napari_xaimed.viewer.widgets import _trust
+from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
 UNET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
         "strides": [2], "num_res_units": 0}

@@ -6,7 +6,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from napari_xaimed._widgets.registration import RegistrationWidget
+from napari_xaimed.viewer.widgets.registration import RegistrationWidget
 
 NAMES = ("Warped", "Jacobian", "Folded", "Warped grid", "Displacement")
 

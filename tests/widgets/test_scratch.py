@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from napari_xaimed._widgets import _scratch
-from napari_xaimed._widgets.attribution import AttributionWidget
-from napari_xaimed._widgets.segmentation import SegmentationWidget
+from napari_xaimed.viewer.widgets import _scratch
+from napari_xaimed.viewer.widgets.attribution import AttributionWidget
+from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
 
 @pytest.fixture

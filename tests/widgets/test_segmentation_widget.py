@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from napari_xaimed._progress import Progress
-from napari_xaimed._widgets._job import JobPanel
-from napari_xaimed._widgets.segmentation import SegmentationWidget
+from napari_xaimed._core.progress import Progress
+from napari_xaimed.viewer.widgets._job import JobPanel
+from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_method_fields_follow_the_method(qtbot, make_napari_viewer):
     widget.show()  # magicgui reports a field visible only when its window is shown
     widget.method.value = "atropos"
     assert widget.n_classes.visible and widget.mrf.visible and widget.tissue_mask.visible
-    from napari_xaimed.registration import spawned
+    from napari_xaimed._core import spawned
 
     warm = spawned._WARM.get(spawned._key("ants", {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": 1}))
     assert warm is not None and warm.poll() is None  # ANTs is being imported ahead of the run
@@ -227,7 +227,7 @@ def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_
     import dask.array as da
 
     from napari_xaimed.io import read_volume
-    from napari_xaimed.io_lazy import write_zarr
+    from napari_xaimed.io.lazy import write_zarr
     from napari_xaimed.samples import lesion_volume
 
     sample = lesion_volume(shape=(48, 48, 48), spacing=(2.0, 1.0, 1.0), seed=3)
@@ -251,7 +251,7 @@ def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_
     assert out.metadata["xaimed"]["facts"]["labels_store"].endswith("labels.zarr")
 
     shown = []
-    monkeypatch.setattr("napari_xaimed._widgets.segmentation.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets.segmentation.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.method.value = "kmeans"
     count = len(viewer.layers)
@@ -291,7 +291,7 @@ def test_a_lazy_layer_is_segmented_by_the_model_band_by_band(qtbot, make_napari_
     assert probability.metadata["xaimed"]["kind"] == "foreground probability"
 
     shown = []
-    monkeypatch.setattr("napari_xaimed._widgets.segmentation.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets.segmentation.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.largest.value = True
     count = len(viewer.layers)

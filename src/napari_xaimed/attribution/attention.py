@@ -50,9 +50,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.attribution.attention_capture import (
     ATTENTION_BLOCKS,
     AttentionRecord,
@@ -62,12 +62,12 @@ from napari_xaimed.attribution.attention_capture import (
     patch_grid,
     readable,
 )
-from napari_xaimed.attribution.device import forward_error, pick_device
 from napari_xaimed.attribution.methods import METHODS, Method
-from napari_xaimed.attribution.models import LoadedModel, Scores, load_model
-from napari_xaimed.attribution.network import is_scripted
-from napari_xaimed.attribution.preprocess import Preprocessing, to_input
-from napari_xaimed.attribution.run import Attribution
+from napari_xaimed.attribution.result import Attribution
+from napari_xaimed.models.device import forward_error, pick_device
+from napari_xaimed.models.loading import LoadedModel, Scores, load_model
+from napari_xaimed.models.network import is_scripted
+from napari_xaimed.models.preprocess import Preprocessing, to_input
 
 _PARAMS = {"block": -1, "head": None, "interpolation": "nearest"}
 #: The attention methods, entries of :data:`~napari_xaimed.attribution.METHODS`.

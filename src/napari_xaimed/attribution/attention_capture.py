@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 #: What the attention methods need a model to contain, named in refusals.
 ATTENTION_BLOCKS = "MONAI SABlock (ViT, UNETR) or Swin WindowAttention (SwinUNETR)"

@@ -48,9 +48,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed.attribution.device import halved_batch
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps
+from napari_xaimed.models.device import halved_batch
 
 _LAYER = {"layer": None}
 _CHANNELS = {"layer": None, "channels": None}

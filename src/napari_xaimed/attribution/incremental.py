@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_xaimed._progress import Steps
+from napari_xaimed._core.progress import Steps
 from napari_xaimed.attribution.occlusion import sweep, window_starts
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.PReLU,

@@ -3,7 +3,7 @@ sliding windows, with the windows the perturbation leaves alone taken from a cac
 of arXiv 2604.11775 for nnU-Net).
 
 The explained score is MONAI's sliding-window model summed over a region (see
-:mod:`~napari_xaimed.attribution.windows` for the windows and their importance map ``imp``):
+:mod:`~napari_xaimed.models.windows` for the windows and their importance map ``imp``):
 
     T(x) = sum_{v in R} out[c](v),  out(v) = sum_w imp_w(v) net(x_w)(v) / N(v),
 
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._rng import seeded
-from napari_xaimed.attribution.windows import window_grid
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.rng import seeded
+from napari_xaimed.models.windows import window_grid
 
 
 class CachedWindowScore:
@@ -249,13 +249,13 @@ def kernel_shap_windows(network: torch.nn.Module, volume: Any, region: Any, *,
     if kind == "grid":
         features = grid_supervoxels(crop.shape[2:], supervoxels)
     else:
-        from napari_xaimed.attribution.methods import supervoxels as slic
+        from napari_xaimed.attribution.supervoxels import supervoxels as slic
 
         features = slic(crop[0, 0].cpu().numpy(), supervoxels)
     _check_features(int(np.unique(features).size))
     feature_mask = torch.as_tensor(features, device=x.device)[None, None].expand_as(crop)
     # Captum's KernelShap draws its coalitions from torch's process-wide generator: seeded
-    # under the lock other jobs' draws respect (napari_xaimed._rng)
+    # under the lock other jobs' draws respect (napari_xaimed._core.rng)
     with seeded(int(seed), x.device):
         values = KernelShap(score).attribute(crop, baselines=float(baseline),
                                              feature_mask=feature_mask,

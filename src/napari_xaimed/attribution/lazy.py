@@ -21,7 +21,7 @@ rounding (the interpolation's sums run in another order).
 Models that take the volume at its own size (no ``input_size``: segmentation networks such as
 MONAI's UNet) are explained as the sliding-window model that
 :func:`~napari_xaimed.segmentation.segment_with_model` runs, window band by window band, by
-:mod:`napari_xaimed.attribution.windows` (saliency, input x gradient, Integrated Gradients;
+:mod:`napari_xaimed.models.windows` (saliency, input x gradient, Integrated Gradients;
 a channel's summed logit in a region, by default where the model predicts it). A ``region``
 applies to those models only.
 """
@@ -33,13 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps, within
-from napari_xaimed._validate import as_spacing
-from napari_xaimed.attribution.models import load_model
-from napari_xaimed.attribution.preprocess import Preprocessing
-from napari_xaimed.attribution.run import Attribution, attribute_steps
-from napari_xaimed.io_lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.validate import as_spacing
+from napari_xaimed.attribution.result import Attribution
+from napari_xaimed.attribution.run import attribute_steps
+from napari_xaimed.io.lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
+from napari_xaimed.models.loading import load_model
+from napari_xaimed.models.preprocess import Preprocessing, _scaling_stats
 
 SLAB_BYTES = 32 * 2**20
 
@@ -59,34 +60,6 @@ def linear_weights(n_in: int, n_out: int) -> np.ndarray:
     return weights
 
 
-def _scaling_stats(volume: Any, prep: Preprocessing, planes: int) -> tuple[float, float]:
-    """``(offset, divisor)`` of the scaling: ``(x - offset) / divisor`` (after the window's
-    clip), from slab-by-slab passes; ``(0, 1)`` for no scaling."""
-    depth = int(volume.shape[0])
-    if prep.scaling == "zscore":
-        total, count = 0.0, 0
-        for start, stop in z_slabs(depth, planes):
-            block = read_slab(volume, start, stop).astype(np.float32, copy=False)
-            total += float(block.sum(dtype=np.float64))
-            count += block.size
-        mean = total / count
-        squares = 0.0
-        for start, stop in z_slabs(depth, planes):
-            block = read_slab(volume, start, stop).astype(np.float64)
-            squares += float(((block - mean) ** 2).sum())
-        std = float(np.sqrt(squares / count))
-        return mean, std if std > 0 else 1.0
-    if prep.scaling == "minmax":
-        from napari_xaimed.segmentation.lazy import value_range
-
-        lo, hi = (float(v) for v in value_range(volume, planes))
-        return lo, (hi - lo if hi > lo else 1.0)
-    if prep.scaling == "window":
-        lo, hi = prep.window  # type: ignore[misc]
-        return float(lo), float(hi - lo)
-    return 0.0, 1.0
-
-
 def downsample_lazy(volume: Any, size: tuple[int, int, int], prep: Preprocessing | None = None,
                     slab: int | None = None) -> np.ndarray:
     """The model's input: :func:`downsample_lazy_steps` run to its end."""
@@ -98,7 +71,7 @@ def downsample_lazy_steps(volume: Any, size: tuple[int, int, int],
                           ) -> Steps[np.ndarray]:
     """The model's input: the volume scaled as ``prep`` says and resized to ``size``.
 
-    What :func:`~napari_xaimed.attribution.preprocess.to_input` gives in memory (trilinear,
+    What :func:`~napari_xaimed.models.preprocess.to_input` gives in memory (trilinear,
     ``align_corners=False``), reading only the planes the resize needs, a slab at a time.
 
     Parameters
@@ -311,7 +284,7 @@ def attribute_lazy_steps(
                    spacing, overwrite=overwrite, slab=planes,
                    chunks=(planes, min(shape[1], 512), min(shape[2], 512)),
                    metadata={"kind": "attribution", "method": method})
-        from napari_xaimed.io_lazy import read_zarr
+        from napari_xaimed.io.lazy import read_zarr
 
         lazy_map = read_zarr(out).data
     else:

@@ -22,16 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed._rng import draws_globally, isolated_steps
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps
+from napari_xaimed._core.rng import draws_globally, isolated_steps
+from napari_xaimed._core.stepped import stepped
 from napari_xaimed.attribution.cams import CAMS, cam_steps
-from napari_xaimed.attribution.device import halved_batch
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
-from napari_xaimed.attribution.network import inner_name
 from napari_xaimed.attribution.noise import gradient_shap, noise_tunnel
 from napari_xaimed.attribution.occlusion import occlusion_steps
-from napari_xaimed.attribution.stepped import stepped
+from napari_xaimed.attribution.supervoxels import supervoxels
+from napari_xaimed.models.device import halved_batch
+from napari_xaimed.models.network import inner_name
 
 
 @dataclass(frozen=True)
@@ -178,15 +179,6 @@ def _triple(value: Any, name: str, cast: Callable = int) -> tuple:
     return tuple(cast(v) for v in values)
 
 
-def supervoxels(volume: np.ndarray, n: int) -> np.ndarray:
-    """SLIC supervoxels of a 3D volume (labels from 0), as a feature mask."""
-    from skimage.segmentation import slic
-
-    labels = slic(volume.astype(np.float64), n_segments=int(n), compactness=0.1,
-                  channel_axis=None, start_label=0)
-    return labels
-
-
 LRP_EPSILON_TYPES = (torch.nn.Conv3d, torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool3d,
                      torch.nn.AdaptiveMaxPool3d, torch.nn.BatchNorm3d)
 LRP_PASS_TYPES_NAMES = ("Flatten", "Reshape", "Identity")
@@ -254,7 +246,7 @@ def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Ten
         try:
             # Our own draws come from generators of this run; anything the model or Captum
             # draws from the process-wide generators (dropout kept on) from a state of this
-            # run's own, so a concurrent job cannot move the map (see napari_xaimed._rng).
+            # run's own, so a concurrent job cannot move the map (see napari_xaimed._core.rng).
             out = yield from isolated_steps(
                 _run(method, model, forward, x, target, params, volume, batch_size, primed,
                      seed), seed, x.device, needed=draws_globally(method, model))

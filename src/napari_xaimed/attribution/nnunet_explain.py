@@ -18,14 +18,15 @@ image's own grid, so it overlays the image in mm.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed.attribution.nnunet import NnUNetModel
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps
+from napari_xaimed.models.nnunet import NnUNetModel
 
 
 class SlidingLogits(torch.nn.Module):
@@ -116,7 +117,7 @@ def _structure(model: NnUNetModel, volume: np.ndarray, spacing: tuple[float, ...
     nnU-Net's segmentation of the volume, as a mask on the image grid."""
     import cc3d
 
-    from napari_xaimed.attribution.nnunet import nnunet_segmentation_steps
+    from napari_xaimed.models.nnunet import nnunet_segmentation_steps
 
     labels, _, _ = yield from nnunet_segmentation_steps(volume, model, spacing)
     components = cc3d.connected_components(labels == channel, connectivity=26)
@@ -136,16 +137,17 @@ def nnunet_attribute_steps(model: NnUNetModel, volume: np.ndarray, method: str, 
                            target: int | None = None, region: np.ndarray | None = None,
                            structure: int | None = None, fold: int = 0, mirroring: bool = True,
                            spacing: Any = None, preprocessing: Any = None,
-                           **kwargs: Any) -> Steps[Any]:
-    """Attribution of an nnU-Net model's segmentation (see the module docstring); the other
-    keyword arguments go to :func:`~napari_xaimed.attribution.run.attribute_steps`."""
+                           run_module: Callable[..., Steps[Any]], **kwargs: Any) -> Steps[Any]:
+    """Attribution of an nnU-Net model's segmentation (see the module docstring): the method
+    runs through ``run_module`` (:func:`~napari_xaimed.attribution.run.attribute_steps`, which
+    calls this and passes itself) on nnU-Net's differentiable windows, with the other keyword
+    arguments."""
     import copy
 
     from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
 
-    from napari_xaimed._validate import as_spacing, as_volume
+    from napari_xaimed._core.validate import as_spacing, as_volume
     from napari_xaimed.attribution.methods import CAM_LAYER_METHODS
-    from napari_xaimed.attribution.run import attribute_steps
 
     if preprocessing is not None:
         raise XaimedError("an nnU-Net model is explained through nnU-Net's own preprocessing "
@@ -206,7 +208,7 @@ def nnunet_attribute_steps(model: NnUNetModel, volume: np.ndarray, method: str, 
                 "gradient method (saliency, integrated_gradients, smoothgrad), or pass "
                 "mirroring=False on an image whose preprocessed grid fits one patch.")
     target_spacing = [float(s) for s in predictor.configuration_manager.spacing]
-    result = yield from attribute_steps(sliding, data[0].numpy(), method, target=channel,
+    result = yield from run_module(sliding, data[0].numpy(), method, target=channel,
                                         region=pre_region, spacing=target_spacing, **kwargs)
     result.map = _to_image(result.map, props, model)
     result.params = {**result.params, **facts,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from napari_xaimed._progress import Progress, Steps
+from napari_xaimed._core.progress import Progress, Steps
 
 
 def noise_tunnel(forward: Callable, x: torch.Tensor, target: int | None, method: str,

@@ -15,9 +15,9 @@ from typing import TypeVar
 
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed.attribution.device import halved_batch
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps
+from napari_xaimed.models.device import halved_batch
 
 T = TypeVar("T")
 

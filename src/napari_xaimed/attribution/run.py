@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._rng import model_draws, seeded_call
-from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.rng import model_draws, seeded_call
+from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.attribution.cams import CAMS, FORWARD_CAMS
-from napari_xaimed.attribution.device import auto_batch, forward_error, pick_device
+from napari_xaimed.attribution.hooked import HOOKED, PER_CALL, refuse_scripted
 from napari_xaimed.attribution.methods import (
     CAM_LAYER_METHODS,
     METHODS,
@@ -23,63 +22,27 @@ from napari_xaimed.attribution.methods import (
     check_params,
     run_method,
 )
-from napari_xaimed.attribution.models import LoadedModel, Scores, load_model
-from napari_xaimed.attribution.network import (
-    HOOKED,
-    PER_CALL,
+from napari_xaimed.attribution.result import Attribution
+from napari_xaimed.models.device import auto_batch, forward_error, pick_device
+from napari_xaimed.models.loading import LoadedModel, Scores, load_model
+from napari_xaimed.models.network import (
     cam_layer,
     record_calls,
     recording,
-    refuse_scripted,
     submodule,
     untangled,
 )
-from napari_xaimed.attribution.preprocess import Preprocessing, to_input
-from napari_xaimed.attribution.preprocess import to_volume_grid as _to_grid
+from napari_xaimed.models.preprocess import Preprocessing, to_input
+from napari_xaimed.models.preprocess import to_volume_grid as _to_grid
 
 AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Attribution:
-    """One attribution map on the volume's grid and how it was made.
-
-    Attributes
-    ----------
-    map : numpy.ndarray
-        float32, the volume's shape.
-    method : str
-    signed : bool
-        Whether the map's sign means something (diverging colormap) or not.
-    target : int or None
-        The explained class (classifier) or channel (segmentation model).
-    params : dict
-        The method's parameters, the preprocessing and the target details.
-    scores : list of float
-        The model's output for the volume (class scores; for a region target, the summed
-        logit).
-    seconds : float
-    device : str
-    model : dict
-        Source and SHA-256 of the model.
-    """
-
-    map: np.ndarray
-    method: str
-    signed: bool
-    target: int | None
-    params: dict[str, Any] = field(default_factory=dict)
-    scores: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    device: str = "cpu"
-    model: dict[str, Any] = field(default_factory=dict)
 
 
 class RegionScore(torch.nn.Module):
     """A segmentation model seen as one score per volume: the summed logit of ``channel``
     inside ``region`` (a mask on the model's output grid)."""
 
-    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+    draws_random = False  # it only calls its children (see napari_xaimed._core.rng)
 
     def __init__(self, model: torch.nn.Module, channel: int, region: torch.Tensor):
         super().__init__()
@@ -92,7 +55,7 @@ class RegionScore(torch.nn.Module):
 
 
 class _Autocast(torch.nn.Module):
-    draws_random = False  # it only calls its children (see napari_xaimed._rng)
+    draws_random = False  # it only calls its children (see napari_xaimed._core.rng)
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
         super().__init__()
@@ -124,7 +87,7 @@ def _primed_probe(module: torch.nn.Module, network: torch.nn.Module, x: torch.Te
                   method: str, params: dict[str, Any], seed: int) -> Steps[Primed]:
     """The probe pass with gradients on, kept for ``method`` (one of ``PRIMABLE``); for the CAM
     methods with the layer chosen in that pass
-    (:func:`~napari_xaimed.attribution.network.cam_layer`) and its output there, and without
+    (:func:`~napari_xaimed.models.network.cam_layer`) and its output there, and without
     gradients for the CAMs that need none. ``module`` runs ``network`` (the user's model). Run
     under the seed :func:`run_method` gives the method's own pass, so a stochastic model
     (dropout kept on) draws what it would there."""
@@ -161,7 +124,7 @@ def _hook_ready(method: str, run_model: torch.nn.Module, network: torch.nn.Modul
     :func:`run_method`) and what was chosen (for the record).
 
     A model that calls a module twice per pass gets one copy per call
-    (:func:`~napari_xaimed.attribution.network.untangled`); Grad-CAM's layer defaults to the
+    (:func:`~napari_xaimed.models.network.untangled`); Grad-CAM's layer defaults to the
     last spatial feature map of a pass on this input, remembered in ``chosen_layers`` by input
     shape, device and the layer asked for (so a checked model needs no extra pass)."""
     chosen: dict[str, Any] = {}
@@ -224,7 +187,7 @@ def attribute_steps(
     started = time.perf_counter()
     volume = as_volume(volume, "volume")
     loaded: LoadedModel = load_model(model)
-    from napari_xaimed.attribution.nnunet import NnUNetModel
+    from napari_xaimed.models.nnunet import NnUNetModel
 
     if isinstance(loaded, NnUNetModel):  # through nnU-Net's preprocessing and windows
         from napari_xaimed.attribution.nnunet_explain import nnunet_attribute_steps
@@ -233,7 +196,7 @@ def attribute_steps(
         return (yield from nnunet_attribute_steps(
             loaded, volume, method, target=target, region=region, device=device,
             preprocessing=preprocessing, batch_size=batch_size, autocast=autocast, seed=seed,
-            spacing=spacing, **nn_only, **params))
+            spacing=spacing, run_module=attribute_steps, **nn_only, **params))
     params = check_params(method, params)
     if autocast not in AUTOCAST:
         raise XaimedError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")

@@ -7,7 +7,6 @@ per-case records, the per-case table (CSV and Parquet), and the summary with boo
 confidence intervals (and, for embeddings, the latent space's tables).
 """
 
-from napari_xaimed.cohort.cases import Case, case_metadata, read_cases
 from napari_xaimed.cohort.embedding import EmbeddingJob, load_embeddings
 from napari_xaimed.cohort.jobs import AttributionJob, CaseOutcome, EvaluationJob
 from napari_xaimed.cohort.runner import (
@@ -26,6 +25,7 @@ from napari_xaimed.cohort.summary import (
     embedding_summary,
     evaluation_summary,
 )
+from napari_xaimed.io.cases import Case, case_metadata, read_cases
 
 __all__ = [
     "AttributionJob",

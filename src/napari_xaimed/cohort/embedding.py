@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.cohort.cases import Case, case_metadata
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.cohort.jobs import (
     CaseOutcome,
     OutputFiles,
@@ -30,6 +29,7 @@ from napari_xaimed.cohort.jobs import (
     cached_model,
     describe_failure,
 )
+from napari_xaimed.io.cases import Case, case_metadata
 
 EMBEDDING_FILE = "embedding.npz"
 PROJECTIONS = ("pca", "umap")
@@ -85,7 +85,7 @@ class EmbeddingJob:
                               "'umap'.")
         if self.target is not None and int(self.target) < 0:
             raise XaimedError(f"target must be a class index (0 or more), got {self.target}.")
-        from napari_xaimed.attribution.trust import registered_networks
+        from napari_xaimed.models.trust import registered_networks
 
         loaded = load_model(self.model, trust=self.trust)
         self.model_sha256, self.model_config_sha256 = loaded.sha256, loaded.config_sha256
@@ -106,7 +106,7 @@ class EmbeddingJob:
 
     def run(self, case: Case) -> CaseOutcome:
         """Embed one case; never raises."""
-        from napari_xaimed.attribution.latent import case_embedding
+        from napari_xaimed.latent.embedding import case_embedding
 
         start = time.perf_counter()
         try:
@@ -136,7 +136,7 @@ def _encode(emb: Any) -> bytes:
 
 
 def _decode(path: Path) -> Any:
-    from napari_xaimed.attribution.latent import CaseEmbedding
+    from napari_xaimed.latent.embedding import CaseEmbedding
 
     with np.load(path) as data:
         gradients = {int(c): g for c, g in zip(data["classes"], data["gradients"], strict=True)}
@@ -165,7 +165,7 @@ def summarise_latent(job: EmbeddingJob, cases: list[Case], records: dict[str, di
     """
     import pandas as pd
 
-    from napari_xaimed.attribution.latent import assemble, confounder_scores, project
+    from napari_xaimed.latent.embedding import assemble, confounder_scores, project
 
     done = [c for c in cases if records[c.case_id].get("status") == "ok"]
     for stale in ("latent.csv", "confounders.csv", "embeddings.npz"):
@@ -194,7 +194,7 @@ def summarise_latent(job: EmbeddingJob, cases: list[Case], records: dict[str, di
 
 
 def save_embeddings(path: Path, embeddings: Any) -> None:
-    """Write :class:`~napari_xaimed.attribution.latent.Embeddings` as one ``.npz``."""
+    """Write :class:`~napari_xaimed.latent.embedding.Embeddings` as one ``.npz``."""
     np.savez_compressed(path, vectors=embeddings.vectors, decision=embeddings.decision,
                         predicted=embeddings.predicted,
                         meta=np.asarray(json.dumps({"layer": embeddings.layer,
@@ -203,9 +203,9 @@ def save_embeddings(path: Path, embeddings: Any) -> None:
 
 
 def load_embeddings(out: str | Path) -> Any:
-    """The :class:`~napari_xaimed.attribution.latent.Embeddings` an embedding run left in
+    """The :class:`~napari_xaimed.latent.embedding.Embeddings` an embedding run left in
     ``out`` (its folder or the ``embeddings.npz`` itself)."""
-    from napari_xaimed.attribution.latent import Embeddings
+    from napari_xaimed.latent.embedding import Embeddings
 
     path = Path(out)
     path = path / "embeddings.npz" if path.is_dir() else path

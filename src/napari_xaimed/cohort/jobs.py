@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.cohort.cases import Case
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.io.cases import Case
 
 
 @dataclass
@@ -71,7 +71,7 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _read_3d(path: Path, what: str):
-    from napari_xaimed._validate import as_volume
+    from napari_xaimed._core.validate import as_volume
     from napari_xaimed.io import read_volume
 
     volume = read_volume(path)
@@ -83,7 +83,7 @@ def _read_3d(path: Path, what: str):
 def _same_grid(first: Any, second: Any, names: tuple[str, str]) -> None:
     """The package's one grid check on two files read as Volumes (their names in the
     message)."""
-    from napari_xaimed.grid import check_same_grid
+    from napari_xaimed.io.grid import check_same_grid
 
     check_same_grid(first, second, (f"the {names[0]} {first.path.name}",
                                     f"the {names[1]} {second.path.name}"))
@@ -204,7 +204,7 @@ class AttributionJob:
     -----
     The attribution job reads no prediction: with a mask, each of its structures (a connected
     component of one mask value) gets a row per method of
-    :func:`~napari_xaimed.attribution.structures.relevance_by_structure` in the outcome's
+    :func:`~napari_xaimed.explanations.structures.relevance_by_structure` in the outcome's
     ``instances`` (the cohort's ``structures.csv``).
     """
 
@@ -237,7 +237,7 @@ class AttributionJob:
             raise XaimedError(f"a method is listed twice in {self.methods}.")
         for method in self.methods:
             check_params(method, self.method_params.get(method, {}))
-        from napari_xaimed.attribution.trust import registered_networks
+        from napari_xaimed.models.trust import registered_networks
 
         loaded = load_model(self.model, trust=self.trust)
         self.model_sha256, self.model_config_sha256 = loaded.sha256, loaded.config_sha256
@@ -257,9 +257,9 @@ class AttributionJob:
 
     def run(self, case: Case) -> CaseOutcome:
         """Explain one case with every method; never raises."""
-        from napari_xaimed._provenance import cli_inputs, provenance
+        from napari_xaimed._core.provenance import cli_inputs, provenance
         from napari_xaimed.attribution import attribute, truth_scores
-        from napari_xaimed.attribution.structures import relevance_by_structure
+        from napari_xaimed.explanations.structures import relevance_by_structure
 
         start = time.perf_counter()
         rows, outputs, structures = [], [], []

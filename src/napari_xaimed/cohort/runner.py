@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._provenance import _plain
-from napari_xaimed.cohort.cases import Case, check_case_ids
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.provenance import _plain
 from napari_xaimed.cohort.jobs import CaseOutcome, describe_failure
 from napari_xaimed.cohort.store import CohortStore, case_key, write_json_atomic
 from napari_xaimed.cohort.summary import (
@@ -32,6 +31,7 @@ from napari_xaimed.cohort.summary import (
     embedding_summary,
     evaluation_summary,
 )
+from napari_xaimed.io.cases import Case, check_case_ids
 
 TRUTH_METRICS = ("relevance_mass_accuracy", "relevance_rank_accuracy", "auroc", "pointing_game",
                  "top_k_precision")
@@ -338,7 +338,7 @@ def run_cohort(job: Any, cases: list[Case], out: str | Path, *, scheduler: Any =
     seed, resamples : int
         Of the bootstrap intervals.
     callback : callable, optional
-        Called with each :class:`~napari_xaimed._progress.Progress`.
+        Called with each :class:`~napari_xaimed._core.progress.Progress`.
     security : distributed.Security, optional
         TLS credentials for a ``tls://`` scheduler (see :func:`tls_security`) or a local cluster
         that must encrypt; default: Dask's configuration.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 
 def write_sample_cohort(folder: str | Path, n_cases: int = 10, *, kind: str = "evaluation",

@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from napari_xaimed._provenance import _plain, file_sha256
-from napari_xaimed.cohort.cases import Case
+from napari_xaimed._core.provenance import _plain, file_sha256
+from napari_xaimed.io.cases import Case
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

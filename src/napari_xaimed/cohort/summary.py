@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 SUMMARY_COLUMNS = ["group", "metric", "level", "n", "n_cases", "mean", "median", "ci_low",
                    "ci_high"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.evaluation.footprints import scan
 from napari_xaimed.evaluation.instances import label_values
 from napari_xaimed.evaluation.label_modes import label_plan

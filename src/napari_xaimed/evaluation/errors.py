@@ -11,7 +11,7 @@ from napari_xaimed.evaluation.matching import Group
 
 if TYPE_CHECKING:
     from napari_xaimed.evaluation.footprints import VoxelCrops
-    from napari_xaimed.evaluation.panoptic import ClassResult
+    from napari_xaimed.evaluation.results import ClassResult
 
 #: Values of the error map and what they mean.
 ERROR_CODES = {1: "TP", 2: "FP", 3: "FN", 4: "merged fragment"}

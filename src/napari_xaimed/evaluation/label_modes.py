@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 #: What ``label_mode`` accepts.
 LABEL_MODES = ("per_label", "panoptica", "merged")

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import run_steps
-from napari_xaimed._validate import as_spacing
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import run_steps
+from napari_xaimed._core.validate import as_spacing
 from napari_xaimed.evaluation.footprints import Box, LabelScan
 from napari_xaimed.evaluation.instances import label_values
 from napari_xaimed.evaluation.label_modes import label_plan
@@ -44,7 +44,7 @@ from napari_xaimed.evaluation.panoptic import (
     evaluate_class_steps,
 )
 from napari_xaimed.evaluation.slab_distances import slab_distance_metrics
-from napari_xaimed.io_lazy import chunks_of, read_slab, slab_size, z_slabs
+from napari_xaimed.io.lazy import chunks_of, read_slab, slab_size, z_slabs
 
 #: Bytes of each map's voxels per slab by default.
 SLAB_BYTES = 32 * 2**20
@@ -301,7 +301,7 @@ def _components(labels: Any, values: list[int] | None, out: Path, connectivity: 
     (``values_apart``: the components of each label value kept apart)."""
     import dask.array as da
 
-    from napari_xaimed.segmentation.lazy import label_lazy
+    from napari_xaimed.components.lazy import label_lazy
 
     lazy = labels if hasattr(labels, "map_blocks") else da.from_array(
         labels, chunks=(slab or max(1, int(labels.shape[0]) // 8), *labels.shape[1:]))

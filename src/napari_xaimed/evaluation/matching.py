@@ -22,7 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.evaluation.overlap import OverlapTable, score_value
 
 MATCHINGS = ("one_to_one", "many_to_one", "one_to_many")

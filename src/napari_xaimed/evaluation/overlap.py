@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed.components.overlap import mask_dice  # noqa: F401 - also importable here
 
 # Below this many (n_ref + 1) * (n_pred + 1) cells a dense bincount is faster than sorting.
 _DENSE_CELLS = 2_000_000
@@ -55,28 +55,6 @@ def pair_score(inter, ref_size, pred_size, metric: str):
     if metric == "dice":
         return 2.0 * inter / total
     raise ValueError(f"unknown matching metric {metric!r}")
-
-
-def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap ``2|A & B| / (|A| + |B|)`` of two masks (nonzero voxels), 1.0 when both are
-    empty.
-
-    Parameters
-    ----------
-    a, b : numpy.ndarray
-        Masks or label maps of one shape; every nonzero voxel counts.
-
-    Returns
-    -------
-    float
-        The Dice coefficient in ``[0, 1]``.
-    """
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if a.shape != b.shape:
-        raise XaimedError(f"masks differ in shape: {a.shape} vs {b.shape}; Dice compares two "
-                          "masks on one grid (resample one onto the other's grid first).")
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
 
 
 def score_value(inter: int, ref_size: int, pred_size: int, metric: str) -> float:

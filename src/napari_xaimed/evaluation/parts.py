@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.evaluation.overlap import pair_score
 
 

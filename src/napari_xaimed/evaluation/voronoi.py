@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._progress import Progress, Steps, run_steps
+from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed.evaluation.distances import distance_metrics, grouped_distance_metrics
 from napari_xaimed.evaluation.footprints import VoxelCrops, scan
 from napari_xaimed.evaluation.nearest import nearest_labels

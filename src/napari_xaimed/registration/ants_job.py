@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._progress import Progress
+from napari_xaimed._core.progress import Progress
 
 TOTAL = 1000  # progress is reported in thousandths
 

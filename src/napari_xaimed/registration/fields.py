@@ -14,8 +14,8 @@ from itertools import starmap
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.io_lazy import slab_size, z_slabs
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.io.lazy import slab_size, z_slabs
 
 Vec3 = tuple[float, float, float]
 INTERPOLATIONS = ("linear", "nearest", "label")

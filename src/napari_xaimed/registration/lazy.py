@@ -26,7 +26,6 @@ Memory: one slab of the output and its coordinates, the moving sub-box, and the 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,178 +33,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps, within
-from napari_xaimed._validate import as_origin, as_spacing
-from napari_xaimed.io_lazy import SLAB_BYTES, create_zarr, is_lazy, read_slab, z_slabs
-from napari_xaimed.registration.fields import INTERPOLATIONS, _label_vote, moving_index
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.validate import as_origin, as_spacing
+from napari_xaimed.registration.downsample import (  # noqa: F401 - also importable from here
+    MAX_VOXELS,
+    MIN_COARSE,
+    REDUCTIONS,
+    Downsampled,
+    Vec3,
+    _as_factors,
+    _three_d,
+    downsample,
+    shrink_factors,
+)
 from napari_xaimed.registration.run import RegistrationResult, register_steps
-
-Vec3 = tuple[float, float, float]
-#: Default bound on the voxels of each downsampled copy (256^3).
-MAX_VOXELS = 2**24
-#: Fewest coarse voxels per axis (ANTs needs at least 4).
-MIN_COARSE = 4
-#: Fixed voxels per slab of the full-resolution warp (its float64 coordinates: 48 B a voxel).
-WARP_VOXELS = 1_000_000
-REDUCTIONS = ("mean", "max", "mode")
-
-
-@dataclass
-class Downsampled:
-    """A block-reduced copy of a volume and its grid (world coordinates kept).
-
-    Attributes
-    ----------
-    data : numpy.ndarray
-        The coarse volume (float32 for ``"mean"``, the input dtype otherwise).
-    spacing, origin : tuple of float
-        The coarse grid: ``factors * spacing`` and ``origin + (factors - 1) / 2 * spacing``.
-    factors : tuple of int
-        Full voxels per coarse voxel along each axis.
-    shape : tuple of int
-        The full-resolution shape it came from.
-    """
-
-    data: np.ndarray
-    spacing: Vec3
-    origin: Vec3
-    factors: tuple[int, int, int]
-    shape: tuple[int, int, int]
-
-
-def _three_d(array: Any, name: str) -> tuple[int, int, int]:
-    shape = tuple(int(n) for n in np.shape(array))
-    if len(shape) != 3:
-        hint = ("pick one channel or time point (e.g. data[0])" if len(shape) > 3
-                else "a 2D image needs a z axis (data[np.newaxis])")
-        raise XaimedError(f"{name} must be a 3D (z, y, x) volume, got shape {shape}: {hint}.")
-    if min(shape) < 1:
-        raise XaimedError(f"{name} is empty (shape {shape}).")
-    return shape  # type: ignore[return-value]
-
-
-def shrink_factors(shape: Sequence[int], spacing: Sequence[float], max_voxels: int = MAX_VOXELS
-                   ) -> tuple[int, int, int]:
-    """The smallest integer factors that bring ``shape`` to at most ``max_voxels`` voxels.
-
-    The factor grows on the axis whose coarse spacing (``factor * spacing``) is finest, so the
-    coarse voxels come out as close to isotropic as integer factors allow; no axis goes below
-    :data:`MIN_COARSE` voxels.
-
-    Raises
-    ------
-    XaimedError
-        If ``max_voxels`` is below ``4**3`` or cannot be reached with 4 voxels per axis.
-    """
-    shape = tuple(int(n) for n in shape)
-    spacing = as_spacing(spacing)
-    max_voxels = int(max_voxels)
-    if max_voxels < MIN_COARSE**3:
-        raise XaimedError(f"max_voxels={max_voxels} is too small: a registration needs at least "
-                          f"{MIN_COARSE} voxels per axis ({MIN_COARSE**3} in all); use e.g. "
-                          f"2**21 (128^3) or the default {MAX_VOXELS}.")
-    factors = [1, 1, 1]
-    while math.prod(n // f for n, f in zip(shape, factors, strict=True)) > max_voxels:
-        axes = [a for a in range(3) if shape[a] // (factors[a] + 1) >= MIN_COARSE]
-        if not axes:
-            raise XaimedError(
-                f"a volume of shape {shape} cannot be brought to {max_voxels} voxels with at "
-                f"least {MIN_COARSE} voxels per axis: raise max_voxels.")
-        axis = min(axes, key=lambda a: (factors[a] * spacing[a], -shape[a] // factors[a]))
-        factors[axis] += 1
-    return tuple(factors)  # type: ignore[return-value]
-
-
-def _as_factors(shrink: int | Sequence[int], shape: tuple[int, int, int],
-                minimum: int = MIN_COARSE) -> tuple[int, int, int]:
-    factors = (int(shrink),) * 3 if np.isscalar(shrink) else tuple(int(f) for f in shrink)
-    if len(factors) != 3 or min(factors) < 1:
-        raise XaimedError(f"shrink must be a positive integer or three of them (z, y, x), got "
-                          f"{shrink!r}.")
-    coarse = tuple(n // f for n, f in zip(shape, factors, strict=True))
-    if min(coarse) < minimum:
-        raise XaimedError(f"shrink {factors} leaves a volume of shape {shape} with {coarse} "
-                          f"voxels: at least {minimum} per axis are needed; shrink less.")
-    return factors  # type: ignore[return-value]
-
-
-def _reduce_blocks(block: np.ndarray, factors: tuple[int, int, int], reduce: str) -> np.ndarray:
-    nz, ny, nx = (n // f for n, f in zip(block.shape, factors, strict=True))
-    fz, fy, fx = factors
-    cells = block.reshape(nz, fz, ny, fy, nx, fx)
-    if reduce == "mean":
-        return cells.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
-    if reduce == "max":
-        return cells.max(axis=(1, 3, 5))
-    # mode: the most frequent label of each block (ties: the smaller label)
-    best = np.zeros((nz, ny, nx), block.dtype)
-    count = np.full((nz, ny, nx), -1, np.int64)
-    for value in np.unique(block):
-        n = (cells == value).sum(axis=(1, 3, 5))
-        better = n > count
-        best[better], count[better] = value, n[better]
-    return best
-
-
-def downsample(
-    array: Any,
-    factors: int | Sequence[int] | None = None,
-    *,
-    spacing: Sequence[float],
-    origin: Sequence[float] | None = None,
-    max_voxels: int = MAX_VOXELS,
-    reduce: str = "mean",
-    slab_bytes: int = SLAB_BYTES,
-) -> Downsampled:
-    """A block-reduced copy of a (possibly larger than memory) volume, read slab by slab.
-
-    Parameters
-    ----------
-    array : array-like
-        3D ``(z, y, x)``: numpy, a memory map, a zarr or a dask array.
-    factors : int or sequence of int, optional
-        Voxels per block along each axis; default :func:`shrink_factors` for ``max_voxels``.
-    spacing, origin : sequence of float
-        The full grid (mm, ``(z, y, x)``).
-    max_voxels : int
-        Bound on the coarse voxels when ``factors`` is not given.
-    reduce : {"mean", "max", "mode"}
-        ``"mean"`` for images, ``"max"`` for masks (a region stays in), ``"mode"`` for label
-        maps (the most frequent label of each block).
-    slab_bytes : int
-        About this many bytes of the input are read at a time.
-
-    Returns
-    -------
-    Downsampled
-        The trailing ``shape % factors`` planes of each axis are cropped (see the module
-        docstring), so the coarse grid's voxel centres are exactly the blocks' centres.
-    """
-    shape = _three_d(array, "the volume to downsample")
-    if reduce not in REDUCTIONS:
-        raise XaimedError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
-    spacing, origin = as_spacing(spacing), as_origin(origin)
-    factors = (shrink_factors(shape, spacing, max_voxels) if factors is None
-               else _as_factors(factors, shape, minimum=1))
-    coarse_shape = tuple(n // f for n, f in zip(shape, factors, strict=True))
-    dtype = np.dtype(getattr(array, "dtype", np.float32))
-    out = np.empty(coarse_shape, np.float32 if reduce == "mean" else dtype)
-    plane = shape[1] * shape[2] * max(dtype.itemsize, 8)  # float64 temporaries of the mean
-    blocks = max(1, int(slab_bytes) // max(1, plane * factors[0]))  # coarse planes per read
-    crop = (slice(0, coarse_shape[1] * factors[1]), slice(0, coarse_shape[2] * factors[2]))
-    for start, stop in z_slabs(coarse_shape[0], blocks):
-        slab = read_slab(array, start * factors[0], stop * factors[0])[(slice(None), *crop)]
-        if reduce == "mean" and not np.issubdtype(slab.dtype, np.number):
-            slab = slab.astype(np.float32)
-        out[start:stop] = _reduce_blocks(slab, factors, reduce)
-    coarse_spacing = tuple(f * s for f, s in zip(factors, spacing, strict=True))
-    coarse_origin = tuple(o + (f - 1) / 2 * s for o, f, s in zip(origin, factors, spacing,
-                                                                  strict=True))
-    return Downsampled(data=out, spacing=coarse_spacing, origin=coarse_origin,  # type: ignore
-                       factors=factors, shape=shape)
+from napari_xaimed.registration.warp_lazy import (  # noqa: F401 - also importable from here
+    WARP_VOXELS,
+    _CoarseField,
+    warp_lazy,
+    warp_lazy_steps,
+)
 
 
 @dataclass
@@ -425,132 +274,3 @@ def register_lazy(fixed: Any, moving: Any, **kwargs: Any) -> LazyRegistration:
     return run_steps(register_lazy_steps(fixed, moving, **kwargs))
 
 
-class _CoarseField:
-    """The coarse displacement's components, contiguous, for trilinear sampling at points."""
-
-    def __init__(self, displacement: np.ndarray, spacing: Vec3, origin: Vec3) -> None:
-        displacement = np.asarray(displacement)
-        if displacement.ndim != 4 or displacement.shape[-1] != 3:
-            raise XaimedError(f"a displacement field has shape (z, y, x, 3), got "
-                              f"{displacement.shape}.")
-        self.components = [np.ascontiguousarray(displacement[..., a], np.float32)
-                           for a in range(3)]
-        self.spacing, self.origin = np.asarray(spacing, float), np.asarray(origin, float)
-
-    def on_slab(self, zs: slice, shape: tuple[int, int, int], spacing: Vec3, origin: Vec3
-                ) -> np.ndarray:
-        """The field (mm) at the fixed voxels of slab ``zs`` of a grid: ``(nz, y, x, 3)``."""
-        axes = [np.arange(zs.start, zs.stop), np.arange(shape[1]), np.arange(shape[2])]
-        coarse = [(origin[a] + axes[a] * spacing[a] - self.origin[a]) / self.spacing[a]
-                  for a in range(3)]
-        idx = np.stack(np.meshgrid(*coarse, indexing="ij"))
-        return np.stack([ndi.map_coordinates(c, idx, order=1, mode="nearest", output=np.float64)
-                         for c in self.components], axis=-1)
-
-
-def _read_box(array: Any, box: tuple[slice, slice, slice]) -> np.ndarray:
-    block = array[box]
-    return np.asarray(block.compute() if is_lazy(block) else block)
-
-
-def warp_lazy_steps(
-    moving: Any,
-    displacement: np.ndarray,
-    out: str | Path,
-    *,
-    coarse_spacing: Sequence[float],
-    coarse_origin: Sequence[float],
-    fixed_shape: Sequence[int],
-    fixed_spacing: Sequence[float],
-    fixed_origin: Sequence[float] | None = None,
-    moving_spacing: Sequence[float],
-    moving_origin: Sequence[float] | None = None,
-    interpolation: str = "linear",
-    fill: float = 0.0,
-    slab: int | None = None,
-    chunks: Sequence[int] | None = None,
-) -> Steps[Any]:
-    """Generator form of :func:`warp_lazy` (a step per slab; cancel between slabs)."""
-    import dask.array as da
-
-    if interpolation not in INTERPOLATIONS:
-        raise XaimedError(f"interpolation must be one of {INTERPOLATIONS}, got "
-                          f"{interpolation!r}.")
-    m_shape = _three_d(moving, "the volume to warp")
-    f_shape = tuple(int(n) for n in fixed_shape)
-    if len(f_shape) != 3 or min(f_shape) < 1:
-        raise XaimedError(f"fixed_shape must be three positive sizes, got {fixed_shape}.")
-    f_sp, f_or = as_spacing(fixed_spacing, "fixed_spacing"), as_origin(fixed_origin,
-                                                                        "fixed_origin")
-    m_sp, m_or = as_spacing(moving_spacing, "moving_spacing"), as_origin(moving_origin,
-                                                                         "moving_origin")
-    coarse = _CoarseField(displacement, as_spacing(coarse_spacing, "coarse_spacing"),
-                          as_origin(coarse_origin, "coarse_origin"))
-    dtype = np.dtype(getattr(moving, "dtype", np.float32))
-    out_dtype = np.float32 if interpolation == "linear" else dtype
-    planes = int(slab) if slab else max(1, WARP_VOXELS // (f_shape[1] * f_shape[2]))
-    chunks = tuple(chunks) if chunks is not None else (
-        min(planes, f_shape[0]), min(f_shape[1], 256), min(f_shape[2], 256))
-    array = create_zarr(out, f_shape, out_dtype, f_sp, f_or, chunks,
-                        is_label=interpolation != "linear")
-    slabs = list(z_slabs(f_shape[0], planes))
-    for i, (z0, z1) in enumerate(slabs):
-        yield Progress(i, len(slabs), f"slab {i + 1} of {len(slabs)}")
-        shape = (z1 - z0, f_shape[1], f_shape[2])
-        origin = (f_or[0] + z0 * f_sp[0], f_or[1], f_or[2])
-        field_mm = coarse.on_slab(slice(z0, z1), f_shape, f_sp, f_or)
-        idx = moving_index(field_mm, shape, slice(0, shape[0]), f_sp, origin, m_sp, m_or)
-        del field_mm
-        lo = [max(0, int(np.floor(idx[a].min())) - 1) for a in range(3)]
-        hi = [min(m_shape[a], int(np.ceil(idx[a].max())) + 2) for a in range(3)]
-        if any(h <= lo_ for lo_, h in zip(lo, hi, strict=True)):  # wholly outside the moving
-            array[z0:z1] = 0 if interpolation == "label" else fill
-            continue
-        source = _read_box(moving, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)))
-        for a in range(3):
-            idx[a] -= lo[a]
-        if interpolation == "label":
-            array[z0:z1] = _label_vote(source, idx)
-        else:
-            if interpolation == "linear":
-                source = source.astype(np.float32, copy=False)
-            array[z0:z1] = ndi.map_coordinates(source, idx, order=1 if interpolation == "linear"
-                                               else 0, mode="constant", cval=fill)
-    yield Progress(len(slabs), len(slabs), "done")
-    return da.from_zarr(array)
-
-
-def warp_lazy(moving: Any, displacement: np.ndarray, out: str | Path, **kwargs: Any) -> Any:
-    """Warp a full-resolution moving volume through a coarse field onto the full fixed grid.
-
-    Parameters
-    ----------
-    moving : array-like
-        3D ``(z, y, x)`` on the full moving grid (dask, zarr, memory map or numpy); only the
-        sub-box each output slab needs is read.
-    displacement : numpy.ndarray
-        ``(z, y, x, 3)`` mm, pull-back, on the coarse fixed grid (``coarse_spacing``,
-        ``coarse_origin``), e.g. ``LazyRegistration.coarse.displacement``.
-    out : path
-        The Zarr store (``.zarr``, must not exist) the result is written to.
-    coarse_spacing, coarse_origin : sequence of float
-        The field's grid.
-    fixed_shape, fixed_spacing, fixed_origin : sequence
-        The full fixed grid of the output.
-    moving_spacing, moving_origin : sequence of float
-        The full moving grid.
-    interpolation : {"linear", "nearest", "label"}
-        As :meth:`~napari_xaimed.registration.RegistrationResult.apply`.
-    fill : float
-        Value outside the moving volume (labels get 0).
-    slab : int, optional
-        Output planes per slab (default about a million voxels).
-    chunks : sequence of int, optional
-        Zarr chunks of the output.
-
-    Returns
-    -------
-    dask.array.Array
-        Over the Zarr store (float32 for linear, the input dtype otherwise).
-    """
-    return run_steps(warp_lazy_steps(moving, displacement, out, **kwargs))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 LINEAR = ("Translation", "Rigid", "Similarity", "Affine")
 DEFORMABLE = ("SyN", "SyNRA", "SyNOnly", "ElasticSyN", "Elastic")

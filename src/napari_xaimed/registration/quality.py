@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed.io_lazy import slab_size, z_slabs
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.io.lazy import slab_size, z_slabs
 
 # Voxels per chunk of the float64 work: the figures of a CT-sized pair (512 x 512 x 300) go
 # through z-slabs instead of whole-volume float64 copies (2.4 GB each).
@@ -108,7 +108,7 @@ def dice_per_label(reference: np.ndarray, other: np.ndarray) -> dict[int, float]
     """Dice of each nonzero label of ``reference`` with the same label in ``other``."""
     # here, not at the top: the evaluation package's import (0.6 s of scipy) is paid only by
     # the one figure that needs it, not by every ``import napari_xaimed.registration``
-    from napari_xaimed.evaluation.overlap import mask_dice
+    from napari_xaimed.components.overlap import mask_dice
 
     if reference.shape != other.shape:
         raise XaimedError(f"label maps differ in shape: {reference.shape} vs {other.shape}.")

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._validate import as_origin, as_spacing, as_volume
-from napari_xaimed.grid import Grid, same_grid
-from napari_xaimed.io_lazy import slab_size, z_slabs
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.spawned import prewarm as _prewarm
+from napari_xaimed._core.spawned import run_spawned
+from napari_xaimed._core.validate import as_origin, as_spacing, as_volume
+from napari_xaimed.io.grid import Grid, same_grid
+from napari_xaimed.io.lazy import slab_size, z_slabs
 from napari_xaimed.registration import ants_job
 from napari_xaimed.registration.fields import (
     displacement_vectors,
@@ -40,8 +42,6 @@ from napari_xaimed.registration.quality import (
     ncc,
     target_registration_error,
 )
-from napari_xaimed.registration.spawned import prewarm as _prewarm
-from napari_xaimed.registration.spawned import run_spawned
 
 Vec3 = tuple[float, float, float]
 

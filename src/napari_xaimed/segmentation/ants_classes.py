@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress
 
 TOTAL = 1000  # progress in thousandths, like registration
 

@@ -7,7 +7,7 @@ model's preprocessing says (and resampled to ``model_spacing`` when given), and
 ``monai.inferers.sliding_window_inference`` runs the windows.
 
 MONAI's own ``progress`` flag only draws a tqdm bar, so the inference runs under
-:func:`napari_xaimed.attribution.stepped.stepped` (the same greenlet hand-over the attribution
+:func:`napari_xaimed._core.stepped.stepped` (the same greenlet hand-over the attribution
 methods use): after a window batch the predictor switches back to the step generator, so the
 progress is exact and closing the generator (a cancel) stops the inference right after the
 batch it reported. Batches finished within :data:`REPORT_INTERVAL_S` of the last report run on
@@ -23,27 +23,33 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._validate import as_spacing, as_volume
-from napari_xaimed.attribution.device import halved_batch, is_out_of_memory, pick_device
-from napari_xaimed.attribution.models import LoadedModel, load_model
-from napari_xaimed.attribution.preprocess import Preprocessing, scale_intensity
-from napari_xaimed.attribution.stepped import stepped
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.stepped import stepped
+from napari_xaimed._core.validate import as_spacing, as_volume
+from napari_xaimed.models.device import halved_batch, is_out_of_memory, pick_device
+from napari_xaimed.models.loading import LoadedModel, load_model
+from napari_xaimed.models.preprocess import Preprocessing, scale_intensity
+from napari_xaimed.models.sliding import (  # noqa: F401 - the window helpers: also here, as before
+    AUTOCAST,
+    BLENDS,
+    DEFAULT_ROI,
+    OUTPUTS,
+    ROI_MULTIPLE,
+    _check_params,
+    _in_channels,
+    _three_sizes,
+    _WindowRunner,
+    default_roi_size,
+    window_count,
+)
+from napari_xaimed.segmentation.result import ModelSegmentation, keep_largest
 
-BLENDS = ("gaussian", "constant")
-OUTPUTS = ("softmax", "sigmoid")
-AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# default window edge: MONAI's usual 96, or the volume's size rounded up to a multiple of 16
-# (networks with four stride-2 levels need that) when the volume is smaller
-DEFAULT_ROI = 96
-ROI_MULTIPLE = 16
 REPORT_INTERVAL_S = 0.05
 # the keyword arguments of segment_with_model after the volume, for a method registry or a CLI
 MODEL_PARAMS = ("model", "spacing", "roi_size", "overlap", "blend", "sw_batch_size", "device",
@@ -51,152 +57,8 @@ MODEL_PARAMS = ("model", "spacing", "roi_size", "overlap", "blend", "sw_batch_si
                 "preprocessing", "model_spacing", "trust")
 
 
-@dataclass
-class ModelSegmentation:
-    """A model's segmentation of a volume and how it was made.
-
-    Attributes
-    ----------
-    labels : numpy.ndarray
-        uint8 (uint16 beyond 255 classes) labels with the volume's shape: the argmax class
-        (softmax), or the channel above ``threshold`` (sigmoid); with ``channel`` given, 0/1.
-    probability : numpy.ndarray
-        float32 foreground probability with the volume's shape: 1 - P(background) (softmax),
-        the highest channel probability (sigmoid), or the chosen channel's probability.
-    classes : list of str
-        The model's class names, when its config gives them.
-    params : dict
-        Every setting used (the sliding-window batch size after any out-of-memory halving).
-    windows : int
-        Number of sliding windows run.
-    seconds : float
-    device : str
-    model : dict
-        Source, SHA-256 and class of the model.
-    """
-
-    labels: np.ndarray
-    probability: np.ndarray
-    classes: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-    windows: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
-    model: dict[str, Any] = field(default_factory=dict)
-
-    def provenance(self, sources: Sequence[str] = ()) -> dict[str, Any]:
-        """The ``metadata["xaimed"]`` dict for the labels and probability layers."""
-        from napari_xaimed._provenance import provenance
-
-        return provenance("segmentation", sources=sources, params={"method": "model",
-                                                                   **self.params},
-                          seconds=self.seconds, device=self.device, model=self.model,
-                          classes=self.classes, windows=self.windows)
-
-
 class _Cancelled(Exception):
     """Raised by the predictor in the helper thread once the step generator was closed."""
-
-
-def _three_sizes(value: Any, name: str) -> tuple[int, int, int]:
-    sizes = (value,) * 3 if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(sizes) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes):
-        raise XaimedError(f"{name} must be one positive integer or three (z, y, x), got "
-                          f"{value!r}.")
-    return tuple(int(s) for s in sizes)  # type: ignore[return-value]
-
-
-def default_roi_size(shape: Sequence[int], prep: Preprocessing | None = None
-                     ) -> tuple[int, int, int]:
-    """The window when none is given: the model's ``input_size`` when its preprocessing names
-    one, else per axis 96, or the axis rounded up to a multiple of 16 when it is smaller."""
-    if prep is not None and prep.input_size is not None:
-        return tuple(prep.input_size)  # type: ignore[return-value]
-    return tuple(min(DEFAULT_ROI, -(-int(n) // ROI_MULTIPLE) * ROI_MULTIPLE)
-                 for n in shape)  # type: ignore[return-value]
-
-
-def window_count(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
-    """Windows ``sliding_window_inference`` runs on a volume of ``shape`` (after its padding
-    of axes smaller than the window), by MONAI's own scan rule."""
-    count = 1
-    for n, r in zip(shape, roi_size, strict=True):
-        n = max(int(n), int(r))
-        step = r if r == n else max(1, int(r * (1 - overlap)))
-        count *= math.ceil((n - r) / step) + 1
-    return count
-
-
-def _in_channels(module: torch.nn.Module) -> int | None:
-    """Input channels of the first convolution, when the module exposes one."""
-    for sub in module.modules():
-        if isinstance(sub, torch.nn.modules.conv._ConvNd):
-            return int(sub.in_channels)
-    return None
-
-
-class _WindowRunner:
-    """The predictor handed to MONAI: runs the model on a window batch without gradients
-    (under autocast when asked) and checks the first output."""
-
-    def __init__(self, module: torch.nn.Module, device: torch.device, autocast: str | None,
-                 output: str, channel: int | None):
-        self.module, self.device, self.dtype = module, device, AUTOCAST[autocast]
-        self.output, self.channel = output, channel
-        self.checked = False
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        # grad mode and autocast are per thread: set them around the model call only, so they
-        # never leak into the generator's caller between switches
-        with torch.no_grad():
-            if self.dtype is None:
-                return self.module(x)
-            with torch.autocast(self.device.type, dtype=self.dtype):
-                return self.module(x).float()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checked:
-            return self._forward(x)
-        try:
-            out = self._forward(x)
-        except Exception as exc:  # noqa: BLE001 - the first window tells if the model fits
-            if is_out_of_memory(exc):
-                raise
-            raise XaimedError(
-                f"the model does not accept a window of shape {tuple(x.shape)} (batch, "
-                f"channel, z, y, x): {type(exc).__name__}: {str(exc).splitlines()[0]}. "
-                "Check that it takes one input channel and that roi_size fits it (a "
-                "network that halves the size k times needs sizes divisible by 2^k, e.g. "
-                "64 or 96).") from exc
-        self._check(x, out)
-        self.checked = True
-        return out
-
-    def _check(self, x: torch.Tensor, out: Any) -> None:
-        if not isinstance(out, torch.Tensor):
-            raise XaimedError(
-                f"the model returns a {type(out).__name__}, not a tensor: segmentation needs "
-                "one (batch, channels, z, y, x) tensor of logits; wrap the model so that its "
-                "forward returns that tensor.")
-        if out.ndim == 2:
-            raise XaimedError(
-                f"the model outputs class scores {tuple(out.shape)} (batch, classes), not a "
-                "segmentation map: use a segmentation network, whose output is (batch, "
-                "channels, z, y, x); a classifier can be explained in the attribution widget.")
-        if out.ndim != 5 or out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
-            raise XaimedError(
-                f"the model's output {tuple(out.shape)} does not fit its input window "
-                f"{tuple(x.shape)}: sliding-window inference needs (batch, channels) and the "
-                "window's own z, y, x size; a network that changes the size needs a "
-                "roi_size it maps onto itself (e.g. divisible by 16).")
-        channels = int(out.shape[1])
-        if self.output == "softmax" and channels < 2:
-            raise XaimedError(
-                "the model has one output channel, and a softmax over one channel is always "
-                "1: use output='sigmoid' (with a threshold) for a single-channel model.")
-        if self.channel is not None and not 0 <= self.channel < channels:
-            raise XaimedError(f"channel {self.channel} does not exist: the model has "
-                              f"{channels} output channels (0..{channels - 1}).")
 
 
 def sliding_window_steps(
@@ -291,44 +153,12 @@ def _labels_and_probability(logits: torch.Tensor, shape: tuple[int, ...], output
     return probs[channel] > threshold, probs[channel]
 
 
-def _keep_largest(labels: torch.Tensor) -> torch.Tensor:
-    from monai.transforms import KeepLargestConnectedComponent
-    from monai.utils import convert_to_tensor
-
-    present = [int(v) for v in torch.unique(labels) if int(v) != 0]
-    if not present:
-        return labels
-    kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False,
-                                         independent=True)(labels[None])
-    return convert_to_tensor(kept, track_meta=False)[0]
-
-
-def _check_params(overlap: float, blend: str, output: str, threshold: float,
-                  channel: int | None, autocast: str | None, sw_batch_size: int | None) -> None:
-    if not 0 <= float(overlap) < 1:
-        raise XaimedError(f"overlap must be at least 0 and below 1, got {overlap!r}.")
-    if blend not in BLENDS:
-        raise XaimedError(f"blend must be one of {BLENDS}, got {blend!r}.")
-    if output not in OUTPUTS:
-        raise XaimedError(f"output must be one of {OUTPUTS}, got {output!r}.")
-    if not 0 < float(threshold) < 1:
-        raise XaimedError(f"threshold must be between 0 and 1, got {threshold!r}.")
-    if channel is not None and (not isinstance(channel, (int, np.integer)) or channel < 0):
-        raise XaimedError(f"channel must be None or an output channel index (0, 1, ...), got "
-                          f"{channel!r}.")
-    if autocast not in AUTOCAST:
-        raise XaimedError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
-    if sw_batch_size is not None and (not isinstance(sw_batch_size, (int, np.integer))
-                                      or sw_batch_size < 1):
-        raise XaimedError(f"sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
-
-
 def _auto_sw_batch(roi_size: tuple[int, ...], windows: int, device: torch.device) -> int:
     """Windows per pass: one on CPU (bigger batches do not pay off there, and one window per
     step keeps cancel quick), up to 8 on a GPU as its free memory allows."""
     if device.type == "cpu":
         return 1
-    from napari_xaimed.attribution.device import auto_batch
+    from napari_xaimed.models.device import auto_batch
 
     return max(1, min(windows, auto_batch(math.prod(roi_size), device, limit=8)))
 
@@ -362,7 +192,7 @@ def model_segmentation_steps(
     spacing = as_spacing(spacing)
     _check_params(overlap, blend, output, threshold, channel, autocast, sw_batch_size)
     loaded: LoadedModel = load_model(model, device=device, trust=trust)
-    from napari_xaimed.attribution.nnunet import NnUNetModel
+    from napari_xaimed.models.nnunet import NnUNetModel
 
     if isinstance(loaded, NnUNetModel):
         from napari_xaimed.segmentation.nnunet_run import nnunet_model_steps
@@ -416,7 +246,7 @@ def model_segmentation_steps(
     del logits
     labels = labels.to(torch.uint8 if n_channels < 256 else torch.int32)
     if largest_component:
-        labels = _keep_largest(labels)
+        labels = keep_largest(labels)
     labels_np = labels.cpu().numpy().astype(np.uint8 if n_channels < 256 else np.uint16,
                                             copy=False)
     probability_np = probability.float().cpu().numpy().astype(np.float32, copy=False)

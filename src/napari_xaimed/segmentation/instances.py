@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.segmentation.morphology import ellipsoid_footprint
 
 SPLITS = (None, "watershed")

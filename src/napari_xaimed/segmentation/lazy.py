@@ -35,23 +35,35 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps, within
-from napari_xaimed._validate import as_spacing
-from napari_xaimed.io_lazy import (
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.validate import as_spacing
+from napari_xaimed.components.lazy import (  # noqa: F401 - label_lazy: also here, as before
+    _LABEL_DTYPE,
+    _RANK,
+    _label_slabs,
+    _output,
+    label_lazy,
+)
+from napari_xaimed.io.lazy import (
     check_new_store,
-    chunks_of,
     create_zarr,
     read_slab,
     set_provenance,
-    slab_size,
     z_slabs,
+)
+from napari_xaimed.io.slab_stats import (  # noqa: F401 - value_range and histogram_lazy: also here, as before
+    _check_3d,
+    _histogram_steps,
+    _planes,
+    _value_range_steps,
+    histogram_lazy,
+    value_range,
 )
 from napari_xaimed.segmentation.threshold import check_otsu_classes
 
 #: Bytes of input voxels per slab by default (the temporaries are a few times this).
 SLAB_BYTES = 32 * 2**20
-_LABEL_DTYPE = np.uint32
 
 
 @dataclass
@@ -81,114 +93,6 @@ class LazySegmentation:
     spacing: tuple[float, float, float]
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def _check_3d(volume: Any, name: str = "volume") -> tuple[int, int, int]:
-    shape = tuple(int(n) for n in volume.shape)
-    if len(shape) != 3:
-        raise XaimedError(f"{name} must be a 3D (z, y, x) volume, got shape {shape}.")
-    if min(shape) < 1:
-        raise XaimedError(f"{name} is empty (shape {shape}).")
-    dtype = np.dtype(volume.dtype)
-    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
-        raise XaimedError(f"{name} must be numeric, got dtype {dtype}.")
-    return shape  # type: ignore[return-value]
-
-
-def _planes(volume: Any, slab: int | None) -> int:
-    shape = tuple(volume.shape)
-    if slab is not None:
-        if int(slab) < 1:
-            raise XaimedError(f"slab must be a positive number of planes, got {slab}.")
-        return int(min(int(slab), shape[0]))
-    return slab_size(shape, np.dtype(volume.dtype).itemsize, chunks_of(volume), SLAB_BYTES)
-
-
-def value_range(volume: Any, slab: int | None = None) -> tuple[Any, Any]:
-    """Smallest and largest value of a volume, one slab at a time (as numpy scalars of the
-    volume's dtype, as ``volume.min()`` and ``volume.max()`` give them).
-
-    Raises
-    ------
-    XaimedError
-        If the volume holds NaN or infinite values.
-    """
-    return run_steps(_value_range_steps(volume, slab))
-
-
-def _value_range_steps(volume: Any, slab: int | None) -> Steps[tuple[Any, Any]]:
-    shape = _check_3d(volume)
-    planes = _planes(volume, slab)
-    lo = hi = None
-    bad = 0
-    for start, stop in z_slabs(shape[0], planes):
-        block = read_slab(volume, start, stop)
-        yield Progress(stop, shape[0], f"value range: planes {start}-{stop - 1}")
-        if np.issubdtype(block.dtype, np.floating):
-            finite = np.isfinite(block)
-            if not finite.all():
-                bad += int(block.size - np.count_nonzero(finite))
-                continue
-        b_lo, b_hi = block.min(), block.max()
-        lo = b_lo if lo is None or b_lo < lo else lo
-        hi = b_hi if hi is None or b_hi > hi else hi
-    if bad:
-        raise XaimedError(f"volume contains {bad} NaN or infinite voxels: replace them (e.g. "
-                          "np.nan_to_num, slab by slab) or mask them out first.")
-    return lo, hi
-
-
-def histogram_lazy(volume: Any, nbins: int = 256, slab: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The histogram scikit-image's Otsu thresholds use, accumulated slab by slab.
-
-    The same counts and bin centres as ``skimage.exposure.histogram(volume.ravel(), nbins,
-    source_range="image")`` on the whole volume: for floats ``nbins`` bins between the
-    volume's minimum and maximum (numpy's edges, with that dtype), for integers one bin per
-    value between them (``nbins`` ignored, as scikit-image does).
-
-    Parameters
-    ----------
-    volume : array-like
-        3D volume: numpy, memory map, zarr or dask array.
-    nbins : int
-    slab : int, optional
-        Planes per slab (default: about 32 MB of voxels, a multiple of the z chunk).
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        Counts (int64) and bin centres.
-    """
-    return run_steps(_histogram_steps(volume, nbins, slab))
-
-
-def _histogram_steps(volume: Any, nbins: int, slab: int | None
-                     ) -> Steps[tuple[np.ndarray, np.ndarray]]:
-    """:func:`histogram_lazy` with a step per slab read (two passes: range, counts)."""
-    lo, hi = yield from within(_value_range_steps(volume, slab), 0, 2)
-    planes = _planes(volume, slab)
-    integer = np.issubdtype(np.dtype(volume.dtype), np.integer)
-    if integer:
-        lo_i, hi_i = int(lo), int(hi)
-        counts = np.zeros(hi_i - lo_i + 1, np.int64)
-        centers = np.arange(lo_i, hi_i + 1)
-    else:
-        counts = np.zeros(int(nbins), np.int64)
-        centers = None
-    depth = volume.shape[0]
-    for start, stop in z_slabs(depth, planes):
-        block = read_slab(volume, start, stop)
-        yield Progress(depth + stop, 2 * depth, f"histogram: planes {start}-{stop - 1}")
-        if integer:
-            counts += np.bincount((block.astype(np.int64).ravel() - lo_i),
-                                  minlength=counts.size)
-        else:
-            found, edges = np.histogram(block, bins=int(nbins), range=(lo, hi))
-            counts += found
-            if centers is None:
-                centers = (edges[:-1] + edges[1:]) / 2.0
-    return counts, centers  # type: ignore[return-value]
 
 
 def otsu_threshold_lazy(volume: Any, classes: int = 2, nbins: int = 256,
@@ -243,180 +147,6 @@ def _otsu_steps(volume: Any, classes: int, nbins: int, slab: int | None) -> Step
     # threshold_multiotsu normalises the histogram it builds itself: give it the same one
     prob = counts / np.sum(counts)
     return float(threshold_multiotsu(hist=(prob, centers), classes=int(classes))[-1])
-
-
-_RANK = {6: 1, 18: 2, 26: 3}
-
-
-def _boundary_pairs(above: np.ndarray, below: np.ndarray, connectivity: int,
-                    values: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """``(n, 2)`` pairs of labels (nonzero) that touch across two consecutive planes; with
-    ``values`` (the two planes' label values) only where the values are equal."""
-    if connectivity == 6:
-        shifts = [(0, 0)]
-    elif connectivity == 18:
-        shifts = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
-    else:
-        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    ny, nx = above.shape
-    found = []
-    for dy, dx in shifts:
-        a = above[max(0, -dy):ny - max(0, dy), max(0, -dx):nx - max(0, dx)]
-        b = below[max(0, dy):ny - max(0, -dy), max(0, dx):nx - max(0, -dx)]
-        both = (a > 0) & (b > 0)
-        if values is not None:
-            va = values[0][max(0, -dy):ny - max(0, dy), max(0, -dx):nx - max(0, dx)]
-            vb = values[1][max(0, dy):ny - max(0, -dy), max(0, dx):nx - max(0, -dx)]
-            both &= va == vb
-        if both.any():
-            found.append(np.stack([a[both], b[both]], axis=1).astype(np.int64))
-    if not found:
-        return np.zeros((0, 2), np.int64)
-    pairs = np.concatenate(found)
-    keys = np.unique(pairs[:, 0] << 32 | pairs[:, 1])
-    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1)
-
-
-def _label_slabs(read_mask: Callable[[int, int], np.ndarray], shape: tuple[int, int, int],
-                 out: Any, planes: int, spacing: tuple[float, float, float],
-                 min_size_mm3: float, connectivity: int, values_apart: bool = False
-                 ) -> Steps[int]:
-    """Label a mask given slab by slab into the zarr array ``out``; returns the count.
-
-    ``values_apart``: ``read_mask`` gives label values, whose components are kept apart
-    (:func:`~napari_xaimed.evaluation.instances.value_components`).
-    A step per slab of each of its two passes (components, then final numbers)."""
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components as graph_components
-
-    from napari_xaimed.evaluation.instances import connected_components, value_components
-
-    label = value_components if values_apart else connected_components
-    last_values = None
-
-    # pass 1: components per slab, provisional ids offset to be unique, written to ``out``;
-    # the pairs of provisional ids that touch across slab boundaries; their sizes
-    offset, sizes, edges, last = 0, [np.zeros(1, np.int64)], [], None
-    depth = shape[0]
-    for start, stop in z_slabs(depth, planes):
-        yield Progress(start, 2 * depth, f"components: planes {start}-{stop - 1}")
-        block = read_mask(start, stop)
-        local, n = label(block, connectivity)
-        # the values of the slab's first and last planes, to join components across slabs
-        ends = (block[0].copy(), block[-1].copy()) if values_apart else None
-        del block
-        sizes.append(np.bincount(local.ravel(), minlength=n + 1)[1:].astype(np.int64))
-        provisional = local.astype(_LABEL_DTYPE)
-        del local
-        if n:
-            provisional[provisional > 0] += _LABEL_DTYPE(offset)
-        if last is not None:
-            edges.append(_boundary_pairs(last, provisional[0], connectivity,
-                                         (last_values, ends[0]) if ends else None))
-        last = provisional[-1].copy()
-        last_values = ends[1] if ends else None
-        out[start:stop] = provisional
-        del provisional
-        offset += n
-        if offset >= np.iinfo(_LABEL_DTYPE).max:
-            raise XaimedError("more than 4 billion provisional components: the mask is "
-                              "mostly noise; smooth or threshold it differently.")
-    if offset == 0:
-        return 0
-    size = np.concatenate(sizes)
-    pairs = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
-    graph = sparse.coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])),
-                              shape=(offset + 1, offset + 1))
-    _, component = graph_components(graph, directed=False)
-    # merged sizes; the minimum size applies to whole (merged) instances
-    merged = np.bincount(component[1:], weights=size[1:], minlength=component.max() + 1)
-    keep = merged * float(np.prod(spacing)) >= min_size_mm3 if min_size_mm3 > 0 else (
-        merged > 0)
-    # Raster order of first voxels: within a slab cc3d numbers components in raster order,
-    # and slabs follow one another, so an instance's first voxel belongs to its smallest
-    # provisional id: number instances by first appearance along the provisional ids.
-    seen, first = np.unique(component[1:], return_index=True)
-    order = seen[keep[seen]][np.argsort(first[keep[seen]], kind="stable")]
-    number = np.zeros(component.max() + 1, _LABEL_DTYPE)
-    number[order] = np.arange(1, len(order) + 1, dtype=_LABEL_DTYPE)
-    lut = number[component]
-    lut[0] = 0
-    # pass 2: provisional ids to final ones, in place
-    for start, stop in z_slabs(depth, planes):
-        yield Progress(depth + start, 2 * depth, f"numbering: planes {start}-{stop - 1}")
-        out[start:stop] = lut[np.asarray(out[start:stop])]
-    return int(len(order))
-
-
-def _output(out: str | Path, shape: tuple[int, int, int], dtype: Any,
-            spacing: tuple[float, float, float], origin: Any, planes: int,
-            overwrite: bool) -> Any:
-    chunks = (planes, min(shape[1], 512), min(shape[2], 512))
-    return create_zarr(out, shape, dtype, spacing, origin, chunks, is_label=True,
-                       overwrite=overwrite)
-
-
-def label_lazy(
-    mask: Any,
-    out: str | Path,
-    spacing: tuple[float, float, float] | None = None,
-    min_size_mm3: float = 0.0,
-    connectivity: int = 26,
-    *,
-    origin: tuple[float, float, float] | None = None,
-    slab: int | None = None,
-    overwrite: bool = False,
-    values_apart: bool = False,
-):
-    """Connected components of a mask larger than memory, written to a Zarr store.
-
-    The same labels as :func:`~napari_xaimed.segmentation.split_instances` (without a split)
-    on the whole mask: components found slab by slab and merged across slab boundaries,
-    instances smaller than ``min_size_mm3`` (merged size) removed, numbered ``1..n`` in raster
-    order.
-
-    Parameters
-    ----------
-    mask : array-like
-        3D, nonzero = foreground: numpy, memory map, zarr or dask array.
-    out : str or pathlib.Path
-        The Zarr store to write (``.zarr``); an existing one only with ``overwrite``.
-    spacing : tuple of float, optional
-        Voxel size in mm ``(z, y, x)``; 1 mm when omitted.
-    min_size_mm3 : float
-    connectivity : {6, 18, 26}
-    origin : tuple of float, optional
-        World position of voxel ``(0, 0, 0)`` (mm), kept in the store.
-    slab : int, optional
-        Planes per slab (default: about 32 MB of mask voxels, a multiple of its z chunk).
-    overwrite : bool
-    values_apart : bool
-        ``mask`` holds label values whose components are kept apart: voxels of different
-        values never join one instance (as
-        :func:`~napari_xaimed.evaluation.instances.value_components` in memory).
-
-    Returns
-    -------
-    (dask.array.Array, int)
-        The labels (uint32) over the store, and the number of instances.
-    """
-    import dask.array as da
-
-    shape = _check_3d(mask, "mask")
-    spacing = as_spacing(spacing)
-    if int(connectivity) not in _RANK:
-        raise XaimedError(f"connectivity must be 6, 18 or 26, got {connectivity}.")
-    planes = _planes(mask, slab)
-    array = _output(out, shape, _LABEL_DTYPE, spacing, origin, planes, overwrite)
-    if values_apart:
-        def read(a: int, b: int) -> np.ndarray:
-            return read_slab(mask, a, b)
-    else:
-        def read(a: int, b: int) -> np.ndarray:
-            return read_slab(mask, a, b) != 0
-    n = run_steps(_label_slabs(read, shape, array, planes, spacing, float(min_size_mm3),
-                               int(connectivity), values_apart))
-    return da.from_zarr(array), n
 
 
 _NOT_LAZY = {
@@ -662,8 +392,8 @@ def segment_model_lazy_steps(
     import dask.array as da
 
     from napari_xaimed import __version__
-    from napari_xaimed.attribution.models import load_model
-    from napari_xaimed.attribution.windows import forward_bands, prepare_windows
+    from napari_xaimed.models.loading import load_model
+    from napari_xaimed.models.windows import forward_bands, prepare_windows
     from napari_xaimed.segmentation.deep import _labels_and_probability
 
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Segmentation with an nnU-Net v2 result folder, through nnU-Net's own predictor.
 
 :func:`~napari_xaimed.segmentation.deep.model_segmentation_steps` hands a loaded
-:class:`~napari_xaimed.attribution.nnunet.NnUNetModel` here: nnU-Net's preprocessing, sliding
+:class:`~napari_xaimed.models.nnunet.NnUNetModel` here: nnU-Net's preprocessing, sliding
 windows, mirroring and fold ensembling decide the labels (identical to ``nnUNetPredictor``'s),
 so the settings of our own sliding-window inference do not apply and are refused when changed.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed.attribution.nnunet import NnUNetModel, nnunet_segmentation_steps
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps
+from napari_xaimed.models.nnunet import NnUNetModel, nnunet_segmentation_steps
 
 # settings of the MONAI path that nnU-Net decides itself, with their defaults
 NOT_FOR_NNUNET = {"roi_size": None, "overlap": 0.25, "blend": "gaussian",
@@ -26,8 +26,8 @@ NOT_FOR_NNUNET = {"roi_size": None, "overlap": 0.25, "blend": "gaussian",
 def nnunet_model_steps(volume: np.ndarray, loaded: NnUNetModel, spacing: tuple[float, ...], *,
                        channel: int | None, largest_component: bool, started: float,
                        **others: Any) -> Steps[Any]:
-    """The :class:`~napari_xaimed.segmentation.deep.ModelSegmentation` of an nnU-Net model."""
-    from napari_xaimed.segmentation.deep import ModelSegmentation, _keep_largest
+    """The :class:`~napari_xaimed.segmentation.result.ModelSegmentation` of an nnU-Net model."""
+    from napari_xaimed.segmentation.result import ModelSegmentation, keep_largest
 
     changed = sorted(k for k, v in others.items() if NOT_FOR_NNUNET.get(k, v) != v)
     if changed:
@@ -46,7 +46,7 @@ def nnunet_model_steps(volume: np.ndarray, loaded: NnUNetModel, spacing: tuple[f
     if largest_component:
         import torch
 
-        labels = _keep_largest(torch.from_numpy(labels)).numpy().astype(labels.dtype)
+        labels = keep_largest(torch.from_numpy(labels)).numpy().astype(labels.dtype)
     params = {"nnunet": {"folder": loaded.folder, "folds": loaded.folds,
                          "checkpoint": loaded.checkpoint, "tile_step_size": 0.5,
                          "gaussian": True,

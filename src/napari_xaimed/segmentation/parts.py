@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._validate import as_volume
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.validate import as_volume
 
 PartsSpec = dict[str, dict[str, Any]]
 

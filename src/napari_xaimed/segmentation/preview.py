@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import run_steps
-from napari_xaimed._validate import as_spacing, as_volume
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import run_steps
+from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.segmentation.run import METHODS, method_params, segment_steps
 from napari_xaimed.segmentation.threshold import (
     multi_otsu_thresholds,
@@ -97,7 +97,7 @@ def preview_slice_lazy(volume: Any, z: int, method: str = "otsu",
     (numpy.ndarray, float)
         uint8 ``(y, x)`` 0/1 mask (voxels strictly above the threshold) and the threshold.
     """
-    from napari_xaimed.io_lazy import read_slab
+    from napari_xaimed.io.lazy import read_slab
     from napari_xaimed.segmentation.lazy import (
         _NOT_LAZY,
         _check_3d,

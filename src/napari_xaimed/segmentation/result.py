@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 
 @dataclass
@@ -52,3 +54,58 @@ class SegmentationResult:
                 "n_labels": int(self.labels.max()) if self.labels.size else 0,
                 "probabilities": None if self.probabilities is None else
                 list(self.probabilities.shape), "seconds": self.seconds}
+
+
+@dataclass
+class ModelSegmentation:
+    """A model's segmentation of a volume and how it was made.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        uint8 (uint16 beyond 255 classes) labels with the volume's shape: the argmax class
+        (softmax), or the channel above ``threshold`` (sigmoid); with ``channel`` given, 0/1.
+    probability : numpy.ndarray
+        float32 foreground probability with the volume's shape: 1 - P(background) (softmax),
+        the highest channel probability (sigmoid), or the chosen channel's probability.
+    classes : list of str
+        The model's class names, when its config gives them.
+    params : dict
+        Every setting used (the sliding-window batch size after any out-of-memory halving).
+    windows : int
+        Number of sliding windows run.
+    seconds : float
+    device : str
+    model : dict
+        Source, SHA-256 and class of the model.
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    classes: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    windows: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self, sources: Sequence[str] = ()) -> dict[str, Any]:
+        """The ``metadata["xaimed"]`` dict for the labels and probability layers."""
+        from napari_xaimed._core.provenance import provenance
+
+        return provenance("segmentation", sources=sources, params={"method": "model",
+                                                                   **self.params},
+                          seconds=self.seconds, device=self.device, model=self.model,
+                          classes=self.classes, windows=self.windows)
+
+
+def keep_largest(labels: torch.Tensor) -> torch.Tensor:
+    from monai.transforms import KeepLargestConnectedComponent
+    from monai.utils import convert_to_tensor
+
+    present = [int(v) for v in torch.unique(labels) if int(v) != 0]
+    if not present:
+        return labels
+    kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False,
+                                         independent=True)(labels[None])
+    return convert_to_tensor(kept, track_meta=False)[0]

@@ -1,7 +1,7 @@
 """The ``segment`` entry point and its method registry.
 
 A method is one entry in :data:`METHODS`: a step function ``(volume, spacing, **params)``
-yielding :class:`~napari_xaimed._progress.Progress` and returning ``(labels, probabilities,
+yielding :class:`~napari_xaimed._core.progress.Progress` and returning ``(labels, probabilities,
 facts)``, the parameters it reads, and what its labels are. ``"mask"`` methods return a
 foreground mask that the common clean-up (hole filling, opening, instances) then turns into
 labels; ``"classes"`` methods return class labels as they are. Adding a method (e.g. a deep
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps, run_steps
-from napari_xaimed._validate import as_spacing, as_volume
-from napari_xaimed.attribution.models import BUNDLED_SEGMENTER
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps, run_steps
+from napari_xaimed._core.validate import as_spacing, as_volume
+from napari_xaimed.models.loading import BUNDLED_SEGMENTER
 from napari_xaimed.segmentation.deep import MODEL_PARAMS, model_segmentation_steps
 from napari_xaimed.segmentation.instances import split_instances
 from napari_xaimed.segmentation.morphology import fill_holes as fill_mask_holes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_xaimed._errors import XaimedError
+from napari_xaimed._core.errors import XaimedError
 
 
 def smooth(volume: np.ndarray, sigma_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:

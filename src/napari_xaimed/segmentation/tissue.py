@@ -1,7 +1,7 @@
 """ANTs tissue classes (k-means and Atropos), run in a spawned process.
 
 ANTs holds the GIL for the whole classification, so, as for registration, it runs in a fresh
-Python process (:func:`napari_xaimed.registration.spawned.run_spawned`); the arrays travel as
+Python process (:func:`napari_xaimed._core.spawned.run_spawned`); the arrays travel as
 ``.npy`` files in a temporary folder, progress comes from Atropos' log, and closing the step
 generator (a cancel) kills the process.
 """
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_xaimed._errors import XaimedError
-from napari_xaimed._progress import Progress, Steps
-from napari_xaimed.registration.spawned import prewarm as _prewarm
-from napari_xaimed.registration.spawned import run_spawned
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed._core.progress import Progress, Steps
+from napari_xaimed._core.spawned import prewarm as _prewarm
+from napari_xaimed._core.spawned import run_spawned
 from napari_xaimed.segmentation import ants_classes
 
 TISSUE_METHODS = ("kmeans", "atropos")

@@ -1,0 +1,271 @@
+"""The one place where results become napari layers.
+
+Functions here build LayerDataTuples ``(data, kwargs, layer_type)`` so every widget, the sample
+data and the reader give layers the same world geometry (``scale`` = spacing in mm, ``units``,
+``axis_labels``), colormaps and provenance. Only :func:`add_or_update` touches a viewer, and napari
+is imported lazily so the module stays importable without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_xaimed.io.lazy import is_lazy
+
+LayerTuple = tuple[Any, dict[str, Any], str]
+
+SPATIAL_AXES = ("z", "y", "x")
+
+
+def world_kwargs(
+    spacing: Sequence[float], translate: Sequence[float] | None = None, ndim: int = 3
+) -> dict[str, Any]:
+    """Geometry for a layer of ``ndim`` axes whose last three are ``(z, y, x)`` in mm.
+
+    Leading extra axes (channel, time) get unit scale and no unit.
+    """
+    extra = ndim - 3
+    if extra < 0:
+        raise ValueError(f"layers here are at least 3D, got ndim={ndim}")
+    scale = (1.0,) * extra + tuple(float(s) for s in spacing)
+    offset = (0.0,) * extra + tuple(float(t) for t in (translate or (0.0, 0.0, 0.0)))
+    labels = tuple(f"axis{i}" for i in range(extra)) + SPATIAL_AXES
+    units = ("pixel",) * extra + ("mm",) * 3
+    return {"scale": scale, "translate": offset, "units": units, "axis_labels": labels}
+
+
+def source_geometry(layer: Any) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Spacing and translate (last three axes) of an input layer, so outputs overlay it."""
+    scale = tuple(float(s) for s in layer.scale[-3:])
+    translate = tuple(float(t) for t in layer.translate[-3:])
+    return scale, translate  # type: ignore[return-value]
+
+
+def _metadata(provenance: dict[str, Any] | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = dict(extra or {})
+    if provenance is not None:
+        meta["xaimed"] = provenance
+    return meta
+
+
+def _sample(data: Any, voxels: int = 1_000_000) -> np.ndarray:
+    """An evenly strided subsample of a lazy array, about ``voxels`` large, in memory."""
+    step = max(1, int(np.ceil((float(np.prod(data.shape)) / voxels) ** (1 / data.ndim))))
+    return np.asarray(data[(slice(None, None, step),) * data.ndim].compute())
+
+
+def image_layer(
+    data: np.ndarray,
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> LayerTuple:
+    """An intensity image: gray colormap, contrast from robust percentiles.
+
+    A lazy (dask) array stays lazy: the percentiles come from an evenly strided sample of
+    about a million voxels, so the layer is made without reading the volume."""
+    data = data if is_lazy(data) else np.asarray(data)
+    sample = _sample(data) if is_lazy(data) else data
+    finite = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
+    lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
+    if hi <= lo:
+        hi = lo + 1.0
+    layer_kwargs = {
+        "name": name,
+        "colormap": "gray",
+        "contrast_limits": (float(lo), float(hi)),
+        "metadata": _metadata(provenance, metadata),
+        **world_kwargs(spacing, translate, data.ndim),
+        **kwargs,
+    }
+    return data, layer_kwargs, "image"
+
+
+def heatmap_layer(
+    data: np.ndarray,
+    name: str,
+    spacing: Sequence[float],
+    *,
+    signed: bool | None = None,
+    centre: float = 0.0,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+    percentile: float = 99.5,
+    **kwargs: Any,
+) -> LayerTuple:
+    """A map over an image, drawn so the anatomy stays visible (DESIGN.md heatmap conventions).
+
+    Unsigned maps: ``inferno`` from 0 to a high percentile, additive blending. Signed maps:
+    ``bwr`` with limits symmetric about ``centre`` (0; 1 for a Jacobian determinant),
+    translucent blending. ``signed=None`` decides from the data (any value below ``centre``).
+    A lazy (dask) map stays lazy; its limits come from a strided sample, as for images.
+    """
+    data = data.astype(np.float32) if is_lazy(data) else np.asarray(data, dtype=np.float32)
+    sample = _sample(data) if is_lazy(data) else data
+    finite = sample[np.isfinite(sample)]
+    if signed is None:
+        signed = bool(finite.size and finite.min() < centre)
+    if signed:
+        limit = float(np.percentile(np.abs(finite - centre), percentile)) if finite.size else 1.0
+        limit = limit if limit > 0 else 1.0
+        style = {"colormap": "bwr", "contrast_limits": (centre - limit, centre + limit),
+                 "blending": "translucent"}
+    else:
+        high = float(np.percentile(finite, percentile)) if finite.size else 1.0
+        high = high if high > 0 else 1.0
+        style = {"colormap": "inferno", "contrast_limits": (0.0, high), "blending": "additive"}
+    layer_kwargs = {
+        "name": name,
+        "opacity": 0.6,
+        "metadata": _metadata(provenance, None),
+        **style,
+        **world_kwargs(spacing, translate, data.ndim),
+        **kwargs,
+    }
+    return data, layer_kwargs, "image"
+
+
+def labels_layer(
+    data: np.ndarray,
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> LayerTuple:
+    """A label map (classes or instances); a lazy (dask) array stays lazy."""
+    data = data if is_lazy(data) else np.asarray(data)
+    layer_kwargs = {
+        "name": name,
+        "opacity": 0.7,
+        "metadata": _metadata(provenance, metadata),
+        **world_kwargs(spacing, translate, data.ndim),
+        **kwargs,
+    }
+    return data, layer_kwargs, "labels"
+
+
+def vectors_layer(
+    data: np.ndarray,
+    lengths_mm: np.ndarray,
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> LayerTuple:
+    """Vectors ``(n, 2, 3)`` in voxel units of a grid of ``spacing``, coloured by length (mm)."""
+    layer_kwargs = {
+        "name": name,
+        "features": {"length_mm": np.asarray(lengths_mm, dtype=np.float32)},
+        "edge_color": "length_mm",
+        "edge_colormap": "viridis",
+        "edge_width": 0.3 * float(min(spacing)),
+        "metadata": _metadata(provenance, None),
+        **world_kwargs(spacing, translate, 3),
+        **kwargs,
+    }
+    return data, layer_kwargs, "vectors"
+
+
+def output_name(what: str, *sources: str) -> str:
+    """DESIGN.md layer name: ``"<what> [<source>]"`` or ``"<what> [a->b]"`` for two sources."""
+    return f"{what} [{'->'.join(sources)}]" if sources else what
+
+
+def add_or_update(viewer: Any, layer: LayerTuple) -> Any:
+    """Add a layer, or update the xaimed output layer of the same name and type in place.
+
+    A user's own layer that happens to have the name is never touched: napari then adds the new
+    layer under a numbered name.
+    """
+    data, kwargs, layer_type = layer
+    name = kwargs.get("name")
+    if name in viewer.layers:
+        existing = viewer.layers[name]
+        if existing._type_string == layer_type and "xaimed" in existing.metadata:
+            if np.ndim(data) == existing.ndim:
+                _update(existing, data, kwargs)
+                return existing
+            # A change of dimensionality cannot be done in place: replace at the same position.
+            index = viewer.layers.index(existing)
+            viewer.layers.remove(existing)
+            new = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+            viewer.layers.move(viewer.layers.index(new), index)
+            return new
+    add = getattr(viewer, f"add_{layer_type}")
+    return add(data, **kwargs)
+
+
+_GEOMETRY = ("scale", "translate", "units", "axis_labels")
+
+
+def _update(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
+    for key in _GEOMETRY:
+        if key in kwargs:
+            setattr(layer, key, kwargs[key])
+    layer.data = data
+    for key, value in kwargs.items():
+        if key in _GEOMETRY or key == "name":
+            continue
+        if key == "metadata":
+            layer.metadata = dict(value)
+        elif hasattr(layer, key):
+            setattr(layer, key, value)
+
+
+#: Colours of the evaluation error map (values in ``evaluation.errors.ERROR_CODES``).
+ERROR_COLOURS = {1: "#2ca02c", 2: "#d62728", 3: "#1f77b4", 4: "#ffbf00"}
+
+
+def error_layer(
+    data: np.ndarray,
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> LayerTuple:
+    """The evaluation error map: TP green, FP red, FN blue, merged fragments amber."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours = {None: "transparent", 0: "transparent", **ERROR_COLOURS}
+    return labels_layer(data, name, spacing, translate=translate, provenance=provenance,
+                        colormap=DirectLabelColormap(color_dict=colours))
+
+
+#: Outline colour of the missed references (the error map's FN colour).
+MISSED_COLOUR = ERROR_COLOURS[3]
+
+
+def missed_layer(
+    data: np.ndarray,
+    entries: Sequence[tuple[str, int]],
+    name: str,
+    spacing: Sequence[float],
+    *,
+    translate: Sequence[float] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> LayerTuple:
+    """The missed references (FN), every one in the error map's FN colour, drawn on top of the
+    error map (as an outline, set by the caller: ``contour`` is no layer argument), so a missed
+    reference under a prediction matched to another one shows; label ``k`` is ``entries[k-1]``
+    = ``(class, reference id)``, shown by napari's status bar."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    features = {"index": list(range(1, len(entries) + 1)),
+                "class": [c for c, _ in entries], "reference_id": [r for _, r in entries]}
+    return labels_layer(data, name, spacing, translate=translate, provenance=provenance,
+                        opacity=1.0, features=features,
+                        colormap=DirectLabelColormap(color_dict={None: MISSED_COLOUR,
+                                                                 0: "transparent"}))

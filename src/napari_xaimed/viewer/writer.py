@@ -1,0 +1,60 @@
+"""npe2 writer contributions: Image and Labels layers to NIfTI, NRRD or MetaImage.
+
+The file name's suffix picks the format (``.nii.gz`` when it has none of ours); a JSON
+provenance sidecar goes beside the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.io import VOLUME_SUFFIXES, affine_from_grid, grid_translate, write_volume
+
+
+def _affine_for(meta: dict[str, Any], ndim: int) -> tuple[tuple[float, ...], np.ndarray]:
+    """Spacing from the layer's scale, and an affine placing the voxels where the layer is.
+
+    The file's own affine (kept in the layer metadata by the reader) gives the orientation when
+    its voxel size still fits the layer's scale; the origin follows the layer's ``translate``,
+    so a layer moved in the viewer is saved where it was moved to.
+    """
+    scale = tuple(float(s) for s in meta.get("scale", (1.0,) * ndim))[-3:]
+    translate = tuple(float(t) for t in meta.get("translate", (0.0,) * ndim))[-3:]
+    stored = (meta.get("metadata") or {}).get("nifti", {}).get("affine")
+    if stored is not None:
+        affine = np.asarray(stored, dtype=float)
+        if np.allclose(np.linalg.norm(affine[:3, :3], axis=0)[::-1], scale, rtol=1e-4):
+            if np.allclose(grid_translate(affine), translate, rtol=1e-6, atol=1e-5):
+                return scale, affine  # unchanged: exactly the file's matrix
+            return scale, affine_from_grid(scale, translate, template=affine)
+    return scale, affine_from_grid(scale, translate)
+
+
+def _write(path: str, data: Any, meta: dict[str, Any], is_label: bool) -> list[str]:
+    data = np.asarray(data)
+    if data.ndim < 3:
+        raise XaimedError(
+            f"Volume export needs a 3D layer, {meta.get('name', 'this layer')!r} is {data.ndim}D."
+        )
+    if not str(path).lower().endswith(VOLUME_SUFFIXES):
+        path = f"{path}.nii.gz"
+    spacing, affine = _affine_for(meta, data.ndim)
+    provenance = (meta.get("metadata") or {}).get("xaimed")
+    written = write_volume(
+        Path(path), data, spacing, affine, is_label=is_label, metadata=provenance
+    )
+    return [str(p) for p in written]
+
+
+def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write an Image layer (intensities or a heatmap) to NIfTI, NRRD or MetaImage."""
+    return _write(path, data, meta, is_label=False)
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write a Labels layer, marked as a label map (NIfTI intent ``label``)."""
+    return _write(path, data, meta, is_label=True)
