@@ -80,3 +80,19 @@ def test_every_gradient_and_cam_method_explains_or_says_why(kind):
     (grad,) = torch.autograd.grad(score, x)
     np.testing.assert_allclose(made["saliency"], grad[0, 0].abs().numpy(), rtol=1e-4,
                                atol=1e-6 * float(grad.abs().max()))
+
+
+def test_a_segmentation_target_costs_the_check_and_the_method_passes_only():
+    """The region score is taken from the check's output, not from one more forward pass:
+    saliency on a segmentation target runs the network twice (the check, then its forward +
+    backward), not three times; the score recorded is the region's summed logit."""
+    net = _network("plain")
+    volume, region = _case()
+    calls = []
+    net.register_forward_pre_hook(lambda module, inputs: calls.append(inputs[0].shape[0]))
+    result = attribute(net, volume, "saliency", target=1, region=region, device="cpu")
+    assert len(calls) == 2, calls
+    x = torch.from_numpy(volume)[None, None]
+    with torch.no_grad():
+        expected = float((net(x)[:, 1] * torch.from_numpy(region)).sum())
+    np.testing.assert_allclose(result.scores, [expected], rtol=1e-6)

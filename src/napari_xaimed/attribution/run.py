@@ -255,7 +255,9 @@ def attribute_steps(
             region_t = _region_on(region, tuple(out.shape[2:]), dev)
             region_info = {"region": "given mask"}
         forward_module: torch.nn.Module = RegionScore(module, channel, region_t)
-        chosen, scores = None, [float(forward_module(x).detach())]
+        # the score RegionScore gives, from the check's output: not another forward pass
+        chosen, scores = None, [float((out[:, channel] * forward_module.region).flatten(1)
+                                      .sum(dim=1).detach())]
         region_info["channel"] = channel
         segmentation = True
     else:
