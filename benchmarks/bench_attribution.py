@@ -59,11 +59,14 @@ TARGET = 1
 BATCH = 16
 
 
-def pass_times(model, x) -> tuple[float, float]:
-    """Seconds per volume of a forward, and of a forward + backward, at the best throughput
-    over batch sizes 1, 4 and 16 (best of 3 each)."""
+def pass_times(model, x, score=None, batches=(1, 4, 16), repeats: int = 3
+               ) -> tuple[float, float]:
+    """Seconds per volume of a forward, and of a forward + backward of ``score(output)``
+    (default: the target class's score), at the best throughput over ``batches`` (best of
+    ``repeats`` each)."""
+    score = score or (lambda out: out[:, TARGET].sum())
     forward_s, backward_s = [], []
-    for n in (1, 4, 16):
+    for n in batches:
         batch = x.repeat(n, 1, 1, 1, 1)
 
         def forward(batch=batch):
@@ -72,11 +75,11 @@ def pass_times(model, x) -> tuple[float, float]:
 
         def forward_backward(batch=batch):
             xg = batch.clone().requires_grad_(True)
-            model(xg)[:, TARGET].sum().backward()
+            score(model(xg)).backward()
 
         best(forward, 1)  # warm-up
-        forward_s.append(best(forward, 3) / n)
-        backward_s.append(best(forward_backward, 3) / n)
+        forward_s.append(best(forward, repeats) / n)
+        backward_s.append(best(forward_backward, repeats) / n)
     return min(forward_s), min(backward_s)
 
 

@@ -27,7 +27,8 @@ import argparse
 
 import numpy as np
 import torch
-from _timing import best, measure, ratio
+from _timing import measure, ratio
+from bench_attribution import pass_times
 
 from napari_xaimed import XaimedError
 from napari_xaimed.attribution import METHODS, attribute
@@ -54,28 +55,6 @@ def plain_conv_unet(features: tuple[int, ...]) -> torch.nn.Module:
         deep_supervision=False).eval()
 
 
-def pass_times(net: torch.nn.Module, x: torch.Tensor, region: torch.Tensor
-               ) -> tuple[float, float]:
-    """Seconds per volume of a forward, and of a forward + backward of the region score, at
-    the better of batch 1 and 2."""
-    forward_s, backward_s = [], []
-    for n in (1, 2):
-        batch = x.repeat(n, 1, 1, 1, 1)
-
-        def forward(batch=batch):
-            with torch.no_grad():
-                net(batch)
-
-        def forward_backward(batch=batch):
-            xg = batch.clone().requires_grad_(True)
-            (net(xg)[:, CHANNEL] * region).sum().backward()
-
-        best(forward, 1)  # warm-up
-        forward_s.append(best(forward, 2) / n)
-        backward_s.append(best(forward_backward, 2) / n)
-    return min(forward_s), min(backward_s)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, help="volume edge in voxels")
@@ -92,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     volume, region = sample.image, sample.lesions > 0
     x = torch.from_numpy(volume)[None, None]
     region_t = torch.from_numpy(region.astype(np.float32))
-    t_f, t_fb = pass_times(net, x, region_t)
+    # the region score's forward + backward, at batch 1 and 2 (a 128^3 UNet batch of 16 does
+    # not fit a CPU's memory comfortably)
+    t_f, t_fb = pass_times(net, x, lambda out: (out[:, CHANNEL] * region_t).sum(),
+                           batches=(1, 2), repeats=2)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; PlainConvUNet "
           f"features {args.features}, {args.size}^3: one forward {t_f:.3f} s, forward + "
           f"backward {t_fb:.3f} s per volume", flush=True)
