@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -259,3 +260,48 @@ def test_a_child_that_cannot_start_says_why(tmp_path, monkeypatch):
         for _ in run_spawned("napari_xaimed.registration.ants_job:run", {}, job,
                              preload="napari_xaimed.nowhere", what="ANTs Affine registration"):
             pass
+
+
+def test_our_process_registers_as_plain_ants(tmp_path):
+    """The ANTs process imports ANTs without its learning and plotting parts
+    (``_core.ants_import``): its Affine result equals a plain ``import ants;
+    ants.registration(...)`` with the same arguments, seed and one ITK thread."""
+    import json
+
+    from napari_xaimed.registration.params import ants_arguments, ants_seed
+
+    fixed, moving = blobs((2, 2, 2), shift_mm=(0, 3, 2)), blobs((2, 2, 2))
+    ours = register(fixed, moving, fixed_spacing=(2, 2, 2), moving_spacing=(2, 2, 2),
+                    transform="Affine", seed=0)
+    np.save(tmp_path / "fixed.npy", fixed.astype(np.float32))
+    np.save(tmp_path / "moving.npy", moving.astype(np.float32))
+    (tmp_path / "args.json").write_text(json.dumps(ants_arguments("Affine", {})))
+    script = f"""
+import json, numpy as np, ants
+folder = {str(tmp_path)!r}
+args = {{k: tuple(v) if isinstance(v, list) else v
+        for k, v in json.load(open(folder + "/args.json")).items()}}
+ants.config._random_seed = {ants_seed(0)}
+image = lambda n: ants.from_numpy(np.load(folder + "/" + n + ".npy"), spacing=(2, 2, 2))
+reg = ants.registration(image("fixed"), image("moving"), "Affine",
+                        outprefix=folder + "/bare_", **args)
+np.save(folder + "/bare.npy", reg["warpedmovout"].numpy())
+"""
+    subprocess.run([sys.executable, "-c", script], check=True,
+                   env={**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"})
+    warped = np.load(tmp_path / "bare.npy")
+    assert np.abs(ours.warped - warped).max() <= 1e-5 * np.abs(warped).max()
+
+
+def test_the_ants_process_leaves_out_what_registration_never_uses():
+    """What the ANTs process skips (matplotlib, scikit-learn) is never loaded there, and
+    statsmodels only on first use; what registration calls is all there."""
+    code = ("import sys; from napari_xaimed._core.ants_import import import_ants; "
+            "a = import_ants(); "
+            "print(all(hasattr(a, n) for n in ('registration', 'atropos', 'apply_transforms', "
+            "'from_numpy', 'read_transform', 'image_read')), "
+            "'matplotlib' in sys.modules, 'sklearn' in sys.modules, "
+            "type(sys.modules.get('statsmodels.api')).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False", "False", "_LazyModule"]

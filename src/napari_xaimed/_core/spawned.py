@@ -6,7 +6,8 @@ freeze the Qt event loop, and a thread cannot be stopped halfway. A new interpre
 runs it instead. ``multiprocessing``'s spawn would re-import the caller's ``__main__``, which breaks
 every script without an ``if __name__ == "__main__"`` guard; a plain subprocess has no such trap.
 
-Protocol: the child imports a *preload* module (for ANTs: ~2-3 s), then reads one JSON line on
+Protocol: the child imports a *preload* module, or calls a ``"module:function"`` preload
+(for ANTs: ~1-3 s), then reads one JSON line on
 stdin, ``{"target": "module:function", "folder": ...}``, sends its stdout and stderr (where
 ANTs' C++ code prints) to ``folder/log.txt``, runs ``function(job, folder)`` with the job from
 ``folder/job.json`` and writes ``done.json`` or ``error.json``. Arrays travel as ``.npy`` files
@@ -57,7 +58,10 @@ def _write_error(folder: str, exc: BaseException) -> None:
 def _child(preload: str) -> int:
     """Entry point of the child: preload, wait for the request, run it, record the outcome."""
     try:
-        importlib.import_module(preload)
+        module_name, _, function = preload.partition(":")
+        module = importlib.import_module(module_name)
+        if function:
+            getattr(module, function)()
         failed: BaseException | None = None
     except BaseException as exc:  # noqa: BLE001 - reported once there is a folder to report to
         failed = exc

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_xaimed._core.ants_import import ANTS_PRELOAD
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps
 from napari_xaimed._core.spawned import prewarm as _prewarm
@@ -32,7 +33,7 @@ def _environment(reproducible: bool) -> dict[str, Any]:
 def prewarm(reproducible: bool = True) -> None:
     """Start the process the next kmeans/atropos run will use, so its ~2-3 s import of ANTs
     happens now (the segmentation widget calls this when an ANTs method is picked)."""
-    _prewarm("ants", _environment(reproducible))
+    _prewarm(ANTS_PRELOAD, _environment(reproducible))
 
 
 def check_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -119,7 +120,7 @@ def tissue_classes_steps(
         if checked is not None:
             np.save(folder / "mask.npy", checked)
         summary = yield from run_spawned(
-            "napari_xaimed.segmentation.ants_classes:run", job, folder, preload="ants",
+            "napari_xaimed.segmentation.ants_classes:run", job, folder, preload=ANTS_PRELOAD,
             progress=ants_classes.log_progress, what=f"ANTs {method}")
         labels = np.load(folder / "labels.npy")
         probabilities = np.load(folder / "probabilities.npy")
