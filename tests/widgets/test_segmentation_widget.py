@@ -251,7 +251,7 @@ def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_
     assert out.metadata["xaimed"]["facts"]["labels_store"].endswith("labels.zarr")
 
     shown = []
-    monkeypatch.setattr("napari_xaimed.viewer.widgets.segmentation.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets._segmentation_lazy.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.method.value = "kmeans"
     count = len(viewer.layers)
@@ -291,7 +291,7 @@ def test_a_lazy_layer_is_segmented_by_the_model_band_by_band(qtbot, make_napari_
     assert probability.metadata["xaimed"]["kind"] == "foreground probability"
 
     shown = []
-    monkeypatch.setattr("napari_xaimed.viewer.widgets.segmentation.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets._segmentation_lazy.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.largest.value = True
     count = len(viewer.layers)
