@@ -10,13 +10,55 @@ import numpy as np
 from napari_xaimed._core.provenance import provenance
 from napari_xaimed.segmentation import SegmentationResult
 from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, labels_layer, output_name
+from napari_xaimed.viewer.widgets._legend import Legend, layer_entries
 from napari_xaimed.viewer.widgets._scratch import keep_while_shown
 
+#: How a method is named in its output layers.
+METHOD_TITLES = {"threshold": "Threshold", "otsu": "Otsu", "multiotsu": "Multi-Otsu",
+                 "kmeans": "K-means", "atropos": "Atropos", "model": "Model"}
 
-def probability_name(k: int, source: str, foreground: bool = False) -> str:
-    """``"Class 2 probability [mri]"``, or ``"Foreground probability [mri]"`` for a model."""
-    return output_name("Foreground probability" if foreground else f"Class {k} probability",
-                       source)
+
+def method_title(method: str) -> str:
+    """``"kmeans"`` -> ``"K-means"``."""
+    return METHOD_TITLES.get(method, method.replace("_", " ").capitalize())
+
+
+def segmentation_name(method: str, source: str) -> str:
+    """``"Otsu segmentation [ct]"``: each method its own layer, so results sit side by side
+    and a rerun of one method replaces only its own."""
+    return output_name(f"{method_title(method)} segmentation", source)
+
+
+def probability_name(k: int, source: str, foreground: bool = False,
+                     method: str | None = None) -> str:
+    """``"K-means class 2 probability [mri]"``, or ``"Model foreground probability [mri]"``
+    for a model (without ``method``: ``"Class 2 probability [mri]"``)."""
+    what = "foreground probability" if foreground else f"class {k} probability"
+    what = f"{method_title(method)} {what}" if method else what[0].upper() + what[1:]
+    return output_name(what, source)
+
+
+def class_names(result: SegmentationResult) -> dict[int, str]:
+    """Names of a class segmentation's labels: the model's classes (its config, nnU-Net's
+    dataset.json), or the classes by brightness (1 the darkest); ``{}`` for instances and
+    masks, whose values are no classes."""
+    if result.kind != "classes":
+        return {}
+    given = result.facts.get("classes") or []
+    if given:
+        return {k: str(name) for k, name in enumerate(given) if k > 0}
+    n = int(result.params.get("n_classes") or result.params.get("classes") or 0)
+    names = {k: f"class {k}" for k in range(1, n + 1)}
+    if n >= 2:
+        names[1] += " (darkest)"
+        names[n] += " (brightest)"
+    return names
+
+
+def names_features(names: dict[int, str]) -> dict[str, list]:
+    """A Labels layer's ``features`` naming its values (napari's status bar shows them)."""
+    values = sorted(names)
+    return {"index": [0, *values], "name": ["background", *(names[v] for v in values)]}
 
 
 class SegmentationOutputs:
@@ -24,7 +66,8 @@ class SegmentationOutputs:
 
     viewer: Any
     method: Any
-    _probabilities: dict[str, list[str]]
+    legend: Legend
+    _probabilities: dict[tuple[str, str], list[str]]
 
     def _show_preview(self, layer: Any, z: int, mask: np.ndarray,
                       spacing: tuple[float, float, float],
@@ -48,15 +91,21 @@ class SegmentationOutputs:
         prov = provenance("segmentation", sources=[source], seconds=seconds,
                           params={"method": result.method, **params}, facts=result.facts,
                           label_kind=result.kind, inputs=inputs)
+        names = class_names(result)
+        named = {"features": names_features(names)} if names else {}
         shown = add_or_update(self.viewer, labels_layer(
-            result.labels, output_name("Segmentation", source), spacing, translate=translate,
-            provenance=prov))
+            result.labels, segmentation_name(result.method, source), spacing,
+            translate=translate, provenance=prov, **named))
         keep_while_shown(self.viewer, shown, scratch)  # a lazy result reads its store there
-        names = []
+        self._show_legend(shown, result, names)
+        preview = output_name("Segmentation preview", source)
+        if preview in self.viewer.layers and "xaimed" in self.viewer.layers[preview].metadata:
+            self.viewer.layers.remove(preview)  # the slice it showed is now in the result
+        maps = []
         if result.probabilities is not None:
             foreground = result.facts.get("probabilities") == "foreground"
             for k, probability in enumerate(result.probabilities, start=1):
-                name = probability_name(k, source, foreground)
+                name = probability_name(k, source, foreground, result.method)
                 kind = {"kind": "foreground probability"} if foreground else {
                     "kind": "class probability", "class": k}
                 heat = add_or_update(self.viewer, heatmap_layer(
@@ -64,8 +113,24 @@ class SegmentationOutputs:
                     provenance={**prov, **kind}, contrast_limits=(0.0, 1.0),
                     visible=foreground))
                 keep_while_shown(self.viewer, heat, scratch)
-                names.append(name)
-        for stale in set(self._probabilities.get(source, [])) - set(names):
+                maps.append(name)
+        key = (source, result.method)
+        for stale in set(self._probabilities.get(key, [])) - set(maps):
             if stale in self.viewer.layers and "xaimed" in self.viewer.layers[stale].metadata:
                 self.viewer.layers.remove(stale)
-        self._probabilities[source] = names
+        self._probabilities[key] = maps
+
+    def _show_legend(self, layer: Any, result: SegmentationResult,
+                     names: dict[int, str]) -> None:
+        """The classes' colours and names; for instances, how many there are."""
+        title = f"{layer.name}:"
+        if names:
+            self.legend.set_entries([(c, f"{v}: {n}") for v, c, n in layer_entries(layer, names)],
+                                    title)
+        elif result.kind == "instances":
+            count = result.facts.get("instances", result.facts.get("n_instances"))
+            self.legend.set_entries([], title, f"{count} instances, each its own colour "
+                                    "(hover for its number).")
+        else:
+            self.legend.set_entries([(c, f"{v}: foreground") for v, c, _ in
+                                     layer_entries(layer, values=[1])], title)

@@ -29,6 +29,7 @@ from napari_xaimed.viewer.widgets._base import (
     layer_picker,
 )
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
+from napari_xaimed.viewer.widgets._legend import Legend
 from napari_xaimed.viewer.widgets._segmentation_fields import (
     NO_SPLIT,
     classical_fields,
@@ -39,6 +40,7 @@ from napari_xaimed.viewer.widgets._segmentation_lazy import LazySegmentation
 from napari_xaimed.viewer.widgets._segmentation_output import (
     SegmentationOutputs,
     probability_name,
+    segmentation_name,
 )
 from napari_xaimed.viewer.widgets._trust import TrustedModels
 
@@ -48,11 +50,16 @@ import monai.inferers  # noqa: E402, F401  isort: skip
 from napari_xaimed.segmentation.preview import preview_slice
 from napari_xaimed.segmentation.tissue import DEFAULT_MRF, prewarm
 
-__all__ = ["NO_SPLIT", "SegmentationWidget", "probability_name"]
+__all__ = ["NO_SPLIT", "SegmentationWidget", "probability_name", "segmentation_name"]
 
 
 class SegmentationWidget(LazySegmentation, SegmentationOutputs, XaimedWidget):
-    """Pick an image and a method; the labels land as ``"Segmentation [<image>]"``."""
+    """Pick an image and a method; the labels land as ``"<Method> segmentation [<image>]"``
+    (``"Otsu segmentation [ct]"``), one layer per method, with a legend of their classes.
+
+    Otsu starts at 3 classes, keeping the brightest: the bright structures (lesions, contrast,
+    bone) rather than the body against the air, which 2 classes find.
+    """
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
@@ -90,7 +97,10 @@ class SegmentationWidget(LazySegmentation, SegmentationOutputs, XaimedWidget):
         self._layout.addWidget(self.job)
         self.job.run_button.clicked.connect(self.run)
         self.job.finished.connect(self._prewarm)
-        self._probabilities: dict[str, list[str]] = {}  # source -> probability layers shown
+        self.legend = Legend()
+        self._layout.addWidget(self.legend)
+        # (source, method) -> probability layers shown
+        self._probabilities: dict[tuple[str, str], list[str]] = {}
         # a lazy layer's Otsu threshold, kept between previews: (data, method, classes, value)
         self._lazy_thresholds: dict[tuple, float] = {}
         self.trusted = TrustedModels()
@@ -127,6 +137,11 @@ class SegmentationWidget(LazySegmentation, SegmentationOutputs, XaimedWidget):
 
     def update_info(self, *_: Any) -> None:
         self.info.value = describe_layer(self.image.value)
+        if self.image.value is not getattr(self, "_described", None):
+            self._described = self.image.value
+            if hasattr(self, "legend") and not self.job.running:  # another image: stale
+                self.legend.clear()
+                self.job.status.setText("")
 
     def params(self) -> dict[str, Any]:
         """The parameters the current form gives the chosen method (mask as an array)."""
