@@ -49,7 +49,8 @@ def test_segments_into_a_layer_over_its_source(qtbot, viewer_with_sample):
     widget.classes.value = 2
     assert run_and_wait(qtbot, widget) == "done"
     assert len(viewer.layers) == n_layers
-    assert viewer.layers["Otsu segmentation [lesion ct]"].metadata["xaimed"]["params"]["classes"] == 2
+    out = viewer.layers["Otsu segmentation [lesion ct]"]
+    assert out.metadata["xaimed"]["params"]["classes"] == 2
 
 
 def test_bad_input_is_a_notification_and_adds_nothing(qtbot, viewer_with_sample, monkeypatch):

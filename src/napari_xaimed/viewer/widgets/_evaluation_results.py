@@ -8,15 +8,57 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed.evaluation import DEFAULT_METRICS
-from napari_xaimed.evaluation.errors import class_layers
+from napari_xaimed.evaluation.errors import ERROR_CODES, class_layers
 from napari_xaimed.evaluation.label_modes import describe_label_mode
+from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.viewer.layers import (
+    ERROR_COLOURS,
+    MISSED_COLOUR,
     add_or_update,
     error_layer,
     labels_layer,
     missed_layer,
     output_name,
 )
+from napari_xaimed.viewer.widgets._base import region_names
+
+LABEL_NAME = "label name"
+
+
+def error_legend() -> list[tuple[str, str]]:
+    """``(colour, meaning)`` of the error map's values, then the missed references' outline."""
+    return [*((ERROR_COLOURS[code], f"{code}: {ERROR_CODES[code]}") for code in ERROR_CODES),
+            (MISSED_COLOUR, "outline: missed reference (FN)")]
+
+
+def layer_parts(layer: Any) -> dict[str, Any] | None:
+    """The part-aware things a Labels layer's provenance records (the panoptic sample's), when
+    its label values are among theirs (a semantic map of things and parts, not instance ids)."""
+    prov = (getattr(layer, "metadata", None) or {}).get("xaimed") or {}
+    parts = (prov.get("params") or {}).get("parts")
+    if not isinstance(parts, dict) or not parts or is_lazy(layer.data):
+        return None
+    allowed = set()
+    for spec in parts.values():
+        for values in (spec.get("thing", []), *spec.get("parts", {}).values()):
+            allowed.update(int(v) for v in np.atleast_1d(values))
+    found = set(np.unique(np.asarray(layer.data)).tolist()) - {0}
+    return parts if found and found <= allowed else None
+
+
+def with_label_names(rows: list[dict[str, Any]], key: str, names: dict[int, str]
+                     ) -> list[dict[str, Any]]:
+    """Rows with a ``"label name"`` after ``key`` where that is a named label value."""
+    out = []
+    for row in rows:
+        value = str(row.get(key, ""))
+        named = {}
+        for k, v in row.items():
+            named[k] = v
+            if k == key:
+                named[LABEL_NAME] = names.get(int(value), "") if value.isdigit() else ""
+        out.append(named)
+    return out
 
 INSTANCE_COLUMNS = ["class_name", "status", "reference_ids", "prediction_ids", "accepted",
                     "score", "dice", "iou", "hd95", "assd", "nsd", "cldice", "rvd",
@@ -69,6 +111,13 @@ class EvaluationResults:
     """The result views of :class:`~napari_xaimed.viewer.widgets.EvaluationWidget`."""
 
     viewer: Any
+    job: Any
+    legend: Any
+    reference: Any
+    prediction: Any
+    classes: Any
+    parts: Any
+    cohort: Any
     summary: Any
     instances: Any
     regions: Any
@@ -77,10 +126,42 @@ class EvaluationResults:
     _geometry: tuple
     _missed: dict[tuple[str, int], tuple[Any, int]]
 
+    def _label_names(self) -> dict[int, str]:
+        """Names of the label values: the reference's, else the prediction's (features)."""
+        return (region_names(self.reference.value) or region_names(self.prediction.value)
+                or {})
+
+    def _inputs_changed(self, *_: Any) -> None:
+        """Other layers picked: the old results' tables, plot, status and legend go, and the
+        class and part tables are prefilled from the reference (its label names, the parts
+        its provenance records) unless the user typed in them."""
+        inputs = (self.reference.value, self.prediction.value)
+        if self.job.running or inputs == getattr(self, "_inputs", None):
+            return
+        self._inputs = inputs
+        for table in (self.summary, self.instances, self.regions):
+            table.set_rows([])
+        self.plot.plot([], {}, "")
+        self.mode_line.setText("")
+        self.job.status.setText("")
+        self.legend.clear()
+        self._missed = {}
+        names = region_names(inputs[0]) if inputs[0] is not None else None
+        names = {v: n for v, n in (names or {}).items() if v != 0}
+        if self.classes.prefilled or not self.classes.rows():
+            if names:
+                self.classes.fill_from_names(names)
+            else:
+                self.classes.set_rows([])
+        parts = layer_parts(inputs[0]) if inputs[0] is not None else None
+        if self.parts.prefilled or not self.parts.rows():
+            self.parts.set_rows(self.parts.to_rows(parts) if parts else [], prefilled=True)
+
     def _add_layers(self, result: Any, prov: dict[str, Any], ref_layer: Any, pred_layer: Any,
                     spacing: tuple[float, float, float],
                     translate: tuple[float, float, float]) -> None:
         """The error and missed layers of each class (and the Voronoi regions, hidden)."""
+        self.legend.set_entries(error_legend(), "Error map:")
         self._missed = {}
         # each label value its own class: one error map and one missed layer for all (a
         # voxel has one value, so the classes do not overlap); other classes one each
@@ -114,14 +195,18 @@ class EvaluationResults:
         """Fill the tables and the plot from a result."""
         # a metric that was not asked for (clDice by default) gets no column of NaNs
         unasked = {"cldice"} - set(result.params.get("metrics", DEFAULT_METRICS))
-        self.summary.set_rows(result.summary_rows())
+        names = self._label_names()
+        self.summary.set_rows(with_label_names(result.summary_rows(), "class", names))
         self.mode_line.setText(describe_label_mode(result.params))
         spacing = result.params.get("spacing") or self._geometry[0]
         voxel_mm3 = float(np.prod(spacing))
         rows = [entry for c in result.classes.values() for entry in instance_rows(c, voxel_mm3)]
         parts = sorted({k for r in rows for k in r if k.startswith("part ")})
-        self.instances.set_rows(rows, [*(c for c in INSTANCE_COLUMNS if c not in unasked),
-                                       *parts])
+        columns = [c for c in INSTANCE_COLUMNS if c not in unasked]
+        if names:
+            rows = with_label_names(rows, "class_name", names)
+            columns.insert(1, LABEL_NAME)
+        self.instances.set_rows(rows, [*columns, *parts])
         self.regions.set_rows([{"class": n, **r} for n, c in result.classes.items()
                                for r in c.regions])
         if curves is not None:

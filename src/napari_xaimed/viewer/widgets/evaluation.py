@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Labels
 from qtpy.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
 
@@ -35,6 +35,8 @@ from napari_xaimed.viewer.widgets._evaluation_results import (
     instance_rows,
 )
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
+from napari_xaimed.viewer.widgets._label_tables import ClassesEditor, PartsEditor
+from napari_xaimed.viewer.widgets._legend import Legend
 from napari_xaimed.viewer.widgets._results import CurvePlot, ResultTable
 from napari_xaimed.viewer.widgets.cohort import CohortPanel
 
@@ -90,8 +92,8 @@ class EvaluationWidget(EvaluationResults, XaimedWidget):
         self.assignment = ComboBox(label="assignment", choices=["greedy", "optimal"])
         self.metric = ComboBox(label="match metric", choices=["iou", "dice"], value="iou")
         self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.0, max=1.0, step=0.05)
-        self.classes = LineEdit(label="classes (JSON)", value="")
-        self.parts = LineEdit(label="parts (JSON)", value="")
+        self.classes = ClassesEditor("Classes (group label values)")
+        self.parts = PartsEditor("Part-aware things")
         self.voronoi = CheckBox(text="Voronoi regions", value=False)
         self.tolerance = FloatSpinBox(label="NSD tolerance (mm)", value=1.0, min=0.0, max=50.0)
         self.cldice = CheckBox(
@@ -100,10 +102,13 @@ class EvaluationWidget(EvaluationResults, XaimedWidget):
             "on blob-like lesions (NaN, 0 or 1) and the slowest metric, so off by default")
         self.form.extend([self.reference, self.prediction, self.instance_input, self.connectivity,
                           self.label_mode, self.matching,
-                          self.assignment, self.metric, self.threshold, self.classes, self.parts,
+                          self.assignment, self.metric, self.threshold,
                           self.voronoi, self.tolerance, self.cldice])
+        self._layout.insertWidget(1, self.classes)
+        self._layout.insertWidget(2, self.parts)
         for picker in (self.reference, self.prediction):
             picker.changed.connect(self.update_info)
+            picker.changed.connect(self._inputs_changed)
         self.matching.changed.connect(self._show_fields)
         self.instance_input.changed.connect(self._show_fields)
         self.job = JobPanel("Evaluate")
@@ -128,7 +133,9 @@ class EvaluationWidget(EvaluationResults, XaimedWidget):
                               (self.plot, "AUTC"), (self.regions, "Regions"),
                               (self.cohort, "Cohort")):
             self.tabs.addTab(widget, title)
+        self.legend = Legend("Error map:")
         self._layout.addWidget(self.job)
+        self._layout.addWidget(self.legend)
         self._layout.addWidget(self.tabs)
         self._geometry: tuple = ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
         self.reset_choices()
@@ -136,6 +143,7 @@ class EvaluationWidget(EvaluationResults, XaimedWidget):
         if len(labels) >= 2:
             self.prediction.value = labels[1]
         self._show_fields()
+        self._inputs_changed()
 
     def _show_fields(self, *_: Any) -> None:
         self.assignment.visible = self.matching.value == "one_to_one"
@@ -156,8 +164,8 @@ class EvaluationWidget(EvaluationResults, XaimedWidget):
             "instance_input": bool(self.instance_input.value),
             "connectivity": int(self.connectivity.value),
             "label_mode": None if self.instance_input.value else self.label_mode.value,
-            "classes": parse_json(self.classes.value, "classes"),
-            "parts": parse_json(self.parts.value, "parts"),
+            "classes": self.classes.mapping(),
+            "parts": self.parts.mapping(),
             "voronoi": bool(self.voronoi.value),
             "nsd_tolerance_mm": float(self.tolerance.value),
             "metrics": [*DEFAULT_METRICS, *(["cldice"] if self.cldice.value else [])],
