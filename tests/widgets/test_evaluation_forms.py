@@ -163,7 +163,7 @@ def test_spine_pair_evaluates_from_the_widget_as_panoptica(qtbot, make_napari_vi
     labels = spine_labels()
     prediction = labels.copy()
     prediction[6:9, 3:7, 1:5] = 0  # part of vertebra 1 missed
-    prediction[6:18, 9:11, 1:5] = 0  # vertebra 2 halved: below the IoU threshold
+    prediction[6:18, 9:12, 1:5] = 0  # 3 of vertebra 2's 4 columns gone: below the threshold
     prediction[20:23, 17:19, 1:3] = 3  # a false positive
     paths = {"ref": write_spine(tmp_path / "ref.nii.gz", labels),
              "pred": write_spine(tmp_path / "pred.nii.gz", prediction, -0.00064, -0.00064)}
