@@ -196,7 +196,8 @@ class EvaluationResults:
         # a metric that was not asked for (clDice by default) gets no column of NaNs
         unasked = {"cldice"} - set(result.params.get("metrics", DEFAULT_METRICS))
         names = self._label_names()
-        self.summary.set_rows(with_label_names(result.summary_rows(), "class", names))
+        summary = result.summary_rows()
+        self.summary.set_rows(with_label_names(summary, "class", names) if names else summary)
         self.mode_line.setText(describe_label_mode(result.params))
         spacing = result.params.get("spacing") or self._geometry[0]
         voxel_mm3 = float(np.prod(spacing))
