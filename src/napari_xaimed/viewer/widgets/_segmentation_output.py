@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.provenance import provenance
+from napari_xaimed.io.label_names import nnunet_label_names
 from napari_xaimed.segmentation import SegmentationResult
 from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, labels_layer, output_name
 from napari_xaimed.viewer.widgets._legend import Legend, layer_entries
@@ -39,11 +41,17 @@ def probability_name(k: int, source: str, foreground: bool = False,
 
 
 def class_names(result: SegmentationResult) -> dict[int, str]:
-    """Names of a class segmentation's labels: the model's classes (its config, nnU-Net's
-    dataset.json), or the classes by brightness (1 the darkest); ``{}`` for instances and
+    """Names of a class segmentation's labels: nnU-Net's dataset.json, the model's classes
+    (its config), or the classes by brightness (1 the darkest); ``{}`` for instances and
     masks, whose values are no classes."""
     if result.kind != "classes":
         return {}
+    model = result.facts.get("model") or {}
+    if model.get("kind") == "nnU-Net v2" and model.get("source"):
+        try:  # its dataset.json, which also names region-based labels by their value
+            return nnunet_label_names(model["source"])
+        except XaimedError:
+            pass
     given = result.facts.get("classes") or []
     if given:
         return {k: str(name) for k, name in enumerate(given) if k > 0}
