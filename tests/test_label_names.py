@@ -39,6 +39,8 @@ def test_sidecar_beside_a_nifti_names_its_values(tmp_path):
     assert read_label_names(sidecar) == {1: "liver", 2: "tumour"}
     volume = read_volume(path)
     assert volume.is_label and volume.label_names == {1: "liver", 2: "tumour"}
+    lazy = read_volume(path, lazy=True)  # a NIfTI larger than memory is named alike
+    assert lazy.is_label and lazy.label_names == {1: "liver", 2: "tumour"}
 
 
 def test_no_sidecar_means_no_names(tmp_path):

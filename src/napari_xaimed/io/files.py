@@ -83,7 +83,7 @@ def read_volume(path: str | Path, *, series: str | int | None = None, lazy: bool
                 "neither: convert it (write_volume to .nii, or io_lazy.write_zarr), or read it "
                 "in memory without them.")
         if lazy:
-            return read_nifti_lazy(path, spacing=spacing)
+            return _named(read_nifti_lazy(path, spacing=spacing), path)
         raise XaimedError("spacing= overrides the file's only when reading lazily: pass "
                           "lazy=True, or set the spacing with write_volume.")
     if path.is_dir():
