@@ -158,7 +158,7 @@ def segmentation() -> Any:
     widget.smoothing.value = 1.0
     widget.min_size.value = 20.0
     seconds = run_job(widget.job)
-    out = viewer.layers["Segmentation [lesion ct]"]
+    out = viewer.layers["Otsu segmentation [lesion ct]"]
     n_found = len(np.unique(out.data)) - 1
     overlap = mask_dice(out.data, viewer.layers["lesion truth"].data)
     print(f"  segmentation: {n_found} lesions found, Dice {overlap:.3f} ({seconds:.1f} s)")

@@ -160,7 +160,7 @@ def test_segmentation_provenance_reruns_it(qtbot, make_napari_viewer, method):
     widget.smoothing.value = 0.5
     widget.device.value = "cpu"
     run_widget(qtbot, widget)
-    out = viewer.layers["Segmentation [lesion ct]"]
+    out = viewer.layers[f"{'Otsu' if method == 'otsu' else 'Model'} segmentation [lesion ct]"]
     prov = out.metadata["xaimed"]
     assert prov["sources"] == ["lesion ct"]
     params = dict(prov["params"])

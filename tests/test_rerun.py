@@ -143,7 +143,7 @@ def test_widget_segmentation_of_a_file_reruns(qtbot, make_napari_viewer, ct, tmp
     widget.method.value = "otsu"
     widget.smoothing.value = 0.5
     run_widget(qtbot, widget.job)
-    sidecar = save(viewer.layers["Segmentation [ct]"], tmp_path)
+    sidecar = save(viewer.layers["Otsu segmentation [ct]"], tmp_path)
     recorded = json.loads(sidecar.read_text())["inputs"]["image"]
     assert recorded["path"] == str(ct.resolve())
     # hashed in the job's worker thread (PendingInputs), still the digest of the layer's voxels

@@ -229,8 +229,11 @@ def test_widget_segments_with_an_nnunet_folder(qtbot, make_napari_viewer, folder
     with qtbot.waitSignal(widget.job.finished, timeout=600000) as blocker:
         widget.job.run_button.click()
     assert blocker.args[0] == "done", widget.job.status.text()
-    labels = viewer.layers["Segmentation [ct]"]
+    labels = viewer.layers["Model segmentation [ct]"]
     np.testing.assert_array_equal(labels.data, _reference(folder, image_file, (0, 1)))
+    # the classes named as the result folder's dataset.json names them
+    names = json.loads((folder / "dataset.json").read_text())["labels"]
+    assert list(labels.features["name"]) == sorted(names, key=names.get)
     np.testing.assert_allclose(labels.scale, SPACING_ZYX)
     np.testing.assert_allclose(labels.translate, (7.25, 30.0, -12.5))
 

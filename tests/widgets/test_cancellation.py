@@ -94,7 +94,7 @@ def test_segmentation_model_with_many_windows(qtbot, make_napari_viewer, clean_t
     with qtbot.waitSignal(widget.job.finished, timeout=60000) as blocker:
         widget.job.run_button.click()
     assert blocker.args[0] == "done"
-    assert "Segmentation [ct]" in viewer.layers
+    assert "Model segmentation [ct]" in viewer.layers
 
 
 def test_lazy_otsu_segmentation(qtbot, make_napari_viewer, clean_tmp):

@@ -92,7 +92,7 @@ def test_no_leaves_everything_and_yes_loads_the_file_trusted(qtbot, viewer_with_
         pass
     assert blocker.args[0] == "done", widget.job.status.text()
     assert len(asked) == 2
-    labels = viewer.layers["Segmentation [lesion ct]"]
+    labels = viewer.layers["Model segmentation [lesion ct]"]
     ct = viewer.layers["lesion ct"]
     expected = segment_with_model(ct.data, load_model(weights, trust=True),
                                   spacing=tuple(ct.scale), roi_size=32)

@@ -73,16 +73,16 @@ def test_lazy_labels_are_deleted_with_their_layer_and_replaced_by_a_rerun(
     widget.image.value = viewer.layers["lazy ct"]
     assert run_and_wait(qtbot, widget) == "done", widget.job.status.text()
     (first,) = folders(scratch, "xaimed-labels-")
-    out = viewer.layers["Segmentation [lazy ct]"]
+    out = viewer.layers["Otsu segmentation [lazy ct]"]
     assert out.metadata["xaimed"]["facts"]["labels_store"].startswith(str(first))
     labels = np.asarray(out.data)
 
     assert run_and_wait(qtbot, widget) == "done"  # the rerun updates the layer in place
     (second,) = folders(scratch, "xaimed-labels-")
     assert second != first and not first.exists()
-    np.testing.assert_array_equal(np.asarray(viewer.layers["Segmentation [lazy ct]"].data),
+    np.testing.assert_array_equal(np.asarray(viewer.layers["Otsu segmentation [lazy ct]"].data),
                                   labels)
-    viewer.layers.remove("Segmentation [lazy ct]")
+    viewer.layers.remove("Otsu segmentation [lazy ct]")
     assert folders(scratch, "xaimed-labels-") == []
 
 

@@ -33,7 +33,7 @@ def test_segments_into_a_layer_over_its_source(qtbot, viewer_with_sample):
     widget.min_size.value = 20.0
     source = viewer.layers["lesion ct"].data.copy()
     assert run_and_wait(qtbot, widget) == "done"
-    out = viewer.layers["Segmentation [lesion ct]"]
+    out = viewer.layers["Otsu segmentation [lesion ct]"]
     truth = viewer.layers["lesion truth"].data > 0
     assert out._type_string == "labels"
     np.testing.assert_allclose(out.scale, (2.0, 1.0, 1.0))
@@ -49,7 +49,8 @@ def test_segments_into_a_layer_over_its_source(qtbot, viewer_with_sample):
     widget.classes.value = 2
     assert run_and_wait(qtbot, widget) == "done"
     assert len(viewer.layers) == n_layers
-    assert viewer.layers["Segmentation [lesion ct]"].metadata["xaimed"]["params"]["classes"] == 2
+    out = viewer.layers["Otsu segmentation [lesion ct]"]
+    assert out.metadata["xaimed"]["params"]["classes"] == 2
 
 
 def test_bad_input_is_a_notification_and_adds_nothing(qtbot, viewer_with_sample, monkeypatch):
@@ -148,14 +149,14 @@ def test_tissue_classes_add_labels_and_probabilities_and_replace_them(qtbot, mak
     widget.method.value = "atropos"
     widget.n_classes.value = 3
     assert run_and_wait(qtbot, widget) == "done"
-    labels = viewer.layers["Segmentation [mri]"]
+    labels = viewer.layers["Atropos segmentation [mri]"]
     np.testing.assert_allclose(labels.scale, (2.0, 1.0, 1.0))
     np.testing.assert_allclose(labels.translate, (5.0, 0.0, -3.0))
     body = truth > 0
     assert (labels.data[body] == truth[body]).mean() > 0.9
     assert labels.metadata["xaimed"]["params"]["method"] == "atropos"
     for k in (1, 2, 3):
-        prob = viewer.layers[f"Class {k} probability [mri]"]
+        prob = viewer.layers[f"Atropos class {k} probability [mri]"]
         assert prob._type_string == "image" and prob.data.shape == image.shape
         np.testing.assert_allclose(prob.scale, (2.0, 1.0, 1.0))
         np.testing.assert_allclose(prob.translate, (5.0, 0.0, -3.0))
@@ -164,8 +165,8 @@ def test_tissue_classes_add_labels_and_probabilities_and_replace_them(qtbot, mak
     widget.n_classes.value = 2  # fewer classes: the third probability layer goes
     assert run_and_wait(qtbot, widget) == "done"
     assert len(viewer.layers) == n_layers - 1
-    assert "Class 3 probability [mri]" not in viewer.layers
-    assert viewer.layers["Segmentation [mri]"].data.max() == 2
+    assert "Atropos class 3 probability [mri]" not in viewer.layers
+    assert viewer.layers["Atropos segmentation [mri]"].data.max() == 2
 
 
 def test_preview_shows_the_current_slice(make_napari_viewer):
@@ -204,8 +205,8 @@ def test_model_segmentation_adds_labels_and_foreground_probability(qtbot, viewer
     assert widget.model_source.visible and widget.overlap.visible
     assert not widget.value.visible and not widget.model_file.visible
     assert run_and_wait(qtbot, widget) == "done"
-    labels = viewer.layers["Segmentation [lesion ct]"]
-    probability = viewer.layers["Foreground probability [lesion ct]"]
+    labels = viewer.layers["Model segmentation [lesion ct]"]
+    probability = viewer.layers["Model foreground probability [lesion ct]"]
     expected = segment_with_model(viewer.layers["lesion ct"].data, "bundled-segmenter",
                                   spacing=(2.0, 1.0, 1.0))
     np.testing.assert_array_equal(labels.data, expected.labels)
@@ -243,7 +244,7 @@ def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_
     for name in ("ct", "lazy ct"):
         widget.image.value = viewer.layers[name]
         assert run_and_wait(qtbot, widget) == "done", widget.job.status.text()
-        results[name] = viewer.layers[f"Segmentation [{name}]"]
+        results[name] = viewer.layers[f"Otsu segmentation [{name}]"]
     out = results["lazy ct"]
     assert isinstance(out.data, da.Array)
     np.testing.assert_allclose(out.scale, (2.0, 1.0, 1.0))
@@ -251,7 +252,7 @@ def test_a_lazy_layer_is_segmented_slab_by_slab_as_in_memory(qtbot, make_napari_
     assert out.metadata["xaimed"]["facts"]["labels_store"].endswith("labels.zarr")
 
     shown = []
-    monkeypatch.setattr("napari_xaimed.viewer.widgets.segmentation.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets._segmentation_lazy.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.method.value = "kmeans"
     count = len(viewer.layers)
@@ -278,8 +279,8 @@ def test_a_lazy_layer_is_segmented_by_the_model_band_by_band(qtbot, make_napari_
     widget.roi_size.value = 32
     widget.overlap.value = 0.5
     assert run_and_wait(qtbot, widget) == "done", widget.job.status.text()
-    labels = viewer.layers["Segmentation [lazy ct]"]
-    probability = viewer.layers["Foreground probability [lazy ct]"]
+    labels = viewer.layers["Model segmentation [lazy ct]"]
+    probability = viewer.layers["Model foreground probability [lazy ct]"]
     expected = segment_with_model(sample.image, "bundled-segmenter", spacing=(2.0, 1.0, 1.0),
                                   roi_size=32, overlap=0.5)
     for layer in (labels, probability):
@@ -291,7 +292,7 @@ def test_a_lazy_layer_is_segmented_by_the_model_band_by_band(qtbot, make_napari_
     assert probability.metadata["xaimed"]["kind"] == "foreground probability"
 
     shown = []
-    monkeypatch.setattr("napari_xaimed.viewer.widgets.segmentation.report_error",
+    monkeypatch.setattr("napari_xaimed.viewer.widgets._segmentation_lazy.report_error",
                         lambda exc: shown.append(str(exc)))
     widget.largest.value = True
     count = len(viewer.layers)
@@ -346,3 +347,93 @@ def test_a_lazy_layer_previews_one_plane_in_a_worker(qtbot, make_napari_viewer, 
     assert "looks across slabs" in widget.job.status.text()
     assert len(viewer.layers) == count
     assert np.array_equal(np.asarray(layer.data), sample.image)
+
+
+def dice(found, truth):
+    return 2 * (found & truth).sum() / (found.sum() + truth.sum())
+
+
+def test_default_otsu_finds_the_lesions_and_the_preview_goes(qtbot, viewer_with_sample):
+    """Issue 29 item 8: the form's defaults on the lesion sample find the lesions (Dice against
+    the sample's truth; Otsu's 2 classes found the body, Dice 0.053), and the slice preview is
+    removed once Segment ran."""
+    viewer = viewer_with_sample
+    widget = SegmentationWidget(viewer)
+    widget.image.value = viewer.layers["lesion ct"]
+    widget.preview()
+    assert "Segmentation preview [lesion ct]" in viewer.layers
+    assert run_and_wait(qtbot, widget) == "done"
+    truth = viewer.layers["lesion truth"].data > 0
+    found = viewer.layers["Otsu segmentation [lesion ct]"].data > 0
+    assert dice(found, truth) >= 0.9
+    assert "Segmentation preview [lesion ct]" not in viewer.layers
+
+
+def test_each_method_keeps_its_own_layer(qtbot, viewer_with_sample):
+    """Issue 29 item 3: Otsu, threshold and the model each write a layer named after the
+    method, side by side; a rerun of one replaces only its own. The model's layer names its
+    classes (the bundled segmenter's config) in its features and the dock's legend."""
+    from napari_xaimed.models.loading import BUNDLED_SEGMENTER, load_model
+    from napari_xaimed.segmentation import segment
+
+    viewer = viewer_with_sample
+    ct = viewer.layers["lesion ct"]
+    widget = SegmentationWidget(viewer)
+    widget.image.value = ct
+    assert run_and_wait(qtbot, widget) == "done"
+    widget.method.value = "threshold"
+    widget.value.value = 0.8
+    assert run_and_wait(qtbot, widget) == "done"
+    widget.method.value = "model"
+    assert run_and_wait(qtbot, widget) == "done"
+    otsu = viewer.layers["Otsu segmentation [lesion ct]"]
+    threshold = viewer.layers["Threshold segmentation [lesion ct]"]
+    model = viewer.layers["Model segmentation [lesion ct]"]
+    assert "Model foreground probability [lesion ct]" in viewer.layers
+    np.testing.assert_array_equal(threshold.data > 0, ct.data > 0.8)
+    np.testing.assert_array_equal(otsu.data, segment(ct.data, "otsu", (2.0, 1.0, 1.0),
+                                                     classes=3))
+    classes = load_model(BUNDLED_SEGMENTER).classes
+    assert len(classes) >= 2
+    assert list(model.features["name"]) == ["background", *classes[1:]]
+    assert [name for _, name in widget.legend.entries] == [
+        f"{k}: {name}" for k, name in enumerate(classes) if k > 0]
+
+    n_layers = len(viewer.layers)
+    widget.method.value = "otsu"
+    widget.classes.value = 2
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers["Otsu segmentation [lesion ct]"].metadata["xaimed"]["params"][
+        "classes"] == 2
+    np.testing.assert_array_equal(viewer.layers["Threshold segmentation [lesion ct]"].data,
+                                  threshold.data)
+    assert viewer.layers["Model segmentation [lesion ct]"] is model
+
+
+def test_classes_get_names_colours_and_a_legend(qtbot, viewer_with_sample):
+    """Issue 29 item 5: class labels are named (1 the darkest) in the layer's features, so
+    napari's status bar shows the name, and the legend shows each class's colour as drawn."""
+    viewer = viewer_with_sample
+    widget = SegmentationWidget(viewer)
+    widget.image.value = viewer.layers["lesion ct"]
+    widget.method.value = "multiotsu"
+    widget.classes.value = 3
+    assert run_and_wait(qtbot, widget) == "done"
+    layer = viewer.layers["Multi-Otsu segmentation [lesion ct]"]
+    names = ["class 1 (darkest)", "class 2", "class 3 (brightest)"]
+    assert list(layer.features["name"]) == ["background", *names]
+    expected = []
+    for k, name in enumerate(names, start=1):
+        r, g, b = (int(round(255 * c)) for c in layer.get_color(k)[:3])
+        expected.append((f"#{r:02x}{g:02x}{b:02x}", f"{k}: {name}"))
+    assert widget.legend.entries == expected and not widget.legend.isHidden()
+    z, y, x = np.argwhere(layer.data == 3)[0]
+    viewer.dims.set_point(0, z * 2.0)  # the status bar reads the slice shown
+    status = layer.get_status((z * 2.0, float(y), float(x)), world=True)
+    assert "class 3 (brightest)" in str(status)
+
+    # another image: the legend and status line of the old result go
+    viewer.add_image(np.zeros((4, 5, 6), np.float32), name="other")
+    widget.image.value = viewer.layers["other"]
+    assert widget.legend.entries == [] and widget.job.status.text() == ""

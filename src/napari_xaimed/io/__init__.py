@@ -29,6 +29,7 @@ layer back restores it.
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.io.files import is_volume_path, read_volume, write_volume
+from napari_xaimed.io.label_names import read_label_names
 from napari_xaimed.io.lazy import is_lazy, read_zarr, write_zarr
 from napari_xaimed.io.nifti import (
     NIFTI_MM_PER_UNIT,
@@ -68,6 +69,7 @@ __all__ = [
     "nifti_affine_mm",
     "nifti_mm_per_unit",
     "nifti_zooms_mm",
+    "read_label_names",
     "read_sidecar",
     "read_volume",
     "read_zarr",

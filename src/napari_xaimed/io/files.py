@@ -83,7 +83,7 @@ def read_volume(path: str | Path, *, series: str | int | None = None, lazy: bool
                 "neither: convert it (write_volume to .nii, or io_lazy.write_zarr), or read it "
                 "in memory without them.")
         if lazy:
-            return read_nifti_lazy(path, spacing=spacing)
+            return _named(read_nifti_lazy(path, spacing=spacing), path)
         raise XaimedError("spacing= overrides the file's only when reading lazily: pass "
                           "lazy=True, or set the spacing with write_volume.")
     if path.is_dir():
@@ -105,10 +105,22 @@ def read_volume(path: str | Path, *, series: str | int | None = None, lazy: bool
     if str(path).lower().endswith(ITK_SUFFIXES):
         from napari_xaimed.io.itk import read_itk_file
 
-        return read_itk_file(path)
+        return _named(read_itk_file(path), path)
     if not is_nifti_path(path):
         raise _unknown_format(path)
-    return _read_nifti(path)
+    return _named(_read_nifti(path), path)
+
+
+def _named(volume: Volume, path: Path) -> Volume:
+    """A ``<stem>.labels.json`` beside the file names its label values and marks it a label
+    map (:mod:`napari_xaimed.io.label_names`)."""
+    from napari_xaimed.io.label_names import sidecar_names
+
+    names = sidecar_names(path)
+    if names:
+        volume.label_names = {**names, **(volume.label_names or {})}
+        volume.is_label = True
+    return volume
 
 
 def _unknown_format(path: Path) -> XaimedError:

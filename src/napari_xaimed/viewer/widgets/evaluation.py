@@ -1,12 +1,15 @@
-"""Panoptic evaluation dock widget: reference vs prediction Labels, tables, AUTC plot, errors."""
+"""Panoptic evaluation dock widget: reference vs prediction Labels, tables, AUTC plot, errors.
+
+The form and the runs are here; the tables, plot and error layers are in
+:mod:`._evaluation_results`.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from napari.layers import Labels
 from qtpy.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
 
@@ -14,73 +17,31 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress
 from napari_xaimed._core.provenance import PendingInputs, provenance
 from napari_xaimed.evaluation import DEFAULT_METRICS, MATCHINGS, autc, evaluate_steps
-from napari_xaimed.evaluation.errors import class_layers
-from napari_xaimed.evaluation.label_modes import LABEL_MODES, describe_label_mode
+from napari_xaimed.evaluation.label_modes import LABEL_MODES
 from napari_xaimed.io.grid import grid_difference
 from napari_xaimed.io.lazy import is_lazy
-from napari_xaimed.viewer.layers import (
-    add_or_update,
-    error_layer,
-    labels_layer,
-    missed_layer,
-    output_name,
-    source_geometry,
-)
+from napari_xaimed.viewer.layers import source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
     check_same_grid,
     describe_layer,
     layer_picker,
 )
+from napari_xaimed.viewer.widgets._evaluation_results import (
+    FALSE_POSITIVE,
+    INSTANCE_COLUMNS,
+    MISSED,
+    EvaluationResults,
+    instance_rows,
+)
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
+from napari_xaimed.viewer.widgets._label_tables import ClassesEditor, PartsEditor
+from napari_xaimed.viewer.widgets._legend import Legend
 from napari_xaimed.viewer.widgets._results import CurvePlot, ResultTable
 from napari_xaimed.viewer.widgets.cohort import CohortPanel
 
-INSTANCE_COLUMNS = ["class_name", "status", "reference_ids", "prediction_ids", "accepted",
-                    "score", "dice", "iou", "hd95", "assd", "nsd", "cldice", "rvd",
-                    "reference_voxels", "prediction_voxels", "reference_mm3", "prediction_mm3"]
-MISSED, FALSE_POSITIVE = "missed (FN)", "false positive"
-
-
-def instance_rows(c: Any, voxel_mm3: float) -> list[dict[str, Any]]:
-    """Rows of the Instances table of one class result: its matched and rejected groups, then
-    each missed reference instance and each false-positive prediction, every row with a
-    ``center_zyx`` (voxel coordinates) to go to.
-
-    Parameters
-    ----------
-    c : ClassResult
-        One class of a :class:`~napari_xaimed.evaluation.PanopticResult`.
-    voxel_mm3 : float
-        Volume of one voxel, for the mm³ columns.
-
-    Returns
-    -------
-    list of dict
-    """
-    rows = []
-    for row in c.rows:
-        entry = {k: getattr(row, k) for k in INSTANCE_COLUMNS
-                 if k not in ("status", "prediction_mm3")}
-        entry["status"] = "matched" if row.accepted else "rejected"
-        entry["prediction_mm3"] = row.prediction_voxels * voxel_mm3
-        entry["center_zyx"] = row.center_zyx
-        entry.update({f"part {k}": v for k, v in row.parts.items()})
-        rows.append(entry)
-    for rid in c.missed_reference_ids:
-        voxels = c.missed_voxels.get(rid, 0)
-        rows.append({"class_name": c.name, "status": MISSED, "reference_ids": (rid,),
-                     "prediction_ids": (), "accepted": False, "reference_voxels": voxels,
-                     "prediction_voxels": 0, "reference_mm3": voxels * voxel_mm3,
-                     "prediction_mm3": 0.0, "center_zyx": c.missed_centres.get(rid)})
-    for pid in c.false_positive_ids:
-        voxels = c.false_positive_voxels.get(pid, 0)
-        rows.append({"class_name": c.name, "status": FALSE_POSITIVE, "reference_ids": (),
-                     "prediction_ids": (pid,), "accepted": False, "reference_voxels": 0,
-                     "prediction_voxels": voxels, "reference_mm3": 0.0,
-                     "prediction_mm3": voxels * voxel_mm3,
-                     "center_zyx": c.false_positive_centres.get(pid)})
-    return rows
+__all__ = ["FALSE_POSITIVE", "INSTANCE_COLUMNS", "MISSED", "EvaluationWidget", "grid_check",
+           "instance_rows", "parse_json"]
 
 
 def grid_check(reference: Any, prediction: Any) -> str:
@@ -111,7 +72,7 @@ def parse_json(text: str, what: str) -> Any:
                              '{"tumor": {"thing": [1, 2], "parts": {"core": [2]}}}')) from exc
 
 
-class EvaluationWidget(XaimedWidget):
+class EvaluationWidget(EvaluationResults, XaimedWidget):
     """Pick reference and prediction, the matching and its threshold; see tables and layers."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -131,8 +92,8 @@ class EvaluationWidget(XaimedWidget):
         self.assignment = ComboBox(label="assignment", choices=["greedy", "optimal"])
         self.metric = ComboBox(label="match metric", choices=["iou", "dice"], value="iou")
         self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.0, max=1.0, step=0.05)
-        self.classes = LineEdit(label="classes (JSON)", value="")
-        self.parts = LineEdit(label="parts (JSON)", value="")
+        self.classes = ClassesEditor("Classes (group label values)")
+        self.parts = PartsEditor("Part-aware things")
         self.voronoi = CheckBox(text="Voronoi regions", value=False)
         self.tolerance = FloatSpinBox(label="NSD tolerance (mm)", value=1.0, min=0.0, max=50.0)
         self.cldice = CheckBox(
@@ -141,10 +102,13 @@ class EvaluationWidget(XaimedWidget):
             "on blob-like lesions (NaN, 0 or 1) and the slowest metric, so off by default")
         self.form.extend([self.reference, self.prediction, self.instance_input, self.connectivity,
                           self.label_mode, self.matching,
-                          self.assignment, self.metric, self.threshold, self.classes, self.parts,
+                          self.assignment, self.metric, self.threshold,
                           self.voronoi, self.tolerance, self.cldice])
+        self._layout.insertWidget(1, self.classes)
+        self._layout.insertWidget(2, self.parts)
         for picker in (self.reference, self.prediction):
             picker.changed.connect(self.update_info)
+            picker.changed.connect(self._inputs_changed)
         self.matching.changed.connect(self._show_fields)
         self.instance_input.changed.connect(self._show_fields)
         self.job = JobPanel("Evaluate")
@@ -169,7 +133,9 @@ class EvaluationWidget(XaimedWidget):
                               (self.plot, "AUTC"), (self.regions, "Regions"),
                               (self.cohort, "Cohort")):
             self.tabs.addTab(widget, title)
+        self.legend = Legend("Error map:")
         self._layout.addWidget(self.job)
+        self._layout.addWidget(self.legend)
         self._layout.addWidget(self.tabs)
         self._geometry: tuple = ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
         self.reset_choices()
@@ -177,6 +143,7 @@ class EvaluationWidget(XaimedWidget):
         if len(labels) >= 2:
             self.prediction.value = labels[1]
         self._show_fields()
+        self._inputs_changed()
 
     def _show_fields(self, *_: Any) -> None:
         self.assignment.visible = self.matching.value == "one_to_one"
@@ -197,8 +164,8 @@ class EvaluationWidget(XaimedWidget):
             "instance_input": bool(self.instance_input.value),
             "connectivity": int(self.connectivity.value),
             "label_mode": None if self.instance_input.value else self.label_mode.value,
-            "classes": parse_json(self.classes.value, "classes"),
-            "parts": parse_json(self.parts.value, "parts"),
+            "classes": self.classes.mapping(),
+            "parts": self.parts.mapping(),
             "voronoi": bool(self.voronoi.value),
             "nsd_tolerance_mm": float(self.tolerance.value),
             "metrics": [*DEFAULT_METRICS, *(["cldice"] if self.cldice.value else [])],
@@ -243,34 +210,7 @@ class EvaluationWidget(XaimedWidget):
                               params=params, seconds=seconds,
                               summary=[c.summary() for c in result.classes.values()],
                               inputs=inputs.records)
-            self._missed = {}
-            # each label value its own class: one error map and one missed layer for all (a
-            # voxel has one value, so the classes do not overlap); other classes one each
-            together = result.params.get("label_mode") == "per_label"
-            groups = ([(None, list(result.classes.values()))] if together else
-                      [(name, [c]) for name, c in result.classes.items()])
-            for name, members in groups:
-                suffix = "" if name is None or len(result.classes) == 1 else f" {name}"
-                errors, missed, entries = class_layers(members)
-                add_or_update(self.viewer, error_layer(
-                    errors, output_name(f"Errors{suffix}", pred_layer.name), spacing,
-                    translate=translate,
-                    provenance={**prov, "output": "error_map", "class": name}))
-                layer = add_or_update(self.viewer, missed_layer(
-                    missed, entries, output_name(f"Missed{suffix}", pred_layer.name), spacing,
-                    translate=translate,
-                    provenance={**prov, "output": "missed_map", "class": name}))
-                layer.contour = 1
-                layer.show_selected_label = False
-                self._missed.update({entry: (layer, k)
-                                     for k, entry in enumerate(entries, start=1)})
-            for name, c in result.classes.items():
-                suffix = "" if len(result.classes) == 1 else f" {name}"
-                if c.region_map is not None:
-                    add_or_update(self.viewer, labels_layer(
-                        c.region_map, output_name(f"Voronoi regions{suffix}", ref_layer.name),
-                        spacing, translate=translate, visible=False,
-                        provenance={**prov, "output": "region_map", "class": name}))
+            self._add_layers(result, prov, ref_layer, pred_layer, spacing, translate)
 
         self.job.start(steps(), done, f"Evaluating {pred_layer.name}")
 
@@ -302,55 +242,3 @@ class EvaluationWidget(XaimedWidget):
         self.job.start(steps(), done,
                        f"Evaluating {pred_layer.name} against {ref_layer.name} (slab by slab)")
 
-    def show(self, result: Any, curves: Any) -> None:
-        """Fill the tables and the plot from a result."""
-        # a metric that was not asked for (clDice by default) gets no column of NaNs
-        unasked = {"cldice"} - set(result.params.get("metrics", DEFAULT_METRICS))
-        self.summary.set_rows(result.summary_rows())
-        self.mode_line.setText(describe_label_mode(result.params))
-        spacing = result.params.get("spacing") or self._geometry[0]
-        voxel_mm3 = float(np.prod(spacing))
-        rows = [entry for c in result.classes.values() for entry in instance_rows(c, voxel_mm3)]
-        parts = sorted({k for r in rows for k in r if k.startswith("part ")})
-        self.instances.set_rows(rows, [*(c for c in INSTANCE_COLUMNS if c not in unasked),
-                                       *parts])
-        self.regions.set_rows([{"class": n, **r} for n, c in result.classes.items()
-                               for r in c.regions])
-        if curves is not None:
-            lines, areas = {}, []
-            for name, per_metric in curves.curves.items():
-                for metric, values in per_metric.items():
-                    lines[f"{metric.upper()} {name}"] = values
-                areas.append(f"{name}: AUTC PQ {curves.area[name]['pq']:.3f}")
-            self.plot.plot(curves.thresholds, lines, "; ".join(areas))
-
-    def go_to(self, row: dict[str, Any]) -> None:
-        """Centre the viewer on an instance (the centroid of its reference instances, or of a
-        false-positive prediction, in world coordinates); a missed reference is also shown
-        alone in its missed layer (the other rows show them all again)."""
-        self._show_missed(row)
-        center = row.get("center_zyx")
-        if center is None or any(np.isnan(center)):
-            return
-        spacing, translate = self._geometry
-        world = [c * s + t for c, s, t in zip(center, spacing, translate, strict=True)]
-        lead = self.viewer.dims.ndim - 3
-        point = list(self.viewer.dims.point)
-        point[lead:] = world
-        self.viewer.dims.point = tuple(point)
-        self.viewer.scene.camera.center = tuple(world)
-
-    def _show_missed(self, row: dict[str, Any]) -> None:
-        """Select a missed row's reference in its missed layer and show it alone there."""
-        found = None
-        if row.get("status") == MISSED and row.get("reference_ids"):
-            found = self._missed.get((row.get("class_name"), int(row["reference_ids"][0])))
-        for layer in {id(lay): lay for lay, _ in self._missed.values()}.values():
-            if layer not in self.viewer.layers:
-                continue
-            if found is not None and found[0] is layer:
-                layer.visible = True
-                layer.selected_label = found[1]
-                layer.show_selected_label = True
-            else:
-                layer.show_selected_label = False

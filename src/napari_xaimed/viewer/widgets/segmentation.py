@@ -1,32 +1,27 @@
 """Segmentation dock widget: an Image layer into Labels (and class probability Images).
 
 The form shows the chosen method's parameters only (:data:`~napari_xaimed.segmentation.METHODS`
-says which it takes). Segment runs the core in a worker (ANTs methods in their own process, so
-Cancel kills them); Preview shows the classical methods on the current slice at once.
+says which it takes): the classical section and the model section are built in
+:mod:`._segmentation_fields`, the output layers in :mod:`._segmentation_output` and the runs on
+lazy layers in :mod:`._segmentation_lazy`. Segment runs the core in a worker (ANTs methods in
+their own process, so Cancel kills them); Preview shows the classical methods on the current
+slice at once.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
-from napari.layers import Image, Labels
+from magicgui.widgets import ComboBox, PushButton
+from napari.layers import Image
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed._core.progress import Progress
-from napari_xaimed._core.provenance import PendingInputs, provenance
+from napari_xaimed._core.provenance import PendingInputs
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.models.loading import BUNDLED_SEGMENTER
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
-from napari_xaimed.viewer.layers import (
-    add_or_update,
-    heatmap_layer,
-    labels_layer,
-    output_name,
-    source_geometry,
-)
+from napari_xaimed.viewer.layers import source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
     check_same_grid,
@@ -34,26 +29,37 @@ from napari_xaimed.viewer.widgets._base import (
     layer_picker,
 )
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
-from napari_xaimed.viewer.widgets._scratch import keep_while_shown, release, scratch_folder
+from napari_xaimed.viewer.widgets._legend import Legend
+from napari_xaimed.viewer.widgets._segmentation_fields import (
+    NO_SPLIT,
+    classical_fields,
+    model_fields,
+    model_paths,
+)
+from napari_xaimed.viewer.widgets._segmentation_lazy import LazySegmentation
+from napari_xaimed.viewer.widgets._segmentation_output import (
+    SegmentationOutputs,
+    probability_name,
+    segmentation_name,
+)
 from napari_xaimed.viewer.widgets._trust import TrustedModels
 
 # Imported with the widget, not on the first model run: importing MONAI holds the GIL for
 # ~0.3 s of C-extension loading, which froze the viewer mid-job (bench_responsiveness.py).
 import monai.inferers  # noqa: E402, F401  isort: skip
-from napari_xaimed.segmentation.preview import preview_slice, preview_slice_lazy
+from napari_xaimed.segmentation.preview import preview_slice
 from napari_xaimed.segmentation.tissue import DEFAULT_MRF, prewarm
 
-NO_SPLIT = "none"
+__all__ = ["NO_SPLIT", "SegmentationWidget", "probability_name", "segmentation_name"]
 
 
-def probability_name(k: int, source: str, foreground: bool = False) -> str:
-    """``"Class 2 probability [mri]"``, or ``"Foreground probability [mri]"`` for a model."""
-    return output_name("Foreground probability" if foreground else f"Class {k} probability",
-                       source)
+class SegmentationWidget(LazySegmentation, SegmentationOutputs, XaimedWidget):
+    """Pick an image and a method; the labels land as ``"<Method> segmentation [<image>]"``
+    (``"Otsu segmentation [ct]"``), one layer per method, with a legend of their classes.
 
-
-class SegmentationWidget(XaimedWidget):
-    """Pick an image and a method; the labels land as ``"Segmentation [<image>]"``."""
+    Otsu starts at 3 classes, keeping the brightest: the bright structures (lesions, contrast,
+    bone) rather than the body against the air, which 2 classes find.
+    """
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
@@ -61,64 +67,23 @@ class SegmentationWidget(XaimedWidget):
         self.method = ComboBox(label="method", choices=list(METHODS), value="otsu")
         self.threshold_by = ComboBox(label="threshold by", choices=["value", "percentile"],
                                      value="value")
-        self.value = FloatSpinBox(label="threshold", value=0.5, min=-1e6, max=1e6, step=0.05)
-        self.percentile = FloatSpinBox(label="percentile", value=95.0, min=0.0, max=100.0)
-        self.classes = SpinBox(label="Otsu classes", value=2, min=2, max=5,
-                               tooltip="otsu: more than 2 keeps the brightest multi-Otsu class")
-        self.n_classes = SpinBox(label="tissue classes", value=3, min=2, max=10)
-        self.tissue_mask = layer_picker(napari_viewer, Labels, "mask", nullable=True)
-        self.mrf = FloatSpinBox(label="MRF weight", value=0.1, min=0.0, max=10.0, step=0.05,
-                                tooltip="Spatial smoothing of the classes; higher is smoother")
-        self.iterations = SpinBox(label="iterations", value=5, min=1, max=100)
-        self.reproducible = CheckBox(label="reproducible (1 thread)", value=True)
-        self.smoothing = FloatSpinBox(label="smoothing (mm)", value=0.0, min=0.0, max=20.0,
-                                      step=0.5)
-        self.opening = FloatSpinBox(label="opening radius (mm)", value=0.0, min=0.0, max=50.0,
-                                    step=0.5)
-        self.fill_holes = CheckBox(label="fill holes", value=False)
-        self.instances = CheckBox(label="label instances", value=True)
-        self.min_size = FloatSpinBox(label="min size (mm³)", value=0.0, min=0.0, max=1e7,
-                                     step=10.0)
-        self.connectivity = ComboBox(label="connectivity", choices=[6, 18, 26], value=26)
-        self.split = ComboBox(label="split touching", choices=[NO_SPLIT, "watershed"],
-                              value=NO_SPLIT)
-        self.min_distance = FloatSpinBox(label="min distance (mm)", value=5.0, min=0.1,
-                                         max=500.0, step=0.5)
-        self.model_source = ComboBox(label="model",
-                                     choices=[BUNDLED_SEGMENTER, "file", "folder"],
-                                     value=BUNDLED_SEGMENTER)
-        self.model_file = FileEdit(label="model file", mode="r",
-                                   tooltip="TorchScript, or a state dict with <name>.json "
-                                           "beside it")
-        self.model_folder = FileEdit(label="model folder", mode="d",
-                                     tooltip="a MONAI bundle, or a trained nnU-Net v2 result "
-                                             "folder (plans.json, dataset.json, fold_k/)")
-        self.roi_size = SpinBox(label="window (voxels, 0 = auto)", value=0, min=0, max=1024)
-        self.overlap = FloatSpinBox(label="window overlap", value=0.25, min=0.0, max=0.95,
-                                    step=0.05)
-        self.blend = ComboBox(label="blending", choices=["gaussian", "constant"],
-                              value="gaussian")
-        self.sw_batch_size = SpinBox(label="windows per pass (0 = auto)", value=0, min=0,
-                                     max=256)
-        self.output = ComboBox(label="output", choices=["softmax", "sigmoid"], value="softmax")
-        self.model_threshold = FloatSpinBox(label="sigmoid threshold", value=0.5, min=0.0,
-                                            max=1.0, step=0.05)
-        self.largest = CheckBox(label="keep largest component", value=False)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self._fields = {**classical_fields(napari_viewer), **model_fields()}
+        fields = self._fields
+        self.value, self.percentile = fields["value"], fields["percentile"]
+        self.classes, self.n_classes = fields["classes"], fields["n_classes"]
+        self.tissue_mask, self.mrf = fields["mask"], fields["mrf"]
+        self.iterations, self.reproducible = fields["iterations"], fields["reproducible"]
+        self.smoothing, self.opening = fields["smoothing_mm"], fields["opening_mm"]
+        self.fill_holes, self.instances = fields["fill_holes"], fields["instances"]
+        self.min_size, self.connectivity = fields["min_size_mm3"], fields["connectivity"]
+        self.split, self.min_distance = fields["split"], fields["min_distance_mm"]
+        self.model_source, self.roi_size = fields["model"], fields["roi_size"]
+        self.overlap, self.blend = fields["overlap"], fields["blend"]
+        self.sw_batch_size, self.output = fields["sw_batch_size"], fields["output"]
+        self.model_threshold, self.largest = fields["threshold"], fields["largest_component"]
+        self.device = fields["device"]
+        self.model_file, self.model_folder = model_paths()
         self.preview_button = PushButton(text="Preview slice")
-        self._fields = {
-            "value": self.value, "percentile": self.percentile, "classes": self.classes,
-            "n_classes": self.n_classes, "mask": self.tissue_mask, "mrf": self.mrf,
-            "iterations": self.iterations, "reproducible": self.reproducible,
-            "smoothing_mm": self.smoothing, "opening_mm": self.opening,
-            "fill_holes": self.fill_holes, "instances": self.instances,
-            "min_size_mm3": self.min_size, "connectivity": self.connectivity,
-            "split": self.split, "min_distance_mm": self.min_distance,
-            "model": self.model_source, "roi_size": self.roi_size, "overlap": self.overlap,
-            "blend": self.blend, "sw_batch_size": self.sw_batch_size, "output": self.output,
-            "threshold": self.model_threshold, "largest_component": self.largest,
-            "device": self.device,
-        }
         self.form.extend([self.image, self.method, self.threshold_by, *self._fields.values(),
                           self.model_file, self.model_folder, self.preview_button])
         for widget in (self.method, self.threshold_by, self.split, self.instances,
@@ -132,7 +97,10 @@ class SegmentationWidget(XaimedWidget):
         self._layout.addWidget(self.job)
         self.job.run_button.clicked.connect(self.run)
         self.job.finished.connect(self._prewarm)
-        self._probabilities: dict[str, list[str]] = {}  # source -> probability layers shown
+        self.legend = Legend()
+        self._layout.addWidget(self.legend)
+        # (source, method) -> probability layers shown
+        self._probabilities: dict[tuple[str, str], list[str]] = {}
         # a lazy layer's Otsu threshold, kept between previews: (data, method, classes, value)
         self._lazy_thresholds: dict[tuple, float] = {}
         self.trusted = TrustedModels()
@@ -169,6 +137,11 @@ class SegmentationWidget(XaimedWidget):
 
     def update_info(self, *_: Any) -> None:
         self.info.value = describe_layer(self.image.value)
+        if self.image.value is not getattr(self, "_described", None):
+            self._described = self.image.value
+            if hasattr(self, "legend") and not self.job.running:  # another image: stale
+                self.legend.clear()
+                self.job.status.setText("")
 
     def params(self) -> dict[str, Any]:
         """The parameters the current form gives the chosen method (mask as an array)."""
@@ -200,6 +173,7 @@ class SegmentationWidget(XaimedWidget):
             raise XaimedError("Add or open an Image layer first.")
         return layer
 
+
     def preview(self, *_: Any) -> None:
         """The chosen classical method on the current slice, as ``"Segmentation preview [...]"``."""
         try:
@@ -218,38 +192,6 @@ class SegmentationWidget(XaimedWidget):
             return
         self._show_preview(layer, z, mask, spacing, translate)
 
-    def _preview_lazy(self, layer: Any, z: int, spacing: tuple[float, float, float],
-                      translate: tuple[float, float, float]) -> None:
-        """A dask-backed layer: one plane read in a worker; Otsu's slab-by-slab histogram pass
-        runs once per layer and class count (its threshold is kept for the next previews)."""
-        method, params = self.method.value, self.params()
-        data = layer.data
-        # a dask array's name is a token of its graph: unlike id(), never reused by another
-        key = (getattr(data, "name", id(data)), method, params.get("classes"),
-               params.get("value"))
-        known = self._lazy_thresholds.get(key)
-
-        def steps():
-            yield Progress(0, 1, f"{layer.name}: preview of slice {z}")
-            return preview_slice_lazy(data, z, method, spacing, threshold=known, **params)
-
-        def done(found: tuple[np.ndarray, float], seconds: float) -> None:
-            mask, threshold = found
-            self._lazy_thresholds = {key: threshold}  # one layer's at a time: a float each
-            self._show_preview(layer, z, mask, spacing, translate)
-
-        self.job.start(steps(), done, f"Previewing slice {z} of {layer.name}")
-
-    def _show_preview(self, layer: Any, z: int, mask: np.ndarray,
-                      spacing: tuple[float, float, float],
-                      translate: tuple[float, float, float]) -> None:
-        prov = provenance("segmentation preview", sources=[layer.name],
-                          params={"method": self.method.value, "slice": z,
-                                  **self._plain_params()})
-        at = (translate[0] + z * spacing[0], *translate[1:])
-        add_or_update(self.viewer, labels_layer(
-            mask[np.newaxis], output_name("Segmentation preview", layer.name), spacing,
-            translate=at, provenance=prov))
 
     def _plain_params(self) -> dict[str, Any]:
         params = self.params()
@@ -292,117 +234,3 @@ class SegmentationWidget(XaimedWidget):
         self.job.start(steps(), done, f"Segmenting {layer.name} ({method})",
                        retry_trusted=retry)
 
-    def _run_lazy(self, layer: Any, data: Any, method: str, params: dict[str, Any],
-                  shown: dict[str, Any], spacing: tuple[float, float, float],
-                  translate: tuple[float, float, float], retry: Any = None) -> None:
-        """A dask-backed layer (a Zarr, a NIfTI larger than memory): segment it slab by slab
-        into a Zarr store in a temporary folder and show the labels lazily over it."""
-        from napari_xaimed.segmentation.lazy import segment_lazy_steps
-
-        if method == "model":
-            self._run_model_lazy(layer, data, params, shown, spacing, translate, retry)
-            return
-        if method not in ("otsu", "threshold"):
-            report_error(XaimedError(
-                f"{layer.name!r} is read lazily (larger than memory): only 'otsu', "
-                f"'threshold' and 'model' segment it slab by slab, not {method!r}. Pick one of "
-                "them, or load a crop into memory "
-                "(viewer.add_image(layer.data[z0:z1].compute()))."))
-            return
-        folder = scratch_folder("xaimed-labels-")
-        try:  # bad options are refused here, before the job starts
-            steps = segment_lazy_steps(data, folder / "labels.zarr", method, spacing,
-                                       origin=translate, **params)
-        except XaimedError as exc:
-            release(folder)
-            report_error(exc)
-            return
-
-        def done(lazy: Any, seconds: float) -> None:
-            result = SegmentationResult(
-                labels=lazy.labels, method=lazy.method, params=lazy.params,
-                facts={"threshold": lazy.threshold, "n_instances": lazy.n_instances,
-                       "labels_store": str(lazy.path)},
-                spacing=lazy.spacing, kind="instances" if params.get("instances", True)
-                else "mask", seconds=lazy.seconds)
-            self._show_result(result, layer.name, spacing, translate, shown, seconds,
-                              scratch=folder)
-
-        self.job.start(steps, done, f"Segmenting {layer.name} ({method}, slab by slab)",
-                       scratch=folder)
-
-    def _run_model_lazy(self, layer: Any, data: Any, params: dict[str, Any],
-                        shown: dict[str, Any], spacing: tuple[float, float, float],
-                        translate: tuple[float, float, float], retry: Any = None) -> None:
-        """The model on a lazy layer: MONAI's sliding windows band by band
-        (:func:`~napari_xaimed.segmentation.lazy.segment_model_lazy_steps`) into Zarr stores,
-        shown as dask layers: the labels and the foreground probability."""
-        from napari_xaimed.segmentation.lazy import segment_model_lazy_steps
-
-        whole = {"largest_component": "keeping the largest component",
-                 "model_spacing": "resampling to the model's spacing",
-                 "smoothing_mm": "smoothing", "autocast": "mixed precision"}
-        for key, what in whole.items():
-            if params.get(key) not in (None, False, 0, 0.0):
-                report_error(XaimedError(
-                    f"{layer.name!r} is read lazily (larger than memory): {what} ({key}) is "
-                    "not done band by band. Turn it off, or load a crop into memory "
-                    "(viewer.add_image(layer.data[z0:z1].compute()))."))
-                return
-        kwargs = {k: v for k, v in params.items() if k not in whole}
-        model = kwargs.pop("model", None) or BUNDLED_SEGMENTER
-        folder = scratch_folder("xaimed-labels-")
-
-        def steps():
-            lazy = yield from segment_model_lazy_steps(
-                data, model, folder / "labels.zarr", spacing=spacing, origin=translate,
-                probability_out=folder / "probability.zarr", **kwargs)
-            from napari_xaimed.io.lazy import read_zarr
-
-            return lazy, read_zarr(folder / "probability.zarr").data
-
-        def done(outcome: tuple, seconds: float) -> None:
-            lazy, probability = outcome
-            result = SegmentationResult(
-                labels=lazy.labels, method="model", params=lazy.params,
-                facts={"probabilities": "foreground", "threshold": lazy.threshold,
-                       "labels_store": str(lazy.path)},
-                spacing=lazy.spacing, kind="classes", probabilities=[probability],
-                seconds=lazy.seconds)
-            self._show_result(result, layer.name, spacing, translate, shown, seconds,
-                              scratch=folder)
-
-        self.job.start(steps(), done, f"Segmenting {layer.name} (model, window band by band)",
-                       scratch=folder, retry_trusted=retry)
-
-    def _show_result(self, result: SegmentationResult, source: str,
-                     spacing: tuple[float, float, float], translate: tuple[float, float, float],
-                     params: dict[str, Any], seconds: float,
-                     inputs: dict[str, Any] | None = None, scratch: Path | None = None) -> None:
-        # facts apart, as the CLI keeps them: merged into params, the model's description
-        # replaced the model parameter and the device found replaced "auto", so the
-        # parameters no longer reran the segmentation
-        prov = provenance("segmentation", sources=[source], seconds=seconds,
-                          params={"method": result.method, **params}, facts=result.facts,
-                          label_kind=result.kind, inputs=inputs)
-        shown = add_or_update(self.viewer, labels_layer(
-            result.labels, output_name("Segmentation", source), spacing, translate=translate,
-            provenance=prov))
-        keep_while_shown(self.viewer, shown, scratch)  # a lazy result reads its store there
-        names = []
-        if result.probabilities is not None:
-            foreground = result.facts.get("probabilities") == "foreground"
-            for k, probability in enumerate(result.probabilities, start=1):
-                name = probability_name(k, source, foreground)
-                kind = {"kind": "foreground probability"} if foreground else {
-                    "kind": "class probability", "class": k}
-                heat = add_or_update(self.viewer, heatmap_layer(
-                    probability, name, spacing, signed=False, translate=translate,
-                    provenance={**prov, **kind}, contrast_limits=(0.0, 1.0),
-                    visible=foreground))
-                keep_while_shown(self.viewer, heat, scratch)
-                names.append(name)
-        for stale in set(self._probabilities.get(source, [])) - set(names):
-            if stale in self.viewer.layers and "xaimed" in self.viewer.layers[stale].metadata:
-                self.viewer.layers.remove(stale)
-        self._probabilities[source] = names
