@@ -146,7 +146,7 @@ def test_the_widget_shows_the_warning_and_keeps_it(qtbot, make_napari_viewer):
     finally:
         notification_manager.notification_ready.disconnect(shown.append)
     (notice,) = [n for n in shown if "far outside" in str(n.message)]
-    assert str(notice.severity) == "warning" and "field of view" in str(notice.message)
+    assert str(notice.severity) == "warning" and "intensity" in str(notice.message)
     heatmap = next(layer for layer in viewer.layers if "Saliency" in layer.name)
-    assert "field of view" in " ".join(
-        heatmap.metadata["xaimed"]["params"]["out_of_distribution"])
+    assert heatmap.metadata["xaimed"]["params"]["out_of_distribution"][0].startswith(
+        "intensity: after the model's zscore scaling")
