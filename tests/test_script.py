@@ -184,6 +184,11 @@ def test_widget_registration_warped(qtbot, make_napari_viewer, tmp_path):
     warped = next(layer for layer in viewer.layers if layer.name.startswith("Warped"))
     text = check_layer(warped, viewer, tmp_path)
     assert "register(" in text and "transform='Affine'" in text
+    widget.carry_layer.value = viewer.layers["prior organs"]  # a layer carried along
+    run_widget(qtbot, widget.carry_job, widget.carry_job.run_button)
+    carried = viewer.layers["prior organs [prior->current]"]
+    text = check_layer(carried, viewer, tmp_path / "carried")
+    assert "carried = registration.apply(layer.data, 'label')" in text
 
 
 def test_widget_attribution(qtbot, make_napari_viewer, ct, tmp_path):
@@ -212,3 +217,19 @@ def test_the_command_is_in_the_file_menu():
     assert command.python_name == "napari_xaimed.viewer.script:save_as_script"
     items = manifest.contributions.menus["napari/file/io_utilities"]
     assert any(item.command == command.id for item in items)
+
+
+def test_cli_registration_displacement_script(tmp_path):
+    """The displacement as the CLI writes it (components first): a numpy call in the script."""
+    pair = samples.longitudinal_pair(seed=0)
+    write_volume(tmp_path / "prior.nii.gz", pair.moving, spacing=pair.spacing)
+    write_volume(tmp_path / "current.nii.gz", pair.fixed, spacing=pair.spacing)
+    out = tmp_path / "reg"
+    assert main(["register", str(tmp_path / "current.nii.gz"), str(tmp_path / "prior.nii.gz"),
+                 "--out", str(out), "--transform", "Affine", "--iterations", "10,5",
+                 "--seed", "3"]) == 0
+    assert main(["script", str(out / "displacement.json")]) == 0
+    text = (out / "displacement.py").read_text()
+    assert "from numpy import moveaxis" in text and "--fixed" in text and "--moving" in text
+    again = run_script(out / "displacement.py", tmp_path / "again.nii.gz")
+    np.testing.assert_array_equal(again, read_volume(out / "displacement.nii.gz").data)

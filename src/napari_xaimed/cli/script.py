@@ -52,7 +52,8 @@ INPUTS = {inputs}
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-{arguments}    parser.add_argument("--out", type=Path, default=HERE / "recomputed" / {out!r},
+{arguments}    parser.add_argument("--out", type=Path,
+                        default=HERE / "recomputed" / {out!r},
                         help="the NIfTI file to write (default: %(default)s)")
     args = parser.parse_args(argv)
 {reads}
