@@ -233,3 +233,30 @@ def test_cli_registration_displacement_script(tmp_path):
     assert "from numpy import moveaxis" in text and "--fixed" in text and "--moving" in text
     again = run_script(out / "displacement.py", tmp_path / "again.nii.gz")
     np.testing.assert_array_equal(again, read_volume(out / "displacement.nii.gz").data)
+
+
+def test_the_file_menu_command_writes_the_selected_layers_script(qtbot, make_napari_viewer,
+                                                                   ct, tmp_path, monkeypatch):
+    from napari._app_model import get_app_model
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
+
+    viewer = make_napari_viewer()
+    (source,) = viewer.open(str(ct), plugin="napari-xaimed")
+    widget = SegmentationWidget(viewer)
+    widget.image.value = source
+    widget.method.value = "otsu"
+    run_widget(qtbot, widget.job)
+    layer = next(layer for layer in viewer.layers if layer.name.startswith("Segmentation"))
+    viewer.layers.selection.active = layer
+    app = get_app_model()
+    items = app.menus.get_menu("napari/file/io_utilities")
+    assert any(getattr(item, "command", None) and item.command.id ==
+               "napari-xaimed.save_as_script" for item in items)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda *args, **kwargs: str(tmp_path)))
+    app.commands.execute_command("napari-xaimed.save_as_script").result()
+    (script,) = tmp_path.glob("*.py")
+    again = run_script(script, tmp_path / "again.nii.gz")
+    np.testing.assert_array_equal(again, np.asarray(layer.data))
