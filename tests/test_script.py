@@ -121,7 +121,7 @@ def run_widget(qtbot, job, button=None) -> None:
 
 def check_layer(layer, viewer, folder: Path) -> str:
     """Save the layer's script with the viewer command's function, run it, compare."""
-    from napari_xaimed.viewer.script import save_layer_script
+    from napari_xaimed.cli.layer_script import save_layer_script
 
     script = save_layer_script(layer, folder, list(viewer.layers))
     text = script.read_text()
@@ -214,7 +214,7 @@ def test_the_command_is_in_the_file_menu():
         Path(napari_xaimed.__file__).with_name("napari.yaml"))
     command = next(c for c in manifest.contributions.commands
                    if c.id == "napari-xaimed.save_as_script")
-    assert command.python_name == "napari_xaimed.viewer.script:save_as_script"
+    assert command.python_name == "napari_xaimed.cli.layer_script:save_as_script"
     items = manifest.contributions.menus["napari/file/io_utilities"]
     assert any(item.command == command.id for item in items)
 

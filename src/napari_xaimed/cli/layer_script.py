@@ -1,6 +1,9 @@
 """File > IO Utilities > "Save layer as a Python script": the script that computes the selected
 output layer again (:func:`napari_xaimed.cli.script.script_text`), written into a folder with
-the inputs that exist only in the viewer saved beside it as NIfTI."""
+the inputs that exist only in the viewer saved beside it as NIfTI.
+
+A viewer command in ``cli``: the rerun machinery it writes from reads samples through
+``viewer``, so it sits above it (the ``layers`` contract of docs/architecture.md)."""
 
 from __future__ import annotations
 
