@@ -33,7 +33,8 @@ def main() -> None:
     path = lesion_segmenter.WEIGHTS
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
-    config = {**lesion_segmenter.CONFIG, "training": record}
+    config = {**lesion_segmenter.CONFIG, "training": record,
+              "training_inputs": training.training_inputs(args.n_volumes, args.seed)}
     path.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     print(f"wrote {path} ({path.stat().st_size // 1024} KB) and {path.with_suffix('.json').name}")

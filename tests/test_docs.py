@@ -147,7 +147,8 @@ def test_cli_page_lists_every_option():
     main = entry_points(group="console_scripts")["napari-xaimed"].load()
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
-    commands = ["demo", "register", "segment", "rerun", "evaluate", "attribute", "embed"]
+    commands = ["demo", "register", "segment", "rerun", "script", "evaluate", "attribute",
+                "embed"]
     assert set(sections) == set(commands)
     for command in commands:
         out = io.StringIO()

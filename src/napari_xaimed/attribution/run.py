@@ -24,6 +24,7 @@ from napari_xaimed.attribution.methods import (
 )
 from napari_xaimed.attribution.result import Attribution
 from napari_xaimed.models.device import auto_batch, forward_error, pick_device
+from napari_xaimed.models.domain import warn_outside
 from napari_xaimed.models.loading import LoadedModel, Scores, load_model
 from napari_xaimed.models.network import (
     cam_layer,
@@ -201,6 +202,7 @@ def attribute_steps(
     if autocast not in AUTOCAST:
         raise XaimedError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}.")
     prep = loaded.preprocessing.overridden(preprocessing)
+    domain = warn_outside(loaded.training_inputs, volume, spacing, prep, repr(loaded.source))
     dev = pick_device(device)
     network = loaded.module.to(dev).eval()
     refuse_scripted(method, network)  # before any pass: the reason is the format, not the input
@@ -326,7 +328,8 @@ def attribute_steps(
         target=region_info["channel"] if segmentation else chosen,
         params={**params, **layer_info, "preprocessing": prep.to_dict(), "batch_size": batch,
                 "autocast": autocast, "seed": seed, **region_info,
-                "target": "predicted" if target is None else "given"},
+                "target": "predicted" if target is None else "given",
+                **({"out_of_distribution": domain} if domain else {})},
         scores=scores, seconds=time.perf_counter() - started, device=str(dev),
         model=loaded.provenance())
 

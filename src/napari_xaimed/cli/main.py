@@ -1,5 +1,6 @@
 """The ``napari-xaimed`` command: the argument parser and the dispatch to one module per command
-(:mod:`.demo`, :mod:`.register`, :mod:`.segment`, :mod:`.rerun`, :mod:`.cohort`).
+(:mod:`.demo`, :mod:`.register`, :mod:`.segment`, :mod:`.rerun`, :mod:`.script`,
+:mod:`.cohort`).
 
 ``napari-xaimed demo`` opens napari with the sample data loaded, the demo's results added and the
 four widgets docked; ``--headless OUTDIR`` does the same work without a window and writes every
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_xaimed.cli.rerun import add_parser as _rerun_parser
 
     _rerun_parser(sub)
+    from napari_xaimed.cli.script import add_parser as _script_parser
+
+    _script_parser(sub)
     from napari_xaimed.cli.cohort import add_parsers as _cohort_parsers
 
     _cohort_parsers(sub)
@@ -92,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             from napari_xaimed.cli.rerun import run_rerun
 
             return run_rerun(args)
+        if args.command == "script":
+            from napari_xaimed.cli.script import run_script
+
+            return run_script(args)
         if args.command in ("evaluate", "attribute", "embed"):
             from napari_xaimed.cli.cohort import run_cohort_command
 

@@ -1,5 +1,9 @@
 """Recomputing one recorded output from its provenance: segmentation, evaluation, registration,
-attribution, longitudinal explanation."""
+attribution, longitudinal explanation.
+
+:func:`recipe` turns a provenance dict into the public calls that make the output (a
+:class:`~napari_xaimed.cli.recipe.Recipe`); :func:`recompute` runs them on the recorded inputs
+(``napari-xaimed rerun``) and :mod:`napari_xaimed.cli.script` writes them as a script."""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed._core.errors import XaimedError
+from napari_xaimed.cli.recipe import Call, Recipe, Ref, execute
 from napari_xaimed.cli.rerun_inputs import (
+    LEGACY_ROLES,
     REGISTRATION_EXTRAS,
-    _need,
     _sample_data,
     recorded_inputs,
     resolve_input,
@@ -31,105 +36,155 @@ def as_tuples(params: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
 
 
-def _segmentation(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> np.ndarray:
-    from napari_xaimed._core.progress import run_steps
-    from napari_xaimed.models.recorded import recorded_model
-    from napari_xaimed.segmentation import segment_steps
+def _model_load(record: dict[str, Any] | None, trust: bool, source: Any = None) -> Call:
+    """Loading the recorded model, unchanged (its hashes checked), its code run only with
+    ``trust``."""
+    from napari_xaimed.models.recorded import recorded_load_args
+
+    source, kwargs = recorded_load_args(record, trust, source)
+    return Call("model", "napari_xaimed.attribution:load_model", (str(source),), kwargs)
+
+
+def _require(roles: tuple[str, ...], *needed: str) -> None:
+    missing = [role for role in needed if role not in roles]
+    if missing:
+        raise XaimedError(f"the provenance records no {' or '.join(missing)} input: it cannot be "
+                          "rerun; compute the output again with this version.")
+
+
+def roles_of(prov: dict[str, Any]) -> tuple[str, ...]:
+    """The input roles a provenance records (for older records: its sources' roles)."""
+    records = prov.get("inputs")
+    if records is None:
+        return LEGACY_ROLES.get(prov.get("kind", ""), ())[: len(prov.get("sources", []))]
+    return tuple(role for role, record in records.items() if record is not None)
+
+
+def _segmentation(prov: dict[str, Any], roles: tuple[str, ...], trust: bool) -> Recipe:
     from napari_xaimed.segmentation.run import method_params
 
-    (image,) = _need(inputs, "image")
+    _require(roles, "image")
     params = dict(prov["params"])
     method = params.pop("method")
-    kwargs = {k: v for k, v in params.items()
-              if k in method_params(method) and k not in ("mask", "trust")}
+    kwargs: dict[str, Any] = {k: v for k, v in params.items()
+                              if k in method_params(method) and k not in ("mask", "trust")}
+    calls = []
     if method == "model":  # loaded here: unchanged, and its code run only with trust
-        kwargs["model"] = recorded_model((prov.get("facts") or {}).get("model"), trust,
-                                         kwargs.get("model"))
-    if "mask" in inputs:
-        kwargs["mask"] = inputs["mask"].data
+        calls.append(_model_load((prov.get("facts") or {}).get("model"), trust,
+                                 kwargs.get("model")))
+        kwargs["model"] = Ref("model")
+    if "mask" in roles:
+        kwargs["mask"] = Ref("mask.data")
     elif params.get("mask") is not None:
-        _need(inputs, "mask")
-    result = run_steps(segment_steps(image.data, method, spacing=image.spacing,
-                                     **as_tuples(kwargs)))
-    if prov["kind"] == "class probability":
-        return result.probabilities[int(prov["class"]) - 1]
-    if prov["kind"] == "foreground probability":
-        return result.probabilities[0]
-    return result.labels
+        _require(roles, "mask")
+    args = (Ref("image.data"), method)
+    kwargs = {"spacing": Ref("image.spacing"), **as_tuples(kwargs)}
+    roles = ("image", "mask") if "mask" in roles else ("image",)
+    if prov["kind"] == "segmentation":
+        calls.append(Call("labels", "napari_xaimed.segmentation:segment", args, kwargs))
+        return Recipe(roles, calls, Ref("labels"), "image", is_label=True)
+    calls.append(Call("steps", "napari_xaimed.segmentation:segment_steps", args, kwargs))
+    calls.append(Call("result", "napari_xaimed.segmentation:run_steps", (Ref("steps"),)))
+    index = int(prov["class"]) - 1 if prov["kind"] == "class probability" else 0
+    return Recipe(roles, calls, Ref(f"result.probabilities[{index}]"), "image")
 
 
-def _evaluation(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
-    from napari_xaimed.evaluation import evaluate
-    from napari_xaimed.evaluation.errors import class_layers
-
-    reference, prediction = _need(inputs, "reference", "prediction")
-    result = evaluate(reference.data, prediction.data, spacing=reference.spacing,
-                      keep_maps=True, **prov["params"])
-    name = prov.get("class")
+def _evaluation_recipe(prov: dict[str, Any], roles: tuple[str, ...]) -> Recipe:
+    _require(roles, "reference", "prediction")
     output = prov.get("output", "error_map")
     if output not in ("error_map", "missed_map", "region_map"):
         raise XaimedError(f"unknown evaluation output {output!r}.")
-    if name is None and "class" in prov and output != "region_map":
-        members = list(result.classes.values())  # one layer for all classes (per label value)
-    else:
-        members = [result.classes[name] if name in result.classes else next(
-            iter(result.classes.values()))]
-    if output == "region_map":
-        return members[0].region_map
-    errors, missed, _ = class_layers(members)
-    return errors if output == "error_map" else missed
+    calls = [
+        Call("result", "napari_xaimed.evaluation:evaluate",
+             (Ref("reference.data"), Ref("prediction.data")),
+             {"spacing": Ref("reference.spacing"), "keep_maps": True, **prov["params"]}),
+        # one layer for all classes (each label value its own) when the record's class is None
+        Call("output_map", "napari_xaimed.evaluation:evaluation_map", (Ref("result"), output),
+             {"class_name": prov.get("class"),
+              "all_classes": prov.get("class", "") is None}),
+    ]
+    return Recipe(("reference", "prediction"), calls, Ref("output_map"), "reference",
+                  is_label=True)
+
+
+def _evaluation(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
+    return execute(_evaluation_recipe(prov, tuple(inputs)), inputs)
+
+
+def _registration_calls(prov: dict[str, Any], roles: tuple[str, ...]) -> list[Call]:
+    from napari_xaimed.registration.params import TUNABLE
+    from napari_xaimed.registration.run import register_steps
+
+    _require(roles, "fixed", "moving")
+    params = accepted(register_steps, prov["params"], TUNABLE)
+    for key in (*REGISTRATION_EXTRAS, "fixed", "moving", "fixed_spacing", "moving_spacing",
+                "fixed_origin", "moving_origin", "transforms_dir"):
+        params.pop(key, None)
+    extras = {role: Ref(f"{role}.data") if role not in ("fixed_points", "moving_points")
+              else Ref(role) for role in REGISTRATION_EXTRAS if role in roles}
+    return [Call("registration", "napari_xaimed.registration:register",
+                 (Ref("fixed.data"), Ref("moving.data")),
+                 {"fixed_spacing": Ref("fixed.spacing"), "moving_spacing": Ref("moving.spacing"),
+                  "fixed_origin": Ref("fixed.origin"), "moving_origin": Ref("moving.origin"),
+                  **as_tuples(params), **extras})]
+
+
+def _registration_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
+    return ("fixed", "moving", *(r for r in REGISTRATION_EXTRAS if r in roles))
 
 
 def registration_result(prov: dict[str, Any], inputs: dict[str, Any]) -> Any:
     """The :class:`~napari_xaimed.registration.RegistrationResult` a registration provenance
     describes, computed again."""
-    from napari_xaimed.registration import register
-    from napari_xaimed.registration.params import TUNABLE
-    from napari_xaimed.registration.run import register_steps
-
-    fixed, moving = _need(inputs, "fixed", "moving")
-    params = accepted(register_steps, prov["params"], TUNABLE)
-    for key in (*REGISTRATION_EXTRAS, "fixed", "moving", "fixed_spacing", "moving_spacing",
-                "fixed_origin", "moving_origin", "transforms_dir"):
-        params.pop(key, None)
-    extras = {role: getattr(inputs[role], "data", inputs[role])
-              for role in REGISTRATION_EXTRAS if role in inputs}
-    return register(fixed.data, moving.data, fixed_spacing=fixed.spacing,
-                    moving_spacing=moving.spacing, fixed_origin=fixed.origin,
-                    moving_origin=moving.origin, **as_tuples(params), **extras)
+    calls = _registration_calls(prov, tuple(inputs))
+    return execute(Recipe(tuple(inputs), calls, Ref("registration"), "fixed"), inputs)
 
 
 REGISTRATION_OUTPUTS = ("displacement", "jacobian", "folded", "grid", "warped")
 
 
-def _registration(prov: dict[str, Any], inputs: dict[str, Any], name: str) -> np.ndarray:
+def _registration(prov: dict[str, Any], roles: tuple[str, ...], name: str) -> Recipe:
     output = prov.get("output")
     if output is None:  # the CLI names its files after them: warped.nii.gz, jacobian.nii.gz...
         stem = name.lower()
         output = next((o for o in REGISTRATION_OUTPUTS if o in stem), "warped")
-    result = registration_result(prov, inputs)
-    if output == "displacement":
-        return np.moveaxis(result.displacement, -1, 0)  # as written: components first
-    if output == "grid":
-        return result.grid(float(prov["params"].get("grid_mm", 5.0)))
-    return getattr(result, output)
+    calls = _registration_calls(prov, roles)
+    if output == "displacement":  # as written: components first
+        calls.append(Call("field", "numpy:moveaxis", (Ref("registration.displacement"), -1, 0)))
+        result = Ref("field")
+    elif output == "grid":
+        calls.append(Call("grid", Ref("registration.grid"),
+                          (float(prov["params"].get("grid_mm", 5.0)),)))
+        result = Ref("grid")
+    elif output in REGISTRATION_OUTPUTS:
+        result = Ref(f"registration.{output}")
+    else:
+        raise XaimedError(f"unknown registration output {output!r}.")
+    return Recipe(_registration_roles(roles), calls, result, "fixed",
+                  is_label=output == "folded")
 
 
-def _carried(prov: dict[str, Any], inputs: dict[str, Any], base: Path | None) -> np.ndarray:
-    (layer,) = _need(inputs, "layer")
+def _carried(prov: dict[str, Any], roles: tuple[str, ...]) -> Recipe:
+    _require(roles, "layer")
     registration = prov.get("registration")
     if registration is None:
         raise XaimedError("this carried-along layer's provenance does not record its "
                           "registration: carry it along again with this version, then save it.")
-    result = registration_result(registration, recorded_inputs(registration, base))
-    return result.apply(layer.data, prov["params"]["interpolation"])
+    inner = roles_of(registration)
+    if "layer" in inner:
+        raise XaimedError("the carried layer's registration records an input named 'layer': "
+                          "it cannot be told from the carried layer.")
+    interpolation = prov["params"]["interpolation"]
+    calls = [*_registration_calls(registration, inner),
+             Call("carried", Ref("registration.apply"), (Ref("layer.data"), interpolation))]
+    return Recipe(("layer", *_registration_roles(inner)), calls, Ref("carried"), "fixed",
+                  is_label=interpolation in ("nearest", "label"))
 
 
-def _attribution(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> np.ndarray:
-    from napari_xaimed.attribution import METHODS, attribute
-    from napari_xaimed.models.recorded import recorded_model
+def _attribution(prov: dict[str, Any], roles: tuple[str, ...], trust: bool) -> Recipe:
+    from napari_xaimed.attribution import METHODS
 
-    (image,) = _need(inputs, "image")
+    _require(roles, "image")
     params = dict(prov["params"])
     method = params["method"]
     keep = (*METHODS[method].params, "preprocessing", "batch_size", "autocast", "seed",
@@ -139,12 +194,15 @@ def _attribution(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> n
         kwargs["target"] = params["target_index"]
     elif "channel" in params:
         kwargs["target"] = params["channel"]
+    used = ["image"]
     if params.get("region") == "given mask":
-        kwargs["region"] = _need(inputs, "region")[0].data
-    model = recorded_model(prov["model"], trust)
-    result = attribute(model, image.data, method, device=prov.get("device", "auto"),
-                       **as_tuples(kwargs))
-    return result.map
+        _require(roles, "region")
+        kwargs["region"], used = Ref("region.data"), ["image", "region"]
+    calls = [_model_load(prov["model"], trust),
+             Call("result", "napari_xaimed.attribution:attribute",
+                  (Ref("model"), Ref("image.data"), method),
+                  {"device": prov.get("device", "auto"), **as_tuples(kwargs)})]
+    return Recipe(tuple(used), calls, Ref("result.map"), "image")
 
 
 #: Which array of a LongitudinalResult each output of the longitudinal widget is.
@@ -153,12 +211,11 @@ LONGITUDINAL_OUTPUTS = {"current": "current", "carried prior": "carried_prior",
                         "feature change": "feature_change"}
 
 
-def _longitudinal(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> np.ndarray:
-    from napari_xaimed.attribution import METHODS, explain_change
-    from napari_xaimed.models.recorded import recorded_model
+def _longitudinal(prov: dict[str, Any], roles: tuple[str, ...], trust: bool) -> Recipe:
+    from napari_xaimed.attribution import METHODS
     from napari_xaimed.registration.params import TUNABLE
 
-    prior, current = _need(inputs, "prior", "current")
+    _require(roles, "prior", "current")
     params = prov["params"]
     method = params["method"]
     method_params = {k: v for k, v in params.get("method_params", {}).items()
@@ -177,14 +234,82 @@ def _longitudinal(prov: dict[str, Any], inputs: dict[str, Any], trust: bool) -> 
     output = prov.get("output", "change")
     if output not in LONGITUDINAL_OUTPUTS:
         raise XaimedError(f"unknown longitudinal output {output!r}.")
-    model = recorded_model(prov["model"], trust)
-    result = explain_change(prior.data, current.data, model, method=method,
-                            spacing=current.spacing, origin=current.origin,
-                            prior_spacing=prior.spacing, prior_origin=prior.origin,
-                            target=params["target"], layer=params["layer"],
-                            device=prov.get("device", "auto"), **alignment,
-                            **as_tuples(method_params))
-    return getattr(result, LONGITUDINAL_OUTPUTS[output])
+    calls = [_model_load(prov["model"], trust),
+             Call("result", "napari_xaimed.attribution:explain_change",
+                  (Ref("prior.data"), Ref("current.data"), Ref("model")),
+                  {"method": method, "spacing": Ref("current.spacing"),
+                   "origin": Ref("current.origin"), "prior_spacing": Ref("prior.spacing"),
+                   "prior_origin": Ref("prior.origin"), "target": params["target"],
+                   "layer": params["layer"], "device": prov.get("device", "auto"),
+                   **alignment, **as_tuples(method_params)})]
+    return Recipe(("prior", "current"), calls,
+                  Ref(f"result.{LONGITUDINAL_OUTPUTS[output]}"), "current")
+
+
+def recipe(prov: dict[str, Any], name: str = "", trust: bool = False) -> Recipe:
+    """The public calls that compute the output a provenance dict describes.
+
+    Parameters
+    ----------
+    prov : dict
+        An output's ``metadata["xaimed"]`` or its JSON sidecar.
+    name : str
+        The output's file name, which says which output of a CLI registration it is.
+    trust : bool
+        Run the code the model file names (a record of a trusted load needs it again).
+
+    Raises
+    ------
+    XaimedError
+        If the kind cannot be computed from its provenance alone, or the record lacks an
+        input it needs.
+    """
+    kind = prov.get("kind")
+    if "lazy" in prov or "lazy" in (prov.get("registration") or {}):
+        # an in-memory rerun would read the whole volumes and register them at full size:
+        # a different computation from the one recorded
+        raise XaimedError(
+            f"this {kind} output was computed on downsampled copies of lazy (larger than "
+            "memory) layers, which rerun does not redo yet: run "
+            "napari_xaimed.registration.register_lazy (or the widget) again with the "
+            "recorded parameters and factors (provenance 'lazy').")
+    roles = roles_of(prov)
+    if kind in ("segmentation", "class probability", "foreground probability"):
+        return _segmentation(prov, roles, trust)
+    if kind == "panoptic evaluation":
+        return _evaluation_recipe(prov, roles)
+    if kind == "registration":
+        return _registration(prov, roles, name)
+    if kind == "registration-apply":
+        return _carried(prov, roles)
+    if kind == "attribution":
+        return _attribution(prov, roles, trust)
+    if kind == "longitudinal attribution":
+        return _longitudinal(prov, roles, trust)
+    reason = UNSCRIPTABLE.get(str(kind))
+    raise XaimedError(
+        f"outputs of kind {kind!r} cannot be computed again from their provenance"
+        + (f": {reason}" if reason else "")
+        + ". Rerun and scripts know segmentation, class and foreground probabilities, "
+        "panoptic evaluation, registration (and layers carried along), attribution and "
+        "longitudinal attribution.")
+
+
+#: Why the other kinds of layer the plugin makes cannot be computed from their provenance.
+UNSCRIPTABLE = {
+    "sample": "it is sample data, not a computed output; napari_xaimed.samples makes it "
+              "(the generator and seed are in its provenance's params)",
+    "truth": "it is the known truth of sample data; napari_xaimed.samples makes it with the "
+             "sample (the generator and seed are in its provenance's params)",
+    "segmentation preview": "it is the live slice preview of the segmentation dock, not a "
+                            "result; run Segment and use its output",
+    "attribution ensemble": "the ensemble's provenance records its image by name only (no file "
+                            "or hash), so it cannot be found again; call "
+                            "napari_xaimed.attribution.ensemble_attribute on the image file "
+                            "with the recorded params",
+    "cohort case": "it is a case read from a cohort folder; its path is in the provenance's "
+                   "sources",
+}
 
 
 def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "",
@@ -209,32 +334,12 @@ def recompute(prov: dict[str, Any], base: Path | None = None, name: str = "",
         cannot be rerun.
     """
     kind = prov.get("kind")
-    if "lazy" in prov or "lazy" in (prov.get("registration") or {}):
-        # an in-memory rerun would read the whole volumes and register them at full size:
-        # a different computation from the one recorded
-        raise XaimedError(
-            f"this {kind} output was computed on downsampled copies of lazy (larger than "
-            "memory) layers, which rerun does not redo yet: run "
-            "napari_xaimed.registration.register_lazy (or the widget) again with the "
-            "recorded parameters and factors (provenance 'lazy').")
+    if kind in ("sample", "truth"):
+        return _sample_data({"name": name, "sample": {"kind": kind, "params": prov["params"]}})
+    plan = recipe(prov, name, trust)
     inputs = recorded_inputs(prov, base) if kind != "registration-apply" else {
         role: resolve_input(role, record, base)
         for role, record in (prov.get("inputs") or {}).items()}
-    if kind in ("segmentation", "class probability", "foreground probability"):
-        return _segmentation(prov, inputs, trust)
-    if kind == "panoptic evaluation":
-        return _evaluation(prov, inputs)
-    if kind == "registration":
-        return _registration(prov, inputs, name)
     if kind == "registration-apply":
-        return _carried(prov, inputs, base)
-    if kind == "attribution":
-        return _attribution(prov, inputs, trust)
-    if kind == "longitudinal attribution":
-        return _longitudinal(prov, inputs, trust)
-    if kind in ("sample", "truth"):
-        return _sample_data({"name": name, "sample": {"kind": kind, "params": prov["params"]}})
-    raise XaimedError(
-        f"outputs of kind {kind!r} cannot be rerun: rerun knows segmentation, class and "
-        "foreground probabilities, panoptic evaluation, registration (and layers carried "
-        "along), attribution and longitudinal attribution.")
+        inputs.update(recorded_inputs(prov["registration"], base))
+    return execute(plan, inputs)

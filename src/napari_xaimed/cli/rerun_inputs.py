@@ -75,12 +75,18 @@ def _missing(role: str, name: str) -> XaimedError:
         "compute the output from it and save the output again.")
 
 
-def resolve_input(role: str, record: dict[str, Any], base: Path | None = None) -> Any:
+def resolve_input(role: str, record: dict[str, Any], base: Path | None = None,
+                  path: str | Path | None = None) -> Any:
     """The voxels (or points) of one recorded input, checked against its SHA-256.
 
     A recorded path that no longer exists is also looked for beside the provenance file
-    (``base``), so a folder of outputs and inputs can move.
+    (``base``), so a folder of outputs and inputs can move. ``path`` reads another file
+    instead (a saved script's argument): its own voxels and geometry, nothing checked.
     """
+    if path is not None:
+        volume = read_volume(path)
+        return Input(name=Path(path).name, data=volume.data, spacing=tuple(volume.spacing),
+                     origin=tuple(volume.translate))
     name = record.get("name", role)
     if "points_world_mm" in record:
         return np.asarray(record["points_world_mm"], dtype=np.float64).reshape(-1, 3)
@@ -131,27 +137,34 @@ def _legacy_file(name: str, base: Path | None) -> Path | None:
     return None
 
 
-def recorded_inputs(prov: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
-    """Every recorded input of a provenance dict, resolved (see :func:`resolve_input`).
+def input_records(prov: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """The input records of a provenance dict, by role.
 
     Provenance written before inputs were recorded names its sources only (file names, or
     layer names as the demo writes them, ``"lesion ct"`` -> ``lesion_ct.nii.gz``): those are
-    looked for beside the provenance file, unverified.
+    looked for beside the provenance file (``base``) and recorded by path, unverified.
     """
     records = prov.get("inputs")
-    if records is None:
-        roles = LEGACY_ROLES.get(prov.get("kind", ""), ())
-        records = {}
-        for role, name in zip(roles, prov.get("sources", []), strict=False):
-            found = _legacy_file(name, base)
-            if found is None:
-                raise XaimedError(
-                    f"input {role} {name!r} is named in the provenance but no file of that name "
-                    f"is beside it{'' if base is None else f' ({base})'}: put the input there "
-                    "(or compute the output again with this version, which records input paths).")
-            records[role] = {"name": name, "path": str(found)}
-    return {role: resolve_input(role, record, base) for role, record in records.items()
-            if record is not None}
+    if records is not None:
+        return {role: record for role, record in records.items() if record is not None}
+    roles = LEGACY_ROLES.get(prov.get("kind", ""), ())
+    found_records = {}
+    for role, name in zip(roles, prov.get("sources", []), strict=False):
+        found = _legacy_file(name, base)
+        if found is None:
+            raise XaimedError(
+                f"input {role} {name!r} is named in the provenance but no file of that name "
+                f"is beside it{'' if base is None else f' ({base})'}: put the input there "
+                "(or compute the output again with this version, which records input paths).")
+        found_records[role] = {"name": name, "path": str(found)}
+    return found_records
+
+
+def recorded_inputs(prov: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """Every recorded input of a provenance dict (:func:`input_records`), resolved (see
+    :func:`resolve_input`)."""
+    return {role: resolve_input(role, record, base)
+            for role, record in input_records(prov, base).items()}
 
 
 def _need(inputs: dict[str, Any], *roles: str) -> list[Any]:

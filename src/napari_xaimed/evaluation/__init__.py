@@ -7,6 +7,7 @@ threshold curves; ``evaluate_lazy`` the same for label maps larger than memory, 
 """
 
 from napari_xaimed.evaluation.autc import AUTCResult, autc
+from napari_xaimed.evaluation.errors import ERROR_CODES, evaluation_map
 from napari_xaimed.evaluation.lazy import evaluate_lazy
 from napari_xaimed.evaluation.matching import MATCHINGS
 from napari_xaimed.evaluation.panoptic import (
@@ -24,6 +25,7 @@ __all__ = [
     "ClassResult",
     "DEFAULT_METRICS",
     "DISTANCE_METRICS",
+    "ERROR_CODES",
     "InstanceRow",
     "MATCHINGS",
     "PanopticResult",
@@ -31,4 +33,5 @@ __all__ = [
     "evaluate",
     "evaluate_lazy",
     "evaluate_steps",
+    "evaluation_map",
 ]

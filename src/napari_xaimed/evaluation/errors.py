@@ -11,7 +11,7 @@ from napari_xaimed.evaluation.matching import Group
 
 if TYPE_CHECKING:
     from napari_xaimed.evaluation.footprints import VoxelCrops
-    from napari_xaimed.evaluation.results import ClassResult
+    from napari_xaimed.evaluation.results import ClassResult, PanopticResult
 
 #: Values of the error map and what they mean.
 ERROR_CODES = {1: "TP", 2: "FP", 3: "FN", 4: "merged fragment"}
@@ -168,3 +168,34 @@ def class_layers(classes: Sequence[ClassResult]
               else combine_error_maps([c.error_map for c in classes]))
     missed, entries = combine_missed_maps(classes)
     return errors, missed, entries
+
+
+def evaluation_map(result: PanopticResult, output: str = "error_map",
+                   class_name: str | None = None, all_classes: bool = False) -> np.ndarray:
+    """One map of an evaluation run with ``keep_maps=True``, as the evaluation widget shows it.
+
+    Parameters
+    ----------
+    result : PanopticResult
+    output : {"error_map", "missed_map", "region_map"}
+        The error map (:data:`ERROR_CODES`), the missed references' labels or the Voronoi
+        regions.
+    class_name : str, optional
+        The class; None (or a name the result lacks) for its first class.
+    all_classes : bool
+        One map for all classes (the widget's layer when each label value is its own class).
+    """
+    from napari_xaimed._core.errors import XaimedError
+
+    if output not in ("error_map", "missed_map", "region_map"):
+        raise XaimedError(f"unknown evaluation output {output!r}: error_map, missed_map or "
+                          "region_map.")
+    if all_classes and output != "region_map":
+        members = list(result.classes.values())
+    else:
+        members = [result.classes[class_name] if class_name in result.classes
+                   else next(iter(result.classes.values()))]
+    if output == "region_map":
+        return members[0].region_map
+    errors, missed, _ = class_layers(members)
+    return errors if output == "error_map" else missed

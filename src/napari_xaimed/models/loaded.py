@@ -32,6 +32,9 @@ class LoadedModel:
         passed in, or the bundle's config): the same weights in another architecture differ.
     trusted : bool
         Whether loading ran code the file names (it was loaded with ``trust=True``).
+    training_inputs : dict or None
+        The config's record of the training volumes (:mod:`~napari_xaimed.models.domain`):
+        inputs far outside them are warned about.
     """
 
     module: torch.nn.Module
@@ -41,6 +44,7 @@ class LoadedModel:
     sha256: str | None = None
     config_sha256: str | None = None
     trusted: bool = False
+    training_inputs: dict[str, Any] | None = None
     # (input shape, device) -> number of classes of a classifier already checked on such input
     checked: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False)
     # (input shape, device, layer asked for) -> the Grad-CAM layer chosen on such input

@@ -106,7 +106,8 @@ def _from_config(weights: Path, config: dict[str, Any], trust: bool | str, sourc
     _load_state(module, state, weights, f"{config['network']} with these arguments")
     return LoadedModel(module.eval(), Preprocessing.from_dict(config.get("preprocessing")),
                        list(config.get("classes", [])), str(weights), sha, digest,
-                       names_code(config["network"]))
+                       names_code(config["network"]),
+                       training_inputs=config.get("training_inputs"))
 
 
 def _trusts(trust: bool | str, digest: str) -> bool:
@@ -218,6 +219,7 @@ def load_model(model: Any, config: dict[str, Any] | None = None, *, folds: Any =
         config = config or {}
         return LoadedModel(model.eval(), Preprocessing.from_dict(config.get("preprocessing")),
                            list(config.get("classes", [])),
+                           training_inputs=config.get("training_inputs"),
                            checked=_CHECKS.setdefault(model, {}),
                            cam_layers=_CAM_LAYERS.setdefault(model, {}))
     if model in (BUNDLED, BUNDLED_SEGMENTER):

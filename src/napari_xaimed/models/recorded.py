@@ -36,6 +36,15 @@ def recorded_model(record: dict[str, Any] | None, trust: bool = False,
     """
     from napari_xaimed.models.loading import load_model
 
+    source, kwargs = recorded_load_args(record, trust, source)
+    return load_model(source, **kwargs)
+
+
+def recorded_load_args(record: dict[str, Any] | None, trust: bool = False,
+                       source: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The arguments of the :func:`~napari_xaimed.attribution.load_model` call that
+    :func:`recorded_model` makes: ``(source, {"trust": ..., "expect": {hashes}})``, after its
+    checks (a named source; ``trust`` given again for a record of a trusted load)."""
     record = record or {}
     source = record.get("source") or source
     if source is None:
@@ -47,5 +56,5 @@ def recorded_model(record: dict[str, Any] | None, trust: bool = False,
             "because it was trusted: a rerun runs that code again only if you trust the file "
             "again; pass --trust (rerun(..., trust=True)).")
     # the recorded hashes are checked as the files are read, before anything is built
-    return load_model(source, trust=trust, expect={"sha256": record.get("sha256"),
-                                                   "config_sha256": record.get("config_sha256")})
+    return source, {"trust": trust, "expect": {"sha256": record.get("sha256"),
+                                               "config_sha256": record.get("config_sha256")}}

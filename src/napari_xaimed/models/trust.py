@@ -146,7 +146,11 @@ def model_config_file(path: Path) -> Path | None:
 
 def config_sha256(config: Any) -> str:
     """SHA-256 of a config's content (keys sorted, so the layout of the file does not count):
-    the architecture and preprocessing a model's weights were used with."""
+    the architecture and preprocessing a model's weights were used with. ``training_inputs``
+    (a description of the training data, :mod:`~napari_xaimed.models.domain`) does not count:
+    adding it to a config changes nothing the model computes."""
+    if isinstance(config, dict) and "training_inputs" in config:
+        config = {k: v for k, v in config.items() if k != "training_inputs"}
     text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -10,6 +10,7 @@ larger than memory, slab by slab, and ``segment_model_lazy`` a network's sliding
 by band (:mod:`~napari_xaimed.segmentation.lazy`).
 """
 
+from napari_xaimed._core.progress import run_steps
 from napari_xaimed.segmentation.deep import (
     ModelSegmentation,
     model_segmentation_steps,
@@ -47,6 +48,7 @@ __all__ = [
     "otsu_threshold",
     "otsu_threshold_lazy",
     "parts_from_classes",
+    "run_steps",
     "segment",
     "segment_lazy",
     "segment_lazy_steps",

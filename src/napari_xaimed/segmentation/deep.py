@@ -33,6 +33,7 @@ from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed._core.stepped import stepped
 from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.models.device import halved_batch, is_out_of_memory, pick_device
+from napari_xaimed.models.domain import warn_outside
 from napari_xaimed.models.loading import LoadedModel, load_model
 from napari_xaimed.models.preprocess import Preprocessing, scale_intensity
 from napari_xaimed.models.sliding import (  # noqa: F401 - the window helpers: also here, as before
@@ -222,6 +223,9 @@ def model_segmentation_steps(
         model_spacing = as_spacing(model_spacing, "model_spacing")
         grid = tuple(max(1, round(n * s / m))
                      for n, s, m in zip(shape, spacing, model_spacing, strict=True))
+    # far outside the training volumes: warned (a notification in the viewer) and recorded
+    domain = warn_outside(loaded.training_inputs, volume, spacing, prep, repr(loaded.source),
+                          model_spacing)
     roi = (_three_sizes(roi_size, "roi_size") if roi_size is not None
            else default_roi_size(grid, prep))
     windows = window_count(grid, roi, float(overlap))
@@ -256,7 +260,8 @@ def model_segmentation_steps(
               "largest_component": bool(largest_component), "preprocessing": prep.to_dict(),
               "spacing": list(spacing),
               "model_spacing": None if model_spacing is None else list(model_spacing),
-              "model_grid": list(grid), "output_channels": n_channels}
+              "model_grid": list(grid), "output_channels": n_channels,
+              **({"out_of_distribution": domain} if domain else {})}
     yield Progress(total, total, "done")
     return ModelSegmentation(labels_np, probability_np, list(loaded.classes), params, windows,
                              time.perf_counter() - started, str(dev), loaded.provenance())

@@ -94,6 +94,8 @@ def _model(volume: np.ndarray, spacing: Any, *, model: Any = BUNDLED_SEGMENTER,
     result = yield from model_segmentation_steps(volume, model, spacing=spacing, **params)
     facts = {"probabilities": "foreground", "windows": result.windows,
              "device": result.device, "model": result.model, "classes": result.classes}
+    if "out_of_distribution" in result.params:
+        facts["out_of_distribution"] = result.params["out_of_distribution"]
     return result.labels, result.probability[np.newaxis], facts
 
 #: name -> :class:`Method`

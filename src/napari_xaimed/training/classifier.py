@@ -31,13 +31,28 @@ def inputs(volumes: np.ndarray) -> torch.Tensor:
     return torch.cat([to_input(v, prep, torch.device("cpu")) for v in volumes])
 
 
+def training_seeds(n_train: int = 384, seed: int = 0) -> list[int]:
+    """The sample seeds of a training run."""
+    return list(range(10_000 + seed * n_train, 10_000 + (seed + 1) * n_train))
+
+
+def training_inputs(n_train: int = 384, seed: int = 0) -> dict[str, Any]:
+    """The config's ``training_inputs`` (:func:`~napari_xaimed.models.domain.training_statistics`)
+    of a training run: its volumes' geometry and scaled intensities."""
+    from napari_xaimed.models.domain import training_statistics
+
+    seeds = training_seeds(n_train, seed)
+    volumes, _ = sample_batch(seeds)
+    return training_statistics(volumes, SPACING, CONFIG["preprocessing"],
+                               generator="lesion_volume", seeds=[seeds[0], seeds[-1]])
+
+
 def train(n_train: int = 384, epochs: int = 6, seed: int = 0) -> tuple[torch.nn.Module,
                                                                        dict[str, Any]]:
     """Train the classifier from scratch; returns it and a record of the run."""
     torch.manual_seed(seed)
     started = time.perf_counter()
-    volumes, labels = sample_batch(list(range(10_000 + seed * n_train,
-                                              10_000 + (seed + 1) * n_train)))
+    volumes, labels = sample_batch(training_seeds(n_train, seed))
     x, y = inputs(volumes), torch.from_numpy(labels).long()
     model = LesionNet(**CONFIG["args"])
     losses = fit(model, x, y, torch.optim.Adam(model.parameters(), lr=2e-3), epochs, seed)

@@ -28,6 +28,23 @@ def sample_volumes(seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.stack(masks)
 
 
+def training_seeds(n_volumes: int = 24, seed: int = 0) -> list[int]:
+    """The sample seeds of a training run."""
+    return list(range(20_000 + seed * n_volumes, 20_000 + (seed + 1) * n_volumes))
+
+
+def training_inputs(n_volumes: int = 24, seed: int = 0) -> dict[str, Any]:
+    """The config's ``training_inputs`` (:func:`~napari_xaimed.models.domain.training_statistics`)
+    of a training run: its volumes' geometry and scaled intensities."""
+    from napari_xaimed.models.domain import training_statistics
+    from napari_xaimed.samples import lesion_volume
+
+    seeds = training_seeds(n_volumes, seed)
+    volumes = (lesion_volume(shape=SHAPE, spacing=SPACING, seed=s).image for s in seeds)
+    return training_statistics(volumes, SPACING, CONFIG["preprocessing"],
+                               generator="lesion_volume", seeds=[seeds[0], seeds[-1]])
+
+
 def _patches(images: np.ndarray, masks: np.ndarray, n: int, rng: np.random.Generator
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random PATCH crops, two in three centred near a lesion voxel (lesions fill well
@@ -58,8 +75,7 @@ def train(n_volumes: int = 24, steps: int = 400, batch: int = 4, seed: int = 0
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    images, masks = sample_volumes(list(range(20_000 + seed * n_volumes,
-                                              20_000 + (seed + 1) * n_volumes)))
+    images, masks = sample_volumes(training_seeds(n_volumes, seed))
     model = build()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -121,6 +121,15 @@ def report_error(exc: BaseException) -> str:
     return text
 
 
+def show_warning(args: tuple) -> None:
+    """A warning raised in a job's thread (``worker.warned``: ``warnings.showwarning``'s
+    arguments) as a napari notification. napari's workers mean to relay them, but in napari
+    0.9 the relay is never connected, so a model's out-of-distribution warning went unseen."""
+    from napari.utils.notifications import notification_manager
+
+    notification_manager.receive_warning(*args)
+
+
 class JobPanel(QWidget):
     """Run and Cancel buttons with a progress bar and a status line, for one job at a time.
 
@@ -215,6 +224,7 @@ class JobPanel(QWidget):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(returned)
         worker.errored.connect(self._fail)
+        worker.warned.connect(show_warning)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
