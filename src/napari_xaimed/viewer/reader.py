@@ -61,8 +61,11 @@ def volume_layer(volume: Volume, name: str, **source: Any) -> LayerTuple:
     :func:`napari_xaimed.io.contrast.default_range`, and the file's own range and modality are
     kept in ``metadata["display"]`` for the display dock.
     """
+    volume, ornt = axes_like_patient(volume)
     extra: dict[str, Any] = {
         "nifti": {"path": str(volume.path), "affine": volume.affine.tolist(), **source}}
+    if ornt is not None:
+        extra["nifti"]["orientation"] = ornt.tolist()
     kwargs: dict[str, Any] = {"affine": layer_affine(volume.affine, volume.data.ndim)}
     if not volume.is_label:
         sample = _sample(volume.data) if is_lazy(volume.data) else volume.data
@@ -85,6 +88,36 @@ def volume_layer(volume: Volume, name: str, **source: Any) -> LayerTuple:
         metadata=extra,
         **kwargs,
     )
+
+
+def axes_like_patient(volume: Volume) -> tuple[Volume, np.ndarray | None]:
+    """``volume`` with its voxel axes permuted (a view, no flip, no resampling) so that each
+    lies nearest the world axis of its index, ``(z, y, x)`` ~ ``(S, A, R)``, and the nibabel
+    orientation transform used (None when already so).
+
+    napari draws a 2D slice on the layer's own axes of the displayed indices, so a volume stored
+    sagittally (its first axis along R) would otherwise show no axial plane. The affine follows
+    (columns permuted), so every voxel keeps its world position; the writer puts the file's axis
+    order back (``metadata["nifti"]["orientation"]``).
+    """
+    from dataclasses import replace
+
+    from nibabel.orientations import io_orientation
+
+    if volume.data.ndim < 3:
+        return volume, None
+    targets = io_orientation(np.asarray(volume.affine, dtype=float))[:, 0]
+    if np.any(np.isnan(targets)) or np.array_equal(targets, [0, 1, 2]):
+        return volume, None
+    order = [int(a) for a in np.argsort(targets)]  # new (i, j, k) axis n = old axis order[n]
+    zyx = [2 - order[2 - m] for m in range(3)]  # new (z, y, x) axis m = old axis zyx[m]
+    extra = volume.data.ndim - 3  # leading channel or time axes stay first
+    data = volume.data.transpose(*range(extra), *(extra + a for a in zyx))
+    affine = np.asarray(volume.affine, dtype=float).copy()
+    affine[:, :3] = affine[:, order]
+    spacing = tuple(float(volume.spacing[a]) for a in zyx)
+    ornt = np.column_stack([targets, np.ones(3)])
+    return replace(volume, data=data, spacing=spacing, affine=affine), ornt
 
 
 def read_volumes(path: str | list[str]) -> list[LayerTuple]:
