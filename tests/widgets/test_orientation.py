@@ -133,3 +133,17 @@ def _centred() -> np.ndarray:
     affine = np.eye(4)
     affine[:3, 3] = -(np.array(SHAPE[::-1]) - 1) / 2
     return affine
+
+
+def test_display_dock_sets_presets_on_the_selected_image(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    (layer,) = viewer.open(str(write_nifti(tmp_path / "oblique.nii.gz")), plugin="napari-xaimed")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-xaimed", "Display")
+    viewer.layers.selection.active = layer
+    widget.buttons["bone"].click()
+    assert tuple(layer.contrast_limits) == (-500.0, 1300.0)  # 400 -/+ 1800 / 2
+    widget.buttons["file window"].click()
+    assert tuple(layer.contrast_limits) == (0.0, 1000.0)  # the file's cal_min, cal_max
+    viewer.layers.selection.active = None
+    widget.buttons["lung"].click()
+    assert "Select an Image layer" in widget.status.text()
