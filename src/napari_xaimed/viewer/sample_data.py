@@ -12,7 +12,7 @@ import numpy as np
 from napari_xaimed import samples
 from napari_xaimed._core.provenance import provenance
 from napari_xaimed.viewer.layers import LayerTuple, heatmap_layer, image_layer, labels_layer
-from napari_xaimed.viewer.orientation import display_current_viewer
+from napari_xaimed.viewer.orientation import display_current_viewer, layer_affine
 
 
 def _prov(kind: str, generator: str, seed: int, **params) -> dict:
@@ -77,7 +77,7 @@ def mni152_layers(resolution: int = 2) -> list[LayerTuple]:
         return provenance(kind, params={"generator": "mni152", "resolution": s.resolution,
                                         "source": "nilearn", **params})
 
-    geometry = {"translate": s.translate}
+    geometry = {"translate": s.translate, "affine": layer_affine(s.affine)}
     classes = {str(k): v for k, v in samples.TISSUE_NAMES.items()}
     return [
         image_layer(s.image, "MNI152 T1", s.spacing, **geometry, provenance=prov("sample")),
