@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _oblique import oblique_affine, write_dicom, write_nifti
+from _oblique import ANGLE, oblique_affine, write_dicom, write_nifti
 
 from napari_xaimed.viewer.orientation import orientation_display
 
@@ -65,6 +65,25 @@ def test_oblique_scan_shows_anterior_up_and_right_on_the_left(oblique_viewer):
     assert right[1] < body[1] - 0.1 and abs(right[0] - body[0]) < 0.03
     assert orientation_display(viewer).letters == {
         "top": "A", "bottom": "P", "left": "R", "right": "L"}
+
+
+def test_dicom_stored_the_other_way_round_renders_like_the_nifti(make_napari_viewer, tmp_path):
+    """The DICOM series' voxel axes turned 180 degrees from the NIfTI's (its arrays differ:
+    rows and columns reversed), the same anatomy: the screenshots agree pixel for pixel."""
+    viewer = make_napari_viewer(show=True)
+    (nifti,) = viewer.open(str(write_nifti(tmp_path / "oblique.nii.gz")), plugin="napari-xaimed")
+    (dicom,) = viewer.open(str(write_dicom(tmp_path / "dicom", oblique_affine(ANGLE + np.pi))),
+                           plugin="napari-xaimed")
+    assert not np.array_equal(np.asarray(nifti.data), np.asarray(dicom.data))
+    viewer.dims.set_point(0, 0.0)
+    viewer.reset_view()
+    shots = []
+    for shown, hidden in ((nifti, dicom), (dicom, nifti)):
+        shown.visible, hidden.visible = True, False
+        shots.append(viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int))
+    differ = np.abs(shots[0] - shots[1]).max(axis=-1) > 8
+    assert differ.mean() < 0.002, differ.mean()
+    assert (shots[0][..., 2] > 235).sum() > 100  # the anterior marker is there to compare
 
 
 def test_neurological_switch_puts_the_right_on_the_right(oblique_viewer):
