@@ -347,10 +347,13 @@ def test_napari_opens_nrrd_and_dicom_where_nifti_lands(make_napari_viewer, forma
         np.testing.assert_allclose(layer.scale, (2.5, 0.8, 0.7), rtol=1e-6, err_msg=key)
         np.testing.assert_allclose(layer.translate, reference.translate, atol=1e-4, err_msg=key)
         assert tuple(layer.axis_labels) == ("z", "y", "x")
-        for zyx in VOXELS:  # napari's world = the RAS world turned onto the voxel axes
+        for zyx in VOXELS:  # napari's world = the patient's RAS world, in (S, A, R) order
             np.testing.assert_allclose(layer.data_to_world(zyx),
-                                       (axes.T @ world(reference.affine, zyx))[::-1],
+                                       world(reference.affine, zyx)[::-1],
                                        atol=1e-4, err_msg=f"{key} {zyx}")
+        # the voxel axes as the file's direction cosines (layer affine), not turned away
+        np.testing.assert_allclose(layer.affine.affine_matrix[:3, :3], axes[::-1, ::-1],
+                                   atol=1e-6, err_msg=key)
     assert layers["dicom"][0].metadata["nifti"]["series"] == f"{STUDY}.1"
 
 

@@ -19,7 +19,7 @@ def test_installed_distribution_serves_the_top_level_manifest():
     widgets = {w.display_name for w in manifest.contributions.widgets}
     assert widgets == {"Segmentation", "Panoptic evaluation", "Registration", "Attribution",
                        "Explanation check", "Cases and latent space",
-                       "Longitudinal explanation"}
+                       "Longitudinal explanation", "Display"}
     assert {s.key for s in manifest.contributions.sample_data} == {
         "lesion", "longitudinal", "panoptic", "mni152"}
 

@@ -61,7 +61,13 @@ def test_reopened_file_keeps_its_orientation(make_napari_viewer, tmp_path):
     nib.save(nib.Nifti1Image(xyz, affine), str(tmp_path / "oblique.nii.gz"))
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin="napari-xaimed")
-    np.testing.assert_allclose(layer.scale, (2.5, 0.8, 0.7))
+    # the file's voxel axes (i, j, k) run along -S, -A, +R: the layer shows them permuted to
+    # (S, A, R) order (a view), each voxel at the file's world position (S, A, R)
+    np.testing.assert_allclose(layer.scale, (0.7, 0.8, 2.5))
+    for ijk in [(0, 0, 0), (4, 5, 6), (1, 3, 2)]:
+        ras = affine @ np.array([*ijk, 1.0])
+        (where,) = np.argwhere(layer.data == xyz[ijk])
+        np.testing.assert_allclose(layer.data_to_world(where), ras[2::-1], atol=1e-5)
     layer.save(str(tmp_path / "again.nii.gz"), plugin="napari-xaimed")
     again = nib.load(str(tmp_path / "again.nii.gz"))
     np.testing.assert_allclose(again.affine, affine, atol=1e-6)

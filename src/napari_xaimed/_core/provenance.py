@@ -162,8 +162,24 @@ def layer_input(layer: Any, *, sha256: bool = True) -> dict[str, Any] | None:
     sample = None
     if prov.get("kind") in ("sample", "truth") and "generator" in prov.get("params", {}):
         sample = {"kind": prov["kind"], "params": prov["params"]}
-    return input_record(layer.name, layer.data, path=path, sample=sample, spacing=scale,
-                        origin=translate, sha256=sha256)
+    record = input_record(layer.name, file_order(layer), path=path, sample=sample,
+                          spacing=scale, origin=translate, sha256=sha256)
+    ornt = (meta.get("nifti") or {}).get("orientation")
+    return record if ornt is None or not path else {**record, "orientation": ornt}
+
+
+def file_order(layer: Any) -> Any:
+    """A layer's voxels in the axis order of the file it was read from: the napari reader
+    permutes a file's axes toward (S, A, R) (``metadata["nifti"]["orientation"]``, a view);
+    a rerun reads the file and permutes it the same way."""
+    meta = getattr(layer, "metadata", {}) or {}
+    ornt = (meta.get("nifti") or {}).get("orientation") if isinstance(meta, dict) else None
+    data = layer.data
+    if ornt is None:
+        return data
+    targets = [int(t) for t in np.asarray(ornt)[:, 0]]
+    extra = data.ndim - 3
+    return data.transpose(*range(extra), *(extra + 2 - targets[2 - m] for m in range(3)))
 
 
 def layer_inputs(**layers: Any) -> dict[str, Any]:
@@ -193,7 +209,7 @@ class PendingInputs:
                 # a dask layer (larger than memory): its digest would read the whole volume
                 self.records[role]["sha256_skipped"] = "lazy layer: not read whole to hash it"
             elif self.records[role].get("sha256", "") is None:
-                self._arrays[role] = layer.data
+                self._arrays[role] = file_order(layer)
 
     def complete(self) -> dict[str, Any]:
         """Compute the missing digests (in the worker) and return the records."""

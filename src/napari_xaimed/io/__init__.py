@@ -19,12 +19,11 @@ phantom saved in any of them reads back as the same array.
 voxel indices in ``(i, j, k)`` = ``(x, y, z)`` order, world coordinates in mm in RAS (x to the
 patient's right, y anterior, z superior). ITK formats and DICOM store LPS; they are converted
 with ``diag(-1, -1, 1)``, so the same voxel has the same world coordinates whatever the file.
-napari shows a volume on its own voxel axes: ``scale`` = spacing and ``translate`` =
-:attr:`Volume.translate`, the world position of voxel ``(0, 0, 0)`` expressed along the voxel
-axes (``(z, y, x)``, mm). For an axis-aligned, unflipped volume that is its origin; for an oblique
-one it is the origin rotated onto the volume's axes, so volumes that share an orientation overlay
-exactly in the viewer. The full orientation travels in the layer metadata so that writing the
-layer back restores it.
+napari places a volume with ``scale`` = spacing, ``translate`` = :attr:`Volume.translate` (the
+world position of voxel ``(0, 0, 0)`` expressed along the voxel axes, ``(z, y, x)``, mm) and
+``affine`` = the direction cosines, so its world is the patient's RAS frame in ``(S, A, R)``
+order (:mod:`napari_xaimed.viewer.orientation`). The full orientation also travels in the layer
+metadata so that writing the layer back restores it.
 """
 
 from napari_xaimed._core.errors import XaimedError

@@ -13,13 +13,17 @@ SpacingBetweenSlices (0018,0088) when present, since it is the centre-to-centre 
 voxel grid's spacing means, else SliceThickness (0018,0050) (slices that abut), else 1 mm.
 
 The volume's geometry follows :mod:`napari_xaimed.io.itk` (LPS converted to the RAS affine that
-:class:`~napari_xaimed.io.Volume` holds for every format).
+:class:`~napari_xaimed.io.Volume` holds for every format). The Modality and the display window
+(WindowCenter/WindowWidth of the first slice, or an enhanced file's Frame VOI LUT) are kept as
+:attr:`~napari_xaimed.io.Volume.modality` and :attr:`~napari_xaimed.io.Volume.display_range`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +51,9 @@ from napari_xaimed.io.dicom_series import (  # noqa: F401 - also importable from
 
 if TYPE_CHECKING:
     from napari_xaimed.io.volume import Volume
+
+TAG_WINDOW_CENTER = "0028|1050"
+TAG_WINDOW_WIDTH = "0028|1051"
 
 # Slice spacing may vary by this much (relative to the median spacing, and at least the absolute
 # floor in mm) before the series is refused: positions are written with limited decimals.
@@ -191,7 +198,37 @@ def read_series(series: DicomSeries) -> Volume:
         # header (GDCM gives an MR slice 1 mm whatever its SliceThickness)
         spacing[2] = step
         image.SetSpacing(spacing)
-    return volume_from_image(image, folder, series.label)
+    from napari_xaimed.io.contrast import dicom_window
+
+    tags = _tags(files[0], (TAG_WINDOW_CENTER, TAG_WINDOW_WIDTH, TAG_MODALITY))
+    return replace(volume_from_image(image, folder, series.label),
+                   display_range=dicom_window(tags[TAG_WINDOW_CENTER], tags[TAG_WINDOW_WIDTH]),
+                   modality=tags[TAG_MODALITY] or series.modality)
+
+
+def _first(value: Any) -> Any:
+    """The first of a multi-valued DICOM element (pydicom's MultiValue), else the value."""
+    return value[0] if isinstance(value, Sequence) and not isinstance(value, str) else value
+
+
+def header_window(ds: Any) -> tuple[float, float] | None:
+    """The display range of a pydicom dataset's window: top-level WindowCenter/WindowWidth,
+    else the Frame VOI LUT of an enhanced file's shared, then first per-frame, functional
+    groups; None when it has none."""
+    from napari_xaimed.io.contrast import dicom_window
+
+    candidates = [ds]
+    for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = getattr(ds, group, None) or []
+        luts = getattr(items[0], "FrameVOILUTSequence", None) if len(items) else None
+        candidates.extend(luts or [])
+    for item in candidates:
+        centre, width = getattr(item, "WindowCenter", None), getattr(item, "WindowWidth", None)
+        if centre is not None and width is not None:
+            found = dicom_window(str(_first(centre)), str(_first(width)))
+            if found is not None:
+                return found
+    return None
 
 
 def read_multiframe(path: Path, name: str | None = None) -> Volume | None:
@@ -205,7 +242,8 @@ def read_multiframe(path: Path, name: str | None = None) -> Volume | None:
     if frames.is_segmentation(ds):
         return frames.read_segmentation(path, name)
     if frames.is_enhanced(ds):
-        return frames.read_enhanced(path, name)
+        return replace(frames.read_enhanced(path, name), display_range=header_window(ds),
+                       modality=str(getattr(ds, "Modality", "")))
     return None
 
 

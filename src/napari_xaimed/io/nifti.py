@@ -70,7 +70,20 @@ def volume_from_nifti(img: Any, name: str = "image", *, path: Path | None = None
         is_label=bool(is_label),
         metadata=metadata,
         path=path,
+        display_range=nifti_display_range(img.header),
     )
+
+
+def nifti_display_range(header: Any) -> tuple[float, float] | None:
+    """``(cal_min, cal_max)`` of a NIfTI header, the range its writer asks to display; None
+    when unset (both 0, the default) or not a range (``cal_max <= cal_min``, non-finite)."""
+    try:
+        low, high = float(header["cal_min"]), float(header["cal_max"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
+        return None
+    return low, high
 
 
 #: Millimetres per NIfTI spatial unit, by nibabel's name of ``xyzt_units``' spatial part.

@@ -46,6 +46,13 @@ class Volume:
     label_names : dict of int to str
         Names of the label values of a label map, where the file says them (the segments of
         a DICOM-SEG: ``{segment number: SegmentLabel}``); empty otherwise.
+    display_range : tuple of float or None
+        The intensity range ``(low, high)`` the file asks to be displayed with: the DICOM
+        window (WindowCenter/WindowWidth, (0028,1050)/(0028,1051), the first one when several)
+        as centre -/+ width/2, or NIfTI ``cal_min``/``cal_max`` when set; None when the file
+        gives none. See :mod:`napari_xaimed.io.contrast`.
+    modality : str
+        The DICOM Modality (0008,0060) (``CT``, ``MR``...), empty for other formats.
     """
 
     data: np.ndarray
@@ -55,6 +62,8 @@ class Volume:
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     label_names: dict[int, str] = field(default_factory=dict)
+    display_range: tuple[float, float] | None = None
+    modality: str = ""
 
     @property
     def translate(self) -> tuple[float, float, float]:

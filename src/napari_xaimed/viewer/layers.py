@@ -2,8 +2,10 @@
 
 Functions here build LayerDataTuples ``(data, kwargs, layer_type)`` so every widget, the sample
 data and the reader give layers the same world geometry (``scale`` = spacing in mm, ``units``,
-``axis_labels``), colormaps and provenance. Only :func:`add_or_update` touches a viewer, and napari
-is imported lazily so the module stays importable without it.
+``axis_labels``; a file's direction cosines as ``affine``, see
+:mod:`napari_xaimed.viewer.orientation`), colormaps and provenance. Only :func:`add_or_update`
+touches a viewer (an output without an ``affine`` takes its source layer's, so it overlays it),
+and napari is imported lazily so the module stays importable without it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_xaimed.io.contrast import percentile_range
 from napari_xaimed.io.lazy import is_lazy
 
 LayerTuple = tuple[Any, dict[str, Any], str]
@@ -72,11 +75,7 @@ def image_layer(
     A lazy (dask) array stays lazy: the percentiles come from an evenly strided sample of
     about a million voxels, so the layer is made without reading the volume."""
     data = data if is_lazy(data) else np.asarray(data)
-    sample = _sample(data) if is_lazy(data) else data
-    finite = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
-    lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
-    if hi <= lo:
-        hi = lo + 1.0
+    lo, hi = percentile_range(_sample(data) if is_lazy(data) else data)
     layer_kwargs = {
         "name": name,
         "colormap": "gray",
@@ -187,9 +186,12 @@ def add_or_update(viewer: Any, layer: LayerTuple) -> Any:
     """Add a layer, or update the xaimed output layer of the same name and type in place.
 
     A user's own layer that happens to have the name is never touched: napari then adds the new
-    layer under a numbered name.
+    layer under a numbered name. A layer without an ``affine`` takes the one of the first source
+    layer its provenance names (``metadata["xaimed"]["sources"]``) that lies on its grid (same
+    scale and translate), so an output of an oblique scan overlays it in patient coordinates.
     """
     data, kwargs, layer_type = layer
+    kwargs = _with_source_affine(viewer, kwargs)
     name = kwargs.get("name")
     if name in viewer.layers:
         existing = viewer.layers[name]
@@ -207,7 +209,29 @@ def add_or_update(viewer: Any, layer: LayerTuple) -> Any:
     return add(data, **kwargs)
 
 
-_GEOMETRY = ("scale", "translate", "units", "axis_labels")
+def _with_source_affine(viewer: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the direction cosines of its source layer as ``affine`` (identity when
+    no source lies on its grid), unless it brings its own."""
+    if "affine" in kwargs or "scale" not in kwargs:
+        return kwargs
+    sources = ((kwargs.get("metadata") or {}).get("xaimed") or {}).get("sources") or []
+    spatial = np.eye(3)
+    for name in sources:
+        source = viewer.layers[name] if isinstance(name, str) and name in viewer.layers else None
+        if source is None or source.ndim < 3:
+            continue
+        if (np.allclose(np.asarray(source.scale)[-3:], np.asarray(kwargs["scale"])[-3:])
+                and np.allclose(np.asarray(source.translate)[-3:],
+                                np.asarray(kwargs["translate"])[-3:])):
+            spatial = np.asarray(source.affine.affine_matrix, dtype=float)[-4:-1, -4:-1]
+            break
+    ndim = len(kwargs["scale"])
+    matrix = np.eye(ndim + 1)
+    matrix[ndim - 3:ndim, ndim - 3:ndim] = spatial
+    return {**kwargs, "affine": matrix}
+
+
+_GEOMETRY = ("scale", "translate", "units", "axis_labels", "affine")
 
 
 def _update(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:

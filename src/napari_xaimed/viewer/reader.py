@@ -12,6 +12,12 @@ with its modality added where two would read the same); a series that cannot be 
 slices) is reported in a warning and the others still open. A DICOM-SEG opens as a Labels
 layer whose ``features`` table (``index``, ``name``) and ``metadata["segments"]`` name its
 segments; an enhanced multi-frame file opens as one volume.
+
+Layers lie in patient coordinates with the file's direction cosines as ``affine``, and napari's
+current viewer shows them in radiological convention with orientation letters
+(:mod:`napari_xaimed.viewer.orientation`). An image opens with the contrast its file asks for
+(DICOM window, NIfTI ``cal_min``/``cal_max``), a CT without one in the soft-tissue window,
+anything else at its 0.5-99.5 percentiles (:mod:`napari_xaimed.io.contrast`).
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from napari_xaimed.io import Volume, is_nifti_path, is_volume_path, read_volume, volume_stem
-from napari_xaimed.io.lazy import LAZY_NIFTI_BYTES, is_zarr_path
-from napari_xaimed.viewer.layers import LayerTuple, image_layer, labels_layer
+from napari_xaimed.io.contrast import default_range
+from napari_xaimed.io.lazy import LAZY_NIFTI_BYTES, is_lazy, is_zarr_path
+from napari_xaimed.viewer.layers import LayerTuple, _sample, image_layer, labels_layer
+from napari_xaimed.viewer.orientation import display_current_viewer, layer_affine
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerTuple]] | None:
@@ -48,11 +56,23 @@ def volume_layer(volume: Volume, name: str, **source: Any) -> LayerTuple:
     ``metadata["nifti"]`` so writing the layer back restores the orientation. Named label
     values (:attr:`Volume.label_names`, the segments of a DICOM-SEG) become the Labels
     layer's ``features`` (``index`` = label value, ``name``; row 0 the background), shown on
-    hover and in feature tables, and ``metadata["segments"]``.
+    hover and in feature tables, and ``metadata["segments"]``. The layer's ``affine`` holds
+    the file's direction cosines (world = patient coordinates); an image's contrast is chosen by
+    :func:`napari_xaimed.io.contrast.default_range`, and the file's own range and modality are
+    kept in ``metadata["display"]`` for the display dock.
     """
+    volume, ornt = axes_like_patient(volume)
     extra: dict[str, Any] = {
         "nifti": {"path": str(volume.path), "affine": volume.affine.tolist(), **source}}
-    kwargs: dict[str, Any] = {}
+    if ornt is not None:
+        extra["nifti"]["orientation"] = ornt.tolist()
+    kwargs: dict[str, Any] = {"affine": layer_affine(volume.affine, volume.data.ndim)}
+    if not volume.is_label:
+        sample = _sample(volume.data) if is_lazy(volume.data) else volume.data
+        limits, origin = default_range(sample, volume.display_range, volume.modality)
+        kwargs["contrast_limits"] = limits
+        extra["display"] = {"file_range": volume.display_range, "modality": volume.modality,
+                            "contrast": origin}
     if volume.is_label and volume.label_names:
         values = sorted(volume.label_names)
         extra["segments"] = {value: volume.label_names[value] for value in values}
@@ -70,9 +90,40 @@ def volume_layer(volume: Volume, name: str, **source: Any) -> LayerTuple:
     )
 
 
+def axes_like_patient(volume: Volume) -> tuple[Volume, np.ndarray | None]:
+    """``volume`` with its voxel axes permuted (a view, no flip, no resampling) so that each
+    lies nearest the world axis of its index, ``(z, y, x)`` ~ ``(S, A, R)``, and the nibabel
+    orientation transform used (None when already so).
+
+    napari draws a 2D slice on the layer's own axes of the displayed indices, so a volume stored
+    sagittally (its first axis along R) would otherwise show no axial plane. The affine follows
+    (columns permuted), so every voxel keeps its world position; the writer puts the file's axis
+    order back (``metadata["nifti"]["orientation"]``).
+    """
+    from dataclasses import replace
+
+    from nibabel.orientations import io_orientation
+
+    if volume.data.ndim < 3:
+        return volume, None
+    targets = io_orientation(np.asarray(volume.affine, dtype=float))[:, 0]
+    if np.any(np.isnan(targets)) or np.array_equal(targets, [0, 1, 2]):
+        return volume, None
+    order = [int(a) for a in np.argsort(targets)]  # new (i, j, k) axis n = old axis order[n]
+    zyx = [2 - order[2 - m] for m in range(3)]  # new (z, y, x) axis m = old axis zyx[m]
+    extra = volume.data.ndim - 3  # leading channel or time axes stay first
+    data = volume.data.transpose(*range(extra), *(extra + a for a in zyx))
+    affine = np.asarray(volume.affine, dtype=float).copy()
+    affine[:, :3] = affine[:, order]
+    spacing = tuple(float(volume.spacing[a]) for a in zyx)
+    ornt = np.column_stack([targets, np.ones(3)])
+    return replace(volume, data=data, spacing=spacing, affine=affine), ornt
+
+
 def read_volumes(path: str | list[str]) -> list[LayerTuple]:
     """Read one or several volume files or DICOM folders into layer data tuples."""
     paths = [path] if isinstance(path, str | Path) else list(path)
+    display_current_viewer()
     layers = []
     for p in paths:
         if is_zarr_path(p):

@@ -1,4 +1,9 @@
-"""npe2 sample-data contributions: the synthetic samples with their truth as layers."""
+"""npe2 sample-data contributions: the synthetic samples with their truth as layers.
+
+Each puts napari's current viewer in radiological display first
+(:func:`napari_xaimed.viewer.orientation.display_current_viewer`); the samples' voxel axes
+``(z, y, x)`` are ``(S, A, R)``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import numpy as np
 from napari_xaimed import samples
 from napari_xaimed._core.provenance import provenance
 from napari_xaimed.viewer.layers import LayerTuple, heatmap_layer, image_layer, labels_layer
+from napari_xaimed.viewer.orientation import display_current_viewer, layer_affine
 
 
 def _prov(kind: str, generator: str, seed: int, **params) -> dict:
@@ -15,6 +21,7 @@ def _prov(kind: str, generator: str, seed: int, **params) -> dict:
 
 def lesion_layers(seed: int = 0) -> list[LayerTuple]:
     """Lesion volume (``"lesion ct"``) and its ground-truth lesion instances."""
+    display_current_viewer()
     s = samples.lesion_volume(seed=seed)
     return [
         image_layer(s.image, "lesion ct", s.spacing,
@@ -26,6 +33,7 @@ def lesion_layers(seed: int = 0) -> list[LayerTuple]:
 
 def longitudinal_layers(seed: int = 0) -> list[LayerTuple]:
     """Prior (moving) and current (fixed) scans, their organ labels and the true displacement."""
+    display_current_viewer()
     s = samples.longitudinal_pair(seed=seed)
     magnitude = np.linalg.norm(s.displacement, axis=-1)
     return [
@@ -45,6 +53,7 @@ def longitudinal_layers(seed: int = 0) -> list[LayerTuple]:
 
 def panoptic_layers(seed: int = 0) -> list[LayerTuple]:
     """Reference and prediction instance labels with parts, with deliberate errors."""
+    display_current_viewer()
     s = samples.panoptic_pair(seed=seed)
     return [
         labels_layer(s.reference, "reference", s.spacing,
@@ -61,13 +70,14 @@ def panoptic_layers(seed: int = 0) -> list[LayerTuple]:
 def mni152_layers(resolution: int = 2) -> list[LayerTuple]:
     """The MNI152 T1 template (nilearn, the ``[real]`` extra) in MNI coordinates, its reference
     tissue classes and nilearn's grey and white matter probabilities."""
+    display_current_viewer()
     s = samples.mni152(resolution)
 
     def prov(kind: str, **params) -> dict:
         return provenance(kind, params={"generator": "mni152", "resolution": s.resolution,
                                         "source": "nilearn", **params})
 
-    geometry = {"translate": s.translate}
+    geometry = {"translate": s.translate, "affine": layer_affine(s.affine)}
     classes = {str(k): v for k, v in samples.TISSUE_NAMES.items()}
     return [
         image_layer(s.image, "MNI152 T1", s.spacing, **geometry, provenance=prov("sample")),

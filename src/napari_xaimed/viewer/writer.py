@@ -1,7 +1,10 @@
 """npe2 writer contributions: Image and Labels layers to NIfTI, NRRD or MetaImage.
 
 The file name's suffix picks the format (``.nii.gz`` when it has none of ours); a JSON
-provenance sidecar goes beside the file.
+provenance sidecar goes beside the file. The orientation comes from the file the layer was read
+from, else from the layer's ``affine`` (the direction cosines an output took from its source,
+see :mod:`napari_xaimed.viewer.orientation`); a file whose axes the reader permuted is written
+back in its own axis order.
 """
 
 from __future__ import annotations
@@ -31,7 +34,33 @@ def _affine_for(meta: dict[str, Any], ndim: int) -> tuple[tuple[float, ...], np.
             if np.allclose(grid_translate(affine), translate, rtol=1e-6, atol=1e-5):
                 return scale, affine  # unchanged: exactly the file's matrix
             return scale, affine_from_grid(scale, translate, template=affine)
-    return scale, affine_from_grid(scale, translate)
+    return scale, affine_from_grid(scale, translate, template=_layer_directions(meta))
+
+
+def _layer_directions(meta: dict[str, Any]) -> np.ndarray | None:
+    """A NIfTI-convention template of the layer's own ``affine`` (voxel ``(z, y, x)`` to world
+    ``(S, A, R)``), None when it has none."""
+    matrix = meta.get("affine")
+    matrix = getattr(matrix, "affine_matrix", matrix)
+    if matrix is None:
+        return None
+    spatial = np.asarray(matrix, dtype=float)[-4:-1, -4:-1]
+    template = np.eye(4)
+    template[:3, :3] = spatial[::-1, ::-1]  # back to (i, j, k) -> RAS
+    return template
+
+
+def _file_axes(data: Any, spacing: tuple[float, ...], affine: np.ndarray, ornt: Any
+               ) -> tuple[Any, tuple[float, ...], np.ndarray]:
+    """Undo the reader's axis permutation (``metadata["nifti"]["orientation"]``): the voxels,
+    spacing and affine in the order of the file the layer came from."""
+    targets = [int(t) for t in np.asarray(ornt)[:, 0]]  # old (i, j, k) axis a -> new targets[a]
+    zyx = [2 - targets[2 - m] for m in range(3)]  # old (z, y, x) axis m <- new axis zyx[m]
+    extra = data.ndim - 3
+    affine = affine.copy()
+    affine[:, :3] = affine[:, targets]
+    return (data.transpose(*range(extra), *(extra + a for a in zyx)),
+            tuple(spacing[a] for a in zyx), affine)
 
 
 def _write(path: str, data: Any, meta: dict[str, Any], is_label: bool) -> list[str]:
@@ -43,6 +72,9 @@ def _write(path: str, data: Any, meta: dict[str, Any], is_label: bool) -> list[s
     if not str(path).lower().endswith(VOLUME_SUFFIXES):
         path = f"{path}.nii.gz"
     spacing, affine = _affine_for(meta, data.ndim)
+    ornt = (meta.get("metadata") or {}).get("nifti", {}).get("orientation")
+    if ornt is not None:
+        data, spacing, affine = _file_axes(data, spacing, affine, ornt)
     provenance = (meta.get("metadata") or {}).get("xaimed")
     written = write_volume(
         Path(path), data, spacing, affine, is_label=is_label, metadata=provenance
