@@ -144,7 +144,7 @@ def test_widget_segmentation_of_an_unsaved_layer(qtbot, make_napari_viewer, tmp_
     widget.method.value = "otsu"
     widget.smoothing.value = 0.5
     run_widget(qtbot, widget.job)
-    layer = next(layer for layer in viewer.layers if layer.name.startswith("Segmentation"))
+    layer = next(layer for layer in viewer.layers if layer.name.startswith("Otsu segmentation"))
     text = check_layer(layer, viewer, tmp_path)
     assert (tmp_path / "scan.nii.gz").is_file()
     assert str((tmp_path / "scan.nii.gz").resolve()) in text
@@ -248,7 +248,7 @@ def test_the_file_menu_command_writes_the_selected_layers_script(qtbot, make_nap
     widget.image.value = source
     widget.method.value = "otsu"
     run_widget(qtbot, widget.job)
-    layer = next(layer for layer in viewer.layers if layer.name.startswith("Segmentation"))
+    layer = next(layer for layer in viewer.layers if layer.name.startswith("Otsu segmentation"))
     viewer.layers.selection.active = layer
     app = get_app_model()
     items = app.menus.get_menu("napari/file/io_utilities")
