@@ -176,8 +176,8 @@ class JobPanel(QWidget):
     ) -> None:
         """Run ``steps`` in a worker thread; call ``on_result(result, seconds)`` when it ends well.
 
-        ``scratch``, a folder from :func:`~napari_xaimed.viewer.widgets._scratch.scratch_folder` that
-        the job fills, is deleted when the job fails or is cancelled (``on_result`` ties it to
+        ``scratch``, a folder from :func:`~napari_xaimed.viewer.widgets._scratch.scratch_folder`
+        that the job fills, is deleted when the job fails or is cancelled (``on_result`` ties it to
         the layers it shows). ``retry_trusted``: when the job fails because a model file names
         code (:class:`~napari_xaimed._core.errors.UntrustedModelError`), the user is shown that code
         (:func:`~napari_xaimed.viewer.widgets._trust.ask_trust`) and Yes calls it with the refusal
@@ -210,6 +210,7 @@ class JobPanel(QWidget):
                 self._fail(exc)
                 return
             self._outcome = "done"
+            self._full()
             self.status.setText(f"{description}: done in {time.perf_counter() - started:.1f} s")
 
         worker.yielded.connect(self._on_progress)
@@ -246,6 +247,13 @@ class JobPanel(QWidget):
             pbar.update(step.done - pbar.n)
             if step.message:
                 pbar.set_description(step.message)
+
+    def _full(self) -> None:
+        """The bar at 100 %: a job's last step reports the work before it (``done`` < ``total``),
+        and a job with no steps left the bar busy, so a finished job looked unfinished."""
+        total = max(self.bar.maximum(), 1)
+        self.bar.setRange(0, total)
+        self.bar.setValue(total)
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, UntrustedModelError) and self._retry_trusted is not None:

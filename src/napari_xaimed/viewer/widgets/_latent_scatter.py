@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from napari_xaimed.viewer.widgets._results import MIN_VIEW_HEIGHT
+
 
 class LatentScatter(QWidget):
     """A scatter of the cases' projection; clicking a point calls ``on_point(index)``."""
@@ -19,6 +21,7 @@ class LatentScatter(QWidget):
 
         self.figure = Figure(figsize=(4, 3.2), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(MIN_VIEW_HEIGHT)
         self.axes = self.figure.add_subplot()
         self.points: Any = None
         self.on_point: Any = None
