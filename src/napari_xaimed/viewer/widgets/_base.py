@@ -21,6 +21,8 @@ from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxL
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.io import grid
+from napari_xaimed.viewer.widgets._mismatch import GridMismatch
+from napari_xaimed.viewer.widgets._resample import ResampleOffer
 
 
 def layer_picker(viewer: Any, layer_type: type | tuple[type, ...], label: str,
@@ -53,12 +55,23 @@ def check_same_grid(first: Any, second: Any) -> None:
     wrong. The package's one grid check (:func:`napari_xaimed.io.grid.check_same_grid`), with its
     tolerances relative to the voxel size; layers of different shapes are left to the core
     functions, which name that problem.
+
+    Raises
+    ------
+    GridMismatch
+        For two napari layers: the error names them, and the docks that have both picked offer
+        to resample ``second`` onto ``first``'s grid (``_resample``).
     """
     if first is None or second is None:
         return
     if grid.grid_of(first).shape != grid.grid_of(second).shape:
         return
-    grid.check_same_grid(first, second)
+    message = grid.grid_difference(first, second)
+    if message is None:
+        return
+    if all(hasattr(layer, "_type_string") for layer in (first, second)):
+        raise GridMismatch(message, layer=second, reference=first)
+    raise XaimedError(message)
 
 
 class XaimedWidget(QWidget):
@@ -79,6 +92,8 @@ class XaimedWidget(QWidget):
         self._layout = QVBoxLayout(self.content)
         self._layout.addWidget(self.form.native)
         self._layout.addWidget(self.info.native)
+        self.resample_offer = ResampleOffer(self)  # shown when a grid check refuses a pair
+        self._layout.addWidget(self.resample_offer)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)

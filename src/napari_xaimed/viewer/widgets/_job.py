@@ -21,6 +21,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 from napari_xaimed._core.errors import UntrustedModelError, XaimedError
 from napari_xaimed._core.progress import Progress
+from napari_xaimed.viewer.widgets._mismatch import GridMismatch, offers
 from napari_xaimed.viewer.widgets._scratch import release
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ def report_error(exc: BaseException) -> str:
     """Show an exception as a napari notification and return the text shown.
 
     A :class:`XaimedError` already says what to fix; anything else is a bug or an environment
-    problem, so its type is shown and the traceback goes to the log.
+    problem, so its type is shown and the traceback goes to the log. A
+    :class:`~napari_xaimed.viewer.widgets._mismatch.GridMismatch` is also offered to the docks,
+    which show a button that resamples the layer onto the reference grid.
     """
     from napari.utils.notifications import show_error
 
@@ -118,6 +121,8 @@ def report_error(exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
         log.error("napari-xaimed job failed", exc_info=(type(exc), exc, exc.__traceback__))
     show_error(text)
+    if isinstance(exc, GridMismatch):
+        offers().offered.emit(exc)
     return text
 
 
