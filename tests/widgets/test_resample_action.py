@@ -101,3 +101,39 @@ def test_an_image_is_resampled_linearly(make_napari_viewer, qtbot, monkeypatch):
     assert keep.sum() > 500
     np.testing.assert_allclose(new.data[keep], want[keep], atol=1e-5)
     assert Grid(new.data.shape, tuple(new.scale), tuple(new.translate)).shape == SHAPE
+
+
+def test_a_prediction_of_another_shape_is_offered_and_then_evaluated(make_napari_viewer, qtbot,
+                                                                     monkeypatch):
+    """The common case: a prediction made at another voxel size (another shape). Resampled
+    onto the reference grid, it evaluates; the reference sits in a 2 mm box, so nearest
+    neighbour gives it back exactly (checked against SimpleITK too)."""
+    from napari_xaimed.viewer.widgets.evaluation import EvaluationWidget
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    viewer = make_napari_viewer()
+    reference = np.zeros((12, 12, 12), np.uint8)
+    reference[2:6, 2:6, 4:10] = 1
+    prediction = reference[::2, ::2, ::2].copy()  # the same boxes at 2 mm
+    ref = viewer.add_labels(reference, name="reference")
+    pred = viewer.add_labels(prediction, name="prediction", scale=(2.0, 2.0, 2.0),
+                             translate=(0.5, 0.5, 0.5))
+    widget = EvaluationWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.reference.value, widget.prediction.value = ref, pred
+    widget.job.run_button.click()
+    assert "differ in shape" in shown[-1] and not widget.job.running
+    offer = widget.resample_offer
+    assert not offer.isHidden()
+    with qtbot.waitSignal(offer.job.finished, timeout=60000):
+        offer.job.run_button.click()
+    new = viewer.layers["Resampled onto reference [prediction]"]
+    assert widget.prediction.value is new and new.data.shape == reference.shape
+    want = sitk_resample(pred, ref, sitk.sitkNearestNeighbor)
+    keep = inside(pred, ref)
+    np.testing.assert_array_equal(new.data[keep], want[keep])
+    np.testing.assert_array_equal(new.data[1:11, 1:11, 1:11], reference[1:11, 1:11, 1:11])
+    with qtbot.waitSignal(widget.job.finished, timeout=120000) as ended:
+        widget.job.run_button.click()
+    assert ended.args[0] == "done"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import ComboBox, Container, Label
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
@@ -53,23 +54,28 @@ def check_same_grid(first: Any, second: Any) -> None:
     Arrays of one shape would be compared voxel by voxel, but with another ``scale``,
     ``translate`` or file orientation the voxels do not overlay, so the result would be silently
     wrong. The package's one grid check (:func:`napari_xaimed.io.grid.check_same_grid`), with its
-    tolerances relative to the voxel size; layers of different shapes are left to the core
-    functions, which name that problem.
+    tolerances relative to the voxel size. Two 3D napari layers of different shapes are refused
+    too (every dock pairs them voxel by voxel); other pairs of different shapes (a 4D layer, a
+    :class:`~napari_xaimed.io.grid.Grid`) are left to the core functions, which name that
+    problem.
 
     Raises
     ------
     GridMismatch
-        For two napari layers: the error names them, and the docks that have both picked offer
-        to resample ``second`` onto ``first``'s grid (``_resample``).
+        For two 3D napari layers: the error names them, and the docks that have both picked
+        offer to resample ``second`` onto ``first``'s grid (``_resample``).
+    XaimedError
+        For other pairs of the same shape on different grids.
     """
     if first is None or second is None:
         return
-    if grid.grid_of(first).shape != grid.grid_of(second).shape:
+    layers = all(hasattr(x, "_type_string") and np.ndim(x.data) == 3 for x in (first, second))
+    if not layers and grid.grid_of(first).shape != grid.grid_of(second).shape:
         return
     message = grid.grid_difference(first, second)
     if message is None:
         return
-    if all(hasattr(layer, "_type_string") for layer in (first, second)):
+    if layers:
         raise GridMismatch(message, layer=second, reference=first)
     raise XaimedError(message)
 
