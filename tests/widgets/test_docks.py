@@ -91,7 +91,14 @@ def test_a_long_info_line_wraps_instead_of_widening_the_dock(docked, qtbot):
     widget.info.value = "a long info line " * 40  # 680 characters, no line break
     settle(qtbot)
     assert dock.width() == width <= MAX_DOCK_WIDTH
-    assert widget.info.native.height() > 2 * widget.info.native.fontMetrics().height()
+    # and the content still fits the dock's width (no sideways scrolling)
+    assert widget.scroll.horizontalScrollBar().maximum() == 0
+    widget.job.status.setText("a long status line " * 40)
+    settle(qtbot)
+    assert dock.width() == width and widget.scroll.horizontalScrollBar().maximum() == 0
+    label = widget.info.native
+    assert label.height() > 2 * label.fontMetrics().height()
+    assert label.height() >= label.heightForWidth(label.width())  # every wrapped line shows
     assert fits(window)
 
 

@@ -24,6 +24,7 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.io import grid
 from napari_xaimed.viewer.widgets._mismatch import GridMismatch
 from napari_xaimed.viewer.widgets._resample import ResampleOffer
+from napari_xaimed.viewer.widgets._results import wrapping
 
 
 def layer_picker(viewer: Any, layer_type: type | tuple[type, ...], label: str,
@@ -93,7 +94,7 @@ class XaimedWidget(QWidget):
         self.viewer = napari_viewer
         self.form = Container(labels=True)
         self.info = Label(value="")
-        self.info.native.setWordWrap(True)
+        wrapping(self.info.native)
         self.content = QWidget()
         self._layout = QVBoxLayout(self.content)
         self._layout.addWidget(self.form.native)

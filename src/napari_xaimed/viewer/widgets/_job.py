@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 from napari_xaimed._core.errors import UntrustedModelError, XaimedError
 from napari_xaimed._core.progress import Progress
 from napari_xaimed.viewer.widgets._mismatch import GridMismatch, offers
+from napari_xaimed.viewer.widgets._results import wrapping
 from napari_xaimed.viewer.widgets._scratch import release
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,7 @@ class JobPanel(QWidget):
         self.bar = QProgressBar()
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = wrapping(QLabel(""))
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)

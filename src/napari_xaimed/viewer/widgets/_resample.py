@@ -27,6 +27,7 @@ from napari_xaimed.viewer.layers import (
 )
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._mismatch import GridMismatch, offers
+from napari_xaimed.viewer.widgets._results import wrapping
 
 
 def interpolation_for(layer: Any) -> str:
@@ -63,8 +64,7 @@ class ResampleOffer(QWidget):
     def __init__(self, dock: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.dock = dock
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
+        self.note = wrapping(QLabel(""))
         self.job = JobPanel("Resample")
         self.job.run_button.clicked.connect(self.run)
         layout = QVBoxLayout(self)

@@ -16,7 +16,9 @@ from qtpy.QtWidgets import (
     QApplication,
     QFileDialog,
     QHBoxLayout,
+    QLabel,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -25,6 +27,17 @@ from qtpy.QtWidgets import (
 
 #: Smallest height (px) of a result table's rows area and of a plot's canvas.
 MIN_VIEW_HEIGHT = 180
+
+
+def wrapping(label: QLabel) -> QLabel:
+    """``label`` wrapped at the dock's width: word wrap on, and no say in the dock's width (a
+    wrapped QLabel still asks for a width that fits much of its text on one line, and a long
+    status line made the dock's content wider than the dock), but never shorter than its
+    wrapped lines (with the default vertical policy the layout cut them off)."""
+    label.setWordWrap(True)
+    label.setMinimumWidth(0)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    return label
 
 
 def _text(value: Any) -> str:

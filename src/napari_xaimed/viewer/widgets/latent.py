@@ -22,7 +22,7 @@ from napari_xaimed.viewer.widgets._base import XaimedWidget, layer_picker
 from napari_xaimed.viewer.widgets._concepts import ConceptTool
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._latent_scatter import LatentScatter
-from napari_xaimed.viewer.widgets._results import ResultTable
+from napari_xaimed.viewer.widgets._results import ResultTable, wrapping
 from napari_xaimed.viewer.widgets._trust import TrustedModels
 from napari_xaimed.viewer.widgets.cohort import (
     _records,
@@ -75,8 +75,7 @@ class CasesWidget(XaimedWidget):
                           self.measures, self.concepts_button])
         self.job = JobPanel("Embed cohort")
         self.job.run_button.clicked.connect(self.run)
-        self.note = QLabel("Embed a case list, or open the results of an earlier run.")
-        self.note.setWordWrap(True)
+        self.note = wrapping(QLabel("Embed a case list, or open the results of an earlier run."))
         self.scatter = LatentScatter()
         self.scatter.on_point = self.open_case
         self.similar = ResultTable("similar cases")
