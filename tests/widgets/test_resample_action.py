@@ -73,6 +73,9 @@ def test_a_grid_mismatch_offers_to_resample_the_mask_onto_the_heatmap(make_napar
     with qtbot.waitSignal(widget.job.finished, timeout=60000) as ended:
         widget.job.run_button.click()
     assert ended.args[0] == "done" and widget.table.rows
+    assert not offer.isHidden() and "run again" in offer.note.text()
+    widget.mask.value = None  # another input: the offer is stale
+    assert offer.isHidden()
 
 
 def test_an_image_is_resampled_linearly(make_napari_viewer, qtbot, monkeypatch):

@@ -72,8 +72,10 @@ class ResampleOffer(QWidget):
         layout.addWidget(self.note)
         layout.addWidget(self.job)
         self.mismatch: GridMismatch | None = None
+        self._replacing = False
         self.setVisible(False)
         offers().offered.connect(self.offer)
+        dock.form.changed.connect(self._follow)
 
     def _picked(self) -> list[Any]:
         """The dock's layer pickers the form shows (a check hides the fields it does not
@@ -81,11 +83,21 @@ class ResampleOffer(QWidget):
         return [w for w in self.dock.form if hasattr(w, "choices") and not w.native.isHidden()
                 and getattr(w, "value", None) is not None]
 
+    def _has_pair(self, mismatch: GridMismatch) -> bool:
+        values = [w.value for w in self._picked()]
+        return (any(v is mismatch.layer for v in values)
+                and any(v is mismatch.reference for v in values))
+
+    def _follow(self, *_: Any) -> None:
+        """A stale offer goes when the form's inputs change (and no longer hold the pair)."""
+        if self._replacing or self.isHidden():
+            return
+        if self.mismatch is None or not self._has_pair(self.mismatch):
+            self.setVisible(False)
+
     def offer(self, mismatch: GridMismatch) -> None:
         """Show the action when this dock has both layers of ``mismatch`` picked."""
-        values = [w.value for w in self._picked()]
-        if not (any(v is mismatch.layer for v in values)
-                and any(v is mismatch.reference for v in values)):
+        if not self._has_pair(mismatch):
             return
         self.mismatch = mismatch
         layer, reference = mismatch.layer, mismatch.reference
@@ -121,9 +133,13 @@ class ResampleOffer(QWidget):
             resampled, records = result
             new = add_or_update(viewer, resampled_layer(layer, reference, resampled,
                                                         seconds, records))
-            for widget in self._picked():
-                if widget.value is layer:
-                    widget.value = new
+            self._replacing = True
+            try:
+                for widget in self._picked():
+                    if widget.value is layer:
+                        widget.value = new
+            finally:
+                self._replacing = False
             self.note.setText(f"{new.name!r} is picked instead of {layer.name!r}: run again.")
             self.mismatch = None
 
