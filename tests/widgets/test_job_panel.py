@@ -69,7 +69,8 @@ def test_two_panels_unfreeze_only_when_both_ended_and_after_cancel(qtbot):
 def test_fast_steps_reach_the_gui_thinned_out_and_the_last_one_always(qtbot):
     """A job stepping every few microseconds sends the GUI thread a step at most every
     PROGRESS_INTERVAL_S (each is a queued signal: a flood of them made the viewer lag and held
-    up other jobs' signals), and its last step always, so the bar ends where the job did."""
+    up other jobs' signals), and its last step always, so the bar's total is the job's; once
+    done it reads 100 % (issue 29 item 7)."""
     panel = JobPanel()
     qtbot.addWidget(panel)
     shown = []
@@ -81,4 +82,21 @@ def test_fast_steps_reach_the_gui_thinned_out_and_the_last_one_always(qtbot):
     assert ended.args[0] == "done"
     assert shown[-1] == Progress(steps - 1, steps, "working")
     assert len(shown) < steps / 100
-    assert panel.bar.value() == steps - 1 and panel.bar.maximum() == steps
+    assert panel.bar.value() == steps and panel.bar.maximum() == steps
+
+
+def test_the_bar_is_full_when_a_job_is_done_and_empty_when_it_failed(qtbot):
+    """The last step a job reports is the work before it (2 of 3), and a job that reports
+    no step leaves the bar busy: done must still read 100 %."""
+    for steps, fail in ((3, False), (0, False), (3, True)):
+        panel = JobPanel()
+        qtbot.addWidget(panel)
+        with qtbot.waitSignal(panel.finished, timeout=10000) as blocker:
+            panel.start(_job([], fail, steps), lambda result, seconds: None, "job")
+        bar = panel.bar
+        if fail:
+            assert blocker.args[0] == "failed" and bar.value() == 0
+        else:
+            assert blocker.args[0] == "done"
+            assert bar.maximum() == max(steps, 1) and bar.value() == bar.maximum()
+            assert bar.text() == "100%"

@@ -21,6 +21,8 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 from napari_xaimed._core.errors import UntrustedModelError, XaimedError
 from napari_xaimed._core.progress import Progress
+from napari_xaimed.viewer.widgets._mismatch import GridMismatch, offers
+from napari_xaimed.viewer.widgets._results import wrapping
 from napari_xaimed.viewer.widgets._scratch import release
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,9 @@ def report_error(exc: BaseException) -> str:
     """Show an exception as a napari notification and return the text shown.
 
     A :class:`XaimedError` already says what to fix; anything else is a bug or an environment
-    problem, so its type is shown and the traceback goes to the log.
+    problem, so its type is shown and the traceback goes to the log. A
+    :class:`~napari_xaimed.viewer.widgets._mismatch.GridMismatch` is also offered to the docks,
+    which show a button that resamples the layer onto the reference grid.
     """
     from napari.utils.notifications import show_error
 
@@ -118,6 +122,8 @@ def report_error(exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
         log.error("napari-xaimed job failed", exc_info=(type(exc), exc, exc.__traceback__))
     show_error(text)
+    if isinstance(exc, GridMismatch):
+        offers().offered.emit(exc)
     return text
 
 
@@ -150,8 +156,7 @@ class JobPanel(QWidget):
         self.bar = QProgressBar()
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = wrapping(QLabel(""))
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -185,8 +190,8 @@ class JobPanel(QWidget):
     ) -> None:
         """Run ``steps`` in a worker thread; call ``on_result(result, seconds)`` when it ends well.
 
-        ``scratch``, a folder from :func:`~napari_xaimed.viewer.widgets._scratch.scratch_folder` that
-        the job fills, is deleted when the job fails or is cancelled (``on_result`` ties it to
+        ``scratch``, a folder from :func:`~napari_xaimed.viewer.widgets._scratch.scratch_folder`
+        that the job fills, is deleted when the job fails or is cancelled (``on_result`` ties it to
         the layers it shows). ``retry_trusted``: when the job fails because a model file names
         code (:class:`~napari_xaimed._core.errors.UntrustedModelError`), the user is shown that code
         (:func:`~napari_xaimed.viewer.widgets._trust.ask_trust`) and Yes calls it with the refusal
@@ -219,6 +224,7 @@ class JobPanel(QWidget):
                 self._fail(exc)
                 return
             self._outcome = "done"
+            self._full()
             self.status.setText(f"{description}: done in {time.perf_counter() - started:.1f} s")
 
         worker.yielded.connect(self._on_progress)
@@ -256,6 +262,13 @@ class JobPanel(QWidget):
             pbar.update(step.done - pbar.n)
             if step.message:
                 pbar.set_description(step.message)
+
+    def _full(self) -> None:
+        """The bar at 100 %: a job's last step reports the work before it (``done`` < ``total``),
+        and a job with no steps left the bar busy, so a finished job looked unfinished."""
+        total = max(self.bar.maximum(), 1)
+        self.bar.setRange(0, total)
+        self.bar.setValue(total)
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, UntrustedModelError) and self._retry_trusted is not None:

@@ -1,4 +1,9 @@
-"""Result views shared by widgets: a table with copy and CSV export, and a curve plot."""
+"""Result views shared by widgets: a table with copy and CSV export, and a curve plot.
+
+Both keep a usable minimum height (:data:`MIN_VIEW_HEIGHT`) whatever the dock's height: the
+dock scrolls instead (see ``_base``); squeezed by other docks they had shrunk to 1.5 table rows
+and a 25 px plot.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,28 @@ from qtpy.QtWidgets import (
     QApplication,
     QFileDialog,
     QHBoxLayout,
+    QLabel,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
+
+#: Smallest height (px) of a result table's rows area and of a plot's canvas.
+MIN_VIEW_HEIGHT = 180
+
+
+def wrapping(label: QLabel) -> QLabel:
+    """``label`` wrapped at the dock's width: word wrap on, and no say in the dock's width (a
+    wrapped QLabel still asks for a width that fits much of its text on one line, and a long
+    status line made the dock's content wider than the dock), but never shorter than its
+    wrapped lines (with the default vertical policy the layout cut them off)."""
+    label.setWordWrap(True)
+    label.setMinimumWidth(0)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    return label
 
 
 def _text(value: Any) -> str:
@@ -38,6 +59,7 @@ class ResultTable(QWidget):
         self.table = QTableWidget()
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setMinimumHeight(MIN_VIEW_HEIGHT)
         copy, export = QPushButton("Copy"), QPushButton("Save CSV…")
         copy.clicked.connect(self.copy)
         export.clicked.connect(self._ask_csv)
@@ -49,7 +71,8 @@ class ResultTable(QWidget):
         layout.addWidget(self.table)
         layout.addLayout(buttons)
 
-    def set_rows(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    def set_rows(self, rows: Sequence[dict[str, Any]],
+                 columns: Sequence[str] | None = None) -> None:
         self.rows = list(rows)
         self.columns = list(columns or (self.rows[0].keys() if self.rows else []))
         self.table.clear()
@@ -101,6 +124,7 @@ class CurvePlot(QWidget):
 
         self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(MIN_VIEW_HEIGHT)
         self.axes = self.figure.add_subplot()
         self.xlabel, self.ylabel = xlabel, ylabel
         layout = QVBoxLayout(self)

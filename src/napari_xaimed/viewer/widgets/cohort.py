@@ -15,7 +15,7 @@ from napari_xaimed._core.progress import Progress
 from napari_xaimed._core.provenance import provenance
 from napari_xaimed.viewer.layers import add_or_update, labels_layer
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
-from napari_xaimed.viewer.widgets._results import CurvePlot, ResultTable
+from napari_xaimed.viewer.widgets._results import CurvePlot, ResultTable, wrapping
 
 CASE_COLUMNS = ["case_id", "status", "class", "pq", "sq", "rq", "tp", "fp", "fn",
                 "part_aware_pq", "mean_dice", "mean_hd95", "seconds", "error"]
@@ -94,8 +94,7 @@ class CohortPanel(QWidget):
                                                     self.workers, self.open_button])
         self.job = JobPanel("Run cohort")
         self.job.run_button.clicked.connect(self.run)
-        self.note = QLabel("Uses the matching settings above. Select a case to open it.")
-        self.note.setWordWrap(True)
+        self.note = wrapping(QLabel("Uses the matching settings above. Select a case to open it."))
         self.summary = ResultTable("cohort summary")
         self.cases = ResultTable("cohort cases")
         self.cases.on_select(self.open_case)

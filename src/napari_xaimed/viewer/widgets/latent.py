@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, LineEdit, PushButton, SpinBox
-from qtpy.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QTabWidget
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress
@@ -19,8 +19,10 @@ from napari_xaimed._core.provenance import provenance
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.viewer.layers import add_or_update, image_layer
 from napari_xaimed.viewer.widgets._base import XaimedWidget, layer_picker
+from napari_xaimed.viewer.widgets._concepts import ConceptTool
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
-from napari_xaimed.viewer.widgets._results import ResultTable
+from napari_xaimed.viewer.widgets._latent_scatter import LatentScatter
+from napari_xaimed.viewer.widgets._results import ResultTable, wrapping
 from napari_xaimed.viewer.widgets._trust import TrustedModels
 from napari_xaimed.viewer.widgets.cohort import (
     _records,
@@ -31,59 +33,6 @@ from napari_xaimed.viewer.widgets.cohort import (
 
 CASE_LAYER = "Case image"
 NO_COLOUR = "predicted class"
-
-
-class LatentScatter(QWidget):
-    """A scatter of the cases' projection; clicking a point calls ``on_point(index)``."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 3.2), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.axes = self.figure.add_subplot()
-        self.points: Any = None
-        self.on_point: Any = None
-        self.canvas.mpl_connect("pick_event", self._picked)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-
-    def plot(self, xy: np.ndarray, values: Any, label: str, axes: tuple[str, str],
-             highlight: list[int] | None = None) -> None:
-        """Draw the points coloured by ``values`` (numbers: a colour scale; text: categories)
-        and ring ``highlight``."""
-        self.figure.clear()  # and the previous colour bar with it
-        self.axes = self.figure.add_subplot()
-        values = np.asarray(values)
-        numeric = np.issubdtype(values.dtype, np.number)
-        if numeric:
-            colours = values.astype(float)
-        else:
-            names = sorted(set(values.astype(str)))
-            colours = np.array([names.index(v) for v in values.astype(str)], float)
-        self.points = self.axes.scatter(xy[:, 0], xy[:, 1], c=colours, cmap="viridis" if numeric
-                                        else "tab10", s=28, picker=True, pickradius=6)
-        if numeric:
-            self.figure.colorbar(self.points, ax=self.axes, label=label)
-        else:
-            for i, name in enumerate(names):
-                self.axes.scatter([], [], color=self.points.cmap(self.points.norm(i)),
-                                  label=name, s=20)
-            self.axes.legend(title=label, fontsize=7, title_fontsize=7)
-        if highlight:
-            self.axes.scatter(xy[highlight, 0], xy[highlight, 1], s=120, facecolors="none",
-                              edgecolors="red", linewidths=1.5)
-        self.axes.set_xlabel(axes[0])
-        self.axes.set_ylabel(axes[1])
-        self.axes.set_title("click a case to open it", fontsize=8)
-        self.canvas.draw_idle()
-
-    def _picked(self, event: Any) -> None:
-        if event.artist is self.points and len(event.ind) and self.on_point is not None:
-            self.on_point(int(event.ind[0]))
 
 
 class CasesWidget(XaimedWidget):
@@ -115,14 +64,10 @@ class CasesWidget(XaimedWidget):
         self.open_button.changed.connect(self.open_results)
         self.similar_button = PushButton(text="Find similar cases")
         self.similar_button.changed.connect(self.find_similar)
-        self.concept_column = LineEdit(label="concept column", value="",
-                                       tooltip="A case-list column naming each case's concept; "
-                                       "cases with an empty cell are the random pool (TCAV)")
-        self.measures = LineEdit(label="measures", value="volume_mm3,sphericity,mean",
-                                 tooltip="Radiomics features of each case's mask and/or numeric "
-                                 "metadata columns, comma-separated (regression concept "
-                                 "vectors)")
-        self.concepts_button = PushButton(text="Explain by concepts")
+        self.concept_tool = ConceptTool()
+        self.concept_column = self.concept_tool.concept_column
+        self.measures = self.concept_tool.measures
+        self.concepts_button = self.concept_tool.button
         self.concepts_button.changed.connect(self.explain_concepts)
         self.form.extend([self.csv, self.out, self.model, self.layer, self.confounders,
                           self.projection, self.workers, self.open_button, self.colour,
@@ -130,8 +75,7 @@ class CasesWidget(XaimedWidget):
                           self.measures, self.concepts_button])
         self.job = JobPanel("Embed cohort")
         self.job.run_button.clicked.connect(self.run)
-        self.note = QLabel("Embed a case list, or open the results of an earlier run.")
-        self.note.setWordWrap(True)
+        self.note = wrapping(QLabel("Embed a case list, or open the results of an earlier run."))
         self.scatter = LatentScatter()
         self.scatter.on_point = self.open_case
         self.similar = ResultTable("similar cases")
@@ -314,45 +258,9 @@ class CasesWidget(XaimedWidget):
         self.job.start(steps(), done, f"Cases similar to {layer.name}",
                        retry_trusted=self.trusted.retry(self.find_similar))
 
-
     def explain_concepts(self, *_: Any) -> None:
         """TCAV of the concept column and RCVs of the measures over the case list."""
-        from napari_xaimed.attribution import concepts_from_cases
-
-        column = self.concept_column.value.strip() or None
-        measures = [m.strip() for m in self.measures.value.split(",") if m.strip()]
-        try:
-            csv = Path(str(self.csv.value))
-            if not str(self.csv.value).strip() or not csv.is_file():
-                raise XaimedError("Pick the case list (a CSV with case_id,image, a mask "
-                                  "column for radiomics measures, and metadata columns).")
-            if not column and not measures:
-                raise XaimedError("Name a concept column (TCAV) or measures (regression "
-                                  "concept vectors), or both.")
-        except XaimedError as exc:
-            report_error(exc)
-            return
-        source, layer = self.model.value.strip() or "bundled", self.layer.value.strip()
-        trust = self.trusted.trusts(source)
-
-        def steps():
-            from napari_xaimed.attribution import load_model
-
-            yield Progress(0, 2, "loading the model")
-            model = load_model(source, trust=trust)
-            yield Progress(1, 2, "reading the cases and fitting the concept vectors")
-            return concepts_from_cases(model, csv, concept_column=column,
-                                       measures=measures or None, layer=layer or None,
-                                       device="auto")
-
-        def done(result: Any, seconds: float) -> None:
-            self.concepts.set_rows(_records(result.to_dataframe()))
-            self.views.setCurrentWidget(self.concepts)
-            self.note.setText(f"Concepts of {csv.name} ({len(result.features)} cases, "
-                              f"{seconds:.1f} s).")
-
-        self.job.start(steps(), done, f"Concepts of {csv.name}",
-                       retry_trusted=self.trusted.retry(self.explain_concepts))
+        self.concept_tool.start(self)
 
 
 def _image_type() -> type:
