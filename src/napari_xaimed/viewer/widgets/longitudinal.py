@@ -37,7 +37,7 @@ from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._results import ResultTable
 from napari_xaimed.viewer.widgets._trust import TrustedModels
 from napari_xaimed.viewer.widgets.attribution import PREDICTED, title
-from napari_xaimed.viewer.widgets.registration import parse_iterations
+from napari_xaimed.viewer.widgets.registration_form import parse_iterations
 
 IDENTITY = "identity (already aligned)"
 #: Voxels of each downsampled copy explained for a lazy layer (the model sees the whole copy).
