@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_xaimed.viewer.heatmaps import DIVERGING, SEQUENTIAL
 from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
 
@@ -26,8 +27,8 @@ def test_each_method_becomes_a_heatmap_over_the_image(qtbot, viewer_with_lesion)
         assert layer.data.shape == source.shape
         np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
     low, high = ig.contrast_limits
-    assert ig.colormap.name == "bwr" and low == pytest.approx(-high)  # signed: symmetric
-    assert cam.colormap.name == "inferno" and cam.contrast_limits[0] == 0  # unsigned
+    assert ig.colormap.name == DIVERGING and low == pytest.approx(-high)  # signed: symmetric
+    assert cam.colormap.name == SEQUENTIAL and cam.contrast_limits[0] == 0  # unsigned
     prov = ig.metadata["xaimed"]
     assert prov["kind"] == "attribution" and prov["params"]["method"] == "integrated_gradients"
     assert prov["params"]["steps"] == 8 and len(prov["model"]["sha256"]) == 64
@@ -68,7 +69,7 @@ def test_the_cam_family_is_in_the_method_list_and_each_becomes_a_heatmap(qtbot,
     assert run_and_wait(qtbot, widget) == "done"
     for method, name in CAM_TITLES.items():
         layer = viewer.layers[f"{name} [lesion ct]"]
-        assert layer.colormap.name == "inferno" and layer.data.shape == (
+        assert layer.colormap.name == SEQUENTIAL and layer.data.shape == (
             viewer.layers["lesion ct"].data.shape)
         params = layer.metadata["xaimed"]["params"]
         assert params["method"] == method and params["passes"]["forward"] >= 1

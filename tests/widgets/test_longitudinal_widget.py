@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from napari_xaimed.samples import longitudinal_pair
+from napari_xaimed.viewer.heatmaps import DIVERGING
 from napari_xaimed.viewer.widgets.longitudinal import IDENTITY, LongitudinalWidget
 
 WHATS = ("current", "carried", "change", "change normalised")
@@ -56,7 +57,7 @@ def test_quick_registration_adds_change_layers_on_the_current_grid(qtbot, make_n
         assert json.loads(json.dumps(prov))["params"]["layer"] == "features"
     change = viewer.layers["Grad-CAM change [prior->current]"]
     low, high = change.contrast_limits
-    assert change.colormap.name == "bwr" and low == pytest.approx(-high)
+    assert change.colormap.name == DIVERGING and low == pytest.approx(-high)
     result = widget.result
     np.testing.assert_array_equal(change.data, result.change)
     # ANTs found a deformation close to the known one, and the change sits at the new lesion
