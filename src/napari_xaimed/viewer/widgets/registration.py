@@ -30,6 +30,7 @@ from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
 from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
 from napari_xaimed.registration.params import LINEAR, METRICS, QUICK_SYN
+from napari_xaimed.viewer.heatmaps import decorate, is_heatmap
 from napari_xaimed.viewer.layers import add_or_update, source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
@@ -43,9 +44,17 @@ from napari_xaimed.viewer.widgets._scratch import keep_while_shown, scratch_fold
 from napari_xaimed.viewer.widgets.registration_carry import CarryAlong
 from napari_xaimed.viewer.widgets.registration_form import parse_iterations, world_points
 from napari_xaimed.viewer.widgets.registration_results import (
+    error_layer,
     quality_rows,
     registration_layers,
     registration_provenance,
+)
+from napari_xaimed.viewer.widgets.registration_view import (
+    RegistrationView,
+    fit_rows,
+    known_displacement,
+    truth_error,
+    truth_source,
 )
 
 __all__ = ["DEFAULT", "LAZY_MAX_VOXELS", "RegistrationWidget", "parse_iterations",
@@ -95,6 +104,8 @@ class RegistrationWidget(XaimedWidget):
         self.job = JobPanel("Register")
         self._layout.addWidget(self.job)
         self.job.run_button.clicked.connect(self.run)
+        self.view = RegistrationView(napari_viewer)
+        self._layout.addWidget(self.view.native)
         self.quality = ResultTable("registration quality")
         self._layout.addWidget(self.quality)
         self.carrying = CarryAlong(napari_viewer, lambda: (self.result, self._sources,
@@ -208,21 +219,25 @@ class RegistrationWidget(XaimedWidget):
             moving_points=self.moving_points.value)
         fixed_data, moving_data = fixed.data, moving.data
         folder = scratch_folder("xaimed-registration-") if lazy else None
+        truth = truth_source(fixed, moving)  # the sample's known field, when it is the sample
 
         def steps():
             recorded.complete()  # hashing CT-sized layers: in the worker, not the GUI thread
             if lazy:  # downsampled copies, read slab by slab here in the worker
                 return (yield from register_lazy_steps(
                     fixed_data, moving_data, max_voxels=LAZY_MAX_VOXELS,
-                    out=folder / "warped.zarr", **geometry, **inputs, **params))
+                    out=folder / "warped.zarr", **geometry, **inputs, **params)), None
             arrays = {k: v if k.endswith("points") or v is None else np.asarray(v)
                       for k, v in inputs.items()}
-            return (yield from register_steps(np.asarray(fixed_data), np.asarray(moving_data),
-                                              **geometry, **arrays, **params))
+            result = yield from register_steps(np.asarray(fixed_data), np.asarray(moving_data),
+                                               **geometry, **arrays, **params)
+            known = None if truth is None else known_displacement(truth)
+            return result, None if known is None else truth_error(result.displacement, *known)
 
-        def done(result: RegistrationResult | LazyRegistration, seconds: float) -> None:
+        def done(out: tuple[RegistrationResult | LazyRegistration, Any], seconds: float) -> None:
+            result, error = out
             self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds,
-                              recorded.records, scratch=folder)
+                              recorded.records, scratch=folder, fixed=fixed, error=error)
 
         how = (f", downsampled to at most {LAZY_MAX_VOXELS} voxels, warped slab by slab"
                if lazy else "")
@@ -234,13 +249,23 @@ class RegistrationWidget(XaimedWidget):
                      names: tuple[str, str], spacing: tuple[float, float, float],
                      translate: tuple[float, float, float], vector_step: int, grid_mm: float,
                      seconds: float, inputs: dict[str, Any] | None = None,
-                     scratch: Path | None = None) -> None:
+                     scratch: Path | None = None, fixed: Any = None,
+                     error: tuple[Any, list[dict[str, Any]]] | None = None) -> None:
+        """Add the outputs (fixed and warped shown, the rest hidden) and fill the table; on
+        the sample, the error against its known field as a hidden heatmap and two rows."""
         lazy = result if isinstance(result, LazyRegistration) else None
         prov = registration_provenance(result, names, vector_step, grid_mm, seconds, inputs)
         layers = registration_layers(result, names, spacing, translate, vector_step, grid_mm,
                                      prov)
+        if error is not None:
+            layers.append(error_layer(error[0], names, spacing, translate, prov))
         shown = [add_or_update(self.viewer, layer) for layer in layers]
+        for layer in shown:
+            if is_heatmap(layer):
+                decorate(self.viewer, layer)
         keep_while_shown(self.viewer, shown[0], scratch)  # the lazy warped image's store
+        if fixed is not None:
+            self.view.show(fixed, shown[0], names)
         if lazy is not None:
             from napari.utils.notifications import show_info
 
@@ -249,5 +274,7 @@ class RegistrationWidget(XaimedWidget):
                       f"full resolution ({lazy.path}), the field's layers on the coarse grid.")
         self.result = result
         self._sources, self._provenance = names, prov
-        self.quality.set_rows(quality_rows((result if lazy is None else lazy.coarse).metrics))
+        rows = quality_rows((result if lazy is None else lazy.coarse).metrics)
+        self.quality.set_rows(rows + ([] if error is None else error[1]))
+        fit_rows(self.quality.table)
         self.carry_job.run_button.setEnabled(True)

@@ -61,7 +61,8 @@ def registration_layers(result: RegistrationResult | LazyRegistration, names: tu
                         spacing: tuple[float, float, float],
                         translate: tuple[float, float, float], vector_step: int,
                         grid_mm: float, prov: dict[str, Any]) -> list[LayerTuple]:
-    """The warped image first, then the field's layers (Jacobian, folded, grid, vectors)."""
+    """The warped image first, then the field's layers (Jacobian, folded, grid, vectors),
+    added hidden so fixed and warped show first."""
     lazy = result if isinstance(result, LazyRegistration) else None
     warped_at = (spacing, translate)
     if lazy is not None:  # the field's layers on the coarse grid they were computed on
@@ -69,8 +70,8 @@ def registration_layers(result: RegistrationResult | LazyRegistration, names: tu
     field = result if lazy is None else lazy.coarse
 
     def geometry(output: str, at: tuple | None = None) -> dict[str, Any]:
-        # which output: a rerun recomputes it
-        return {"translate": translate if at is None else at[1],
+        # which output: a rerun recomputes it; all but the warped image start hidden
+        return {"translate": translate if at is None else at[1], "visible": at is not None,
                 "provenance": {**prov, "output": output}}
 
     vectors, lengths = field.vectors(step=vector_step)
@@ -79,7 +80,8 @@ def registration_layers(result: RegistrationResult | LazyRegistration, names: tu
                     output_name("Warped", *names), warped_at[0],
                     **geometry("warped", warped_at)),
         heatmap_layer(field.jacobian, output_name("Jacobian", *names), spacing,
-                      signed=True, centre=1.0, **geometry("jacobian")),
+                      signed=True, centre=1.0, **geometry("jacobian"),
+                      values="Jacobian determinant (1: volume kept, <1 shrinks, <=0 folds)"),
         labels_layer(field.folded, output_name("Folded", *names), spacing,
                      **geometry("folded")),
         image_layer(field.grid(grid_mm), output_name("Warped grid", *names), spacing,
@@ -88,3 +90,14 @@ def registration_layers(result: RegistrationResult | LazyRegistration, names: tu
         vectors_layer(vectors, lengths, output_name("Displacement", *names), spacing,
                       **geometry("displacement vectors")),
     ]
+
+
+def error_layer(error: Any, names: tuple[str, str], spacing: tuple[float, float, float],
+                translate: tuple[float, float, float], prov: dict[str, Any]) -> LayerTuple:
+    """``|u - u_true|`` against the sample's known field, hidden like the field's layers."""
+    return heatmap_layer(error, output_name("Error vs known field", *names), spacing,
+                         signed=False, translate=translate, visible=False,
+                         values="|u - u_true|, mm (registration error)",
+                         provenance=provenance("registration error", sources=list(names),
+                                               params={"truth": "the sample's displacement"},
+                                               registration=prov))
