@@ -58,6 +58,9 @@ def test_quick_registration_adds_change_layers_on_the_current_grid(qtbot, make_n
     change = viewer.layers["Grad-CAM change [prior->current]"]
     low, high = change.contrast_limits
     assert change.colormap.name == DIVERGING and low == pytest.approx(-high)
+    # every map kept, only the change shown, with its colour bar
+    assert [viewer.layers[n].visible for n in names] == [n == change.name for n in names]
+    assert change.colorbar.visible
     result = widget.result
     np.testing.assert_array_equal(change.data, result.change)
     # ANTs found a deformation close to the known one, and the change sits at the new lesion

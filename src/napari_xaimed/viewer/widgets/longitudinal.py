@@ -31,7 +31,8 @@ from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.longitudinal.explain import explain_change_steps
 from napari_xaimed.registration import TRANSFORMS, prewarm
 from napari_xaimed.registration.lazy import downsample
-from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed.viewer.heatmaps import show_heatmaps
+from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
 from napari_xaimed.viewer.widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._results import ResultTable
@@ -200,17 +201,22 @@ class LongitudinalWidget(XaimedWidget):
                           seconds=seconds, device=result.params.get("device", "cpu"),
                           model=result.params.get("model"), inputs=inputs, **extra)
         what = title(result.method)
-        maps = [(f"{what} current", result.current, result.signed, "current"),
-                (f"{what} carried", result.carried_prior, result.signed, "carried prior"),
-                (f"{what} change", result.change, True, "change"),
+        maps = [(f"{what} current", result.current, result.signed, "current",
+                 "relevance in the current scan"),
+                (f"{what} carried", result.carried_prior, result.signed, "carried prior",
+                 "relevance in the prior scan, carried onto the current grid"),
+                (f"{what} change", result.change, True, "change",
+                 "current - carried prior relevance: red gained, blue lost"),
                 (f"{what} change normalised", result.change_normalised, True,
-                 "normalised change"),
-                ("Feature change", result.feature_change, True, "feature change")]
-        added = []
-        for name, data, signed, output in maps:
-            added.append(add_or_update(self.viewer, heatmap_layer(
-                data, output_name(name, *names), spacing, signed=signed, translate=translate,
-                provenance={**prov, "output": output})))
+                 "normalised change", "each map over its max |value|, current - prior"),
+                ("Feature change", result.feature_change, True, "feature change",
+                 "weighted feature difference, current - prior (signed)")]
+        # all kept side by side; the change shows, the others are a click away
+        added = show_heatmaps(self.viewer, [
+            heatmap_layer(data, output_name(name, *names), spacing, signed=signed,
+                          translate=translate, provenance={**prov, "output": output},
+                          values=values)
+            for name, data, signed, output, values in maps], shown=2)
         for old in self._outputs:  # a previous run's layers that this run did not update
             if all(old is not new for new in added) and old in self.viewer.layers \
                     and "xaimed" in old.metadata:
