@@ -131,3 +131,25 @@ def test_only_the_newest_map_shows_and_each_has_a_titled_colour_bar(viewer):
         "Saliency [ct]\nrelevance (score units)"
     viewer.layers.remove(first[0])
     assert len([k for k in viewer.canvas.overlays if "heatmap title" in k]) == 2
+
+
+def test_sample_heatmaps_get_their_colour_bar_once_watched(make_napari_viewer):
+    from napari_xaimed.viewer.heatmaps import watch
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "longitudinal")
+    truth = viewer.layers["true displacement mm [prior->current]"]
+    assert not truth.colorbar.visible  # napari's default
+    watch(viewer)  # what the attribution, registration and longitudinal docks do on opening
+    assert truth.colorbar.visible and not truth.visible
+
+    def titles() -> list[str]:
+        return [o.text for k, o in viewer.canvas.overlays.items()
+                if "heatmap title" in k and o.visible]
+
+    assert titles() == []  # hidden with its layer
+    truth.visible = True
+    assert titles() == [f"{truth.name}\nfrom 0 (transparent) up"]
+    data, kwargs, _ = heatmap_layer(signed_map(), "later [ct]", (1, 1, 1))
+    later = viewer.add_image(data, **kwargs)  # added by any means: decorated too
+    assert later.colorbar.visible and len(titles()) == 2

@@ -95,13 +95,29 @@ def show_heatmaps(viewer: Any, layers: Sequence[Any], shown: int | None = -1) ->
 _WATCHED: weakref.WeakSet = weakref.WeakSet()  # viewers and layers already connected
 
 
+def watch(viewer: Any) -> None:
+    """Give every heatmap in ``viewer``, present and to come (the samples' too), its colour bar
+    and title; the docks that make heatmaps call this when they open."""
+    if viewer in _WATCHED:
+        return
+    _WATCHED.add(viewer)
+
+    def inserted(event: Any) -> None:
+        if is_heatmap(event.value):
+            decorate(viewer, event.value)
+        sync_titles(viewer)
+
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.layers.events.removed.connect(lambda _: sync_titles(viewer))
+    for layer in list(viewer.layers):
+        if is_heatmap(layer):
+            decorate(viewer, layer)
+
+
 def decorate(viewer: Any, layer: Any) -> None:
     """Turn on a heatmap layer's colour bar and keep its title overlay in step with it."""
     layer.colorbar.visible = True
-    if viewer not in _WATCHED:
-        _WATCHED.add(viewer)
-        viewer.layers.events.inserted.connect(lambda _: sync_titles(viewer))
-        viewer.layers.events.removed.connect(lambda _: sync_titles(viewer))
+    watch(viewer)
     if layer not in _WATCHED:
         _WATCHED.add(layer)
         layer.events.visible.connect(lambda _: sync_titles(viewer))

@@ -20,7 +20,7 @@ from napari_xaimed._core.provenance import PendingInputs, provenance
 from napari_xaimed.attribution import ATTENTION_METHODS, BUNDLED, METHODS, attribute_steps
 from napari_xaimed.attribution.lazy import attribute_lazy_steps
 from napari_xaimed.io.lazy import is_lazy
-from napari_xaimed.viewer.heatmaps import show_heatmaps
+from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
 from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
@@ -154,6 +154,7 @@ class AttributionWidget(XaimedWidget):
         self.job.run_button.clicked.connect(self.run)
         self.trusted = TrustedModels()
         self._model_changed()
+        watch(napari_viewer)  # every heatmap here gets its colour bar and title
         self.reset_choices()
 
     def _model_changed(self, *_: Any) -> None:

@@ -31,7 +31,7 @@ from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.longitudinal.explain import explain_change_steps
 from napari_xaimed.registration import TRANSFORMS, prewarm
 from napari_xaimed.registration.lazy import downsample
-from napari_xaimed.viewer.heatmaps import show_heatmaps
+from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
 from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
 from napari_xaimed.viewer.widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
@@ -93,6 +93,7 @@ class LongitudinalWidget(XaimedWidget):
         self._outputs: list[Any] = []
         self.trusted = TrustedModels()
         self._show_fields()
+        watch(napari_viewer)  # every heatmap here gets its colour bar and title
         self.reset_choices()
         images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
         names = {layer.name: layer for layer in images}

@@ -30,7 +30,7 @@ from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
 from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
 from napari_xaimed.registration.params import LINEAR, METRICS, QUICK_SYN
-from napari_xaimed.viewer.heatmaps import decorate, is_heatmap
+from napari_xaimed.viewer.heatmaps import decorate, is_heatmap, watch
 from napari_xaimed.viewer.layers import add_or_update, source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
@@ -119,6 +119,7 @@ class RegistrationWidget(XaimedWidget):
         self._sources: tuple[str, str] = ("", "")
         self._provenance: dict[str, Any] = {}
         self._show_fields()
+        watch(napari_viewer)  # every heatmap here gets its colour bar and title
         self.reset_choices()
         images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
         if len(images) >= 2:
