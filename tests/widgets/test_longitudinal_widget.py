@@ -88,7 +88,9 @@ def test_rerun_with_another_method_replaces_the_outputs(qtbot, make_napari_viewe
     assert len(ours) == 5
     assert ours[0].metadata["xaimed"]["params"]["registration"]["source"].startswith("identity")
     assert "Grad-CAM change [prior->current] [1]" in viewer.layers  # napari numbered ours
+    assert widget.channels.rows and widget.job.status.text()
     widget.method.value = "saliency"
+    assert widget.channels.rows == [] and widget.job.status.text() == ""  # stale: cleared
     assert wait(qtbot, widget.job, widget.job.run_button.click) == "done"
     now = [layer for layer in viewer.layers if "xaimed" in layer.metadata]
     assert len(now) == 5

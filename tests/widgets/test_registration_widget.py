@@ -173,3 +173,6 @@ def test_fixed_and_warped_show_first_and_the_sample_error_is_measured(qtbot, vie
     assert not board.visible and warped.visible
     widget.view.blend.value = False
     assert warped.opacity == 1.0
+    assert widget.job.status.text()
+    widget.moving.value = viewer.layers["Warped [prior->current]"]  # other inputs: stale lines
+    assert widget.quality.rows == [] and widget.job.status.text() == ""

@@ -82,6 +82,9 @@ class LongitudinalWidget(XaimedWidget):
                           self.iterations, self.seed, self.device])
         for picker in (self.prior, self.current):
             picker.changed.connect(self.update_info)
+        for field in (self.prior, self.current, self.model_source, self.model_file, self.method,
+                      self.target, self.alignment):
+            field.changed.connect(self._clear_status)
         self.model_source.changed.connect(self._show_fields)
         self.alignment.changed.connect(self._show_fields)
         self.job = JobPanel("Explain change")
@@ -111,6 +114,12 @@ class LongitudinalWidget(XaimedWidget):
         self.model_file.visible = self.model_source.value == "file"
         registering = self.alignment.value != IDENTITY
         self.iterations.visible = self.seed.visible = registering
+
+    def _clear_status(self, *_: Any) -> None:
+        """A changed input makes the last run's table and status line stale."""
+        if hasattr(self, "channels") and not self.job.running:
+            self.channels.set_rows([])
+            self.job.status.setText("")
 
     def update_info(self, *_: Any) -> None:
         text = (f"prior: {describe_layer(self.prior.value)}\n"

@@ -97,8 +97,9 @@ class RegistrationWidget(XaimedWidget):
                           self.moving_mask, self.fixed_labels, self.moving_labels,
                           self.fixed_points, self.moving_points, self.vector_step,
                           self.grid_mm])
-        self.fixed.changed.connect(self.update_info)
-        self.moving.changed.connect(self.update_info)
+        for picker in (self.fixed, self.moving):
+            picker.changed.connect(self.update_info)
+            picker.changed.connect(self._clear_status)
         self.transform.changed.connect(self._show_fields)
         self.reproducible.changed.connect(self._show_fields)
         self.job = JobPanel("Register")
@@ -143,6 +144,13 @@ class RegistrationWidget(XaimedWidget):
             widget.visible = not preset
         self.gradient_step.visible = deformable and not preset
         self.seed.visible = self.reproducible.value
+
+    def _clear_status(self, *_: Any) -> None:
+        """Other images: the last run's table and status line no longer describe them (its
+        result stays for Carry along, which names the images it registered)."""
+        if hasattr(self, "quality") and not self.job.running:
+            self.quality.set_rows([])
+            self.job.status.setText("")
 
     def update_info(self, *_: Any) -> None:
         text = (f"fixed: {describe_layer(self.fixed.value)}\n"
