@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_xaimed.viewer.heatmaps import DIVERGING, SEQUENTIAL
 from napari_xaimed.viewer.widgets.attribution import AttributionWidget
 
 
@@ -26,8 +27,8 @@ def test_each_method_becomes_a_heatmap_over_the_image(qtbot, viewer_with_lesion)
         assert layer.data.shape == source.shape
         np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
     low, high = ig.contrast_limits
-    assert ig.colormap.name == "bwr" and low == pytest.approx(-high)  # signed: symmetric
-    assert cam.colormap.name == "inferno" and cam.contrast_limits[0] == 0  # unsigned
+    assert ig.colormap.name == DIVERGING and low == pytest.approx(-high)  # signed: symmetric
+    assert cam.colormap.name == SEQUENTIAL and cam.contrast_limits[0] == 0  # unsigned
     prov = ig.metadata["xaimed"]
     assert prov["kind"] == "attribution" and prov["params"]["method"] == "integrated_gradients"
     assert prov["params"]["steps"] == 8 and len(prov["model"]["sha256"]) == 64
@@ -68,7 +69,7 @@ def test_the_cam_family_is_in_the_method_list_and_each_becomes_a_heatmap(qtbot,
     assert run_and_wait(qtbot, widget) == "done"
     for method, name in CAM_TITLES.items():
         layer = viewer.layers[f"{name} [lesion ct]"]
-        assert layer.colormap.name == "inferno" and layer.data.shape == (
+        assert layer.colormap.name == SEQUENTIAL and layer.data.shape == (
             viewer.layers["lesion ct"].data.shape)
         params = layer.metadata["xaimed"]["params"]
         assert params["method"] == method and params["passes"]["forward"] >= 1
@@ -183,3 +184,45 @@ def test_a_lazy_layer_is_explained_slab_by_slab_as_attribute_lazy(qtbot, viewer_
     assert run_and_wait(qtbot, widget) == "failed"
     assert "region is a segmentation target" in widget.job.status.text()
     assert len(viewer.layers) == count
+
+
+def test_the_form_offers_what_applies_and_clears_stale_lines(qtbot, viewer_with_lesion):
+    """The bundled CNN: its two classes as targets, no attention methods; each method's own
+    fields only; the occlusion window said to be in model voxels; a run's status lines cleared
+    when an input changes; methods side by side, the last one shown."""
+    from napari_xaimed.attribution import ATTENTION_METHODS, load_model
+
+    viewer = viewer_with_lesion
+    widget = AttributionWidget(viewer)
+    widget.image.value = viewer.layers["lesion ct"]
+    classes = load_model("bundled").classes  # the model's own record of its classes
+    labels = [widget.target.native.itemText(i) for i in range(widget.target.native.count())]
+    assert labels == ["predicted class", *(f"{i} ({c})" for i, c in enumerate(classes))]
+    assert not set(ATTENTION_METHODS) & set(widget.methods.choices)
+    fields = ("steps", "samples", "noise", "window", "stride", "block", "head")
+
+    def shown() -> set[str]:
+        return {f for f in fields if not getattr(widget, f).native.isHidden()}
+
+    for methods, expected in ((["integrated_gradients"], {"steps"}),
+                              (["smoothgrad", "saliency"], {"samples", "noise"}),
+                              (["occlusion"], {"window", "stride"}), (["gradcam"], set())):
+        widget.methods.value = methods
+        assert shown() == expected, methods
+    assert "model voxels" in widget.window.label and "model voxels" in widget.stride.label
+    assert "the model sees 32 x 32 x 32 voxels" in widget.info.value
+
+    widget.model_source.value = "file"  # not known until loaded: attention may apply
+    assert set(ATTENTION_METHODS) <= set(widget.methods.choices)
+    widget.methods.value = ["attention_rollout"]
+    assert shown() == {"block", "head"}
+    widget.model_source.value = "bundled"
+
+    widget.methods.value = ["saliency", "gradcam"]
+    widget.device.value = "cpu"
+    assert run_and_wait(qtbot, widget) == "done"
+    saliency, cam = viewer.layers["Saliency [lesion ct]"], viewer.layers["Grad-CAM [lesion ct]"]
+    assert cam.visible and not saliency.visible  # both kept, the newest shown
+    assert widget.explained.value and widget.job.status.text()
+    widget.target.value = "1"
+    assert widget.explained.value == "" and widget.job.status.text() == ""

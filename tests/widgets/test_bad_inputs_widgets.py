@@ -49,6 +49,23 @@ def two_channel_file(tmp: Path) -> str:
     return str(path)
 
 
+class TwoClasses(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3, 4))
+
+
+def two_class_file(tmp: Path) -> str:
+    """A classifier whose classes the form does not know before a run (the bundled model's
+    are: its target list holds 0 and 1 only)."""
+    path = tmp / "two_classes.pt"
+    torch.jit.save(torch.jit.script(TwoClasses()), str(path))
+    return str(path)
+
+
 class OutOfMemory(torch.nn.Module):
     """Every forward pass fails as a full GPU does (simulated on the CPU)."""
 
@@ -199,7 +216,8 @@ CASES = [
      ("neither TorchScript", "torch.jit.save")),
     ("attribution", "model input channels do not fit", attribution(model_file=two_channel_file),
      ("does not accept", "channels")),
-    ("attribution", "target class out of range", attribution(target="7"),
+    ("attribution", "target class out of range",
+     attribution(model_file=two_class_file, target="7"),
      ("target class 7", "2 classes")),
     ("attribution", "GPU out of memory", attribution(out_of_memory=True),
      ("out of memory on cpu", "one volume per pass")),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from napari_xaimed.samples import longitudinal_pair
+from napari_xaimed.viewer.heatmaps import DIVERGING
 from napari_xaimed.viewer.widgets.longitudinal import IDENTITY, LongitudinalWidget
 
 WHATS = ("current", "carried", "change", "change normalised")
@@ -56,7 +57,10 @@ def test_quick_registration_adds_change_layers_on_the_current_grid(qtbot, make_n
         assert json.loads(json.dumps(prov))["params"]["layer"] == "features"
     change = viewer.layers["Grad-CAM change [prior->current]"]
     low, high = change.contrast_limits
-    assert change.colormap.name == "bwr" and low == pytest.approx(-high)
+    assert change.colormap.name == DIVERGING and low == pytest.approx(-high)
+    # every map kept, only the change shown, with its colour bar
+    assert [viewer.layers[n].visible for n in names] == [n == change.name for n in names]
+    assert change.colorbar.visible
     result = widget.result
     np.testing.assert_array_equal(change.data, result.change)
     # ANTs found a deformation close to the known one, and the change sits at the new lesion
@@ -84,7 +88,9 @@ def test_rerun_with_another_method_replaces_the_outputs(qtbot, make_napari_viewe
     assert len(ours) == 5
     assert ours[0].metadata["xaimed"]["params"]["registration"]["source"].startswith("identity")
     assert "Grad-CAM change [prior->current] [1]" in viewer.layers  # napari numbered ours
+    assert widget.channels.rows and widget.job.status.text()
     widget.method.value = "saliency"
+    assert widget.channels.rows == [] and widget.job.status.text() == ""  # stale: cleared
     assert wait(qtbot, widget.job, widget.job.run_button.click) == "done"
     now = [layer for layer in viewer.layers if "xaimed" in layer.metadata]
     assert len(now) == 5

@@ -97,15 +97,21 @@ def heatmap_layer(
     translate: Sequence[float] | None = None,
     provenance: dict[str, Any] | None = None,
     percentile: float = 99.5,
+    values: str | None = None,
     **kwargs: Any,
 ) -> LayerTuple:
     """A map over an image, drawn so the anatomy stays visible (DESIGN.md heatmap conventions).
 
-    Unsigned maps: ``inferno`` from 0 to a high percentile, additive blending. Signed maps:
-    ``bwr`` with limits symmetric about ``centre`` (0; 1 for a Jacobian determinant),
-    translucent blending. ``signed=None`` decides from the data (any value below ``centre``).
-    A lazy (dask) map stays lazy; its limits come from a strided sample, as for images.
+    Unsigned maps: ``inferno`` from 0 to a high percentile, transparent at 0. Signed maps:
+    blue/red with limits symmetric about ``centre`` (0; 1 for a Jacobian determinant),
+    transparent at the centre and rendered ``"translucent"`` in 3D (see
+    :mod:`napari_xaimed.viewer.heatmaps`). ``signed=None`` decides from the data (any value
+    below ``centre``). ``values`` says what the values are, with their unit: the colour bar's
+    title, kept in ``metadata["values"]``. A lazy (dask) map stays lazy; its limits come from a
+    strided sample, as for images.
     """
+    from napari_xaimed.viewer.heatmaps import VALUES, heatmap_style
+
     data = data.astype(np.float32) if is_lazy(data) else np.asarray(data, dtype=np.float32)
     sample = _sample(data) if is_lazy(data) else data
     finite = sample[np.isfinite(sample)]
@@ -114,17 +120,19 @@ def heatmap_layer(
     if signed:
         limit = float(np.percentile(np.abs(finite - centre), percentile)) if finite.size else 1.0
         limit = limit if limit > 0 else 1.0
-        style = {"colormap": "bwr", "contrast_limits": (centre - limit, centre + limit),
-                 "blending": "translucent"}
+        limits = (centre - limit, centre + limit)
+        default = f"signed, centred on {centre:g}: red above, blue below"
     else:
         high = float(np.percentile(finite, percentile)) if finite.size else 1.0
         high = high if high > 0 else 1.0
-        style = {"colormap": "inferno", "contrast_limits": (0.0, high), "blending": "additive"}
+        limits = (0.0, high)
+        default = "from 0 (transparent) up"
     layer_kwargs = {
         "name": name,
         "opacity": 0.6,
-        "metadata": _metadata(provenance, None),
-        **style,
+        "contrast_limits": limits,
+        "metadata": _metadata(provenance, {VALUES: values or default}),
+        **heatmap_style(signed),
         **world_kwargs(spacing, translate, data.ndim),
         **kwargs,
     }

@@ -17,10 +17,11 @@ from napari.layers import Image, Labels
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress
 from napari_xaimed._core.provenance import PendingInputs, provenance
-from napari_xaimed.attribution import BUNDLED, METHODS, attribute_steps
+from napari_xaimed.attribution import ATTENTION_METHODS, BUNDLED, METHODS, attribute_steps
 from napari_xaimed.attribution.lazy import attribute_lazy_steps
 from napari_xaimed.io.lazy import is_lazy
-from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
+from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
     check_same_grid,
@@ -30,8 +31,16 @@ from napari_xaimed.viewer.widgets._base import (
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._scratch import keep_while_shown, scratch_folder
 from napari_xaimed.viewer.widgets._trust import TrustedModels
+from napari_xaimed.viewer.widgets.attribution_form import (
+    FIELD_PARAMS,
+    PREDICTED,
+    ModelFacts,
+    model_facts,
+    target_choices,
+    values_text,
+)
 
-PREDICTED = "predicted class"
+__all__ = ["PREDICTED", "AttributionWidget", "explained", "title"]
 MEAN_HEAD = "mean of heads"
 
 
@@ -101,21 +110,25 @@ class AttributionWidget(XaimedWidget):
         self.model_file = FileEdit(label="model file", mode="r",
                                    tooltip="TorchScript, or a state dict with <name>.json "
                                            "beside it, or a MONAI bundle folder")
-        self.target = ComboBox(label="target", choices=[PREDICTED, *map(str, range(10))],
-                               value=PREDICTED,
+        self.facts: ModelFacts | None = None  # classes, attention, input grid once known
+        # choices that follow self.facts (the form's reset_choices calls them again)
+        self.target = ComboBox(label="target", value=PREDICTED,
+                               choices=lambda _: target_choices(
+                                   None if self.facts is None else self.facts.classes),
                                tooltip="Class to explain; for segmentation models the output "
                                        "channel, summed inside the region")
         self.region = layer_picker(napari_viewer, Labels, "region (segmentation)", nullable=True)
-        self.methods = Select(label="methods", choices=list(METHODS),
+        self.methods = Select(label="methods", choices=lambda _: self._method_names(),
                               value=["integrated_gradients", "gradcam"])
         self.steps = SpinBox(label="IG steps", value=32, min=2, max=512)
         self.samples = SpinBox(label="noise samples", value=16, min=1, max=256)
         self.noise = FloatSpinBox(label="noise (of range)", value=0.1, min=0.0, max=1.0,
                                   step=0.05)
-        self.window = SpinBox(label="occlusion window (voxels)", value=8, min=1, max=128,
-                              tooltip="In voxels of the model's input grid (32^3 for the "
-                                      "bundled model)")
-        self.stride = SpinBox(label="occlusion stride (voxels)", value=8, min=1, max=128)
+        self.window = SpinBox(label="occlusion window (model voxels)", value=8, min=1,
+                              max=128, tooltip="In voxels of the model's input grid, which "
+                                               "the image is resized to (32^3 for the "
+                                               "bundled model)")
+        self.stride = SpinBox(label="occlusion stride (model voxels)", value=8, min=1, max=128)
         self.block = SpinBox(label="attention block", value=-1, min=-64, max=63,
                              tooltip="Transformers: the block shown (raw attention) or the last "
                                      "block chained (rollout); -1 is the last")
@@ -126,7 +139,12 @@ class AttributionWidget(XaimedWidget):
                           self.region, self.methods, self.steps, self.samples, self.noise,
                           self.window, self.stride, self.block, self.head, self.device])
         self.image.changed.connect(self.update_info)
-        self.model_source.changed.connect(self._show_fields)
+        self.model_source.changed.connect(self._model_changed)
+        self.model_file.changed.connect(self._model_changed)
+        self.methods.changed.connect(self._show_fields)
+        for field in (self.image, self.model_source, self.model_file, self.target, self.region,
+                      self.methods):
+            field.changed.connect(self._clear_status)
         self.job = JobPanel("Explain")
         self._layout.addWidget(self.job)
         # what the last run's heatmaps are evidence for (the info line describes the image)
@@ -135,14 +153,53 @@ class AttributionWidget(XaimedWidget):
         self._layout.addWidget(self.explained.native)
         self.job.run_button.clicked.connect(self.run)
         self.trusted = TrustedModels()
-        self._show_fields()
+        self._model_changed()
+        watch(napari_viewer)  # every heatmap here gets its colour bar and title
         self.reset_choices()
 
+    def _model_changed(self, *_: Any) -> None:
+        """What is known of the chosen model: the bundled one is read at once (a few ms), a
+        file once a run has loaded it."""
+        bundled = self.model_source.value == BUNDLED
+        self.facts = model_facts(self._model(BUNDLED)) if bundled else None
+        self._learned()
+
+    def _method_names(self) -> list[str]:
+        """Every method, less the attention ones for a model known to have no attention."""
+        facts = self.facts
+        return [m for m in METHODS if facts is None or facts.attention
+                or m not in ATTENTION_METHODS]
+
+    def _learned(self) -> None:
+        """Offer the targets and methods that apply to the model as far as it is known."""
+        self.target.reset_choices()  # a value no longer offered falls back to the first
+        self.methods.reset_choices()
+        self._show_fields()
+        self.update_info()
+
     def _show_fields(self, *_: Any) -> None:
+        """Only the fields of the chosen methods (attention block and head: transformers)."""
         self.model_file.visible = self.model_source.value == "file"
+        takes = {p for m in self.methods.value for p in METHODS[m].params}
+        for name, param in FIELD_PARAMS.items():
+            getattr(self, name).visible = param in takes
+
+    def _clear_status(self, *_: Any) -> None:
+        """A changed input makes the last run's lines stale."""
+        if not self.job.running:
+            self.explained.value = ""
+            self.job.status.setText("")
 
     def update_info(self, *_: Any) -> None:
-        self.info.value = describe_layer(self.image.value)
+        text = describe_layer(self.image.value)
+        facts = getattr(self, "facts", None)
+        if facts is not None and facts.input_size and self.image.value is not None:
+            shape = self.image.value.data.shape[-3:]
+            ratio = " x ".join(f"{n / m:.3g}" for n, m in zip(shape, facts.input_size,
+                                                               strict=True))
+            text += (f"\nthe model sees {' x '.join(map(str, facts.input_size))} voxels: one "
+                     f"model voxel is {ratio} image voxels")
+        self.info.value = text
 
     def method_params(self, method: str) -> dict[str, Any]:
         """The form's values for the parameters ``method`` takes."""
@@ -212,9 +269,13 @@ class AttributionWidget(XaimedWidget):
             return results
 
         def done(results: list, seconds: float) -> None:
+            if self.facts is None and self._models:  # a model file, loaded by this run
+                self.facts = model_facts(next(iter(self._models.values())))
+                self._learned()
             # what the heatmaps are evidence for, once per distinct target
             self.explained.value = f"{name}: " + " | ".join(
                 dict.fromkeys(explained(r) for r in results))
+            maps = []
             for result in results:
                 prov = provenance(
                     "attribution", sources=[name], seconds=result.seconds,
@@ -223,9 +284,12 @@ class AttributionWidget(XaimedWidget):
                             "target_index": result.target},
                     model=result.model, scores=result.scores,
                     inputs=None if inputs is None else inputs.records)
-                shown = add_or_update(self.viewer, heatmap_layer(
+                maps.append(heatmap_layer(
                     result.map, output_name(title(result.method), name), spacing,
-                    signed=result.signed, translate=translate, provenance=prov))
+                    signed=result.signed, translate=translate, provenance=prov,
+                    values=values_text(result)))
+            # one layer per method, side by side; only the last one shows
+            for shown in show_heatmaps(self.viewer, maps):
                 keep_while_shown(self.viewer, shown, folder)
 
         self.job.start(steps(), done, f"Explaining {name} ({', '.join(methods)})",

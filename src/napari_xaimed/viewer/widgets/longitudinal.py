@@ -31,13 +31,14 @@ from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.longitudinal.explain import explain_change_steps
 from napari_xaimed.registration import TRANSFORMS, prewarm
 from napari_xaimed.registration.lazy import downsample
-from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
+from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
 from napari_xaimed.viewer.widgets._base import XaimedWidget, describe_layer, layer_picker
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._results import ResultTable
 from napari_xaimed.viewer.widgets._trust import TrustedModels
 from napari_xaimed.viewer.widgets.attribution import PREDICTED, title
-from napari_xaimed.viewer.widgets.registration import parse_iterations
+from napari_xaimed.viewer.widgets.registration_form import parse_iterations
 
 IDENTITY = "identity (already aligned)"
 #: Voxels of each downsampled copy explained for a lazy layer (the model sees the whole copy).
@@ -81,6 +82,9 @@ class LongitudinalWidget(XaimedWidget):
                           self.iterations, self.seed, self.device])
         for picker in (self.prior, self.current):
             picker.changed.connect(self.update_info)
+        for field in (self.prior, self.current, self.model_source, self.model_file, self.method,
+                      self.target, self.alignment):
+            field.changed.connect(self._clear_status)
         self.model_source.changed.connect(self._show_fields)
         self.alignment.changed.connect(self._show_fields)
         self.job = JobPanel("Explain change")
@@ -92,6 +96,7 @@ class LongitudinalWidget(XaimedWidget):
         self._outputs: list[Any] = []
         self.trusted = TrustedModels()
         self._show_fields()
+        watch(napari_viewer)  # every heatmap here gets its colour bar and title
         self.reset_choices()
         images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
         names = {layer.name: layer for layer in images}
@@ -109,6 +114,12 @@ class LongitudinalWidget(XaimedWidget):
         self.model_file.visible = self.model_source.value == "file"
         registering = self.alignment.value != IDENTITY
         self.iterations.visible = self.seed.visible = registering
+
+    def _clear_status(self, *_: Any) -> None:
+        """A changed input makes the last run's table and status line stale."""
+        if hasattr(self, "channels") and not self.job.running:
+            self.channels.set_rows([])
+            self.job.status.setText("")
 
     def update_info(self, *_: Any) -> None:
         text = (f"prior: {describe_layer(self.prior.value)}\n"
@@ -200,17 +211,22 @@ class LongitudinalWidget(XaimedWidget):
                           seconds=seconds, device=result.params.get("device", "cpu"),
                           model=result.params.get("model"), inputs=inputs, **extra)
         what = title(result.method)
-        maps = [(f"{what} current", result.current, result.signed, "current"),
-                (f"{what} carried", result.carried_prior, result.signed, "carried prior"),
-                (f"{what} change", result.change, True, "change"),
+        maps = [(f"{what} current", result.current, result.signed, "current",
+                 "relevance in the current scan"),
+                (f"{what} carried", result.carried_prior, result.signed, "carried prior",
+                 "relevance in the prior scan, carried onto the current grid"),
+                (f"{what} change", result.change, True, "change",
+                 "current - carried prior relevance: red gained, blue lost"),
                 (f"{what} change normalised", result.change_normalised, True,
-                 "normalised change"),
-                ("Feature change", result.feature_change, True, "feature change")]
-        added = []
-        for name, data, signed, output in maps:
-            added.append(add_or_update(self.viewer, heatmap_layer(
-                data, output_name(name, *names), spacing, signed=signed, translate=translate,
-                provenance={**prov, "output": output})))
+                 "normalised change", "each map over its max |value|, current - prior"),
+                ("Feature change", result.feature_change, True, "feature change",
+                 "weighted feature difference, current - prior (signed)")]
+        # all kept side by side; the change shows, the others are a click away
+        added = show_heatmaps(self.viewer, [
+            heatmap_layer(data, output_name(name, *names), spacing, signed=signed,
+                          translate=translate, provenance={**prov, "output": output},
+                          values=values)
+            for name, data, signed, output, values in maps], shown=2)
         for old in self._outputs:  # a previous run's layers that this run did not update
             if all(old is not new for new in added) and old in self.viewer.layers \
                     and "xaimed" in old.metadata:

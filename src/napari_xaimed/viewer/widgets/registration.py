@@ -23,25 +23,15 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 from napari.layers import Image, Labels, Points
-from qtpy.QtWidgets import QLabel
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed._core.progress import Progress
-from napari_xaimed._core.provenance import PendingInputs, provenance
-from napari_xaimed.io.grid import Grid
+from napari_xaimed._core.provenance import PendingInputs
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
 from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
 from napari_xaimed.registration.params import LINEAR, METRICS, QUICK_SYN
-from napari_xaimed.viewer.layers import (
-    add_or_update,
-    heatmap_layer,
-    image_layer,
-    labels_layer,
-    output_name,
-    source_geometry,
-    vectors_layer,
-)
+from napari_xaimed.viewer.heatmaps import decorate, is_heatmap, watch
+from napari_xaimed.viewer.layers import add_or_update, source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
     check_same_grid,
@@ -51,47 +41,29 @@ from napari_xaimed.viewer.widgets._base import (
 from napari_xaimed.viewer.widgets._job import JobPanel, report_error
 from napari_xaimed.viewer.widgets._results import ResultTable
 from napari_xaimed.viewer.widgets._scratch import keep_while_shown, scratch_folder
+from napari_xaimed.viewer.widgets.registration_carry import CarryAlong
+from napari_xaimed.viewer.widgets.registration_form import parse_iterations, world_points
+from napari_xaimed.viewer.widgets.registration_results import (
+    error_layer,
+    quality_rows,
+    registration_layers,
+    registration_provenance,
+)
+from napari_xaimed.viewer.widgets.registration_view import (
+    RegistrationView,
+    fit_rows,
+    known_displacement,
+    truth_error,
+    truth_source,
+)
+
+__all__ = ["DEFAULT", "LAZY_MAX_VOXELS", "RegistrationWidget", "parse_iterations",
+           "quality_rows", "world_points"]
 
 DEFAULT = "(ANTs default)"
 #: Voxels of each downsampled copy ANTs registers for a lazy layer (128^3: SyN in about a
 #: minute on 2 cores).
 LAZY_MAX_VOXELS = 2**21
-
-
-def parse_iterations(text: str) -> tuple[int, ...] | None:
-    """``"40, 20, 0"`` -> ``(40, 20, 0)``; empty -> None (ANTs' default)."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError as exc:
-        raise XaimedError(f"iterations must be whole numbers per level, coarse to fine, e.g. "
-                          f"'40, 20, 0'; got {text!r}.") from exc
-
-
-def world_points(layer: Any) -> np.ndarray:
-    """A Points layer's points in world mm (z, y, x)."""
-    data = np.asarray(layer.data, dtype=np.float64)[:, -3:]
-    return data * np.asarray(layer.scale[-3:]) + np.asarray(layer.translate[-3:])
-
-
-def quality_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The quality figures as a before/after table."""
-    rows = []
-    for name, key in (("NCC", "ncc"), ("mutual information", "mi"),
-                      ("TRE mean (mm)", "tre_{}_mean_mm"), ("TRE max (mm)", "tre_{}_max_mm")):
-        before = metrics.get(f"{key}_before" if "{}" not in key else key.format("before"))
-        after = metrics.get(f"{key}_after" if "{}" not in key else key.format("after"))
-        if before is not None:
-            rows.append({"figure": name, "before": before, "after": after})
-    for label, before in metrics.get("dice_before", {}).items():
-        rows.append({"figure": f"Dice label {label}", "before": before,
-                     "after": metrics["dice_after"][label]})
-    for name, key in (("folded voxels (%)", "folded_percent"), ("Jacobian min", "jacobian_min"),
-                      ("Jacobian max", "jacobian_max"), ("Jacobian std", "jacobian_std")):
-        rows.append({"figure": name, "before": "", "after": metrics[key]})
-    return rows
 
 
 class RegistrationWidget(XaimedWidget):
@@ -125,32 +97,30 @@ class RegistrationWidget(XaimedWidget):
                           self.moving_mask, self.fixed_labels, self.moving_labels,
                           self.fixed_points, self.moving_points, self.vector_step,
                           self.grid_mm])
-        self.fixed.changed.connect(self.update_info)
-        self.moving.changed.connect(self.update_info)
+        for picker in (self.fixed, self.moving):
+            picker.changed.connect(self.update_info)
+            picker.changed.connect(self._clear_status)
         self.transform.changed.connect(self._show_fields)
         self.reproducible.changed.connect(self._show_fields)
         self.job = JobPanel("Register")
         self._layout.addWidget(self.job)
         self.job.run_button.clicked.connect(self.run)
+        self.view = RegistrationView(napari_viewer)
+        self._layout.addWidget(self.view.native)
         self.quality = ResultTable("registration quality")
         self._layout.addWidget(self.quality)
-        self._layout.addWidget(QLabel("Carry a layer from the moving space along:"))
-        self.carry_layer = layer_picker(napari_viewer, (Image, Labels), "layer", nullable=True)
-        self.carry_interpolation = ComboBox(label="interpolation",
-                                            choices=["auto", "linear", "label", "nearest"],
-                                            value="auto")
-        from magicgui.widgets import Container
-
-        self.carry_form = Container(widgets=[self.carry_layer, self.carry_interpolation])
-        self._layout.addWidget(self.carry_form.native)
-        self.carry_job = JobPanel("Carry along")
-        self.carry_job.run_button.setEnabled(False)
-        self._layout.addWidget(self.carry_job)
-        self.carry_job.run_button.clicked.connect(self.carry)
+        self.carrying = CarryAlong(napari_viewer, lambda: (self.result, self._sources,
+                                                           self._provenance))
+        self._layout.addWidget(self.carrying)
+        # the names tests and scripts know
+        self.carry_layer, self.carry_interpolation = self.carrying.layer, \
+            self.carrying.interpolation
+        self.carry_job, self.carry = self.carrying.job, self.carrying.carry
         self.result: RegistrationResult | None = None
         self._sources: tuple[str, str] = ("", "")
         self._provenance: dict[str, Any] = {}
         self._show_fields()
+        watch(napari_viewer)  # every heatmap here gets its colour bar and title
         self.reset_choices()
         images = [layer for layer in napari_viewer.layers if isinstance(layer, Image)]
         if len(images) >= 2:
@@ -164,8 +134,8 @@ class RegistrationWidget(XaimedWidget):
 
     def reset_choices(self, *_: Any) -> None:
         super().reset_choices()
-        if hasattr(self, "carry_form"):
-            self.carry_form.reset_choices()
+        if hasattr(self, "carrying"):
+            self.carrying.form.reset_choices()
 
     def _show_fields(self, *_: Any) -> None:
         preset = self.transform.value == QUICK_SYN
@@ -174,6 +144,13 @@ class RegistrationWidget(XaimedWidget):
             widget.visible = not preset
         self.gradient_step.visible = deformable and not preset
         self.seed.visible = self.reproducible.value
+
+    def _clear_status(self, *_: Any) -> None:
+        """Other images: the last run's table and status line no longer describe them (its
+        result stays for Carry along, which names the images it registered)."""
+        if hasattr(self, "quality") and not self.job.running:
+            self.quality.set_rows([])
+            self.job.status.setText("")
 
     def update_info(self, *_: Any) -> None:
         text = (f"fixed: {describe_layer(self.fixed.value)}\n"
@@ -251,21 +228,25 @@ class RegistrationWidget(XaimedWidget):
             moving_points=self.moving_points.value)
         fixed_data, moving_data = fixed.data, moving.data
         folder = scratch_folder("xaimed-registration-") if lazy else None
+        truth = truth_source(fixed, moving)  # the sample's known field, when it is the sample
 
         def steps():
             recorded.complete()  # hashing CT-sized layers: in the worker, not the GUI thread
             if lazy:  # downsampled copies, read slab by slab here in the worker
                 return (yield from register_lazy_steps(
                     fixed_data, moving_data, max_voxels=LAZY_MAX_VOXELS,
-                    out=folder / "warped.zarr", **geometry, **inputs, **params))
+                    out=folder / "warped.zarr", **geometry, **inputs, **params)), None
             arrays = {k: v if k.endswith("points") or v is None else np.asarray(v)
                       for k, v in inputs.items()}
-            return (yield from register_steps(np.asarray(fixed_data), np.asarray(moving_data),
-                                              **geometry, **arrays, **params))
+            result = yield from register_steps(np.asarray(fixed_data), np.asarray(moving_data),
+                                               **geometry, **arrays, **params)
+            known = None if truth is None else known_displacement(truth)
+            return result, None if known is None else truth_error(result.displacement, *known)
 
-        def done(result: RegistrationResult | LazyRegistration, seconds: float) -> None:
+        def done(out: tuple[RegistrationResult | LazyRegistration, Any], seconds: float) -> None:
+            result, error = out
             self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds,
-                              recorded.records, scratch=folder)
+                              recorded.records, scratch=folder, fixed=fixed, error=error)
 
         how = (f", downsampled to at most {LAZY_MAX_VOXELS} voxels, warped slab by slab"
                if lazy else "")
@@ -277,104 +258,32 @@ class RegistrationWidget(XaimedWidget):
                      names: tuple[str, str], spacing: tuple[float, float, float],
                      translate: tuple[float, float, float], vector_step: int, grid_mm: float,
                      seconds: float, inputs: dict[str, Any] | None = None,
-                     scratch: Path | None = None) -> None:
+                     scratch: Path | None = None, fixed: Any = None,
+                     error: tuple[Any, list[dict[str, Any]]] | None = None) -> None:
+        """Add the outputs (fixed and warped shown, the rest hidden) and fill the table; on
+        the sample, the error against its known field as a hidden heatmap and two rows."""
         lazy = result if isinstance(result, LazyRegistration) else None
-        coarse = result if lazy is None else lazy.coarse
-        extra = {} if lazy is None else {
-            "lazy": {k: v for k, v in lazy.to_dict().items()
-                     if k.startswith(("coarse_", "fixed_", "moving_", "warped_"))},
-            "timings_lazy": lazy.timings}
-        prov = provenance("registration", sources=list(names),
-                          params={**coarse.params, "vector_step": vector_step,
-                                  "grid_mm": grid_mm},
-                          seconds=seconds, metrics=coarse.metrics, timings=coarse.timings,
-                          inputs=inputs, **extra)
-        warped_at = (spacing, translate)
-        if lazy is not None:  # the field's layers on the coarse grid they were computed on
-            spacing, translate = lazy.coarse_spacing, lazy.coarse_origin
-        result = coarse
-
-        def geometry(output: str, at: tuple | None = None) -> dict[str, Any]:
-            # which output: a rerun recomputes it
-            return {"translate": translate if at is None else at[1],
-                    "provenance": {**prov, "output": output}}
-
-        vectors, lengths = result.vectors(step=vector_step)
-        layers = [
-            image_layer(result.warped if lazy is None else lazy.warped,
-                        output_name("Warped", *names), warped_at[0],
-                        **geometry("warped", warped_at)),
-            heatmap_layer(result.jacobian, output_name("Jacobian", *names), spacing,
-                          signed=True, centre=1.0, **geometry("jacobian")),
-            labels_layer(result.folded, output_name("Folded", *names), spacing,
-                         **geometry("folded")),
-            image_layer(result.grid(grid_mm), output_name("Warped grid", *names), spacing,
-                        colormap="cyan", blending="additive", contrast_limits=(0, 1),
-                        opacity=0.5, **geometry("grid")),
-            vectors_layer(vectors, lengths, output_name("Displacement", *names), spacing,
-                          **geometry("displacement vectors")),
-        ]
+        prov = registration_provenance(result, names, vector_step, grid_mm, seconds, inputs)
+        layers = registration_layers(result, names, spacing, translate, vector_step, grid_mm,
+                                     prov)
+        if error is not None:
+            layers.append(error_layer(error[0], names, spacing, translate, prov))
         shown = [add_or_update(self.viewer, layer) for layer in layers]
+        for layer in shown:
+            if is_heatmap(layer):
+                decorate(self.viewer, layer)
         keep_while_shown(self.viewer, shown[0], scratch)  # the lazy warped image's store
+        if fixed is not None:
+            self.view.show(fixed, shown[0], names)
         if lazy is not None:
             from napari.utils.notifications import show_info
 
             show_info(f"{names[0]} -> {names[1]}: registered on copies downsampled by "
                       f"{lazy.moving_factors} and {lazy.fixed_factors}; the warped image is at "
                       f"full resolution ({lazy.path}), the field's layers on the coarse grid.")
-        self.result = result if lazy is None else lazy
+        self.result = result
         self._sources, self._provenance = names, prov
-        self.quality.set_rows(quality_rows(result.metrics))
+        rows = quality_rows((result if lazy is None else lazy.coarse).metrics)
+        self.quality.set_rows(rows + ([] if error is None else error[1]))
+        fit_rows(self.quality.table)
         self.carry_job.run_button.setEnabled(True)
-
-    def carry(self) -> None:
-        """Warp the chosen moving-space layer with the last registration, in a worker."""
-        layer, result = self.carry_layer.value, self.result
-        try:
-            if result is None:
-                raise XaimedError("Register first: carrying along uses the last registration.")
-            if layer is None:
-                raise XaimedError("Pick the Image or Labels layer to carry along.")
-            moving = f"the moving image {self._sources[0]!r}"
-            check_same_grid(Grid(result.moving_shape, result.moving_spacing,
-                                 result.moving_origin, name=moving), layer)
-        except XaimedError as exc:
-            report_error(exc)
-            return
-        interpolation = self.carry_interpolation.value
-        if interpolation == "auto":
-            interpolation = "label" if isinstance(layer, Labels) else "linear"
-        data, is_labels = layer.data, isinstance(layer, Labels)
-        moving_name, fixed_name = self._sources
-        registration = self._provenance  # the carried layer's provenance holds the whole
-        carried = PendingInputs(layer=layer)  # registration, so a rerun can redo both
-        folder = (scratch_folder("xaimed-carried-")
-                  if isinstance(result, LazyRegistration) else None)
-
-        def steps():
-            carried.complete()
-            yield Progress(0, 1, f"warping {layer.name} ({interpolation})")
-            if folder is not None:  # full resolution, slab by slab, into a Zarr store
-                return (yield from result.warp_steps(data, folder / "carried.zarr",
-                                                     interpolation=interpolation))
-            return result.apply(np.asarray(data), interpolation)
-
-        def done(warped: Any, seconds: float) -> None:
-            prov = provenance("registration-apply", sources=[layer.name, moving_name, fixed_name],
-                              params={"interpolation": interpolation,
-                                      **({} if folder is None else
-                                         {"store": str(folder / "carried.zarr")})},
-                              seconds=seconds,
-                              inputs=carried.records, registration=registration)
-            name = output_name(layer.name, moving_name, fixed_name)
-            kwargs = {"translate": result.fixed_origin, "provenance": prov}
-            if is_labels:
-                shown = add_or_update(self.viewer, labels_layer(
-                    warped, name, result.fixed_spacing, **kwargs))
-            else:
-                shown = add_or_update(self.viewer, image_layer(
-                    warped, name, result.fixed_spacing, colormap=layer.colormap.name,
-                    **kwargs))
-            keep_while_shown(self.viewer, shown, folder)
-
-        self.carry_job.start(steps(), done, f"Carrying {layer.name} along", scratch=folder)

@@ -1,0 +1,153 @@
+"""Heatmaps that leave the anatomy visible: colormaps transparent at zero, a colour bar with a
+title on every map, and only the newest map of a run shown.
+
+Diverging maps take :func:`diverging_colormap` (blue below the centre, red above, alpha 0 at
+the centre rising linearly to 1 at both limits) and sequential maps :func:`sequential_colormap`
+(inferno with alpha 0 at zero), both with translucent blending, so a voxel where the map is zero
+leaves the image under it exactly as it was. In 3D a signed map renders ``"translucent"``
+(alpha compositing along the ray) rather than napari's default maximum intensity projection,
+which keeps only the largest value on a ray and so hides negative relevance, however strong.
+
+:func:`show_heatmaps` adds or updates a run's maps through
+:func:`~napari_xaimed.viewer.layers.add_or_update`, shows the last one and hides every other
+heatmap (none is deleted), and turns on the layer's ``colorbar`` overlay with a text overlay
+above it naming the layer and what its values are (``metadata["values"]``), shown while the
+layer is. napari is imported lazily so this module stays importable without it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+#: Metadata key of a heatmap layer: what its values are, with their unit (the colour bar's title).
+VALUES = "values"
+#: Names of the colormaps (as napari lists them).
+DIVERGING = "bwr (0 clear)"
+SEQUENTIAL = "inferno (0 clear)"
+_TITLE_KEY = "xaimed heatmap title {}"
+
+
+@cache
+def diverging_colormap() -> Any:
+    """Blue (below the centre) and red (above) with alpha 0 at the centre, 1 at both ends."""
+    from napari.utils.colormaps import Colormap
+
+    colors = [[0, 0, 1, 1], [0, 0, 1, 0], [1, 0, 0, 0], [1, 0, 0, 1]]
+    return Colormap(colors=colors, controls=[0.0, 0.5, 0.5, 1.0], name=DIVERGING,
+                    display_name=DIVERGING)
+
+
+@cache
+def sequential_colormap() -> Any:
+    """napari's ``inferno`` with alpha rising from 0 at zero to 1 at half the range."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    t = np.linspace(0.0, 1.0, 33)
+    rgba = np.asarray(ensure_colormap("inferno").map(t), dtype=np.float64)
+    rgba[:, 3] = np.clip(2.0 * t, 0.0, 1.0)
+    return Colormap(colors=rgba, controls=t, name=SEQUENTIAL, display_name=SEQUENTIAL)
+
+
+def heatmap_style(signed: bool) -> dict[str, Any]:
+    """Layer keyword arguments that draw a signed or unsigned map over an image."""
+    if signed:
+        return {"colormap": diverging_colormap(), "blending": "translucent",
+                "rendering": "translucent"}
+    return {"colormap": sequential_colormap(), "blending": "translucent"}
+
+
+def is_heatmap(layer: Any) -> bool:
+    """An xaimed heatmap layer (made by :func:`~napari_xaimed.viewer.layers.heatmap_layer`)."""
+    return getattr(layer, "_type_string", "") == "image" and VALUES in layer.metadata
+
+
+def show_heatmaps(viewer: Any, layers: Sequence[Any], shown: int | None = -1) -> list[Any]:
+    """Add or update heatmap LayerDataTuples; show only ``layers[shown]`` among the heatmaps.
+
+    Every other heatmap in the viewer, older runs' included, is hidden but kept; ``shown=None``
+    adds the maps hidden and leaves the others as they are. Each map gets its colour bar and
+    title.
+
+    Returns
+    -------
+    list
+        The napari layers, in the order given.
+    """
+    from napari_xaimed.viewer.layers import add_or_update
+
+    added = [add_or_update(viewer, layer) for layer in layers]
+    keep = None if shown is None or not added else added[shown]
+    if shown is not None:
+        for layer in viewer.layers:
+            if is_heatmap(layer) and layer is not keep:
+                layer.visible = False
+    for layer in added:
+        layer.visible = layer is keep
+        decorate(viewer, layer)
+    return added
+
+
+_WATCHED: weakref.WeakSet = weakref.WeakSet()  # viewers and layers already connected
+
+
+def watch(viewer: Any) -> None:
+    """Give every heatmap in ``viewer``, present and to come (the samples' too), its colour bar
+    and title; the docks that make heatmaps call this when they open."""
+    if viewer in _WATCHED:
+        return
+    _WATCHED.add(viewer)
+
+    def inserted(event: Any) -> None:
+        if is_heatmap(event.value):
+            decorate(viewer, event.value)
+        sync_titles(viewer)
+
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.layers.events.removed.connect(lambda _: sync_titles(viewer))
+    for layer in list(viewer.layers):
+        if is_heatmap(layer):
+            decorate(viewer, layer)
+
+
+def decorate(viewer: Any, layer: Any) -> None:
+    """Turn on a heatmap layer's colour bar and keep its title overlay in step with it."""
+    layer.colorbar.visible = True
+    watch(viewer)
+    if layer not in _WATCHED:
+        _WATCHED.add(layer)
+        layer.events.visible.connect(lambda _: sync_titles(viewer))
+        layer.events.name.connect(lambda _: sync_titles(viewer))
+    sync_titles(viewer)
+
+
+def title_text(layer: Any) -> str:
+    """A heatmap's colour bar title: the layer's name and what its values are."""
+    return f"{layer.name}\n{layer.metadata.get(VALUES, '')}".strip()
+
+
+def sync_titles(viewer: Any) -> None:
+    """One text overlay per heatmap whose colour bar shows, above the colour bars (napari
+    tiles viewer overlays before layer overlays at the same position)."""
+    from napari.components.overlays import TextOverlay
+
+    overlays = viewer.canvas.overlays
+    wanted = {}
+    for layer in viewer.layers:
+        if is_heatmap(layer) and layer.colorbar.visible:
+            wanted[_TITLE_KEY.format(id(layer))] = (title_text(layer), layer.visible,
+                                                    layer.colorbar.position)
+    for key in [k for k in overlays if k.startswith(_TITLE_KEY.format(""))]:
+        if key not in wanted:
+            overlays.pop(key)
+    for key, (text, visible, position) in wanted.items():
+        if key not in overlays:
+            overlays[key] = TextOverlay(text=text, visible=visible, position=position,
+                                        font_size=9)
+        else:
+            overlay = overlays[key]
+            overlay.text, overlay.visible, overlay.position = text, visible, position
