@@ -1,12 +1,5 @@
-"""Heatmaps that leave the anatomy visible: colormaps transparent at zero, a colour bar with a
-title on every map, and only the newest map of a run shown.
-
-Diverging maps take :func:`diverging_colormap` (blue below the centre, red above, alpha 0 at
-the centre rising linearly to 1 at both limits) and sequential maps :func:`sequential_colormap`
-(inferno with alpha 0 at zero), both with translucent blending, so a voxel where the map is zero
-leaves the image under it exactly as it was. In 3D a signed map renders ``"translucent"``
-(alpha compositing along the ray) rather than napari's default maximum intensity projection,
-which keeps only the largest value on a ray and so hides negative relevance, however strong.
+"""Heatmaps in the viewer: a colour bar with a title on every map, and only the newest map of a
+run shown (their colormaps: :mod:`napari_xaimed.viewer.heatmap_style`).
 
 :func:`show_heatmaps` adds or updates a run's maps through
 :func:`~napari_xaimed.viewer.layers.add_or_update`, shows the last one and hides every other
@@ -19,46 +12,19 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
-import numpy as np
+from napari_xaimed.viewer.heatmap_style import (  # noqa: F401 - also importable from here
+    DIVERGING,
+    SEQUENTIAL,
+    VALUES,
+    diverging_colormap,
+    heatmap_style,
+    sequential_colormap,
+)
+from napari_xaimed.viewer.layers import add_or_update
 
-#: Metadata key of a heatmap layer: what its values are, with their unit (the colour bar's title).
-VALUES = "values"
-#: Names of the colormaps (as napari lists them).
-DIVERGING = "bwr (0 clear)"
-SEQUENTIAL = "inferno (0 clear)"
 _TITLE_KEY = "xaimed heatmap title {}"
-
-
-@cache
-def diverging_colormap() -> Any:
-    """Blue (below the centre) and red (above) with alpha 0 at the centre, 1 at both ends."""
-    from napari.utils.colormaps import Colormap
-
-    colors = [[0, 0, 1, 1], [0, 0, 1, 0], [1, 0, 0, 0], [1, 0, 0, 1]]
-    return Colormap(colors=colors, controls=[0.0, 0.5, 0.5, 1.0], name=DIVERGING,
-                    display_name=DIVERGING)
-
-
-@cache
-def sequential_colormap() -> Any:
-    """napari's ``inferno`` with alpha rising from 0 at zero to 1 at half the range."""
-    from napari.utils.colormaps import Colormap, ensure_colormap
-
-    t = np.linspace(0.0, 1.0, 33)
-    rgba = np.asarray(ensure_colormap("inferno").map(t), dtype=np.float64)
-    rgba[:, 3] = np.clip(2.0 * t, 0.0, 1.0)
-    return Colormap(colors=rgba, controls=t, name=SEQUENTIAL, display_name=SEQUENTIAL)
-
-
-def heatmap_style(signed: bool) -> dict[str, Any]:
-    """Layer keyword arguments that draw a signed or unsigned map over an image."""
-    if signed:
-        return {"colormap": diverging_colormap(), "blending": "translucent",
-                "rendering": "translucent"}
-    return {"colormap": sequential_colormap(), "blending": "translucent"}
 
 
 def is_heatmap(layer: Any) -> bool:
@@ -78,8 +44,6 @@ def show_heatmaps(viewer: Any, layers: Sequence[Any], shown: int | None = -1) ->
     list
         The napari layers, in the order given.
     """
-    from napari_xaimed.viewer.layers import add_or_update
-
     added = [add_or_update(viewer, layer) for layer in layers]
     keep = None if shown is None or not added else added[shown]
     if shown is not None:

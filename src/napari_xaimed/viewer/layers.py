@@ -110,7 +110,7 @@ def heatmap_layer(
     title, kept in ``metadata["values"]``. A lazy (dask) map stays lazy; its limits come from a
     strided sample, as for images.
     """
-    from napari_xaimed.viewer.heatmaps import VALUES, heatmap_style
+    from napari_xaimed.viewer.heatmap_style import VALUES, heatmap_style
 
     data = data.astype(np.float32) if is_lazy(data) else np.asarray(data, dtype=np.float32)
     sample = _sample(data) if is_lazy(data) else data
