@@ -123,8 +123,10 @@ def test_method_fields_follow_the_method(qtbot, make_napari_viewer):
     widget.method.value = "atropos"
     assert widget.n_classes.visible and widget.mrf.visible and widget.tissue_mask.visible
     from napari_xaimed._core import spawned
+    from napari_xaimed._core.ants_import import ANTS_PRELOAD
 
-    warm = spawned._WARM.get(spawned._key("ants", {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": 1}))
+    warm = spawned._WARM.get(spawned._key(ANTS_PRELOAD,
+                                          {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": 1}))
     assert warm is not None and warm.poll() is None  # ANTs is being imported ahead of the run
     assert widget.mrf.value == pytest.approx(0.2)
     assert not (widget.opening.visible or widget.min_size.visible or widget.classes.visible)

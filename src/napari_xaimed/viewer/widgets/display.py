@@ -10,20 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QGridLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGridLayout, QLabel, QPushButton, QWidget
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.io.contrast import CT_PRESETS, percentile_range, preset_range
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.viewer.orientation import CONVENTIONS, orientation_display
+from napari_xaimed.viewer.widgets._base import XaimedWidget
 
 FILE = "file window"
 PERCENTILE = "percentiles"
@@ -53,12 +46,12 @@ def contrast_for(layer: Any, choice: str) -> tuple[float, float]:
     return preset_range(choice)
 
 
-class DisplayWidget(QWidget):
-    """Orientation convention and contrast presets."""
+class DisplayWidget(XaimedWidget):
+    """Orientation convention and contrast presets (a napari-xaimed dock like the others:
+    it scrolls and joins their tab group)."""
 
-    def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(napari_viewer, parent)
         self.display = orientation_display(napari_viewer)
         self.convention = QComboBox()
         self.convention.addItems(list(CONVENTIONS))
@@ -83,7 +76,7 @@ class DisplayWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = self._layout
         layout.addLayout(form)
         layout.addWidget(QLabel("Contrast of the selected image"))
         layout.addLayout(grid)
@@ -94,7 +87,9 @@ class DisplayWidget(QWidget):
         """Set the selected Image layer's contrast to ``choice``; problems go to the status
         line and a napari notification."""
         layer = self.viewer.layers.selection.active
-        if layer is None or getattr(layer, "_type_string", "") != "image":
+        from napari.layers import Image
+
+        if not isinstance(layer, Image):
             self._say("Select an Image layer first.")
             return
         try:
