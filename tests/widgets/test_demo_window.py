@@ -13,3 +13,19 @@ def test_demo_window_screenshot(tmp_path, qapp):
         colours = len(img.convert("RGB").getcolors(maxcolors=1_000_000) or [])
     assert width > 800 and height > 500
     assert colours > 50  # a rendered canvas and widgets, not a blank window
+
+
+def test_demo_window_shows_only_the_newest_heatmap_with_its_colour_bar(make_napari_viewer):
+    from napari_xaimed.cli.demo import demo_layers, show_layers
+
+    viewer = make_napari_viewer()
+    layers, _ = demo_layers()
+    show_layers(viewer, layers)
+    gradients = viewer.layers["Integrated Gradients [lesion ct]"]
+    gradcam = viewer.layers["Grad-CAM [lesion ct]"]
+    assert gradcam.visible and not gradients.visible  # not stacked over the CT
+    assert gradcam.colorbar.visible and gradients.colorbar.visible
+    titles = [o.text for k, o in viewer.canvas.overlays.items()
+              if "heatmap title" in k and o.visible]
+    assert len(titles) == 1 and titles[0].startswith("Grad-CAM [lesion ct]")
+    assert [layer.name for layer in viewer.layers] == [layer[1]["name"] for layer in layers]
