@@ -61,6 +61,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     from napari_xaimed.evaluation import evaluate
     from napari_xaimed.segmentation import segment
     from napari_xaimed.viewer.sample_data import lesion_layers, longitudinal_layers, panoptic_layers
+    from napari_xaimed.viewer.widgets.segmentation import segmentation_name
 
     lesion = samples.lesion_volume(seed=seed)
     started = time.perf_counter()
@@ -68,7 +69,8 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     seconds = time.perf_counter() - started
     prov = provenance("segmentation", sources=["lesion ct"],
                       params={"method": "otsu", **DEMO_SEGMENTATION}, seconds=seconds)
-    segmentation = labels_layer(labels, output_name("Segmentation", "lesion ct"), lesion.spacing,
+    # named as the Segmentation widget names it, so Segment in the demo window replaces it
+    segmentation = labels_layer(labels, segmentation_name("otsu", "lesion ct"), lesion.spacing,
                                 provenance=prov)
 
     pair = samples.panoptic_pair(seed=seed)
