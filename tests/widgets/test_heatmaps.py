@@ -176,3 +176,13 @@ def test_a_run_hides_only_the_heatmaps_over_its_own_image(make_napari_viewer):
     # without provenance the source comes from the name's brackets
     (other,) = show_heatmaps(viewer, [heatmap_layer(signed_map(), "Grad-CAM [mri]", (1, 1, 1))])
     assert other.visible and not mri.visible and saliency.visible
+
+
+def test_the_source_of_a_map_without_provenance_comes_from_its_name(make_napari_viewer):
+    from napari_xaimed.viewer.heatmaps import sources_of
+
+    viewer = make_napari_viewer()
+    names = {"Saliency [ct]": {"ct"}, "Saliency [ct] [1]": {"ct"},  # napari's numbering
+             "Change [prior->current]": {"prior", "current"}, "MNI152 GM probability": set()}
+    for name, expected in names.items():
+        assert sources_of(viewer.add_image(np.zeros(SHAPE), name=name)) == expected

@@ -27,7 +27,8 @@ from napari_xaimed.viewer.heatmap_style import (  # noqa: F401 - also importable
 from napari_xaimed.viewer.layers import add_or_update
 
 _TITLE_KEY = "xaimed heatmap title {}"
-_SOURCE = re.compile(r"\[([^\[\]]+)\]$")  # "<what> [<source>]" or "<what> [a->b]"
+# "<what> [<source>]" or "<what> [a->b]", with napari's " [2]" when the name was taken
+_SOURCE = re.compile(r"\[([^\[\]]+)\](?: \[\d+\])?$")
 
 
 def is_heatmap(layer: Any) -> bool:
