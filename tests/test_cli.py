@@ -14,7 +14,7 @@ def test_headless_demo_writes_outputs(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lesions_found"] == summary["lesions_true"]
     assert summary["lesion_dice"] > 0.85
-    seg = read_volume(out / "segmentation_lesion_ct.nii.gz")
+    seg = read_volume(out / "otsu_segmentation_lesion_ct.nii.gz")  # the widget's name
     truth = read_volume(out / "lesion_truth.nii.gz")
     assert seg.is_label and truth.is_label
     assert seg.metadata["kind"] == "segmentation" and seg.metadata["params"]["method"] == "otsu"

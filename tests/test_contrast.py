@@ -111,3 +111,23 @@ def test_the_display_dock_applies_presets_to_an_image(tmp_path):
     layer.metadata = {}
     with pytest.raises(XaimedError, match="no display window"):
         contrast_for(layer, "file window")
+
+
+def test_a_large_nifti_read_lazily_keeps_cal_min_cal_max(tmp_path, monkeypatch):
+    """A file over the lazy threshold opens at its header's range too, not at percentiles."""
+    import napari_xaimed.viewer.reader as _reader
+    from napari_xaimed.io import is_lazy
+
+    data = np.random.default_rng(0).normal(100, 30, size=(8, 9, 10)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header["cal_min"], img.header["cal_max"] = 20.0, 180.0
+    nib.save(img, str(tmp_path / "big.nii"))
+    volume = read_volume(tmp_path / "big.nii", lazy=True)
+    header = nib.load(str(tmp_path / "big.nii")).header
+    assert is_lazy(volume.data)
+    assert volume.display_range == (float(header["cal_min"]), float(header["cal_max"]))
+    monkeypatch.setattr(_reader, "LAZY_NIFTI_BYTES", 100)  # "larger than memory" here
+    (layer_data, kwargs, _), = read_volumes(str(tmp_path / "big.nii"))
+    assert is_lazy(layer_data)
+    assert kwargs["contrast_limits"] == (20.0, 180.0)
+    assert kwargs["metadata"]["display"]["contrast"] == "file"

@@ -150,3 +150,25 @@ def test_the_widget_shows_the_warning_and_keeps_it(qtbot, make_napari_viewer):
     heatmap = next(layer for layer in viewer.layers if "Saliency" in layer.name)
     assert heatmap.metadata["xaimed"]["params"]["out_of_distribution"][0].startswith(
         "intensity: after the model's zscore scaling")
+
+
+def test_the_widget_checks_the_field_of_view_of_the_layer(qtbot, make_napari_viewer):
+    """The lesion sample (64^3 voxels) explained from the widget with 2 mm voxels: 128 mm
+    across where the bundled classifier saw 64 mm (its training record), so the warning
+    names the field of view the layer's scale gives."""
+    from napari_xaimed.viewer.widgets.attribution import AttributionWidget
+
+    viewer = make_napari_viewer()
+    lesion = samples.lesion_volume(seed=0)
+    image = viewer.add_image(lesion.image, name="lesion ct", scale=(2.0, 2.0, 2.0))
+    widget = AttributionWidget(viewer)
+    widget.image.value = image
+    widget.methods.value = ["saliency"]
+    widget.device.value = "cpu"
+    with qtbot.waitSignal(widget.job.finished, timeout=180000) as blocker:
+        widget.job.run_button.click()
+    assert blocker.args[0] == "done", widget.job.status.text()
+    heatmap = viewer.layers["Saliency [lesion ct]"]
+    reasons = heatmap.metadata["xaimed"]["params"]["out_of_distribution"]
+    assert [r.split(":")[0] for r in reasons] == ["field of view"]
+    assert reasons[0].startswith("field of view: 128 x 128 x 128 mm, trained on 64 x 64 x 64 mm")

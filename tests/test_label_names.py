@@ -115,3 +115,31 @@ def test_nnunet_dataset_json_labels(tmp_path):
         nnunet_label_names({"labels": {"background": 0, "whole tumor": [1, 2]}})
     with pytest.raises(XaimedError, match='no "labels"'):
         nnunet_label_names({"channel_names": {}})
+
+
+def test_saving_a_named_labels_layer_writes_its_sidecar(make_napari_viewer, tmp_path):
+    """napari's File > Save of a Labels layer with names: the sidecar beside the file holds
+    them in the format above, and read_volume names the values again."""
+    viewer = make_napari_viewer()
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1], data[2] = 1, 2
+    layer = viewer.add_labels(data, name="organs", features={
+        "index": [0, 1, 2], "name": ["background", "liver", "tumour"]})
+    out = tmp_path / "organs.nii.gz"
+    assert layer.save(str(out), plugin="napari-xaimed")
+    sidecar = tmp_path / "organs.labels.json"
+    assert json.loads(sidecar.read_text()) == {"1": "liver", "2": "tumour"}
+    back = read_volume(out)
+    assert back.is_label and back.label_names == {1: "liver", 2: "tumour"}
+    np.testing.assert_array_equal(back.data, data)
+    # names kept only in metadata (a DICOM-SEG's segments, as the reader keeps them)
+    from napari_xaimed.viewer.writer import write_labels
+
+    written = write_labels(str(tmp_path / "seg.nrrd"), data,
+                           {"metadata": {"segments": {"1": "liver", "2": "tumour"}}})
+    assert str(tmp_path / "seg.labels.json") in written
+    assert read_volume(tmp_path / "seg.nrrd").label_names == {1: "liver", 2: "tumour"}
+    # a layer without names gets no sidecar
+    plain = viewer.add_labels(data, name="plain")
+    assert plain.save(str(tmp_path / "plain.nii.gz"), plugin="napari-xaimed")
+    assert not (tmp_path / "plain.labels.json").exists()

@@ -270,3 +270,31 @@ def test_label_values_are_classes_unless_asked(qtbot, widget):
         "params"]["label_mode"] == "panoptica"
     widget.instance_input.value = True
     assert widget.label_mode.native.isHidden() and widget.params()["label_mode"] is None
+
+
+def test_go_to_lands_on_the_instance_in_an_oblique_world(make_napari_viewer, qtbot):
+    """Reference and prediction on a grid turned 30 degrees (a file's direction cosines as the
+    layers' affine): the camera centre lands on the instance's world position, computed here
+    by hand as rotation @ (voxel * spacing + origin)."""
+    viewer = make_napari_viewer()
+    labels = np.zeros((10, 20, 20), np.uint8)
+    labels[2:5, 10:14, 3:7] = 1  # centroid (3, 11.5, 4.5)
+    angle = np.deg2rad(30.0)
+    rotation = np.array([[1.0, 0.0, 0.0],
+                         [0.0, np.cos(angle), -np.sin(angle)],
+                         [0.0, np.sin(angle), np.cos(angle)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation
+    spacing, origin = np.array([2.0, 1.0, 0.5]), np.array([5.0, -3.0, 7.0])
+    for name in ("reference", "prediction"):
+        viewer.add_labels(labels, name=name, scale=spacing, translate=origin, affine=affine)
+    w = EvaluationWidget(viewer)
+    qtbot.addWidget(w)
+    w.reference.value = viewer.layers["reference"]
+    w.prediction.value = viewer.layers["prediction"]
+    assert run(qtbot, w) == "done"
+    (row,) = w.instances.rows
+    np.testing.assert_allclose(row["center_zyx"], (3.0, 11.5, 4.5))
+    w.instances.table.selectRow(0)
+    world = rotation @ (np.array([3.0, 11.5, 4.5]) * spacing + origin)
+    np.testing.assert_allclose(viewer.scene.camera.center[-3:], world, atol=1e-6)

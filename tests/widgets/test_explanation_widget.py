@@ -116,6 +116,10 @@ def test_ensemble_of_two_files_adds_mean_spread_and_reliable_layers(qtbot, viewe
         assert layer.data.shape == viewer.layers["lesion ct"].data.shape
         np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
     assert float(viewer.layers["Ensemble std Saliency [lesion ct]"].data.max()) == 0
+    # each with its colour bar; only the mean is drawn over the image
+    assert {label: (layer.visible, layer.colorbar.visible) for label in ("mean", "std", "reliable")
+            for layer in [viewer.layers[f"Ensemble {label} Saliency [lesion ct]"]]} == {
+        "mean": (True, True), "std": (False, True), "reliable": (False, True)}
     assert widget.table.rows[0]["mean spearman"] == pytest.approx(1.0)  # identical members
     n_layers = len(viewer.layers)
     assert run_and_wait(qtbot, widget) == "done"

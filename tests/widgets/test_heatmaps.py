@@ -153,3 +153,36 @@ def test_sample_heatmaps_get_their_colour_bar_once_watched(make_napari_viewer):
     data, kwargs, _ = heatmap_layer(signed_map(), "later [ct]", (1, 1, 1))
     later = viewer.add_image(data, **kwargs)  # added by any means: decorated too
     assert later.colorbar.visible and len(titles()) == 2
+
+
+def test_a_run_hides_only_the_heatmaps_over_its_own_image(make_napari_viewer):
+    """An attribution run on "ct" hides the older maps over "ct" (the model's foreground
+    probability too: stacked they wash the CT out) but not the map over another image."""
+    from napari_xaimed._core.provenance import provenance
+
+    viewer = make_napari_viewer()
+
+    def heat(name: str, *sources: str):
+        return heatmap_layer(np.abs(signed_map()), name, (1, 1, 1),
+                             provenance=provenance("test", sources=sources))
+
+    (mri,) = show_heatmaps(viewer, [heat("Saliency [mri]", "mri")])
+    (probability,) = show_heatmaps(viewer, [heat("Model foreground probability [ct]", "ct")])
+    (change,) = show_heatmaps(viewer, [heat("Saliency change [prior->ct]", "prior", "ct")])
+    assert mri.visible and not probability.visible and change.visible
+    (saliency,) = show_heatmaps(viewer, [heat("Saliency [ct]", "ct")])
+    assert saliency.visible and mri.visible  # another image's map keeps showing
+    assert not probability.visible and not change.visible
+    # without provenance the source comes from the name's brackets
+    (other,) = show_heatmaps(viewer, [heatmap_layer(signed_map(), "Grad-CAM [mri]", (1, 1, 1))])
+    assert other.visible and not mri.visible and saliency.visible
+
+
+def test_the_source_of_a_map_without_provenance_comes_from_its_name(make_napari_viewer):
+    from napari_xaimed.viewer.heatmaps import sources_of
+
+    viewer = make_napari_viewer()
+    names = {"Saliency [ct]": {"ct"}, "Saliency [ct] [1]": {"ct"},  # napari's numbering
+             "Change [prior->current]": {"prior", "current"}, "MNI152 GM probability": set()}
+    for name, expected in names.items():
+        assert sources_of(viewer.add_image(np.zeros(SHAPE), name=name)) == expected

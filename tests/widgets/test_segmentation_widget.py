@@ -163,6 +163,7 @@ def test_tissue_classes_add_labels_and_probabilities_and_replace_them(qtbot, mak
         np.testing.assert_allclose(prob.scale, (2.0, 1.0, 1.0))
         np.testing.assert_allclose(prob.translate, (5.0, 0.0, -3.0))
         assert prob.metadata["xaimed"]["class"] == k
+        assert prob.colorbar.visible and not prob.visible  # the labels show the classes
     n_layers = len(viewer.layers)
     widget.n_classes.value = 2  # fewer classes: the third probability layer goes
     assert run_and_wait(qtbot, widget) == "done"
@@ -216,6 +217,10 @@ def test_model_segmentation_adds_labels_and_foreground_probability(qtbot, viewer
     for layer in (labels, probability):
         np.testing.assert_allclose(layer.scale, (2.0, 1.0, 1.0))
     assert probability.metadata["xaimed"]["kind"] == "foreground probability"
+    # shown with its titled colour bar, as the attribution maps are
+    assert probability.visible and probability.colorbar.visible
+    assert any(o.visible and o.text.startswith(probability.name)
+               for k, o in viewer.canvas.overlays.items() if "heatmap title" in k)
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
     widget.model_source.value = "file"

@@ -61,6 +61,7 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     from napari_xaimed.evaluation import evaluate
     from napari_xaimed.segmentation import segment
     from napari_xaimed.viewer.sample_data import lesion_layers, longitudinal_layers, panoptic_layers
+    from napari_xaimed.viewer.widgets.segmentation import segmentation_name
 
     lesion = samples.lesion_volume(seed=seed)
     started = time.perf_counter()
@@ -68,7 +69,8 @@ def demo_layers(seed: int = 0) -> tuple[list[LayerTuple], dict[str, Any]]:
     seconds = time.perf_counter() - started
     prov = provenance("segmentation", sources=["lesion ct"],
                       params={"method": "otsu", **DEMO_SEGMENTATION}, seconds=seconds)
-    segmentation = labels_layer(labels, output_name("Segmentation", "lesion ct"), lesion.spacing,
+    # named as the Segmentation widget names it, so Segment in the demo window replaces it
+    segmentation = labels_layer(labels, segmentation_name("otsu", "lesion ct"), lesion.spacing,
                                 provenance=prov)
 
     pair = samples.panoptic_pair(seed=seed)
@@ -133,11 +135,8 @@ def run_demo(headless: Path | None, seed: int, screenshot: Path | None) -> int:
 
     import napari
 
-    from napari_xaimed.viewer.layers import add_or_update
-
     viewer = napari.Viewer(title="napari-xaimed demo")
-    for layer in layers:
-        add_or_update(viewer, layer)
+    show_layers(viewer, layers)
     docked = [viewer.window.add_plugin_dock_widget("napari-xaimed", name, tabify=True)
               for name in WIDGETS]
     segmentation = docked[0][1]
@@ -165,6 +164,23 @@ def run_demo(headless: Path | None, seed: int, screenshot: Path | None) -> int:
         return 0
     napari.run()
     return 0
+
+
+def show_layers(viewer: Any, layers: list[LayerTuple]) -> None:
+    """Add the demo's layers to ``viewer``, in order, as the widgets would: every heatmap with
+    its titled colour bar, and the shown ones through
+    :func:`~napari_xaimed.viewer.heatmaps.show_heatmaps`, so only the last (Grad-CAM) is drawn
+    over the lesion volume."""
+    from napari_xaimed.viewer.heatmap_style import VALUES
+    from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
+    from napari_xaimed.viewer.layers import add_or_update
+
+    watch(viewer)  # the hidden heatmaps get their colour bars too
+    for layer in layers:
+        if VALUES in layer[1].get("metadata", {}) and layer[1].get("visible", True):
+            show_heatmaps(viewer, [layer])
+        else:
+            add_or_update(viewer, layer)
 
 
 def _lesion_slice(layers: list[LayerTuple]) -> float:

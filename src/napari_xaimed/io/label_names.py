@@ -12,7 +12,8 @@ Three sources, each giving ``{label value: name}`` (the background, 0, left out)
 - **nnU-Net v2's ``dataset.json``**: its ``labels`` object (name -> value); region-based
   datasets (a list of values per name) name the value ``regions_class_order`` writes for each.
 
-:func:`read_label_names` picks the source from the path.
+:func:`read_label_names` picks the source from the path; :func:`write_sidecar` writes a
+sidecar (napari's writer does, for a Labels layer with names).
 """
 
 from __future__ import annotations
@@ -86,6 +87,24 @@ def sidecar_names(path: str | Path) -> dict[int, str]:
     if not sidecar.is_file():
         return {}
     return parse_sidecar(_load_json(sidecar), sidecar.name)
+
+
+def write_sidecar(path: str | Path, names: dict[int, str]) -> Path:
+    """Write ``names`` (label value -> name) to the ``<stem>.labels.json`` beside the volume
+    file ``path``, as :func:`sidecar_names` reads it back; the background (0) left out.
+
+    Raises
+    ------
+    XaimedError
+        When a value is no non-negative integer or a name is empty.
+    """
+    content = {str(_value(v, "label names")): str(n).strip() for v, n in sorted(names.items())
+               if int(v) != 0}
+    parse_sidecar(content, "label names")  # the same checks as on reading
+    sidecar = labels_sidecar_path(path)
+    sidecar.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+    return sidecar
 
 
 def nnunet_label_names(dataset: str | Path | dict[str, Any]) -> dict[int, str]:

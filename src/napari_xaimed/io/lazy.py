@@ -421,7 +421,8 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     array is computed: through a
     read-only memory map for an uncompressed, unscaled ``.nii``; otherwise through nibabel's
     array proxy, which reads (a ``.nii.gz``: decompresses up to) the slab asked for and applies
-    the header's scaling.
+    the header's scaling. The header's ``cal_min``/``cal_max`` become the volume's
+    ``display_range``, as for a file read in memory.
 
     Parameters
     ----------
@@ -441,7 +442,7 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
     import dask.array as da
     import nibabel as nib
 
-    from napari_xaimed.io.nifti import nifti_affine_mm, nifti_zooms_mm
+    from napari_xaimed.io.nifti import nifti_affine_mm, nifti_display_range, nifti_zooms_mm
     from napari_xaimed.io.volume import _LABEL_NAME, Volume, read_sidecar, volume_stem
 
     path = Path(path)
@@ -473,4 +474,5 @@ def read_nifti_lazy(path: str | Path, *, spacing: Sequence[float] | None = None)
         axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
         affine[:3, :3] = axes @ np.diag(used[::-1])
     return Volume(data=data, spacing=used, affine=affine, is_label=is_label,
-                  metadata=read_sidecar(path), path=path)
+                  metadata=read_sidecar(path), path=path,
+                  display_range=nifti_display_range(img.header))

@@ -2,14 +2,16 @@
 run shown (their colormaps: :mod:`napari_xaimed.viewer.heatmap_style`).
 
 :func:`show_heatmaps` adds or updates a run's maps through
-:func:`~napari_xaimed.viewer.layers.add_or_update`, shows the last one and hides every other
-heatmap (none is deleted), and turns on the layer's ``colorbar`` overlay with a text overlay
+:func:`~napari_xaimed.viewer.layers.add_or_update`, shows the last one and hides the other
+heatmaps over the same image (none is deleted; maps of other images keep their visibility),
+and turns on the layer's ``colorbar`` overlay with a text overlay
 above it naming the layer and what its values are (``metadata["values"]``), shown while the
 layer is. napari is imported lazily so this module stays importable without it.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +27,8 @@ from napari_xaimed.viewer.heatmap_style import (  # noqa: F401 - also importable
 from napari_xaimed.viewer.layers import add_or_update
 
 _TITLE_KEY = "xaimed heatmap title {}"
+# "<what> [<source>]" or "<what> [a->b]", with napari's " [2]" when the name was taken
+_SOURCE = re.compile(r"\[([^\[\]]+)\](?: \[\d+\])?$")
 
 
 def is_heatmap(layer: Any) -> bool:
@@ -32,12 +36,25 @@ def is_heatmap(layer: Any) -> bool:
     return getattr(layer, "_type_string", "") == "image" and VALUES in layer.metadata
 
 
-def show_heatmaps(viewer: Any, layers: Sequence[Any], shown: int | None = -1) -> list[Any]:
-    """Add or update heatmap LayerDataTuples; show only ``layers[shown]`` among the heatmaps.
+def sources_of(layer: Any) -> set[str]:
+    """The images a layer was computed from: its provenance's ``sources``, else the
+    ``[a->b]`` of its DESIGN.md name; empty when neither says."""
+    sources = (layer.metadata.get("xaimed") or {}).get("sources") or []
+    if sources:
+        return {str(s) for s in sources}
+    match = _SOURCE.search(layer.name)
+    return set(match.group(1).split("->")) if match else set()
 
-    Every other heatmap in the viewer, older runs' included, is hidden but kept; ``shown=None``
-    adds the maps hidden and leaves the others as they are. Each map gets its colour bar and
-    title.
+
+def show_heatmaps(viewer: Any, layers: Sequence[Any], shown: int | None = -1) -> list[Any]:
+    """Add or update heatmap LayerDataTuples; show only ``layers[shown]`` among the heatmaps
+    of the same image.
+
+    Every other heatmap over the images these maps come from (:func:`sources_of`), older
+    runs' and other jobs' included, is hidden but kept, so maps never stack over the anatomy;
+    heatmaps of other images keep their visibility (maps whose source is unknown hide every
+    other heatmap). ``shown=None`` adds the maps hidden and leaves the others as they are.
+    Each map gets its colour bar and title.
 
     Returns
     -------
@@ -47,8 +64,10 @@ def show_heatmaps(viewer: Any, layers: Sequence[Any], shown: int | None = -1) ->
     added = [add_or_update(viewer, layer) for layer in layers]
     keep = None if shown is None or not added else added[shown]
     if shown is not None:
+        images = set().union(*(sources_of(layer) for layer in added))
         for layer in viewer.layers:
-            if is_heatmap(layer) and layer is not keep:
+            if is_heatmap(layer) and layer is not keep and (
+                    not images or not sources_of(layer) or sources_of(layer) & images):
                 layer.visible = False
     for layer in added:
         layer.visible = layer is keep

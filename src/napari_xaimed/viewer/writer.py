@@ -88,5 +88,33 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Write a Labels layer, marked as a label map (NIfTI intent ``label``)."""
-    return _write(path, data, meta, is_label=True)
+    """Write a Labels layer, marked as a label map (NIfTI intent ``label``), with its label
+    names (see :func:`layer_label_names`) in a ``<stem>.labels.json`` sidecar beside it, which
+    :func:`~napari_xaimed.io.read_volume` reads back."""
+    from napari_xaimed.io.label_names import write_sidecar
+
+    written = _write(path, data, meta, is_label=True)
+    names = layer_label_names(meta)
+    if names:
+        written.append(str(write_sidecar(written[0], names)))
+    return written
+
+
+def layer_label_names(meta: dict[str, Any]) -> dict[int, str]:
+    """A Labels layer's names of its values (the background, 0, left out): its ``features``'
+    ``name`` column (by the ``index`` or ``label`` column, else the row number), over
+    ``metadata["segments"]`` (a DICOM-SEG's, as the reader keeps them)."""
+    import pandas as pd
+
+    segments = (meta.get("metadata") or {}).get("segments") or {}
+    names = {int(v): str(n) for v, n in segments.items()}
+    features = meta.get("features")
+    if features is not None and len(features):
+        table = pd.DataFrame(features)
+        if "name" in table.columns:
+            key = next((c for c in ("index", "label") if c in table.columns), None)
+            values = table[key] if key else table.index
+            names.update({int(v): str(n) for v, n in zip(values, table["name"], strict=True)
+                          if not pd.isna(n) and str(n).strip()})
+    names.pop(0, None)
+    return names

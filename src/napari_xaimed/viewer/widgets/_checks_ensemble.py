@@ -12,7 +12,8 @@ from magicgui.widgets import FileEdit, SpinBox
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.provenance import provenance
 from napari_xaimed.attribution import BUNDLED, METHODS, ensemble_attribute_steps
-from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, output_name, source_geometry
+from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
+from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
 from napari_xaimed.viewer.widgets.attribution import title
 
 
@@ -22,6 +23,7 @@ class EnsembleTool:
 
     def __init__(self, viewer: Any) -> None:
         self.viewer = viewer
+        watch(viewer)  # every heatmap here gets its colour bar and title
         self.members = FileEdit(label="ensemble files", mode="rm",
                                 tooltip="Two or more model files; leave empty and set dropout "
                                         "passes to use one model with dropout kept on")
@@ -59,12 +61,15 @@ class EnsembleTool:
                                       "consistency": result.consistency.to_dict()})
             what = title(method)
             signed = METHODS[method].signed
-            for label, data, is_signed in (("mean", result.mean, signed),
-                                           ("std", result.std, False),
-                                           ("reliable", result.reliable, signed)):
-                add_or_update(self.viewer, heatmap_layer(
-                    data, output_name(f"Ensemble {label} {what}", image_name), spacing,
-                    signed=is_signed, translate=translate, provenance=prov))
+            # side by side with their colour bars; the mean shows, spread and reliable
+            # relevance are a click away
+            show_heatmaps(self.viewer, [heatmap_layer(
+                data, output_name(f"Ensemble {label} {what}", image_name), spacing,
+                signed=is_signed, translate=translate, provenance=prov)
+                for label, data, is_signed in (("mean", result.mean, signed),
+                                               ("std", result.std, False),
+                                               ("reliable", result.reliable, signed))],
+                shown=0)
             widget.table.set_rows([{
                 "method": method, "members": len(result.members), "target": result.target,
                 "mean spearman": result.consistency.mean_spearman,

@@ -220,14 +220,21 @@ class EvaluationResults:
 
     def go_to(self, row: dict[str, Any]) -> None:
         """Centre the viewer on an instance (the centroid of its reference instances, or of a
-        false-positive prediction, in world coordinates); a missed reference is also shown
-        alone in its missed layer (the other rows show them all again)."""
+        false-positive prediction, in world coordinates, oblique grids included); a missed
+        reference is also shown alone in its missed layer (the other rows show them all
+        again)."""
         self._show_missed(row)
         center = row.get("center_zyx")
         if center is None or any(np.isnan(center)):
             return
-        spacing, translate = self._geometry
-        world = [c * s + t for c, s, t in zip(center, spacing, translate, strict=True)]
+        # the table belongs to the picked reference (other inputs clear it): its own transform
+        # (scale, translate and a file's direction cosines) takes the voxel into the world
+        layer = self.reference.value
+        if layer is not None:
+            world = [float(w) for w in layer.data_to_world(center)[-3:]]
+        else:
+            spacing, translate = self._geometry
+            world = [c * s + t for c, s, t in zip(center, spacing, translate, strict=True)]
         lead = self.viewer.dims.ndim - 3
         point = list(self.viewer.dims.point)
         point[lead:] = world

@@ -11,6 +11,7 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.provenance import provenance
 from napari_xaimed.io.label_names import nnunet_label_names
 from napari_xaimed.segmentation import SegmentationResult
+from napari_xaimed.viewer.heatmaps import show_heatmaps
 from napari_xaimed.viewer.layers import add_or_update, heatmap_layer, labels_layer, output_name
 from napari_xaimed.viewer.widgets._legend import Legend, layer_entries
 from napari_xaimed.viewer.widgets._scratch import keep_while_shown
@@ -112,16 +113,19 @@ class SegmentationOutputs:
         maps = []
         if result.probabilities is not None:
             foreground = result.facts.get("probabilities") == "foreground"
+            heatmaps = []
             for k, probability in enumerate(result.probabilities, start=1):
                 name = probability_name(k, source, foreground, result.method)
                 kind = {"kind": "foreground probability"} if foreground else {
                     "kind": "class probability", "class": k}
-                heat = add_or_update(self.viewer, heatmap_layer(
+                heatmaps.append(heatmap_layer(
                     probability, name, spacing, signed=False, translate=translate,
-                    provenance={**prov, **kind}, contrast_limits=(0.0, 1.0),
-                    visible=foreground))
-                keep_while_shown(self.viewer, heat, scratch)
+                    provenance={**prov, **kind}, contrast_limits=(0.0, 1.0)))
                 maps.append(name)
+            # a foreground map shows (the other maps of this image hidden); class maps are
+            # added hidden, the labels already show the classes
+            for heat in show_heatmaps(self.viewer, heatmaps, shown=-1 if foreground else None):
+                keep_while_shown(self.viewer, heat, scratch)
         key = (source, result.method)
         for stale in set(self._probabilities.get(key, [])) - set(maps):
             if stale in self.viewer.layers and "xaimed" in self.viewer.layers[stale].metadata:

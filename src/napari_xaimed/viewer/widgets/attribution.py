@@ -234,6 +234,8 @@ class AttributionWidget(XaimedWidget):
         device = self.device.value
         params = {m: self.method_params(m) for m in methods}
         spacing, translate = source_geometry(layer)
+        # the layer's voxel size, so the model's field-of-view check runs (models/domain.py)
+        sized = {} if lazy else {"spacing": spacing}
         name = layer.name
         # the image and the region (a segmentation model's target) as files or samples with
         # their SHA-256: what a rerun reads again
@@ -252,7 +254,7 @@ class AttributionWidget(XaimedWidget):
             results = []
             for i, method in enumerate(methods):
                 inner = explain(model, data, method, target=target, region=region,
-                                device=device, **where, **params[method])
+                                device=device, **sized, **where, **params[method])
                 try:
                     while True:
                         try:

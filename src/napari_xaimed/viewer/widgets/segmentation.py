@@ -21,6 +21,7 @@ from napari_xaimed._core.provenance import PendingInputs
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.models.loading import BUNDLED_SEGMENTER
 from napari_xaimed.segmentation import METHODS, SegmentationResult, method_params, segment_steps
+from napari_xaimed.viewer.heatmaps import watch
 from napari_xaimed.viewer.layers import source_geometry
 from napari_xaimed.viewer.widgets._base import (
     XaimedWidget,
@@ -63,6 +64,7 @@ class SegmentationWidget(LazySegmentation, SegmentationOutputs, XaimedWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
+        watch(napari_viewer)  # every heatmap here gets its colour bar and title
         self.image = layer_picker(napari_viewer, Image, "image")
         self.method = ComboBox(label="method", choices=list(METHODS), value="otsu")
         self.threshold_by = ComboBox(label="threshold by", choices=["value", "percentile"],
