@@ -11,7 +11,8 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.evaluation.footprints import scan
 from napari_xaimed.evaluation.instances import label_values
 from napari_xaimed.evaluation.label_modes import label_plan
-from napari_xaimed.evaluation.panoptic import check_pair, class_maps, match_table
+from napari_xaimed.evaluation.panoptic import check_pair, class_maps
+from napari_xaimed.evaluation.per_class import match_table
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
 

@@ -33,12 +33,12 @@ from napari_xaimed._core.progress import run_steps
 from napari_xaimed._core.validate import as_spacing
 from napari_xaimed.evaluation.label_modes import label_plan
 from napari_xaimed.evaluation.matching import check_matching
-from napari_xaimed.evaluation.panoptic import (
+from napari_xaimed.evaluation.per_class import evaluate_class_steps
+from napari_xaimed.evaluation.results import (
     DEFAULT_METRICS,
     DISTANCE_METRICS,
     MATCH_METRICS,
     PanopticResult,
-    evaluate_class_steps,
 )
 from napari_xaimed.evaluation.slab_scan import (  # noqa: F401 - also importable from here, as before
     SLAB_BYTES,
