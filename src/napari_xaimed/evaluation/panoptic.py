@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_xaimed._core.arrays import is_lazy
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed._core.validate import as_spacing, check_fits_in_memory
@@ -17,6 +19,7 @@ from napari_xaimed.evaluation.instances import (
     selected_values,
 )
 from napari_xaimed.evaluation.label_modes import label_plan
+from napari_xaimed.evaluation.lazy import evaluate_lazy
 from napari_xaimed.evaluation.matching import check_matching
 from napari_xaimed.evaluation.parts import check_parts
 from napari_xaimed.evaluation.per_class import (  # noqa: F401 - also importable from here, as before
@@ -121,8 +124,18 @@ def evaluate_steps(
     metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
     nsd_tolerance_mm: float = 1.0,
     keep_maps: bool = False,
+    slab: int | None = None,
+    workdir: str | Path | None = None,
 ) -> Steps[PanopticResult]:
     """Generator form of :func:`evaluate` (yields progress, returns the result)."""
+    if is_lazy(reference) or is_lazy(prediction):  # larger than memory: slab by slab
+        yield Progress(0, 1, "evaluating slab by slab")
+        return evaluate_lazy(
+            reference, prediction, spacing=spacing, matching=matching, threshold=threshold,
+            match_metric=match_metric, instance_input=instance_input, classes=classes,
+            label_mode=label_mode, parts=parts, voronoi=voronoi, assignment=assignment,
+            strict=strict, connectivity=connectivity, metrics=metrics,
+            nsd_tolerance_mm=nsd_tolerance_mm, keep_maps=keep_maps, slab=slab, workdir=workdir)
     read_ids = instance_input and not voronoi  # Voronoi regions need compact reference maps
     reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric,
                                        signs=not read_ids)
@@ -169,9 +182,13 @@ def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> Pa
 
     Parameters
     ----------
-    reference, prediction : numpy.ndarray
+    reference, prediction : numpy.ndarray or dask.array.Array
         3D label maps of one shape: semantic (class values; instances are their connected
         components) or, with ``instance_input=True``, instance ids. Any integer dtype and ids.
+        If either is a dask array (a Zarr store or a NIfTI larger than memory), both are
+        evaluated slab by slab by :func:`~napari_xaimed.evaluation.evaluate_lazy`: the same
+        numbers, without ``parts``, ``voronoi`` and ``keep_maps`` (an
+        :class:`~napari_xaimed.XaimedError` says so).
     spacing : tuple of float, optional
         Voxel size in mm (``(z, y, x)``) for the distance metrics; 1 mm when omitted.
     matching : {"one_to_one", "many_to_one", "one_to_many"}
@@ -218,6 +235,9 @@ def evaluate(reference: np.ndarray, prediction: np.ndarray, **kwargs: Any) -> Pa
         missed-reference map (every voxel of each FN reference, by its original id, also
         under a prediction) and the Voronoi region map (original reference ids) on each class
         result, for display.
+    slab, workdir
+        Dask inputs only: planes per slab, and the folder for the connected components of
+        semantic maps (see :func:`~napari_xaimed.evaluation.evaluate_lazy`).
 
     Returns
     -------

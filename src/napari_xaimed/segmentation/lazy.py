@@ -36,6 +36,7 @@ import numpy as np
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.tempstores import make_folder, remove_at_exit
 from napari_xaimed._core.validate import as_spacing
 from napari_xaimed.components.lazy import (  # noqa: F401 - label_lazy: also here, as before
     _LABEL_DTYPE,
@@ -44,7 +45,7 @@ from napari_xaimed.components.lazy import (  # noqa: F401 - label_lazy: also her
     _output,
     label_lazy,
 )
-from napari_xaimed.io.lazy import check_new_store, read_slab, set_provenance, z_slabs
+from napari_xaimed.io.lazy import check_new_store, read_slab, read_zarr, set_provenance, z_slabs
 from napari_xaimed.io.slab_stats import (  # noqa: F401 - value_range and histogram_lazy: also here, as before
     _check_3d,
     _histogram_steps,
@@ -59,6 +60,7 @@ from napari_xaimed.segmentation.model_lazy import (  # noqa: F401 - also importa
 )
 from napari_xaimed.segmentation.result import (  # noqa: F401 - also importable from here, as before
     LazySegmentation,
+    SegmentationResult,
 )
 from napari_xaimed.segmentation.threshold import check_otsu_classes
 
@@ -298,3 +300,67 @@ def _mask_slabs(read_mask: Callable[[int, int], np.ndarray], depth: int, out: An
         yield Progress(start, depth, f"mask: planes {start}-{stop - 1}")
         out[start:stop] = read_mask(start, stop).astype(np.uint8)
     return 0
+
+
+#: The model's options that look at the whole volume at once: not done band by band.
+_MODEL_WHOLE = {"largest_component": "keeping the largest component",
+                "model_spacing": "resampling to the model's spacing",
+                "smoothing_mm": "smoothing", "autocast": "mixed precision"}
+
+
+def segment_dask_steps(volume: Any, method: str, spacing: tuple[float, float, float] | None,
+                       *, out: str | Path | None = None, origin: Any = None,
+                       workdir: str | Path | None = None, **params: Any
+                       ) -> Steps[SegmentationResult]:
+    """:func:`~napari_xaimed.segmentation.segment_steps` for a volume larger than memory.
+
+    ``"otsu"`` and ``"threshold"`` by :func:`segment_lazy_steps`, ``"model"`` by
+    :func:`segment_model_lazy_steps` (with its foreground probability beside the labels), into
+    the Zarr store ``out`` (default: ``labels.zarr`` in a temporary folder ``xaimed-labels-*``
+    under ``workdir``, removed when Python exits). Returns the
+    :class:`~napari_xaimed.segmentation.result.SegmentationResult` the in-memory path does,
+    with dask arrays over the stores (``facts["labels_store"]`` their path).
+
+    Raises
+    ------
+    XaimedError
+        For a method or an option that looks across the whole volume (see
+        :func:`check_lazy_method`; for the model: ``largest_component``, ``model_spacing``,
+        ``smoothing_mm``, ``autocast``).
+    """
+    if method == "model":
+        for key, what in _MODEL_WHOLE.items():
+            if params.get(key) not in (None, False, 0, 0.0):
+                raise XaimedError(
+                    f"the volume is read lazily (larger than memory): {what} ({key}=) is not "
+                    "done band by band. Turn it off, or segment a crop in memory "
+                    "(volume[z0:z1]).")
+        params = {k: v for k, v in params.items() if k not in _MODEL_WHOLE}
+    if out is None:
+        folder = make_folder("xaimed-labels-", workdir)
+        remove_at_exit(folder)
+        out = folder / "labels.zarr"
+    out = Path(out)
+    if method != "model":
+        lazy = yield from segment_lazy_steps(volume, out, method, spacing, origin=origin,
+                                             **params)
+        return SegmentationResult(
+            labels=lazy.labels, method=lazy.method, params=lazy.params,
+            facts={"threshold": lazy.threshold, "n_instances": lazy.n_instances,
+                   "labels_store": str(lazy.path)},
+            spacing=lazy.spacing, kind="instances" if params.get("instances", True) else "mask",
+            seconds=lazy.seconds)
+    from napari_xaimed.models.loading import BUNDLED_SEGMENTER
+
+    model = params.pop("model", None) or BUNDLED_SEGMENTER
+    probability_out = out.with_name(out.name.removesuffix(".zarr") + "-probability.zarr")
+    lazy = yield from segment_model_lazy_steps(volume, model, out, spacing=spacing,
+                                               origin=origin, probability_out=probability_out,
+                                               **params)
+    probability = read_zarr(probability_out).data
+    return SegmentationResult(
+        labels=lazy.labels, method="model", params=lazy.params,
+        facts={"probabilities": "foreground", "threshold": lazy.threshold,
+               "labels_store": str(lazy.path), "probability_store": str(probability_out)},
+        spacing=lazy.spacing, kind="classes", probabilities=probability[None],
+        seconds=lazy.seconds)
