@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_xaimed._core.arrays import is_lazy
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps, within
 from napari_xaimed._core.validate import as_origin, as_spacing, as_volume
@@ -40,6 +41,7 @@ from napari_xaimed.longitudinal.features import (  # noqa: F401 - also importabl
     field_on_grid,
     warp_features,
 )
+from napari_xaimed.longitudinal.lazy import MAX_VOXELS, coarse_copies
 from napari_xaimed.models.device import pick_device
 from napari_xaimed.models.loading import load_model
 from napari_xaimed.models.preprocess import Preprocessing
@@ -214,10 +216,19 @@ def explain_change_steps(
     layer: str | None = None,
     device: str | torch.device = "auto",
     preprocessing: dict[str, Any] | Preprocessing | None = None,
+    max_voxels: int = MAX_VOXELS,
     **params: Any,
 ) -> Steps[LongitudinalResult]:
     """Generator form of :func:`explain_change` (yields progress, returns the result)."""
     started = time.perf_counter()
+    coarse = None
+    if is_lazy(prior) or is_lazy(current):  # larger than memory: block-mean copies
+        yield Progress(0, 1, "reading downsampled copies of the scans")
+        prior, current, grids, coarse = coarse_copies(
+            prior, current, spacing=spacing, origin=origin, prior_spacing=prior_spacing,
+            prior_origin=prior_origin, registration=registration, max_voxels=max_voxels)
+        spacing, origin = grids["spacing"], grids["origin"]
+        prior_spacing, prior_origin = grids["prior_spacing"], grids["prior_origin"]
     prior = as_volume(prior, "prior scan")
     current = as_volume(current, "current scan")
     if method not in METHODS:
@@ -276,6 +287,8 @@ def explain_change_steps(
         "registration": geometry["params"], "layer_choice": "given" if layer else "default: "
         "the model's last spatial feature map", "feature_shape": features["feature_shape"],
     }
+    if coarse is not None:
+        provenance["lazy"] = coarse
     return LongitudinalResult(
         prior=before.map, carried_prior=carried, current=now.map,
         change=(now.map - carried).astype(np.float32),
@@ -301,8 +314,12 @@ def explain_change(prior: np.ndarray, current: np.ndarray, model: Any,
 
     Parameters
     ----------
-    prior, current : numpy.ndarray
-        3D ``(z, y, x)`` scans; the prior is the moving image, the current one the fixed.
+    prior, current : numpy.ndarray or dask.array.Array
+        3D ``(z, y, x)`` scans; the prior is the moving image, the current one the fixed. If
+        either is a dask array (larger than memory), both are explained on block-mean copies
+        of at most ``max_voxels`` voxels (default 2**21), read slab by slab: the result lies
+        on the coarse current grid (its ``spacing``/``origin``), ``params["lazy"]`` records
+        the factors, and ``registration`` must be None or ``"identity"``.
     model : torch.nn.Module, path, LoadedModel or "bundled"
         See :func:`~napari_xaimed.attribution.load_model`.
     method : str
