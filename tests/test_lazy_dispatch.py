@@ -97,7 +97,7 @@ def test_segment_takes_a_dask_volume_slab_by_slab(little_memory, tmp_path):
 
 def test_segment_refuses_what_a_dask_volume_cannot_do(little_memory, tmp_path):
     lazy = da.from_array(blobs(), chunks=(4, 18, 16))
-    for method, params, message in (("kmeans", {}, "not available for volumes larger"),
+    for method, params, message in (("kmeans", {}, "only .otsu., .threshold. and .model."),
                                     ("otsu", {"smoothing_mm": 1.0}, "smoothing"),
                                     ("model", {"largest_component": True}, "largest component"),
                                     ("model", {"model_spacing": (2.0, 2.0, 2.0)},
@@ -134,3 +134,58 @@ def test_truth_scores_steps_take_numpy_and_dask_alike(little_memory):
         assert scores["relevance_mass_accuracy"] == pytest.approx(1.0)
         assert scores["pointing_game"] == 1.0
         assert scores["auroc"] == pytest.approx(37 / 64)
+
+
+def test_register_takes_dask_volumes_through_downsampled_copies(little_memory):
+    """A known smooth deformation (the longitudinal sample's): registering the dask pair gives
+    a LazyRegistration whose coarse field, read at full resolution, recovers it."""
+    from napari_xaimed.registration import LazyRegistration, register
+    from napari_xaimed.registration.lazy import _CoarseField
+    from napari_xaimed.samples import longitudinal_pair
+
+    sample = longitudinal_pair((32, 48, 48), spacing=(1.5, 1.0, 1.0), max_displacement_mm=3.0,
+                               seed=3)
+    fixed = da.from_array(sample.fixed, chunks=(8, 48, 48))
+    moving = da.from_array(sample.moving, chunks=(8, 48, 48))
+    result = register(fixed, moving, fixed_spacing=sample.spacing, moving_spacing=sample.spacing,
+                      transform="SyN", shrink=2, seed=0)
+    assert isinstance(result, LazyRegistration) and result.fixed_factors == (2, 2, 2)
+    field = _CoarseField(result.coarse.displacement, result.coarse_spacing, result.coarse_origin)
+    recovered = field.on_slab(slice(0, 32), (32, 48, 48), sample.spacing, (0.0, 0.0, 0.0))
+    error = np.linalg.norm(recovered - sample.displacement, axis=-1)[sample.body]
+    before = np.linalg.norm(sample.displacement, axis=-1)[sample.body]
+    assert error.mean() < 0.5 * before.mean()
+
+
+def test_explain_change_takes_dask_scans_on_block_mean_copies(little_memory):
+    """Dask scans are explained on 2x2x2 block means (computed here with numpy's reshape) on
+    the coarse grid: voxel size doubled, origin at the first block's centre."""
+    from napari_xaimed.longitudinal import explain_change
+    from napari_xaimed.samples import longitudinal_pair
+
+    pair = longitudinal_pair(seed=0, new_lesion_radius_mm=6.0)
+    shape = tuple(n // 2 * 2 for n in pair.fixed.shape)
+    prior, current = (a[:shape[0], :shape[1], :shape[2]] for a in (pair.moving, pair.fixed))
+
+    def block_mean(a):
+        z, y, x = (n // 2 for n in a.shape)
+        return a.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float64)
+
+    spacing = np.asarray(pair.spacing)
+    coarse_spacing, coarse_origin = tuple(2 * spacing), tuple(0.5 * spacing)
+    expected = explain_change(block_mean(prior).astype(np.float32),
+                              block_mean(current).astype(np.float32), "bundled",
+                              spacing=coarse_spacing, origin=coarse_origin,
+                              registration="identity", device="cpu")
+    got = explain_change(da.from_array(prior, chunks=(8, -1, -1)),
+                         da.from_array(current, chunks=(8, -1, -1)), "bundled",
+                         spacing=pair.spacing, registration="identity", device="cpu",
+                         max_voxels=int(np.prod(shape)) // 8)
+    assert got.params["lazy"]["current_factors"] == [2, 2, 2]
+    np.testing.assert_allclose(got.spacing, coarse_spacing)
+    np.testing.assert_allclose(got.origin, coarse_origin)
+    np.testing.assert_allclose(got.change, expected.change,
+                               atol=1e-4 * np.abs(expected.change).max())
+    with pytest.raises(XaimedError, match="registration=None"):
+        explain_change(da.from_array(prior), current, "bundled", spacing=pair.spacing,
+                       registration=np.zeros((*shape, 3), np.float32))

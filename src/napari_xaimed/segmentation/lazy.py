@@ -308,6 +308,33 @@ _MODEL_WHOLE = {"largest_component": "keeping the largest component",
                 "smoothing_mm": "smoothing", "autocast": "mixed precision"}
 
 
+def check_dask_segmentation(method: str, params: dict[str, Any]) -> None:
+    """Refuse, before any work, what :func:`segment_dask_steps` cannot do slab by slab: a
+    method other than ``"otsu"``, ``"threshold"`` and ``"model"``, and the options that look
+    across the whole volume.
+
+    Raises
+    ------
+    XaimedError
+        Saying what to do instead.
+    """
+    if method == "model":
+        for key, what in _MODEL_WHOLE.items():
+            if params.get(key) not in (None, False, 0, 0.0):
+                raise XaimedError(
+                    f"the volume is read lazily (larger than memory): {what} ({key}=) is not "
+                    "done band by band. Turn it off, or segment a crop in memory "
+                    "(volume[z0:z1]).")
+        return
+    if method not in ("otsu", "threshold"):
+        raise XaimedError(
+            f"the volume is read lazily (larger than memory): only 'otsu', 'threshold' and "
+            f"'model' segment it slab by slab, not {method!r}. Pick one of them, or segment a "
+            "crop in memory (volume[z0:z1]).")
+    check_lazy_method(method, {k: v for k, v in params.items() if k in _NOT_LAZY},
+                      params.get("split"))
+
+
 def segment_dask_steps(volume: Any, method: str, spacing: tuple[float, float, float] | None,
                        *, out: str | Path | None = None, origin: Any = None,
                        workdir: str | Path | None = None, **params: Any
@@ -328,13 +355,8 @@ def segment_dask_steps(volume: Any, method: str, spacing: tuple[float, float, fl
         :func:`check_lazy_method`; for the model: ``largest_component``, ``model_spacing``,
         ``smoothing_mm``, ``autocast``).
     """
+    check_dask_segmentation(method, params)
     if method == "model":
-        for key, what in _MODEL_WHOLE.items():
-            if params.get(key) not in (None, False, 0, 0.0):
-                raise XaimedError(
-                    f"the volume is read lazily (larger than memory): {what} ({key}=) is not "
-                    "done band by band. Turn it off, or segment a crop in memory "
-                    "(volume[z0:z1]).")
         params = {k: v for k, v in params.items() if k not in _MODEL_WHOLE}
     if out is None:
         folder = make_folder("xaimed-labels-", workdir)
