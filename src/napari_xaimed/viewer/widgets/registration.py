@@ -31,7 +31,7 @@ from napari_xaimed._core.provenance import PendingInputs, provenance
 from napari_xaimed.io.grid import Grid
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
-from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
+from napari_xaimed.registration.lazy import LazyRegistration
 from napari_xaimed.registration.params import LINEAR, METRICS, QUICK_SYN
 from napari_xaimed.viewer.layers import (
     add_or_update,
@@ -252,16 +252,14 @@ class RegistrationWidget(XaimedWidget):
         fixed_data, moving_data = fixed.data, moving.data
         folder = scratch_folder("xaimed-registration-") if lazy else None
 
+        # a lazy layer: register_steps reads downsampled copies slab by slab (in the worker)
+        # and warps the moving image into a store in the scratch folder
+        where = {"max_voxels": LAZY_MAX_VOXELS, "out": folder / "warped.zarr"} if lazy else {}
+
         def steps():
             recorded.complete()  # hashing CT-sized layers: in the worker, not the GUI thread
-            if lazy:  # downsampled copies, read slab by slab here in the worker
-                return (yield from register_lazy_steps(
-                    fixed_data, moving_data, max_voxels=LAZY_MAX_VOXELS,
-                    out=folder / "warped.zarr", **geometry, **inputs, **params))
-            arrays = {k: v if k.endswith("points") or v is None else np.asarray(v)
-                      for k, v in inputs.items()}
-            return (yield from register_steps(np.asarray(fixed_data), np.asarray(moving_data),
-                                              **geometry, **arrays, **params))
+            return (yield from register_steps(fixed_data, moving_data, **geometry, **inputs,
+                                              **params, **where))
 
         def done(result: RegistrationResult | LazyRegistration, seconds: float) -> None:
             self._show_result(result, names, f_sp, f_tr, vector_step, grid_mm, seconds,
