@@ -39,8 +39,6 @@ from napari_xaimed.attribution import (
     perturbation_curve_steps,
     randomisation_test_steps,
     reference_agreement,
-    relevance_by_region,
-    truth_scores,
 )
 from napari_xaimed.explanations.truth_lazy import relevance_by_region_steps, truth_scores_steps
 from napari_xaimed.io.lazy import is_lazy
@@ -204,17 +202,10 @@ class ExplanationWidget(XaimedWidget):
         spacing, _ = source_geometry(self.heatmap.value)
         tolerance, k = self.tolerance.value, float(self.top_k.value)
         name = self.heatmap.value.name
-        lazy = is_lazy(heat) or is_lazy(mask)
 
-        def steps():
-            from napari_xaimed._core.progress import Progress
-
-            if lazy:  # slab by slab, a step per slab
-                return (yield from truth_scores_steps(heat, mask, spacing=spacing,
-                                                      tolerance_mm=tolerance, k=k))
-            yield Progress(0, 1, "scoring the heatmap")
-            return truth_scores(np.asarray(heat), np.asarray(mask) != 0, spacing=spacing,
-                                tolerance_mm=tolerance, k=k)
+        def steps():  # numpy or dask alike, a step per slab
+            return (yield from truth_scores_steps(heat, mask, spacing=spacing,
+                                                  tolerance_mm=tolerance, k=k))
 
         def done(scores: dict[str, float], seconds: float) -> None:
             self.table.set_rows([{"heatmap": name, **scores}])
@@ -224,7 +215,6 @@ class ExplanationWidget(XaimedWidget):
     def _by_region(self) -> None:
         heat, regions = self._layer("heatmap").data, self._layer("regions").data
         check_same_grid(self.heatmap.value, self.regions.value)
-        lazy = is_lazy(heat) or is_lazy(regions)
         reference = None
         if self.reference.value is not None:
             check_same_grid(self.heatmap.value, self.reference.value)
@@ -236,19 +226,12 @@ class ExplanationWidget(XaimedWidget):
         names = region_names(self.regions.value)
         name = self.heatmap.value.name
 
-        def steps():
-            from napari_xaimed._core.progress import Progress
-
-            if lazy:
-                table = yield from relevance_by_region_steps(heat, regions, names=names,
-                                                             spacing=spacing)
-                return table, None
-            yield Progress(0, 1, "summarising the heatmap by region")
-            heat_data, region_data = np.asarray(heat), np.asarray(regions)
-            table = relevance_by_region(heat_data, region_data, names=names, spacing=spacing)
-            agreement = (None if reference is None else
-                         reference_agreement(heat_data, np.asarray(reference),
-                                             regions=region_data))
+        def steps():  # numpy or dask alike, a step per slab
+            table = yield from relevance_by_region_steps(heat, regions, names=names,
+                                                         spacing=spacing)
+            agreement = (None if reference is None else  # in memory: refused above if lazy
+                         reference_agreement(np.asarray(heat), np.asarray(reference),
+                                             regions=np.asarray(regions)))
             return table, agreement
 
         def done(result: tuple, seconds: float) -> None:
