@@ -143,18 +143,18 @@ def test_register_takes_dask_volumes_through_downsampled_copies(little_memory):
     from napari_xaimed.registration.lazy import _CoarseField
     from napari_xaimed.samples import longitudinal_pair
 
-    sample = longitudinal_pair((32, 48, 48), spacing=(1.5, 1.0, 1.0), max_displacement_mm=3.0,
+    sample = longitudinal_pair((48, 64, 64), spacing=(1.5, 1.0, 1.0), max_displacement_mm=3.0,
                                seed=3)
-    fixed = da.from_array(sample.fixed, chunks=(8, 48, 48))
-    moving = da.from_array(sample.moving, chunks=(8, 48, 48))
+    fixed = da.from_array(sample.fixed, chunks=(8, 64, 64))
+    moving = da.from_array(sample.moving, chunks=(8, 64, 64))
     result = register(fixed, moving, fixed_spacing=sample.spacing, moving_spacing=sample.spacing,
                       transform="SyN", shrink=2, seed=0)
     assert isinstance(result, LazyRegistration) and result.fixed_factors == (2, 2, 2)
     field = _CoarseField(result.coarse.displacement, result.coarse_spacing, result.coarse_origin)
-    recovered = field.on_slab(slice(0, 32), (32, 48, 48), sample.spacing, (0.0, 0.0, 0.0))
+    recovered = field.on_slab(slice(0, 48), (48, 64, 64), sample.spacing, (0.0, 0.0, 0.0))
     error = np.linalg.norm(recovered - sample.displacement, axis=-1)[sample.body]
     before = np.linalg.norm(sample.displacement, axis=-1)[sample.body]
-    assert error.mean() < 0.5 * before.mean()
+    assert error.mean() < 0.5 * before.mean() and error.mean() < 1.5
 
 
 def test_explain_change_takes_dask_scans_on_block_mean_copies(little_memory):
@@ -176,6 +176,7 @@ def test_explain_change_takes_dask_scans_on_block_mean_copies(little_memory):
     expected = explain_change(block_mean(prior).astype(np.float32),
                               block_mean(current).astype(np.float32), "bundled",
                               spacing=coarse_spacing, origin=coarse_origin,
+                              prior_spacing=coarse_spacing, prior_origin=coarse_origin,
                               registration="identity", device="cpu")
     got = explain_change(da.from_array(prior, chunks=(8, -1, -1)),
                          da.from_array(current, chunks=(8, -1, -1)), "bundled",
