@@ -63,7 +63,7 @@ def attribute_steps(
         spacing=spacing, **params))
 
 
-def attribute(model: Any, volume: np.ndarray, method: str = "integrated_gradients",
+def attribute(model: Any, volume: Any, method: str = "integrated_gradients",
               **kwargs: Any) -> Attribution:
     """Explain ``model``'s decision on ``volume`` with ``method``.
 
@@ -71,8 +71,11 @@ def attribute(model: Any, volume: np.ndarray, method: str = "integrated_gradient
     ----------
     model : torch.nn.Module, path, LoadedModel or "bundled"
         See :func:`~napari_xaimed.attribution.load_model`.
-    volume : numpy.ndarray
-        3D ``(z, y, x)``.
+    volume : numpy.ndarray or dask.array.Array
+        3D ``(z, y, x)``. A dask array (a Zarr store or a NIfTI larger than memory) is
+        explained by :func:`~napari_xaimed.attribution.attribute_lazy` (same map, read slab by
+        slab; segmentation networks window band by window band), which also takes ``out``,
+        ``slab``, ``roi_size``, ``overlap``, ``blend``, ``sw_batch_size`` and ``workdir``.
     method : str
         One of :data:`~napari_xaimed.attribution.METHODS`.
     target : int, optional
