@@ -274,15 +274,15 @@ def reference_cldice(reference, prediction):
 def test_cldice_is_opt_in(monkeypatch):
     """The defaults (in memory and lazy) compute HD, HD95, ASSD and NSD but never skeletonise:
     clDice is NaN unless asked for, and asking gives the published formula's value."""
-    from napari_xaimed.evaluation import DEFAULT_METRICS, evaluate_lazy, panoptic
+    from napari_xaimed.evaluation import DEFAULT_METRICS, evaluate_lazy, per_class
 
     shape = (9, 9, 40)
     tube = cube(shape, (3, 3, 2), (3, 3, 36), 4)
     broken = tube.copy()
     broken[:, :, 18:22] = 0  # a gap in the prediction: one instance id, two pieces
     calls = []
-    real = panoptic.cldice
-    monkeypatch.setattr(panoptic, "cldice", lambda a, b: calls.append(1) or real(a, b))
+    real = per_class.cldice
+    monkeypatch.setattr(per_class, "cldice", lambda a, b: calls.append(1) or real(a, b))
     for result in (evaluate(tube, broken, instance_input=True),
                    evaluate_lazy(tube, broken, instance_input=True)):
         (row,) = result["all"].rows

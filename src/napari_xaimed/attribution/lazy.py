@@ -36,8 +36,8 @@ import numpy as np
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps, within
 from napari_xaimed._core.validate import as_spacing
+from napari_xaimed.attribution.in_memory import attribute_in_memory_steps
 from napari_xaimed.attribution.result import Attribution
-from napari_xaimed.attribution.run import attribute_steps
 from napari_xaimed.io.lazy import chunks_of, read_slab, slab_size, write_zarr, z_slabs
 from napari_xaimed.models.loading import load_model
 from napari_xaimed.models.preprocess import Preprocessing, _scaling_stats
@@ -274,7 +274,7 @@ def attribute_lazy_steps(
                               "reading the volume: ")
     spacing = as_spacing(spacing)
     model_spacing = tuple(s * n / m for s, n, m in zip(spacing, shape, size, strict=True))
-    inner = yield from within(attribute_steps(
+    inner = yield from within(attribute_in_memory_steps(
         loaded, small, method, spacing=model_spacing,
         preprocessing={"scaling": "none", "input_size": None}, **kwargs), 1, 2)
     lazy_map = upsample_lazy(inner.map, shape)

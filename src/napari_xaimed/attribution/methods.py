@@ -4,16 +4,12 @@ Each entry of :data:`METHODS` says whether its maps are signed and which paramet
 :func:`run_method` is a step generator: it yields progress and returns the attribution
 ``(1, C, z, y, x)`` on the model's input grid.
 
-LRP: Captum ships rules for 2D layers only; here ``Conv3d``, ``AvgPool3d``,
-``AdaptiveAvgPool3d``, ``AdaptiveMaxPool3d`` and ``BatchNorm3d`` get the epsilon rule,
-``MaxPool3d`` and ``Linear`` keep Captum's, and shape-only modules (``Flatten``, MONAI
-``Reshape``, ``Identity``) get the epsilon rule too, which for a reshape hands each value's
-relevance to the value it came from; any other layer type is refused with its name.
+LRP's rules for 3D layers: :mod:`~napari_xaimed.attribution.lrp`; the baselines:
+:mod:`~napari_xaimed.attribution.baselines`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +22,25 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps
 from napari_xaimed._core.rng import draws_globally, isolated_steps
 from napari_xaimed._core.stepped import stepped
+from napari_xaimed.attribution.baselines import (  # noqa: F401 - also importable from here, as before
+    BASELINES,
+    _scalar_baseline,
+    _triple,
+    baseline_tensor,
+)
 from napari_xaimed.attribution.cams import CAMS, cam_steps
 from napari_xaimed.attribution.incremental import incremental_occlusion_steps, split_model
+from napari_xaimed.attribution.lrp import (  # noqa: F401 - also importable from here, as before
+    LRP_DRIFT,
+    LRP_EPSILON_TYPES,
+    LRP_PASS_TYPES_NAMES,
+    _check_conservation,
+    _lrp_ready,
+)
 from napari_xaimed.attribution.noise import gradient_shap, noise_tunnel
 from napari_xaimed.attribution.occlusion import occlusion_steps
 from napari_xaimed.attribution.supervoxels import supervoxels
 from napari_xaimed.models.device import halved_batch
-from napari_xaimed.models.network import inner_name
 
 
 @dataclass(frozen=True)
@@ -78,11 +86,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "KernelSHAP over SLIC supervoxels (Captum KernelShap; sliding windows with a cache: "
            "kernel_shap.kernel_shap_windows)"),
 )}
-BASELINES = ("zeros", "min", "blurred")
+
+
 # One gradient pass whose forward is the plain model's: the run's probe pass can be that
 # forward (see :class:`Primed`) instead of an extra one. The CAMs take their layer's output
 # (and the score) from it, the gradient-free ones from a probe run without gradients.
 PRIMABLE = ("saliency", "input_x_gradient", "gradcam", *CAMS)
+
+
 #: Methods that weigh the channels of one layer (``layer`` parameter, default the last
 #: spatial feature map).
 CAM_LAYER_METHODS = ("gradcam", "guided_gradcam", *CAMS)
@@ -144,89 +155,6 @@ def check_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
         raise XaimedError(f"noise must be >= 0 (a fraction of the intensity range), got "
                           f"{out['noise']}.")
     return out
-
-
-def baseline_tensor(x: torch.Tensor, kind: Any) -> torch.Tensor | float:
-    """``zeros``, the input's ``min``, a ``blurred`` copy (Gaussian, sigma 5 voxels) or a
-    number."""
-    if isinstance(kind, int | float):
-        return float(kind)
-    if kind == "zeros":
-        return torch.zeros_like(x)
-    if kind == "min":
-        return torch.full_like(x, float(x.min()))
-    from scipy import ndimage as ndi
-
-    blurred = ndi.gaussian_filter(x.detach().cpu().numpy(), sigma=(0, 0, 5, 5, 5))
-    return torch.from_numpy(blurred).to(x.device, x.dtype)
-
-
-def _scalar_baseline(x: torch.Tensor, kind: Any) -> float:
-    if isinstance(kind, int | float):
-        return float(kind)
-    if kind == "min":
-        return float(x.min())
-    if kind == "zeros":
-        return 0.0
-    raise XaimedError("occlusion and ablation take a constant baseline: zeros, min or a "
-                      "number.")
-
-
-def _triple(value: Any, name: str, cast: Callable = int) -> tuple:
-    values = (value,) * 3 if np.isscalar(value) else tuple(value)
-    if len(values) != 3:
-        raise XaimedError(f"{name} must be one number or three (z, y, x), got {value!r}.")
-    return tuple(cast(v) for v in values)
-
-
-LRP_EPSILON_TYPES = (torch.nn.Conv3d, torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool3d,
-                     torch.nn.AdaptiveMaxPool3d, torch.nn.BatchNorm3d)
-LRP_PASS_TYPES_NAMES = ("Flatten", "Reshape", "Identity")
-
-
-def _lrp_ready(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the model with LRP rules on the 3D layers Captum has none for."""
-    from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
-    from captum.attr._utils.lrp_rules import EpsilonRule
-
-    model = copy.deepcopy(model)
-    for name, layer in model.named_modules():
-        if list(layer.children()):
-            continue
-        if isinstance(layer, LRP_EPSILON_TYPES) or type(layer).__name__ in LRP_PASS_TYPES_NAMES:
-            layer.rule = EpsilonRule()
-        elif type(layer) not in SUPPORTED_LAYERS_WITH_RULES and \
-                type(layer) not in SUPPORTED_NON_LINEAR_LAYERS:
-            raise XaimedError(
-                f"LRP has no rule for layer {inner_name(model, name)!r} "
-                f"({type(layer).__name__}): supported are Conv3d, Linear, MaxPool3d, "
-                "AvgPool3d, BatchNorm3d, ReLU, Dropout, Tanh and shape-only layers. Use "
-                "another method for this model.")
-    return model
-
-
-#: How far LRP's total relevance may drift from the explained score, as a share of the score
-#: (the epsilon rule and biases absorb some: about 15% on the bundled classifier).
-LRP_DRIFT = 0.5
-
-
-def _check_conservation(relevance: torch.Tensor, delta: torch.Tensor) -> None:
-    """Refuse an LRP map whose relevance does not add up to the score it explains: on
-    networks with operations no LRP rule covers (residual additions, concatenations,
-    attention) Captum's rules let relevance grow without bound, and the map is noise."""
-    total = float(relevance.detach().double().sum())
-    score = total + float(delta.detach().double().sum())  # Captum: delta = score - total
-    if not np.isfinite(total):
-        raise XaimedError(
-            "LRP's relevance overflowed to NaN or infinity on this network: its layers include "
-            "operations no LRP rule covers (concatenations, residual additions, attention). "
-            "Pick integrated_gradients or deeplift, which handle them.")
-    if abs(total - score) > LRP_DRIFT * abs(score) + 1e-6:
-        raise XaimedError(
-            f"LRP's relevance does not add up to the score it explains (total {total:.3g} "
-            f"against a score of {score:.3g}): the network has operations no LRP rule covers "
-            "(residual additions, concatenations, attention), so the map would be noise. "
-            "Pick integrated_gradients or deeplift, which handle them.")
 
 
 def run_method(method: str, model: torch.nn.Module, forward: Callable[[torch.Tensor],

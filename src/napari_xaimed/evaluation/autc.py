@@ -11,7 +11,8 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.evaluation.footprints import scan
 from napari_xaimed.evaluation.instances import label_values
 from napari_xaimed.evaluation.label_modes import label_plan
-from napari_xaimed.evaluation.panoptic import check_pair, class_maps, match_table
+from napari_xaimed.evaluation.panoptic import check_pair, class_maps
+from napari_xaimed.evaluation.per_class import match_table
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # noqa: NPY201 (numpy < 2)
 
@@ -32,7 +33,8 @@ class AUTCResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds.tolist(),
-                "curves": {c: {m: v.tolist() for m, v in d.items()} for c, d in self.curves.items()},
+                "curves": {c: {m: v.tolist() for m, v in d.items()}
+                           for c, d in self.curves.items()},
                 "area": self.area, "counts": self.counts, "label_mode": self.label_mode}
 
 
@@ -85,7 +87,8 @@ def autc(
     reference, prediction = check_pair(reference, prediction, matching, assignment, match_metric,
                                        signs=not instance_input)
     # rounded so the default grid holds 0.6 itself rather than 0.6000000000000001
-    t = np.round(np.linspace(0.0, 1.0, 11), 12) if thresholds is None else np.asarray(thresholds, float)
+    t = (np.round(np.linspace(0.0, 1.0, 11), 12) if thresholds is None
+         else np.asarray(thresholds, float))
     if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 1:
         raise XaimedError("thresholds must be at least two increasing values within [0, 1].")
     plan = label_plan(label_mode, classes, instance_input=instance_input,

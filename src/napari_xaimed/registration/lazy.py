@@ -48,7 +48,8 @@ from napari_xaimed.registration.downsample import (  # noqa: F401 - also importa
     downsample,
     shrink_factors,
 )
-from napari_xaimed.registration.run import RegistrationResult, register_steps
+from napari_xaimed.registration.in_memory import register_in_memory_steps
+from napari_xaimed.registration.result import RegistrationResult
 from napari_xaimed.registration.warp_lazy import (  # noqa: F401 - also importable from here
     WARP_VOXELS,
     _CoarseField,
@@ -208,7 +209,7 @@ def register_lazy_steps(
                               f"{shape}.")
         extra[key] = downsample(value, fac, spacing=sp, reduce=reduce).data
     downsampled = time.perf_counter()
-    coarse = yield from within(register_steps(
+    coarse = yield from within(register_in_memory_steps(
         coarse_f.data, coarse_m.data, fixed_spacing=coarse_f.spacing,
         moving_spacing=coarse_m.spacing, fixed_origin=coarse_f.origin,
         moving_origin=coarse_m.origin, transform=transform, **extra, **params),

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import numpy as np
 
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps, within
+from napari_xaimed._core.tempstores import make_folder, remove_at_exit
 from napari_xaimed._core.validate import as_spacing
 from napari_xaimed.components.lazy import (  # noqa: F401 - label_lazy: also here, as before
     _LABEL_DTYPE,
@@ -45,13 +45,7 @@ from napari_xaimed.components.lazy import (  # noqa: F401 - label_lazy: also her
     _output,
     label_lazy,
 )
-from napari_xaimed.io.lazy import (
-    check_new_store,
-    create_zarr,
-    read_slab,
-    set_provenance,
-    z_slabs,
-)
+from napari_xaimed.io.lazy import check_new_store, read_slab, read_zarr, set_provenance, z_slabs
 from napari_xaimed.io.slab_stats import (  # noqa: F401 - value_range and histogram_lazy: also here, as before
     _check_3d,
     _histogram_steps,
@@ -60,39 +54,18 @@ from napari_xaimed.io.slab_stats import (  # noqa: F401 - value_range and histog
     histogram_lazy,
     value_range,
 )
+from napari_xaimed.segmentation.model_lazy import (  # noqa: F401 - also importable from here, as before
+    segment_model_lazy,
+    segment_model_lazy_steps,
+)
+from napari_xaimed.segmentation.result import (  # noqa: F401 - also importable from here, as before
+    LazySegmentation,
+    SegmentationResult,
+)
 from napari_xaimed.segmentation.threshold import check_otsu_classes
 
 #: Bytes of input voxels per slab by default (the temporaries are a few times this).
 SLAB_BYTES = 32 * 2**20
-
-
-@dataclass
-class LazySegmentation:
-    """What :func:`segment_lazy` returns.
-
-    Attributes
-    ----------
-    labels : dask.array.Array
-        Instance labels ``1..n`` (uint32; a 0/1 mask with ``instances=False``) over the Zarr
-        store at ``path``.
-    path : pathlib.Path
-    method : str
-    threshold : float
-        The threshold used (voxels strictly above it are foreground).
-    n_instances : int
-    spacing : tuple of float
-    params : dict
-    seconds : float
-    """
-
-    labels: Any
-    path: Path
-    method: str
-    threshold: float
-    n_instances: int
-    spacing: tuple[float, float, float]
-    params: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def otsu_threshold_lazy(volume: Any, classes: int = 2, nbins: int = 256,
@@ -329,107 +302,87 @@ def _mask_slabs(read_mask: Callable[[int, int], np.ndarray], depth: int, out: An
     return 0
 
 
-def segment_model_lazy(volume: Any, model: Any, out: str | Path, **kwargs: Any
-                       ) -> LazySegmentation:
-    """Segment a volume larger than memory with a network, by sliding windows, to Zarr.
+#: The model's options that look at the whole volume at once: not done band by band.
+_MODEL_WHOLE = {"largest_component": "keeping the largest component",
+                "model_spacing": "resampling to the model's spacing",
+                "smoothing_mm": "smoothing", "autocast": "mixed precision"}
 
-    The labels (and probability) of :func:`~napari_xaimed.segmentation.segment_with_model`
-    with the same parameters: MONAI's windows and importance map, the blended logits of a
-    band of windows along z written as soon as no later window touches their planes, so
-    only a band of input planes and logits is in memory.
 
-    Parameters
-    ----------
-    volume : array-like
-        3D ``(z, y, x)``: dask, zarr, memory map or numpy.
-    model : torch.nn.Module, path or "bundled-segmenter"
-        As for :func:`~napari_xaimed.segmentation.segment_with_model`.
-    out : str or pathlib.Path
-        Zarr store for the labels (uint8).
-    spacing, roi_size, overlap, blend, sw_batch_size, device, output, threshold, channel, trust
-        As for :func:`~napari_xaimed.segmentation.segment_with_model`.
-    preprocessing : dict, optional
-        Overrides of the model's intensity scaling (statistics taken slab by slab).
-    probability_out : str or pathlib.Path, optional
-        Zarr store for the foreground probability (float32), when wanted.
-    origin : tuple of float, optional
-    slab : int, optional
-        Planes read at a time.
-    overwrite : bool
+def check_dask_segmentation(method: str, params: dict[str, Any]) -> None:
+    """Refuse, before any work, what :func:`segment_dask_steps` cannot do slab by slab: a
+    method other than ``"otsu"``, ``"threshold"`` and ``"model"``, and the options that look
+    across the whole volume.
 
-    Returns
-    -------
-    LazySegmentation
-        ``method="model"``, ``threshold`` the one used, ``n_instances`` 0 (labels are
-        classes), ``params`` with the windows.
+    Raises
+    ------
+    XaimedError
+        Saying what to do instead.
     """
-    return run_steps(segment_model_lazy_steps(volume, model, out, **kwargs))
+    if method == "model":
+        for key, what in _MODEL_WHOLE.items():
+            if params.get(key) not in (None, False, 0, 0.0):
+                raise XaimedError(
+                    f"the volume is read lazily (larger than memory): {what} ({key}=) is not "
+                    "done band by band. Turn it off, or segment a crop in memory "
+                    "(volume[z0:z1]).")
+        return
+    if method not in ("otsu", "threshold"):
+        raise XaimedError(
+            f"the volume is read lazily (larger than memory): only 'otsu', 'threshold' and "
+            f"'model' segment it slab by slab, not {method!r}. Pick one of them, or segment a "
+            "crop in memory (volume[z0:z1]).")
+    check_lazy_method(method, {k: v for k, v in params.items() if k in _NOT_LAZY},
+                      params.get("split"))
 
 
-def segment_model_lazy_steps(
-    volume: Any,
-    model: Any,
-    out: str | Path,
-    *,
-    spacing: tuple[float, float, float] | None = None,
-    roi_size: int | tuple[int, int, int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    sw_batch_size: int | None = None,
-    device: str = "auto",
-    output: str = "softmax",
-    threshold: float = 0.5,
-    channel: int | None = None,
-    preprocessing: dict[str, Any] | None = None,
-    probability_out: str | Path | None = None,
-    origin: tuple[float, float, float] | None = None,
-    slab: int | None = None,
-    overwrite: bool = False,
-    trust: bool = False,
-) -> Steps[LazySegmentation]:
-    """Generator form of :func:`segment_model_lazy`: a step per band of windows written, so
-    a widget shows progress and can cancel between bands."""
-    import dask.array as da
+def segment_dask_steps(volume: Any, method: str, spacing: tuple[float, float, float] | None,
+                       *, out: str | Path | None = None, origin: Any = None,
+                       workdir: str | Path | None = None, **params: Any
+                       ) -> Steps[SegmentationResult]:
+    """:func:`~napari_xaimed.segmentation.segment_steps` for a volume larger than memory.
 
-    from napari_xaimed import __version__
-    from napari_xaimed.models.loading import load_model
-    from napari_xaimed.models.windows import forward_bands, prepare_windows
-    from napari_xaimed.segmentation.deep import _labels_and_probability
+    ``"otsu"`` and ``"threshold"`` by :func:`segment_lazy_steps`, ``"model"`` by
+    :func:`segment_model_lazy_steps` (with its foreground probability beside the labels), into
+    the Zarr store ``out`` (default: ``labels.zarr`` in a temporary folder ``xaimed-labels-*``
+    under ``workdir``, removed when Python exits). Returns the
+    :class:`~napari_xaimed.segmentation.result.SegmentationResult` the in-memory path does,
+    with dask arrays over the stores (``facts["labels_store"]`` their path).
 
-    started = time.perf_counter()
-    shape = _check_3d(volume)
-    spacing = as_spacing(spacing)
-    loaded = load_model(model, trust=trust)
-    prep = loaded.preprocessing.overridden(preprocessing)
-    setup = prepare_windows(loaded, volume, prep, roi_size=roi_size, overlap=overlap,
-                            blend=blend, sw_batch_size=sw_batch_size, device=device,
-                            slab=slab, output=output, threshold=threshold, channel=channel)
-    planes = setup.planes
-    labels = _output(out, shape, np.uint8, spacing, origin, planes, overwrite)
-    probability = None
-    if probability_out is not None:
-        probability = create_zarr(probability_out, shape, np.float32, spacing, origin,
-                                  (planes, min(shape[1], 512), min(shape[2], 512)),
-                                  overwrite=overwrite)
-    yield Progress(0, shape[0], f"{len(setup.grid.starts)} windows")
-    for start, stop, logits in forward_bands(setup.net, setup.grid, setup.read_input,
-                                             setup.sw):
-        lab, prob = _labels_and_probability(logits[None], tuple(logits.shape[1:]), output,
-                                            float(threshold), channel)
-        labels[start:stop] = lab.cpu().numpy().astype(np.uint8)
-        if probability is not None:
-            probability[start:stop] = prob.float().cpu().numpy()
-        yield Progress(stop, shape[0], f"planes {start}-{stop - 1} of {shape[0]}")
-    seconds = time.perf_counter() - started
-    used = {"method": "model", "roi_size": list(setup.roi), "overlap": float(overlap),
-            "blend": blend, "sw_batch_size": setup.sw, "output": output,
-            "threshold": float(threshold), "channel": channel,
-            "preprocessing": prep.to_dict(), "windows": len(setup.grid.starts),
-            "bands": len(setup.grid.bands()), "output_channels": setup.channels,
-            "slab": planes, "device": str(setup.device), "lazy": True}
-    set_provenance(out, {"kind": "segmentation", "params": used, "spacing": list(spacing),
-                         "model": loaded.provenance(), "version": __version__,
-                         "seconds": seconds})
-    return LazySegmentation(labels=da.from_zarr(labels), path=Path(out), method="model",
-                            threshold=float(threshold), n_instances=0, spacing=spacing,
-                            params=used, seconds=seconds)
+    Raises
+    ------
+    XaimedError
+        For a method or an option that looks across the whole volume (see
+        :func:`check_lazy_method`; for the model: ``largest_component``, ``model_spacing``,
+        ``smoothing_mm``, ``autocast``).
+    """
+    check_dask_segmentation(method, params)
+    if method == "model":
+        params = {k: v for k, v in params.items() if k not in _MODEL_WHOLE}
+    if out is None:
+        folder = make_folder("xaimed-labels-", workdir)
+        remove_at_exit(folder)
+        out = folder / "labels.zarr"
+    out = Path(out)
+    if method != "model":
+        lazy = yield from segment_lazy_steps(volume, out, method, spacing, origin=origin,
+                                             **params)
+        return SegmentationResult(
+            labels=lazy.labels, method=lazy.method, params=lazy.params,
+            facts={"threshold": lazy.threshold, "n_instances": lazy.n_instances,
+                   "labels_store": str(lazy.path)},
+            spacing=lazy.spacing, kind="instances" if params.get("instances", True) else "mask",
+            seconds=lazy.seconds)
+    from napari_xaimed.models.loading import BUNDLED_SEGMENTER
+
+    model = params.pop("model", None) or BUNDLED_SEGMENTER
+    probability_out = out.with_name(out.name.removesuffix(".zarr") + "-probability.zarr")
+    lazy = yield from segment_model_lazy_steps(volume, model, out, spacing=spacing,
+                                               origin=origin, probability_out=probability_out,
+                                               **params)
+    probability = read_zarr(probability_out).data
+    return SegmentationResult(
+        labels=lazy.labels, method="model", params=lazy.params,
+        facts={"probabilities": "foreground", "threshold": lazy.threshold,
+               "labels_store": str(lazy.path), "probability_store": str(probability_out)},
+        spacing=lazy.spacing, kind="classes", probabilities=probability[None],
+        seconds=lazy.seconds)

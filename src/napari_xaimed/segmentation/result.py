@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,3 +110,32 @@ def keep_largest(labels: torch.Tensor) -> torch.Tensor:
     kept = KeepLargestConnectedComponent(applied_labels=present, is_onehot=False,
                                          independent=True)(labels[None])
     return convert_to_tensor(kept, track_meta=False)[0]
+
+
+@dataclass
+class LazySegmentation:
+    """What :func:`~napari_xaimed.segmentation.lazy.segment_lazy` returns.
+
+    Attributes
+    ----------
+    labels : dask.array.Array
+        Instance labels ``1..n`` (uint32; a 0/1 mask with ``instances=False``) over the Zarr
+        store at ``path``.
+    path : pathlib.Path
+    method : str
+    threshold : float
+        The threshold used (voxels strictly above it are foreground).
+    n_instances : int
+    spacing : tuple of float
+    params : dict
+    seconds : float
+    """
+
+    labels: Any
+    path: Path
+    method: str
+    threshold: float
+    n_instances: int
+    spacing: tuple[float, float, float]
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0

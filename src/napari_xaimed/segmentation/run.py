@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from napari_xaimed._core.arrays import is_lazy
 from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress, Steps, run_steps
 from napari_xaimed._core.validate import as_spacing, as_volume
 from napari_xaimed.models.loading import BUNDLED_SEGMENTER
 from napari_xaimed.segmentation.deep import MODEL_PARAMS, model_segmentation_steps
 from napari_xaimed.segmentation.instances import split_instances
+from napari_xaimed.segmentation.lazy import segment_dask_steps
 from napari_xaimed.segmentation.morphology import fill_holes as fill_mask_holes
 from napari_xaimed.segmentation.morphology import open_mask
 from napari_xaimed.segmentation.result import SegmentationResult
@@ -170,7 +172,12 @@ def segment_steps(
 ) -> Steps[SegmentationResult]:
     """Generator form of :func:`segment` (yields progress); returns a
     :class:`~napari_xaimed.segmentation.result.SegmentationResult` with the labels, the class
-    probabilities (kmeans, atropos) and the facts found."""
+    probabilities (kmeans, atropos) and the facts found. A dask ``volume`` (larger than
+    memory) is segmented slab by slab by
+    :func:`~napari_xaimed.segmentation.lazy.segment_dask_steps` (``out=``, ``origin=``,
+    ``workdir=`` apply to it)."""
+    if is_lazy(volume):
+        return (yield from segment_dask_steps(volume, method, spacing, **params))
     started = time.perf_counter()
     spec = _method(method)
     accepted = method_params(method)
@@ -227,8 +234,15 @@ def segment(
 
     Parameters
     ----------
-    volume : numpy.ndarray
-        3D image, ``(z, y, x)``.
+    volume : numpy.ndarray or dask.array.Array
+        3D image, ``(z, y, x)``. A dask array (a Zarr store or a NIfTI larger than memory) is
+        segmented slab by slab into a Zarr store (``out=``, default a temporary folder under
+        ``workdir=``; ``origin=`` its world origin) and the labels come back as a dask array
+        over it: ``"otsu"`` and ``"threshold"`` (the same labels as in memory), and
+        ``"model"`` window band by window band; the options that look across the whole
+        volume (smoothing, opening, hole filling, percentile, the watershed split; the
+        model's ``largest_component``, ``model_spacing``, ``autocast``) raise an
+        :class:`~napari_xaimed.XaimedError`.
     method : str
         One of :data:`METHODS`:
 
@@ -259,8 +273,8 @@ def segment(
 
     Returns
     -------
-    numpy.ndarray
-        Labels with the volume's shape.
+    numpy.ndarray or dask.array.Array
+        Labels with the volume's shape (a dask array for a dask volume).
 
     Examples
     --------

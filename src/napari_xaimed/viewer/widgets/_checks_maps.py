@@ -13,13 +13,8 @@ import numpy as np
 from magicgui.widgets import FloatSpinBox
 from napari.layers import Image, Labels
 
-from napari_xaimed.attribution import (
-    reference_agreement,
-    relevance_by_region,
-    truth_scores,
-)
+from napari_xaimed.attribution import reference_agreement
 from napari_xaimed.explanations.truth_lazy import relevance_by_region_steps, truth_scores_steps
-from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.viewer.layers import source_geometry
 from napari_xaimed.viewer.widgets._base import check_same_grid, layer_picker, region_names
 
@@ -43,17 +38,10 @@ class MaskTool:
         spacing, _ = source_geometry(widget.heatmap.value)
         tolerance, k = self.tolerance.value, float(self.top_k.value)
         name = widget.heatmap.value.name
-        lazy = is_lazy(heat) or is_lazy(mask)
 
-        def steps():
-            from napari_xaimed._core.progress import Progress
-
-            if lazy:  # slab by slab, a step per slab
-                return (yield from truth_scores_steps(heat, mask, spacing=spacing,
-                                                      tolerance_mm=tolerance, k=k))
-            yield Progress(0, 1, "scoring the heatmap")
-            return truth_scores(np.asarray(heat), np.asarray(mask) != 0, spacing=spacing,
-                                tolerance_mm=tolerance, k=k)
+        def steps():  # numpy or dask alike, a step per slab
+            return (yield from truth_scores_steps(heat, mask, spacing=spacing,
+                                                  tolerance_mm=tolerance, k=k))
 
         def done(scores: dict[str, float], seconds: float) -> None:
             widget.table.set_rows([{"heatmap": name, **scores}])
@@ -74,7 +62,6 @@ class RegionTool:
         """Table ``widget``'s heatmap by region (and against the reference), in its worker."""
         heat, regions = widget._layer("heatmap").data, widget._layer("regions").data
         check_same_grid(widget.heatmap.value, self.regions.value)
-        lazy = is_lazy(heat) or is_lazy(regions)
         reference = None
         if self.reference.value is not None:
             check_same_grid(widget.heatmap.value, self.reference.value)
@@ -86,19 +73,12 @@ class RegionTool:
         names = region_names(self.regions.value)
         name = widget.heatmap.value.name
 
-        def steps():
-            from napari_xaimed._core.progress import Progress
-
-            if lazy:
-                table = yield from relevance_by_region_steps(heat, regions, names=names,
-                                                             spacing=spacing)
-                return table, None
-            yield Progress(0, 1, "summarising the heatmap by region")
-            heat_data, region_data = np.asarray(heat), np.asarray(regions)
-            table = relevance_by_region(heat_data, region_data, names=names, spacing=spacing)
-            agreement = (None if reference is None else
-                         reference_agreement(heat_data, np.asarray(reference),
-                                             regions=region_data))
+        def steps():  # numpy or dask alike, a step per slab
+            table = yield from relevance_by_region_steps(heat, regions, names=names,
+                                                         spacing=spacing)
+            agreement = (None if reference is None else  # in memory: refused above if lazy
+                         reference_agreement(np.asarray(heat), np.asarray(reference),
+                                             regions=np.asarray(regions)))
             return table, agreement
 
         def done(result: tuple, seconds: float) -> None:

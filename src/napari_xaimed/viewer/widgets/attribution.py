@@ -18,7 +18,6 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.progress import Progress
 from napari_xaimed._core.provenance import PendingInputs, provenance
 from napari_xaimed.attribution import ATTENTION_METHODS, BUNDLED, METHODS, attribute_steps
-from napari_xaimed.attribution.lazy import attribute_lazy_steps
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
 from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
@@ -225,9 +224,9 @@ class AttributionWidget(XaimedWidget):
             return
         lazy = is_lazy(layer.data)
         data = layer.data if lazy else np.asarray(layer.data)
-        # attribute_lazy explains a segmentation network's region by sliding windows and
-        # refuses a region for a classifier, as attribute does
-        explain = attribute_lazy_steps if lazy else attribute_steps
+        # attribute_steps takes a lazy layer slab by slab itself (a segmentation network's
+        # region by sliding windows; a region for a classifier refused, as in memory)
+        explain = attribute_steps
         target = None if self.target.value == PREDICTED else int(self.target.value)
         # as it is: a lazy region is read slab by slab, or in the worker by attribute
         region = None if self.region.value is None else self.region.value.data

@@ -217,9 +217,8 @@ class EvaluationWidget(EvaluationResults, XaimedWidget):
     def _run_lazy(self, ref_layer: Any, pred_layer: Any, params: dict[str, Any],
                   spacing: tuple[float, float, float]) -> None:
         """Lazy (Zarr, larger than memory) layers: the tables from one slab-by-slab pass
-        (:func:`~napari_xaimed.evaluation.lazy.evaluate_lazy`); no error layer or threshold
-        curve, which need the whole maps."""
-        from napari_xaimed.evaluation.lazy import evaluate_lazy
+        (:func:`~napari_xaimed.evaluation.evaluate_steps` takes the dask maps slab by slab);
+        no error layer or threshold curve, which need the whole maps."""
 
         if params["parts"] is not None or params["voronoi"]:
             report_error(XaimedError(
@@ -231,8 +230,8 @@ class EvaluationWidget(EvaluationResults, XaimedWidget):
         reference, prediction = ref_layer.data, pred_layer.data
 
         def steps():
-            yield Progress(0, 1, "evaluating slab by slab")
-            return evaluate_lazy(reference, prediction, spacing=spacing, **lazy_params)
+            return (yield from evaluate_steps(reference, prediction, spacing=spacing,
+                                              **lazy_params))
 
         def done(result: Any, seconds: float) -> None:
             self._missed = {}  # no missed layer for lazy layers: an older one is not this one's

@@ -24,13 +24,11 @@ from napari.layers import Image
 from napari.utils.notifications import show_info
 
 from napari_xaimed._core.errors import XaimedError
-from napari_xaimed._core.progress import Progress
 from napari_xaimed._core.provenance import PendingInputs, provenance
 from napari_xaimed.attribution import BUNDLED, METHODS, LongitudinalResult
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.longitudinal.explain import explain_change_steps
 from napari_xaimed.registration import TRANSFORMS, prewarm
-from napari_xaimed.registration.lazy import downsample
 from napari_xaimed.viewer.heatmaps import show_heatmaps, watch
 from napari_xaimed.viewer.layers import heatmap_layer, output_name, source_geometry
 from napari_xaimed.viewer.widgets._base import XaimedWidget, describe_layer, layer_picker
@@ -170,21 +168,12 @@ class LongitudinalWidget(XaimedWidget):
 
         def steps():
             recorded.complete()  # SHA-256 of the layers, off the GUI thread
-            if lazy:
-                yield Progress(0, 1, "reading downsampled copies of the scans")
-                small = {key: downsample(array, spacing=sp, origin=tr, max_voxels=LAZY_MAX_VOXELS)
-                         for key, array, sp, tr in (("prior", data[0], p_sp, p_tr),
-                                                    ("current", data[1], c_sp, c_tr))}
-                options.update(spacing=small["current"].spacing, origin=small["current"].origin,
-                               prior_spacing=small["prior"].spacing,
-                               prior_origin=small["prior"].origin)
-                coarse.update({f"{key}_factors": list(v.factors) for key, v in small.items()},
-                              max_voxels=LAZY_MAX_VOXELS)
-                arrays = (small["prior"].data, small["current"].data)
-            else:
-                arrays = (np.asarray(data[0]), np.asarray(data[1]))
             model = self._model(source, trust)
-            return (yield from explain_change_steps(*arrays, model, **options))
+            # a lazy scan: explain_change_steps reads block-mean copies of both, slab by slab
+            result = yield from explain_change_steps(*data, model, max_voxels=LAZY_MAX_VOXELS,
+                                                     **options)
+            coarse.update(result.params.get("lazy", {}))
+            return result
 
         def done(result: LongitudinalResult, seconds: float) -> None:
             if lazy:  # the heatmaps lie on the coarse current grid

@@ -28,7 +28,7 @@ from napari_xaimed._core.errors import XaimedError
 from napari_xaimed._core.provenance import PendingInputs
 from napari_xaimed.io.lazy import is_lazy
 from napari_xaimed.registration import TRANSFORMS, RegistrationResult, prewarm, register_steps
-from napari_xaimed.registration.lazy import LazyRegistration, register_lazy_steps
+from napari_xaimed.registration.lazy import LazyRegistration
 from napari_xaimed.registration.params import LINEAR, METRICS, QUICK_SYN
 from napari_xaimed.viewer.heatmaps import decorate, is_heatmap, watch
 from napari_xaimed.viewer.layers import add_or_update, source_geometry
@@ -230,17 +230,18 @@ class RegistrationWidget(XaimedWidget):
         folder = scratch_folder("xaimed-registration-") if lazy else None
         truth = truth_source(fixed, moving)  # the sample's known field, when it is the sample
 
+        # a lazy layer: register_steps reads downsampled copies slab by slab (in the worker)
+        # and warps the moving image into a store in the scratch folder
+        where = {"max_voxels": LAZY_MAX_VOXELS, "out": folder / "warped.zarr"} if lazy else {}
+
         def steps():
             recorded.complete()  # hashing CT-sized layers: in the worker, not the GUI thread
-            if lazy:  # downsampled copies, read slab by slab here in the worker
-                return (yield from register_lazy_steps(
-                    fixed_data, moving_data, max_voxels=LAZY_MAX_VOXELS,
-                    out=folder / "warped.zarr", **geometry, **inputs, **params)), None
-            arrays = {k: v if k.endswith("points") or v is None else np.asarray(v)
-                      for k, v in inputs.items()}
-            result = yield from register_steps(np.asarray(fixed_data), np.asarray(moving_data),
-                                               **geometry, **arrays, **params)
-            known = None if truth is None else known_displacement(truth)
+            inputs_now = inputs if lazy else {
+                k: v if k.endswith("points") or v is None else np.asarray(v)
+                for k, v in inputs.items()}
+            result = yield from register_steps(fixed_data, moving_data, **geometry,
+                                               **inputs_now, **params, **where)
+            known = None if truth is None or lazy else known_displacement(truth)
             return result, None if known is None else truth_error(result.displacement, *known)
 
         def done(out: tuple[RegistrationResult | LazyRegistration, Any], seconds: float) -> None:
