@@ -20,8 +20,8 @@ from napari_xaimed.cli.rerun import accepted, recompute
 from napari_xaimed.evaluation import autc, evaluate
 from napari_xaimed.models.lesion_classifier import WEIGHTS
 from napari_xaimed.registration import register
+from napari_xaimed.registration.in_memory import register_in_memory_steps
 from napari_xaimed.registration.params import TUNABLE
-from napari_xaimed.registration.run import register_steps
 from napari_xaimed.segmentation import segment_steps
 from napari_xaimed.segmentation.run import run_steps
 
@@ -211,7 +211,7 @@ def test_registration_provenance_reruns_it(qtbot, make_napari_viewer):
     run_widget(qtbot, widget)
     warped = viewer.layers["Warped [prior->current]"]
     prov = warped.metadata["xaimed"]
-    params = accepted(register_steps, prov["params"], TUNABLE)
+    params = accepted(register_in_memory_steps, prov["params"], TUNABLE)
     assert params["seed"] is not None and "iterations" in params
     np.testing.assert_array_equal(warped.data, recompute(prov))
 

@@ -112,11 +112,12 @@ def _evaluation(prov: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
 
 
 def _registration_calls(prov: dict[str, Any], roles: tuple[str, ...]) -> list[Call]:
+    from napari_xaimed.registration.in_memory import register_in_memory_steps
     from napari_xaimed.registration.params import TUNABLE
-    from napari_xaimed.registration.run import register_steps
 
     _require(roles, "fixed", "moving")
-    params = accepted(register_steps, prov["params"], TUNABLE)
+    # the keywords of the in-memory path: register_steps itself only forwards **kwargs
+    params = accepted(register_in_memory_steps, prov["params"], TUNABLE)
     for key in (*REGISTRATION_EXTRAS, "fixed", "moving", "fixed_spacing", "moving_spacing",
                 "fixed_origin", "moving_origin", "transforms_dir"):
         params.pop(key, None)
