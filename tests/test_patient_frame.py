@@ -53,11 +53,22 @@ def test_outputs_take_the_orientation_of_their_source(tmp_path):
     np.testing.assert_allclose(out.data_to_world(kji), source.data_to_world(kji))
     ras = oblique_affine() @ np.array([kji[2], kji[1], kji[0], 1.0])
     np.testing.assert_allclose(out.data_to_world(kji), ras[2::-1], atol=1e-5)
-    # a source on another grid gives nothing: the output keeps the identity
-    other = add_or_update(viewer, labels_layer(
-        mask, "elsewhere", tuple(2 * s for s in spacing), translate=translate,
-        provenance=provenance("segmentation", sources=[source.name])))
-    np.testing.assert_allclose(other.affine.affine_matrix, np.eye(4))
+    # an output on another grid of the scan (the segmentation preview: one slice, its
+    # translate moved along the first voxel axis) takes the same rotation and lands on it
+    z = 3
+    offset = tuple(t + (z * spacing[0] if axis == 0 else 0.0) for axis, t in enumerate(translate))
+    preview = add_or_update(viewer, labels_layer(
+        mask[z:z + 1], "preview [oblique]", spacing, translate=offset,
+        provenance=provenance("segmentation preview", sources=[source.name])))
+    for y, x in [(0, 0), (5, 7), (int(kji[1]), int(kji[2]))]:
+        np.testing.assert_allclose(preview.data_to_world((0, y, x)),
+                                   source.data_to_world((z, y, x)), atol=1e-6)
+    # a downsampled copy (twice the spacing, the same corner)
+    coarse = add_or_update(viewer, labels_layer(
+        mask[::2, ::2, ::2], "coarse [oblique]", tuple(2 * s for s in spacing),
+        translate=translate, provenance=provenance("segmentation", sources=[source.name])))
+    np.testing.assert_allclose(coarse.data_to_world((1, 2, 3)),
+                               source.data_to_world((2, 4, 6)), atol=1e-6)
     # saved, the output lands where the source's file puts those voxels
     written = write_labels(str(tmp_path / "marker.nii.gz"), out.data,
                            {**out._get_state(), "name": out.name})

@@ -218,21 +218,27 @@ def add_or_update(viewer: Any, layer: LayerTuple) -> Any:
 
 
 def _with_source_affine(viewer: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with the direction cosines of its source layer as ``affine`` (identity when
-    no source lies on its grid), unless it brings its own."""
+    """``kwargs`` with the direction cosines of its source layer as ``affine``, unless it
+    brings its own.
+
+    The directions do not depend on spacing or origin: an output on another grid of the same
+    scan (a preview slice, a downsampled copy) has its ``scale`` and ``translate`` along the
+    source's voxel axes and takes the same rotation. Of several sources, the one whose grid the
+    output lies on exactly is taken, else the last (``"a->b"``: results lie on ``b``'s grid);
+    identity when no source is a 3D layer in the viewer.
+    """
     if "affine" in kwargs or "scale" not in kwargs:
         return kwargs
-    sources = ((kwargs.get("metadata") or {}).get("xaimed") or {}).get("sources") or []
-    spatial = np.eye(3)
-    for name in sources:
-        source = viewer.layers[name] if isinstance(name, str) and name in viewer.layers else None
-        if source is None or source.ndim < 3:
-            continue
-        if (np.allclose(np.asarray(source.scale)[-3:], np.asarray(kwargs["scale"])[-3:])
-                and np.allclose(np.asarray(source.translate)[-3:],
-                                np.asarray(kwargs["translate"])[-3:])):
-            spatial = np.asarray(source.affine.affine_matrix, dtype=float)[-4:-1, -4:-1]
-            break
+    names = ((kwargs.get("metadata") or {}).get("xaimed") or {}).get("sources") or []
+    sources = [viewer.layers[n] for n in names if isinstance(n, str) and n in viewer.layers]
+    sources = [layer for layer in sources if layer.ndim >= 3][::-1]
+    on_grid = [layer for layer in sources
+               if np.allclose(np.asarray(layer.scale)[-3:], np.asarray(kwargs["scale"])[-3:])
+               and np.allclose(np.asarray(layer.translate)[-3:],
+                               np.asarray(kwargs.get("translate", (0.0,) * 3))[-3:])]
+    chosen = (on_grid or sources or [None])[0]
+    spatial = (np.eye(3) if chosen is None
+               else np.asarray(chosen.affine.affine_matrix, dtype=float)[-4:-1, -4:-1])
     ndim = len(kwargs["scale"])
     matrix = np.eye(ndim + 1)
     matrix[ndim - 3:ndim, ndim - 3:ndim] = spatial
