@@ -81,6 +81,33 @@ def test_cli_segmentation_script_recomputes_and_runs_on_another_file(ct, tmp_pat
                    str(tmp_path / "other.nii.gz")), expected)
 
 
+def test_a_script_writes_its_output_in_the_inputs_orientation(tmp_path, capsys):
+    """An oblique scan, and a permuted (sagittal-like) LAS one as another input: the script's
+    output has its input's affine (nibabel), not identity directions (mirrored, moved)."""
+    import nibabel as nib
+    from _oblique import oblique_affine, write_nifti
+
+    path = write_nifti(tmp_path / "oblique.nii.gz")
+    out = tmp_path / "seg"
+    assert main(["segment", str(path), "--out", str(out), "--method", "threshold",
+                 "--value", "600"]) == 0
+    capsys.readouterr()
+    assert main(["script", str(out / "labels.json")]) == 0
+    again = tmp_path / "again.nii.gz"
+    run_script(out / "labels.py", again)
+    np.testing.assert_allclose(nib.load(str(again)).affine, oblique_affine(), atol=1e-5)
+    np.testing.assert_allclose(nib.load(str(again)).affine,
+                               nib.load(str(out / "labels.nii.gz")).affine, atol=1e-5)
+    # another input stored with permuted, flipped axes: the output keeps its affine
+    permuted = np.array([[0.0, 0.0, -2.5, 40.0], [0.8, 0.0, 0.0, -20.0],
+                         [0.0, -0.7, 0.0, 30.0], [0.0, 0.0, 0.0, 1.0]])
+    voxels = np.random.default_rng(1).normal(size=(6, 7, 8)).astype(np.float32) * 400
+    nib.save(nib.Nifti1Image(voxels, permuted), str(tmp_path / "las.nii.gz"))
+    other = tmp_path / "other.nii.gz"
+    run_script(out / "labels.py", other, "--image", str(tmp_path / "las.nii.gz"))
+    np.testing.assert_allclose(nib.load(str(other)).affine, permuted, atol=1e-5)
+
+
 def test_a_changed_input_stops_the_script(ct, tmp_path):
     image = tmp_path / "ct.nii.gz"
     image.write_bytes(ct.read_bytes())
@@ -132,13 +159,16 @@ def check_layer(layer, viewer, folder: Path) -> str:
 
 
 def test_widget_segmentation_of_an_unsaved_layer(qtbot, make_napari_viewer, tmp_path):
-    """An image that exists only in the viewer is saved beside the script, which reads it."""
+    """An image that exists only in the viewer is saved beside the script, which reads it;
+    its orientation (here x toward the patient's left, as in an LAS file) is kept in both."""
+    import nibabel as nib
+
     from napari_xaimed.viewer.widgets.segmentation import SegmentationWidget
 
     viewer = make_napari_viewer()
     lesion = samples.lesion_volume(shape=(32, 40, 40), seed=1, n_lesions=1)
     source = viewer.add_image(lesion.image, name="scan", scale=(2.0, 1.0, 1.0),
-                              translate=(5.0, -3.0, 1.0))
+                              translate=(5.0, -3.0, 1.0), affine=np.diag([1.0, 1.0, -1.0, 1.0]))
     widget = SegmentationWidget(viewer)
     widget.image.value = source
     widget.method.value = "otsu"
@@ -151,6 +181,9 @@ def test_widget_segmentation_of_an_unsaved_layer(qtbot, make_napari_viewer, tmp_
     out = next((tmp_path / "out").glob("*.nii.gz"))
     assert read_volume(out).spacing == pytest.approx((2.0, 1.0, 1.0))
     assert read_volume(out).translate == pytest.approx((5.0, -3.0, 1.0))
+    las = np.diag([-1.0, 1.0, 2.0])  # RAS directions x spacing of the (x, y, z) voxel axes
+    for written in (tmp_path / "scan.nii.gz", out):
+        np.testing.assert_allclose(nib.load(str(written)).affine[:3, :3], las, atol=1e-6)
 
 
 def test_widget_evaluation_maps(qtbot, make_napari_viewer, tmp_path):

@@ -41,7 +41,11 @@ def _save_input(record: dict[str, Any], layers: Any, folder: Path) -> None:
     path = folder / f"{layer_file_stem(name)}.nii.gz"
     spacing = record.get("spacing") or tuple(layer.scale[-3:])
     origin = record.get("origin") or tuple(layer.translate[-3:])
-    write_volume(path, np.asarray(layer.data), affine=affine_from_grid(spacing, origin),
+    # the layer's rotation: napari's world is (S, A, R) over (z, y, x), a NIfTI's RAS over
+    # (x, y, z), so its spatial block read backwards on both axes
+    rotation = np.asarray(layer.affine.affine_matrix, dtype=float)[-4:-1, -4:-1][::-1, ::-1]
+    write_volume(path, np.asarray(layer.data),
+                 affine=affine_from_grid(spacing, origin, template=rotation),
                  is_label=type(layer).__name__ == "Labels")
     if record.get("sha256") is not None and array_sha256(read_volume(path).data) != \
             record["sha256"]:

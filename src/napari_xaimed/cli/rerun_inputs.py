@@ -38,6 +38,9 @@ class Input:
     data: np.ndarray
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float] | None = None
+    #: The file's affine for ``data`` as found (after the recorded reorientation), whose
+    #: directions an output on this grid is written with; None: identity (samples).
+    affine: np.ndarray | None = None
 
 
 def _sample_data(record: dict[str, Any]) -> np.ndarray:
@@ -86,11 +89,12 @@ def resolve_input(role: str, record: dict[str, Any], base: Path | None = None,
     if path is not None:
         volume = read_volume(path)
         return Input(name=Path(path).name, data=volume.data, spacing=tuple(volume.spacing),
-                     origin=tuple(volume.translate))
+                     origin=tuple(volume.translate), affine=volume.affine)
     name = record.get("name", role)
     if "points_world_mm" in record:
         return np.asarray(record["points_world_mm"], dtype=np.float64).reshape(-1, 3)
     spacing, origin = record.get("spacing"), record.get("origin")
+    affine = None
     if record.get("path"):
         path = Path(record["path"])
         if not path.is_file() and base is not None and (base / path.name).is_file():
@@ -101,7 +105,7 @@ def resolve_input(role: str, record: dict[str, Any], base: Path | None = None,
                 + (f" (nor beside {str(base)!r})" if base is not None else "")
                 + ": restore it there, or put it beside the provenance file.")
         volume = read_volume(path)
-        data, where = volume.data, str(path)
+        data, where, affine = volume.data, str(path), volume.affine
         spacing = spacing or volume.spacing
     elif record.get("sample"):
         data, where = _sample_data(record), f"sample {record['sample']['params']}"
@@ -115,12 +119,17 @@ def resolve_input(role: str, record: dict[str, Any], base: Path | None = None,
             "voxels' SHA-256 differs from the recorded one): restore the original input, or "
             "compute the output anew instead of rerunning it.")
     if record.get("orientation") is not None:  # the file's axes were flipped or permuted
+        from nibabel.orientations import inv_ornt_aff
+
         from napari_xaimed.io.grid import reorient  # (spacing and origin recorded as used)
 
+        if affine is not None:  # as nibabel's as_reoriented: every voxel keeps its position
+            affine = affine @ inv_ornt_aff(np.asarray(record["orientation"]), data.shape[::-1])
         data = reorient(data, (1.0, 1.0, 1.0), record["orientation"])[0]
     spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
     origin = None if origin is None else tuple(float(o) for o in origin)
-    return Input(name=name, data=data, spacing=spacing, origin=origin)  # type: ignore[arg-type]
+    return Input(name=name, data=data, spacing=spacing, origin=origin,  # type: ignore[arg-type]
+                 affine=affine)
 
 
 def _legacy_file(name: str, base: Path | None) -> Path | None:

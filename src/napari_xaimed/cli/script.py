@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
 {reads}
 {calls}
     write_volume(args.out, np.asarray(output),
-                 affine=affine_from_grid({grid}.spacing, {grid}.origin or (0.0, 0.0, 0.0)),
+                 affine=affine_from_grid({grid}.spacing, {grid}.origin or (0.0, 0.0, 0.0),
+                                         template={grid}.affine),
                  is_label={is_label}, metadata={{**PROVENANCE, "script": __file__}})
     print(f"wrote {{args.out}}")
 
