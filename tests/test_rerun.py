@@ -296,3 +296,24 @@ def test_a_trusted_rerun_of_an_edited_config_runs_none_of_its_code(tmp_path):
     with pytest.raises(XaimedError, match="has changed since the output was computed"):
         recorded_model(record, trust=True)
     assert not marker.exists()
+
+
+def test_widget_longitudinal_identity_with_a_noise_seed_reruns(qtbot, make_napari_viewer,
+                                                               tmp_path, capsys):
+    """Identity alignment and SmoothGrad with a seed other than 0: the rerun draws the same
+    noise (the seed was dropped there, and the map came out different)."""
+    from napari_xaimed.viewer.widgets.longitudinal import IDENTITY, LongitudinalWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xaimed", "longitudinal")
+    widget = LongitudinalWidget(viewer)
+    widget.alignment.value = IDENTITY
+    widget.method.value = "smoothgrad"
+    widget.seed.value = 7
+    widget.device.value = "cpu"
+    run_widget(qtbot, widget.job)
+    change = next(layer for layer in viewer.layers
+                  if layer.name.endswith("change [prior->current]") and "xaimed" in layer.metadata
+                  and layer.metadata["xaimed"].get("output", "change") == "change")
+    assert change.metadata["xaimed"]["params"]["method_params"]["seed"] == 7
+    check(save(change, tmp_path), capsys)

@@ -223,7 +223,10 @@ def _longitudinal(prov: dict[str, Any], roles: tuple[str, ...], trust: bool) -> 
                      if k in METHODS[method].params and k != "layer"}
     registered = params["registration"]
     if str(registered.get("source", "")).startswith("identity"):
-        alignment: dict[str, Any] = {"registration": "identity"}
+        # the methods' noise seed (SmoothGrad, VarGrad, GradientSHAP), which the registered
+        # branch passes along with the registration's
+        alignment: dict[str, Any] = {"registration": "identity",
+                                     "seed": params.get("method_params", {}).get("seed", 0)}
     elif registered.get("source") == "registered here":
         done = registered["params"]
         alignment = {"transform": registered["transform"], "seed": done.get("seed"),
