@@ -89,6 +89,23 @@ def _paths(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
+def read_provenance(path: str | Path) -> tuple[Path, Path | None, dict[str, Any]]:
+    """An output's provenance sidecar, given it or its NIfTI: the sidecar's path, the output
+    beside it (None when missing) and the provenance dict, or an ``XaimedError`` saying what is
+    wrong with the file."""
+    side, original = _paths(Path(path))
+    if not side.is_file():
+        raise XaimedError(f"No provenance file at {str(side)!r}: give the .json written beside "
+                          "the output NIfTI.")
+    try:
+        prov = json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise XaimedError(f"{side.name!r} is not valid JSON ({exc}).") from exc
+    if not isinstance(prov, dict) or "kind" not in prov:
+        raise XaimedError(f"{side.name!r} is not an output's provenance (no 'kind').")
+    return side, original, prov
+
+
 def rerun(path: str | Path, out: str | Path | None = None, check: bool = False,
           trust: bool = False) -> RerunReport:
     """Recompute the output whose provenance is ``path`` and write it to ``out``.
@@ -109,16 +126,7 @@ def rerun(path: str | Path, out: str | Path | None = None, check: bool = False,
     -------
     RerunReport
     """
-    side, original = _paths(Path(path))
-    if not side.is_file():
-        raise XaimedError(f"No provenance file at {str(side)!r}: give the .json written beside "
-                          "the output NIfTI.")
-    try:
-        prov = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise XaimedError(f"{side.name!r} is not valid JSON ({exc}).") from exc
-    if not isinstance(prov, dict) or "kind" not in prov:
-        raise XaimedError(f"{side.name!r} is not an output's provenance (no 'kind').")
+    side, original, prov = read_provenance(path)
     if check and original is None:
         raise XaimedError(f"--check needs the output beside {side.name!r} "
                           f"({side.stem}.nii.gz): it is not there.")

@@ -16,7 +16,6 @@ import pprint
 from pathlib import Path
 from typing import Any
 
-from napari_xaimed._core.errors import XaimedError
 from napari_xaimed.cli.recipe import imports, render
 from napari_xaimed.cli.recompute import recipe
 from napari_xaimed.cli.rerun_inputs import input_records
@@ -164,18 +163,9 @@ def write_script(path: str | Path, out: str | Path | None = None, trust: bool = 
     pathlib.Path
         The script written.
     """
-    from napari_xaimed.cli.rerun import _paths
+    from napari_xaimed.cli.rerun import read_provenance
 
-    side, _ = _paths(Path(path))
-    if not side.is_file():
-        raise XaimedError(f"No provenance file at {str(side)!r}: give the .json written beside "
-                          "the output NIfTI.")
-    try:
-        prov = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise XaimedError(f"{side.name!r} is not valid JSON ({exc}).") from exc
-    if not isinstance(prov, dict) or "kind" not in prov:
-        raise XaimedError(f"{side.name!r} is not an output's provenance (no 'kind').")
+    side, _, prov = read_provenance(path)
     target = Path(out) if out is not None else side.with_suffix(".py")
     text = script_text(prov, side.stem, base=side.parent.resolve(), trust=trust)
     target.parent.mkdir(parents=True, exist_ok=True)
